@@ -1,0 +1,92 @@
+//! Elementwise functions of two arrays, and `where`.
+
+use crate::array::{Array, Data};
+use crate::dtype::Dtype;
+use crate::element::{Acc, Element};
+use crate::error::Result;
+use crate::primitives::BinaryOp;
+
+use super::iter::{alloc_out, map2, map3, operand};
+
+/// `log(exp(a) + exp(b))` without overflow.
+#[inline(always)]
+fn logaddexp<A: Acc>(a: A, b: A) -> A {
+    let (x, y) = (a.as_f64(), b.as_f64());
+    if x.is_nan() || y.is_nan() {
+        return A::of_f64(f64::NAN);
+    }
+    let m = Acc::max(x, y);
+    if m == f64::NEG_INFINITY {
+        return a;
+    }
+    A::of_f64(m + (-(x - y).abs()).exp().ln_1p())
+}
+
+/// Evaluates a binary op; both inputs have one dtype, the output has `dtype`.
+pub fn eval(op: BinaryOp, a: &Array, b: &Array, shape: &[usize], dtype: Dtype) -> Result<Data> {
+    let (da, db) = (a.data()?, b.data()?);
+    let in_dtype = a.dtype();
+    crate::dispatch_dtype!(in_dtype, T => {
+        let (pa, sa) = operand::<T>(&da, a.shape(), shape);
+        let (pb, sb) = operand::<T>(&db, b.shape(), shape);
+        macro_rules! arith {
+            ($f:expr) => {
+                alloc_out::<T>(shape, |out| {
+                    map2(pa, sa, pb, sb, shape, out, |x: T, y: T| T::from_acc($f(x.to_acc(), y.to_acc())));
+                    Ok(())
+                })
+            };
+        }
+        macro_rules! compare {
+            ($f:expr) => {
+                alloc_out::<bool>(shape, |out| {
+                    map2(pa, sa, pb, sb, shape, out, |x: T, y: T| $f(x.to_acc(), y.to_acc()));
+                    Ok(())
+                })
+            };
+        }
+        type A = <T as Element>::Acc;
+        debug_assert!(dtype == in_dtype || dtype == Dtype::Bool);
+        use BinaryOp::*;
+        match op {
+            Add => arith!(|x: A, y: A| Acc::add(x, y)),
+            Subtract => arith!(|x: A, y: A| Acc::sub(x, y)),
+            Multiply => arith!(|x: A, y: A| Acc::mul(x, y)),
+            Divide => arith!(|x: A, y: A| Acc::div(x, y)),
+            FloorDivide => arith!(|x: A, y: A| Acc::floor_div(x, y)),
+            Remainder => arith!(|x: A, y: A| Acc::rem(x, y)),
+            Power => arith!(|x: A, y: A| Acc::pow(x, y)),
+            Maximum => arith!(|x: A, y: A| Acc::max(x, y)),
+            Minimum => arith!(|x: A, y: A| Acc::min(x, y)),
+            LogAddExp => arith!(|x: A, y: A| logaddexp(x, y)),
+            ArcTan2 => arith!(|x: A, y: A| A::of_f64(x.as_f64().atan2(y.as_f64()))),
+            BitwiseAnd => arith!(|x: A, y: A| Acc::bit_and(x, y)),
+            BitwiseOr => arith!(|x: A, y: A| Acc::bit_or(x, y)),
+            BitwiseXor => arith!(|x: A, y: A| Acc::bit_xor(x, y)),
+            LeftShift => arith!(|x: A, y: A| Acc::shl(x, y)),
+            RightShift => arith!(|x: A, y: A| Acc::shr(x, y)),
+            Equal => compare!(|x: A, y: A| x == y),
+            NotEqual => compare!(|x: A, y: A| x != y),
+            Less => compare!(|x: A, y: A| x < y),
+            LessEqual => compare!(|x: A, y: A| x <= y),
+            Greater => compare!(|x: A, y: A| x > y),
+            GreaterEqual => compare!(|x: A, y: A| x >= y),
+            LogicalAnd => compare!(|x: A, y: A| x != A::ZERO && y != A::ZERO),
+            LogicalOr => compare!(|x: A, y: A| x != A::ZERO || y != A::ZERO),
+        }
+    })
+}
+
+/// `where(cond, x, y)`.
+pub fn select(cond: &Array, x: &Array, y: &Array, shape: &[usize], dtype: Dtype) -> Result<Data> {
+    let (dc, dx, dy) = (cond.data()?, x.data()?, y.data()?);
+    crate::dispatch_dtype!(dtype, T => {
+        let c = operand::<bool>(&dc, cond.shape(), shape);
+        let a = operand::<T>(&dx, x.shape(), shape);
+        let b = operand::<T>(&dy, y.shape(), shape);
+        alloc_out::<T>(shape, |out| {
+            map3(c, a, b, shape, out, |c: bool, a: T, b: T| if c { a } else { b });
+            Ok(())
+        })
+    })
+}

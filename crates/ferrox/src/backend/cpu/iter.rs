@@ -1,0 +1,256 @@
+//! Strided iteration shared by the CPU kernels: collapse axes, then walk rows in parallel.
+
+use rayon::prelude::*;
+
+use crate::array::{row_major_strides, Data};
+use crate::shape::broadcast_strides;
+
+/// Below this many elements a kernel runs on the calling thread.
+pub const PAR_THRESHOLD: usize = 1 << 15;
+/// Elements per parallel task for contiguous loops.
+pub const PAR_CHUNK: usize = 1 << 14;
+
+/// A raw pointer that may cross threads; kernels only read through it (or write disjoint
+/// elements).
+#[derive(Clone, Copy)]
+pub struct Ptr<T>(pub *const T);
+// SAFETY: see the type's doc: shared reads, or disjoint writes.
+unsafe impl<T> Send for Ptr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for Ptr<T> {}
+
+impl<T: Copy> Ptr<T> {
+    /// The raw pointer (a method, so closures capture the whole `Send` wrapper).
+    #[inline(always)]
+    pub fn get(self) -> *const T {
+        self.0
+    }
+
+    /// Reads the element at `off`.
+    ///
+    /// # Safety
+    /// `off` must lie inside the viewed data.
+    #[inline(always)]
+    pub unsafe fn at(self, off: isize) -> T {
+        *self.get().offset(off)
+    }
+}
+
+/// A mutable raw pointer for kernels that write disjoint elements from several threads.
+#[derive(Clone, Copy)]
+pub struct MutPtr<T>(pub *mut T);
+// SAFETY: writers touch disjoint elements.
+unsafe impl<T> Send for MutPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for MutPtr<T> {}
+
+impl<T> MutPtr<T> {
+    /// The raw pointer (a method, so closures capture the whole `Send` wrapper).
+    #[inline(always)]
+    pub fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Merges neighbouring axes whose strides chain in every operand and drops size-1 axes.
+pub fn collapse(shape: &[usize], strides: &[Vec<isize>]) -> (Vec<usize>, Vec<Vec<isize>>) {
+    let mut cs: Vec<usize> = Vec::new();
+    let mut cst: Vec<Vec<isize>> = vec![Vec::new(); strides.len()];
+    for ax in 0..shape.len() {
+        let n = shape[ax];
+        if n == 1 {
+            continue;
+        }
+        let merge = !cs.is_empty()
+            && strides.iter().zip(&cst).all(|(s, c)| *c.last().unwrap() == s[ax] * n as isize);
+        if merge {
+            *cs.last_mut().unwrap() *= n;
+            for (s, c) in strides.iter().zip(cst.iter_mut()) {
+                *c.last_mut().unwrap() = s[ax];
+            }
+        } else {
+            cs.push(n);
+            for (s, c) in strides.iter().zip(cst.iter_mut()) {
+                c.push(s[ax]);
+            }
+        }
+    }
+    if cs.is_empty() {
+        cs.push(1);
+        for c in cst.iter_mut() {
+            c.push(0);
+        }
+    }
+    (cs, cst)
+}
+
+/// The element offset, in each operand, of the start of `row` (rows run along the last axis).
+#[inline]
+pub fn row_offsets<const N: usize>(outer: &[usize], strides: &[Vec<isize>], mut row: usize) -> [isize; N] {
+    let mut offs = [0isize; N];
+    for ax in (0..outer.len()).rev() {
+        let i = row % outer[ax];
+        row /= outer[ax];
+        for k in 0..N {
+            offs[k] += i as isize * strides[k][ax];
+        }
+    }
+    offs
+}
+
+/// Fills the row-major `out` by rows: `f(offsets, inner_strides, chunk)` writes `chunk`, whose
+/// element `j` comes from element `offsets[k] + j * inner_strides[k]` of each input `k`.
+/// `strides` are the inputs' strides already broadcast to `shape`. Runs in parallel when large.
+pub fn map_rows<const N: usize, O: Send + Sync>(
+    shape: &[usize],
+    strides: &[Vec<isize>],
+    out: &mut [O],
+    f: impl Fn([isize; N], [isize; N], &mut [O]) + Sync + Send,
+) {
+    let n = out.len();
+    if n == 0 {
+        return;
+    }
+    let contiguous = row_major_strides(shape);
+    let all_contiguous =
+        strides.iter().all(|s| shape.iter().zip(s.iter().zip(&contiguous)).all(|(&d, (a, b))| d == 1 || a == b));
+    if all_contiguous {
+        // One long row, cut into chunks.
+        if n < PAR_THRESHOLD {
+            f([0; N], [1; N], out);
+        } else {
+            out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(i, chunk)| {
+                f([(i * PAR_CHUNK) as isize; N], [1; N], chunk);
+            });
+        }
+        return;
+    }
+    let (cs, cst) = collapse(shape, strides);
+    let inner = *cs.last().unwrap();
+    let outer = &cs[..cs.len() - 1];
+    let mut inner_strides = [0isize; N];
+    for k in 0..N {
+        inner_strides[k] = *cst[k].last().unwrap();
+    }
+    let outer_strides: Vec<Vec<isize>> = cst.iter().map(|s| s[..s.len() - 1].to_vec()).collect();
+    let run_row = |row: usize, chunk: &mut [O]| {
+        let offs = row_offsets::<N>(outer, &outer_strides, row);
+        f(offs, inner_strides, chunk);
+    };
+    if n < PAR_THRESHOLD {
+        for (row, chunk) in out.chunks_mut(inner).enumerate() {
+            run_row(row, chunk);
+        }
+    } else {
+        let min_rows = (PAR_CHUNK / inner).max(1);
+        out.par_chunks_mut(inner).enumerate().with_min_len(min_rows).for_each(|(row, chunk)| run_row(row, chunk));
+    }
+}
+
+/// Applies `f` elementwise to one strided input of `shape` into the row-major `out`.
+pub fn map1<A: Copy, O: Send + Sync>(a: Ptr<A>, sa: Vec<isize>, shape: &[usize], out: &mut [O], f: impl Fn(A) -> O + Sync + Send) {
+    map_rows::<1, O>(shape, &[sa], out, |[oa], [ia], chunk| {
+        // SAFETY: offsets come from the input's own view.
+        unsafe {
+            if ia == 1 {
+                let src = std::slice::from_raw_parts(a.get().offset(oa), chunk.len());
+                for (o, &x) in chunk.iter_mut().zip(src) {
+                    *o = f(x);
+                }
+            } else {
+                for (j, o) in chunk.iter_mut().enumerate() {
+                    *o = f(a.at(oa + j as isize * ia));
+                }
+            }
+        }
+    });
+}
+
+/// Applies `f` elementwise to two strided inputs broadcast to `shape` into the row-major `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn map2<A: Copy, B: Copy, O: Send + Sync>(
+    a: Ptr<A>,
+    sa: Vec<isize>,
+    b: Ptr<B>,
+    sb: Vec<isize>,
+    shape: &[usize],
+    out: &mut [O],
+    f: impl Fn(A, B) -> O + Sync + Send,
+) {
+    map_rows::<2, O>(shape, &[sa, sb], out, |[oa, ob], [ia, ib], chunk| {
+        let len = chunk.len();
+        // SAFETY: offsets come from the inputs' own views.
+        unsafe {
+            match (ia, ib) {
+                (1, 1) => {
+                    let x = std::slice::from_raw_parts(a.get().offset(oa), len);
+                    let y = std::slice::from_raw_parts(b.get().offset(ob), len);
+                    for ((o, &x), &y) in chunk.iter_mut().zip(x).zip(y) {
+                        *o = f(x, y);
+                    }
+                }
+                (1, 0) => {
+                    let x = std::slice::from_raw_parts(a.get().offset(oa), len);
+                    let y = b.at(ob);
+                    for (o, &x) in chunk.iter_mut().zip(x) {
+                        *o = f(x, y);
+                    }
+                }
+                (0, 1) => {
+                    let x = a.at(oa);
+                    let y = std::slice::from_raw_parts(b.get().offset(ob), len);
+                    for (o, &y) in chunk.iter_mut().zip(y) {
+                        *o = f(x, y);
+                    }
+                }
+                _ => {
+                    for (j, o) in chunk.iter_mut().enumerate() {
+                        let j = j as isize;
+                        *o = f(a.at(oa + j * ia), b.at(ob + j * ib));
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Applies `f` elementwise to three strided inputs broadcast to `shape` into the row-major `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn map3<A: Copy, B: Copy, C: Copy, O: Send + Sync>(
+    a: (Ptr<A>, Vec<isize>),
+    b: (Ptr<B>, Vec<isize>),
+    c: (Ptr<C>, Vec<isize>),
+    shape: &[usize],
+    out: &mut [O],
+    f: impl Fn(A, B, C) -> O + Sync + Send,
+) {
+    map_rows::<3, O>(shape, &[a.1, b.1, c.1], out, |[oa, ob, oc], [ia, ib, ic], chunk| {
+        for (j, o) in chunk.iter_mut().enumerate() {
+            let j = j as isize;
+            // SAFETY: offsets come from the inputs' own views.
+            unsafe { *o = f(a.0.at(oa + j * ia), b.0.at(ob + j * ib), c.0.at(oc + j * ic)) };
+        }
+    });
+}
+
+/// A typed base pointer and broadcast strides for an input of `in_shape` viewed as `shape`.
+pub fn operand<T>(d: &Data, in_shape: &[usize], shape: &[usize]) -> (Ptr<T>, Vec<isize>) {
+    (Ptr(d.ptr::<T>()), broadcast_strides(in_shape, &d.strides, shape))
+}
+
+/// Allocates a row-major output of `n` elements of `T`, lets `fill` write all of it, and wraps it.
+pub fn alloc_out<T: crate::Element>(
+    shape: &[usize],
+    fill: impl FnOnce(&mut [T]) -> crate::Result<()>,
+) -> crate::Result<Data> {
+    let n: usize = shape.iter().product();
+    let mut buf = crate::memory::Buffer::alloc(n * std::mem::size_of::<T>())?;
+    {
+        let bytes = buf.as_bytes_mut();
+        // SAFETY: the buffer is 64-byte aligned and holds n elements of T; every element
+        // type is valid for any bit pattern except bool, which fill writes before any read.
+        let out = unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut T, n) };
+        fill(out)?;
+    }
+    Ok(Data::contiguous(buf, shape))
+}

@@ -1,0 +1,260 @@
+//! Matrix multiplication: the `gemm` crate for f32 / f64 / f16, a panel-converting path for
+//! bf16, and direct matrix-vector kernels for the decode case (one row).
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use crate::array::{row_major_strides, Array, Data};
+use crate::dtype::Dtype;
+use crate::element::Element;
+use crate::error::{Error, Result};
+use crate::shape::broadcast_strides;
+
+use super::iter::{alloc_out, operand, row_offsets, MutPtr, Ptr};
+
+/// One matrix operand: base pointer, and row / column strides (elements).
+#[derive(Clone, Copy)]
+struct Mat<T> {
+    ptr: Ptr<T>,
+    rs: isize,
+    cs: isize,
+}
+
+fn parallelism(flops: usize) -> gemm::Parallelism {
+    if flops < (1 << 20) {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    }
+}
+
+/// `dst = dst_scale * dst + prod_scale * a @ b` for one matrix, on `gemm`.
+///
+/// # Safety
+/// The views must be valid for m×k, k×n and m×n.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_one<T: 'static + Copy>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: MutPtr<T>,
+    dst_rs: isize,
+    read_dst: bool,
+    a: Mat<T>,
+    b: Mat<T>,
+    dst_scale: T,
+    prod_scale: T,
+    par: gemm::Parallelism,
+) {
+    gemm::gemm(
+        m, n, k, dst.0, 1, dst_rs, read_dst, a.ptr.0, a.cs, a.rs, b.ptr.0, b.cs, b.rs, dst_scale, prod_scale, false,
+        false, false, par,
+    );
+}
+
+/// Matrix-vector: `y[j] = scale * sum_k x[k] * b[k, j]` (+ `beta * y`) reading `b` in its own
+/// dtype, for one row of `a`. Columns of `b` contiguous along k (a transposed weight) give dot
+/// products; rows contiguous along n give scaled row sums.
+fn gemv<T: Element<Acc = f32>>(x: &[f32], b: Mat<T>, n: usize, k: usize, y: &mut [f32]) {
+    if b.rs == 1 {
+        // b[k, j] at j*cs + k: each output is a dot product over a contiguous column.
+        let body = |(j, yj): (usize, &mut f32)| {
+            // SAFETY: column j of b has k contiguous elements.
+            let col = unsafe { std::slice::from_raw_parts(b.ptr.get().offset(j as isize * b.cs), k) };
+            let mut acc = [0f32; 8];
+            let mut cc = col.chunks_exact(8);
+            let mut xc = x.chunks_exact(8);
+            for (c, xv) in (&mut cc).zip(&mut xc) {
+                for l in 0..8 {
+                    acc[l] += c[l].to_acc() * xv[l];
+                }
+            }
+            let mut s = 0f32;
+            for (c, xv) in cc.remainder().iter().zip(xc.remainder()) {
+                s += c.to_acc() * xv;
+            }
+            *yj = s + acc.iter().sum::<f32>();
+        };
+        if n * k >= 1 << 16 {
+            y.par_iter_mut().enumerate().with_min_len(16).for_each(body);
+        } else {
+            y.iter_mut().enumerate().for_each(body);
+        }
+    } else {
+        // Rows of b contiguous along n (cs == 1): accumulate x[k] * b[k, :].
+        let chunk = 256;
+        let body = |(ci, yc): (usize, &mut [f32])| {
+            yc.iter_mut().for_each(|v| *v = 0.0);
+            let j0 = ci * chunk;
+            for (kk, &xv) in x.iter().enumerate() {
+                // SAFETY: row kk of b, columns j0..j0+len.
+                let row = unsafe { std::slice::from_raw_parts(b.ptr.get().offset(kk as isize * b.rs + j0 as isize), yc.len()) };
+                for (yv, bv) in yc.iter_mut().zip(row) {
+                    *yv += xv * bv.to_acc();
+                }
+            }
+        };
+        if n * k >= 1 << 16 {
+            y.par_chunks_mut(chunk).enumerate().for_each(body);
+        } else {
+            y.chunks_mut(chunk).enumerate().for_each(body);
+        }
+    }
+}
+
+/// Evaluates `alpha * a @ b + beta * c`; `a` is [..., M, K], `b` [..., K, N], batch axes
+/// broadcast to those of `shape` = [..., M, N].
+pub fn matmul(inputs: &[Array], alpha: f64, beta: f64, shape: &[usize], dtype: Dtype) -> Result<Data> {
+    let (a, b) = (&inputs[0], &inputs[1]);
+    let nd = shape.len();
+    let (m, n) = (shape[nd - 2], shape[nd - 1]);
+    let k = a.shape()[a.ndim() - 1];
+    let batch_shape = &shape[..nd - 2];
+    let nbatch: usize = batch_shape.iter().product();
+    let (da, db) = (a.data()?, b.data()?);
+    let mut a_full = batch_shape.to_vec();
+    a_full.extend([m, k]);
+    let mut b_full = batch_shape.to_vec();
+    b_full.extend([k, n]);
+    let sa = broadcast_strides(a.shape(), &da.strides, &a_full);
+    let sb = broadcast_strides(b.shape(), &db.strides, &b_full);
+    let bstrides = vec![sa[..nd - 2].to_vec(), sb[..nd - 2].to_vec()];
+    let ost = row_major_strides(shape);
+    let c = if beta != 0.0 { Some(inputs[2].clone()) } else { None };
+
+    macro_rules! run {
+        ($T:ty, $conv:expr) => {{
+            alloc_out::<$T>(shape, |out| {
+                if let Some(c) = &c {
+                    let dc = c.data()?;
+                    let (pc, sc) = operand::<$T>(&dc, c.shape(), shape);
+                    // SAFETY: out is a fresh row-major buffer of `shape`.
+                    unsafe { super::copy::strided_copy(pc, &sc, MutPtr(out.as_mut_ptr()), &ost, shape) };
+                } else if k == 0 {
+                    out.iter_mut().for_each(|v| *v = <$T>::default());
+                }
+                if k == 0 || m == 0 || n == 0 {
+                    if beta != 0.0 && beta != 1.0 {
+                        out.iter_mut().for_each(|v| *v = <$T as Element>::from_f64(v.to_f64() * beta));
+                    }
+                    return Ok(());
+                }
+                let pa = Ptr(da.ptr::<$T>());
+                let pb = Ptr(db.ptr::<$T>());
+                let po = MutPtr(out.as_mut_ptr());
+                let conv: fn(f64) -> $T = $conv;
+                let one_batch = |bi: usize, par: gemm::Parallelism| {
+                    let [oa, ob] = row_offsets::<2>(batch_shape, &bstrides, bi);
+                    // SAFETY: offsets of batch bi inside each operand and the output.
+                    unsafe {
+                        gemm_one(
+                            m, n, k,
+                            MutPtr(po.get().offset(bi as isize * (m * n) as isize)), n as isize,
+                            c.is_some(),
+                            Mat { ptr: Ptr(pa.get().offset(oa)), rs: sa[nd - 2], cs: sa[nd - 1] },
+                            Mat { ptr: Ptr(pb.get().offset(ob)), rs: sb[nd - 2], cs: sb[nd - 1] },
+                            conv(beta), conv(alpha), par,
+                        )
+                    }
+                };
+                let flops = m * n * k;
+                if nbatch > 1 && flops < (1 << 22) {
+                    (0..nbatch).into_par_iter().for_each(|bi| one_batch(bi, gemm::Parallelism::None));
+                } else {
+                    (0..nbatch).for_each(|bi| one_batch(bi, parallelism(flops)));
+                }
+                Ok(())
+            })
+        }};
+    }
+
+    match dtype {
+        Dtype::F32 => run!(f32, |v| v as f32),
+        Dtype::F64 => run!(f64, |v| v),
+        Dtype::F16 if m > 1 => run!(f16, f16::from_f64),
+        Dtype::F16 => half_matmul::<f16>(inputs, alpha, beta, shape),
+        Dtype::Bf16 => half_matmul::<bf16>(inputs, alpha, beta, shape),
+        _ => Err(Error::dtype("matmul", "only floating-point types are supported", dtype)),
+    }
+}
+
+/// Half-precision matmul computing in f32: rows of `a` become f32 one at a time; for a
+/// single row, `b` is read in its own dtype (matrix-vector); otherwise `b` is converted to
+/// f32 in panels of 256 rows and multiplied with `gemm` — never a whole-matrix copy of `b`.
+fn half_matmul<T: Element<Acc = f32>>(inputs: &[Array], alpha: f64, beta: f64, shape: &[usize]) -> Result<Data> {
+    let (a, b) = (&inputs[0], &inputs[1]);
+    let nd = shape.len();
+    let (m, n) = (shape[nd - 2], shape[nd - 1]);
+    let k = a.shape()[a.ndim() - 1];
+    let batch_shape = &shape[..nd - 2];
+    let nbatch: usize = batch_shape.iter().product();
+    let (da, db) = (a.data()?, b.data()?);
+    let mut a_full = batch_shape.to_vec();
+    a_full.extend([m, k]);
+    let mut b_full = batch_shape.to_vec();
+    b_full.extend([k, n]);
+    let sa = broadcast_strides(a.shape(), &da.strides, &a_full);
+    let sb = broadcast_strides(b.shape(), &db.strides, &b_full);
+    let bstrides = vec![sa[..nd - 2].to_vec(), sb[..nd - 2].to_vec()];
+    let cvals: Option<Vec<f32>> = if beta != 0.0 {
+        let c = crate::ops::broadcast_to(&inputs[2], shape)?;
+        Some(c.to_vec::<f32>()?)
+    } else {
+        None
+    };
+    let pa = Ptr(da.ptr::<T>());
+    let pb = Ptr(db.ptr::<T>());
+    const PANEL: usize = 256;
+    alloc_out::<T>(shape, |out| {
+        let mut acc = vec![0f32; m * n];
+        let mut arow = vec![0f32; m * k.min(PANEL)];
+        let mut bpanel = vec![0f32; k.min(PANEL) * n];
+        for bi in 0..nbatch {
+            let [oa, ob] = row_offsets::<2>(batch_shape, &bstrides, bi);
+            let bm = Mat { ptr: Ptr(unsafe { pb.get().offset(ob) }), rs: sb[nd - 2], cs: sb[nd - 1] };
+            if m == 1 && (bm.rs == 1 || bm.cs == 1) {
+                let x: Vec<f32> = (0..k)
+                    .map(|kk| unsafe { pa.at(oa + kk as isize * sa[nd - 1]) }.to_acc())
+                    .collect();
+                gemv(&x, bm, n, k, &mut acc[..n]);
+            } else {
+                acc.iter_mut().for_each(|v| *v = 0.0);
+                let mut k0 = 0;
+                while k0 < k {
+                    let kb = PANEL.min(k - k0);
+                    for i in 0..m {
+                        for kk in 0..kb {
+                            let off = oa + i as isize * sa[nd - 2] + (k0 + kk) as isize * sa[nd - 1];
+                            arow[i * kb + kk] = unsafe { pa.at(off) }.to_acc();
+                        }
+                    }
+                    for kk in 0..kb {
+                        for j in 0..n {
+                            let off = (k0 + kk) as isize * bm.rs + j as isize * bm.cs;
+                            bpanel[kk * n + j] = unsafe { bm.ptr.at(off) }.to_acc();
+                        }
+                    }
+                    // SAFETY: the f32 scratch buffers are row-major m×kb, kb×n and m×n.
+                    unsafe {
+                        gemm_one(
+                            m, n, kb, MutPtr(acc.as_mut_ptr()), n as isize, true,
+                            Mat { ptr: Ptr(arow.as_ptr()), rs: kb as isize, cs: 1 },
+                            Mat { ptr: Ptr(bpanel.as_ptr()), rs: n as isize, cs: 1 },
+                            1.0, 1.0, parallelism(m * n * kb),
+                        )
+                    };
+                    k0 += kb;
+                }
+            }
+            let o = &mut out[bi * m * n..(bi + 1) * m * n];
+            for (idx, (ov, &av)) in o.iter_mut().zip(&acc).enumerate() {
+                let mut v = alpha as f32 * av;
+                if let Some(c) = &cvals {
+                    v += beta as f32 * c[bi * m * n + idx];
+                }
+                *ov = T::from_acc(v);
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,133 @@
+//! Linear algebra: matmul and its relatives, norms.
+
+use crate::array::Array;
+use crate::error::{Error, Result};
+use crate::primitives::Op;
+use crate::shape::broadcast_shapes;
+
+use super::{astype, expand_dims, reshape_usize, squeeze};
+
+fn matmul_impl(a: &Array, b: &Array, c: Option<&Array>, alpha: f64, beta: f64) -> Result<Array> {
+    if a.ndim() == 0 || b.ndim() == 0 {
+        return Err(Error::shape("matmul", format!("inputs must have at least 1 dimension; got {:?} and {:?}", a.shape(), b.shape())));
+    }
+    let dtype = crate::promote_types(a.dtype(), b.dtype());
+    let dtype = if dtype.is_float() { dtype } else { return Err(Error::dtype("matmul", "only floating-point types are supported", dtype)) };
+    let (a_vec, b_vec) = (a.ndim() == 1, b.ndim() == 1);
+    let a2 = if a_vec { expand_dims(a, &[0])? } else { a.clone() };
+    let b2 = if b_vec { expand_dims(b, &[-1])? } else { b.clone() };
+    let (m, k) = (a2.shape()[a2.ndim() - 2], a2.shape()[a2.ndim() - 1]);
+    let (k2, n) = (b2.shape()[b2.ndim() - 2], b2.shape()[b2.ndim() - 1]);
+    if k != k2 {
+        return Err(Error::shape("matmul", format!("last axis of {:?} ({k}) does not match second-to-last of {:?} ({k2})", a.shape(), b.shape())));
+    }
+    let batch = broadcast_shapes(&[&a2.shape()[..a2.ndim() - 2], &b2.shape()[..b2.ndim() - 2]], "matmul")?;
+    let mut shape = batch.clone();
+    shape.extend([m, n]);
+    let mut inputs = vec![astype(&a2, dtype)?, astype(&b2, dtype)?];
+    if let Some(c) = c.filter(|_| beta != 0.0) {
+        let cc = astype(c, dtype)?;
+        broadcast_shapes(&[cc.shape(), &shape], "addmm").and_then(|s| {
+            if s == shape {
+                Ok(())
+            } else {
+                Err(Error::shape("addmm", format!("c of shape {:?} does not broadcast to the product's shape {shape:?}", c.shape())))
+            }
+        })?;
+        inputs.push(cc);
+    }
+    let beta = if inputs.len() == 3 { beta } else { 0.0 };
+    let mut out = Array::from_op(shape, dtype, Op::Matmul { alpha, beta }, inputs);
+    if a_vec {
+        out = squeeze(&out, Some(&[-2]))?;
+    }
+    if b_vec {
+        out = squeeze(&out, Some(&[-1]))?;
+    }
+    Ok(out)
+}
+
+/// Matrix product with NumPy semantics: batched over leading axes (broadcast), and 1-D
+/// operands promoted to a row or column and squeezed back.
+pub fn matmul(a: &Array, b: &Array) -> Result<Array> {
+    matmul_impl(a, b, None, 1.0, 0.0)
+}
+
+/// `alpha * (a @ b) + beta * c`, in one pass.
+pub fn addmm(c: &Array, a: &Array, b: &Array, alpha: f64, beta: f64) -> Result<Array> {
+    if c.ndim() == 0 || a.ndim() < 2 || b.ndim() < 2 {
+        let p = super::multiply(&matmul(a, b)?, alpha)?;
+        return super::add(&p, &super::multiply(c, beta)?);
+    }
+    matmul_impl(a, b, Some(c), alpha, beta)
+}
+
+/// Inner product over the last axes.
+pub fn inner(a: &Array, b: &Array) -> Result<Array> {
+    if a.ndim() == 0 || b.ndim() == 0 {
+        return super::multiply(a, b);
+    }
+    tensordot(a, b, &[a.ndim() as isize - 1], &[b.ndim() as isize - 1])
+}
+
+/// Outer product of the flattened inputs.
+pub fn outer(a: &Array, b: &Array) -> Result<Array> {
+    let a = reshape_usize(a, &[a.size(), 1])?;
+    let b = reshape_usize(b, &[1, b.size()])?;
+    super::multiply(&a, &b)
+}
+
+/// Sums products over `axes_a` of `a` paired with `axes_b` of `b`; the output has the
+/// remaining axes of `a` then those of `b`.
+pub fn tensordot(a: &Array, b: &Array, axes_a: &[isize], axes_b: &[isize]) -> Result<Array> {
+    if axes_a.len() != axes_b.len() {
+        return Err(Error::shape("tensordot", "the two axis lists need the same length"));
+    }
+    let ca: Vec<usize> = axes_a.iter().map(|&x| crate::shape::normalize_axis(x, a.ndim(), "tensordot")).collect::<Result<_>>()?;
+    let cb: Vec<usize> = axes_b.iter().map(|&x| crate::shape::normalize_axis(x, b.ndim(), "tensordot")).collect::<Result<_>>()?;
+    for (&i, &j) in ca.iter().zip(&cb) {
+        if a.shape()[i] != b.shape()[j] {
+            return Err(Error::shape("tensordot", format!("axis {i} of {:?} and axis {j} of {:?} differ", a.shape(), b.shape())));
+        }
+    }
+    let fa: Vec<usize> = (0..a.ndim()).filter(|i| !ca.contains(i)).collect();
+    let fb: Vec<usize> = (0..b.ndim()).filter(|i| !cb.contains(i)).collect();
+    let k: usize = ca.iter().map(|&i| a.shape()[i]).product();
+    let m: usize = fa.iter().map(|&i| a.shape()[i]).product();
+    let n: usize = fb.iter().map(|&i| b.shape()[i]).product();
+    let pa: Vec<usize> = fa.iter().chain(&ca).copied().collect();
+    let pb: Vec<usize> = cb.iter().chain(&fb).copied().collect();
+    let a2 = reshape_usize(&super::transpose(a, &pa)?, &[m, k])?;
+    let b2 = reshape_usize(&super::transpose(b, &pb)?, &[k, n])?;
+    let out_shape: Vec<usize> = fa.iter().map(|&i| a.shape()[i]).chain(fb.iter().map(|&i| b.shape()[i])).collect();
+    reshape_usize(&matmul(&a2, &b2)?, &out_shape)
+}
+
+/// Which norm [`norm`] computes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum NormOrd {
+    /// The 2-norm of vectors, the Frobenius norm of matrices.
+    Default,
+    /// `(sum |x|^p)^(1/p)` over one axis.
+    P(f64),
+    /// max |x| over one axis.
+    Inf,
+    /// min |x| over one axis.
+    NegInf,
+    /// Frobenius norm over two axes.
+    Fro,
+}
+
+/// Vector and matrix norms over `axes` (all axes if `None`).
+pub fn norm(a: &Array, ord: NormOrd, axes: Option<&[isize]>, keepdims: bool) -> Result<Array> {
+    let x = astype(a, a.dtype().to_float())?;
+    let ax = super::abs(&x)?;
+    match ord {
+        NormOrd::Default | NormOrd::Fro | NormOrd::P(2.0) => super::sqrt(&super::sum(&super::square(&x)?, axes, keepdims)?),
+        NormOrd::Inf => super::max(&ax, axes, keepdims),
+        NormOrd::NegInf => super::min(&ax, axes, keepdims),
+        NormOrd::P(p) if p == 1.0 => super::sum(&ax, axes, keepdims),
+        NormOrd::P(p) if p == 0.0 => astype(&super::sum(&super::not_equal(&x, 0)?, axes, keepdims)?, x.dtype()),
+        NormOrd::P(p) => super::power(&super::sum(&super::power(&ax, p)?, axes, keepdims)?, 1.0 / p),
+    }
+}

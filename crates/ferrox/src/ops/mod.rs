@@ -1,0 +1,18 @@
+//! The user-facing op functions, MLX's names and semantics.
+//!
+//! Each function validates its arguments, works out the output shape and dtype (MLX's
+//! promotion rules), and records a primitive; nothing is computed until evaluation.
+
+mod creation;
+mod elementwise;
+mod linalg;
+mod operand;
+mod reduce;
+mod shape_ops;
+
+pub use creation::*;
+pub use elementwise::*;
+pub use linalg::*;
+pub use operand::{IntoOperand, Operand, Scalar};
+pub use reduce::*;
+pub use shape_ops::*;

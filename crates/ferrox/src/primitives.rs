@@ -1,0 +1,347 @@
+//! The primitive ops a graph node can hold.
+//!
+//! Op functions (in `ops/`) validate their arguments, work out the output shape and dtype,
+//! and record one of these; backends evaluate them. A composite op (linspace, var, einsum, ...)
+//! records the primitives it is made of.
+
+use std::sync::Arc;
+
+/// Elementwise functions of one array.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum UnaryOp {
+    Abs,
+    Negative,
+    Sign,
+    Exp,
+    Expm1,
+    Log,
+    Log1p,
+    Log2,
+    Log10,
+    Sqrt,
+    Rsqrt,
+    Square,
+    Reciprocal,
+    Sin,
+    Cos,
+    Tan,
+    ArcSin,
+    ArcCos,
+    ArcTan,
+    Sinh,
+    Cosh,
+    Tanh,
+    ArcSinh,
+    ArcCosh,
+    ArcTanh,
+    Sigmoid,
+    Erf,
+    ErfInv,
+    Floor,
+    Ceil,
+    Round,
+    LogicalNot,
+    IsNan,
+    IsInf,
+    IsFinite,
+    BitwiseInvert,
+}
+
+/// Elementwise functions of two arrays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum BinaryOp {
+    Add,
+    Subtract,
+    Multiply,
+    Divide,
+    FloorDivide,
+    Remainder,
+    Power,
+    Maximum,
+    Minimum,
+    LogAddExp,
+    ArcTan2,
+    Equal,
+    NotEqual,
+    Less,
+    LessEqual,
+    Greater,
+    GreaterEqual,
+    LogicalAnd,
+    LogicalOr,
+    BitwiseAnd,
+    BitwiseOr,
+    BitwiseXor,
+    LeftShift,
+    RightShift,
+}
+
+impl BinaryOp {
+    /// True for the ops whose output is `bool` whatever the input dtype.
+    pub fn is_comparison(self) -> bool {
+        use BinaryOp::*;
+        matches!(self, Equal | NotEqual | Less | LessEqual | Greater | GreaterEqual | LogicalAnd | LogicalOr)
+    }
+}
+
+/// Reductions over axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum ReduceOp {
+    Sum,
+    Prod,
+    Max,
+    Min,
+    All,
+    Any,
+}
+
+/// Reductions to an index along one axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum ArgReduceOp {
+    ArgMax,
+    ArgMin,
+}
+
+/// Cumulative reductions along one axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum ScanOp {
+    Sum,
+    Prod,
+    Max,
+    Min,
+}
+
+/// How scatter combines an update with what is there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum ScatterMode {
+    Assign,
+    Add,
+    Prod,
+    Max,
+    Min,
+}
+
+/// How the sorting family orders or selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SortKind {
+    /// Full sort (values).
+    Sort,
+    /// Full sort (indices, uint32).
+    ArgSort,
+    /// Partial sort around `kth` (values).
+    Partition(usize),
+    /// Partial sort around `kth` (indices, uint32).
+    ArgPartition(usize),
+}
+
+/// Where the data of a lazily loaded array comes from.
+pub trait LazySource: Send + Sync + std::fmt::Debug {
+    /// Produces the data, laid out row-major.
+    fn load(&self) -> crate::error::Result<crate::array::Data>;
+}
+
+/// Convolution geometry (spatial axes only).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvParams {
+    /// Step of the window over the (dilated, padded) input.
+    pub stride: Vec<usize>,
+    /// Zero padding before each spatial axis.
+    pub padding_lo: Vec<usize>,
+    /// Zero padding after each spatial axis.
+    pub padding_hi: Vec<usize>,
+    /// Spacing of kernel taps.
+    pub kernel_dilation: Vec<usize>,
+    /// Spacing of input elements (a transposed convolution dilates its input).
+    pub input_dilation: Vec<usize>,
+    /// Channel groups.
+    pub groups: usize,
+    /// Correlate with the spatially flipped kernel (true convolution).
+    pub flip: bool,
+}
+
+/// The mask of scaled dot-product attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionMask {
+    /// No mask.
+    None,
+    /// Query i sees keys up to i (aligned to the end of the keys).
+    Causal,
+    /// An extra input array: additive (float) or keep/drop (bool).
+    Array,
+}
+
+/// A primitive op. Shapes and dtypes of the output live on the node; parameters live here.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// `start + i * step` along a single axis.
+    Arange {
+        /// First value.
+        start: f64,
+        /// Step between values.
+        step: f64,
+    },
+    /// Elementwise function of one input.
+    Unary(UnaryOp),
+    /// Elementwise function of two inputs (already broadcast to the output shape).
+    Binary(BinaryOp),
+    /// `where(cond, x, y)`: inputs cond, x, y broadcast to the output shape.
+    Select,
+    /// Converts to the output dtype.
+    AsType,
+    /// Reinterprets the bytes as the output dtype (same total size of the last axis).
+    BitCast,
+    /// Broadcasts the input to the output shape (a view).
+    Broadcast,
+    /// Permutes the axes (a view).
+    Transpose(Vec<usize>),
+    /// Reshapes: a view where the strides allow, else a copy.
+    Reshape,
+    /// A strided window: element i on each axis is `start + i * step` (a view).
+    Slice {
+        /// First index on each axis.
+        start: Vec<usize>,
+        /// Step on each axis (may be negative).
+        step: Vec<isize>,
+    },
+    /// An arbitrary strided view of the input's data.
+    AsStrided {
+        /// Strides in elements.
+        strides: Vec<isize>,
+        /// Offset in elements from the input's first element.
+        offset: usize,
+    },
+    /// A row-major copy.
+    Copy,
+    /// The input unchanged, but opaque to differentiation.
+    StopGradient,
+    /// Reduction over `axes` (kept as size 1 in the output).
+    Reduce {
+        /// What to reduce with.
+        op: ReduceOp,
+        /// Axes to reduce.
+        axes: Vec<usize>,
+    },
+    /// Index of the max/min along `axis` (kept as size 1), uint32.
+    ArgReduce {
+        /// Max or min.
+        op: ArgReduceOp,
+        /// The axis.
+        axis: usize,
+    },
+    /// Cumulative reduction along `axis`.
+    Scan {
+        /// What to accumulate.
+        op: ScanOp,
+        /// The axis.
+        axis: usize,
+        /// Accumulate from the end.
+        reverse: bool,
+        /// Include the element itself (else the identity comes first).
+        inclusive: bool,
+    },
+    /// `alpha * a @ b + beta * c`: inputs a, b and, when beta is not 0, c (broadcast to the output).
+    Matmul {
+        /// Scale of the product.
+        alpha: f64,
+        /// Scale of the addend.
+        beta: f64,
+    },
+    /// Joins the inputs along `axis`.
+    Concatenate(usize),
+    /// Writes `update` (input 1) into a copy of input 0 at a strided window.
+    SliceUpdate {
+        /// First index on each axis.
+        start: Vec<usize>,
+        /// Step on each axis.
+        step: Vec<isize>,
+    },
+    /// NumPy fancy indexing: inputs a, then one index array per axis in `axes` (broadcast
+    /// together). Output: index shape + `slice_sizes`.
+    Gather {
+        /// Axes the index arrays index.
+        axes: Vec<usize>,
+        /// Size of the slice taken at each index (1 on indexed axes).
+        slice_sizes: Vec<usize>,
+    },
+    /// Inverse of Gather: inputs a, updates, index arrays. Updates have shape index shape +
+    /// slice shape.
+    Scatter {
+        /// Axes the index arrays index.
+        axes: Vec<usize>,
+        /// How updates combine.
+        mode: ScatterMode,
+    },
+    /// `take_along_axis`: inputs a and indices (same rank, broadcast except along axis).
+    TakeAlongAxis(usize),
+    /// `put_along_axis` / scatter along an axis: inputs a, indices, values.
+    PutAlongAxis {
+        /// The axis.
+        axis: usize,
+        /// How values combine.
+        mode: ScatterMode,
+    },
+    /// Sort, argsort, partition or argpartition along an axis.
+    Sort {
+        /// Which of the four.
+        kind: SortKind,
+        /// The axis.
+        axis: usize,
+    },
+    /// Random bits from a key (input 0, uint32 of shape [2]), Threefry-2x32, counter based.
+    RandomBits,
+    /// Softmax along the last axis.
+    Softmax {
+        /// Compute in float32 for half-precision inputs.
+        precise: bool,
+    },
+    /// log(sum(exp(x))) along the last axis, stable (output keeps the axis as size 1).
+    LogSumExp,
+    /// RMS normalization over the last axis: inputs x and, optionally, weight.
+    RmsNorm {
+        /// Added to the mean square.
+        eps: f32,
+        /// A weight input is present.
+        weight: bool,
+    },
+    /// Layer normalization over the last axis: inputs x, then optional weight and bias.
+    LayerNorm {
+        /// Added to the variance.
+        eps: f32,
+        /// A weight input is present.
+        weight: bool,
+        /// A bias input is present.
+        bias: bool,
+    },
+    /// Rotary position embedding on the last axis of x (input 0; positions along axis -2).
+    /// Input 1 is the position offset (int32 scalar); input 2, if present, custom frequencies.
+    Rope {
+        /// How many leading features rotate.
+        dims: usize,
+        /// Rotate consecutive pairs (else the two halves).
+        traditional: bool,
+        /// Frequency base (unused with custom frequencies).
+        base: f32,
+        /// Position scale.
+        scale: f32,
+        /// Custom frequencies are input 2.
+        freqs: bool,
+    },
+    /// softmax(q kᵀ · scale + mask) v over inputs q [B, Hq, L, D], k and v [B, Hkv, S, D],
+    /// and the mask array if `mask` is `Array`.
+    Attention {
+        /// Scale of the scores.
+        scale: f32,
+        /// Which mask.
+        mask: AttentionMask,
+    },
+    /// General convolution: inputs x [N, spatial..., Cin] and w [Cout, kernel..., Cin/groups].
+    Conv(ConvParams),
+    /// Data produced by a loader when first needed (memory-mapped files).
+    Load(Arc<dyn LazySource>),
+}
