@@ -131,3 +131,124 @@ pub fn norm(a: &Array, ord: NormOrd, axes: Option<&[isize]>, keepdims: bool) -> 
         NormOrd::P(p) => super::power(&super::sum(&super::power(&ax, p)?, axes, keepdims)?, 1.0 / p),
     }
 }
+
+/// One operand of an einsum in progress: the array and the label of each of its axes.
+struct Labeled {
+    a: Array,
+    labels: Vec<char>,
+}
+
+fn einsum_parse(spec: &str, n: usize) -> Result<(Vec<Vec<char>>, Vec<char>)> {
+    let spec: String = spec.chars().filter(|c| !c.is_whitespace()).collect();
+    if spec.contains('.') {
+        return Err(Error::invalid("einsum", "ellipsis ('...') is not supported; name the axes"));
+    }
+    let (lhs, rhs) = match spec.split_once("->") {
+        Some((l, r)) => (l.to_string(), Some(r.to_string())),
+        None => (spec.clone(), None),
+    };
+    let inputs: Vec<Vec<char>> = lhs.split(',').map(|s| s.chars().collect()).collect();
+    if inputs.len() != n {
+        return Err(Error::invalid("einsum", format!("\"{spec}\" names {} operands but {n} were given", inputs.len())));
+    }
+    for c in inputs.iter().flatten() {
+        if !c.is_ascii_alphabetic() {
+            return Err(Error::invalid("einsum", format!("bad label {c:?} in \"{spec}\"")));
+        }
+    }
+    let output: Vec<char> = match rhs {
+        Some(r) => r.chars().collect(),
+        None => {
+            let mut once: Vec<char> = inputs
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|c| inputs.iter().flatten().filter(|d| *d == c).count() == 1)
+                .collect();
+            once.sort_unstable();
+            once
+        }
+    };
+    for c in &output {
+        if !inputs.iter().flatten().any(|d| d == c) {
+            return Err(Error::invalid("einsum", format!("output label {c:?} appears in no input")));
+        }
+    }
+    Ok((inputs, output))
+}
+
+/// Takes diagonals for labels repeated within one operand, and sums labels no one else needs.
+fn einsum_reduce_operand(mut op: Labeled, needed: &[char]) -> Result<Labeled> {
+    loop {
+        let dup = op.labels.iter().enumerate().find_map(|(i, c)| op.labels[i + 1..].iter().position(|d| d == c).map(|j| (i, i + 1 + j)));
+        let Some((i, j)) = dup else { break };
+        if op.a.shape()[i] != op.a.shape()[j] {
+            return Err(Error::shape("einsum", format!("label {:?} has sizes {} and {}", op.labels[i], op.a.shape()[i], op.a.shape()[j])));
+        }
+        let c = op.labels[i];
+        op.a = super::diagonal(&op.a, 0, i as isize, j as isize)?;
+        op.labels = op.labels.iter().enumerate().filter(|&(k, _)| k != i && k != j).map(|(_, &c)| c).collect();
+        op.labels.push(c);
+    }
+    let drop: Vec<isize> = (0..op.labels.len()).filter(|&k| !needed.contains(&op.labels[k])).map(|k| k as isize).collect();
+    if !drop.is_empty() {
+        op.a = super::sum(&op.a, Some(&drop), false)?;
+        op.labels.retain(|c| needed.contains(c));
+    }
+    Ok(op)
+}
+
+fn einsum_pair(x: Labeled, y: Labeled, keep: &[char]) -> Result<Labeled> {
+    let batch: Vec<char> = x.labels.iter().copied().filter(|c| y.labels.contains(c) && keep.contains(c)).collect();
+    let contract: Vec<char> = x.labels.iter().copied().filter(|c| y.labels.contains(c) && !keep.contains(c)).collect();
+    let xo: Vec<char> = x.labels.iter().copied().filter(|c| !y.labels.contains(c)).collect();
+    let yo: Vec<char> = y.labels.iter().copied().filter(|c| !x.labels.contains(c)).collect();
+    let pos = |l: &[char], c: char| l.iter().position(|&d| d == c).unwrap();
+    let size = |op: &Labeled, cs: &[char]| -> Vec<usize> { cs.iter().map(|&c| op.a.shape()[pos(&op.labels, c)]).collect() };
+    for &c in batch.iter().chain(&contract) {
+        let (sx, sy) = (x.a.shape()[pos(&x.labels, c)], y.a.shape()[pos(&y.labels, c)]);
+        if sx != sy {
+            return Err(Error::shape("einsum", format!("label {c:?} has sizes {sx} and {sy}")));
+        }
+    }
+    let (bs, ks, ms, ns) = (size(&x, &batch), size(&x, &contract), size(&x, &xo), size(&y, &yo));
+    let (b, k, m, n) = (bs.iter().product::<usize>(), ks.iter().product::<usize>(), ms.iter().product::<usize>(), ns.iter().product::<usize>());
+    let px: Vec<usize> = batch.iter().chain(&xo).chain(&contract).map(|&c| pos(&x.labels, c)).collect();
+    let py: Vec<usize> = batch.iter().chain(&contract).chain(&yo).map(|&c| pos(&y.labels, c)).collect();
+    let xa = reshape_usize(&super::transpose(&x.a, &px)?, &[b, m, k])?;
+    let ya = reshape_usize(&super::transpose(&y.a, &py)?, &[b, k, n])?;
+    let dtype = crate::promote_types(xa.dtype(), ya.dtype());
+    let prod = if dtype.is_float() {
+        matmul(&xa, &ya)?
+    } else {
+        // Integer einsum: broadcast multiply and sum (matmul is float-only).
+        let p = super::multiply(&expand_dims(&xa, &[-1])?, &expand_dims(&ya, &[1])?)?;
+        super::sum(&p, Some(&[2]), false)?
+    };
+    let shape: Vec<usize> = bs.iter().chain(&ms).chain(&ns).copied().collect();
+    Ok(Labeled { a: reshape_usize(&prod, &shape)?, labels: batch.iter().chain(&xo).chain(&yo).copied().collect() })
+}
+
+/// Einstein summation, e.g. `einsum("bij,bjk->bik", &[a, b])`; without `->` the output is the
+/// labels that appear once, sorted. Contracts pairwise through matmul.
+pub fn einsum(spec: &str, operands: &[Array]) -> Result<Array> {
+    let (inputs, output) = einsum_parse(spec, operands.len())?;
+    let mut ops: Vec<Labeled> = Vec::new();
+    for (i, (a, labels)) in operands.iter().zip(&inputs).enumerate() {
+        if a.ndim() != labels.len() {
+            return Err(Error::shape("einsum", format!("operand {i} has shape {:?} but {} labels", a.shape(), labels.len())));
+        }
+        let mut needed: Vec<char> = output.clone();
+        needed.extend(inputs.iter().enumerate().filter(|&(j, _)| j != i).flat_map(|(_, l)| l.iter().copied()));
+        ops.push(einsum_reduce_operand(Labeled { a: a.clone(), labels: labels.clone() }, &needed)?);
+    }
+    let mut acc = ops.remove(0);
+    for (i, next) in ops.into_iter().enumerate() {
+        let mut keep = output.clone();
+        keep.extend(inputs[i + 2..].iter().flatten().copied());
+        acc = einsum_pair(acc, next, &keep)?;
+    }
+    let acc = einsum_reduce_operand(acc, &output)?;
+    let perm: Vec<usize> = output.iter().map(|c| acc.labels.iter().position(|d| d == c).unwrap()).collect();
+    super::transpose(&acc.a, &perm)
+}

@@ -4,15 +4,20 @@
 //! promotion rules), and records a primitive; nothing is computed until evaluation.
 
 mod creation;
+pub mod fast;
 mod elementwise;
+mod indexing;
 mod linalg;
 mod operand;
 mod reduce;
 mod shape_ops;
+mod sort;
 
 pub use creation::*;
 pub use elementwise::*;
+pub use indexing::*;
 pub use linalg::*;
 pub use operand::{IntoOperand, Operand, Scalar};
 pub use reduce::*;
 pub use shape_ops::*;
+pub use sort::*;

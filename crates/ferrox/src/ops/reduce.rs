@@ -103,6 +103,14 @@ pub fn std(a: &Array, axes: Option<&[isize]>, keepdims: bool, ddof: usize) -> Re
 /// `log(sum(exp(a)))` over `axes`, computed stably.
 pub fn logsumexp(a: &Array, axes: Option<&[isize]>, keepdims: bool) -> Result<Array> {
     let x = astype(a, a.dtype().to_float())?;
+    let axes_v = normalize_axes(axes, a.ndim(), "logsumexp")?;
+    if a.ndim() >= 1 && axes_v == [a.ndim() - 1] {
+        let mut kept = a.shape().to_vec();
+        *kept.last_mut().unwrap() = 1;
+        let r = Array::from_op(kept, x.dtype(), Op::LogSumExp, vec![x]);
+        let (_, out) = reduce_shape(a.shape(), &axes_v, keepdims);
+        return reshape_usize(&r, &out);
+    }
     let m = max(&x, axes, true)?;
     let m = super::stop_gradient(&where_(&isfinite(&m)?, &m, 0.0)?)?;
     let s = log(&sum(&exp(&subtract(&x, &m)?)?, axes, true)?)?;

@@ -2,9 +2,12 @@
 
 mod binary;
 mod copy;
+mod fast;
+mod index;
 mod iter;
 mod matmul;
 mod reduce;
+mod sort;
 mod unary;
 
 use crate::array::{Array, Data};
@@ -45,6 +48,23 @@ impl Backend for CpuBackend {
             Op::Matmul { alpha, beta } => matmul::matmul(inputs, *alpha, *beta, shape, dtype),
             Op::Concatenate(axis) => copy::concatenate(inputs, *axis, shape, dtype),
             Op::SliceUpdate { start, step } => copy::slice_update(&inputs[0], &inputs[1], start, step),
+            Op::Sort { kind, axis } => sort::sort(*kind, x.unwrap(), *axis, shape),
+            Op::Gather { axes, slice_sizes } => index::gather(inputs, axes, slice_sizes, shape, dtype),
+            Op::Scatter { axes, mode } => index::scatter(inputs, axes, *mode, shape, dtype),
+            Op::TakeAlongAxis(axis) => index::take_along_axis(&inputs[0], &inputs[1], *axis, shape, dtype),
+            Op::PutAlongAxis { axis, mode } => index::put_along_axis(inputs, *axis, *mode, shape, dtype),
+            Op::Softmax { .. } => fast::softmax(x.unwrap(), shape),
+            Op::LogSumExp => fast::logsumexp(x.unwrap(), shape),
+            Op::RmsNorm { eps, weight } => fast::rms_norm(&inputs[0], weight.then(|| &inputs[1]), *eps, shape),
+            Op::LayerNorm { eps, weight, bias } => {
+                let w = weight.then(|| &inputs[1]);
+                let b = bias.then(|| &inputs[1 + *weight as usize]);
+                fast::layer_norm(&inputs[0], w, b, *eps, shape)
+            }
+            Op::Rope { dims, traditional, base, scale, freqs } => {
+                fast::rope(&inputs[0], &inputs[1], freqs.then(|| &inputs[2]), *dims, *traditional, *base, *scale, shape)
+            }
+            Op::Attention { scale, mask } => fast::attention(inputs, *scale, *mask, shape),
             Op::Load(src) => src.load(),
             _ => Err(crate::Error::invalid("eval", format!("{op:?} has no CPU kernel yet"))),
         }

@@ -1,0 +1,187 @@
+//! Fused ops (MLX's `mx.fast`): each runs as one kernel, not a chain of small ops.
+
+use crate::array::Array;
+use crate::dtype::{promote_types, Dtype};
+use crate::error::{Error, Result};
+use crate::primitives::{AttentionMask, Op};
+use crate::shape::broadcast_shapes;
+
+use super::astype;
+
+fn check_float(a: &Array, op: &'static str) -> Result<()> {
+    if a.dtype().is_float() {
+        Ok(())
+    } else {
+        Err(Error::dtype(op, "needs a floating-point input", a.dtype()))
+    }
+}
+
+fn check_vector(w: &Array, n: usize, op: &'static str, what: &str) -> Result<()> {
+    if w.ndim() != 1 || w.shape()[0] != n {
+        return Err(Error::shape(op, format!("{what} of shape {:?} must be [{n}] (the last axis of the input)", w.shape())));
+    }
+    Ok(())
+}
+
+/// `x / sqrt(mean(x², axis=-1) + eps) * weight`.
+pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f32) -> Result<Array> {
+    check_float(x, "rms_norm")?;
+    let n = *x.shape().last().ok_or_else(|| Error::shape("rms_norm", "needs at least 1 dimension"))?;
+    let mut dtype = x.dtype();
+    if let Some(w) = weight {
+        check_vector(w, n, "rms_norm", "weight")?;
+        dtype = promote_types(dtype, w.dtype());
+    }
+    let mut inputs = vec![astype(x, dtype)?];
+    if let Some(w) = weight {
+        inputs.push(w.clone());
+    }
+    Ok(Array::from_op(x.shape().to_vec(), dtype, Op::RmsNorm { eps, weight: weight.is_some() }, inputs))
+}
+
+/// `(x - mean) / sqrt(var + eps) * weight + bias` over the last axis.
+pub fn layer_norm(x: &Array, weight: Option<&Array>, bias: Option<&Array>, eps: f32) -> Result<Array> {
+    check_float(x, "layer_norm")?;
+    let n = *x.shape().last().ok_or_else(|| Error::shape("layer_norm", "needs at least 1 dimension"))?;
+    let mut dtype = x.dtype();
+    for (a, what) in [(weight, "weight"), (bias, "bias")] {
+        if let Some(a) = a {
+            check_vector(a, n, "layer_norm", what)?;
+            dtype = promote_types(dtype, a.dtype());
+        }
+    }
+    let mut inputs = vec![astype(x, dtype)?];
+    inputs.extend(weight.cloned());
+    inputs.extend(bias.cloned());
+    Ok(Array::from_op(
+        x.shape().to_vec(),
+        dtype,
+        Op::LayerNorm { eps, weight: weight.is_some(), bias: bias.is_some() },
+        inputs,
+    ))
+}
+
+/// Rotary position embedding over the first `dims` features of the last axis of `x`
+/// ([..., L, D]; token l is at position `offset + l`). `traditional` rotates consecutive pairs,
+/// otherwise the two halves. Frequencies are `base^(-2i/dims)`, or `1 / freqs[i]` when custom
+/// `freqs` (shape [dims/2]) are given; positions are multiplied by `scale`.
+pub fn rope(
+    x: &Array,
+    dims: usize,
+    traditional: bool,
+    base: Option<f32>,
+    scale: f32,
+    offset: impl Into<RopeOffset>,
+    freqs: Option<&Array>,
+) -> Result<Array> {
+    check_float(x, "rope")?;
+    if x.ndim() < 2 {
+        return Err(Error::shape("rope", format!("needs at least 2 dimensions [..., L, D], got {:?}", x.shape())));
+    }
+    let d = x.shape()[x.ndim() - 1];
+    if dims > d || dims % 2 != 0 {
+        return Err(Error::invalid("rope", format!("dims={dims} must be even and at most the feature size {d}")));
+    }
+    if base.is_some() == freqs.is_some() {
+        return Err(Error::invalid("rope", "give exactly one of base and freqs"));
+    }
+    let offset = match offset.into() {
+        RopeOffset::Int(i) => Array::scalar(i as i32),
+        RopeOffset::Array(a) => {
+            if a.size() != 1 || !a.dtype().is_integer() {
+                return Err(Error::invalid("rope", format!("offset must be an integer scalar, got shape {:?} of {}", a.shape(), a.dtype())));
+            }
+            a
+        }
+    };
+    let mut inputs = vec![x.clone(), offset];
+    if let Some(f) = freqs {
+        if f.shape() != [dims / 2] {
+            return Err(Error::shape("rope", format!("freqs of shape {:?} must be [{}]", f.shape(), dims / 2)));
+        }
+        inputs.push(f.clone());
+    }
+    Ok(Array::from_op(
+        x.shape().to_vec(),
+        x.dtype(),
+        Op::Rope { dims, traditional, base: base.unwrap_or(0.0), scale, freqs: freqs.is_some() },
+        inputs,
+    ))
+}
+
+/// The position offset of [`rope`]: a number, or an integer scalar array (e.g. a cache length
+/// still being computed).
+#[derive(Clone, Debug)]
+pub enum RopeOffset {
+    /// A known offset.
+    Int(i64),
+    /// An integer scalar array.
+    Array(Array),
+}
+
+impl From<i64> for RopeOffset {
+    fn from(v: i64) -> Self {
+        RopeOffset::Int(v)
+    }
+}
+impl From<usize> for RopeOffset {
+    fn from(v: usize) -> Self {
+        RopeOffset::Int(v as i64)
+    }
+}
+impl From<i32> for RopeOffset {
+    fn from(v: i32) -> Self {
+        RopeOffset::Int(v as i64)
+    }
+}
+impl From<&Array> for RopeOffset {
+    fn from(v: &Array) -> Self {
+        RopeOffset::Array(v.clone())
+    }
+}
+
+/// The mask argument of [`scaled_dot_product_attention`].
+#[derive(Clone, Debug)]
+pub enum SdpaMask {
+    /// No mask.
+    None,
+    /// Causal: query i sees keys up to i + (S − L).
+    Causal,
+    /// An array broadcastable to [B, Hq, L, S]: additive if float, keep/drop if bool.
+    Array(Array),
+}
+
+/// `softmax(q kᵀ · scale + mask) v` with q [B, Hq, L, D], k [B, Hkv, S, D], v [B, Hkv, S, Dv];
+/// Hq a multiple of Hkv (grouped-query attention). Output [B, Hq, L, Dv].
+pub fn scaled_dot_product_attention(q: &Array, k: &Array, v: &Array, scale: f32, mask: SdpaMask) -> Result<Array> {
+    let op = "scaled_dot_product_attention";
+    for a in [q, k, v] {
+        check_float(a, op)?;
+        if a.ndim() != 4 {
+            return Err(Error::shape(op, format!("q, k and v must be 4-D [B, H, L, D]; got {:?}", a.shape())));
+        }
+    }
+    let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
+    if ks[0] != qs[0] || vs[0] != qs[0] || ks[1] != vs[1] || ks[2] != vs[2] || ks[3] != qs[3] {
+        return Err(Error::shape(op, format!("shapes q {qs:?}, k {ks:?}, v {vs:?} do not fit together")));
+    }
+    if ks[1] == 0 || qs[1] % ks[1] != 0 {
+        return Err(Error::shape(op, format!("query heads {} must be a multiple of key/value heads {}", qs[1], ks[1])));
+    }
+    let dtype = promote_types(promote_types(q.dtype(), k.dtype()), v.dtype());
+    let shape = vec![qs[0], qs[1], qs[2], vs[3]];
+    let mut inputs = vec![astype(q, dtype)?, astype(k, dtype)?, astype(v, dtype)?];
+    let kind = match mask {
+        SdpaMask::None => AttentionMask::None,
+        SdpaMask::Causal => AttentionMask::Causal,
+        SdpaMask::Array(m) => {
+            let target = [qs[0], qs[1], qs[2], ks[2]];
+            if broadcast_shapes(&[m.shape(), &target], op)? != target {
+                return Err(Error::shape(op, format!("mask of shape {:?} does not broadcast to {target:?}", m.shape())));
+            }
+            inputs.push(if m.dtype() == Dtype::Bool { m } else { astype(&m, dtype)? });
+            AttentionMask::Array
+        }
+    };
+    Ok(Array::from_op(shape, dtype, Op::Attention { scale, mask: kind }, inputs))
+}
