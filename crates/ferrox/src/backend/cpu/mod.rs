@@ -4,6 +4,7 @@ mod binary;
 mod copy;
 mod iter;
 mod matmul;
+pub(crate) mod random;
 mod reduce;
 mod unary;
 
@@ -46,6 +47,7 @@ impl Backend for CpuBackend {
             Op::Concatenate(axis) => copy::concatenate(inputs, *axis, shape, dtype),
             Op::SliceUpdate { start, step } => copy::slice_update(&inputs[0], &inputs[1], start, step),
             Op::Load(src) => src.load(),
+            Op::RandomBits => random::random_bits(x.unwrap(), shape, dtype),
             _ => Err(crate::Error::invalid("eval", format!("{op:?} has no CPU kernel yet"))),
         }
     }
