@@ -7,6 +7,7 @@ mod creation;
 mod elementwise;
 mod linalg;
 mod operand;
+pub mod random;
 mod reduce;
 mod shape_ops;
 
