@@ -9,6 +9,7 @@ mod elementwise;
 mod indexing;
 mod linalg;
 mod operand;
+pub mod random;
 mod reduce;
 mod shape_ops;
 mod sort;

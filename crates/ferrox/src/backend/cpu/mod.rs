@@ -6,6 +6,7 @@ mod fast;
 mod index;
 mod iter;
 mod matmul;
+pub(crate) mod random;
 mod reduce;
 mod sort;
 mod unary;
@@ -66,6 +67,7 @@ impl Backend for CpuBackend {
             }
             Op::Attention { scale, mask } => fast::attention(inputs, *scale, *mask, shape),
             Op::Load(src) => src.load(),
+            Op::RandomBits => random::random_bits(x.unwrap(), shape, dtype),
             _ => Err(crate::Error::invalid("eval", format!("{op:?} has no CPU kernel yet"))),
         }
     }
