@@ -32,12 +32,7 @@ fn demo() -> fx::Result<()> {
     let big = fx::ones(&[1024, 1024], Dtype::F32)?;
     let total = fx::sum(&fx::matmul(&big, &big)?, None, false)?;
     println!("sum(ones(1024,1024) @ ones(1024,1024)) = {}", total.item::<f64>()?);
-    println!(
-        "memory: active {} B, peak {} B, cache {} B",
-        fx::active_memory(),
-        fx::peak_memory(),
-        fx::cache_memory()
-    );
+    println!("memory: active {} B, peak {} B, cache {} B", fx::active_memory(), fx::peak_memory(), fx::cache_memory());
     Ok(())
 }
 

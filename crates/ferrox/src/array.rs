@@ -37,6 +37,9 @@ impl Data {
 
     /// True if the view is row-major contiguous for `shape` (size-1 axes may have any stride).
     pub fn is_row_contiguous(&self, shape: &[usize]) -> bool {
+        if shape.contains(&0) {
+            return true;
+        }
         let mut expected = 1isize;
         for (&n, &s) in shape.iter().zip(&self.strides).rev() {
             if n != 1 && s != expected {
@@ -114,10 +117,7 @@ impl Array {
     pub fn from_slice<T: Element>(data: &[T], shape: &[usize]) -> Result<Array> {
         let n: usize = shape.iter().product();
         if n != data.len() {
-            return Err(Error::shape(
-                "array",
-                format!("{} elements cannot have shape {shape:?}", data.len()),
-            ));
+            return Err(Error::shape("array", format!("{} elements cannot have shape {shape:?}", data.len())));
         }
         let mut buffer = Buffer::alloc(std::mem::size_of_val(data))?;
         buffer.as_bytes_mut().copy_from_slice(bytes_of(data));
@@ -139,10 +139,7 @@ impl Array {
     pub fn from_bytes(bytes: &[u8], shape: &[usize], dtype: Dtype) -> Result<Array> {
         let n: usize = shape.iter().product();
         if n * dtype.size() != bytes.len() {
-            return Err(Error::shape(
-                "from_bytes",
-                format!("{} bytes do not hold {shape:?} of {dtype}", bytes.len()),
-            ));
+            return Err(Error::shape("from_bytes", format!("{} bytes do not hold {shape:?} of {dtype}", bytes.len())));
         }
         let mut buffer = Buffer::alloc(bytes.len())?;
         buffer.as_bytes_mut().copy_from_slice(bytes);

@@ -99,9 +99,7 @@ pub fn default_stream(device: Device) -> Stream {
 /// The stream a new op is recorded on: the innermost [`with_stream`] scope, else the default
 /// stream of the default device.
 pub fn current_stream() -> Stream {
-    SCOPED
-        .with(|s| s.borrow().last().copied())
-        .unwrap_or_else(|| default_stream(default_device()))
+    SCOPED.with(|s| s.borrow().last().copied()).unwrap_or_else(|| default_stream(default_device()))
 }
 
 /// Runs `f` with `stream` as the stream of every op it builds (on this thread).

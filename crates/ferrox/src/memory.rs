@@ -31,14 +31,8 @@ struct SendPtr(NonNull<u8>);
 // SAFETY: the pointer is an owned, unaliased heap block while it sits in the cache.
 unsafe impl Send for SendPtr {}
 
-static POOL: Mutex<Pool> = Mutex::new(Pool {
-    active: 0,
-    peak: 0,
-    cached: 0,
-    memory_limit: 0,
-    cache_limit: usize::MAX,
-    free: BTreeMap::new(),
-});
+static POOL: Mutex<Pool> =
+    Mutex::new(Pool { active: 0, peak: 0, cached: 0, memory_limit: 0, cache_limit: usize::MAX, free: BTreeMap::new() });
 
 fn pool() -> std::sync::MutexGuard<'static, Pool> {
     POOL.lock().unwrap_or_else(|e| e.into_inner())
@@ -130,9 +124,8 @@ fn allocate(nbytes: usize) -> Result<(NonNull<u8>, usize)> {
     }
     // SAFETY: size is non-zero and ALIGN a power of two.
     let raw = unsafe { alloc::alloc(Layout::from_size_align_unchecked(size, ALIGN)) };
-    let ptr = NonNull::new(raw).ok_or_else(|| {
-        Error::OutOfMemory(format!("the system refused an allocation of {size} bytes"))
-    })?;
+    let ptr = NonNull::new(raw)
+        .ok_or_else(|| Error::OutOfMemory(format!("the system refused an allocation of {size} bytes")))?;
     p.active += size;
     p.peak = p.peak.max(p.active);
     Ok((ptr, size))

@@ -44,7 +44,13 @@ fn trim_zeros(s: &str) -> &str {
 
 fn format_elem(dtype: Dtype, v: f64, raw_int: i128) -> String {
     match dtype {
-        Dtype::Bool => if raw_int != 0 { "true".into() } else { "false".into() },
+        Dtype::Bool => {
+            if raw_int != 0 {
+                "true".into()
+            } else {
+                "false".into()
+            }
+        }
         d if d.is_float() => format_g(v),
         _ => raw_int.to_string(),
     }
@@ -118,7 +124,7 @@ mod tests {
     fn g_format() {
         assert_eq!(format_g(1.0), "1");
         assert_eq!(format_g(2.5), "2.5");
-        assert_eq!(format_g(3.14159265), "3.14159");
+        assert_eq!(format_g(2.718281828), "2.71828");
         assert_eq!(format_g(1e-7), "1e-07");
         assert_eq!(format_g(123456789.0), "1.23457e+08");
         assert_eq!(format_g(0.0001), "0.0001");

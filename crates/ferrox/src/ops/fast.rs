@@ -18,7 +18,10 @@ fn check_float(a: &Array, op: &'static str) -> Result<()> {
 
 fn check_vector(w: &Array, n: usize, op: &'static str, what: &str) -> Result<()> {
     if w.ndim() != 1 || w.shape()[0] != n {
-        return Err(Error::shape(op, format!("{what} of shape {:?} must be [{n}] (the last axis of the input)", w.shape())));
+        return Err(Error::shape(
+            op,
+            format!("{what} of shape {:?} must be [{n}] (the last axis of the input)", w.shape()),
+        ));
     }
     Ok(())
 }
@@ -89,7 +92,10 @@ pub fn rope(
         RopeOffset::Int(i) => Array::scalar(i as i32),
         RopeOffset::Array(a) => {
             if a.size() != 1 || !a.dtype().is_integer() {
-                return Err(Error::invalid("rope", format!("offset must be an integer scalar, got shape {:?} of {}", a.shape(), a.dtype())));
+                return Err(Error::invalid(
+                    "rope",
+                    format!("offset must be an integer scalar, got shape {:?} of {}", a.shape(), a.dtype()),
+                ));
             }
             a
         }
@@ -177,7 +183,10 @@ pub fn scaled_dot_product_attention(q: &Array, k: &Array, v: &Array, scale: f32,
         SdpaMask::Array(m) => {
             let target = [qs[0], qs[1], qs[2], ks[2]];
             if broadcast_shapes(&[m.shape(), &target], op)? != target {
-                return Err(Error::shape(op, format!("mask of shape {:?} does not broadcast to {target:?}", m.shape())));
+                return Err(Error::shape(
+                    op,
+                    format!("mask of shape {:?} does not broadcast to {target:?}", m.shape()),
+                ));
             }
             inputs.push(if m.dtype() == Dtype::Bool { m } else { astype(&m, dtype)? });
             AttentionMask::Array

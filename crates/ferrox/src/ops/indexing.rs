@@ -23,12 +23,18 @@ pub fn gather(a: &Array, indices: &[Array], axes: &[isize], slice_sizes: &[usize
         return Err(Error::invalid("gather", format!("{} index arrays for {} axes", indices.len(), axes.len())));
     }
     if slice_sizes.len() != a.ndim() {
-        return Err(Error::shape("gather", format!("slice_sizes {slice_sizes:?} needs one entry per axis of {:?}", a.shape())));
+        return Err(Error::shape(
+            "gather",
+            format!("slice_sizes {slice_sizes:?} needs one entry per axis of {:?}", a.shape()),
+        ));
     }
     let axes: Vec<usize> = axes.iter().map(|&x| normalize_axis(x, a.ndim(), "gather")).collect::<Result<_>>()?;
     for (i, (&s, &n)) in slice_sizes.iter().zip(a.shape()).enumerate() {
         if s > n || (axes.contains(&i) && s > 1) {
-            return Err(Error::shape("gather", format!("slice size {s} on axis {i} does not fit shape {:?}", a.shape())));
+            return Err(Error::shape(
+                "gather",
+                format!("slice size {s} on axis {i} does not fit shape {:?}", a.shape()),
+            ));
         }
     }
     for ix in indices {
@@ -65,7 +71,14 @@ pub fn take(a: &Array, indices: &Array, axis: Option<isize>) -> Result<Array> {
     transpose(&g, &perm)
 }
 
-fn scatter_impl(a: &Array, indices: &[Array], updates: &Array, axes: &[isize], mode: ScatterMode, name: &'static str) -> Result<Array> {
+fn scatter_impl(
+    a: &Array,
+    indices: &[Array],
+    updates: &Array,
+    axes: &[isize],
+    mode: ScatterMode,
+    name: &'static str,
+) -> Result<Array> {
     if indices.len() != axes.len() {
         return Err(Error::invalid(name, format!("{} index arrays for {} axes", indices.len(), axes.len())));
     }
@@ -78,13 +91,20 @@ fn scatter_impl(a: &Array, indices: &[Array], updates: &Array, axes: &[isize], m
     if updates.ndim() != idx_shape.len() + a.ndim() {
         return Err(Error::shape(
             name,
-            format!("updates of shape {:?} need index shape {idx_shape:?} followed by {} slice axes", updates.shape(), a.ndim()),
+            format!(
+                "updates of shape {:?} need index shape {idx_shape:?} followed by {} slice axes",
+                updates.shape(),
+                a.ndim()
+            ),
         ));
     }
     let slice = &updates.shape()[idx_shape.len()..];
     for (i, (&s, &n)) in slice.iter().zip(a.shape()).enumerate() {
         if s > n || (axes.contains(&i) && s > 1) {
-            return Err(Error::shape(name, format!("update slice {slice:?} does not fit shape {:?} on axis {i}", a.shape())));
+            return Err(Error::shape(
+                name,
+                format!("update slice {slice:?} does not fit shape {:?} on axis {i}", a.shape()),
+            ));
         }
     }
     let mut full_upd = idx_shape.clone();
@@ -127,7 +147,10 @@ fn along_axis_args(a: &Array, indices: &Array, axis: Option<isize>, op: &'static
         Some(ax) => {
             let ax = normalize_axis(ax, a.ndim(), op)?;
             if indices.ndim() != a.ndim() {
-                return Err(Error::shape(op, format!("indices of shape {:?} need the rank of {:?}", indices.shape(), a.shape())));
+                return Err(Error::shape(
+                    op,
+                    format!("indices of shape {:?} need the rank of {:?}", indices.shape(), a.shape()),
+                ));
             }
             Ok((a.clone(), indices.clone(), ax))
         }
@@ -151,7 +174,13 @@ pub fn take_along_axis(a: &Array, indices: &Array, axis: Option<isize>) -> Resul
 }
 
 /// A copy of `a` with `values` combined at `indices` along `axis` by `mode`.
-pub fn scatter_along_axis(a: &Array, indices: &Array, values: &Array, axis: Option<isize>, mode: ScatterMode) -> Result<Array> {
+pub fn scatter_along_axis(
+    a: &Array,
+    indices: &Array,
+    values: &Array,
+    axis: Option<isize>,
+    mode: ScatterMode,
+) -> Result<Array> {
     let (x, idx, ax) = along_axis_args(a, indices, axis, "put_along_axis")?;
     let vals = astype(values, x.dtype())?;
     let vals = if axis.is_none() && vals.ndim() > 1 { reshape_usize(&vals, &[vals.size()])? } else { vals };
@@ -161,7 +190,10 @@ pub fn scatter_along_axis(a: &Array, indices: &Array, values: &Array, axis: Opti
     let mut xs = x.shape().to_vec();
     xs[ax] = 1;
     if broadcast_shapes(&[&check, &xs], "put_along_axis")? != xs {
-        return Err(Error::shape("put_along_axis", format!("indices/values of shape {upd:?} do not fit {:?} off axis {ax}", x.shape())));
+        return Err(Error::shape(
+            "put_along_axis",
+            format!("indices/values of shape {upd:?} do not fit {:?} off axis {ax}", x.shape()),
+        ));
     }
     let out_shape = x.shape().to_vec();
     let result = Array::from_op(out_shape, x.dtype(), Op::PutAlongAxis { axis: ax, mode }, vec![x, idx, vals]);
@@ -210,7 +242,13 @@ pub fn diagonal(a: &Array, offset: isize, axis1: isize, axis2: isize) -> Result<
     let st = row_major_strides(a.shape());
     let (ni, nj) = (a.shape()[i] as isize, a.shape()[j] as isize);
     let len = if offset >= 0 { (nj - offset).min(ni) } else { (ni + offset).min(nj) }.max(0) as usize;
-    let start = if len == 0 { 0 } else if offset >= 0 { offset * st[j] } else { -offset * st[i] } as usize;
+    let start = if len == 0 {
+        0
+    } else if offset >= 0 {
+        offset * st[j]
+    } else {
+        -offset * st[i]
+    } as usize;
     let mut shape = Vec::new();
     let mut strides = Vec::new();
     for k in 0..a.ndim() {

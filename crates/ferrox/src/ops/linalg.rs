@@ -9,17 +9,27 @@ use super::{astype, expand_dims, reshape_usize, squeeze};
 
 fn matmul_impl(a: &Array, b: &Array, c: Option<&Array>, alpha: f64, beta: f64) -> Result<Array> {
     if a.ndim() == 0 || b.ndim() == 0 {
-        return Err(Error::shape("matmul", format!("inputs must have at least 1 dimension; got {:?} and {:?}", a.shape(), b.shape())));
+        return Err(Error::shape(
+            "matmul",
+            format!("inputs must have at least 1 dimension; got {:?} and {:?}", a.shape(), b.shape()),
+        ));
     }
     let dtype = crate::promote_types(a.dtype(), b.dtype());
-    let dtype = if dtype.is_float() { dtype } else { return Err(Error::dtype("matmul", "only floating-point types are supported", dtype)) };
+    let dtype = if dtype.is_float() {
+        dtype
+    } else {
+        return Err(Error::dtype("matmul", "only floating-point types are supported", dtype));
+    };
     let (a_vec, b_vec) = (a.ndim() == 1, b.ndim() == 1);
     let a2 = if a_vec { expand_dims(a, &[0])? } else { a.clone() };
     let b2 = if b_vec { expand_dims(b, &[-1])? } else { b.clone() };
     let (m, k) = (a2.shape()[a2.ndim() - 2], a2.shape()[a2.ndim() - 1]);
     let (k2, n) = (b2.shape()[b2.ndim() - 2], b2.shape()[b2.ndim() - 1]);
     if k != k2 {
-        return Err(Error::shape("matmul", format!("last axis of {:?} ({k}) does not match second-to-last of {:?} ({k2})", a.shape(), b.shape())));
+        return Err(Error::shape(
+            "matmul",
+            format!("last axis of {:?} ({k}) does not match second-to-last of {:?} ({k2})", a.shape(), b.shape()),
+        ));
     }
     let batch = broadcast_shapes(&[&a2.shape()[..a2.ndim() - 2], &b2.shape()[..b2.ndim() - 2]], "matmul")?;
     let mut shape = batch.clone();
@@ -31,7 +41,10 @@ fn matmul_impl(a: &Array, b: &Array, c: Option<&Array>, alpha: f64, beta: f64) -
             if s == shape {
                 Ok(())
             } else {
-                Err(Error::shape("addmm", format!("c of shape {:?} does not broadcast to the product's shape {shape:?}", c.shape())))
+                Err(Error::shape(
+                    "addmm",
+                    format!("c of shape {:?} does not broadcast to the product's shape {shape:?}", c.shape()),
+                ))
             }
         })?;
         inputs.push(cc);
@@ -83,11 +96,16 @@ pub fn tensordot(a: &Array, b: &Array, axes_a: &[isize], axes_b: &[isize]) -> Re
     if axes_a.len() != axes_b.len() {
         return Err(Error::shape("tensordot", "the two axis lists need the same length"));
     }
-    let ca: Vec<usize> = axes_a.iter().map(|&x| crate::shape::normalize_axis(x, a.ndim(), "tensordot")).collect::<Result<_>>()?;
-    let cb: Vec<usize> = axes_b.iter().map(|&x| crate::shape::normalize_axis(x, b.ndim(), "tensordot")).collect::<Result<_>>()?;
+    let ca: Vec<usize> =
+        axes_a.iter().map(|&x| crate::shape::normalize_axis(x, a.ndim(), "tensordot")).collect::<Result<_>>()?;
+    let cb: Vec<usize> =
+        axes_b.iter().map(|&x| crate::shape::normalize_axis(x, b.ndim(), "tensordot")).collect::<Result<_>>()?;
     for (&i, &j) in ca.iter().zip(&cb) {
         if a.shape()[i] != b.shape()[j] {
-            return Err(Error::shape("tensordot", format!("axis {i} of {:?} and axis {j} of {:?} differ", a.shape(), b.shape())));
+            return Err(Error::shape(
+                "tensordot",
+                format!("axis {i} of {:?} and axis {j} of {:?} differ", a.shape(), b.shape()),
+            ));
         }
     }
     let fa: Vec<usize> = (0..a.ndim()).filter(|i| !ca.contains(i)).collect();
@@ -123,7 +141,9 @@ pub fn norm(a: &Array, ord: NormOrd, axes: Option<&[isize]>, keepdims: bool) -> 
     let x = astype(a, a.dtype().to_float())?;
     let ax = super::abs(&x)?;
     match ord {
-        NormOrd::Default | NormOrd::Fro | NormOrd::P(2.0) => super::sqrt(&super::sum(&super::square(&x)?, axes, keepdims)?),
+        NormOrd::Default | NormOrd::Fro | NormOrd::P(2.0) => {
+            super::sqrt(&super::sum(&super::square(&x)?, axes, keepdims)?)
+        }
         NormOrd::Inf => super::max(&ax, axes, keepdims),
         NormOrd::NegInf => super::min(&ax, axes, keepdims),
         NormOrd::P(p) if p == 1.0 => super::sum(&ax, axes, keepdims),
@@ -180,17 +200,25 @@ fn einsum_parse(spec: &str, n: usize) -> Result<(Vec<Vec<char>>, Vec<char>)> {
 /// Takes diagonals for labels repeated within one operand, and sums labels no one else needs.
 fn einsum_reduce_operand(mut op: Labeled, needed: &[char]) -> Result<Labeled> {
     loop {
-        let dup = op.labels.iter().enumerate().find_map(|(i, c)| op.labels[i + 1..].iter().position(|d| d == c).map(|j| (i, i + 1 + j)));
+        let dup = op
+            .labels
+            .iter()
+            .enumerate()
+            .find_map(|(i, c)| op.labels[i + 1..].iter().position(|d| d == c).map(|j| (i, i + 1 + j)));
         let Some((i, j)) = dup else { break };
         if op.a.shape()[i] != op.a.shape()[j] {
-            return Err(Error::shape("einsum", format!("label {:?} has sizes {} and {}", op.labels[i], op.a.shape()[i], op.a.shape()[j])));
+            return Err(Error::shape(
+                "einsum",
+                format!("label {:?} has sizes {} and {}", op.labels[i], op.a.shape()[i], op.a.shape()[j]),
+            ));
         }
         let c = op.labels[i];
         op.a = super::diagonal(&op.a, 0, i as isize, j as isize)?;
         op.labels = op.labels.iter().enumerate().filter(|&(k, _)| k != i && k != j).map(|(_, &c)| c).collect();
         op.labels.push(c);
     }
-    let drop: Vec<isize> = (0..op.labels.len()).filter(|&k| !needed.contains(&op.labels[k])).map(|k| k as isize).collect();
+    let drop: Vec<isize> =
+        (0..op.labels.len()).filter(|&k| !needed.contains(&op.labels[k])).map(|k| k as isize).collect();
     if !drop.is_empty() {
         op.a = super::sum(&op.a, Some(&drop), false)?;
         op.labels.retain(|c| needed.contains(c));
@@ -204,7 +232,8 @@ fn einsum_pair(x: Labeled, y: Labeled, keep: &[char]) -> Result<Labeled> {
     let xo: Vec<char> = x.labels.iter().copied().filter(|c| !y.labels.contains(c)).collect();
     let yo: Vec<char> = y.labels.iter().copied().filter(|c| !x.labels.contains(c)).collect();
     let pos = |l: &[char], c: char| l.iter().position(|&d| d == c).unwrap();
-    let size = |op: &Labeled, cs: &[char]| -> Vec<usize> { cs.iter().map(|&c| op.a.shape()[pos(&op.labels, c)]).collect() };
+    let size =
+        |op: &Labeled, cs: &[char]| -> Vec<usize> { cs.iter().map(|&c| op.a.shape()[pos(&op.labels, c)]).collect() };
     for &c in batch.iter().chain(&contract) {
         let (sx, sy) = (x.a.shape()[pos(&x.labels, c)], y.a.shape()[pos(&y.labels, c)]);
         if sx != sy {
@@ -212,7 +241,12 @@ fn einsum_pair(x: Labeled, y: Labeled, keep: &[char]) -> Result<Labeled> {
         }
     }
     let (bs, ks, ms, ns) = (size(&x, &batch), size(&x, &contract), size(&x, &xo), size(&y, &yo));
-    let (b, k, m, n) = (bs.iter().product::<usize>(), ks.iter().product::<usize>(), ms.iter().product::<usize>(), ns.iter().product::<usize>());
+    let (b, k, m, n) = (
+        bs.iter().product::<usize>(),
+        ks.iter().product::<usize>(),
+        ms.iter().product::<usize>(),
+        ns.iter().product::<usize>(),
+    );
     let px: Vec<usize> = batch.iter().chain(&xo).chain(&contract).map(|&c| pos(&x.labels, c)).collect();
     let py: Vec<usize> = batch.iter().chain(&contract).chain(&yo).map(|&c| pos(&y.labels, c)).collect();
     let xa = reshape_usize(&super::transpose(&x.a, &px)?, &[b, m, k])?;
@@ -236,7 +270,10 @@ pub fn einsum(spec: &str, operands: &[Array]) -> Result<Array> {
     let mut ops: Vec<Labeled> = Vec::new();
     for (i, (a, labels)) in operands.iter().zip(&inputs).enumerate() {
         if a.ndim() != labels.len() {
-            return Err(Error::shape("einsum", format!("operand {i} has shape {:?} but {} labels", a.shape(), labels.len())));
+            return Err(Error::shape(
+                "einsum",
+                format!("operand {i} has shape {:?} but {} labels", a.shape(), labels.len()),
+            ));
         }
         let mut needed: Vec<char> = output.clone();
         needed.extend(inputs.iter().enumerate().filter(|&(j, _)| j != i).flat_map(|(_, l)| l.iter().copied()));

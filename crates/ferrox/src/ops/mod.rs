@@ -4,8 +4,8 @@
 //! promotion rules), and records a primitive; nothing is computed until evaluation.
 
 mod creation;
-pub mod fast;
 mod elementwise;
+pub mod fast;
 mod indexing;
 mod linalg;
 mod operand;

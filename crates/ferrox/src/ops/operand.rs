@@ -105,7 +105,9 @@ impl Scalar {
     /// A zero-dimensional array of `dtype` holding the value.
     pub fn to_array(self, dtype: Dtype) -> Array {
         match self {
-            Scalar::Int(i) if dtype.is_integer() => crate::dispatch_dtype!(dtype, T => Array::scalar(<T as crate::Element>::from_i128(i as i128))),
+            Scalar::Int(i) if dtype.is_integer() => {
+                crate::dispatch_dtype!(dtype, T => Array::scalar(<T as crate::Element>::from_i128(i as i128)))
+            }
             _ => crate::dispatch_dtype!(dtype, T => Array::scalar(<T as crate::Element>::from_f64(self.as_f64()))),
         }
     }

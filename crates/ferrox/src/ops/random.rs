@@ -28,9 +28,9 @@ use crate::primitives::Op;
 use crate::shape::{broadcast_shapes, normalize_axis};
 
 use super::{
-    abs, add, argmax, astype, concatenate, cumsum, divide, equal, erf, erfinv, exp, expand_dims,
-    isinf, less, less_equal, log, log1p, max, maximum, minimum, multiply, negative, reshape_usize,
-    sign, slice_axis, subtract, sum, where_, IntoOperand, Operand, Scalar,
+    abs, add, argmax, astype, concatenate, cumsum, divide, equal, erf, erfinv, exp, expand_dims, isinf, less,
+    less_equal, log, log1p, max, maximum, minimum, multiply, negative, reshape_usize, sign, slice_axis, subtract, sum,
+    where_, IntoOperand, Operand, Scalar,
 };
 
 /// The state of the default key sequence; `None` until first used or seeded.
@@ -61,10 +61,7 @@ fn next_key() -> Array {
     // split(current) into two keys, computed here on the host: bits of shape [2, 2].
     let mut bytes = [0u8; 16];
     fill_bits(current, &mut bytes);
-    let w: Vec<u32> = bytes
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let w: Vec<u32> = bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     *state = Some([w[0], w[1]]);
     Array::from_vec(vec![w[2], w[3]])
 }
@@ -76,17 +73,10 @@ pub fn key(seed: u64) -> Array {
 
 fn check_key(key: &Array, op: &'static str) -> Result<()> {
     if key.dtype() != Dtype::U32 {
-        return Err(Error::dtype(
-            op,
-            "a key must be uint32 (make one with random::key)",
-            key.dtype(),
-        ));
+        return Err(Error::dtype(op, "a key must be uint32 (make one with random::key)", key.dtype()));
     }
     if key.shape() != [2] {
-        return Err(Error::shape(
-            op,
-            format!("a key must have shape [2], got {:?}", key.shape()),
-        ));
+        return Err(Error::shape(op, format!("a key must have shape [2], got {:?}", key.shape())));
     }
     Ok(())
 }
@@ -108,20 +98,10 @@ pub fn bits(shape: &[usize], width: usize, key: Option<&Array>) -> Result<Array>
         1 => Dtype::U8,
         2 => Dtype::U16,
         4 => Dtype::U32,
-        _ => {
-            return Err(Error::invalid(
-                "bits",
-                format!("the width must be 1, 2 or 4 bytes, got {width}"),
-            ))
-        }
+        _ => return Err(Error::invalid("bits", format!("the width must be 1, 2 or 4 bytes, got {width}"))),
     };
     let key = key_or_next(key, "bits")?;
-    Ok(Array::from_op(
-        shape.to_vec(),
-        dtype,
-        Op::RandomBits,
-        vec![key],
-    ))
+    Ok(Array::from_op(shape.to_vec(), dtype, Op::RandomBits, vec![key]))
 }
 
 /// Splits `key` into `num` new keys, an array of shape `[num, 2]`; row `i` is a key.
@@ -178,10 +158,7 @@ pub fn uniform(
     if out_shape != shape {
         return Err(Error::shape(
             "uniform",
-            format!(
-                "bounds of shape {:?} do not broadcast to the sample shape {shape:?}",
-                range.shape()
-            ),
+            format!("bounds of shape {:?} do not broadcast to the sample shape {shape:?}", range.shape()),
         ));
     }
     let b = bits(shape, 4, key)?;
@@ -217,10 +194,7 @@ pub fn normal(
     }
     let low = f32_scalar(f32::from_bits((-1.0f32).to_bits() - 1));
     let u = uniform(&low, 1.0f32, shape, Dtype::F32, key)?;
-    let applied_scale = multiply(
-        Scalar::Float(std::f64::consts::SQRT_2).to_array(dtype),
-        &scale,
-    )?;
+    let applied_scale = multiply(Scalar::Float(std::f64::consts::SQRT_2).to_array(dtype), &scale)?;
     let samples = astype(&erfinv(&u)?, dtype)?;
     add(&loc, &multiply(&applied_scale, &samples)?)
 }
@@ -237,19 +211,12 @@ pub fn randint(
     key: Option<&Array>,
 ) -> Result<Array> {
     if dtype.is_float() {
-        return Err(Error::dtype(
-            "randint",
-            "needs an integer or boolean dtype",
-            dtype,
-        ));
+        return Err(Error::dtype("randint", "needs an integer or boolean dtype", dtype));
     }
     let (low, high) = (low.into_operand(), high.into_operand());
     if let (Operand::Scalar(l), Operand::Scalar(h)) = (&low, &high) {
         if l.as_f64() >= h.as_f64() {
-            return Err(Error::invalid(
-                "randint",
-                format!("low ({}) must be below high ({})", l.as_f64(), h.as_f64()),
-            ));
+            return Err(Error::invalid("randint", format!("low ({}) must be below high ({})", l.as_f64(), h.as_f64())));
         }
     }
     let u = uniform(low.clone(), high.clone(), shape, Dtype::F32, key)?;
@@ -266,18 +233,10 @@ pub fn randint(
 
 /// Booleans that are true with probability `p` (a float scalar or array), of `shape` (the
 /// shape of `p` if `None`; `p` must broadcast to it).
-pub fn bernoulli(
-    p: impl IntoOperand,
-    shape: Option<&[usize]>,
-    key: Option<&Array>,
-) -> Result<Array> {
+pub fn bernoulli(p: impl IntoOperand, shape: Option<&[usize]>, key: Option<&Array>) -> Result<Array> {
     let p = match p.into_operand() {
         Operand::Array(a) if !a.dtype().is_float() => {
-            return Err(Error::dtype(
-                "bernoulli",
-                "the probability must be a float",
-                a.dtype(),
-            ));
+            return Err(Error::dtype("bernoulli", "the probability must be a float", a.dtype()));
         }
         Operand::Array(a) => a,
         Operand::Scalar(s) => Scalar::Float(s.as_f64()).to_array(Dtype::F32),
@@ -287,10 +246,7 @@ pub fn bernoulli(
     if out_shape != shape {
         return Err(Error::shape(
             "bernoulli",
-            format!(
-                "the probability of shape {:?} does not broadcast to {shape:?}",
-                p.shape()
-            ),
+            format!("the probability of shape {:?} does not broadcast to {shape:?}", p.shape()),
         ));
     }
     // p scaled to [0, next float above 2^32 - 1], so p >= 1 is always and p <= 0 never true.
@@ -323,11 +279,7 @@ pub fn truncated_normal(
         if l.as_f64() > u.as_f64() {
             return Err(Error::invalid(
                 "truncated_normal",
-                format!(
-                    "lower ({}) must not exceed upper ({})",
-                    l.as_f64(),
-                    u.as_f64()
-                ),
+                format!("lower ({}) must not exceed upper ({})", l.as_f64(), u.as_f64()),
             ));
         }
     }
@@ -346,13 +298,7 @@ pub fn truncated_normal(
 }
 
 /// Samples of the Laplace distribution with location `loc` and scale `scale`.
-pub fn laplace(
-    shape: &[usize],
-    dtype: Dtype,
-    loc: f64,
-    scale: f64,
-    key: Option<&Array>,
-) -> Result<Array> {
+pub fn laplace(shape: &[usize], dtype: Dtype, loc: f64, scale: f64, key: Option<&Array>) -> Result<Array> {
     check_float(dtype, "laplace")?;
     let low = f32_scalar(f32::from_bits((-1.0f32).to_bits() - 1));
     let u = uniform(&low, 1.0f32, shape, Dtype::F32, key)?;
@@ -384,19 +330,12 @@ fn count_at_or_below(cdf: &Array, u: &Array) -> Result<Array> {
     let mut start = 0;
     while start < m {
         let stop = (start + per).min(m);
-        let chunk = if start == 0 && stop == m {
-            flat.clone()
-        } else {
-            slice_axis(&flat, 0, start as isize, stop as isize)?
-        };
+        let chunk =
+            if start == 0 && stop == m { flat.clone() } else { slice_axis(&flat, 0, start as isize, stop as isize)? };
         parts.push(sum(&less_equal(&row, &chunk)?, Some(&[1isize][..]), false)?);
         start = stop;
     }
-    let counts = if parts.len() == 1 {
-        parts.pop().unwrap()
-    } else {
-        concatenate(&parts, 0)?
-    };
+    let counts = if parts.len() == 1 { parts.pop().unwrap() } else { concatenate(&parts, 0)? };
     reshape_usize(&astype(&counts, Dtype::U32)?, u.shape())
 }
 
@@ -407,25 +346,13 @@ fn categorical_inverse_cdf(logits: &Array, shape: &[usize], key: Option<&Array>)
     let x = astype(logits, dtype)?;
     let m = max(&x, None, false)?;
     // exp(x - m) is NaN when m is infinite; then the mass is uniform over the maximal entries.
-    let w = where_(
-        &isinf(&m)?,
-        &astype(&equal(&x, &m)?, dtype)?,
-        &exp(&subtract(&x, &m)?)?,
-    )?;
+    let w = where_(&isinf(&m)?, &astype(&equal(&x, &m)?, dtype)?, &exp(&subtract(&x, &m)?)?)?;
     let cdf = cumsum(&w, Some(0), false, false)?;
-    let u = multiply(
-        &uniform(0.0, 1.0, shape, Dtype::F32, key)?,
-        &sum(&w, None, false)?,
-    )?;
+    let u = multiply(&uniform(0.0, 1.0, shape, Dtype::F32, key)?, &sum(&w, None, false)?)?;
     subtract(&count_at_or_below(&cdf, &u)?, Array::scalar(1u32))
 }
 
-fn categorical_impl(
-    logits: &Array,
-    axis: usize,
-    shape: &[usize],
-    key: Option<&Array>,
-) -> Result<Array> {
+fn categorical_impl(logits: &Array, axis: usize, shape: &[usize], key: Option<&Array>) -> Result<Array> {
     let n = logits.shape()[axis];
     if n > 0 && logits.size() == n && !shape.is_empty() {
         return categorical_inverse_cdf(&reshape_usize(logits, &[n])?, shape, key);
@@ -443,12 +370,7 @@ fn categorical_impl(
 ///
 /// Without `num_samples` the output has the shape of `logits` less `axis`, one sample per
 /// distribution; with it, `num_samples` samples per distribution in a new last axis.
-pub fn categorical(
-    logits: &Array,
-    axis: isize,
-    num_samples: Option<usize>,
-    key: Option<&Array>,
-) -> Result<Array> {
+pub fn categorical(logits: &Array, axis: isize, num_samples: Option<usize>, key: Option<&Array>) -> Result<Array> {
     let axis = normalize_axis(axis, logits.ndim(), "categorical")?;
     match num_samples {
         None => {
@@ -460,9 +382,7 @@ pub fn categorical(
             let expanded = expand_dims(logits, &[-1])?;
             let mut shape = expanded.shape().to_vec();
             shape.remove(axis);
-            *shape
-                .last_mut()
-                .expect("expanded logits have at least 2 axes") = ns;
+            *shape.last_mut().expect("expanded logits have at least 2 axes") = ns;
             categorical_impl(&expanded, axis, &shape, key)
         }
     }
@@ -470,12 +390,7 @@ pub fn categorical(
 
 /// Like [`categorical`], with an explicit output `shape`, which must be a broadcast of the
 /// shape of `logits` less `axis`.
-pub fn categorical_with_shape(
-    logits: &Array,
-    axis: isize,
-    shape: &[usize],
-    key: Option<&Array>,
-) -> Result<Array> {
+pub fn categorical_with_shape(logits: &Array, axis: isize, shape: &[usize], key: Option<&Array>) -> Result<Array> {
     let axis = normalize_axis(axis, logits.ndim(), "categorical")?;
     let mut reduced = logits.shape().to_vec();
     reduced.remove(axis);
@@ -486,4 +401,16 @@ pub fn categorical_with_shape(
         ));
     }
     categorical_impl(logits, axis, shape, key)
+}
+
+/// A random permutation of `0..n` (uint32): the argsort of random bits, as MLX does.
+pub fn permutation(n: usize, key: Option<&Array>) -> Result<Array> {
+    crate::ops::argsort(&bits(&[n], 4, key)?, Some(0))
+}
+
+/// `x` with its entries along `axis` randomly permuted.
+pub fn permutation_of(x: &Array, axis: isize, key: Option<&Array>) -> Result<Array> {
+    let ax = crate::shape::normalize_axis(axis, x.ndim(), "permutation")?;
+    let perm = permutation(x.shape()[ax], key)?;
+    crate::ops::take(x, &perm, Some(ax as isize))
 }

@@ -25,7 +25,10 @@ fn reduce(op: ReduceOp, name: &'static str, a: &Array, axes: Option<&[isize]>, k
         ReduceOp::All | ReduceOp::Any => (a.clone(), Dtype::Bool),
         ReduceOp::Sum | ReduceOp::Prod if a.dtype() == Dtype::Bool => (astype(a, Dtype::I32)?, Dtype::I32),
         ReduceOp::Max | ReduceOp::Min if a.size() == 0 && axes.iter().any(|&ax| a.shape()[ax] == 0) => {
-            return Err(Error::invalid(name, format!("cannot reduce an empty axis of an array of shape {:?}", a.shape())));
+            return Err(Error::invalid(
+                name,
+                format!("cannot reduce an empty axis of an array of shape {:?}", a.shape()),
+            ));
         }
         _ => (a.clone(), a.dtype()),
     };
@@ -157,12 +160,20 @@ pub fn argmin(a: &Array, axis: Option<isize>, keepdims: bool) -> Result<Array> {
     arg_reduce(ArgReduceOp::ArgMin, "argmin", a, axis, keepdims)
 }
 
-fn scan(op: ScanOp, name: &'static str, a: &Array, axis: Option<isize>, reverse: bool, inclusive: bool) -> Result<Array> {
+fn scan(
+    op: ScanOp,
+    name: &'static str,
+    a: &Array,
+    axis: Option<isize>,
+    reverse: bool,
+    inclusive: bool,
+) -> Result<Array> {
     let (x, axis) = match axis {
         Some(ax) => (a.clone(), normalize_axis(ax, a.ndim(), name)?),
         None => (reshape_usize(a, &[a.size()])?, 0),
     };
-    let x = if x.dtype() == Dtype::Bool && matches!(op, ScanOp::Sum | ScanOp::Prod) { astype(&x, Dtype::I32)? } else { x };
+    let x =
+        if x.dtype() == Dtype::Bool && matches!(op, ScanOp::Sum | ScanOp::Prod) { astype(&x, Dtype::I32)? } else { x };
     Ok(Array::from_op(x.shape().to_vec(), x.dtype(), Op::Scan { op, axis, reverse, inclusive }, vec![x]))
 }
 

@@ -27,7 +27,10 @@ pub fn reshape(a: &Array, shape: &[isize]) -> Result<Array> {
     let mut out: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
     if let Some(i) = infer {
         if known == 0 || size % known != 0 {
-            return Err(Error::shape("reshape", format!("cannot reshape array of shape {:?} into {shape:?}", a.shape())));
+            return Err(Error::shape(
+                "reshape",
+                format!("cannot reshape array of shape {:?} into {shape:?}", a.shape()),
+            ));
         }
         out[i] = size / known;
     }
@@ -85,7 +88,10 @@ pub fn squeeze(a: &Array, axes: Option<&[isize]>) -> Result<Array> {
         Some(ax) => {
             let v = crate::shape::normalize_axes(Some(ax), a.ndim(), "squeeze")?;
             if let Some(&bad) = v.iter().find(|&&i| a.shape()[i] != 1) {
-                return Err(Error::shape("squeeze", format!("cannot squeeze axis {bad} of size {} in shape {:?}", a.shape()[bad], a.shape())));
+                return Err(Error::shape(
+                    "squeeze",
+                    format!("cannot squeeze axis {bad} of size {} in shape {:?}", a.shape()[bad], a.shape()),
+                ));
             }
             v
         }
@@ -110,7 +116,10 @@ pub fn expand_dims(a: &Array, axes: &[isize]) -> Result<Array> {
 pub fn transpose(a: &Array, perm: &[usize]) -> Result<Array> {
     let mut seen = vec![false; a.ndim()];
     if perm.len() != a.ndim() || perm.iter().any(|&p| p >= a.ndim() || std::mem::replace(&mut seen[p], true)) {
-        return Err(Error::invalid("transpose", format!("{perm:?} is not a permutation of the axes of shape {:?}", a.shape())));
+        return Err(Error::invalid(
+            "transpose",
+            format!("{perm:?} is not a permutation of the axes of shape {:?}", a.shape()),
+        ));
     }
     if perm.iter().enumerate().all(|(i, &p)| i == p) {
         return Ok(a.clone());
@@ -201,7 +210,10 @@ fn resolve_slice(start: isize, stop: isize, step: isize, n: usize) -> Result<(us
 pub fn slice(a: &Array, start: &[isize], stop: &[isize], step: &[isize]) -> Result<Array> {
     let nd = a.ndim();
     if start.len() != nd || stop.len() != nd || step.len() != nd {
-        return Err(Error::shape("slice", format!("start, stop and step need one entry per axis of shape {:?}", a.shape())));
+        return Err(Error::shape(
+            "slice",
+            format!("start, stop and step need one entry per axis of shape {:?}", a.shape()),
+        ));
     }
     let mut first = Vec::with_capacity(nd);
     let mut shape = Vec::with_capacity(nd);
@@ -229,13 +241,22 @@ pub fn slice_axis(a: &Array, axis: isize, start: isize, stop: isize) -> Result<A
 /// A copy of `a` with `update` (broadcast to the window) written at `a[start:stop:step]`.
 pub fn slice_update(a: &Array, update: &Array, start: &[isize], stop: &[isize], step: &[isize]) -> Result<Array> {
     let window = slice(a, start, stop, step)?;
-    let update = broadcast_to(&super::astype(update, a.dtype())?, window.shape())
-        .map_err(|_| Error::shape("slice_update", format!("update of shape {:?} does not fit the window {:?}", update.shape(), window.shape())))?;
+    let update = broadcast_to(&super::astype(update, a.dtype())?, window.shape()).map_err(|_| {
+        Error::shape(
+            "slice_update",
+            format!("update of shape {:?} does not fit the window {:?}", update.shape(), window.shape()),
+        )
+    })?;
     let mut first = Vec::new();
     for i in 0..a.ndim() {
         first.push(resolve_slice(start[i], stop[i], step[i], a.shape()[i])?.0);
     }
-    Ok(Array::from_op(a.shape().to_vec(), a.dtype(), Op::SliceUpdate { start: first, step: step.to_vec() }, vec![a.clone(), update]))
+    Ok(Array::from_op(
+        a.shape().to_vec(),
+        a.dtype(),
+        Op::SliceUpdate { start: first, step: step.to_vec() },
+        vec![a.clone(), update],
+    ))
 }
 
 /// Joins arrays along `axis`; other axes must match (dtypes promote).
@@ -251,7 +272,10 @@ pub fn concatenate(arrays: &[Array], axis: isize) -> Result<Array> {
         let ok = a.ndim() == nd && (0..nd).all(|i| i == ax || a.shape()[i] == shape[i]);
         if !ok {
             let shapes: Vec<_> = arrays.iter().map(|a| format!("{:?}", a.shape())).collect();
-            return Err(Error::shape("concatenate", format!("shapes {} do not match off axis {ax}", shapes.join(", "))));
+            return Err(Error::shape(
+                "concatenate",
+                format!("shapes {} do not match off axis {ax}", shapes.join(", ")),
+            ));
         }
         shape[ax] += a.shape()[ax];
     }
@@ -269,7 +293,10 @@ pub fn stack(arrays: &[Array], axis: isize) -> Result<Array> {
         return Err(Error::invalid("stack", "needs at least one array"));
     };
     if let Some(bad) = arrays.iter().find(|a| a.shape() != first.shape()) {
-        return Err(Error::shape("stack", format!("all arrays need one shape; got {:?} and {:?}", first.shape(), bad.shape())));
+        return Err(Error::shape(
+            "stack",
+            format!("all arrays need one shape; got {:?} and {:?}", first.shape(), bad.shape()),
+        ));
     }
     let expanded = arrays.iter().map(|a| expand_dims(a, &[axis])).collect::<Result<Vec<_>>>()?;
     concatenate(&expanded, axis)
@@ -300,10 +327,7 @@ pub fn split(a: &Array, at: SplitAt, axis: isize) -> Result<Vec<Array>> {
     let mut bounds = vec![0usize];
     bounds.extend(cuts.iter().map(|&c| c.min(n)));
     bounds.push(n);
-    bounds
-        .windows(2)
-        .map(|w| slice_axis(a, ax as isize, w[0] as isize, w[1].max(w[0]) as isize))
-        .collect()
+    bounds.windows(2).map(|w| slice_axis(a, ax as isize, w[0] as isize, w[1].max(w[0]) as isize)).collect()
 }
 
 /// Repeats each element `repeats` times along `axis` (of the flattened array if `None`).
@@ -352,7 +376,10 @@ pub enum PadMode {
 /// Pads each axis with `widths[i] = (before, after)` elements.
 pub fn pad(a: &Array, widths: &[(usize, usize)], mode: PadMode, value: impl IntoOperand) -> Result<Array> {
     if widths.len() != a.ndim() {
-        return Err(Error::shape("pad", format!("need {} (before, after) pairs for shape {:?}, got {}", a.ndim(), a.shape(), widths.len())));
+        return Err(Error::shape(
+            "pad",
+            format!("need {} (before, after) pairs for shape {:?}, got {}", a.ndim(), a.shape(), widths.len()),
+        ));
     }
     match mode {
         PadMode::Constant => {

@@ -313,8 +313,25 @@ pub fn attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape: &[usi
             // SAFETY: row-major l×dk, s×dk (read transposed) and l×s buffers.
             unsafe {
                 gemm::gemm(
-                    l, s, dk, scores.as_mut_ptr(), 1, s as isize, false, qh.as_ptr(), 1, dk as isize, kh_.as_ptr(),
-                    dk as isize, 1, 0.0f32, scale, false, false, false, gemm::Parallelism::None,
+                    l,
+                    s,
+                    dk,
+                    scores.as_mut_ptr(),
+                    1,
+                    s as isize,
+                    false,
+                    qh.as_ptr(),
+                    1,
+                    dk as isize,
+                    kh_.as_ptr(),
+                    dk as isize,
+                    1,
+                    0.0f32,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
                 )
             };
         } else {
@@ -364,8 +381,25 @@ pub fn attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape: &[usi
             // SAFETY: row-major l×s, s×dv and l×dv buffers.
             unsafe {
                 gemm::gemm(
-                    l, dv, s, o.as_mut_ptr(), 1, dv as isize, false, scores.as_ptr(), 1, s as isize, vh.as_ptr(), 1,
-                    dv as isize, 0.0f32, 1.0f32, false, false, false, gemm::Parallelism::None,
+                    l,
+                    dv,
+                    s,
+                    o.as_mut_ptr(),
+                    1,
+                    dv as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    s as isize,
+                    vh.as_ptr(),
+                    1,
+                    dv as isize,
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
                 )
             };
         } else {

@@ -61,8 +61,7 @@ pub fn collapse(shape: &[usize], strides: &[Vec<isize>]) -> (Vec<usize>, Vec<Vec
         if n == 1 {
             continue;
         }
-        let merge = !cs.is_empty()
-            && strides.iter().zip(&cst).all(|(s, c)| *c.last().unwrap() == s[ax] * n as isize);
+        let merge = !cs.is_empty() && strides.iter().zip(&cst).all(|(s, c)| *c.last().unwrap() == s[ax] * n as isize);
         if merge {
             *cs.last_mut().unwrap() *= n;
             for (s, c) in strides.iter().zip(cst.iter_mut()) {
@@ -148,7 +147,13 @@ pub fn map_rows<const N: usize, O: Send + Sync>(
 }
 
 /// Applies `f` elementwise to one strided input of `shape` into the row-major `out`.
-pub fn map1<A: Copy, O: Send + Sync>(a: Ptr<A>, sa: Vec<isize>, shape: &[usize], out: &mut [O], f: impl Fn(A) -> O + Sync + Send) {
+pub fn map1<A: Copy, O: Send + Sync>(
+    a: Ptr<A>,
+    sa: Vec<isize>,
+    shape: &[usize],
+    out: &mut [O],
+    f: impl Fn(A) -> O + Sync + Send,
+) {
     map_rows::<1, O>(shape, &[sa], out, |[oa], [ia], chunk| {
         // SAFETY: offsets come from the input's own view.
         unsafe {

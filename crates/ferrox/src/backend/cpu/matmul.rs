@@ -88,7 +88,9 @@ fn gemv<T: Element<Acc = f32>>(x: &[f32], b: Mat<T>, n: usize, k: usize, y: &mut
             let j0 = ci * chunk;
             for (kk, &xv) in x.iter().enumerate() {
                 // SAFETY: row kk of b, columns j0..j0+len.
-                let row = unsafe { std::slice::from_raw_parts(b.ptr.get().offset(kk as isize * b.rs + j0 as isize), yc.len()) };
+                let row = unsafe {
+                    std::slice::from_raw_parts(b.ptr.get().offset(kk as isize * b.rs + j0 as isize), yc.len())
+                };
                 for (yv, bv) in yc.iter_mut().zip(row) {
                     *yv += xv * bv.to_acc();
                 }
@@ -148,12 +150,17 @@ pub fn matmul(inputs: &[Array], alpha: f64, beta: f64, shape: &[usize], dtype: D
                     // SAFETY: offsets of batch bi inside each operand and the output.
                     unsafe {
                         gemm_one(
-                            m, n, k,
-                            MutPtr(po.get().offset(bi as isize * (m * n) as isize)), n as isize,
+                            m,
+                            n,
+                            k,
+                            MutPtr(po.get().offset(bi as isize * (m * n) as isize)),
+                            n as isize,
                             c.is_some(),
                             Mat { ptr: Ptr(pa.get().offset(oa)), rs: sa[nd - 2], cs: sa[nd - 1] },
                             Mat { ptr: Ptr(pb.get().offset(ob)), rs: sb[nd - 2], cs: sb[nd - 1] },
-                            conv(beta), conv(alpha), par,
+                            conv(beta),
+                            conv(alpha),
+                            par,
                         )
                     }
                 };
@@ -213,9 +220,7 @@ fn half_matmul<T: Element<Acc = f32>>(inputs: &[Array], alpha: f64, beta: f64, s
             let [oa, ob] = row_offsets::<2>(batch_shape, &bstrides, bi);
             let bm = Mat { ptr: Ptr(unsafe { pb.get().offset(ob) }), rs: sb[nd - 2], cs: sb[nd - 1] };
             if m == 1 && (bm.rs == 1 || bm.cs == 1) {
-                let x: Vec<f32> = (0..k)
-                    .map(|kk| unsafe { pa.at(oa + kk as isize * sa[nd - 1]) }.to_acc())
-                    .collect();
+                let x: Vec<f32> = (0..k).map(|kk| unsafe { pa.at(oa + kk as isize * sa[nd - 1]) }.to_acc()).collect();
                 gemv(&x, bm, n, k, &mut acc[..n]);
             } else {
                 acc.iter_mut().for_each(|v| *v = 0.0);
@@ -237,10 +242,17 @@ fn half_matmul<T: Element<Acc = f32>>(inputs: &[Array], alpha: f64, beta: f64, s
                     // SAFETY: the f32 scratch buffers are row-major m×kb, kb×n and m×n.
                     unsafe {
                         gemm_one(
-                            m, n, kb, MutPtr(acc.as_mut_ptr()), n as isize, true,
+                            m,
+                            n,
+                            kb,
+                            MutPtr(acc.as_mut_ptr()),
+                            n as isize,
+                            true,
                             Mat { ptr: Ptr(arow.as_ptr()), rs: kb as isize, cs: 1 },
                             Mat { ptr: Ptr(bpanel.as_ptr()), rs: n as isize, cs: 1 },
-                            1.0, 1.0, parallelism(m * n * kb),
+                            1.0,
+                            1.0,
+                            parallelism(m * n * kb),
                         )
                     };
                     k0 += kb;

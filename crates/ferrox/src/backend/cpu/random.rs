@@ -38,9 +38,7 @@ pub fn threefry2x32(key: [u32; 2], ctr: [u32; 2]) -> [u32; 2] {
         }
         // Key injection after every four rounds.
         x0 = x0.wrapping_add(ks[(block + 1) % 3]);
-        x1 = x1
-            .wrapping_add(ks[(block + 2) % 3])
-            .wrapping_add(block as u32 + 1);
+        x1 = x1.wrapping_add(ks[(block + 2) % 3]).wrapping_add(block as u32 + 1);
     }
     [x0, x1]
 }
@@ -104,19 +102,11 @@ pub fn random_bits(keys: &Array, shape: &[usize], dtype: Dtype) -> Result<Data> 
     if keys.dtype() != Dtype::U32 || keys.shape().last() != Some(&2) {
         return Err(Error::invalid(
             "random_bits",
-            format!(
-                "keys must be uint32 of shape [..., 2], got {} {:?}",
-                keys.dtype(),
-                keys.shape()
-            ),
+            format!("keys must be uint32 of shape [..., 2], got {} {:?}", keys.dtype(), keys.shape()),
         ));
     }
     if !matches!(dtype, Dtype::U8 | Dtype::U16 | Dtype::U32) {
-        return Err(Error::dtype(
-            "random_bits",
-            "output must be uint8, uint16 or uint32",
-            dtype,
-        ));
+        return Err(Error::dtype("random_bits", "output must be uint8, uint16 or uint32", dtype));
     }
     let n: usize = shape.iter().product();
     let nbytes = n * dtype.size();
@@ -135,17 +125,13 @@ pub fn random_bits(keys: &Array, shape: &[usize], dtype: Dtype) -> Result<Data> 
             // SAFETY: i < keys.size() and elem_loc stays inside the keys' own view.
             unsafe { *kptr.offset(elem_loc(i, keys.shape(), &kd.strides)) }
         };
-        let key_list: Vec<[u32; 2]> = (0..num_keys)
-            .map(|k| [read(2 * k), read(2 * k + 1)])
-            .collect();
+        let key_list: Vec<[u32; 2]> = (0..num_keys).map(|k| [read(2 * k), read(2 * k + 1)]).collect();
         let bytes_per_key = nbytes / num_keys;
         let out = buf.as_bytes_mut();
         if num_keys == 1 {
             fill_bits(key_list[0], out);
         } else {
-            out.par_chunks_mut(bytes_per_key)
-                .zip(key_list.par_iter())
-                .for_each(|(o, &k)| fill_bits(k, o));
+            out.par_chunks_mut(bytes_per_key).zip(key_list.par_iter()).for_each(|(o, &k)| fill_bits(k, o));
         }
     }
     Ok(Data::contiguous(buf, shape))
@@ -159,13 +145,7 @@ mod tests {
     fn threefry_known_answer() {
         // Random123's known-answer vectors for threefry2x32_20.
         assert_eq!(threefry2x32([0, 0], [0, 0]), [0x6b20_0159, 0x99ba_4efe]);
-        assert_eq!(
-            threefry2x32([u32::MAX, u32::MAX], [u32::MAX, u32::MAX]),
-            [0x1cb9_96fc, 0xbb00_2be7]
-        );
-        assert_eq!(
-            threefry2x32([0x1319_8a2e, 0x0370_7344], [0x243f_6a88, 0x85a3_08d3]),
-            [0xc492_3a9c, 0x483d_f7a0]
-        );
+        assert_eq!(threefry2x32([u32::MAX, u32::MAX], [u32::MAX, u32::MAX]), [0x1cb9_96fc, 0xbb00_2be7]);
+        assert_eq!(threefry2x32([0x1319_8a2e, 0x0370_7344], [0x243f_6a88, 0x85a3_08d3]), [0xc492_3a9c, 0x483d_f7a0]);
     }
 }
