@@ -3,6 +3,7 @@
 //! Each function validates its arguments, works out the output shape and dtype (MLX's
 //! promotion rules), and records a primitive; nothing is computed until evaluation.
 
+mod conv;
 mod creation;
 mod elementwise;
 mod linalg;
@@ -10,6 +11,7 @@ mod operand;
 mod reduce;
 mod shape_ops;
 
+pub use conv::*;
 pub use creation::*;
 pub use elementwise::*;
 pub use linalg::*;
