@@ -199,10 +199,12 @@ fn pack_weight<T: Element>(
                 kidx[i] = rem % wshape[i + 1];
                 rem /= wshape[i + 1];
             }
-            let mut off = co as isize * dw.strides[0];
-            for i in 0..nsp {
-                off += kidx[i] as isize * dw.strides[i + 1];
-            }
+            let off = kidx
+                .iter()
+                .zip(&dw.strides[1..=nsp])
+                .fold(co as isize * dw.strides[0], |o, (&k, &s)| {
+                    o + k as isize * s
+                });
             for c in 0..g.cin_g {
                 // SAFETY: (co, k..., c) lies inside the weight's view.
                 let v = unsafe { wp.at(off + c as isize * dw.strides[nsp + 1]) };
