@@ -3,6 +3,7 @@
 //! Each function validates its arguments, works out the output shape and dtype (MLX's
 //! promotion rules), and records a primitive; nothing is computed until evaluation.
 
+mod conv;
 mod creation;
 mod elementwise;
 pub mod fast;
@@ -14,6 +15,7 @@ mod reduce;
 mod shape_ops;
 mod sort;
 
+pub use conv::*;
 pub use creation::*;
 pub use elementwise::*;
 pub use indexing::*;

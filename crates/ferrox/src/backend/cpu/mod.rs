@@ -1,6 +1,7 @@
 //! The CPU backend: rayon-parallel kernels over strided data.
 
 mod binary;
+mod conv;
 mod copy;
 mod fast;
 mod index;
@@ -47,6 +48,7 @@ impl Backend for CpuBackend {
             Op::ArgReduce { op, axis } => reduce::arg_reduce(*op, x.unwrap(), *axis, shape),
             Op::Scan { op, axis, reverse, inclusive } => reduce::scan(*op, x.unwrap(), *axis, *reverse, *inclusive),
             Op::Matmul { alpha, beta } => matmul::matmul(inputs, *alpha, *beta, shape, dtype),
+            Op::Conv(p) => conv::conv(inputs, p, shape, dtype),
             Op::Concatenate(axis) => copy::concatenate(inputs, *axis, shape, dtype),
             Op::SliceUpdate { start, step } => copy::slice_update(&inputs[0], &inputs[1], start, step),
             Op::Sort { kind, axis } => sort::sort(*kind, x.unwrap(), *axis, shape),
