@@ -35,7 +35,8 @@ impl Data {
         unsafe { (self.buffer.host_ptr() as *const T).add(self.offset) }
     }
 
-    /// True if the view is row-major contiguous for `shape` (size-1 axes may have any stride).
+    /// True if the view is row-major contiguous for `shape` (size-1 axes may have any stride;
+    /// an empty array always is).
     pub fn is_row_contiguous(&self, shape: &[usize]) -> bool {
         if shape.contains(&0) {
             return true;
