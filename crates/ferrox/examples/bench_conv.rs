@@ -24,14 +24,10 @@ fn time_ms(iters: usize, f: impl Fn() -> fx::Result<fx::Array>) -> fx::Result<f6
 /// Deterministic pseudo-random values in [-1, 1) (an LCG; the values do not matter).
 fn data(shape: &[usize], dtype: Dtype, seed: u64) -> fx::Result<fx::Array> {
     let n: usize = shape.iter().product();
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let v: Vec<f32> = (0..n)
         .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect();
@@ -43,71 +39,11 @@ fn main() -> fx::Result<()> {
     println!("{:<44} {:>10} {:>10}", "case", "ms", "GFLOP/s");
     // (name, N, H, W, C_in, C_out, K, stride, padding, groups, dtype)
     let cases = [
-        (
-            "conv2d N=8 32x32x64->64 3x3 p1",
-            8,
-            32,
-            32,
-            64,
-            64,
-            3,
-            1,
-            1,
-            1,
-            Dtype::F32,
-        ),
-        (
-            "conv2d N=8 32x32x64->64 3x3 p1 bf16",
-            8,
-            32,
-            32,
-            64,
-            64,
-            3,
-            1,
-            1,
-            1,
-            Dtype::Bf16,
-        ),
-        (
-            "conv2d N=8 32x32x64->128 1x1",
-            8,
-            32,
-            32,
-            64,
-            128,
-            1,
-            1,
-            0,
-            1,
-            Dtype::F32,
-        ),
-        (
-            "conv2d N=8 32x32x64 depthwise 3x3 p1",
-            8,
-            32,
-            32,
-            64,
-            64,
-            3,
-            1,
-            1,
-            64,
-            Dtype::F32,
-        ),
-        (
-            "conv2d N=4 64x64x32->64 3x3 s2 p1",
-            4,
-            64,
-            64,
-            32,
-            64,
-            3,
-            2,
-            1,
-            1,
-            Dtype::F32,
-        ),
+        ("conv2d N=8 32x32x64->64 3x3 p1", 8, 32, 32, 64, 64, 3, 1, 1, 1, Dtype::F32),
+        ("conv2d N=8 32x32x64->64 3x3 p1 bf16", 8, 32, 32, 64, 64, 3, 1, 1, 1, Dtype::Bf16),
+        ("conv2d N=8 32x32x64->128 1x1", 8, 32, 32, 64, 128, 1, 1, 0, 1, Dtype::F32),
+        ("conv2d N=8 32x32x64 depthwise 3x3 p1", 8, 32, 32, 64, 64, 3, 1, 1, 64, Dtype::F32),
+        ("conv2d N=4 64x64x32->64 3x3 s2 p1", 4, 64, 64, 32, 64, 3, 2, 1, 1, Dtype::F32),
     ];
     for (name, n, h, w, cin, cout, k, s, p, g, dtype) in cases {
         let x = data(&[n, h, w, cin], dtype, 1)?;

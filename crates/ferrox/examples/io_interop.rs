@@ -41,43 +41,17 @@ fn arrays() -> fx::Result<Vec<(String, Array)>> {
 }
 
 fn main() -> fx::Result<()> {
-    let dir = PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .unwrap_or_else(|| "ferrox-interop".into()),
-    );
+    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "ferrox-interop".into()));
     std::fs::create_dir_all(&dir)?;
     let all = arrays()?;
-    let no_bf16: Vec<&(String, Array)> = all
-        .iter()
-        .filter(|(_, a)| a.dtype() != Dtype::Bf16)
-        .collect();
-    let meta: HashMap<String, String> = [
-        ("format".to_string(), "mlx".to_string()),
-        ("author".to_string(), "ferrox \u{2713}".to_string()),
-    ]
-    .into();
+    let no_bf16: Vec<&(String, Array)> = all.iter().filter(|(_, a)| a.dtype() != Dtype::Bf16).collect();
+    let meta: HashMap<String, String> =
+        [("format".to_string(), "mlx".to_string()), ("author".to_string(), "ferrox \u{2713}".to_string())].into();
 
-    fx::save_safetensors(
-        dir.join("ferrox.safetensors"),
-        all.iter().map(|(k, v)| (k, v)),
-        Some(&meta),
-    )?;
-    fx::save_safetensors(
-        dir.join("ferrox_nobf16.safetensors"),
-        no_bf16.iter().map(|(k, v)| (k, v)),
-        Some(&meta),
-    )?;
-    fx::save_npz(
-        dir.join("ferrox.npz"),
-        no_bf16.iter().map(|(k, v)| (k, v)),
-        true,
-    )?;
-    fx::save_npz(
-        dir.join("ferrox_stored.npz"),
-        no_bf16.iter().map(|(k, v)| (k, v)),
-        false,
-    )?;
+    fx::save_safetensors(dir.join("ferrox.safetensors"), all.iter().map(|(k, v)| (k, v)), Some(&meta))?;
+    fx::save_safetensors(dir.join("ferrox_nobf16.safetensors"), no_bf16.iter().map(|(k, v)| (k, v)), Some(&meta))?;
+    fx::save_npz(dir.join("ferrox.npz"), no_bf16.iter().map(|(k, v)| (k, v)), true)?;
+    fx::save_npz(dir.join("ferrox_stored.npz"), no_bf16.iter().map(|(k, v)| (k, v)), false)?;
     for (name, a) in &no_bf16 {
         fx::save_npy(dir.join(format!("{name}.npy")), a)?;
     }

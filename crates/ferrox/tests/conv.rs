@@ -8,19 +8,11 @@ use serde_json::Value;
 const FIXTURE: &str = include_str!("fixtures/conv_numpy.json");
 
 fn usizes(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
 }
 
 fn isizes(v: &Value) -> Vec<isize> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap() as isize)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap() as isize).collect()
 }
 
 fn pair(v: &[usize]) -> (usize, usize) {
@@ -36,17 +28,11 @@ fn values(t: &Value) -> (Vec<f64>, Vec<usize>) {
     let shape = usizes(&t["shape"]);
     let n: usize = shape.iter().product();
     let data: Vec<f64> = if let Some(d) = t.get("data") {
-        d.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect()
+        d.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
     } else {
         let g = usizes(&t["gen"]);
         let (mul, modulo) = (g[0] as i64, g[1] as i64);
-        (0..n as i64)
-            .map(|i| (((i * mul) % modulo) - modulo / 2) as f64 / 32.0)
-            .collect()
+        (0..n as i64).map(|i| (((i * mul) % modulo) - modulo / 2) as f64 / 32.0).collect()
     };
     assert_eq!(data.len(), n);
     (data, shape)
@@ -82,31 +68,11 @@ fn run_case(case: &Value, x: &Array, w: &Array) -> fx::Result<Array> {
     let u = |k: &str| usizes(&a[k]);
     match case["op"].as_str().unwrap() {
         "conv1d" => fx::conv1d(x, w, u("stride")[0], u("padding")[0], u("dilation")[0], g),
-        "conv2d" => fx::conv2d(
-            x,
-            w,
-            pair(&u("stride")),
-            pair(&u("padding")),
-            pair(&u("dilation")),
-            g,
-        ),
-        "conv3d" => fx::conv3d(
-            x,
-            w,
-            triple(&u("stride")),
-            triple(&u("padding")),
-            triple(&u("dilation")),
-            g,
-        ),
-        "conv_transpose1d" => fx::conv_transpose1d(
-            x,
-            w,
-            u("stride")[0],
-            u("padding")[0],
-            u("dilation")[0],
-            u("output_padding")[0],
-            g,
-        ),
+        "conv2d" => fx::conv2d(x, w, pair(&u("stride")), pair(&u("padding")), pair(&u("dilation")), g),
+        "conv3d" => fx::conv3d(x, w, triple(&u("stride")), triple(&u("padding")), triple(&u("dilation")), g),
+        "conv_transpose1d" => {
+            fx::conv_transpose1d(x, w, u("stride")[0], u("padding")[0], u("dilation")[0], u("output_padding")[0], g)
+        }
         "conv_transpose2d" => fx::conv_transpose2d(
             x,
             w,
@@ -152,12 +118,7 @@ fn conv_matches_numpy() {
         let (wd, ws) = values(&case["w"]);
         let out_shape = usizes(&case["out"]["shape"]);
         let expected: Vec<(usize, f64)> = if let Some(d) = case["out"].get("data") {
-            d.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .enumerate()
-                .collect()
+            d.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).enumerate().collect()
         } else {
             case["out"]["samples"]
                 .as_array()
@@ -166,16 +127,8 @@ fn conv_matches_numpy() {
                 .map(|s| (s[0].as_u64().unwrap() as usize, s[1].as_f64().unwrap()))
                 .collect()
         };
-        let scale = expected
-            .iter()
-            .fold(0f64, |m, &(_, v)| m.max(v.abs()))
-            .max(1e-30);
-        for (dtype, tol) in [
-            (Dtype::F32, 1e-5),
-            (Dtype::F64, 1e-12),
-            (Dtype::Bf16, 1e-2),
-            (Dtype::F16, 1e-2),
-        ] {
+        let scale = expected.iter().fold(0f64, |m, &(_, v)| m.max(v.abs())).max(1e-30);
+        for (dtype, tol) in [(Dtype::F32, 1e-5), (Dtype::F64, 1e-12), (Dtype::Bf16, 1e-2), (Dtype::F16, 1e-2)] {
             for transposed in [false, true] {
                 let x = build(&xd, &xs, dtype, transposed);
                 let w = build(&wd, &ws, dtype, transposed);
@@ -189,53 +142,30 @@ fn conv_matches_numpy() {
                 };
                 assert_eq!(y.dtype(), dtype, "{label}");
                 if y.shape() != out_shape.as_slice() {
-                    failures.push(format!(
-                        "{label}: shape {:?}, expected {out_shape:?}",
-                        y.shape()
-                    ));
+                    failures.push(format!("{label}: shape {:?}, expected {out_shape:?}", y.shape()));
                     continue;
                 }
                 let got = y.to_vec::<f64>().unwrap();
-                let err = expected
-                    .iter()
-                    .fold(0f64, |m, &(i, v)| m.max((got[i] - v).abs()))
-                    / scale;
+                let err = expected.iter().fold(0f64, |m, &(i, v)| m.max((got[i] - v).abs())) / scale;
                 if err.is_nan() || err > tol {
                     failures.push(format!("{label}: relative error {err:.3e} > {tol:e}"));
                 }
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]
 fn conv_strided_slice_input() {
     // A spatially strided view (every other column) equals the same values made contiguous.
-    let x = fx::astype(
-        &fx::arange(0.0, 2.0 * 6.0 * 10.0 * 3.0, 1.0, Dtype::F32).unwrap(),
-        Dtype::F32,
-    )
-    .unwrap();
+    let x = fx::astype(&fx::arange(0.0, 2.0 * 6.0 * 10.0 * 3.0, 1.0, Dtype::F32).unwrap(), Dtype::F32).unwrap();
     let x = fx::reshape(&fx::divide(&x, 100.0).unwrap(), &[2, 6, 10, 3]).unwrap();
     let view = fx::slice(&x, &[0, 0, 0, 0], &[2, 6, 10, 3], &[1, 1, 2, 1]).unwrap();
     let dense = fx::contiguous(&view).unwrap();
-    let w = fx::reshape(
-        &fx::arange(-6.0, 6.0, 0.5, Dtype::F32).unwrap(),
-        &[2, 2, 2, 3],
-    )
-    .unwrap();
+    let w = fx::reshape(&fx::arange(-6.0, 6.0, 0.5, Dtype::F32).unwrap(), &[2, 2, 2, 3]).unwrap();
     for groups in [1, 3] {
-        let w = if groups == 1 {
-            w.clone()
-        } else {
-            fx::reshape(&w, &[6, 2, 2, 1]).unwrap()
-        };
+        let w = if groups == 1 { w.clone() } else { fx::reshape(&w, &[6, 2, 2, 1]).unwrap() };
         let a = fx::conv2d(&view, &w, (1, 2), (1, 0), (1, 1), groups).unwrap();
         let b = fx::conv2d(&dense, &w, (1, 2), (1, 0), (1, 1), groups).unwrap();
         assert_eq!(a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
@@ -264,13 +194,7 @@ fn conv_empty_batch_and_channels() {
     assert!(y.to_vec::<f32>().unwrap().is_empty());
     let x = fx::ones(&[1, 5, 0], Dtype::F32).unwrap();
     let w = fx::ones(&[3, 2, 0], Dtype::F32).unwrap();
-    assert_eq!(
-        fx::conv1d(&x, &w, 1, 0, 1, 1)
-            .unwrap()
-            .to_vec::<f32>()
-            .unwrap(),
-        vec![0.0; 12]
-    );
+    assert_eq!(fx::conv1d(&x, &w, 1, 0, 1, 1).unwrap().to_vec::<f32>().unwrap(), vec![0.0; 12]);
 }
 
 fn err_text(r: fx::Result<Array>) -> String {
@@ -284,54 +208,21 @@ fn err_text(r: fx::Result<Array>) -> String {
 fn conv_errors() {
     let f = |s: &[usize]| fx::ones(s, Dtype::F32).unwrap();
     // Channel mismatch.
-    let e = err_text(fx::conv2d(
-        &f(&[1, 5, 5, 3]),
-        &f(&[4, 3, 3, 2]),
-        (1, 1),
-        (0, 0),
-        (1, 1),
-        1,
-    ));
-    assert!(
-        e.contains("[conv2d]") && e.contains("[1, 5, 5, 3]") && e.contains("[4, 3, 3, 2]"),
-        "{e}"
-    );
+    let e = err_text(fx::conv2d(&f(&[1, 5, 5, 3]), &f(&[4, 3, 3, 2]), (1, 1), (0, 0), (1, 1), 1));
+    assert!(e.contains("[conv2d]") && e.contains("[1, 5, 5, 3]") && e.contains("[4, 3, 3, 2]"), "{e}");
     // Groups not dividing the input channels, or the output channels.
     let e = err_text(fx::conv1d(&f(&[1, 8, 6]), &f(&[4, 3, 1]), 1, 0, 1, 4));
-    assert!(
-        e.contains("[conv1d]") && e.contains("4 groups do not divide the 6 input channels"),
-        "{e}"
-    );
+    assert!(e.contains("[conv1d]") && e.contains("4 groups do not divide the 6 input channels"), "{e}");
     let e = err_text(fx::conv1d(&f(&[1, 8, 6]), &f(&[4, 3, 2]), 1, 0, 1, 3));
-    assert!(
-        e.contains("3 groups do not divide the 4 output channels"),
-        "{e}"
-    );
+    assert!(e.contains("3 groups do not divide the 4 output channels"), "{e}");
     let e = err_text(fx::conv1d(&f(&[1, 8, 6]), &f(&[4, 3, 2]), 1, 0, 1, 0));
     assert!(e.contains("groups must be at least 1"), "{e}");
     // Wrong ranks.
     let e = err_text(fx::conv1d(&f(&[1, 8, 8, 6]), &f(&[4, 3, 6]), 1, 0, 1, 1));
     assert!(e.contains("[conv1d]") && e.contains("[N, L, C_in]"), "{e}");
-    let e = err_text(fx::conv2d(
-        &f(&[1, 8, 8, 6]),
-        &f(&[4, 3, 6]),
-        (1, 1),
-        (0, 0),
-        (1, 1),
-        1,
-    ));
+    let e = err_text(fx::conv2d(&f(&[1, 8, 8, 6]), &f(&[4, 3, 6]), (1, 1), (0, 0), (1, 1), 1));
     assert!(e.contains("[C_out, KH, KW, C_in]"), "{e}");
-    let e = err_text(fx::conv_general(
-        &f(&[8, 6]),
-        &f(&[4, 6]),
-        &[],
-        &[],
-        &[],
-        &[],
-        &[],
-        1,
-        false,
-    ));
+    let e = err_text(fx::conv_general(&f(&[8, 6]), &f(&[4, 6]), &[], &[], &[], &[], &[], 1, false));
     assert!(e.contains("at least 3 dimensions"), "{e}");
     // Kernel longer than the padded input.
     let e = err_text(fx::conv1d(&f(&[1, 4, 2]), &f(&[1, 3, 2]), 1, 0, 2, 1));
@@ -339,30 +230,9 @@ fn conv_errors() {
     // Zero stride / dilation, parameter lists of the wrong length.
     let e = err_text(fx::conv1d(&f(&[1, 4, 2]), &f(&[1, 3, 2]), 0, 0, 1, 1));
     assert!(e.contains("stride must be at least 1"), "{e}");
-    let e = err_text(fx::conv_transpose1d(
-        &f(&[1, 4, 2]),
-        &f(&[1, 3, 2]),
-        1,
-        0,
-        0,
-        0,
-        1,
-    ));
-    assert!(
-        e.contains("[conv_transpose1d]") && e.contains("dilation"),
-        "{e}"
-    );
-    let e = err_text(fx::conv_general(
-        &f(&[1, 4, 4, 2]),
-        &f(&[1, 3, 3, 2]),
-        &[1, 1, 1],
-        &[],
-        &[],
-        &[],
-        &[],
-        1,
-        false,
-    ));
+    let e = err_text(fx::conv_transpose1d(&f(&[1, 4, 2]), &f(&[1, 3, 2]), 1, 0, 0, 0, 1));
+    assert!(e.contains("[conv_transpose1d]") && e.contains("dilation"), "{e}");
+    let e = err_text(fx::conv_general(&f(&[1, 4, 4, 2]), &f(&[1, 3, 3, 2]), &[1, 1, 1], &[], &[], &[], &[], 1, false));
     assert!(e.contains("stride [1, 1, 1] needs 1 or 2 values"), "{e}");
     // Integer input.
     let xi = fx::ones(&[1, 4, 2], Dtype::I32).unwrap();

@@ -24,20 +24,11 @@ fn scratch(test: &str) -> PathBuf {
 fn le_bytes(a: &Array) -> Vec<u8> {
     macro_rules! bytes {
         ($t:ty) => {
-            a.to_vec::<$t>()
-                .unwrap()
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect()
+            a.to_vec::<$t>().unwrap().iter().flat_map(|v| v.to_le_bytes()).collect()
         };
     }
     match a.dtype() {
-        Dtype::Bool => a
-            .to_vec::<bool>()
-            .unwrap()
-            .iter()
-            .map(|&b| b as u8)
-            .collect(),
+        Dtype::Bool => a.to_vec::<bool>().unwrap().iter().map(|&b| b as u8).collect(),
         Dtype::U8 => bytes!(u8),
         Dtype::U16 => bytes!(u16),
         Dtype::U32 => bytes!(u32),
@@ -64,19 +55,10 @@ fn expected() -> serde_json::Map<String, serde_json::Value> {
 
 fn check(what: &str, a: &Array, want: &serde_json::Value) {
     let dtype = Dtype::from_name(want["dtype"].as_str().unwrap()).unwrap();
-    let shape: Vec<usize> = want["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect();
+    let shape: Vec<usize> = want["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
     assert_eq!(a.dtype(), dtype, "{what}: dtype");
     assert_eq!(a.shape(), &shape[..], "{what}: shape");
-    assert_eq!(
-        hex(&le_bytes(a)),
-        want["hex"].as_str().unwrap(),
-        "{what}: values"
-    );
+    assert_eq!(hex(&le_bytes(a)), want["hex"].as_str().unwrap(), "{what}: values");
 }
 
 #[test]
@@ -99,10 +81,7 @@ fn fixtures_load_exactly() {
                         fx::load_npz(&path).unwrap()
                     }
                 });
-                arrays
-                    .get(name)
-                    .unwrap_or_else(|| panic!("{key} missing"))
-                    .clone()
+                arrays.get(name).unwrap_or_else(|| panic!("{key} missing")).clone()
             }
         };
         check(key, &a, want);
@@ -112,10 +91,7 @@ fn fixtures_load_exactly() {
     // Every array in each file was expected.
     for (file, arrays) in &loaded {
         for name in arrays.keys() {
-            assert!(
-                exp.contains_key(&format!("{file}/{name}")),
-                "unexpected {file}/{name}"
-            );
+            assert!(exp.contains_key(&format!("{file}/{name}")), "unexpected {file}/{name}");
         }
     }
 }
@@ -131,16 +107,10 @@ fn safetensors_metadata() {
 #[test]
 fn safetensors_loads_lazily() {
     let (arrays, _) = fx::load_safetensors(fixtures().join("mixed.safetensors")).unwrap();
-    assert!(
-        arrays.values().all(|a| !a.is_evaluated()),
-        "nothing is read at load"
-    );
+    assert!(arrays.values().all(|a| !a.is_evaluated()), "nothing is read at load");
     let w = &arrays["f32"];
     let s = fx::sum(w, None, false).unwrap();
-    assert!(
-        !w.is_evaluated(),
-        "building ops on a loaded array reads nothing"
-    );
+    assert!(!w.is_evaluated(), "building ops on a loaded array reads nothing");
     s.eval().unwrap();
     assert!(w.is_evaluated(), "evaluating a consumer reads the tensor");
     assert!(!arrays["u8"].is_evaluated(), "other tensors stay unread");
@@ -162,10 +132,7 @@ fn sample_arrays() -> Vec<(String, Array)> {
     out.push(("scalar".into(), Array::scalar(-1.5f64)));
     out.push(("empty".into(), fx::zeros(&[0, 5], Dtype::I32).unwrap()));
     out.push(("empty_last".into(), fx::zeros(&[3, 0], Dtype::F16).unwrap()));
-    out.push((
-        "nan_inf".into(),
-        Array::from_slice(&[f32::NAN, f32::INFINITY, -0.0], &[3]).unwrap(),
-    ));
+    out.push(("nan_inf".into(), Array::from_slice(&[f32::NAN, f32::INFINITY, -0.0], &[3]).unwrap()));
     out
 }
 
@@ -174,11 +141,8 @@ fn safetensors_round_trip_and_independent_parser() {
     let dir = scratch("st_round_trip");
     let path = dir.join("out.safetensors");
     let arrays = sample_arrays();
-    let meta: HashMap<String, String> = [
-        ("format".to_string(), "pt".to_string()),
-        ("ünïcode \"q\"".to_string(), "v\n2".to_string()),
-    ]
-    .into();
+    let meta: HashMap<String, String> =
+        [("format".to_string(), "pt".to_string()), ("ünïcode \"q\"".to_string(), "v\n2".to_string())].into();
     fx::save_safetensors(&path, arrays.iter().map(|(k, v)| (k, v)), Some(&meta)).unwrap();
 
     // ferrox reads back the same bits and metadata.
@@ -212,8 +176,7 @@ fn safetensors_round_trip_and_independent_parser() {
     // And the reverse: a file the crate writes loads in ferrox.
     let data: Vec<f32> = (0..6).map(|i| i as f32 * 1.5).collect();
     let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view =
-        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 3], &raw).unwrap();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 3], &raw).unwrap();
     let path2 = dir.join("from_crate.safetensors");
     safetensors::serialize_to_file([("w", view)], &Some(meta.clone()), &path2).unwrap();
     let (m2, meta2) = fx::load_safetensors(&path2).unwrap();
@@ -243,10 +206,7 @@ fn st_dtype(d: Dtype) -> &'static str {
 #[test]
 fn npy_and_npz_round_trip() {
     let dir = scratch("np_round_trip");
-    let arrays: Vec<(String, Array)> = sample_arrays()
-        .into_iter()
-        .filter(|(_, a)| a.dtype() != Dtype::Bf16)
-        .collect();
+    let arrays: Vec<(String, Array)> = sample_arrays().into_iter().filter(|(_, a)| a.dtype() != Dtype::Bf16).collect();
     for (name, a) in &arrays {
         let path = dir.join(format!("{name}.npy"));
         fx::save_npy(&path, a).unwrap();
@@ -254,11 +214,7 @@ fn npy_and_npz_round_trip() {
         assert_eq!((b.dtype(), b.shape()), (a.dtype(), a.shape()), "{name}");
         assert_eq!(le_bytes(&b), le_bytes(a), "{name}");
         let len = std::fs::metadata(&path).unwrap().len() as usize;
-        assert_eq!(
-            (len - a.nbytes()) % 64,
-            0,
-            "{name}: header padded to 64 bytes"
-        );
+        assert_eq!((len - a.nbytes()) % 64, 0, "{name}: header padded to 64 bytes");
     }
     for compressed in [false, true] {
         let path = dir.join(format!("out_{compressed}.npz"));
@@ -266,17 +222,11 @@ fn npy_and_npz_round_trip() {
         let back = fx::load_npz(&path).unwrap();
         assert_eq!(back.len(), arrays.len());
         for (name, a) in &arrays {
-            assert_eq!(
-                le_bytes(&back[name]),
-                le_bytes(a),
-                "{name} (compressed: {compressed})"
-            );
+            assert_eq!(le_bytes(&back[name]), le_bytes(a), "{name} (compressed: {compressed})");
         }
     }
     // bfloat16 has no NumPy dtype.
-    let e = fx::save_npy(dir.join("bf.npy"), &Array::scalar(bf16::ONE))
-        .unwrap_err()
-        .to_string();
+    let e = fx::save_npy(dir.join("bf.npy"), &Array::scalar(bf16::ONE)).unwrap_err().to_string();
     assert!(e.contains("bfloat16"), "{e}");
     assert!(!dir.join("bf.npy").exists());
     std::fs::remove_dir_all(&dir).unwrap();
@@ -289,10 +239,7 @@ fn fortran_order_arrays_work_in_ops() {
     assert!(want.contains_key("a"));
     let v = a.to_vec::<f64>().unwrap();
     // sum over the last axis, computed by ferrox on the column-major view, vs. by hand.
-    let s = fx::sum(&a, Some(&[2]), false)
-        .unwrap()
-        .to_vec::<f64>()
-        .unwrap();
+    let s = fx::sum(&a, Some(&[2]), false).unwrap().to_vec::<f64>().unwrap();
     let by_hand: Vec<f64> = v.chunks(2).map(|c| c[0] + c[1]).collect();
     for (x, y) in s.iter().zip(&by_hand) {
         assert!((x - y).abs() < 1e-12);
@@ -331,26 +278,13 @@ fn saving_over_a_mapped_file_keeps_loaded_arrays_valid() {
     let b = Array::from_slice(&[9.0f32; 5], &[5]).unwrap();
     fx::save_safetensors(&path, [("w", &b)], None).unwrap();
     assert_eq!(old["w"].to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0]);
-    assert_eq!(
-        fx::load_safetensors(&path).unwrap().0["w"]
-            .to_vec::<f32>()
-            .unwrap(),
-        vec![9.0; 5]
-    );
+    assert_eq!(fx::load_safetensors(&path).unwrap().0["w"].to_vec::<f32>().unwrap(), vec![9.0; 5]);
     // No temporary files are left behind.
-    let names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("w.safetensors")]);
     // A failed save leaves the old file alone.
     assert!(fx::save_safetensors(&path, [("__metadata__", &b)], None).is_err());
-    assert_eq!(
-        fx::load_safetensors(&path).unwrap().0["w"]
-            .to_vec::<f32>()
-            .unwrap(),
-        vec![9.0; 5]
-    );
+    assert_eq!(fx::load_safetensors(&path).unwrap().0["w"].to_vec::<f32>().unwrap(), vec![9.0; 5]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -364,10 +298,7 @@ fn raw_safetensors(path: &Path, header: &str, data: &[u8]) {
 
 fn load_err(path: &Path) -> String {
     let e = fx::load_safetensors(path).unwrap_err().to_string();
-    assert!(
-        e.contains(&path.display().to_string()),
-        "the error names the file: {e}"
-    );
+    assert!(e.contains(&path.display().to_string()), "the error names the file: {e}");
     e
 }
 
@@ -376,13 +307,8 @@ fn malformed_safetensors_are_errors() {
     let dir = scratch("bad_st");
     let p = dir.join("bad.safetensors");
 
-    let e = fx::load_safetensors(dir.join("missing.safetensors"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("missing.safetensors") && e.contains("no such file"),
-        "{e}"
-    );
+    let e = fx::load_safetensors(dir.join("missing.safetensors")).unwrap_err().to_string();
+    assert!(e.contains("missing.safetensors") && e.contains("no such file"), "{e}");
 
     std::fs::write(&p, b"").unwrap();
     assert!(load_err(&p).contains("truncated"));
@@ -446,10 +372,7 @@ fn malformed_npy_and_npz_are_errors() {
     let p = dir.join("bad.npy");
     let npy_err = |p: &Path| {
         let e = fx::load_npy(p).unwrap_err().to_string();
-        assert!(
-            e.contains(&p.display().to_string()),
-            "the error names the file: {e}"
-        );
+        assert!(e.contains(&p.display().to_string()), "the error names the file: {e}");
         e
     };
     assert!(npy_err(&dir.join("missing.npy")).contains("no such file"));
@@ -472,36 +395,15 @@ fn malformed_npy_and_npz_are_errors() {
         b
     };
     for (dict, msg) in [
-        (
-            "{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }",
-            "unsupported npy dtype",
-        ),
-        (
-            "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }",
-            "unsupported npy dtype",
-        ),
-        (
-            "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,), }",
-            "structured",
-        ),
+        ("{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }", "unsupported npy dtype"),
+        ("{'descr': '|O', 'fortran_order': False, 'shape': (1,), }", "unsupported npy dtype"),
+        ("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,), }", "structured"),
         ("{'descr': '<f4', 'shape': (1,), }", "fortran_order"),
-        (
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (-1,), }",
-            "malformed",
-        ),
-        (
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (100,), }",
-            "truncated",
-        ),
-        (
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (1,)",
-            "malformed",
-        ),
+        ("{'descr': '<f4', 'fortran_order': False, 'shape': (-1,), }", "malformed"),
+        ("{'descr': '<f4', 'fortran_order': False, 'shape': (100,), }", "truncated"),
+        ("{'descr': '<f4', 'fortran_order': False, 'shape': (1,)", "malformed"),
         ("not a dict", "malformed"),
-        (
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (9999999999999, 9999999999999), }",
-            "too large",
-        ),
+        ("{'descr': '<f4', 'fortran_order': False, 'shape': (9999999999999, 9999999999999), }", "too large"),
     ] {
         std::fs::write(&p, with_header(dict)).unwrap();
         let e = npy_err(&p);
@@ -519,9 +421,6 @@ fn malformed_npy_and_npz_are_errors() {
     let good = std::fs::read(fixtures().join("stored.npz")).unwrap();
     std::fs::write(&z, &good[..good.len() / 2]).unwrap();
     assert!(fx::load_npz(&z).is_err());
-    assert!(fx::load_npz(dir.join("missing.npz"))
-        .unwrap_err()
-        .to_string()
-        .contains("no such file"));
+    assert!(fx::load_npz(dir.join("missing.npz")).unwrap_err().to_string().contains("no such file"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -49,9 +49,9 @@ impl Loaded {
     pub fn into_array(self) -> Result<Array> {
         match self {
             Loaded::Array(a) => Ok(a),
-            Loaded::Arrays(_) => Err(Error::Io(
-                "the file holds named arrays (npz or safetensors); use into_arrays()".into(),
-            )),
+            Loaded::Arrays(_) => {
+                Err(Error::Io("the file holds named arrays (npz or safetensors); use into_arrays()".into()))
+            }
         }
     }
 
@@ -59,9 +59,7 @@ impl Loaded {
     pub fn into_arrays(self) -> Result<HashMap<String, Array>> {
         match self {
             Loaded::Arrays(m) => Ok(m),
-            Loaded::Array(_) => Err(Error::Io(
-                "the file holds a single array (npy); use into_array()".into(),
-            )),
+            Loaded::Array(_) => Err(Error::Io("the file holds a single array (npy); use into_array()".into())),
         }
     }
 }
@@ -75,11 +73,7 @@ enum Format {
 }
 
 fn format_of(path: &Path, op: &str) -> Result<Format> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     match ext.as_str() {
         "safetensors" => Ok(Format::Safetensors),
         "npy" => Ok(Format::Npy),
@@ -121,10 +115,7 @@ where
             let mut it = arrays.into_iter();
             match (it.next(), it.next()) {
                 (Some((_, a)), None) => save_npy(path, a.borrow()),
-                _ => Err(Error::Io(format!(
-                    "[save] {}: an .npy file holds exactly one array",
-                    path.display()
-                ))),
+                _ => Err(Error::Io(format!("[save] {}: an .npy file holds exactly one array", path.display()))),
             }
         }
     }
@@ -155,11 +146,7 @@ where
     for (k, v) in arrays {
         let name = k.as_ref().to_string();
         if !seen.insert(name.clone()) {
-            return Err(err(
-                op,
-                path,
-                format_args!("the name {name:?} appears twice"),
-            ));
+            return Err(err(op, path, format_args!("the name {name:?} appears twice")));
         }
         out.push((name, v.borrow().clone()));
     }
@@ -168,10 +155,7 @@ where
 
 /// Evaluates `arrays` (row-major copies where needed) and returns them contiguous.
 fn evaluate_contiguous(arrays: &[Array]) -> Result<Vec<Array>> {
-    let c: Vec<Array> = arrays
-        .iter()
-        .map(crate::ops::contiguous)
-        .collect::<Result<_>>()?;
+    let c: Vec<Array> = arrays.iter().map(crate::ops::contiguous).collect::<Result<_>>()?;
     crate::eval::eval(&c.iter().collect::<Vec<_>>())?;
     Ok(c)
 }
@@ -188,17 +172,10 @@ impl HostBytes {
     fn of(a: &Array) -> Result<HostBytes> {
         let data = a.data()?;
         if !data.is_row_contiguous(a.shape()) {
-            return Err(Error::Io(
-                "internal: array not contiguous after evaluation".into(),
-            ));
+            return Err(Error::Io("internal: array not contiguous after evaluation".into()));
         }
         let elem = a.dtype().size();
-        Ok(HostBytes {
-            start: data.offset * elem,
-            len: a.nbytes(),
-            elem,
-            data,
-        })
+        Ok(HostBytes { start: data.offset * elem, len: a.nbytes(), elem, data })
     }
 
     fn bytes(&self) -> &[u8] {
@@ -243,9 +220,7 @@ fn normalize_bools(bytes: &mut [u8]) {
 
 /// Product of `shape`, or an error if it overflows.
 fn checked_numel(shape: &[usize], dtype: Dtype) -> Option<(usize, usize)> {
-    let n = shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
+    let n = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
     let bytes = n.checked_mul(dtype.size())?;
     Some((n, bytes))
 }
@@ -264,11 +239,8 @@ fn write_atomically(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| err(op, path, "the path names no file"))?
-        .to_string_lossy()
-        .into_owned();
+    let file_name =
+        path.file_name().ok_or_else(|| err(op, path, "the path names no file"))?.to_string_lossy().into_owned();
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".{file_name}.{}.{n}.tmp", std::process::id()));
     let result = (|| -> std::io::Result<()> {

@@ -59,16 +59,13 @@ pub fn load_npz(path: impl AsRef<Path>) -> Result<HashMap<String, Array>> {
         .map_err(|e| err(OP, path, format_args!("not a valid npz (zip) archive: {e}")))?;
     let mut out = HashMap::new();
     for i in 0..zip.len() {
-        let mut member = zip
-            .by_index(i)
-            .map_err(|e| err(OP, path, format_args!("member {i}: {e}")))?;
+        let mut member = zip.by_index(i).map_err(|e| err(OP, path, format_args!("member {i}: {e}")))?;
         if member.is_dir() {
             continue;
         }
         let name = member.name().to_string();
         let size = member.size();
-        let a = read_npy(&mut member, size)
-            .map_err(|m| err(OP, path, format_args!("member {name:?}: {m}")))?;
+        let a = read_npy(&mut member, size).map_err(|m| err(OP, path, format_args!("member {name:?}: {m}")))?;
         let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();
         out.insert(key, a);
     }
@@ -91,27 +88,18 @@ where
     let named = super::collect_named(OP, path, arrays)?;
     let headers: Vec<Vec<u8>> = named
         .iter()
-        .map(|(k, a)| {
-            npy_header(a.dtype(), a.shape()).map_err(|m| err(OP, path, format_args!("{k:?}: {m}")))
-        })
+        .map(|(k, a)| npy_header(a.dtype(), a.shape()).map_err(|m| err(OP, path, format_args!("{k:?}: {m}"))))
         .collect::<Result<_>>()?;
     let values: Vec<Array> = named.iter().map(|(_, a)| a.clone()).collect();
     let values = super::evaluate_contiguous(&values)?;
     let bytes: Vec<HostBytes> = values.iter().map(HostBytes::of).collect::<Result<_>>()?;
-    let method = if compressed {
-        zip::CompressionMethod::Deflated
-    } else {
-        zip::CompressionMethod::Stored
-    };
+    let method = if compressed { zip::CompressionMethod::Deflated } else { zip::CompressionMethod::Stored };
     super::write_atomically(OP, path, |w| {
         let mut zip = zip::ZipWriter::new(w);
         for (((name, a), header), data) in named.iter().zip(&headers).zip(&bytes) {
             let large = (header.len() + a.nbytes()) as u64 >= u32::MAX as u64;
-            let options = zip::write::SimpleFileOptions::default()
-                .compression_method(method)
-                .large_file(large);
-            zip.start_file(format!("{name}.npy"), options)
-                .map_err(std::io::Error::other)?;
+            let options = zip::write::SimpleFileOptions::default().compression_method(method).large_file(large);
+            zip.start_file(format!("{name}.npy"), options).map_err(std::io::Error::other)?;
             zip.write_all(header)?;
             data.write_le(&mut zip)?;
         }
@@ -122,44 +110,31 @@ where
 
 /// The header (magic, version, length, dict, padding) of an `.npy` file.
 fn npy_header(dtype: Dtype, shape: &[usize]) -> std::result::Result<Vec<u8>, String> {
-    let descr =
-        match dtype {
-            Dtype::Bool => "|b1",
-            Dtype::U8 => "|u1",
-            Dtype::I8 => "|i1",
-            Dtype::U16 => "<u2",
-            Dtype::I16 => "<i2",
-            Dtype::F16 => "<f2",
-            Dtype::U32 => "<u4",
-            Dtype::I32 => "<i4",
-            Dtype::F32 => "<f4",
-            Dtype::U64 => "<u8",
-            Dtype::I64 => "<i8",
-            Dtype::F64 => "<f8",
-            Dtype::Bf16 => return Err(
-                "bfloat16 has no NumPy dtype; convert it (astype float32) or save as safetensors"
-                    .into(),
-            ),
-        };
+    let descr = match dtype {
+        Dtype::Bool => "|b1",
+        Dtype::U8 => "|u1",
+        Dtype::I8 => "|i1",
+        Dtype::U16 => "<u2",
+        Dtype::I16 => "<i2",
+        Dtype::F16 => "<f2",
+        Dtype::U32 => "<u4",
+        Dtype::I32 => "<i4",
+        Dtype::F32 => "<f4",
+        Dtype::U64 => "<u8",
+        Dtype::I64 => "<i8",
+        Dtype::F64 => "<f8",
+        Dtype::Bf16 => {
+            return Err("bfloat16 has no NumPy dtype; convert it (astype float32) or save as safetensors".into())
+        }
+    };
     let dims = match shape {
         [] => "()".to_string(),
         [n] => format!("({n},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
     };
     let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}");
     // Pad so that magic + version + length + dict + '\n' is a multiple of 64 bytes.
-    let (version, len_bytes) = if 10 + dict.len() < u16::MAX as usize {
-        (1u8, 2)
-    } else {
-        (2u8, 4)
-    };
+    let (version, len_bytes) = if 10 + dict.len() < u16::MAX as usize { (1u8, 2) } else { (2u8, 4) };
     let prefix = 8 + len_bytes;
     let total = (prefix + dict.len() + 1).div_ceil(64) * 64;
     let hlen = total - prefix;
@@ -203,9 +178,7 @@ fn read_npy(r: &mut impl Read, avail: u64) -> std::result::Result<Array, String>
         _ => return Err(format!("unsupported .npy format version {major}.{minor}")),
     };
     if prefix + hlen > avail {
-        return Err(format!(
-            "header length {hlen} runs past the end of the {avail}-byte file (truncated?)"
-        ));
+        return Err(format!("header length {hlen} runs past the end of the {avail}-byte file (truncated?)"));
     }
     let mut hbytes = vec![0u8; hlen as usize];
     r.read_exact(&mut hbytes).map_err(|_| truncated("header"))?;
@@ -245,11 +218,7 @@ fn read_npy(r: &mut impl Read, avail: u64) -> std::result::Result<Array, String>
     } else {
         row_major_strides(&shape)
     };
-    let data = Data {
-        buffer: Arc::new(buffer),
-        offset: 0,
-        strides,
-    };
+    let data = Data { buffer: Arc::new(buffer), offset: 0, strides };
     Ok(Array::from_data(shape, dtype, data))
 }
 
@@ -262,8 +231,7 @@ struct Header {
 
 /// `descr` → (dtype, whether the data needs a byte swap on this machine).
 fn parse_descr(descr: &str) -> std::result::Result<(Dtype, bool), String> {
-    let unsupported =
-        || format!("unsupported npy dtype {descr:?} (ferrox reads b1, u1-u8, i1-i8, f2, f4, f8)");
+    let unsupported = || format!("unsupported npy dtype {descr:?} (ferrox reads b1, u1-u8, i1-i8, f2, f4, f8)");
     let mut chars = descr.chars();
     let order = chars.next().ok_or_else(unsupported)?;
     let code = chars.as_str();
@@ -303,10 +271,7 @@ enum Value {
 /// string, boolean and integer-tuple values).
 fn parse_header(text: &str) -> std::result::Result<Header, String> {
     let bad = |why: &str| format!("malformed .npy header ({why}): {:?}", text.trim_end());
-    let mut p = Parser {
-        s: text.as_bytes(),
-        i: 0,
-    };
+    let mut p = Parser { s: text.as_bytes(), i: 0 };
     p.ws();
     if !p.eat(b'{') {
         return Err(bad("expected '{'"));
@@ -324,20 +289,14 @@ fn parse_header(text: &str) -> std::result::Result<Header, String> {
         }
         p.ws();
         let value = p.value().ok_or_else(|| {
-            let hint = if key == "descr" {
-                "; structured dtypes are not supported"
-            } else {
-                ""
-            };
+            let hint = if key == "descr" { "; structured dtypes are not supported" } else { "" };
             bad(&format!("cannot read the value of {key:?}{hint}"))
         })?;
         match (key.as_str(), value) {
             ("descr", Value::Str(s)) => descr = Some(s),
             ("fortran_order", Value::Bool(b)) => fortran = Some(b),
             ("shape", Value::Tuple(t)) => shape = Some(t),
-            ("descr" | "fortran_order" | "shape", _) => {
-                return Err(bad(&format!("{key:?} has the wrong type")))
-            }
+            ("descr" | "fortran_order" | "shape", _) => return Err(bad(&format!("{key:?} has the wrong type"))),
             _ => {}
         }
         p.ws();
@@ -408,10 +367,7 @@ impl Parser<'_> {
         while matches!(self.peek(), Some(b'0'..=b'9')) {
             self.i += 1;
         }
-        let n = std::str::from_utf8(&self.s[start..self.i])
-            .ok()?
-            .parse()
-            .ok()?;
+        let n = std::str::from_utf8(&self.s[start..self.i]).ok()?.parse().ok()?;
         self.eat(b'L'); // Python 2 long literals.
         Some(n)
     }

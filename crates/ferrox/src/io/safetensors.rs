@@ -72,11 +72,7 @@ struct MappedTensor {
 
 impl std::fmt::Debug for MappedTensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "safetensors({}, {:?} {})",
-            self.what, self.shape, self.dtype
-        )
+        write!(f, "safetensors({}, {:?} {})", self.what, self.shape, self.dtype)
     }
 }
 
@@ -118,38 +114,29 @@ impl LazySource for MappedTensor {
 /// The header is checked fully before anything is returned: a truncated file, a header length
 /// past the end of the file, bad JSON, a shape that does not match its byte range or a range
 /// outside the data are errors that name the file (and tensor).
-pub fn load_safetensors(
-    path: impl AsRef<Path>,
-) -> Result<(HashMap<String, Array>, HashMap<String, String>)> {
+pub fn load_safetensors(path: impl AsRef<Path>) -> Result<(HashMap<String, Array>, HashMap<String, String>)> {
     const OP: &str = "load_safetensors";
     let path = path.as_ref();
     let file = super::open(OP, path)?;
     let file_len = file.metadata().map_err(|e| err(OP, path, e))?.len();
     if file_len < 8 {
-        return Err(err(
-            OP,
-            path,
-            format_args!("truncated: {file_len} bytes, too short for a header"),
-        ));
+        return Err(err(OP, path, format_args!("truncated: {file_len} bytes, too short for a header")));
     }
     // SAFETY: the mapping is read-only; like every mmap loader we rely on the file not being
     // truncated or rewritten in place while mapped (documented in the module docs).
-    let map =
-        unsafe { Mmap::map(&file) }.map_err(|e| err(OP, path, format_args!("cannot map: {e}")))?;
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| err(OP, path, format_args!("cannot map: {e}")))?;
     let map = Arc::new(map);
     let n = u64::from_le_bytes(map[..8].try_into().expect("8 bytes"));
     if n > MAX_HEADER {
-        return Err(err(
-            OP,
-            path,
-            format_args!("header length {n} is larger than the {MAX_HEADER}-byte limit"),
-        ));
+        return Err(err(OP, path, format_args!("header length {n} is larger than the {MAX_HEADER}-byte limit")));
     }
     if 8 + n > file_len {
         return Err(err(
             OP,
             path,
-            format_args!("header length {n} runs past the end of the {file_len}-byte file (truncated or not safetensors)"),
+            format_args!(
+                "header length {n} runs past the end of the {file_len}-byte file (truncated or not safetensors)"
+            ),
         ));
     }
     let data_start = 8 + n as usize;
@@ -169,21 +156,14 @@ pub fn load_safetensors(
             };
             for (k, v) in m {
                 let Value::String(v) = v else {
-                    return Err(err(
-                        OP,
-                        path,
-                        format_args!("metadata value for {k:?} is not a string"),
-                    ));
+                    return Err(err(OP, path, format_args!("metadata value for {k:?} is not a string")));
                 };
                 metadata.insert(k, v);
             }
             continue;
         }
         let bad = |msg: &str| err(OP, path, format_args!("tensor {name:?}: {msg}"));
-        let dtype_name = info
-            .get("dtype")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad("missing \"dtype\""))?;
+        let dtype_name = info.get("dtype").and_then(Value::as_str).ok_or_else(|| bad("missing \"dtype\""))?;
         let dtype = dtype_from_safetensors(dtype_name)
             .ok_or_else(|| bad(&format!("dtype {dtype_name} is not supported by ferrox")))?;
         let shape: Vec<usize> = info
@@ -220,10 +200,7 @@ pub fn load_safetensors(
             dtype,
             what: format!("{}:{name}", path.display()),
         };
-        arrays.insert(
-            name,
-            Array::from_op(shape, dtype, Op::Load(Arc::new(src)), vec![]),
-        );
+        arrays.insert(name, Array::from_op(shape, dtype, Op::Load(Arc::new(src)), vec![]));
     }
     Ok((arrays, metadata))
 }
@@ -251,18 +228,9 @@ where
     let path = path.as_ref();
     let mut named = super::collect_named(OP, path, arrays)?;
     if named.iter().any(|(k, _)| k == METADATA_KEY) {
-        return Err(err(
-            OP,
-            path,
-            "\"__metadata__\" is reserved and cannot name a tensor",
-        ));
+        return Err(err(OP, path, "\"__metadata__\" is reserved and cannot name a tensor"));
     }
-    named.sort_by(|(ka, a), (kb, b)| {
-        b.dtype()
-            .size()
-            .cmp(&a.dtype().size())
-            .then_with(|| ka.cmp(kb))
-    });
+    named.sort_by(|(ka, a), (kb, b)| b.dtype().size().cmp(&a.dtype().size()).then_with(|| ka.cmp(kb)));
     let values: Vec<Array> = named.iter().map(|(_, a)| a.clone()).collect();
     let values = super::evaluate_contiguous(&values)?;
     let bytes: Vec<HostBytes> = values.iter().map(HostBytes::of).collect::<Result<_>>()?;
@@ -287,10 +255,7 @@ fn header_json(named: &[(String, Array)], metadata: Option<&HashMap<String, Stri
     if let Some(m) = metadata.filter(|m| !m.is_empty()) {
         let mut kv: Vec<_> = m.iter().collect();
         kv.sort();
-        let inner: Vec<String> = kv
-            .iter()
-            .map(|(k, v)| format!("{}:{}", q(k), q(v)))
-            .collect();
+        let inner: Vec<String> = kv.iter().map(|(k, v)| format!("{}:{}", q(k), q(v))).collect();
         parts.push(format!("{}:{{{}}}", q(METADATA_KEY), inner.join(",")));
     }
     let mut offset = 0usize;

@@ -25,10 +25,9 @@ fn per_axis<T: Copy + std::fmt::Debug>(
         0 => Ok(vec![default; nspatial]),
         1 => Ok(vec![v[0]; nspatial]),
         n if n == nspatial => Ok(v.to_vec()),
-        _ => Err(Error::invalid(
-            op,
-            format!("{what} {v:?} needs 1 or {nspatial} values for a {nspatial}-D convolution"),
-        )),
+        _ => {
+            Err(Error::invalid(op, format!("{what} {v:?} needs 1 or {nspatial} values for a {nspatial}-D convolution")))
+        }
     }
 }
 
@@ -75,19 +74,11 @@ fn conv_impl(
         ));
     }
     if !input.dtype().is_float() {
-        return Err(Error::dtype(
-            op,
-            "the input must be a floating-point array",
-            input.dtype(),
-        ));
+        return Err(Error::dtype(op, "the input must be a floating-point array", input.dtype()));
     }
     let dtype = crate::promote_types(input.dtype(), weight.dtype());
     if !dtype.is_float() {
-        return Err(Error::dtype(
-            op,
-            "the weight must promote with the input to a floating-point type",
-            dtype,
-        ));
+        return Err(Error::dtype(op, "the weight must promote with the input to a floating-point type", dtype));
     }
     let (cin, cout, cin_g) = (xs[nsp + 1], ws[0], ws[nsp + 1]);
     if groups == 0 {
@@ -116,26 +107,16 @@ fn conv_impl(
         ));
     }
     if ws[1..=nsp].contains(&0) {
-        return Err(Error::shape(
-            op,
-            format!("weight {ws:?} has an empty kernel axis"),
-        ));
+        return Err(Error::shape(op, format!("weight {ws:?} has an empty kernel axis")));
     }
     let stride = per_axis(op, "stride", stride, 1, nsp)?;
     let mut plo = per_axis(op, "padding", padding_lo, 0, nsp)?;
     let mut phi = per_axis(op, "padding", padding_hi, 0, nsp)?;
     let kdil = per_axis(op, "kernel dilation", kernel_dilation, 1, nsp)?;
     let idil = per_axis(op, "input dilation", input_dilation, 1, nsp)?;
-    for (what, v) in [
-        ("stride", &stride),
-        ("kernel dilation", &kdil),
-        ("input dilation", &idil),
-    ] {
+    for (what, v) in [("stride", &stride), ("kernel dilation", &kdil), ("input dilation", &idil)] {
         if v.contains(&0) {
-            return Err(Error::invalid(
-                op,
-                format!("{what} must be at least 1 on every axis; got {v:?}"),
-            ));
+            return Err(Error::invalid(op, format!("{what} must be at least 1 on every axis; got {v:?}")));
         }
     }
 
@@ -166,11 +147,7 @@ fn conv_impl(
             let lo = plo[i] as i128;
             let first = if lo >= 0 { 0 } else { (-lo + id - 1) / id };
             let last = ((extent - 1 - lo).div_euclid(id)).min(n as i128 - 1);
-            let (s, count) = if first <= last {
-                (first, last - first + 1)
-            } else {
-                (0, 0)
-            };
+            let (s, count) = if first <= last { (first, last - first + 1) } else { (0, 0) };
             let new_lo = if count > 0 { s * id + lo } else { 0 };
             let new_hi = extent - new_lo - dilated(count as usize, idil[i]) as i128;
             start[i + 1] = s as isize;
@@ -181,11 +158,7 @@ fn conv_impl(
         }
     }
     out_shape.push(cout);
-    let x = if cropped {
-        slice(input, &start, &stop, &vec![1; input.ndim()])?
-    } else {
-        input.clone()
-    };
+    let x = if cropped { slice(input, &start, &stop, &vec![1; input.ndim()])? } else { input.clone() };
     let params = ConvParams {
         stride,
         padding_lo: plo.iter().map(|&p| p as usize).collect(),
@@ -195,12 +168,7 @@ fn conv_impl(
         groups,
         flip,
     };
-    Ok(Array::from_op(
-        out_shape,
-        dtype,
-        Op::Conv(params),
-        vec![astype(&x, dtype)?, astype(weight, dtype)?],
-    ))
+    Ok(Array::from_op(out_shape, dtype, Op::Conv(params), vec![astype(&x, dtype)?, astype(weight, dtype)?]))
 }
 
 /// General N-D convolution (cross-correlation), MLX's `conv_general`.
@@ -247,26 +215,14 @@ fn check_rank(op: &'static str, input: &Array, weight: &Array, nsp: usize) -> Re
         let layout = ["[N, L, C_in]", "[N, H, W, C_in]", "[N, D, H, W, C_in]"][nsp - 1];
         return Err(Error::shape(
             op,
-            format!(
-                "input of shape {:?} must have {} dimensions, {layout}",
-                input.shape(),
-                nsp + 2
-            ),
+            format!("input of shape {:?} must have {} dimensions, {layout}", input.shape(), nsp + 2),
         ));
     }
     if weight.ndim() != nsp + 2 {
-        let layout = [
-            "[C_out, K, C_in]",
-            "[C_out, KH, KW, C_in]",
-            "[C_out, KD, KH, KW, C_in]",
-        ][nsp - 1];
+        let layout = ["[C_out, K, C_in]", "[C_out, KH, KW, C_in]", "[C_out, KD, KH, KW, C_in]"][nsp - 1];
         return Err(Error::shape(
             op,
-            format!(
-                "weight of shape {:?} must have {} dimensions, {layout} (C_in / groups)",
-                weight.shape(),
-                nsp + 2
-            ),
+            format!("weight of shape {:?} must have {} dimensions, {layout} (C_in / groups)", weight.shape(), nsp + 2),
         ));
     }
     Ok(())
@@ -288,18 +244,7 @@ pub fn conv1d(
 ) -> Result<Array> {
     check_rank("conv1d", input, weight, 1)?;
     let p = signed(&[padding]);
-    conv_impl(
-        "conv1d",
-        input,
-        weight,
-        &[stride],
-        &p,
-        &p,
-        &[dilation],
-        &[1],
-        groups,
-        false,
-    )
+    conv_impl("conv1d", input, weight, &[stride], &p, &p, &[dilation], &[1], groups, false)
 }
 
 /// 2-D convolution (cross-correlation) of `input` `[N, H, W, C_in]` with `weight`
@@ -315,18 +260,7 @@ pub fn conv2d(
 ) -> Result<Array> {
     check_rank("conv2d", input, weight, 2)?;
     let p = signed(&[padding.0, padding.1]);
-    conv_impl(
-        "conv2d",
-        input,
-        weight,
-        &[stride.0, stride.1],
-        &p,
-        &p,
-        &[dilation.0, dilation.1],
-        &[1, 1],
-        groups,
-        false,
-    )
+    conv_impl("conv2d", input, weight, &[stride.0, stride.1], &p, &p, &[dilation.0, dilation.1], &[1, 1], groups, false)
 }
 
 /// 3-D convolution (cross-correlation) of `input` `[N, D, H, W, C_in]` with `weight`
@@ -375,27 +309,13 @@ fn conv_transpose_impl(
     let mut hi = Vec::with_capacity(nsp);
     for i in 0..nsp {
         if dilation[i] == 0 {
-            return Err(Error::invalid(
-                op,
-                format!("dilation must be at least 1 on every axis; got {dilation:?}"),
-            ));
+            return Err(Error::invalid(op, format!("dilation must be at least 1 on every axis; got {dilation:?}")));
         }
         let span = dilation[i].saturating_mul(ws[i + 1].saturating_sub(1)) as isize;
         lo.push(span - padding[i] as isize);
         hi.push(span - padding[i] as isize + output_padding[i] as isize);
     }
-    conv_impl(
-        op,
-        input,
-        weight,
-        &vec![1; nsp],
-        &lo,
-        &hi,
-        dilation,
-        stride,
-        groups,
-        true,
-    )
+    conv_impl(op, input, weight, &vec![1; nsp], &lo, &hi, dilation, stride, groups, true)
 }
 
 /// 1-D transposed convolution of `input` `[N, L, C_in]` with `weight`

@@ -57,13 +57,7 @@ struct Geom {
 }
 
 impl Geom {
-    fn new(
-        xshape: &[usize],
-        xstrides: &[isize],
-        wshape: &[usize],
-        p: &ConvParams,
-        oshape: &[usize],
-    ) -> Geom {
+    fn new(xshape: &[usize], xstrides: &[isize], wshape: &[usize], p: &ConvParams, oshape: &[usize]) -> Geom {
         let nsp = xshape.len() - 2;
         let ker = wshape[1..=nsp].to_vec();
         let out_sp = oshape[1..=nsp].to_vec();
@@ -75,8 +69,7 @@ impl Geom {
                 for o in 0..out_sp[i] {
                     for kk in 0..k {
                         let tap = if p.flip { k - 1 - kk } else { kk };
-                        let pos = (o * p.stride[i] + tap * p.kernel_dilation[i]) as isize
-                            - p.padding_lo[i] as isize;
+                        let pos = (o * p.stride[i] + tap * p.kernel_dilation[i]) as isize - p.padding_lo[i] as isize;
                         let ok = pos >= 0 && pos % id == 0 && pos / id < len;
                         t.push(if ok { pos / id * xstrides[i + 1] } else { HOLE });
                     }
@@ -120,12 +113,7 @@ impl Geom {
 
 /// Calls `f(tap, offset)` for every kernel tap in row-major order; `offset` is `None` where
 /// the tap falls on padding or a dilation hole.
-fn walk_taps(
-    tabs: &[&[isize]],
-    off: Option<isize>,
-    t: &mut usize,
-    f: &mut impl FnMut(usize, Option<isize>),
-) {
+fn walk_taps(tabs: &[&[isize]], off: Option<isize>, t: &mut usize, f: &mut impl FnMut(usize, Option<isize>)) {
     match tabs.split_first() {
         None => {
             f(*t, off);
@@ -202,9 +190,7 @@ fn pack_weight<T: Element>(
             let off = kidx
                 .iter()
                 .zip(&dw.strides[1..=nsp])
-                .fold(co as isize * dw.strides[0], |o, (&k, &s)| {
-                    o + k as isize * s
-                });
+                .fold(co as isize * dw.strides[0], |o, (&k, &s)| o + k as isize * s);
             for c in 0..g.cin_g {
                 // SAFETY: (co, k..., c) lies inside the weight's view.
                 let v = unsafe { wp.at(off + c as isize * dw.strides[nsp + 1]) };
@@ -236,8 +222,7 @@ fn direct<T: Element>(g: &Geom, dx: &Data, dw: &Data, wshape: &[usize], out: &mu
                     *v = unsafe { xp.at(off + c as isize * g.xs_c) }.to_acc();
                 }
                 if depthwise {
-                    for ((a, &x), &w) in acc.iter_mut().zip(&xv).zip(&wp[t * cout..(t + 1) * cout])
-                    {
+                    for ((a, &x), &w) in acc.iter_mut().zip(&xv).zip(&wp[t * cout..(t + 1) * cout]) {
                         *a = a.add(x.mul(w));
                     }
                 } else {
@@ -263,9 +248,7 @@ fn direct<T: Element>(g: &Geom, dx: &Data, dw: &Data, wshape: &[usize], out: &mu
         run(0, out);
     } else {
         let rows_per_task = (SERIAL_WORK / 8 / per_row).max(1);
-        out.par_chunks_mut(rows_per_task * cout)
-            .enumerate()
-            .for_each(|(i, chunk)| run(i * rows_per_task, chunk));
+        out.par_chunks_mut(rows_per_task * cout).enumerate().for_each(|(i, chunk)| run(i * rows_per_task, chunk));
     }
 }
 
@@ -321,16 +304,9 @@ fn im2col_gemm<T: Element>(
     // The compute type is the element type for f32 / f64: gemm then writes the output.
     let same = TypeId::of::<T>() == TypeId::of::<T::Acc>();
     let w_direct = same && dw.is_row_contiguous(wshape);
-    let wpacked = if w_direct {
-        Vec::new()
-    } else {
-        pack_weight::<T>(g, dw, wshape, |co, t, c| co * kd + t * cin_g + c)
-    };
-    let wbase: Ptr<T::Acc> = Ptr(if w_direct {
-        dw.ptr::<T>() as *const T::Acc
-    } else {
-        wpacked.as_ptr()
-    });
+    let wpacked =
+        if w_direct { Vec::new() } else { pack_weight::<T>(g, dw, wshape, |co, t, c| co * kd + t * cin_g + c) };
+    let wbase: Ptr<T::Acc> = Ptr(if w_direct { dw.ptr::<T>() as *const T::Acc } else { wpacked.as_ptr() });
     // A 1×1 kernel on an unpadded, unstrided, undilated, row-major input is its own im2col.
     let pointwise = same
         && g.taps == 1
@@ -342,18 +318,9 @@ fn im2col_gemm<T: Element>(
     let threads = rayon::current_num_threads().max(1);
     let work = g.rows * cout * kd;
     let cap = ((1usize << 17) / kd).max(16);
-    let block = if work < SERIAL_WORK {
-        g.rows.min(cap)
-    } else {
-        g.rows.div_ceil(threads).min(cap)
-    }
-    .max(1);
+    let block = if work < SERIAL_WORK { g.rows.min(cap) } else { g.rows.div_ceil(threads).min(cap) }.max(1);
     let nblocks = g.rows.div_ceil(block);
-    let workers = if work < SERIAL_WORK {
-        1
-    } else {
-        threads.min(nblocks)
-    };
+    let workers = if work < SERIAL_WORK { 1 } else { threads.min(nblocks) };
     let par = if workers == 1 && work >= SERIAL_WORK * 4 {
         gemm::Parallelism::Rayon(threads)
     } else {
@@ -365,13 +332,8 @@ fn im2col_gemm<T: Element>(
     let col_len = if pointwise { 0 } else { block * kd };
     let oscr_len = if same { 0 } else { block * cout };
     let per_worker = col_len + oscr_len;
-    let mut scratch = if per_worker > 0 {
-        Some(Buffer::alloc(
-            workers * per_worker * std::mem::size_of::<T::Acc>(),
-        )?)
-    } else {
-        None
-    };
+    let mut scratch =
+        if per_worker > 0 { Some(Buffer::alloc(workers * per_worker * std::mem::size_of::<T::Acc>())?) } else { None };
     let sp: MutPtr<T::Acc> = MutPtr(match scratch.as_mut() {
         Some(b) => b.as_bytes_mut().as_mut_ptr() as *mut T::Acc,
         None => std::ptr::NonNull::dangling().as_ptr(),
@@ -385,10 +347,7 @@ fn im2col_gemm<T: Element>(
         // memory holding `workers * per_worker` elements of the compute type).
         let (col, oscr) = unsafe {
             let mine = sp.get().add(wi * per_worker);
-            (
-                std::slice::from_raw_parts_mut(mine, col_len),
-                std::slice::from_raw_parts_mut(mine.add(col_len), oscr_len),
-            )
+            (std::slice::from_raw_parts_mut(mine, col_len), std::slice::from_raw_parts_mut(mine.add(col_len), oscr_len))
         };
         let mut tabs = Vec::new();
         loop {
@@ -401,20 +360,14 @@ fn im2col_gemm<T: Element>(
             for grp in 0..g.groups {
                 let (a, a_rs) = if pointwise {
                     // SAFETY: rows m0.. of a row-major [rows, C_in] input, channels of grp.
-                    (
-                        unsafe { (xp.get() as *const T::Acc).add(m0 * g.cin + grp * cin_g) },
-                        g.cin as isize,
-                    )
+                    (unsafe { (xp.get() as *const T::Acc).add(m0 * g.cin + grp * cin_g) }, g.cin as isize)
                 } else {
                     im2col::<T>(g, xp, grp, m0, nrows, col, &mut tabs);
                     (col.as_ptr(), kd as isize)
                 };
                 let (dst, dst_rs) = if same {
                     // SAFETY: output rows m0..m0 + nrows, columns of group grp.
-                    (
-                        unsafe { (op.get() as *mut T::Acc).add(m0 * cout + grp * cout_g) },
-                        cout as isize,
-                    )
+                    (unsafe { (op.get() as *mut T::Acc).add(m0 * cout + grp * cout_g) }, cout as isize)
                 } else {
                     (oscr[grp * cout_g..].as_mut_ptr(), cout as isize)
                 };
@@ -447,9 +400,7 @@ fn im2col_gemm<T: Element>(
             }
             if !same {
                 // SAFETY: output rows m0..m0 + nrows belong to this block only.
-                let orows = unsafe {
-                    std::slice::from_raw_parts_mut((op.get()).add(m0 * cout), nrows * cout)
-                };
+                let orows = unsafe { std::slice::from_raw_parts_mut((op.get()).add(m0 * cout), nrows * cout) };
                 for (o, &v) in orows.iter_mut().zip(oscr.iter()) {
                     *o = T::from_acc(v);
                 }
