@@ -2,7 +2,8 @@
 //! as soon as their last consumer ran, and detach what was computed from its inputs.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::cell::Cell;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::array::{Array, Node, Pending, State};
 use crate::error::Result;
@@ -10,12 +11,42 @@ use crate::error::Result;
 /// One evaluation at a time: a graph shared by two evaluations must not run twice.
 static EVAL_LOCK: Mutex<()> = Mutex::new(());
 
+thread_local! {
+    /// True while this thread holds [`EVAL_LOCK`]: a kernel that reads a small derived array
+    /// (indices, a weight vector) evaluates it without taking the lock again.
+    static IN_EVAL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Holds the evaluation lock unless this thread already does.
+struct EvalGuard {
+    _lock: Option<MutexGuard<'static, ()>>,
+}
+
+impl EvalGuard {
+    fn acquire() -> EvalGuard {
+        if IN_EVAL.with(|f| f.get()) {
+            return EvalGuard { _lock: None };
+        }
+        let lock = EVAL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        IN_EVAL.with(|f| f.set(true));
+        EvalGuard { _lock: Some(lock) }
+    }
+}
+
+impl Drop for EvalGuard {
+    fn drop(&mut self) {
+        if self._lock.is_some() {
+            IN_EVAL.with(|f| f.set(false));
+        }
+    }
+}
+
 /// Computes every array in `outputs` and what they depend on.
 ///
 /// Each op runs once. An evaluated array keeps its data and drops its inputs, so the graph
 /// behind it is freed. On error, the arrays that were not computed stay as they were.
 pub fn eval(outputs: &[&Array]) -> Result<()> {
-    let _guard = EVAL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = EvalGuard::acquire();
     let order = topological_order(outputs);
     for node in order {
         run(&node)?;
@@ -29,7 +60,7 @@ pub fn async_eval(outputs: &[&Array]) {
     let outputs: Vec<Array> = outputs.iter().map(|a| (*a).clone()).collect();
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let guard = EVAL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = EvalGuard::acquire();
         let _ = started_tx.send(());
         let order = topological_order(&outputs.iter().collect::<Vec<_>>());
         // An error is reported again by the eval that waits for these arrays.
