@@ -308,9 +308,11 @@ pub fn clip(a: &Array, min: Option<impl IntoOperand>, max: Option<impl IntoOpera
 pub fn isclose(a: &Array, b: &Array, rtol: f64, atol: f64, equal_nan: bool) -> Result<Array> {
     let diff = abs(&subtract(a, b)?)?;
     let tol = add(&multiply(&abs(b)?, rtol)?, atol)?;
-    let close = logical_or(&less_equal(&diff, &tol)?, &equal(a, b)?)?;
-    // Infinities are close only to themselves (equal covers that); NaN only with equal_nan.
-    let close = logical_and(&close, &logical_not(&logical_or(&isnan(a)?, &isnan(b)?)?)?)?;
+    // Infinities are close only to themselves (`equal` covers that): with one infinite
+    // operand `diff` and `tol` are both ∞ and `diff <= tol` would hold. NaN is never equal,
+    // and `diff <= tol` is false for it.
+    let finite = logical_and(&isfinite(a)?, &isfinite(b)?)?;
+    let close = logical_or(&logical_and(&less_equal(&diff, &tol)?, &finite)?, &equal(a, b)?)?;
     if equal_nan {
         logical_or(&close, &logical_and(&isnan(a)?, &isnan(b)?)?)
     } else {

@@ -124,32 +124,76 @@ pub fn tensordot(a: &Array, b: &Array, axes_a: &[isize], axes_b: &[isize]) -> Re
 /// Which norm [`norm`] computes.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum NormOrd {
-    /// The 2-norm of vectors, the Frobenius norm of matrices.
+    /// The 2-norm of vectors, the Frobenius norm of matrices; with no axes given, the 2-norm
+    /// of the flattened array whatever its rank.
     Default,
-    /// `(sum |x|^p)^(1/p)` over one axis.
+    /// Vectors: `(sum |x|^p)^(1/p)` (p = 0 counts the non-zeros). Matrices: p = 1 is the
+    /// largest column sum of |x|, p = −1 the smallest (p = ±2 needs singular values, which
+    /// ferrox does not compute yet).
     P(f64),
-    /// max |x| over one axis.
+    /// Vectors: max |x|. Matrices: the largest row sum of |x|.
     Inf,
-    /// min |x| over one axis.
+    /// Vectors: min |x|. Matrices: the smallest row sum of |x|.
     NegInf,
-    /// Frobenius norm over two axes.
+    /// Frobenius norm (matrices only).
     Fro,
 }
 
-/// Vector and matrix norms over `axes` (all axes if `None`).
+/// Vector and matrix norms, as NumPy's and MLX's `norm`.
+///
+/// One axis gives a vector norm, two axes a matrix norm (the first axis indexes rows, the
+/// second columns). With `axes` `None`: [`NormOrd::Default`] takes the 2-norm of all
+/// elements; any other order needs a 1-D (vector) or 2-D (matrix) input.
 pub fn norm(a: &Array, ord: NormOrd, axes: Option<&[isize]>, keepdims: bool) -> Result<Array> {
     let x = astype(a, a.dtype().to_float())?;
-    let ax = super::abs(&x)?;
-    match ord {
-        NormOrd::Default | NormOrd::Fro | NormOrd::P(2.0) => {
-            super::sqrt(&super::sum(&super::square(&x)?, axes, keepdims)?)
+    let all: Vec<isize> = (0..a.ndim() as isize).collect();
+    let axes: &[isize] = match axes {
+        Some(ax) => ax,
+        None if ord == NormOrd::Default => {
+            return super::sqrt(&super::sum(&super::square(&x)?, None, keepdims)?);
         }
-        NormOrd::Inf => super::max(&ax, axes, keepdims),
-        NormOrd::NegInf => super::min(&ax, axes, keepdims),
-        NormOrd::P(p) if p == 1.0 => super::sum(&ax, axes, keepdims),
-        NormOrd::P(p) if p == 0.0 => astype(&super::sum(&super::not_equal(&x, 0)?, axes, keepdims)?, x.dtype()),
-        NormOrd::P(p) => super::power(&super::sum(&super::power(&ax, p)?, axes, keepdims)?, 1.0 / p),
+        None if a.ndim() == 1 || a.ndim() == 2 => &all,
+        None => {
+            let msg = format!("{ord:?} needs a 1-D or 2-D input, or axes; got shape {:?}", a.shape());
+            return Err(Error::shape("norm", msg));
+        }
+    };
+    let norm_axes = crate::shape::normalize_axes(Some(axes), a.ndim(), "norm")?;
+    let ax = super::abs(&x)?;
+    let sum_sq = |axes: &[isize]| super::sqrt(&super::sum(&super::square(&x)?, Some(axes), true)?);
+    let r = match (axes.len(), ord) {
+        (1, NormOrd::Fro) => return Err(Error::invalid("norm", "the Frobenius norm needs two axes")),
+        (1, NormOrd::Default) => sum_sq(axes)?,
+        (1, NormOrd::P(p)) if p == 2.0 => sum_sq(axes)?,
+        (1, NormOrd::Inf) => super::max(&ax, Some(axes), true)?,
+        (1, NormOrd::NegInf) => super::min(&ax, Some(axes), true)?,
+        (1, NormOrd::P(p)) if p == 1.0 => super::sum(&ax, Some(axes), true)?,
+        (1, NormOrd::P(p)) if p == 0.0 => astype(&super::sum(&super::not_equal(&x, 0)?, Some(axes), true)?, x.dtype())?,
+        (1, NormOrd::P(p)) => super::power(&super::sum(&super::power(&ax, p)?, Some(axes), true)?, 1.0 / p)?,
+        (2, _) => {
+            let (row, col) = (axes[0], axes[1]);
+            match ord {
+                NormOrd::Default | NormOrd::Fro => sum_sq(axes)?,
+                // Column sums (over the row axis), then the largest / smallest.
+                NormOrd::P(p) if p == 1.0 => super::max(&super::sum(&ax, Some(&[row]), true)?, Some(&[col]), true)?,
+                NormOrd::P(p) if p == -1.0 => super::min(&super::sum(&ax, Some(&[row]), true)?, Some(&[col]), true)?,
+                // Row sums (over the column axis), then the largest / smallest.
+                NormOrd::Inf => super::max(&super::sum(&ax, Some(&[col]), true)?, Some(&[row]), true)?,
+                NormOrd::NegInf => super::min(&super::sum(&ax, Some(&[col]), true)?, Some(&[row]), true)?,
+                NormOrd::P(p) if p.abs() == 2.0 => {
+                    return Err(Error::invalid("norm", "the matrix 2-norm needs singular values (not supported yet)"));
+                }
+                NormOrd::P(p) => return Err(Error::invalid("norm", format!("{p} is not a matrix norm order"))),
+            }
+        }
+        (n, _) => return Err(Error::invalid("norm", format!("norms are over 1 or 2 axes, not {n}"))),
+    };
+    if keepdims {
+        return Ok(r);
     }
+    let shape: Vec<usize> =
+        r.shape().iter().enumerate().filter(|(i, _)| !norm_axes.contains(i)).map(|(_, &d)| d).collect();
+    reshape_usize(&r, &shape)
 }
 
 /// One operand of an einsum in progress: the array and the label of each of its axes.

@@ -15,11 +15,13 @@ fn logaddexp<A: Acc>(a: A, b: A) -> A {
     if x.is_nan() || y.is_nan() {
         return A::of_f64(f64::NAN);
     }
-    let m = Acc::max(x, y);
-    if m == f64::NEG_INFINITY {
-        return a;
+    let (hi, lo) = if x >= y { (x, y) } else { (y, x) };
+    // Both −∞ (the log of two zeros) or +∞ present: the larger is the answer; computing
+    // `lo - hi` would give ∞ − ∞ = NaN.
+    if lo == f64::NEG_INFINITY || hi == f64::INFINITY {
+        return A::of_f64(hi);
     }
-    A::of_f64(m + (-(x - y).abs()).exp().ln_1p())
+    A::of_f64(hi + (lo - hi).exp().ln_1p())
 }
 
 /// Evaluates a binary op; both inputs have one dtype, the output has `dtype`.

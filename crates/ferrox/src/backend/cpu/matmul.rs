@@ -10,7 +10,7 @@ use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::shape::broadcast_strides;
 
-use super::iter::{alloc_out, operand, row_offsets, MutPtr, Ptr};
+use super::iter::{alloc_out, map1, operand, row_offsets, MutPtr, Ptr};
 
 /// One matrix operand: base pointer, and row / column strides (elements).
 #[derive(Clone, Copy)]
@@ -204,8 +204,14 @@ fn half_matmul<T: Element<Acc = f32>>(inputs: &[Array], alpha: f64, beta: f64, s
     let sb = broadcast_strides(b.shape(), &db.strides, &b_full);
     let bstrides = vec![sa[..nd - 2].to_vec(), sb[..nd - 2].to_vec()];
     let cvals: Option<Vec<f32>> = if beta != 0.0 {
-        let c = crate::ops::broadcast_to(&inputs[2], shape)?;
-        Some(c.to_vec::<f32>()?)
+        // Read the (already evaluated) addend through its strides: building a new array here
+        // and reading it back would start a nested evaluation, which waits on this one forever.
+        let c = &inputs[2];
+        let dc = c.data()?;
+        let (pc, sc) = operand::<T>(&dc, c.shape(), shape);
+        let mut v = vec![0f32; shape.iter().product()];
+        map1(pc, sc, shape, &mut v, |x: T| x.to_acc());
+        Some(v)
     } else {
         None
     };

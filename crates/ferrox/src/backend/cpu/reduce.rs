@@ -28,6 +28,29 @@ fn fold_slice<T: Copy, A: Copy>(x: &[T], init: A, f: impl Fn(A, A) -> A, map: im
     f(acc, f(f(l4[0], l4[2]), f(l4[1], l4[3])))
 }
 
+/// The identity of `max` for `T`, as its compute type: −∞ for floats, the smallest value of
+/// the element type for integers (not of the wider compute type, which would wrap to a
+/// different number when narrowed back), `false` for bool.
+///
+/// Not `A::MIN` with `A` a concrete type: `f32::MIN` (an inherent constant, the most negative
+/// finite value) would win over the trait's −∞.
+fn lowest<T: Element>() -> T::Acc {
+    if T::DTYPE == Dtype::Bool {
+        <T::Acc as Acc>::MIN
+    } else {
+        T::from_f64(f64::NEG_INFINITY).to_acc()
+    }
+}
+
+/// The identity of `min` for `T` (see [`lowest`]).
+fn highest<T: Element>() -> T::Acc {
+    if T::DTYPE == Dtype::Bool {
+        <T::Acc as Acc>::MAX
+    } else {
+        T::from_f64(f64::INFINITY).to_acc()
+    }
+}
+
 /// The plan of a reduction: kept axes (collapsed) and reduced axes (collapsed), with strides.
 struct Plan {
     kept: Vec<usize>,
@@ -172,8 +195,8 @@ pub fn reduce(op: ReduceOp, x: &Array, axes: &[usize], out_shape: &[usize], dtyp
             match op {
                 ReduceOp::Sum => reduce_generic::<T, A, T>(&d, shape, axes, out_shape, A::ZERO, |a, b| Acc::add(a, b), |v: T| v.to_acc(), T::from_acc),
                 ReduceOp::Prod => reduce_generic::<T, A, T>(&d, shape, axes, out_shape, A::ONE, |a, b| Acc::mul(a, b), |v: T| v.to_acc(), T::from_acc),
-                ReduceOp::Max => reduce_generic::<T, A, T>(&d, shape, axes, out_shape, A::MIN, |a, b| Acc::max(a, b), |v: T| v.to_acc(), T::from_acc),
-                _ => reduce_generic::<T, A, T>(&d, shape, axes, out_shape, A::MAX, |a, b| Acc::min(a, b), |v: T| v.to_acc(), T::from_acc),
+                ReduceOp::Max => reduce_generic::<T, A, T>(&d, shape, axes, out_shape, lowest::<T>(), |a, b| Acc::max(a, b), |v: T| v.to_acc(), T::from_acc),
+                _ => reduce_generic::<T, A, T>(&d, shape, axes, out_shape, highest::<T>(), |a, b| Acc::min(a, b), |v: T| v.to_acc(), T::from_acc),
             }
         }),
     }
@@ -242,8 +265,8 @@ pub fn scan(op: ScanOp, x: &Array, axis: usize, reverse: bool, inclusive: bool) 
         let (init, f): (A, fn(A, A) -> A) = match op {
             ScanOp::Sum => (A::ZERO, |a, b| Acc::add(a, b)),
             ScanOp::Prod => (A::ONE, |a, b| Acc::mul(a, b)),
-            ScanOp::Max => (A::MIN, |a, b| Acc::max(a, b)),
-            ScanOp::Min => (A::MAX, |a, b| Acc::min(a, b)),
+            ScanOp::Max => (lowest::<T>(), |a, b| Acc::max(a, b)),
+            ScanOp::Min => (highest::<T>(), |a, b| Acc::min(a, b)),
         };
         let p = Ptr(d.ptr::<T>());
         alloc_out::<T>(shape, |out| {
