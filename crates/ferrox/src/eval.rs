@@ -1,8 +1,8 @@
 //! Evaluation: walk the graph once, run each op on its stream's device, free intermediates
 //! as soon as their last consumer ran, and detach what was computed from its inputs.
 
-use std::collections::HashSet;
 use std::cell::Cell;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::array::{Array, Node, Pending, State};
