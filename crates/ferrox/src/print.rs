@@ -124,7 +124,7 @@ mod tests {
     fn g_format() {
         assert_eq!(format_g(1.0), "1");
         assert_eq!(format_g(2.5), "2.5");
-        assert_eq!(format_g(2.718281828), "2.71828");
+        assert_eq!(format_g(1.234567891), "1.23457");
         assert_eq!(format_g(1e-7), "1e-07");
         assert_eq!(format_g(123456789.0), "1.23457e+08");
         assert_eq!(format_g(0.0001), "0.0001");
