@@ -188,6 +188,14 @@ impl Array {
         Arc::ptr_eq(&self.0, &other.0)
     }
 
+    /// The op and inputs of a pending array (`None` once evaluated).
+    pub(crate) fn pending_parts(&self) -> Option<(Op, Vec<Array>)> {
+        match &*self.state() {
+            State::Pending(p) => Some((p.op.clone(), p.inputs.clone())),
+            State::Ready(_) => None,
+        }
+    }
+
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.0.state.lock().unwrap_or_else(|e| e.into_inner())
     }

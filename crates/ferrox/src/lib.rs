@@ -22,6 +22,7 @@ pub mod ops;
 pub mod primitives;
 mod print;
 pub mod shape;
+pub mod transforms;
 
 pub use array::Array;
 pub use device::{default_device, set_default_device, with_device, with_stream, Device, Stream};
@@ -34,3 +35,4 @@ pub use memory::{
     active_memory, cache_memory, clear_cache, peak_memory, reset_peak_memory, set_cache_limit, set_memory_limit,
 };
 pub use ops::*;
+pub use transforms::{grad, jvp, value_and_grad, vjp};
