@@ -181,3 +181,34 @@ fn stop_gradient_and_constants() {
     let e = fx::grad(|a: &[Array]| Ok(a[0].clone()), &[x], &[0]).unwrap_err();
     assert!(e.to_string().contains("scalar"));
 }
+
+#[test]
+fn sort_scatter_and_attention() {
+    let f = |a: &[Array]| -> Result<Array> {
+        let x = &a[0]; // [2, 5]
+        let s = fx::sort(x, Some(1))?;
+        let w = fx::arange(1.0, 11.0, 1.0, Dtype::F64)?;
+        let t = fx::sum(&fx::multiply(&fx::reshape(&s, &[-1])?, &w)?, None, false)?;
+        let idx = Array::from_slice(&[1i32, 1, 0], &[3]).unwrap();
+        let upd = fx::reshape(&fx::slice(x, &[0, 0], &[1, 3], &[1, 1])?, &[3, 1, 1])?;
+        let upd = fx::broadcast_to(&upd, &[3, 1, 5])?;
+        let sa = fx::scatter_add(x, std::slice::from_ref(&idx), &upd, &[0])?;
+        let pi = Array::from_slice(&[4u32, 0, 2, 1, 3, 2], &[2, 3]).unwrap();
+        let pa = fx::put_along_axis(x, &pi, &fx::multiply(&fx::slice_axis(x, 1, 1, 4)?, 2.0)?, Some(1))?;
+        fx::add(&t, &fx::add(&fx::sum(&fx::square(&sa)?, None, false)?, &fx::sum(&fx::exp(&pa)?, None, false)?)?)
+    };
+    check("sort/scatter", &f, &[rand(&[2, 5], 20)]);
+    for mask in ["none", "causal", "additive", "bool"] {
+        let f = |a: &[Array]| -> Result<Array> {
+            let m = match mask {
+                "none" => fast::SdpaMask::None,
+                "causal" => fast::SdpaMask::Causal,
+                "additive" => fast::SdpaMask::Array(rand(&[3, 5], 21)),
+                _ => fast::SdpaMask::Array(fx::greater(&rand(&[1, 1, 3, 5], 22), -0.5)?),
+            };
+            let o = fast::scaled_dot_product_attention(&a[0], &a[1], &a[2], 0.35, m)?;
+            fx::sum(&fx::multiply(&fx::sin(&o)?, &rand(&[1, 4, 3, 2], 23))?, None, false)
+        };
+        check(mask, &f, &[rand(&[1, 4, 3, 3], 24), rand(&[1, 2, 5, 3], 25), rand(&[1, 2, 5, 2], 26)]);
+    }
+}

@@ -4,7 +4,7 @@
 use crate::array::Array;
 use crate::error::{Error, Result};
 use crate::ops::{self as fx, astype};
-use crate::primitives::{BinaryOp, Op, ReduceOp, ScanOp, ScatterMode, UnaryOp};
+use crate::primitives::{AttentionMask, BinaryOp, Op, ReduceOp, ScanOp, ScatterMode, SortKind, UnaryOp};
 
 type Grads = Vec<Option<Array>>;
 
@@ -148,8 +148,90 @@ pub(crate) fn vjp(op: &Op, inputs: &[Array], out: &Array, g: &Array) -> Result<G
             v.extend(std::iter::repeat_n(None, inputs.len() - 1));
             v
         }
+        Op::Sort { kind, axis } => {
+            let x = x.unwrap();
+            let ax = Some(*axis as isize);
+            let perm = match kind {
+                SortKind::Sort => fx::argsort(x, ax)?,
+                SortKind::Partition(k) => fx::argpartition(x, *k, ax)?,
+                SortKind::ArgSort | SortKind::ArgPartition(_) => return Ok(vec![None]),
+            };
+            let spread = fx::scatter_along_axis(&fx::zeros_like(x)?, &perm, g, ax, ScatterMode::Add)?;
+            vec![Some(spread)]
+        }
+        Op::Scatter { axes, mode } => {
+            let (a, upd) = (&inputs[0], &inputs[1]);
+            let idx = &inputs[2..];
+            let ax: Vec<isize> = axes.iter().map(|&v| v as isize).collect();
+            let g_a = match mode {
+                ScatterMode::Assign => fx::scatter(g, idx, &fx::zeros_like(upd)?, &ax)?,
+                ScatterMode::Add => g.clone(),
+                _ => return Err(not_differentiable(op)),
+            };
+            let idx_nd = upd.ndim() - a.ndim();
+            let sizes = &upd.shape()[idx_nd..];
+            let g_u = fx::gather(g, idx, &ax, sizes)?;
+            let mut v = vec![Some(g_a), Some(fx::reshape_usize(&g_u, upd.shape())?)];
+            v.extend(std::iter::repeat_n(None, idx.len()));
+            v
+        }
+        Op::PutAlongAxis { axis, mode } => {
+            let (idx, vals) = (&inputs[1], &inputs[2]);
+            let ax = Some(*axis as isize);
+            let g_a = match mode {
+                ScatterMode::Assign => fx::put_along_axis(g, idx, &fx::zeros_like(vals)?, ax)?,
+                ScatterMode::Add => g.clone(),
+                _ => return Err(not_differentiable(op)),
+            };
+            let g_v = unbroadcast(&fx::take_along_axis(g, idx, ax)?, vals.shape())?;
+            vec![Some(g_a), None, Some(g_v)]
+        }
+        Op::Attention { scale, mask } => attention(inputs, g, *scale, *mask)?,
         _ => return Err(not_differentiable(op)),
     })
+}
+
+/// Attention's backward pass, recomputing the probabilities: with S = q kᵀ·scale + mask and
+/// P = softmax(S), out = P v, so dv = Pᵀ g, dP = g vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)),
+/// dq = dS k·scale, dk = dSᵀ q·scale; key/value heads sum over their query group.
+fn attention(inputs: &[Array], g: &Array, scale: f32, mask: AttentionMask) -> Result<Grads> {
+    let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+    let (b, hq, l, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+    let (hkv, s, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
+    let grp = hq / hkv;
+    let q5 = fx::reshape_usize(q, &[b, hkv, grp, l, d])?;
+    let g5 = fx::reshape_usize(g, &[b, hkv, grp, l, dv])?;
+    let k5 = fx::expand_dims(k, &[2])?;
+    let v5 = fx::expand_dims(v, &[2])?;
+    let mut scores = fx::multiply(&fx::matmul(&q5, &fx::swapaxes(&k5, -1, -2)?)?, scale as f64)?;
+    match mask {
+        AttentionMask::None => {}
+        AttentionMask::Causal => {
+            let keep =
+                fx::astype(&fx::tri(l, Some(s), s as isize - l as isize, crate::Dtype::Bool)?, crate::Dtype::Bool)?;
+            scores = fx::where_(&keep, &scores, f64::NEG_INFINITY)?;
+        }
+        AttentionMask::Array => {
+            let m = fx::broadcast_to(&inputs[3], &[b, hq, l, s])?;
+            let m = fx::reshape_usize(&m, &[b, hkv, grp, l, s])?;
+            scores = if m.dtype() == crate::Dtype::Bool {
+                fx::where_(&m, &scores, f64::NEG_INFINITY)?
+            } else {
+                fx::add(&scores, &m)?
+            };
+        }
+    }
+    let p = fx::softmax(&scores, None, false)?;
+    let gv = fx::sum(&fx::matmul(&fx::swapaxes(&p, -1, -2)?, &g5)?, Some(&[2]), false)?;
+    let gp = fx::matmul(&g5, &fx::swapaxes(&v5, -1, -2)?)?;
+    let gs = fx::multiply(&p, &fx::subtract(&gp, &fx::sum(&fx::multiply(&gp, &p)?, Some(&[-1]), true)?)?)?;
+    let gq = fx::multiply(&fx::matmul(&gs, &k5)?, scale as f64)?;
+    let gk = fx::multiply(&fx::sum(&fx::matmul(&fx::swapaxes(&gs, -1, -2)?, &q5)?, Some(&[2]), false)?, scale as f64)?;
+    let mut out = vec![Some(fx::reshape_usize(&gq, q.shape())?), Some(gk), Some(gv)];
+    if inputs.len() == 4 {
+        out.push(None);
+    }
+    Ok(out)
 }
 
 fn unary(u: UnaryOp, x: &Array, out: &Array, g: &Array) -> Result<Option<Array>> {

@@ -276,31 +276,39 @@ pub fn rope(
 
 /// softmax(q kᵀ · scale + mask) v for q [B, Hq, L, D], k [B, Hkv, S, D], v [B, Hkv, S, Dv].
 pub fn attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape: &[usize]) -> Result<Data> {
+    // Compute in f64 for f64 inputs, in f32 otherwise.
+    if inputs[0].dtype() == Dtype::F64 {
+        attention_in::<f64>(inputs, scale as f64, mask, shape)
+    } else {
+        attention_in::<f32>(inputs, scale, mask, shape)
+    }
+}
+
+fn attention_in<F>(inputs: &[Array], scale: F, mask: AttentionMask, shape: &[usize]) -> Result<Data>
+where
+    F: Element + num_traits::Float + std::ops::AddAssign + std::ops::MulAssign + Send + Sync,
+{
     let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
     let (b, hq, l, dk) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
     let (hkv, s) = (k.shape()[1], k.shape()[2]);
     let dv = v.shape()[3];
     let group = hq / hkv.max(1);
-    // Everything in f32 (f64 for f64 inputs would need a second instantiation: use f32 math
-    // for halves and f32, and the f64 path below for f64).
-    let to_f32 = |a: &Array| -> Result<Vec<f32>> { a.to_vec::<f32>() };
-    let (qf, kf, vf) = (to_f32(q)?, to_f32(k)?, to_f32(v)?);
-    // Mask as f32 additive values, broadcast to [B, Hq, L, S] by strides.
-    let (maskv, mst): (Vec<f32>, Vec<isize>) = match mask {
+    let (qf, kf, vf) = (q.to_vec::<F>()?, k.to_vec::<F>()?, v.to_vec::<F>()?);
+    // Mask as additive values, broadcast to [B, Hq, L, S] by strides.
+    let (maskv, mst): (Vec<F>, Vec<isize>) = match mask {
         AttentionMask::Array => {
             let m = &inputs[3];
-            let vals: Vec<f32> = if m.dtype() == Dtype::Bool {
-                m.to_vec::<bool>()?.into_iter().map(|keep| if keep { 0.0 } else { f32::NEG_INFINITY }).collect()
+            let vals: Vec<F> = if m.dtype() == Dtype::Bool {
+                m.to_vec::<bool>()?.into_iter().map(|keep| if keep { F::zero() } else { F::neg_infinity() }).collect()
             } else {
-                m.to_vec::<f32>()?
+                m.to_vec::<F>()?
             };
             let st = broadcast_strides(m.shape(), &crate::array::row_major_strides(m.shape()), &[b, hq, l, s]);
             (vals, st)
         }
         _ => (Vec::new(), Vec::new()),
     };
-    let mut out = vec![0f32; b * hq * l * dv];
-    let scale = scale;
+    let mut out = vec![F::zero(); b * hq * l * dv];
     out.par_chunks_mut(l * dv).enumerate().for_each(|(bh, o)| {
         let (bi, h) = (bh / hq, bh % hq);
         let kh = h / group.max(1);
@@ -308,7 +316,7 @@ pub fn attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape: &[usi
         let kb = (bi * hkv + kh) * s;
         let kh_ = &kf[kb * dk..(kb + s) * dk];
         let vh = &vf[kb * dv..(kb + s) * dv];
-        let mut scores = vec![0f32; l * s];
+        let mut scores = vec![F::zero(); l * s];
         if l * s * dk >= 1 << 14 {
             // SAFETY: row-major l×dk, s×dk (read transposed) and l×s buffers.
             unsafe {
@@ -326,7 +334,7 @@ pub fn attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape: &[usi
                     kh_.as_ptr(),
                     dk as isize,
                     1,
-                    0.0f32,
+                    F::zero(),
                     scale,
                     false,
                     false,
@@ -337,7 +345,7 @@ pub fn attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape: &[usi
         } else {
             for i in 0..l {
                 for j in 0..s {
-                    let mut acc = 0f32;
+                    let mut acc = F::zero();
                     for t in 0..dk {
                         acc += qh[i * dk + t] * kh_[j * dk + t];
                     }
@@ -352,7 +360,7 @@ pub fn attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape: &[usi
                     let limit = i + s.saturating_sub(l);
                     for (j, x) in row.iter_mut().enumerate() {
                         if j > limit {
-                            *x = f32::NEG_INFINITY;
+                            *x = F::neg_infinity();
                         }
                     }
                 }
@@ -364,17 +372,17 @@ pub fn attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape: &[usi
                 }
                 AttentionMask::None => {}
             }
-            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            if m == f32::NEG_INFINITY {
-                row.iter_mut().for_each(|x| *x = 0.0);
+            let m = row.iter().copied().fold(F::neg_infinity(), F::max);
+            if m == F::neg_infinity() {
+                row.iter_mut().for_each(|x| *x = F::zero());
                 continue;
             }
-            let mut sum = 0f32;
+            let mut sum = F::zero();
             for x in row.iter_mut() {
                 *x = (*x - m).exp();
                 sum += *x;
             }
-            let inv = 1.0 / sum;
+            let inv = F::one() / sum;
             row.iter_mut().for_each(|x| *x *= inv);
         }
         if l * s * dv >= 1 << 14 {
@@ -394,8 +402,8 @@ pub fn attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape: &[usi
                     vh.as_ptr(),
                     1,
                     dv as isize,
-                    0.0f32,
-                    1.0f32,
+                    F::zero(),
+                    F::one(),
                     false,
                     false,
                     false,
@@ -407,7 +415,7 @@ pub fn attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape: &[usi
                 let orow = &mut o[i * dv..(i + 1) * dv];
                 for j in 0..s {
                     let p = scores[i * s + j];
-                    if p != 0.0 {
+                    if p != F::zero() {
                         for (ov, &vv) in orow.iter_mut().zip(&vh[j * dv..(j + 1) * dv]) {
                             *ov += p * vv;
                         }
@@ -419,7 +427,7 @@ pub fn attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape: &[usi
     let dtype = q.dtype();
     crate::dispatch_float!(dtype, T => alloc_out::<T>(shape, |o| {
         for (ov, &x) in o.iter_mut().zip(&out) {
-            *ov = T::from_f64(x as f64);
+            *ov = T::from_f64(Element::to_f64(x));
         }
         Ok(())
     }), unreachable!())
