@@ -212,3 +212,30 @@ fn sort_scatter_and_attention() {
         check(mask, &f, &[rand(&[1, 4, 3, 3], 24), rand(&[1, 2, 5, 3], 25), rand(&[1, 2, 5, 2], 26)]);
     }
 }
+
+#[test]
+fn trees_and_aux() {
+    use std::collections::BTreeMap;
+    let (w, b, x) = (rand(&[3, 2], 30), rand(&[2], 31), rand(&[4, 3], 32));
+    let mut layer = BTreeMap::new();
+    layer.insert("weight".to_string(), fx::Tree::Leaf(w.clone()));
+    layer.insert("bias".to_string(), fx::Tree::Leaf(b.clone()));
+    let params = fx::Tree::List(vec![fx::Tree::Dict(layer)]);
+    let loss = |p: &fx::Tree| -> Result<(Array, Vec<Array>)> {
+        let flat = p.flatten();
+        let get = |name: &str| flat.iter().find(|(k, _)| k == name).unwrap().1.clone();
+        let y = fx::tanh(&fx::add(&fx::matmul(&x, &get("0.weight"))?, &get("0.bias"))?)?;
+        Ok((fx::sum(&fx::square(&y)?, None, false)?, vec![y]))
+    };
+    let ((value, aux), g) = fx::value_and_grad_tree(loss, &params).unwrap();
+    assert_eq!(aux[0].shape(), &[4, 2]);
+    let names: Vec<String> = g.flatten().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(names, vec!["0.bias", "0.weight"]);
+    // Against the positional API, itself checked by finite differences above.
+    let f = |a: &[Array]| fx::sum(&fx::square(&fx::tanh(&fx::add(&fx::matmul(&x, &a[0])?, &a[1])?)?)?, None, false);
+    let (v2, g2) = fx::value_and_grad(f, &[w, b], &[0, 1]).unwrap();
+    assert_eq!(value.item::<f64>().unwrap(), v2.item::<f64>().unwrap());
+    let flat = g.flatten();
+    assert_eq!(flat[1].1.to_vec::<f64>().unwrap(), g2[0].to_vec::<f64>().unwrap());
+    assert_eq!(flat[0].1.to_vec::<f64>().unwrap(), g2[1].to_vec::<f64>().unwrap());
+}

@@ -7,7 +7,10 @@
 //! transforms nest (the gradient of a gradient is the vjp of the recorded backward graph).
 //! Arrays already evaluated when the function runs are constants to the trace.
 
+mod tree;
 mod vjp_rules;
+
+pub use tree::{value_and_grad_tree, Tree};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
