@@ -10,7 +10,10 @@ Every reference is computed here in float64 from the exact input values (inputs 
 rounded to the dtype under test, so only the op's own rounding is left to the tolerance).
 
 Each case is {name, op, dtype, inputs: {name: tensor id}, params, expected: [tensor, ...], check};
-the input tensors are stored once each, in the top-level list "tensors".
+the input tensors are stored once each, in the top-level list "tensors". `check` is "close"
+(per dtype tolerance; exact for integer outputs), "exact", "partition" (expected holds the value a
+full sort puts at kth, per line; the test checks the partition property around it) or
+"sorted_along_axis" (topk: the test sorts each output line before comparing).
 A tensor is {dtype, shape, data (row-major), layout}; the layout tells the test how to build
 the *same logical values* as a non-contiguous array:
   "contig"     row-major;
