@@ -195,6 +195,12 @@ pub fn scatter_along_axis(
             format!("indices/values of shape {upd:?} do not fit {:?} off axis {ax}", x.shape()),
         ));
     }
+    // Off the axis, indices and values also broadcast against `a` (as NumPy and MLX do): an
+    // index row of shape [1, k] writes into every row.
+    let mut full = xs;
+    full[ax] = upd[ax];
+    let idx = broadcast_to(&idx, &full)?;
+    let vals = broadcast_to(&vals, &full)?;
     let out_shape = x.shape().to_vec();
     let result = Array::from_op(out_shape, x.dtype(), Op::PutAlongAxis { axis: ax, mode }, vec![x, idx, vals]);
     if axis.is_none() {
@@ -280,6 +286,8 @@ pub fn meshgrid(arrays: &[Array], sparse: bool, indexing: &str) -> Result<Vec<Ar
     }
     let n = arrays.len();
     let mut shapes = Vec::with_capacity(n);
+    // Each output axis holds exactly one input (an empty one makes that axis 0).
+    let mut full = vec![1usize; n];
     for (k, a) in arrays.iter().enumerate() {
         let mut s = vec![1usize; n];
         let mut pos = k;
@@ -287,9 +295,9 @@ pub fn meshgrid(arrays: &[Array], sparse: bool, indexing: &str) -> Result<Vec<Ar
             pos = 1 - k;
         }
         s[pos] = a.size();
+        full[pos] = a.size();
         shapes.push(s);
     }
-    let full: Vec<usize> = (0..n).map(|i| shapes.iter().map(|s| s[i]).max().unwrap_or(1)).collect();
     arrays
         .iter()
         .zip(&shapes)
