@@ -40,4 +40,3 @@ fn memory_accounting_and_limits() {
     assert_eq!(fx::cache_memory(), 0);
     fx::set_cache_limit(usize::MAX);
 }
-
