@@ -9,7 +9,7 @@ fn memory_accounting_and_limits() {
     let base = fx::active_memory();
     let a = fx::zeros(&[1024, 1024], Dtype::F32).unwrap();
     a.eval().unwrap();
-    assert!(fx::active_memory() >= base + 4 << 20);
+    assert!(fx::active_memory() >= base + (4 << 20));
     assert!(fx::peak_memory() >= fx::active_memory());
     drop(a);
     assert!(fx::cache_memory() >= 4 << 20, "freed buffer parked in the cache");
