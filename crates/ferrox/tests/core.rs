@@ -6,7 +6,7 @@ use ferrox::{self as fx, Array, Device, Dtype, Error};
 #[test]
 fn lazy_until_evaluated_and_graph_dropped_after() {
     let a = Array::from_slice(&[1.0f32, 2.0, 3.0], &[3]).unwrap();
-    let b = fx::multiply(&fx::add(&a, 1.0).unwrap(), 2.0).unwrap();
+    let b = fx::multiply(fx::add(&a, 1.0).unwrap(), 2.0).unwrap();
     assert!(!b.is_evaluated());
     fx::eval(&[&b]).unwrap();
     assert!(b.is_evaluated());
@@ -59,7 +59,7 @@ fn errors_name_the_op_and_shapes() {
 fn devices_and_streams() {
     assert_eq!(fx::default_device(), Device::Cpu);
     let s = fx::Stream::new(Device::Cpu).unwrap();
-    let r = fx::with_stream(s, || fx::add(&Array::scalar(1i32), 2).unwrap());
+    let r = fx::with_stream(s, || fx::add(Array::scalar(1i32), 2).unwrap());
     assert_eq!(r.item::<i32>().unwrap(), 3);
     // No GPU in a CPU build: a clear error, never a panic.
     assert!(matches!(fx::Stream::new(Device::Gpu(0)), Err(Error::Device(_))));

@@ -30,7 +30,7 @@ fn memory_accounting_and_limits() {
     x.eval().unwrap();
     let steady = fx::active_memory();
     for _ in 0..2000 {
-        x = fx::add(&fx::multiply(&x, 0.5).unwrap(), 1.0).unwrap();
+        x = fx::add(fx::multiply(&x, 0.5).unwrap(), 1.0).unwrap();
         x.eval().unwrap();
     }
     assert!(fx::active_memory() <= steady + (256 * 256 * 4), "memory grew across steps");

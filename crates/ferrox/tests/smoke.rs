@@ -12,7 +12,7 @@ fn smoke() {
     let e = fx::exp(&fx::arange(0.0, 5.0, 1.0, Dtype::I32).unwrap()).unwrap();
     println!("{e}");
     let big = fx::ones(&[1000, 1000], Dtype::F32).unwrap();
-    let t = fx::sum(&fx::multiply(&big, &big.t()).unwrap(), None, false).unwrap();
+    let t = fx::sum(&fx::multiply(&big, big.t()).unwrap(), None, false).unwrap();
     assert_eq!(t.item::<f32>().unwrap(), 1e6);
     println!("{}", fx::tril(&fx::ones(&[3, 3], Dtype::I32).unwrap(), 0).unwrap());
 }

@@ -87,14 +87,14 @@ pub fn tri(n: usize, m: Option<usize>, k: isize, dtype: Dtype) -> Result<Array> 
 pub fn tril(a: &Array, k: isize) -> Result<Array> {
     let (n, m) = last_two(a, "tril")?;
     let (r, c) = grid(n, m)?;
-    where_(&less_equal(&subtract(&c, &r)?, k as i32)?, a, &zero_of(a))
+    where_(&less_equal(&subtract(&c, &r)?, k as i32)?, a, zero_of(a))
 }
 
 /// `a` with elements below diagonal `k` of the last two axes zeroed.
 pub fn triu(a: &Array, k: isize) -> Result<Array> {
     let (n, m) = last_two(a, "triu")?;
     let (r, c) = grid(n, m)?;
-    where_(&greater_equal(&subtract(&c, &r)?, k as i32)?, a, &zero_of(a))
+    where_(&greater_equal(&subtract(&c, &r)?, k as i32)?, a, zero_of(a))
 }
 
 fn last_two(a: &Array, op: &'static str) -> Result<(usize, usize)> {

@@ -82,7 +82,7 @@ pub fn rope(
         return Err(Error::shape("rope", format!("needs at least 2 dimensions [..., L, D], got {:?}", x.shape())));
     }
     let d = x.shape()[x.ndim() - 1];
-    if dims > d || dims % 2 != 0 {
+    if dims > d || !dims.is_multiple_of(2) {
         return Err(Error::invalid("rope", format!("dims={dims} must be even and at most the feature size {d}")));
     }
     if base.is_some() == freqs.is_some() {

@@ -257,10 +257,10 @@ pub fn diagonal(a: &Array, offset: isize, axis1: isize, axis2: isize) -> Result<
     } as usize;
     let mut shape = Vec::new();
     let mut strides = Vec::new();
-    for k in 0..a.ndim() {
+    for (k, &stride) in st.iter().enumerate() {
         if k != i && k != j {
             shape.push(a.shape()[k]);
-            strides.push(st[k]);
+            strides.push(stride);
         }
     }
     shape.push(len);

@@ -164,19 +164,19 @@ pub fn norm(a: &Array, ord: NormOrd, axes: Option<&[isize]>, keepdims: bool) -> 
     let r = match (axes.len(), ord) {
         (1, NormOrd::Fro) => return Err(Error::invalid("norm", "the Frobenius norm needs two axes")),
         (1, NormOrd::Default) => sum_sq(axes)?,
-        (1, NormOrd::P(p)) if p == 2.0 => sum_sq(axes)?,
+        (1, NormOrd::P(2.0)) => sum_sq(axes)?,
         (1, NormOrd::Inf) => super::max(&ax, Some(axes), true)?,
         (1, NormOrd::NegInf) => super::min(&ax, Some(axes), true)?,
-        (1, NormOrd::P(p)) if p == 1.0 => super::sum(&ax, Some(axes), true)?,
-        (1, NormOrd::P(p)) if p == 0.0 => astype(&super::sum(&super::not_equal(&x, 0)?, Some(axes), true)?, x.dtype())?,
+        (1, NormOrd::P(1.0)) => super::sum(&ax, Some(axes), true)?,
+        (1, NormOrd::P(0.0)) => astype(&super::sum(&super::not_equal(&x, 0)?, Some(axes), true)?, x.dtype())?,
         (1, NormOrd::P(p)) => super::power(&super::sum(&super::power(&ax, p)?, Some(axes), true)?, 1.0 / p)?,
         (2, _) => {
             let (row, col) = (axes[0], axes[1]);
             match ord {
                 NormOrd::Default | NormOrd::Fro => sum_sq(axes)?,
                 // Column sums (over the row axis), then the largest / smallest.
-                NormOrd::P(p) if p == 1.0 => super::max(&super::sum(&ax, Some(&[row]), true)?, Some(&[col]), true)?,
-                NormOrd::P(p) if p == -1.0 => super::min(&super::sum(&ax, Some(&[row]), true)?, Some(&[col]), true)?,
+                NormOrd::P(1.0) => super::max(&super::sum(&ax, Some(&[row]), true)?, Some(&[col]), true)?,
+                NormOrd::P(-1.0) => super::min(&super::sum(&ax, Some(&[row]), true)?, Some(&[col]), true)?,
                 // Row sums (over the column axis), then the largest / smallest.
                 NormOrd::Inf => super::max(&super::sum(&ax, Some(&[col]), true)?, Some(&[row]), true)?,
                 NormOrd::NegInf => super::min(&super::sum(&ax, Some(&[col]), true)?, Some(&[row]), true)?,

@@ -26,7 +26,7 @@ pub fn reshape(a: &Array, shape: &[isize]) -> Result<Array> {
     }
     let mut out: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
     if let Some(i) = infer {
-        if known == 0 || size % known != 0 {
+        if known == 0 || !size.is_multiple_of(known) {
             return Err(Error::shape(
                 "reshape",
                 format!("cannot reshape array of shape {:?} into {shape:?}", a.shape()),
@@ -317,7 +317,7 @@ pub fn split(a: &Array, at: SplitAt, axis: isize) -> Result<Vec<Array>> {
     let n = a.shape()[ax];
     let cuts = match at {
         SplitAt::Sections(k) => {
-            if k == 0 || n % k != 0 {
+            if k == 0 || !n.is_multiple_of(k) {
                 return Err(Error::shape("split", format!("axis of size {n} cannot be split into {k} equal parts")));
             }
             (1..k).map(|i| i * n / k).collect()

@@ -69,7 +69,7 @@ fn for_rows<T: Element, O: Element>(
 ) -> Result<Data> {
     let d = row_major(x)?;
     let n = *x.shape().last().unwrap_or(&1);
-    let rows = if n == 0 { 0 } else { x.size() / n };
+    let rows = x.size().checked_div(n).unwrap_or(0);
     // SAFETY: row-major data of x.size() elements.
     let xs = unsafe { std::slice::from_raw_parts(d.ptr::<T>(), x.size()) };
     alloc_out::<O>(out_shape, |out| {

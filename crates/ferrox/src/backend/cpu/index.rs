@@ -138,7 +138,7 @@ pub fn scatter(inputs: &[Array], axes: &[usize], mode: ScatterMode, shape: &[usi
                 for (ix, &ax) in idxs.iter().zip(axes) {
                     base += ix[pos] as isize * ost[ax];
                 }
-                let [ubase] = row_offsets::<1>(idx_shape, &[ust_idx.clone()], pos);
+                let [ubase] = row_offsets::<1>(idx_shape, std::slice::from_ref(&ust_idx), pos);
                 for j in 0..slice_n {
                     let [uo, oo] = row_offsets::<2>(slice_shape, &ust, j);
                     // SAFETY: indices were bounds-checked and the slice fits (checked by the op).
