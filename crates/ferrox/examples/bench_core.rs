@@ -1,0 +1,280 @@
+//! Times the core array ops on the CPU: matmul, elementwise, reductions, the fused `fast` ops,
+//! and a memory-bandwidth probe. scripts/bench_core_ref.py runs the same cases with NumPy and
+//! mlx and prints the same table; scripts/bench_core_compare.py runs both and merges them.
+//!
+//! cargo run --release -p ferrox --example bench_core [-- FILTER]
+//!
+//! Each case is timed as the median of N runs after warm-up; every run builds the lazy graph
+//! and evaluates it. Rates count the bytes each op must read and write once (GB/s, 1e9) or
+//! its flops (GFLOP/s). FILTER keeps the cases whose name contains it.
+
+use std::time::Instant;
+
+use ferrox::{self as fx, fast::SdpaMask, Array, Dtype};
+use rayon::prelude::*;
+
+/// Median wall time (ms) of `iters` runs of `f` after `warm` warm-up runs.
+fn median_ms(warm: usize, iters: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warm {
+        f();
+    }
+    let mut t = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let start = Instant::now();
+        f();
+        t.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    t.sort_by(|a, b| a.total_cmp(b));
+    t[iters / 2]
+}
+
+/// Deterministic pseudo-random values in [-1, 1) (an LCG; the values do not matter).
+fn data(shape: &[usize], dtype: Dtype, seed: u64) -> fx::Result<Array> {
+    let n: usize = shape.iter().product();
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    let a = fx::astype(&Array::from_slice(&v, shape)?, dtype)?;
+    a.eval()?;
+    Ok(a)
+}
+
+/// The table's rows, filtered by name.
+struct Table {
+    filter: String,
+}
+
+impl Table {
+    /// Prints the header.
+    fn new(filter: String) -> Table {
+        println!("| op | shape | dtype | ms | rate | unit |");
+        println!("|---|---|---|---:|---:|---|");
+        Table { filter }
+    }
+
+    /// Whether the case `op` is selected.
+    fn wants(&self, op: &str) -> bool {
+        self.filter.is_empty() || op.contains(&self.filter)
+    }
+
+    /// Times `f` (iters runs) and prints a row; `amount` is bytes (unit GB/s) or flops (GFLOP/s).
+    fn case(
+        &self,
+        op: &str,
+        shape: &str,
+        dtype: &str,
+        iters: usize,
+        amount: f64,
+        unit: &str,
+        f: impl FnMut(),
+    ) -> fx::Result<()> {
+        if !self.wants(op) {
+            return Ok(());
+        }
+        let warm = if iters <= 3 { 1 } else { 2 };
+        let ms = median_ms(warm, iters, f);
+        println!("| {op} | {shape} | {dtype} | {ms:.3} | {:.1} | {unit} |", amount / ms / 1e6);
+        Ok(())
+    }
+
+    /// Times an op given as a function building a lazy array that is evaluated each run.
+    #[allow(clippy::too_many_arguments)]
+    fn op(
+        &self,
+        op: &str,
+        shape: &str,
+        dtype: &str,
+        iters: usize,
+        amount: f64,
+        unit: &str,
+        f: impl Fn() -> fx::Result<Array>,
+    ) -> fx::Result<()> {
+        if !self.wants(op) {
+            return Ok(());
+        }
+        // Surface errors once, outside the timed loop.
+        f()?.eval()?;
+        self.case(op, shape, dtype, iters, amount, unit, || f().unwrap().eval().unwrap())
+    }
+}
+
+fn dname(d: Dtype) -> &'static str {
+    match d {
+        Dtype::F32 => "f32",
+        Dtype::F16 => "f16",
+        Dtype::Bf16 => "bf16",
+        _ => "?",
+    }
+}
+
+fn shape_str(s: &[usize]) -> String {
+    s.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("x")
+}
+
+/// Plain-Rust bandwidth probes on 256 MiB buffers: one-thread memcpy, a copy split over all
+/// threads, and a read-only sum over all threads.
+fn bandwidth(t: &Table) -> fx::Result<()> {
+    let n = 64 << 20; // f32 elements: 256 MiB
+    let src: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let mut dst = vec![1f32; n];
+    let bytes = (n * 4) as f64;
+    let shape = "64M";
+    t.case("bw rust memcpy 1 thread", shape, "f32", 7, 2.0 * bytes, "GB/s", || {
+        dst.copy_from_slice(&src);
+        std::hint::black_box(&dst);
+    })?;
+    const CHUNK: usize = 1 << 18; // 1 MiB of f32
+    t.case("bw rust copy all threads", shape, "f32", 7, 2.0 * bytes, "GB/s", || {
+        dst.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, s)| d.copy_from_slice(s));
+        std::hint::black_box(&dst);
+    })?;
+    t.case("bw rust read all threads", shape, "f32", 7, bytes, "GB/s", || {
+        let s: f32 = src
+            .par_chunks(CHUNK)
+            .map(|c| {
+                let mut acc = [0f32; 16];
+                for v in c.chunks_exact(16) {
+                    for k in 0..16 {
+                        acc[k] += v[k];
+                    }
+                }
+                acc.iter().sum::<f32>()
+            })
+            .sum();
+        std::hint::black_box(s);
+    })?;
+    t.case("bw rust fill all threads", shape, "f32", 7, bytes, "GB/s", || {
+        dst.par_chunks_mut(CHUNK).for_each(|d| d.fill(2.0));
+        std::hint::black_box(&dst);
+    })?;
+    drop((src, dst));
+    if t.wants("bw ferrox copy") {
+        // A row slice with an offset is not the input's own buffer, so `contiguous` copies it.
+        let x = data(&[(64 << 20) / 4096 + 1, 4096], Dtype::F32, 1)?;
+        let v = fx::slice_axis(&x, 0, 1, ((64 << 20) / 4096 + 1) as isize)?;
+        t.op("bw ferrox copy", shape, "f32", 7, 2.0 * bytes, "GB/s", || fx::contiguous(&v))?;
+    }
+    Ok(())
+}
+
+fn matmuls(t: &Table) -> fx::Result<()> {
+    for dtype in [Dtype::F32, Dtype::F16, Dtype::Bf16] {
+        for n in [1024usize, 2048, 4096] {
+            if !t.wants("matmul") {
+                return Ok(());
+            }
+            let a = data(&[n, n], dtype, 1)?;
+            let b = data(&[n, n], dtype, 2)?;
+            let iters = match n {
+                1024 => 10,
+                2048 => 5,
+                _ => 3,
+            };
+            let flops = 2.0 * (n * n * n) as f64;
+            t.op("matmul", &format!("{n}x{n}x{n}"), dname(dtype), iters, flops, "GFLOP/s", || fx::matmul(&a, &b))?;
+        }
+    }
+    Ok(())
+}
+
+fn elementwise(t: &Table) -> fx::Result<()> {
+    let shape = [4096usize, 4096];
+    let n = (shape[0] * shape[1]) as f64;
+    let s = "16M";
+    let x = data(&shape, Dtype::F32, 1)?;
+    let y = data(&shape, Dtype::F32, 2)?;
+    t.op("add", s, "f32", 10, 12.0 * n, "GB/s", || fx::add(&x, &y))?;
+    t.op("multiply scalar", s, "f32", 10, 8.0 * n, "GB/s", || fx::multiply(&x, 2.0f32))?;
+    t.op("exp", s, "f32", 10, 8.0 * n, "GB/s", || fx::exp(&x))?;
+    t.op("astype f32->bf16", s, "f32", 10, 6.0 * n, "GB/s", || fx::astype(&x, Dtype::Bf16))?;
+    let xb = data(&shape, Dtype::Bf16, 3)?;
+    let yb = data(&shape, Dtype::Bf16, 4)?;
+    t.op("add", s, "bf16", 10, 6.0 * n, "GB/s", || fx::add(&xb, &yb))?;
+    // A transposed copy: the strided path.
+    t.op("transpose copy", "4096x4096", "f32", 5, 8.0 * n, "GB/s", || fx::contiguous(&x.t()))?;
+    Ok(())
+}
+
+fn reductions(t: &Table) -> fx::Result<()> {
+    let shape = [4096usize, 4096];
+    let n = (shape[0] * shape[1]) as f64;
+    let x = data(&shape, Dtype::F32, 1)?;
+    t.op("sum all", "4096x4096", "f32", 10, 4.0 * n, "GB/s", || fx::sum(&x, None, false))?;
+    t.op("sum axis 0", "4096x4096", "f32", 10, 4.0 * n, "GB/s", || fx::sum(&x, Some(&[0]), false))?;
+    t.op("sum axis 1", "4096x4096", "f32", 10, 4.0 * n, "GB/s", || fx::sum(&x, Some(&[1]), false))?;
+    t.op("max all", "4096x4096", "f32", 10, 4.0 * n, "GB/s", || fx::max(&x, None, false))?;
+    t.op("argmax all", "4096x4096", "f32", 5, 4.0 * n, "GB/s", || fx::argmax(&x, None, false))?;
+    t.op("argmax axis 1", "4096x4096", "f32", 5, 4.0 * n, "GB/s", || fx::argmax(&x, Some(1), false))?;
+    let xb = data(&shape, Dtype::Bf16, 3)?;
+    t.op("sum all", "4096x4096", "bf16", 10, 2.0 * n, "GB/s", || fx::sum(&xb, None, false))?;
+    Ok(())
+}
+
+fn fused(t: &Table) -> fx::Result<()> {
+    // softmax / norms: read once, write once.
+    let cases: [(&[usize], Dtype); 4] = [
+        (&[4096, 4096], Dtype::F32),
+        (&[1, 32, 512, 512], Dtype::F32),
+        (&[1, 32, 512, 512], Dtype::Bf16),
+        (&[1, 512, 4096], Dtype::Bf16),
+    ];
+    for (shape, dtype) in cases {
+        let n: usize = shape.iter().product();
+        let bytes = 2.0 * (n * dtype.size()) as f64;
+        let x = data(shape, dtype, 1)?;
+        let d = *shape.last().unwrap();
+        let w = data(&[d], dtype, 2)?;
+        let b = data(&[d], dtype, 3)?;
+        let (s, dn) = (shape_str(shape), dname(dtype));
+        t.op("softmax", &s, dn, 10, bytes, "GB/s", || fx::softmax(&x, Some(&[-1]), true))?;
+        t.op("rms_norm", &s, dn, 10, bytes, "GB/s", || fx::fast::rms_norm(&x, Some(&w), 1e-5))?;
+        t.op("layer_norm", &s, dn, 10, bytes, "GB/s", || fx::fast::layer_norm(&x, Some(&w), Some(&b), 1e-5))?;
+    }
+    for dtype in [Dtype::F32, Dtype::Bf16] {
+        let shape = [1usize, 32, 512, 128];
+        let n: usize = shape.iter().product();
+        let x = data(&shape, dtype, 1)?;
+        let bytes = 2.0 * (n * dtype.size()) as f64;
+        t.op("rope", &shape_str(&shape), dname(dtype), 10, bytes, "GB/s", || {
+            fx::fast::rope(&x, 128, false, Some(10000.0), 1.0, 0usize, None)
+        })?;
+    }
+    // Attention: flops of q kᵀ and p v over all (query, key) pairs (causal counts them all too).
+    for dtype in [Dtype::F32, Dtype::Bf16] {
+        let (b, h, l, d) = (1usize, 32usize, 512usize, 128usize);
+        let q = data(&[b, h, l, d], dtype, 1)?;
+        let k = data(&[b, h, l, d], dtype, 2)?;
+        let v = data(&[b, h, l, d], dtype, 3)?;
+        let flops = 4.0 * (b * h * l * l * d) as f64;
+        let scale = 1.0 / (d as f32).sqrt();
+        t.op("sdpa prefill causal", "B1 H32 L512 S512 D128", dname(dtype), 5, flops, "GFLOP/s", || {
+            fx::fast::scaled_dot_product_attention(&q, &k, &v, scale, SdpaMask::Causal)
+        })?;
+        let (hkv, s) = (8usize, 2048usize);
+        let q = data(&[b, h, 1, d], dtype, 4)?;
+        let k = data(&[b, hkv, s, d], dtype, 5)?;
+        let v = data(&[b, hkv, s, d], dtype, 6)?;
+        // Decode is bound by reading K and V.
+        let bytes = 2.0 * (b * hkv * s * d * dtype.size()) as f64;
+        t.op("sdpa decode", "B1 Hq32 Hkv8 L1 S2048 D128", dname(dtype), 20, bytes, "GB/s", || {
+            fx::fast::scaled_dot_product_attention(&q, &k, &v, scale, SdpaMask::None)
+        })?;
+    }
+    Ok(())
+}
+
+fn main() -> fx::Result<()> {
+    let filter = std::env::args().nth(1).unwrap_or_default();
+    println!("ferrox, {} threads", rayon::current_num_threads());
+    let t = Table::new(filter);
+    bandwidth(&t)?;
+    matmuls(&t)?;
+    elementwise(&t)?;
+    reductions(&t)?;
+    fused(&t)?;
+    Ok(())
+}
