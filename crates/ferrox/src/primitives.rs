@@ -188,9 +188,9 @@ pub enum Op {
     },
     /// Elementwise function of one input.
     Unary(UnaryOp),
-    /// Elementwise function of two inputs (already broadcast to the output shape).
+    /// Elementwise function of two inputs (broadcast together to the output shape).
     Binary(BinaryOp),
-    /// `where(cond, x, y)`: inputs cond, x, y broadcast to the output shape.
+    /// `where(cond, x, y)`: inputs cond, x, y broadcast together to the output shape.
     Select,
     /// Converts to the output dtype.
     AsType,

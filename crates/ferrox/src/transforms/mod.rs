@@ -1,4 +1,4 @@
-//! Function transforms by tracing: `vjp`, `jvp`, `grad`, `value_and_grad`.
+//! Function transforms by tracing: `vjp`, `jvp`, `grad`, `value_and_grad`, `vmap`.
 //!
 //! A transform runs the user's function on fresh tracer arrays (identity nodes over the
 //! primals), so the function records a lazy graph rooted at the tracers. Reverse mode walks
@@ -9,8 +9,11 @@
 
 mod tree;
 mod vjp_rules;
+mod vmap;
+mod vmap_rules;
 
 pub use tree::{value_and_grad_tree, Tree};
+pub use vmap::{vmap, vmap_call};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
