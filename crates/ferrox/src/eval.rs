@@ -1,12 +1,12 @@
 //! Evaluation: walk the graph once, run each op on its stream's device, free intermediates
 //! as soon as their last consumer ran, and detach what was computed from its inputs.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::array::{Array, Node, Pending, State};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// One evaluation at a time: a graph shared by two evaluations must not run twice.
 static EVAL_LOCK: Mutex<()> = Mutex::new(());
@@ -15,6 +15,36 @@ thread_local! {
     /// True while this thread holds [`EVAL_LOCK`]: a kernel that reads a small derived array
     /// (indices, a weight vector) evaluates it without taking the lock again.
     static IN_EVAL: Cell<bool> = const { Cell::new(false) };
+}
+
+thread_local! {
+    /// Tracers of the transforms running on this thread that must not be evaluated (their
+    /// values stand for every possible input), with the transform's name.
+    static TRACERS: RefCell<Vec<(HashSet<*const Node>, &'static str)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// While alive, evaluating anything that depends on `tracers` is an error naming `transform`:
+/// the transform traces its function once for all inputs, so the function must not read
+/// values.
+pub(crate) struct TracerGuard;
+
+impl TracerGuard {
+    pub(crate) fn new(tracers: &[Array], transform: &'static str) -> TracerGuard {
+        let keys = tracers.iter().map(|a| Arc::as_ptr(&a.0)).collect();
+        TRACERS.with(|t| t.borrow_mut().push((keys, transform)));
+        TracerGuard
+    }
+}
+
+impl Drop for TracerGuard {
+    fn drop(&mut self) {
+        TRACERS.with(|t| t.borrow_mut().pop());
+    }
+}
+
+/// The transform whose tracer `key` is, if it is one.
+fn tracer_of(key: *const Node) -> Option<&'static str> {
+    TRACERS.with(|t| t.borrow().iter().find(|(keys, _)| keys.contains(&key)).map(|(_, name)| *name))
 }
 
 /// Holds the evaluation lock unless this thread already does.
@@ -47,7 +77,7 @@ impl Drop for EvalGuard {
 /// behind it is freed. On error, the arrays that were not computed stay as they were.
 pub fn eval(outputs: &[&Array]) -> Result<()> {
     let _guard = EvalGuard::acquire();
-    let order = topological_order(outputs);
+    let order = topological_order(outputs)?;
     for node in order {
         run(&node)?;
     }
@@ -62,8 +92,8 @@ pub fn async_eval(outputs: &[&Array]) {
     std::thread::spawn(move || {
         let guard = EvalGuard::acquire();
         let _ = started_tx.send(());
-        let order = topological_order(&outputs.iter().collect::<Vec<_>>());
         // An error is reported again by the eval that waits for these arrays.
+        let order = topological_order(&outputs.iter().collect::<Vec<_>>()).unwrap_or_default();
         for node in order {
             if run(&node).is_err() {
                 break;
@@ -76,7 +106,8 @@ pub fn async_eval(outputs: &[&Array]) {
 }
 
 /// Pending nodes reachable from `outputs`, inputs before their consumers.
-fn topological_order(outputs: &[&Array]) -> Vec<Array> {
+fn topological_order(outputs: &[&Array]) -> Result<Vec<Array>> {
+    let tracing = TRACERS.with(|t| !t.borrow().is_empty());
     let mut order = Vec::new();
     let mut seen: HashSet<*const Node> = HashSet::new();
     // Iterative post-order DFS: (array, inputs pushed yet?).
@@ -95,6 +126,15 @@ fn topological_order(outputs: &[&Array]) -> Vec<Array> {
             State::Ready(_) => continue,
             State::Pending(p) => p.inputs.clone(),
         };
+        if tracing {
+            if let Some(name) = tracer_of(key) {
+                return Err(Error::invalid(
+                    name,
+                    "cannot evaluate a value that depends on the function's inputs while it is being \
+                     traced (item, to_vec or eval inside the function); the trace stands for every input",
+                ));
+            }
+        }
         seen.insert(key);
         stack.push((a, true));
         for inp in inputs.into_iter().rev() {
@@ -103,7 +143,7 @@ fn topological_order(outputs: &[&Array]) -> Vec<Array> {
             }
         }
     }
-    order
+    Ok(order)
 }
 
 fn run(a: &Array) -> Result<()> {

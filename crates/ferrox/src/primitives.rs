@@ -344,4 +344,59 @@ pub enum Op {
     Conv(ConvParams),
     /// Data produced by a loader when first needed (memory-mapped files).
     Load(Arc<dyn LazySource>),
+    /// A chain of elementwise ops fused by `compile`, evaluated in cache-sized tiles.
+    Fused(Arc<FusedGraph>),
+    /// Output `output` of a checkpointed function: the last input passed through; the other
+    /// inputs are the function's inputs, from which reverse mode recomputes it.
+    Checkpoint(Arc<CheckpointFn>),
+}
+
+/// The function a [`Op::Checkpoint`] node recomputes in reverse mode.
+pub struct CheckpointFn {
+    /// The checkpointed function.
+    pub f: Arc<dyn Fn(&[crate::array::Array]) -> crate::error::Result<Vec<crate::array::Array>> + Send + Sync>,
+    /// Which of its outputs the node is.
+    pub output: usize,
+}
+
+impl std::fmt::Debug for CheckpointFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CheckpointFn({:p}, output {})", Arc::as_ptr(&self.f), self.output)
+    }
+}
+
+/// Where a step of a [`FusedGraph`] takes an operand from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FusedSlot {
+    /// Input `i` of the fused node.
+    Input(usize),
+    /// The result of step `i`.
+    Step(usize),
+}
+
+/// The elementwise program of a fused node: steps in dependency order, each an elementwise
+/// primitive (unary, binary, select, astype) over earlier steps or the node's inputs, all of
+/// the node's output shape; the last step is the result.
+#[derive(Debug)]
+pub struct FusedGraph {
+    /// `(op, operands, output dtype)` of each step.
+    pub steps: Vec<(Op, Vec<FusedSlot>, crate::dtype::Dtype)>,
+}
+
+impl FusedGraph {
+    /// Records the program as ordinary (unfused) ops over `inputs` with output `shape`.
+    pub fn expand(&self, inputs: &[crate::array::Array], shape: &[usize]) -> Vec<crate::array::Array> {
+        let mut vals: Vec<crate::array::Array> = Vec::with_capacity(self.steps.len());
+        for (op, slots, dtype) in &self.steps {
+            let ins = slots
+                .iter()
+                .map(|s| match *s {
+                    FusedSlot::Input(i) => inputs[i].clone(),
+                    FusedSlot::Step(i) => vals[i].clone(),
+                })
+                .collect();
+            vals.push(crate::array::Array::from_op(shape.to_vec(), *dtype, op.clone(), ins));
+        }
+        vals
+    }
 }

@@ -21,7 +21,6 @@
 use std::sync::Mutex;
 
 use crate::array::Array;
-use crate::backend::cpu::random::fill_bits;
 use crate::dtype::{promote_types, Dtype};
 use crate::error::{Error, Result};
 use crate::primitives::Op;
@@ -33,8 +32,8 @@ use super::{
     where_, IntoOperand, Operand, Scalar,
 };
 
-/// The state of the default key sequence; `None` until first used or seeded.
-static STATE: Mutex<Option<[u32; 2]>> = Mutex::new(None);
+/// The state of the default key sequence (a key); `None` until first used or seeded.
+static STATE: Mutex<Option<Array>> = Mutex::new(None);
 
 fn key_words(seed: u64) -> [u32; 2] {
     [(seed >> 32) as u32, seed as u32]
@@ -45,25 +44,37 @@ fn key_words(seed: u64) -> [u32; 2] {
 /// Samplers called without a key draw from this sequence, so after `seed(s)` they give the
 /// same numbers as MLX after `mx.random.seed(s)`.
 pub fn seed(seed: u64) {
-    *STATE.lock().unwrap_or_else(|e| e.into_inner()) = Some(key_words(seed));
+    *STATE.lock().unwrap_or_else(|e| e.into_inner()) = Some(key(seed));
 }
 
-/// The next key of the default sequence (seeded from the clock if never seeded).
-fn next_key() -> Array {
+/// The current state of the default key sequence: the key the next draw splits (seeded from
+/// the clock if never seeded). `compile` threads it through compiled functions.
+pub fn state() -> Array {
     let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
-    let current = *state.get_or_insert_with(|| {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        key_words(ms)
-    });
-    // split(current) into two keys, computed here on the host: bits of shape [2, 2].
-    let mut bytes = [0u8; 16];
-    fill_bits(current, &mut bytes);
-    let w: Vec<u32> = bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    *state = Some([w[0], w[1]]);
-    Array::from_vec(vec![w[2], w[3]])
+    state.get_or_insert_with(clock_key).clone()
+}
+
+/// Replaces the state of the default key sequence with `key` (a uint32 array of shape [2]).
+pub fn set_state(key: Array) -> Result<()> {
+    check_key(&key, "set_state")?;
+    *STATE.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
+    Ok(())
+}
+
+fn clock_key() -> Array {
+    let ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    key(ms)
+}
+
+/// The next key of the default sequence: the state is split in two (lazily, like any op);
+/// the first half becomes the new state and the second is returned.
+fn next_key() -> Result<Array> {
+    let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    let current = state.get_or_insert_with(clock_key).clone();
+    let pair = split(&current, 2)?;
+    *state = Some(reshape_usize(&slice_axis(&pair, 0, 0, 1)?, &[2])?);
+    reshape_usize(&slice_axis(&pair, 0, 1, 2)?, &[2])
 }
 
 /// A key from a seed: the uint32 array `[seed >> 32, seed & 0xffffffff]` of shape `[2]`.
@@ -87,7 +98,7 @@ fn key_or_next(key: Option<&Array>, op: &'static str) -> Result<Array> {
             check_key(k, op)?;
             Ok(k.clone())
         }
-        None => Ok(next_key()),
+        None => next_key(),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Function transforms by tracing: `vjp`, `jvp`, `grad`, `value_and_grad`, `vmap`.
+//! Function transforms by tracing: `vjp`, `jvp`, `grad`, `value_and_grad`, `vmap`,
+//! `compile`, `checkpoint`.
 //!
 //! A transform runs the user's function on fresh tracer arrays (identity nodes over the
 //! primals), so the function records a lazy graph rooted at the tracers. Reverse mode walks
@@ -7,11 +8,15 @@
 //! transforms nest (the gradient of a gradient is the vjp of the recorded backward graph).
 //! Arrays already evaluated when the function runs are constants to the trace.
 
+mod compile;
+mod remat;
 mod tree;
 mod vjp_rules;
 mod vmap;
 mod vmap_rules;
 
+pub use compile::{compile, set_compile_enabled, Compiled, StateCell};
+pub use remat::checkpoint;
 pub use tree::{value_and_grad_tree, Tree};
 pub use vmap::{vmap, vmap_call};
 

@@ -51,6 +51,24 @@ pub(crate) fn vjp(op: &Op, inputs: &[Array], out: &Array, g: &Array) -> Result<G
             vec![if x.dtype().is_float() { Some(astype(g, x.dtype())?) } else { None }]
         }
         Op::Copy => vec![Some(g.clone())],
+        Op::Checkpoint(c) => {
+            // Recompute the function from its inputs and differentiate that.
+            let primals = &inputs[..inputs.len() - 1];
+            let cotangents = |outs: &[Array]| -> Result<Vec<Array>> {
+                outs.iter()
+                    .enumerate()
+                    .map(|(j, o)| if j == c.output { Ok(g.clone()) } else { fx::zeros_like(o) })
+                    .collect()
+            };
+            let (_, grads) = super::vjp_with(|xs: &[Array]| (c.f)(xs), primals, cotangents)?;
+            grads.into_iter().map(Some).chain([None]).collect()
+        }
+        Op::Fused(program) => {
+            // The gradient of the unfused program (compile fuses the backward graph in turn).
+            let shape = out.shape().to_vec();
+            let expand = |xs: &[Array]| Ok(program.expand(xs, &shape).pop().into_iter().collect());
+            super::vjp(expand, inputs, std::slice::from_ref(g))?.1.into_iter().map(Some).collect()
+        }
         Op::Broadcast => vec![Some(unbroadcast(g, x.unwrap().shape())?)],
         Op::Transpose(perm) => {
             let mut inv = vec![0; perm.len()];

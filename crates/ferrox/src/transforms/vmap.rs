@@ -94,7 +94,11 @@ where
     let Some(b) = batch else {
         return Err(Error::invalid("vmap", "at least one input must have a batch axis (in_axes all None)"));
     };
-    let outputs = f(&tracers)?;
+    let outputs = {
+        let guarded: Vec<Array> = batched_inputs.iter().flatten().map(|(t, _)| t.clone()).collect();
+        let _guard = crate::eval::TracerGuard::new(&guarded, "vmap");
+        f(&tracers)?
+    };
     let mut values: HashMap<Key, Batched> = HashMap::new();
     for (tracer, x) in batched_inputs.into_iter().flatten() {
         values.insert(key(&tracer), (x.0, Some(x.1)));

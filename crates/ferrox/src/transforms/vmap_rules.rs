@@ -84,7 +84,9 @@ pub(crate) fn batch(op: &Op, args: &[Batched], node: &Array, b: usize) -> Result
             Ok((Array::from_op(shape, dtype, op.clone(), vec![x.0.clone()]), Some(ax)))
         }
         Op::BitCast => raw(op.clone(), vec![front(x, b)?]),
-        Op::Binary(_) | Op::Select => raw(op.clone(), args.iter().map(|a| aligned(a, rank)).collect::<Result<_>>()?),
+        Op::Binary(_) | Op::Select | Op::Fused(_) => {
+            raw(op.clone(), args.iter().map(|a| aligned(a, rank)).collect::<Result<_>>()?)
+        }
         Op::Broadcast => Ok((fx::broadcast_to(&aligned(x, rank)?, &out_shape)?, Some(0))),
         Op::Transpose(perm) => Ok((fx::transpose(&front(x, b)?, &prepend(0, &shifted(perm)))?, Some(0))),
         Op::Reshape => Ok((fx::reshape_usize(&front(x, b)?, &out_shape)?, Some(0))),
@@ -173,6 +175,8 @@ pub(crate) fn batch(op: &Op, args: &[Batched], node: &Array, b: usize) -> Result
             raw(op.clone(), prepend(front(x, b)?, &args[1..].iter().map(|a| a.0.clone()).collect::<Vec<_>>()))
         }
         Op::Attention { .. } => attention(op, args, node, b),
+        // The batched forward result; the recomputation is not batched.
+        Op::Checkpoint(_) => Ok(args.last().expect("the forward result is the last input").clone()),
         Op::Conv(p) => conv(p, args, node, b),
         Op::Arange { .. } | Op::Load(_) => {
             Err(Error::invalid("vmap", format!("{op:?} has no inputs and cannot depend on the batch")))

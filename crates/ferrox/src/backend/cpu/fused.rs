@@ -1,0 +1,168 @@
+//! Fused elementwise programs (made by `compile`), evaluated tile by tile.
+//!
+//! The output is cut into tiles of about [`TILE`] elements that are contiguous in the output.
+//! Each tile runs the whole program with the ordinary elementwise kernels over views of the
+//! inputs, so intermediates stay in cache instead of streaming through memory, and the
+//! results are bit for bit those of the unfused ops. Tiles run in parallel.
+
+use rayon::prelude::*;
+
+use crate::array::{row_major_strides, Array, Data};
+use crate::backend::Backend;
+use crate::dtype::Dtype;
+use crate::error::Result;
+use crate::memory::Buffer;
+use crate::primitives::{FusedGraph, FusedSlot, Op};
+
+use super::CpuBackend;
+
+/// Elements per tile: a few intermediates of this size fit in a core's L2 cache.
+const TILE: usize = 1 << 15;
+
+/// One tile: a run of `len` indices on `axis`, from `start`, at the fixed indices `outer` of
+/// the axes before it; every axis after it whole.
+struct Tile {
+    outer: Vec<usize>,
+    start: usize,
+    len: usize,
+}
+
+/// Cuts `shape` into tiles that are contiguous in row-major order: the tile axis is the
+/// first whose trailing axes hold at most [`TILE`] elements.
+fn plan(shape: &[usize]) -> (usize, Vec<Tile>) {
+    if shape.is_empty() {
+        return (0, vec![Tile { outer: vec![], start: 0, len: 1 }]);
+    }
+    let n = shape.len();
+    let mut axis = n - 1;
+    let mut inner = 1usize;
+    while axis > 0 && inner * shape[axis] <= TILE {
+        inner *= shape[axis];
+        axis -= 1;
+    }
+    let rows = (TILE / inner).max(1);
+    let outer_shape = &shape[..axis];
+    let outer_count: usize = outer_shape.iter().product();
+    let mut tiles = Vec::new();
+    for o in 0..outer_count {
+        let mut outer = vec![0; axis];
+        let mut rem = o;
+        for k in (0..axis).rev() {
+            outer[k] = rem % outer_shape[k];
+            rem /= outer_shape[k];
+        }
+        let mut start = 0;
+        while start < shape[axis] {
+            let len = rows.min(shape[axis] - start);
+            tiles.push(Tile { outer: outer.clone(), start, len });
+            start += len;
+        }
+    }
+    (axis, tiles)
+}
+
+/// The strides of `x` (evaluated) broadcast to `shape` (aligned at the last axis).
+fn broadcast_strides(d: &Data, xs: &[usize], shape: &[usize]) -> Vec<isize> {
+    let pad = shape.len() - xs.len();
+    (0..shape.len()).map(|i| if i < pad || xs[i - pad] == 1 { 0 } else { d.strides[i - pad] }).collect()
+}
+
+/// Evaluates the fused program `g` over `inputs` into an output of `shape` and `dtype`.
+pub fn eval(g: &FusedGraph, inputs: &[Array], shape: &[usize], dtype: Dtype) -> Result<Data> {
+    let size: usize = shape.iter().product();
+    let mut buffer = Buffer::alloc(size * dtype.size())?;
+    if size == 0 {
+        return Ok(Data::contiguous(buffer, shape));
+    }
+    let views: Vec<(Data, Vec<isize>, Dtype)> = inputs
+        .iter()
+        .map(|x| {
+            let d = x.data()?;
+            let s = broadcast_strides(&d, x.shape(), shape);
+            Ok((d, s, x.dtype()))
+        })
+        .collect::<Result<_>>()?;
+    let (axis, tiles) = plan(shape);
+    let inner: usize = shape.get(axis + 1..).map_or(1, |s| s.iter().product());
+    let out_strides = row_major_strides(shape);
+    let last_use = last_uses(g);
+    let out_addr = buffer.as_bytes_mut().as_mut_ptr() as usize;
+    let elem = dtype.size();
+    tiles.par_iter().try_for_each(|t| -> Result<()> {
+        let mut tile_shape = vec![t.len];
+        tile_shape.extend_from_slice(shape.get(axis + 1..).unwrap_or(&[]));
+        if shape.is_empty() {
+            tile_shape.clear();
+        }
+        let tile_inputs: Vec<Array> = views
+            .iter()
+            .map(|(d, s, dt)| {
+                let mut offset = d.offset as isize;
+                for (k, &i) in t.outer.iter().enumerate() {
+                    offset += i as isize * s[k];
+                }
+                if !shape.is_empty() {
+                    offset += t.start as isize * s[axis];
+                }
+                let strides = if shape.is_empty() { vec![] } else { s[axis..].to_vec() };
+                let data = Data { buffer: d.buffer.clone(), offset: offset as usize, strides };
+                Array::from_data(tile_shape.clone(), *dt, data)
+            })
+            .collect();
+        let mut vals: Vec<Option<Array>> = vec![None; g.steps.len()];
+        for (i, (op, slots, step_dtype)) in g.steps.iter().enumerate() {
+            let ins: Vec<Array> = slots
+                .iter()
+                .map(|s| match *s {
+                    FusedSlot::Input(j) => tile_inputs[j].clone(),
+                    FusedSlot::Step(j) => vals[j].clone().expect("steps run in order"),
+                })
+                .collect();
+            let data = CpuBackend.eval(op, &ins, &tile_shape, *step_dtype)?;
+            vals[i] = Some(Array::from_data(tile_shape.clone(), *step_dtype, data));
+            for (j, &last) in last_use.iter().enumerate() {
+                if last == i {
+                    vals[j] = None;
+                }
+            }
+        }
+        let result = vals.pop().flatten().expect("the last step is the result");
+        let d = match result.data()? {
+            d if d.is_row_contiguous(&tile_shape) => d,
+            _ => CpuBackend.eval(&Op::Copy, &[result], &tile_shape, dtype)?,
+        };
+        let mut first = 0usize;
+        for (k, &i) in t.outer.iter().enumerate() {
+            first += i * out_strides[k] as usize;
+        }
+        first += t.start * inner;
+        let count = t.len * inner;
+        // SAFETY: tiles cover disjoint, in-bounds ranges of the output buffer, and the
+        // result holds `count` contiguous elements of the output dtype.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                d.buffer.host_ptr().add(d.offset * elem),
+                (out_addr as *mut u8).add(first * elem),
+                count * elem,
+            );
+        }
+        Ok(())
+    })?;
+    Ok(Data::contiguous(buffer, shape))
+}
+
+/// For each step, the last step that reads it (the final step for the result itself), so
+/// intermediates are freed as soon as they are used up.
+fn last_uses(g: &FusedGraph) -> Vec<usize> {
+    let n = g.steps.len();
+    let mut last: Vec<usize> = (0..n).collect();
+    for (i, (_, slots, _)) in g.steps.iter().enumerate() {
+        for s in slots {
+            if let FusedSlot::Step(j) = *s {
+                last[j] = last[j].max(i);
+            }
+        }
+    }
+    last[n - 1] = usize::MAX;
+    last
+}
