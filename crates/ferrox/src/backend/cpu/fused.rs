@@ -16,8 +16,10 @@ use crate::primitives::{FusedGraph, FusedSlot, Op};
 
 use super::CpuBackend;
 
-/// Elements per tile: a few intermediates of this size fit in a core's L2 cache.
-const TILE: usize = 1 << 15;
+/// Elements per tile: a few intermediates of this size fit in a core's L2 cache, and the
+/// kernels run each tile on one thread (below their parallel threshold) while tiles spread
+/// over the threads.
+const TILE: usize = 1 << 14;
 
 /// One tile: a run of `len` indices on `axis`, from `start`, at the fixed indices `outer` of
 /// the axes before it; every axis after it whole.
