@@ -1,6 +1,7 @@
 //! Reverse-mode gradients against central finite differences in float64, higher order, and
 //! forward mode against reverse mode.
 
+use ferrox::primitives::ScatterMode;
 use ferrox::{self as fx, fast, Array, Dtype, Result};
 
 fn rand(shape: &[usize], seed: u64) -> Array {
@@ -238,4 +239,282 @@ fn trees_and_aux() {
     let flat = g.flatten();
     assert_eq!(flat[1].1.to_vec::<f64>().unwrap(), g2[0].to_vec::<f64>().unwrap());
     assert_eq!(flat[0].1.to_vec::<f64>().unwrap(), g2[1].to_vec::<f64>().unwrap());
+}
+
+/// `sum(sin(y) · r)` for a fixed random `r` of `y`'s shape: a loss whose cotangent differs
+/// at every element.
+fn weighted(y: &Array, seed: u64) -> Result<Array> {
+    fx::sum(&fx::multiply(&fx::sin(y)?, rand(y.shape(), seed))?, None, false)
+}
+
+/// A convolution's geometry for [`conv_case`].
+struct Conv {
+    stride: &'static [usize],
+    lo: &'static [isize],
+    hi: &'static [isize],
+    kernel_dilation: &'static [usize],
+    input_dilation: &'static [usize],
+    groups: usize,
+    flip: bool,
+}
+
+#[test]
+fn convolutions() {
+    // (name, input shape stored with its axes reversed and viewed transposed, weight shape, geometry)
+    let cases: [(&str, &[usize], &[usize], Conv); 7] = [
+        (
+            "1d stride, uneven padding",
+            &[2, 7, 3],
+            &[4, 3, 3],
+            Conv {
+                stride: &[2],
+                lo: &[1],
+                hi: &[2],
+                kernel_dilation: &[1],
+                input_dilation: &[1],
+                groups: 1,
+                flip: false,
+            },
+        ),
+        (
+            "1d groups, kernel dilation",
+            &[1, 9, 4],
+            &[6, 2, 2],
+            Conv {
+                stride: &[1],
+                lo: &[0],
+                hi: &[1],
+                kernel_dilation: &[3],
+                input_dilation: &[1],
+                groups: 2,
+                flip: false,
+            },
+        ),
+        (
+            "1d transposed (input dilation, flip)",
+            &[2, 4, 2],
+            &[3, 3, 2],
+            Conv {
+                stride: &[1],
+                lo: &[1],
+                hi: &[2],
+                kernel_dilation: &[1],
+                input_dilation: &[2],
+                groups: 1,
+                flip: true,
+            },
+        ),
+        (
+            "1d negative padding, stride over input dilation",
+            &[1, 8, 2],
+            &[2, 2, 2],
+            Conv {
+                stride: &[3],
+                lo: &[-2],
+                hi: &[-1],
+                kernel_dilation: &[2],
+                input_dilation: &[2],
+                groups: 1,
+                flip: false,
+            },
+        ),
+        (
+            "2d",
+            &[2, 5, 6, 3],
+            &[4, 3, 2, 3],
+            Conv {
+                stride: &[2, 1],
+                lo: &[1, 0],
+                hi: &[0, 2],
+                kernel_dilation: &[1, 2],
+                input_dilation: &[1, 1],
+                groups: 1,
+                flip: false,
+            },
+        ),
+        (
+            "2d groups, input dilation, flip",
+            &[1, 4, 5, 6],
+            &[3, 2, 3, 2],
+            Conv {
+                stride: &[1, 2],
+                lo: &[0, 1],
+                hi: &[1, 0],
+                kernel_dilation: &[2, 1],
+                input_dilation: &[2, 1],
+                groups: 3,
+                flip: true,
+            },
+        ),
+        (
+            "3d groups",
+            &[1, 4, 3, 5, 2],
+            &[2, 2, 2, 3, 1],
+            Conv {
+                stride: &[1, 2, 1],
+                lo: &[1],
+                hi: &[1],
+                kernel_dilation: &[1, 1, 2],
+                input_dilation: &[1],
+                groups: 2,
+                flip: false,
+            },
+        ),
+    ];
+    for (i, (name, xs, ws, c)) in cases.iter().enumerate() {
+        let stored: Vec<usize> = xs.iter().rev().copied().collect();
+        let perm: Vec<usize> = (0..xs.len()).rev().collect();
+        let f = |a: &[Array]| -> Result<Array> {
+            let x = fx::transpose(&a[0], &perm)?;
+            let y = fx::conv_general(
+                &x,
+                &a[1],
+                c.stride,
+                c.lo,
+                c.hi,
+                c.kernel_dilation,
+                c.input_dilation,
+                c.groups,
+                c.flip,
+            )?;
+            weighted(&y, 100 + i as u64)
+        };
+        check(name, &f, &[rand(&stored, 40 + i as u64), rand(ws, 60 + i as u64)]);
+    }
+    // The fixed-rank functions, a weight shared across output channels by broadcasting, and a
+    // second-order gradient through the backward convolutions.
+    let f = |a: &[Array]| -> Result<Array> {
+        let w = fx::broadcast_to(&a[1], &[4, 3, 3, 2])?;
+        let y = fx::conv2d(&a[0], &w, (1, 2), (1, 1), (1, 1), 1)?;
+        let t = fx::conv_transpose2d(&fx::tanh(&y)?, &a[2], (2, 1), (1, 0), (1, 2), (1, 0), 2)?;
+        let z = fx::conv3d(&fx::reshape(&a[0], &[1, 2, 5, 4, 2])?, &a[3], (1, 1, 2), (0, 1, 0), (1, 2, 1), 1)?;
+        fx::add(&weighted(&t, 120)?, &weighted(&z, 121)?)
+    };
+    check(
+        "conv2d / conv_transpose2d / conv3d",
+        &f,
+        &[rand(&[2, 5, 4, 2], 70), rand(&[1, 3, 3, 2], 71), rand(&[4, 2, 2, 2], 72), rand(&[3, 2, 2, 1, 2], 73)],
+    );
+    let g = |a: &[Array]| -> Result<Array> {
+        let inner = |b: &[Array]| weighted(&fx::conv1d(&b[0], &b[1], 2, 1, 2, 1)?, 122);
+        let gs = fx::grad(inner, a, &[0, 1])?;
+        fx::add(&fx::sum(&fx::square(&gs[0])?, None, false)?, &fx::sum(&fx::square(&gs[1])?, None, false)?)
+    };
+    check("conv1d second order", &g, &[rand(&[2, 7, 2], 74), rand(&[3, 2, 2], 75)]);
+}
+
+#[test]
+fn cumulative_products_and_extremes() {
+    for (axis, reverse, inclusive) in [(0, false, true), (1, true, true), (1, false, false), (0, true, false)] {
+        let f = |a: &[Array]| -> Result<Array> {
+            let x = a[0].t(); // [4, 5] viewed from [5, 4]
+            let p = fx::cumprod(&x, Some(axis), reverse, inclusive)?;
+            let hi = fx::cummax(&x, Some(axis), reverse, inclusive)?;
+            let lo = fx::cummin(&x, Some(axis), reverse, inclusive)?;
+            // The identities of exclusive max/min scans are infinite: keep them out of the loss.
+            let finite = |y: &Array| fx::where_(&fx::isfinite(y)?, y, 0.0);
+            fx::add(&fx::add(&weighted(&p, 130)?, &weighted(&finite(&hi)?, 131)?)?, &weighted(&finite(&lo)?, 132)?)
+        };
+        let name = format!("scans axis {axis} reverse {reverse} inclusive {inclusive}");
+        check(&name, &f, &[rand(&[5, 4], 80)]);
+        // Zeros: cumprod is multilinear, so central differences stay exact around them.
+        // Stored [5, 4], so each line of the [4, 5] view holds one, two or no zeros.
+        let keep: Vec<f64> = (0..20).map(|i| if [1, 6, 9, 13, 14, 19].contains(&i) { 0.0 } else { 1.0 }).collect();
+        let with_zeros = fx::multiply(rand(&[5, 4], 81), Array::from_slice(&keep, &[5, 4]).unwrap()).unwrap();
+        let g = |a: &[Array]| weighted(&fx::cumprod(&a[0].t(), Some(axis), reverse, inclusive)?, 133);
+        check(&format!("cumprod with zeros, {name}"), &g, &[with_zeros]);
+    }
+    // The flattened scan of a broadcast input.
+    let f = |a: &[Array]| weighted(&fx::cumprod(&fx::broadcast_to(&a[0], &[3, 4])?, None, false, true)?, 134);
+    check("cumprod flattened broadcast", &f, &[fx::add(rand(&[4], 83), 1.0).unwrap()]);
+}
+
+#[test]
+fn scans_match_mlx_at_zeros_and_ties() {
+    // Gradients of sum(scan(x) · [1, 2, ...]) as mlx 0.32 computes them: ties of a running
+    // extreme send the cotangent to the latest element in scan order; after a zero, cumprod
+    // passes gradient only to the first zero.
+    let grad_of = |x: &[f64], scan: &dyn Fn(&Array) -> Result<Array>| -> Vec<f64> {
+        let n = x.len();
+        let f = |a: &[Array]| -> Result<Array> {
+            let w = fx::arange(1.0, n as f64 + 1.0, 1.0, Dtype::F64)?;
+            let y = scan(&a[0])?;
+            fx::sum(&fx::multiply(&fx::where_(&fx::isfinite(&y)?, &y, 0.0)?, &w)?, None, false)
+        };
+        fx::grad(f, &[Array::from_slice(x, &[n]).unwrap()], &[0]).unwrap()[0].to_vec().unwrap()
+    };
+    let ties = [1.0, 3.0, 3.0, 2.0, 5.0, 5.0, 0.0];
+    let zeros = [2.0, 0.0, 3.0, 0.0, 4.0];
+    // (scan, input, reverse, inclusive, gradient)
+    type Scan = fn(&Array, Option<isize>, bool, bool) -> Result<Array>;
+    type ScanCase<'a> = (Scan, &'a [f64], bool, bool, &'a [f64]);
+    let cases: [ScanCase; 12] = [
+        (fx::cummax, &ties, false, true, &[1.0, 2.0, 7.0, 0.0, 5.0, 13.0, 0.0]),
+        (fx::cummax, &ties, true, true, &[0.0, 0.0, 0.0, 0.0, 15.0, 6.0, 7.0]),
+        (fx::cummax, &ties, false, false, &[2.0, 3.0, 9.0, 0.0, 6.0, 7.0, 0.0]),
+        (fx::cummax, &ties, true, false, &[0.0, 0.0, 0.0, 0.0, 10.0, 5.0, 6.0]),
+        (fx::cummin, &ties, false, true, &[21.0, 0.0, 0.0, 0.0, 0.0, 0.0, 7.0]),
+        (fx::cummin, &ties, true, true, &[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 28.0]),
+        (fx::cummin, &ties, false, false, &[27.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
+        (fx::cummin, &ties, true, false, &[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 21.0]),
+        (fx::cumprod, &zeros, false, true, &[1.0, 22.0, 0.0, 0.0, 0.0]),
+        (fx::cumprod, &zeros, true, true, &[0.0, 0.0, 0.0, 52.0, 5.0]),
+        (fx::cumprod, &zeros, false, false, &[2.0, 30.0, 0.0, 0.0, 0.0]),
+        (fx::cumprod, &zeros, true, false, &[0.0, 0.0, 0.0, 36.0, 4.0]),
+    ];
+    for (i, (scan, x, reverse, inclusive, want)) in cases.iter().enumerate() {
+        let got = grad_of(x, &|a| scan(a, Some(0), *reverse, *inclusive));
+        assert_eq!(got, *want, "case {i}: reverse {reverse}, inclusive {inclusive}");
+    }
+}
+
+#[test]
+fn as_strided_views() {
+    let f = |a: &[Array]| -> Result<Array> {
+        let x = a[0].t(); // [3, 4] viewed from [4, 3]
+                          // Overlapping sliding windows, a reversed diagonal walk and a repeated element.
+        let windows = fx::as_strided(&x, &[3, 4], &[2, 1], 1)?;
+        let back = fx::as_strided(&x, &[3], &[-5], 10)?;
+        let again = fx::as_strided(&x, &[2, 3], &[0, 4], 2)?;
+        fx::add(&fx::add(&weighted(&windows, 140)?, &weighted(&back, 141)?)?, &weighted(&again, 142)?)
+    };
+    check("as_strided", &f, &[rand(&[4, 3], 90)]);
+    let d = |a: &[Array]| weighted(&fx::diagonal(&fx::broadcast_to(&a[0], &[2, 3, 3])?, 1, 1, 2)?, 143);
+    check("diagonal of a broadcast", &d, &[rand(&[3, 1], 91)]);
+}
+
+#[test]
+fn scatter_modes() {
+    let idx = Array::from_slice(&[2i32, 0, 2, 3], &[4]).unwrap();
+    let along = Array::from_slice(&[1u32, 3, 1, 0, 0, 2], &[2, 3]).unwrap();
+    for mode in ["prod", "max", "min"] {
+        let f = |a: &[Array]| -> Result<Array> {
+            let x = a[0].t(); // [5, 3] viewed from [3, 5]
+            let upd = fx::reshape(&a[1], &[4, 1, 3])?;
+            let s = match mode {
+                "prod" => fx::scatter_prod(&x, std::slice::from_ref(&idx), &upd, &[0])?,
+                "max" => fx::scatter_max(&x, std::slice::from_ref(&idx), &upd, &[0])?,
+                _ => fx::scatter_min(&x, std::slice::from_ref(&idx), &upd, &[0])?,
+            };
+            let m = match mode {
+                "prod" => ScatterMode::Prod,
+                "max" => ScatterMode::Max,
+                _ => ScatterMode::Min,
+            };
+            // Values broadcast along the rows; the second row of indices repeats one.
+            let vals = fx::slice(&a[1], &[0, 0], &[1, 3], &[1, 1])?;
+            let rows = fx::slice(&a[0], &[0, 0], &[2, 5], &[1, 1])?;
+            let pa = fx::scatter_along_axis(&rows, &along, &vals, Some(1), m)?;
+            fx::add(&weighted(&s, 150)?, &weighted(&pa, 151)?)
+        };
+        check(&format!("scatter {mode}"), &f, &[rand(&[3, 5], 92), rand(&[4, 3], 93)]);
+    }
+    // Zeros among the factors of a product.
+    let f = |a: &[Array]| -> Result<Array> {
+        let upd = fx::reshape(&a[1], &[4, 1, 3])?;
+        weighted(&fx::scatter_prod(&a[0], std::slice::from_ref(&idx), &upd, &[0])?, 152)
+    };
+    let x = Array::from_slice(&[0.5, 0.0, -1.5, 2.0, 1.0, 0.0, 0.7, -0.3, 1.2, 0.0, 0.9, 1.1, 2.0, 0.4, -0.8], &[5, 3]);
+    let u = Array::from_slice(&[0.0, 1.5, 0.3, 0.0, 1.0, 0.6, 1.3, -0.7, 0.0, 0.8, 0.0, 0.0], &[4, 3]);
+    check("scatter prod with zeros", &f, &[x.unwrap(), u.unwrap()]);
 }

@@ -2,9 +2,10 @@
 //! differentiable.
 
 use crate::array::Array;
+use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::ops::{self as fx, astype};
-use crate::primitives::{AttentionMask, BinaryOp, Op, ReduceOp, ScanOp, ScatterMode, SortKind, UnaryOp};
+use crate::primitives::{AttentionMask, BinaryOp, ConvParams, Op, ReduceOp, ScanOp, ScatterMode, SortKind, UnaryOp};
 
 type Grads = Vec<Option<Array>>;
 
@@ -111,6 +112,14 @@ pub(crate) fn vjp(op: &Op, inputs: &[Array], out: &Array, g: &Array) -> Result<G
         Op::Scan { op: ScanOp::Sum, axis, reverse, inclusive } => {
             vec![Some(fx::cumsum(g, Some(*axis as isize), !reverse, *inclusive)?)]
         }
+        Op::Scan { .. } if !x.unwrap().dtype().is_float() => vec![None],
+        Op::Scan { op: ScanOp::Prod, axis, reverse, inclusive } => {
+            vec![Some(cumprod(x.unwrap(), out, g, *axis, *reverse, *inclusive)?)]
+        }
+        Op::Scan { op: op @ (ScanOp::Max | ScanOp::Min), axis, reverse, inclusive } => {
+            vec![Some(cum_extreme(*op, x.unwrap(), out, g, *axis, *reverse, *inclusive)?)]
+        }
+        Op::AsStrided { strides, offset } => vec![Some(as_strided(x.unwrap(), out, g, strides, *offset)?)],
         Op::Matmul { alpha, beta } => {
             let (a, b) = (&inputs[0], &inputs[1]);
             let ga = fx::multiply(&fx::matmul(g, &fx::swapaxes(b, -1, -2)?)?, *alpha)?;
@@ -181,32 +190,237 @@ pub(crate) fn vjp(op: &Op, inputs: &[Array], out: &Array, g: &Array) -> Result<G
             let (a, upd) = (&inputs[0], &inputs[1]);
             let idx = &inputs[2..];
             let ax: Vec<isize> = axes.iter().map(|&v| v as isize).collect();
-            let g_a = match mode {
-                ScatterMode::Assign => fx::scatter(g, idx, &fx::zeros_like(upd)?, &ax)?,
-                ScatterMode::Add => g.clone(),
-                _ => return Err(not_differentiable(op)),
+            let sizes = &upd.shape()[upd.ndim() - a.ndim()..];
+            let pick = |t: &Array| fx::reshape_usize(&fx::gather(t, idx, &ax, sizes)?, upd.shape());
+            let combine = |base: &Array, u: &Array, m: ScatterMode| {
+                let mut ins = vec![base.clone(), u.clone()];
+                ins.extend(idx.iter().cloned());
+                Ok(Array::from_op(
+                    base.shape().to_vec(),
+                    base.dtype(),
+                    Op::Scatter { axes: axes.clone(), mode: m },
+                    ins,
+                ))
             };
-            let idx_nd = upd.ndim() - a.ndim();
-            let sizes = &upd.shape()[idx_nd..];
-            let g_u = fx::gather(g, idx, &ax, sizes)?;
-            let mut v = vec![Some(g_a), Some(fx::reshape_usize(&g_u, upd.shape())?)];
+            let (g_a, g_u) = scatter_like(*mode, a, upd, out, g, &pick, &combine)?;
+            let mut v = vec![Some(g_a), Some(g_u)];
             v.extend(std::iter::repeat_n(None, idx.len()));
             v
         }
         Op::PutAlongAxis { axis, mode } => {
-            let (idx, vals) = (&inputs[1], &inputs[2]);
+            let (a, idx, vals) = (&inputs[0], &inputs[1], &inputs[2]);
             let ax = Some(*axis as isize);
-            let g_a = match mode {
-                ScatterMode::Assign => fx::put_along_axis(g, idx, &fx::zeros_like(vals)?, ax)?,
-                ScatterMode::Add => g.clone(),
-                _ => return Err(not_differentiable(op)),
-            };
-            let g_v = unbroadcast(&fx::take_along_axis(g, idx, ax)?, vals.shape())?;
-            vec![Some(g_a), None, Some(g_v)]
+            let pick = |t: &Array| fx::take_along_axis(t, idx, ax);
+            let combine = |base: &Array, u: &Array, m: ScatterMode| fx::scatter_along_axis(base, idx, u, ax, m);
+            let (g_a, g_v) = scatter_like(*mode, a, vals, out, g, &pick, &combine)?;
+            vec![Some(g_a), None, Some(unbroadcast(&g_v, vals.shape())?)]
         }
+        Op::Conv(p) => conv(p, &inputs[0], &inputs[1], g)?,
         Op::Attention { scale, mask } => attention(inputs, g, *scale, *mask)?,
-        _ => return Err(not_differentiable(op)),
+        Op::BitCast => return Err(not_differentiable(op)),
     })
+}
+
+/// Cumulative product. Where no zero came before, an element's gradient is the reverse
+/// cumulative sum of `g · out` over the products it is in, divided by the element. The first
+/// zero of a line gets the reverse cumulative sum of `g` times the products with that zero
+/// replaced by one; every later element only enters products that hold that zero: none.
+fn cumprod(x: &Array, out: &Array, g: &Array, axis: usize, reverse: bool, inclusive: bool) -> Result<Array> {
+    let ax = Some(axis as isize);
+    let other = fx::cumprod(x, ax, reverse, !inclusive)?;
+    let (upto, before) = if inclusive { (out.clone(), other) } else { (other, out.clone()) };
+    let upto_zero = fx::equal(&upto, 0.0)?;
+    let first_zero = fx::logical_and(&upto_zero, &fx::not_equal(&before, 0.0)?)?;
+    let back = |y: &Array| fx::cumsum(&fx::multiply(y, g)?, ax, !reverse, inclusive);
+    let no_zero_yet = fx::divide(&back(out)?, &fx::where_(&upto_zero, 1.0, x)?)?;
+    let at_zero = back(&fx::cumprod(&fx::where_(&first_zero, 1.0, x)?, ax, reverse, inclusive)?)?;
+    fx::where_(&first_zero, &at_zero, &fx::where_(&upto_zero, 0.0, &no_zero_yet)?)
+}
+
+/// Cumulative maximum / minimum: each output's cotangent goes to the element that set the
+/// running extreme it reports — the latest one in scan order that equals the inclusive
+/// running extreme at its own position (so ties go to the latest, as in MLX). An exclusive
+/// scan's first output (the identity) has no such element and passes nothing back.
+fn cum_extreme(
+    op: ScanOp,
+    x: &Array,
+    out: &Array,
+    g: &Array,
+    axis: usize,
+    reverse: bool,
+    inclusive: bool,
+) -> Result<Array> {
+    let ax = axis as isize;
+    let n = x.shape()[axis];
+    let running = if inclusive {
+        out.clone()
+    } else if op == ScanOp::Max {
+        fx::cummax(x, Some(ax), reverse, true)?
+    } else {
+        fx::cummin(x, Some(ax), reverse, true)?
+    };
+    let it = index_dtype(n);
+    let mut along = vec![1; x.ndim()];
+    along[axis] = n;
+    let pos = fx::reshape_usize(&fx::arange(0.0, n as f64, 1.0, it)?, &along)?;
+    // Positions that set the running extreme; the others are marked past the scan's start so a
+    // running max (forward) or min (reverse) of the marks finds the latest setter.
+    let sets = fx::equal(x, &running)?;
+    let source = if reverse {
+        fx::cummin(&fx::where_(&sets, &pos, n as i64)?, Some(ax), true, inclusive)?
+    } else {
+        fx::cummax(&fx::where_(&sets, &pos, -1i64)?, Some(ax), false, inclusive)?
+    };
+    let valid = fx::logical_and(&fx::greater_equal(&source, 0i64)?, &fx::less(&source, n as i64)?)?;
+    let source = fx::where_(&valid, &source, 0i64)?;
+    let g = fx::where_(&valid, g, 0.0)?;
+    fx::scatter_along_axis(&fx::zeros_like(x)?, &source, &g, Some(ax), ScatterMode::Add)
+}
+
+/// The smallest signed integer type that holds positions `0..=n`.
+fn index_dtype(n: usize) -> Dtype {
+    if n < i32::MAX as usize {
+        Dtype::I32
+    } else {
+        Dtype::I64
+    }
+}
+
+/// A strided view: each output element reads one input element (possibly several times), so
+/// the cotangent is scattered, adding, back to the flat input position it read — found by
+/// taking the same view of the positions `0..size`.
+fn as_strided(x: &Array, out: &Array, g: &Array, strides: &[isize], offset: usize) -> Result<Array> {
+    let positions = fx::arange(0.0, x.size() as f64, 1.0, index_dtype(x.size()))?;
+    let read = fx::reshape_usize(&fx::as_strided(&positions, out.shape(), strides, offset)?, &[out.size()])?;
+    let flat_g = fx::reshape_usize(g, &[out.size(), 1])?;
+    let gx = fx::scatter_add(&fx::zeros(&[x.size()], x.dtype())?, &[read], &flat_g, &[0])?;
+    fx::reshape_usize(&gx, x.shape())
+}
+
+/// The cotangents of a scatter-like op (`Scatter`, `PutAlongAxis`) of `upd` into `a`, given
+/// `pick` (the values of an array shaped like `a` at each update's position, shaped like the
+/// updates) and `combine` (a copy of a base shaped like `a` with updates combined in by a mode).
+///
+/// Assign: the overwritten positions pass nothing to `a`. Prod: each factor gets the product
+/// of the other factors at its position, counting zeros so none is divided by. Max / Min: the
+/// factors equal to the result share its cotangent evenly (as the Max / Min reductions do).
+fn scatter_like(
+    mode: ScatterMode,
+    a: &Array,
+    upd: &Array,
+    out: &Array,
+    g: &Array,
+    pick: &dyn Fn(&Array) -> Result<Array>,
+    combine: &dyn Fn(&Array, &Array, ScatterMode) -> Result<Array>,
+) -> Result<(Array, Array)> {
+    let spread = |u: &Array| combine(&fx::zeros_like(a)?, u, ScatterMode::Add);
+    Ok(match mode {
+        ScatterMode::Assign => (combine(g, &fx::zeros_like(upd)?, ScatterMode::Assign)?, pick(g)?),
+        ScatterMode::Add => (g.clone(), pick(g)?),
+        ScatterMode::Prod => {
+            let g_a = fx::multiply(g, &combine(&fx::ones_like(a)?, upd, ScatterMode::Prod)?)?;
+            let (a_zero, u_zero) = (fx::equal(a, 0.0)?, fx::equal(upd, 0.0)?);
+            let zeros = fx::add(&astype(&a_zero, a.dtype())?, &spread(&astype(&u_zero, a.dtype())?)?)?;
+            let nonzero_prod =
+                combine(&fx::where_(&a_zero, 1.0, a)?, &fx::where_(&u_zero, 1.0, upd)?, ScatterMode::Prod)?;
+            let (zeros, nonzero_prod) = (pick(&zeros)?, pick(&nonzero_prod)?);
+            // A zero factor sees the others' product if it is the only zero; a non-zero one,
+            // the non-zero product over itself if there is no zero.
+            let if_zero = fx::where_(&fx::equal(&zeros, 1.0)?, &nonzero_prod, 0.0)?;
+            let others = fx::divide(&nonzero_prod, &fx::where_(&u_zero, 1.0, upd)?)?;
+            let if_nonzero = fx::where_(&fx::equal(&zeros, 0.0)?, &others, 0.0)?;
+            (g_a, fx::multiply(&pick(g)?, &fx::where_(&u_zero, &if_zero, &if_nonzero)?)?)
+        }
+        ScatterMode::Max | ScatterMode::Min => {
+            let mask_a = astype(&fx::equal(a, out)?, g.dtype())?;
+            let mask_u = astype(&fx::equal(upd, &pick(out)?)?, g.dtype())?;
+            let count = fx::maximum(&fx::add(&mask_a, &spread(&mask_u)?)?, 1.0)?;
+            let share = fx::divide(g, &count)?;
+            (fx::multiply(&share, &mask_a)?, fx::multiply(&pick(&share)?, &mask_u)?)
+        }
+    })
+}
+
+/// Size of an axis of `n` elements spread `d` apart.
+fn dilated(n: usize, d: usize) -> isize {
+    if n == 0 {
+        0
+    } else {
+        ((n - 1) * d + 1) as isize
+    }
+}
+
+/// Convolution's cotangents, both convolutions again (so any rank, and lazy).
+///
+/// Per spatial axis, with stride s, kernel dilation kd, input dilation id, padding lo and
+/// K taps: output o reads padded position `o·s + k·kd`, where input element i sits at
+/// `lo + i·id`. So the input's cotangent correlates the cotangent, dilated by s, with the
+/// kernel (channels transposed within each group, flipped the other way), stepping id over
+/// the positions of the input elements; and the kernel's cotangent correlates the input,
+/// with the channels as the batch and the batch as the channels, with the cotangent as the
+/// kernel, dilated by s, stepping kd over the taps.
+fn conv(p: &ConvParams, x: &Array, w: &Array, g: &Array) -> Result<Grads> {
+    let nsp = x.ndim() - 2;
+    let (xs, ws, gs) = (x.shape(), w.shape(), g.shape());
+    let groups = p.groups;
+    let (cin, cout, cg) = (xs[nsp + 1], ws[0], ws[nsp + 1]);
+    let cog = cout / groups;
+    let spatial = 1..=nsp;
+
+    let (mut lo, mut hi, mut w_hi) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..nsp {
+        let (n, k, m) = (xs[i + 1], ws[i + 1], gs[i + 1]);
+        let (s, kd, id, plo) = (p.stride[i], p.kernel_dilation[i], p.input_dilation[i], p.padding_lo[i] as isize);
+        let l = dilated(k, kd) - 1 - plo;
+        lo.push(l);
+        hi.push((n as isize - 1) * id as isize + dilated(k, kd) - dilated(m, s) - l);
+        w_hi.push((k as isize - 1) * kd as isize + dilated(m, s) - dilated(n, id) - plo);
+    }
+
+    // [Cout, k..., Cg] → [G, Cog, k..., Cg] → [G, Cg, k..., Cog] → [Cin, k..., Cog].
+    let mut split = vec![groups, cog];
+    split.extend_from_slice(&ws[spatial.clone()]);
+    split.push(cg);
+    let mut perm = vec![0, nsp + 2];
+    perm.extend(2..nsp + 2);
+    perm.push(1);
+    let mut wt_shape = vec![cin];
+    wt_shape.extend_from_slice(&ws[spatial.clone()]);
+    wt_shape.push(cog);
+    let wt = fx::reshape_usize(&fx::transpose(&fx::reshape_usize(w, &split)?, &perm)?, &wt_shape)?;
+    let gx = fx::conv_general(g, &wt, &p.input_dilation, &lo, &hi, &p.kernel_dilation, &p.stride, groups, !p.flip)?;
+
+    // x [N, sp..., Cin] → [N, sp..., G, Cg] → [Cg, sp..., G, N] → [Cg, sp..., G·N].
+    let mut split = xs[..=nsp].to_vec();
+    split.extend([groups, cg]);
+    let mut perm = vec![nsp + 2];
+    perm.extend(spatial.clone());
+    perm.extend([nsp + 1, 0]);
+    let mut xt_shape = vec![cg];
+    xt_shape.extend_from_slice(&xs[spatial.clone()]);
+    xt_shape.push(groups * xs[0]);
+    let xt = fx::reshape_usize(&fx::transpose(&fx::reshape_usize(x, &split)?, &perm)?, &xt_shape)?;
+    // g [N, out..., Cout] → [Cout, out..., N].
+    let mut perm = vec![nsp + 1];
+    perm.extend(spatial.clone());
+    perm.push(0);
+    let gt = fx::transpose(g, &perm)?;
+    let plo: Vec<isize> = p.padding_lo.iter().map(|&v| v as isize).collect();
+    let gw = fx::conv_general(&xt, &gt, &p.kernel_dilation, &plo, &w_hi, &p.stride, &p.input_dilation, groups, false)?;
+    // [Cg, k..., Cout] → [Cout, k..., Cg], taps reversed for a flipped kernel.
+    let mut perm = vec![nsp + 1];
+    perm.extend(spatial);
+    perm.push(0);
+    let mut gw = fx::transpose(&gw, &perm)?;
+    if p.flip {
+        let nd = gw.ndim();
+        let (mut start, mut stop, mut step) = (vec![0; nd], vec![isize::MAX; nd], vec![1; nd]);
+        for i in 1..=nsp {
+            (start[i], stop[i], step[i]) = (isize::MAX, isize::MIN, -1);
+        }
+        gw = fx::slice(&gw, &start, &stop, &step)?;
+    }
+    Ok(vec![Some(gx), Some(gw)])
 }
 
 /// Attention's backward pass, recomputing the probabilities: with S = q kᵀ·scale + mask and
