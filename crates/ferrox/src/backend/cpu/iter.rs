@@ -5,6 +5,8 @@ use rayon::prelude::*;
 use crate::array::{row_major_strides, Data};
 use crate::shape::broadcast_strides;
 
+use super::simd::{dispatch, Isa};
+
 /// Below this many elements a kernel runs on the calling thread.
 pub const PAR_THRESHOLD: usize = 1 << 15;
 /// Elements per parallel task for contiguous loops.
@@ -147,24 +149,32 @@ pub fn map_rows<const N: usize, O: Send + Sync>(
 }
 
 /// Applies `f` elementwise to one strided input of `shape` into the row-major `out`.
+///
+/// Contiguous runs go through [`dispatch`], so `f` is compiled for the CPU's vector
+/// instruction set (it receives the [`Isa`]; see there).
 pub fn map1<A: Copy, O: Send + Sync>(
     a: Ptr<A>,
     sa: Vec<isize>,
     shape: &[usize],
     out: &mut [O],
-    f: impl Fn(A) -> O + Sync + Send,
+    f: impl Fn(A, Isa) -> O + Sync + Send,
 ) {
     map_rows::<1, O>(shape, &[sa], out, |[oa], [ia], chunk| {
         // SAFETY: offsets come from the input's own view.
         unsafe {
             if ia == 1 {
                 let src = std::slice::from_raw_parts(a.get().offset(oa), chunk.len());
-                for (o, &x) in chunk.iter_mut().zip(src) {
-                    *o = f(x);
-                }
+                dispatch(
+                    #[inline(always)]
+                    |isa| {
+                        for (o, &x) in chunk.iter_mut().zip(src) {
+                            *o = f(x, isa);
+                        }
+                    },
+                );
             } else {
                 for (j, o) in chunk.iter_mut().enumerate() {
-                    *o = f(a.at(oa + j as isize * ia));
+                    *o = f(a.at(oa + j as isize * ia), Isa::Baseline);
                 }
             }
         }
@@ -172,6 +182,9 @@ pub fn map1<A: Copy, O: Send + Sync>(
 }
 
 /// Applies `f` elementwise to two strided inputs broadcast to `shape` into the row-major `out`.
+///
+/// Contiguous runs (either input possibly a broadcast scalar) go through [`dispatch`], as in
+/// [`map1`].
 #[allow(clippy::too_many_arguments)]
 pub fn map2<A: Copy, B: Copy, O: Send + Sync>(
     a: Ptr<A>,
@@ -180,7 +193,7 @@ pub fn map2<A: Copy, B: Copy, O: Send + Sync>(
     sb: Vec<isize>,
     shape: &[usize],
     out: &mut [O],
-    f: impl Fn(A, B) -> O + Sync + Send,
+    f: impl Fn(A, B, Isa) -> O + Sync + Send,
 ) {
     map_rows::<2, O>(shape, &[sa, sb], out, |[oa, ob], [ia, ib], chunk| {
         let len = chunk.len();
@@ -190,28 +203,43 @@ pub fn map2<A: Copy, B: Copy, O: Send + Sync>(
                 (1, 1) => {
                     let x = std::slice::from_raw_parts(a.get().offset(oa), len);
                     let y = std::slice::from_raw_parts(b.get().offset(ob), len);
-                    for ((o, &x), &y) in chunk.iter_mut().zip(x).zip(y) {
-                        *o = f(x, y);
-                    }
+                    dispatch(
+                        #[inline(always)]
+                        |isa| {
+                            for ((o, &x), &y) in chunk.iter_mut().zip(x).zip(y) {
+                                *o = f(x, y, isa);
+                            }
+                        },
+                    );
                 }
                 (1, 0) => {
                     let x = std::slice::from_raw_parts(a.get().offset(oa), len);
                     let y = b.at(ob);
-                    for (o, &x) in chunk.iter_mut().zip(x) {
-                        *o = f(x, y);
-                    }
+                    dispatch(
+                        #[inline(always)]
+                        |isa| {
+                            for (o, &x) in chunk.iter_mut().zip(x) {
+                                *o = f(x, y, isa);
+                            }
+                        },
+                    );
                 }
                 (0, 1) => {
                     let x = a.at(oa);
                     let y = std::slice::from_raw_parts(b.get().offset(ob), len);
-                    for (o, &y) in chunk.iter_mut().zip(y) {
-                        *o = f(x, y);
-                    }
+                    dispatch(
+                        #[inline(always)]
+                        |isa| {
+                            for (o, &y) in chunk.iter_mut().zip(y) {
+                                *o = f(x, y, isa);
+                            }
+                        },
+                    );
                 }
                 _ => {
                     for (j, o) in chunk.iter_mut().enumerate() {
                         let j = j as isize;
-                        *o = f(a.at(oa + j * ia), b.at(ob + j * ib));
+                        *o = f(a.at(oa + j * ia), b.at(ob + j * ib), Isa::Baseline);
                     }
                 }
             }

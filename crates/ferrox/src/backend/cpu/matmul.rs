@@ -210,7 +210,7 @@ fn half_matmul<T: Element<Acc = f32>>(inputs: &[Array], alpha: f64, beta: f64, s
         let dc = c.data()?;
         let (pc, sc) = operand::<T>(&dc, c.shape(), shape);
         let mut v = vec![0f32; shape.iter().product()];
-        map1(pc, sc, shape, &mut v, |x: T| x.to_acc());
+        map1(pc, sc, shape, &mut v, #[inline(always)] |x: T, _| x.to_acc());
         Some(v)
     } else {
         None

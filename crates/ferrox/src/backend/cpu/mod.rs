@@ -6,9 +6,11 @@ mod copy;
 mod fast;
 mod index;
 mod iter;
+mod math;
 mod matmul;
 pub(crate) mod random;
 mod reduce;
+mod simd;
 mod sort;
 mod unary;
 
