@@ -4,7 +4,8 @@
 //! inside a function compiled with AVX-512 or AVX2+FMA when the CPU has them. For the loop to
 //! be compiled with those features, its code must be inlined there: the closure given to
 //! `dispatch` is written `#[inline(always)] |isa| ...` (the attribute is allowed on a closure
-//! in argument position) and the functions it calls are `#[inline(always)]`. The closure receives the
+//! in argument position), the functions it calls are `#[inline(always)]`, and a closure bound
+//! with `let` that holds a loop goes through [`inline_always`]. The closure receives the
 //! [`Isa`] it runs under, a constant once inlined, so that code can use fused multiply-add.
 //!
 //! Kernels write their inner loop once, as a generic closure over plain slices, and wrap it in
@@ -54,6 +55,14 @@ impl Isa {
 #[inline]
 unsafe fn fma_x86(a: f32, b: f32, c: f32) -> f32 {
     a.mul_add(b, c)
+}
+
+/// Returns `f` unchanged: lets a closure bound with `let` carry `#[inline(always)]`, which Rust
+/// accepts on closures in argument position only. Use it for closures that hold loops and run
+/// inside [`dispatch`], so that they are compiled with the dispatched instruction set.
+#[inline(always)]
+pub fn inline_always<F>(f: F) -> F {
+    f
 }
 
 /// The best [`Isa`] of this CPU (detected once; `is_x86_feature_detected!` caches).
