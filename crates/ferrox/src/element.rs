@@ -621,7 +621,60 @@ macro_rules! half_element {
     };
 }
 half_element!(f16, Dtype::F16);
-half_element!(bf16, Dtype::Bf16);
+
+/// bfloat16 to f32 (exact), branch-free so that loops over it vectorize; a NaN comes back as a
+/// quiet NaN with its payload, bit for bit as `half::bf16::to_f32`.
+#[inline(always)]
+pub fn bf16_to_f32(v: bf16) -> f32 {
+    let b = v.to_bits() as u32;
+    // Bit 15 of (b & 0x7FFF) + 0x7F is set exactly for the NaN encodings (above 0x7F80); moved
+    // to bit 6 it is the quiet bit. Integer arithmetic only: this vectorizes better than a select.
+    let quiet = (((b & 0x7FFF) + 0x7F) & 0x8000) >> 9;
+    f32::from_bits((b | quiet) << 16)
+}
+
+/// f32 to bfloat16, rounding to nearest with ties to even, branch-free so that loops over it
+/// vectorize; overflow rounds to infinity and a NaN stays a (quiet) NaN, bit for bit as
+/// `half::bf16::from_f32`.
+#[inline(always)]
+pub fn f32_to_bf16(v: f32) -> bf16 {
+    let b = v.to_bits();
+    // Adding 0x7FFF plus the lowest kept bit carries into the kept bits exactly when the
+    // dropped half is above one half, or equal to it with an odd kept part.
+    let rounded = (b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16) as u16;
+    let nan = ((b >> 16) | 0x0040) as u16;
+    bf16::from_bits(if b & 0x7FFF_FFFF > 0x7F80_0000 { nan } else { rounded })
+}
+
+impl Element for bf16 {
+    const DTYPE: Dtype = Dtype::Bf16;
+    type Acc = f32;
+    #[inline(always)]
+    fn to_acc(self) -> f32 {
+        bf16_to_f32(self)
+    }
+    #[inline(always)]
+    fn from_acc(a: f32) -> Self {
+        f32_to_bf16(a)
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        bf16_to_f32(self) as f64
+    }
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        // Not through f32: rounding twice could differ from rounding once.
+        bf16::from_f64(v)
+    }
+    #[inline(always)]
+    fn to_i128(self) -> i128 {
+        bf16_to_f32(self) as i128
+    }
+    #[inline(always)]
+    fn from_i128(v: i128) -> Self {
+        bf16::from_f64(v as f64)
+    }
+}
 
 /// Runs `$body` with the type alias `$T` bound to the element type of `$dtype`.
 #[macro_export]
@@ -712,4 +765,41 @@ macro_rules! dispatch_float {
             _ => $other,
         }
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_to_f32_matches_half_exhaustively() {
+        for bits in 0..=u16::MAX {
+            let v = bf16::from_bits(bits);
+            assert_eq!(bf16_to_f32(v).to_bits(), v.to_f32().to_bits(), "bf16 bits {bits:#06x}");
+        }
+    }
+
+    #[test]
+    fn f32_to_bf16_matches_half() {
+        let check = |x: f32| {
+            assert_eq!(f32_to_bf16(x).to_bits(), bf16::from_f32(x).to_bits(), "f32 bits {:#010x}", x.to_bits());
+        };
+        // A stride through all bit patterns: normals, subnormals, infinities, NaNs (both signs).
+        for i in 0..(u32::MAX / 61) {
+            check(f32::from_bits(i.wrapping_mul(61).wrapping_add(i >> 7)));
+        }
+        // Every rounding case around each bf16 value: exact, ties (even and odd kept part),
+        // just below and just above a tie, the largest dropped part; plus every exponent's
+        // subnormal/normal/overflow boundary and the NaN/infinity encodings.
+        for hi in 0..=u16::MAX as u32 {
+            for lo in [0u32, 1, 0x7FFF, 0x8000, 0x8001, 0xFFFF, 0x4000, 0xC000] {
+                check(f32::from_bits(hi << 16 | lo));
+            }
+        }
+        for x in [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -f32::NAN, f32::MAX, f32::MIN] {
+            check(x);
+        }
+        check(f32::from_bits(0x7F80_0001)); // a signalling NaN becomes quiet, not infinity
+        check(f32::from_bits(0x7F7F_FFFF)); // rounds up to infinity
+    }
 }

@@ -34,7 +34,7 @@ pub fn eval(op: BinaryOp, a: &Array, b: &Array, shape: &[usize], dtype: Dtype) -
         macro_rules! arith {
             ($f:expr) => {
                 alloc_out::<T>(shape, |out| {
-                    map2(pa, sa, pb, sb, shape, out, |x: T, y: T| T::from_acc($f(x.to_acc(), y.to_acc())));
+                    map2(pa, sa, pb, sb, shape, out, #[inline(always)] |x: T, y: T, _| T::from_acc($f(x.to_acc(), y.to_acc())));
                     Ok(())
                 })
             };
@@ -42,7 +42,7 @@ pub fn eval(op: BinaryOp, a: &Array, b: &Array, shape: &[usize], dtype: Dtype) -
         macro_rules! compare {
             ($f:expr) => {
                 alloc_out::<bool>(shape, |out| {
-                    map2(pa, sa, pb, sb, shape, out, |x: T, y: T| $f(x.to_acc(), y.to_acc()));
+                    map2(pa, sa, pb, sb, shape, out, #[inline(always)] |x: T, y: T, _| $f(x.to_acc(), y.to_acc()));
                     Ok(())
                 })
             };
@@ -69,10 +69,11 @@ pub fn eval(op: BinaryOp, a: &Array, b: &Array, shape: &[usize], dtype: Dtype) -
             RightShift => arith!(|x: A, y: A| Acc::shr(x, y)),
             Equal => compare!(|x: A, y: A| x == y),
             NotEqual => compare!(|x: A, y: A| x != y),
-            Less => compare!(|x: A, y: A| x < y),
-            LessEqual => compare!(|x: A, y: A| x <= y),
-            Greater => compare!(|x: A, y: A| x > y),
-            GreaterEqual => compare!(|x: A, y: A| x >= y),
+            // Through PartialOrd's methods: `A` may be bool, where clippy flags `<` and `>`.
+            Less => compare!(|x: A, y: A| x.lt(&y)),
+            LessEqual => compare!(|x: A, y: A| x.le(&y)),
+            Greater => compare!(|x: A, y: A| x.gt(&y)),
+            GreaterEqual => compare!(|x: A, y: A| x.ge(&y)),
             LogicalAnd => compare!(|x: A, y: A| x != A::ZERO && y != A::ZERO),
             LogicalOr => compare!(|x: A, y: A| x != A::ZERO || y != A::ZERO),
         }

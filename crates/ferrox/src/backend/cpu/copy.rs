@@ -3,6 +3,8 @@
 
 use rayon::prelude::*;
 
+use half::{bf16, f16};
+
 use crate::array::{row_major_strides, Array, Data};
 use crate::dtype::Dtype;
 use crate::element::Element;
@@ -15,15 +17,41 @@ use super::iter::{alloc_out, collapse, map1, operand, row_offsets, MutPtr, Ptr, 
 pub fn astype(x: &Array, dtype: Dtype) -> Result<Data> {
     let d = x.data()?;
     let shape = x.shape();
-    crate::dispatch_dtype!(x.dtype(), S => {
-        crate::dispatch_dtype!(dtype, D => {
-            let (p, s) = operand::<S>(&d, shape, shape);
-            alloc_out::<D>(shape, |out| {
-                map1(p, s, shape, out, |v: S| v.cast::<D>());
+    // Between f32, f16 and bf16 go through f32, which holds every value of all three exactly,
+    // so the result is rounded once as through f64, with the branch-free bf16 conversions.
+    macro_rules! via_f32 {
+        ($S:ty, $D:ty) => {{
+            let (p, s) = operand::<$S>(&d, shape, shape);
+            alloc_out::<$D>(shape, |out| {
+                map1(
+                    p,
+                    s,
+                    shape,
+                    out,
+                    #[inline(always)]
+                    |v: $S, _| <$D as Element>::from_acc(v.to_acc()),
+                );
                 Ok(())
             })
-        })
-    })
+        }};
+    }
+    match (x.dtype(), dtype) {
+        (Dtype::F32, Dtype::Bf16) => via_f32!(f32, bf16),
+        (Dtype::Bf16, Dtype::F32) => via_f32!(bf16, f32),
+        (Dtype::F32, Dtype::F16) => via_f32!(f32, f16),
+        (Dtype::F16, Dtype::F32) => via_f32!(f16, f32),
+        (Dtype::F16, Dtype::Bf16) => via_f32!(f16, bf16),
+        (Dtype::Bf16, Dtype::F16) => via_f32!(bf16, f16),
+        _ => crate::dispatch_dtype!(x.dtype(), S => {
+            crate::dispatch_dtype!(dtype, D => {
+                let (p, s) = operand::<S>(&d, shape, shape);
+                alloc_out::<D>(shape, |out| {
+                    map1(p, s, shape, out, #[inline(always)] |v: S, _| v.cast::<D>());
+                    Ok(())
+                })
+            })
+        }),
+    }
 }
 
 /// A row-major copy of `x`.
@@ -36,7 +64,7 @@ pub fn copy(x: &Array) -> Result<Data> {
     crate::dispatch_dtype!(x.dtype(), T => {
         let (p, s) = operand::<T>(&d, shape, shape);
         alloc_out::<T>(shape, |out| {
-            map1(p, s, shape, out, |v: T| v);
+            map1(p, s, shape, out, #[inline(always)] |v: T, _| v);
             Ok(())
         })
     })
@@ -66,8 +94,8 @@ pub fn slice(x: &Array, start: &[usize], step: &[isize], shape: &[usize]) -> Res
     let d = x.data()?;
     let mut off = d.offset as isize;
     if shape.iter().all(|&n| n > 0) {
-        for i in 0..start.len() {
-            off += start[i] as isize * d.strides[i];
+        for (&i, &st) in start.iter().zip(&d.strides) {
+            off += i as isize * st;
         }
     }
     let st = d.strides.iter().zip(step).map(|(&s, &k)| s * k).collect();

@@ -3,6 +3,7 @@
 //! Each works row by row over the last axis of a row-major input, in f32 for half precision
 //! (f64 for f64), parallel over rows.
 
+use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::array::{Array, Data};
@@ -12,39 +13,53 @@ use crate::error::Result;
 use crate::primitives::AttentionMask;
 use crate::shape::broadcast_strides;
 
-use super::iter::{alloc_out, row_offsets, PAR_THRESHOLD};
+use super::iter::{alloc_out, fold_slice, row_offsets, PAR_CHUNK, PAR_THRESHOLD};
+use super::math::exp_f32;
+use super::simd::{dispatch, inline_always, Isa};
 
 /// Float compute type with the few functions the fused kernels need.
 trait Real: Acc + Into<f64> {
-    fn exp(self) -> Self;
+    /// `e^x`: the vectorizable [`exp_f32`] for f32, libm for f64.
+    fn exp(self, isa: Isa) -> Self;
+    /// Natural logarithm.
     fn ln(self) -> Self;
+    /// Square root.
     fn sqrt(self) -> Self;
+    /// From `f64`, rounding.
     fn of(v: f64) -> Self;
 }
 impl Real for f32 {
-    fn exp(self) -> f32 {
-        f32::exp(self)
+    #[inline(always)]
+    fn exp(self, isa: Isa) -> f32 {
+        exp_f32(self, isa)
     }
+    #[inline(always)]
     fn ln(self) -> f32 {
         f32::ln(self)
     }
+    #[inline(always)]
     fn sqrt(self) -> f32 {
         f32::sqrt(self)
     }
+    #[inline(always)]
     fn of(v: f64) -> f32 {
         v as f32
     }
 }
 impl Real for f64 {
-    fn exp(self) -> f64 {
+    #[inline(always)]
+    fn exp(self, _: Isa) -> f64 {
         f64::exp(self)
     }
+    #[inline(always)]
     fn ln(self) -> f64 {
         f64::ln(self)
     }
+    #[inline(always)]
     fn sqrt(self) -> f64 {
         f64::sqrt(self)
     }
+    #[inline(always)]
     fn of(v: f64) -> f64 {
         v
     }
@@ -60,12 +75,15 @@ fn row_major(x: &Array) -> Result<Data> {
     }
 }
 
-/// Runs `f(row_in, row_out)` over the rows of the last axis, in parallel when large.
+/// Runs `f(row_in, row_out, scratch, isa)` over the rows of the last axis, in parallel when
+/// large. Rows go in batches of about [`PAR_CHUNK`] elements, each batch under [`dispatch`]
+/// with one scratch vector that `f` may use as it likes. `f` should be an `#[inline(always)]`
+/// closure (not a function item, whose call shim would not be inlined).
 fn for_rows<T: Element, O: Element>(
     x: &Array,
     out_row: usize,
     out_shape: &[usize],
-    f: impl Fn(&[T], &mut [O]) + Sync + Send,
+    f: impl Fn(&[T], &mut [O], &mut Vec<T::Acc>, Isa) + Sync + Send,
 ) -> Result<Data> {
     let d = row_major(x)?;
     let n = *x.shape().last().unwrap_or(&1);
@@ -76,29 +94,56 @@ fn for_rows<T: Element, O: Element>(
         if rows == 0 || out_row == 0 {
             return Ok(());
         }
+        let batch = |(xb, ob): (&[T], &mut [O])| {
+            dispatch(
+                #[inline(always)]
+                |isa| {
+                    let mut scratch = Vec::new();
+                    for (r, o) in xb.chunks(n).zip(ob.chunks_mut(out_row)) {
+                        f(r, o, &mut scratch, isa);
+                    }
+                },
+            )
+        };
         if x.size() < PAR_THRESHOLD {
-            xs.chunks(n).zip(out.chunks_mut(out_row)).for_each(|(r, o)| f(r, o));
+            batch((xs, out));
         } else {
-            xs.par_chunks(n).zip(out.par_chunks_mut(out_row)).for_each(|(r, o)| f(r, o));
+            let per = (PAR_CHUNK / n).max(1);
+            xs.par_chunks(per * n).zip(out.par_chunks_mut(per * out_row)).for_each(batch);
         }
         Ok(())
     })
 }
 
-fn softmax_row<T: Element<Acc = A>, A: Real>(r: &[T], o: &mut [T]) {
-    let mut m = A::MIN;
-    for v in r {
-        m = Acc::max(m, v.to_acc());
+/// The maximum of a row in the compute type (NaN if the row holds one).
+#[inline(always)]
+fn row_max<T: Element<Acc = A>, A: Real>(r: &[T]) -> A {
+    fold_slice(
+        r,
+        A::MIN,
+        Acc::max,
+        #[inline(always)]
+        |v: T| v.to_acc(),
+    )
+}
+
+/// Softmax of one row, through `tmp` in the compute type.
+#[inline(always)]
+fn softmax_row<T: Element<Acc = A>, A: Real>(r: &[T], o: &mut [T], tmp: &mut Vec<A>, isa: Isa) {
+    let m = row_max(r);
+    tmp.resize(r.len(), A::ZERO);
+    for (t, v) in tmp.iter_mut().zip(r) {
+        *t = Real::exp(Acc::sub(v.to_acc(), m), isa);
     }
-    let mut s = A::ZERO;
-    let mut tmp: Vec<A> = Vec::with_capacity(r.len());
-    for v in r {
-        let e = Real::exp(Acc::sub(v.to_acc(), m));
-        s = Acc::add(s, e);
-        tmp.push(e);
-    }
+    let s = fold_slice(
+        tmp,
+        A::ZERO,
+        Acc::add,
+        #[inline(always)]
+        |e: A| e,
+    );
     let inv = Acc::div(A::ONE, s);
-    for (ov, e) in o.iter_mut().zip(tmp) {
+    for (ov, &e) in o.iter_mut().zip(tmp.iter()) {
         *ov = T::from_acc(Acc::mul(e, inv));
     }
 }
@@ -106,29 +151,30 @@ fn softmax_row<T: Element<Acc = A>, A: Real>(r: &[T], o: &mut [T]) {
 /// Softmax over the last axis.
 pub fn softmax(x: &Array, shape: &[usize]) -> Result<Data> {
     let n = *shape.last().unwrap_or(&1);
-    crate::dispatch_float!(x.dtype(), T => for_rows::<T, T>(x, n, shape, softmax_row), unreachable!())
+    crate::dispatch_float!(x.dtype(), T => for_rows::<T, T>(x, n, shape, #[inline(always)] |r, o, t, isa| softmax_row(r, o, t, isa)), unreachable!())
 }
 
 /// log-sum-exp over the last axis (output keeps it as size 1).
 pub fn logsumexp(x: &Array, shape: &[usize]) -> Result<Data> {
-    fn row<T: Element<Acc = A>, A: Real>(r: &[T], o: &mut [T]) {
-        let mut m = A::MIN;
-        for v in r {
-            m = Acc::max(m, v.to_acc());
-        }
+    #[inline(always)]
+    fn row<T: Element<Acc = A>, A: Real>(r: &[T], o: &mut [T], _: &mut Vec<A>, isa: Isa) {
+        let m = row_max(r);
         let mf: f64 = m.into();
         if !mf.is_finite() {
             let s: f64 = r.iter().map(|v| Into::<f64>::into(v.to_acc()).exp()).sum();
             o[0] = T::from_acc(A::of(s.ln()));
             return;
         }
-        let mut s = A::ZERO;
-        for v in r {
-            s = Acc::add(s, Real::exp(Acc::sub(v.to_acc(), m)));
-        }
+        let s = fold_slice(
+            r,
+            A::ZERO,
+            Acc::add,
+            #[inline(always)]
+            |v: T| Real::exp(Acc::sub(v.to_acc(), m), isa),
+        );
         o[0] = T::from_acc(Acc::add(Real::ln(s), m));
     }
-    crate::dispatch_float!(x.dtype(), T => for_rows::<T, T>(x, 1, shape, row), unreachable!())
+    crate::dispatch_float!(x.dtype(), T => for_rows::<T, T>(x, 1, shape, #[inline(always)] |r, o, t, isa| row(r, o, t, isa)), unreachable!())
 }
 
 /// A weight or bias vector over the last axis, as the compute type.
@@ -147,27 +193,18 @@ pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f32, shape: &[usize]) ->
     let n = *shape.last().unwrap_or(&1);
     crate::dispatch_float!(x.dtype(), T => {
         type A = <T as Element>::Acc;
-        let w = vector::<A>(weight, n)?;
+        // No weight multiplies by one, which is exact.
+        let w = vector::<A>(weight, n)?.unwrap_or_else(|| vec![A::ONE; n]);
         let eps = A::of(eps as f64);
         let inv_n = A::of(1.0 / n.max(1) as f64);
-        for_rows::<T, T>(x, n, shape, |r, o| {
-            let mut ss = A::ZERO;
-            for v in r {
+        for_rows::<T, T>(x, n, shape, #[inline(always)] |r, o, _, _| {
+            let ss = fold_slice(r, A::ZERO, Acc::add, #[inline(always)] |v: T| {
                 let a = v.to_acc();
-                ss = Acc::add(ss, Acc::mul(a, a));
-            }
+                Acc::mul(a, a)
+            });
             let scale = Acc::div(A::ONE, Real::sqrt(Acc::add(Acc::mul(ss, inv_n), eps)));
-            match &w {
-                Some(w) => {
-                    for ((ov, v), &wv) in o.iter_mut().zip(r).zip(w) {
-                        *ov = T::from_acc(Acc::mul(Acc::mul(v.to_acc(), scale), wv));
-                    }
-                }
-                None => {
-                    for (ov, v) in o.iter_mut().zip(r) {
-                        *ov = T::from_acc(Acc::mul(v.to_acc(), scale));
-                    }
-                }
+            for ((ov, v), &wv) in o.iter_mut().zip(r).zip(&w) {
+                *ov = T::from_acc(Acc::mul(Acc::mul(v.to_acc(), scale), wv));
             }
         })
     }, unreachable!())
@@ -178,31 +215,30 @@ pub fn layer_norm(x: &Array, weight: Option<&Array>, bias: Option<&Array>, eps: 
     let n = *shape.last().unwrap_or(&1);
     crate::dispatch_float!(x.dtype(), T => {
         type A = <T as Element>::Acc;
-        let w = vector::<A>(weight, n)?;
+        // No weight multiplies by one, which is exact.
+        let w = vector::<A>(weight, n)?.unwrap_or_else(|| vec![A::ONE; n]);
         let b = vector::<A>(bias, n)?;
         let eps = A::of(eps as f64);
         let inv_n = A::of(1.0 / n.max(1) as f64);
-        for_rows::<T, T>(x, n, shape, |r, o| {
-            let mut s = A::ZERO;
-            for v in r {
-                s = Acc::add(s, v.to_acc());
-            }
-            let mean = Acc::mul(s, inv_n);
-            let mut ss = A::ZERO;
-            for v in r {
+        for_rows::<T, T>(x, n, shape, #[inline(always)] |r, o, _, _| {
+            let mean = Acc::mul(fold_slice(r, A::ZERO, Acc::add, #[inline(always)] |v: T| v.to_acc()), inv_n);
+            let ss = fold_slice(r, A::ZERO, Acc::add, #[inline(always)] |v: T| {
                 let c = Acc::sub(v.to_acc(), mean);
-                ss = Acc::add(ss, Acc::mul(c, c));
-            }
+                Acc::mul(c, c)
+            });
             let scale = Acc::div(A::ONE, Real::sqrt(Acc::add(Acc::mul(ss, inv_n), eps)));
-            for (i, (ov, v)) in o.iter_mut().zip(r).enumerate() {
-                let mut y = Acc::mul(Acc::sub(v.to_acc(), mean), scale);
-                if let Some(w) = &w {
-                    y = Acc::mul(y, w[i]);
+            let normed = |v: &T, wv: A| Acc::mul(Acc::mul(Acc::sub(v.to_acc(), mean), scale), wv);
+            match &b {
+                Some(b) => {
+                    for (((ov, v), &wv), &bv) in o.iter_mut().zip(r).zip(&w).zip(b) {
+                        *ov = T::from_acc(Acc::add(normed(v, wv), bv));
+                    }
                 }
-                if let Some(b) = &b {
-                    y = Acc::add(y, b[i]);
+                None => {
+                    for ((ov, v), &wv) in o.iter_mut().zip(r).zip(&w) {
+                        *ov = T::from_acc(normed(v, wv));
+                    }
                 }
-                *ov = T::from_acc(y);
             }
         })
     }, unreachable!())
@@ -230,15 +266,21 @@ pub fn rope(
         Some(f) => f.to_vec::<f64>()?.into_iter().map(|p| 1.0 / p).collect(),
         None => (0..half).map(|i| (base as f64).powf(-(2.0 * i as f64) / dims as f64)).collect(),
     };
-    // cos/sin table for the L positions (shared by every sequence and head).
+    // cos/sin table for the L positions (shared by every sequence and head), in f64, position
+    // by position in parallel: the table costs about as much as rotating a few heads.
     let mut cos = vec![0f64; l * half];
     let mut sin = vec![0f64; l * half];
-    for p in 0..l {
+    let fill = |(p, (c, s)): (usize, (&mut [f64], &mut [f64]))| {
         let pos = (offset + p as f64) * scale as f64;
-        for i in 0..half {
-            let t = pos * inv_freq[i];
-            cos[p * half + i] = t.cos();
-            sin[p * half + i] = t.sin();
+        for ((c, s), &f) in c.iter_mut().zip(s.iter_mut()).zip(&inv_freq) {
+            (*s, *c) = (pos * f).sin_cos();
+        }
+    };
+    if half > 0 {
+        if l * half < 4096 {
+            cos.chunks_mut(half).zip(sin.chunks_mut(half)).enumerate().for_each(fill);
+        } else {
+            cos.par_chunks_mut(half).zip(sin.par_chunks_mut(half)).enumerate().for_each(fill);
         }
     }
     crate::dispatch_float!(x.dtype(), T => {
@@ -253,21 +295,38 @@ pub fn rope(
             if total == 0 {
                 return Ok(());
             }
-            let row = |(ri, (r, o)): (usize, (&[T], &mut [T]))| {
+            // Rotates row `ri` (position ri % l).
+            let row = inline_always(#[inline(always)] |ri: usize, r: &[T], o: &mut [T]| {
                 let p = ri % l;
                 let (c, s) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
-                for i in 0..half {
-                    let (i1, i2) = if traditional { (2 * i, 2 * i + 1) } else { (i, i + half) };
-                    let (a, b) = (r[i1].to_acc(), r[i2].to_acc());
-                    o[i1] = T::from_acc(Acc::sub(Acc::mul(a, c[i]), Acc::mul(b, s[i])));
-                    o[i2] = T::from_acc(Acc::add(Acc::mul(a, s[i]), Acc::mul(b, c[i])));
+                let rot = inline_always(#[inline(always)] |a: A, b: A, c: A, s: A| {
+                    (T::from_acc(Acc::sub(Acc::mul(a, c), Acc::mul(b, s))), T::from_acc(Acc::add(Acc::mul(a, s), Acc::mul(b, c))))
+                });
+                if traditional {
+                    for (((rp, op), &c), &s) in r.chunks_exact(2).zip(o.chunks_exact_mut(2)).zip(c).zip(s) {
+                        (op[0], op[1]) = rot(rp[0].to_acc(), rp[1].to_acc(), c, s);
+                    }
+                } else {
+                    let (o1, o2) = o[..2 * half].split_at_mut(half);
+                    let (r1, r2) = r[..2 * half].split_at(half);
+                    for ((((o1, o2), (a, b)), &c), &s) in o1.iter_mut().zip(o2).zip(r1.iter().zip(r2)).zip(c).zip(s) {
+                        (*o1, *o2) = rot(a.to_acc(), b.to_acc(), c, s);
+                    }
                 }
                 o[2 * half..].copy_from_slice(&r[2 * half..]);
+            });
+            let batch = |(bi, (xb, ob)): (usize, (&[T], &mut [T])), per: usize| {
+                dispatch(#[inline(always)] |_| {
+                    for (j, (r, o)) in xb.chunks(d).zip(ob.chunks_mut(d)).enumerate() {
+                        row(bi * per + j, r, o);
+                    }
+                })
             };
+            let per = (PAR_CHUNK / d.max(1)).max(1);
             if total < PAR_THRESHOLD {
-                xs.chunks(d).zip(out.chunks_mut(d)).enumerate().for_each(row);
+                batch((0, (xs, out)), per);
             } else {
-                xs.par_chunks(d).zip(out.par_chunks_mut(d)).enumerate().for_each(row);
+                xs.par_chunks(per * d).zip(out.par_chunks_mut(per * d)).enumerate().for_each(|b| batch(b, per));
             }
             Ok(())
         })
@@ -277,158 +336,222 @@ pub fn rope(
 /// softmax(q kᵀ · scale + mask) v for q [B, Hq, L, D], k [B, Hkv, S, D], v [B, Hkv, S, Dv].
 pub fn attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape: &[usize]) -> Result<Data> {
     // Compute in f64 for f64 inputs, in f32 otherwise.
-    if inputs[0].dtype() == Dtype::F64 {
-        attention_in::<f64>(inputs, scale as f64, mask, shape)
-    } else {
-        attention_in::<f32>(inputs, scale, mask, shape)
+    match inputs[0].dtype() {
+        Dtype::F64 => attention_in::<f64, f64>(inputs, scale as f64, mask, shape),
+        Dtype::F32 => attention_in::<f32, f32>(inputs, scale, mask, shape),
+        Dtype::F16 => attention_in::<f16, f32>(inputs, scale, mask, shape),
+        Dtype::Bf16 => attention_in::<bf16, f32>(inputs, scale, mask, shape),
+        dtype => unreachable!("attention on {dtype}"),
     }
 }
 
-fn attention_in<F>(inputs: &[Array], scale: F, mask: AttentionMask, shape: &[usize]) -> Result<Data>
-where
-    F: Element + num_traits::Float + std::ops::AddAssign + std::ops::MulAssign + Send + Sync,
-{
+/// Query rows per attention task: bounds the score matrix at `QUERY_BLOCK × S`.
+const QUERY_BLOCK: usize = 256;
+
+/// `src` in the compute type `F`: borrowed when `T` is `F`, else converted into `buf`.
+#[inline(always)]
+fn as_compute<'a, T: Element<Acc = F>, F: Real>(src: &'a [T], buf: &'a mut Vec<F>) -> &'a [F] {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<F>() {
+        // SAFETY: T and F are the same type.
+        return unsafe { std::slice::from_raw_parts(src.as_ptr() as *const F, src.len()) };
+    }
+    buf.resize(src.len(), F::ZERO);
+    for (b, v) in buf.iter_mut().zip(src) {
+        *b = v.to_acc();
+    }
+    buf
+}
+
+/// [`attention`] on inputs of element type `T`, computing in `F`.
+fn attention_in<T: Element<Acc = F>, F: Real>(
+    inputs: &[Array],
+    scale: F,
+    mask: AttentionMask,
+    shape: &[usize],
+) -> Result<Data> {
     let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
     let (b, hq, l, dk) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
     let (hkv, s) = (k.shape()[1], k.shape()[2]);
     let dv = v.shape()[3];
     let group = hq / hkv.max(1);
-    let (qf, kf, vf) = (q.to_vec::<F>()?, k.to_vec::<F>()?, v.to_vec::<F>()?);
+    let (dq, dkd, dvd) = (row_major(q)?, row_major(k)?, row_major(v)?);
+    // SAFETY: row-major data of each array's size.
+    let (qs, ks, vs) = unsafe {
+        (
+            std::slice::from_raw_parts(dq.ptr::<T>(), q.size()),
+            std::slice::from_raw_parts(dkd.ptr::<T>(), k.size()),
+            std::slice::from_raw_parts(dvd.ptr::<T>(), v.size()),
+        )
+    };
     // Mask as additive values, broadcast to [B, Hq, L, S] by strides.
     let (maskv, mst): (Vec<F>, Vec<isize>) = match mask {
         AttentionMask::Array => {
             let m = &inputs[3];
             let vals: Vec<F> = if m.dtype() == Dtype::Bool {
-                m.to_vec::<bool>()?.into_iter().map(|keep| if keep { F::zero() } else { F::neg_infinity() }).collect()
+                m.to_vec::<bool>()?.into_iter().map(|keep| if keep { F::ZERO } else { F::MIN }).collect()
             } else {
-                m.to_vec::<F>()?
+                m.to_vec::<T>()?.into_iter().map(|x| x.to_acc()).collect()
             };
             let st = broadcast_strides(m.shape(), &crate::array::row_major_strides(m.shape()), &[b, hq, l, s]);
             (vals, st)
         }
         _ => (Vec::new(), Vec::new()),
     };
-    let mut out = vec![F::zero(); b * hq * l * dv];
-    out.par_chunks_mut(l * dv).enumerate().for_each(|(bh, o)| {
-        let (bi, h) = (bh / hq, bh % hq);
-        let kh = h / group.max(1);
-        let qh = &qf[bh * l * dk..(bh + 1) * l * dk];
-        let kb = (bi * hkv + kh) * s;
-        let kh_ = &kf[kb * dk..(kb + s) * dk];
-        let vh = &vf[kb * dv..(kb + s) * dv];
-        let mut scores = vec![F::zero(); l * s];
-        if l * s * dk >= 1 << 14 {
-            // SAFETY: row-major l×dk, s×dk (read transposed) and l×s buffers.
-            unsafe {
-                gemm::gemm(
-                    l,
-                    s,
-                    dk,
-                    scores.as_mut_ptr(),
-                    1,
-                    s as isize,
-                    false,
-                    qh.as_ptr(),
-                    1,
-                    dk as isize,
-                    kh_.as_ptr(),
-                    dk as isize,
-                    1,
-                    F::zero(),
-                    scale,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                )
-            };
-        } else {
-            for i in 0..l {
-                for j in 0..s {
-                    let mut acc = F::zero();
-                    for t in 0..dk {
-                        acc += qh[i * dk + t] * kh_[j * dk + t];
+    // The query heads of one key/value head are consecutive, so for each (batch, kv head) its
+    // queries form one (group · L) × D matrix, and its outputs one (group · L) × Dv matrix:
+    // grouped queries share one pass over K and V. Tasks take QUERY_BLOCK rows of it.
+    let rows = group * l;
+    // One block of query rows `r0..r0 + o.len() / dv` of (batch, kv head) `bk`.
+    let block = inline_always(
+        #[inline(always)]
+        |bk: usize, kf: &[F], vf: &[F], r0: usize, o: &mut [T], isa: Isa| {
+            let (bi, kh) = (bk / hkv, bk % hkv);
+            let nr = o.len() / dv;
+            let mut qbuf = Vec::new();
+            let qh = as_compute(&qs[(bk * rows + r0) * dk..(bk * rows + r0 + nr) * dk], &mut qbuf);
+            let mut scores = vec![F::ZERO; nr * s];
+            if nr * s * dk >= 1 << 14 {
+                // SAFETY: row-major nr×dk, s×dk (read transposed) and nr×s buffers.
+                unsafe {
+                    gemm::gemm(
+                        nr,
+                        s,
+                        dk,
+                        scores.as_mut_ptr(),
+                        1,
+                        s as isize,
+                        false,
+                        qh.as_ptr(),
+                        1,
+                        dk as isize,
+                        kf.as_ptr(),
+                        dk as isize,
+                        1,
+                        F::ZERO,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                };
+            } else {
+                for (qrow, srow) in qh.chunks_exact(dk).zip(scores.chunks_exact_mut(s)) {
+                    for (x, krow) in srow.iter_mut().zip(kf.chunks_exact(dk)) {
+                        let dot = qrow.iter().zip(krow).fold(F::ZERO, |acc, (&a, &b)| Acc::add(acc, Acc::mul(a, b)));
+                        *x = Acc::mul(dot, scale);
                     }
-                    scores[i * s + j] = acc * scale;
                 }
             }
-        }
-        for i in 0..l {
-            let row = &mut scores[i * s..(i + 1) * s];
-            match mask {
-                AttentionMask::Causal => {
-                    let limit = i + s.saturating_sub(l);
-                    for (j, x) in row.iter_mut().enumerate() {
-                        if j > limit {
-                            *x = F::neg_infinity();
+            for (ri, row) in scores.chunks_exact_mut(s).enumerate() {
+                let (g, i) = ((r0 + ri) / l, (r0 + ri) % l);
+                let h = kh * group + g;
+                match mask {
+                    AttentionMask::Causal => {
+                        let limit = i + s.saturating_sub(l);
+                        for x in row.iter_mut().skip(limit + 1) {
+                            *x = F::MIN;
+                        }
+                    }
+                    AttentionMask::Array => {
+                        let [base] = row_offsets::<1>(&[b, hq, l], &[mst[..3].to_vec()], (bi * hq + h) * l + i);
+                        for (j, x) in row.iter_mut().enumerate() {
+                            *x = Acc::add(*x, maskv[(base + j as isize * mst[3]) as usize]);
+                        }
+                    }
+                    AttentionMask::None => {}
+                }
+                // The largest non-NaN score.
+                let m = fold_slice(
+                    row,
+                    F::MIN,
+                    #[inline(always)]
+                    |a: F, b: F| if b > a { b } else { a },
+                    |x: F| x,
+                );
+                if m == F::MIN {
+                    row.iter_mut().for_each(|x| *x = F::ZERO);
+                    continue;
+                }
+                for x in row.iter_mut() {
+                    *x = Real::exp(Acc::sub(*x, m), isa);
+                }
+                let inv = Acc::div(
+                    F::ONE,
+                    fold_slice(
+                        row,
+                        F::ZERO,
+                        Acc::add,
+                        #[inline(always)]
+                        |x: F| x,
+                    ),
+                );
+                row.iter_mut().for_each(|x| *x = Acc::mul(*x, inv));
+            }
+            let mut acc = vec![F::ZERO; nr * dv];
+            if nr * s * dv >= 1 << 14 {
+                // SAFETY: row-major nr×s, s×dv and nr×dv buffers.
+                unsafe {
+                    gemm::gemm(
+                        nr,
+                        dv,
+                        s,
+                        acc.as_mut_ptr(),
+                        1,
+                        dv as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        s as isize,
+                        vf.as_ptr(),
+                        1,
+                        dv as isize,
+                        F::ZERO,
+                        F::ONE,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                };
+            } else {
+                for (prow, orow) in scores.chunks_exact(s).zip(acc.chunks_exact_mut(dv)) {
+                    for (&p, vrow) in prow.iter().zip(vf.chunks_exact(dv)) {
+                        if p != F::ZERO {
+                            for (ov, &vv) in orow.iter_mut().zip(vrow) {
+                                *ov = Acc::add(*ov, Acc::mul(p, vv));
+                            }
                         }
                     }
                 }
-                AttentionMask::Array => {
-                    let [base] = row_offsets::<1>(&[b, hq, l], &[mst[..3].to_vec()], (bi * hq + h) * l + i);
-                    for (j, x) in row.iter_mut().enumerate() {
-                        *x += maskv[(base + j as isize * mst[3]) as usize];
-                    }
-                }
-                AttentionMask::None => {}
             }
-            let m = row.iter().copied().fold(F::neg_infinity(), F::max);
-            if m == F::neg_infinity() {
-                row.iter_mut().for_each(|x| *x = F::zero());
-                continue;
+            for (ov, &a) in o.iter_mut().zip(&acc) {
+                *ov = T::from_acc(a);
             }
-            let mut sum = F::zero();
-            for x in row.iter_mut() {
-                *x = (*x - m).exp();
-                sum += *x;
-            }
-            let inv = F::one() / sum;
-            row.iter_mut().for_each(|x| *x *= inv);
+        },
+    );
+    alloc_out::<T>(shape, |out| {
+        if out.is_empty() {
+            return Ok(());
         }
-        if l * s * dv >= 1 << 14 {
-            // SAFETY: row-major l×s, s×dv and l×dv buffers.
-            unsafe {
-                gemm::gemm(
-                    l,
-                    dv,
-                    s,
-                    o.as_mut_ptr(),
-                    1,
-                    dv as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    s as isize,
-                    vh.as_ptr(),
-                    1,
-                    dv as isize,
-                    F::zero(),
-                    F::one(),
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+        out.par_chunks_mut(rows * dv).enumerate().for_each(|(bk, ob)| {
+            let (mut kbuf, mut vbuf) = (Vec::new(), Vec::new());
+            let (kf, vf) = dispatch(
+                #[inline(always)]
+                |_| {
+                    (
+                        as_compute(&ks[bk * s * dk..(bk + 1) * s * dk], &mut kbuf),
+                        as_compute(&vs[bk * s * dv..(bk + 1) * s * dv], &mut vbuf),
+                    )
+                },
+            );
+            ob.par_chunks_mut(QUERY_BLOCK * dv).enumerate().for_each(|(blk, o)| {
+                dispatch(
+                    #[inline(always)]
+                    |isa| block(bk, kf, vf, blk * QUERY_BLOCK, o, isa),
                 )
-            };
-        } else {
-            for i in 0..l {
-                let orow = &mut o[i * dv..(i + 1) * dv];
-                for j in 0..s {
-                    let p = scores[i * s + j];
-                    if p != F::zero() {
-                        for (ov, &vv) in orow.iter_mut().zip(&vh[j * dv..(j + 1) * dv]) {
-                            *ov += p * vv;
-                        }
-                    }
-                }
-            }
-        }
-    });
-    let dtype = q.dtype();
-    crate::dispatch_float!(dtype, T => alloc_out::<T>(shape, |o| {
-        for (ov, &x) in o.iter_mut().zip(&out) {
-            *ov = T::from_f64(Element::to_f64(x));
-        }
+            });
+        });
         Ok(())
-    }), unreachable!())
+    })
 }

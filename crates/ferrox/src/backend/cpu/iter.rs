@@ -5,10 +5,44 @@ use rayon::prelude::*;
 use crate::array::{row_major_strides, Data};
 use crate::shape::broadcast_strides;
 
+use super::simd::{dispatch, Isa};
+
 /// Below this many elements a kernel runs on the calling thread.
 pub const PAR_THRESHOLD: usize = 1 << 15;
 /// Elements per parallel task for contiguous loops.
 pub const PAR_CHUNK: usize = 1 << 14;
+
+/// Independent accumulators of [`fold_slice`] (and the arg-reductions): two AVX-512 registers
+/// (four AVX2 registers) of f32, enough to hide the latency of the combining instruction.
+pub const LANES: usize = 32;
+
+/// Folds a contiguous slice with [`LANES`] independent accumulators (vectorizes; better rounding).
+#[inline(always)]
+pub fn fold_slice<T: Copy, A: Copy>(x: &[T], init: A, f: impl Fn(A, A) -> A, map: impl Fn(T) -> A) -> A {
+    let mut lanes = [init; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for k in 0..LANES {
+            lanes[k] = f(lanes[k], map(c[k]));
+        }
+    }
+    let mut acc = init;
+    for &v in chunks.remainder() {
+        acc = f(acc, map(v));
+    }
+    // The barrier keeps LLVM's SLP vectorizer from shaping the loop above after the pairwise
+    // combination below (it would build two-wide vectors); it costs one spill per call.
+    let mut lanes = std::hint::black_box(lanes);
+    // Pairwise: lane k with lane k + width.
+    let mut width = LANES / 2;
+    while width > 0 {
+        for k in 0..width {
+            lanes[k] = f(lanes[k], lanes[k + width]);
+        }
+        width /= 2;
+    }
+    f(acc, lanes[0])
+}
 
 /// A raw pointer that may cross threads; kernels only read through it (or write disjoint
 /// elements).
@@ -147,24 +181,32 @@ pub fn map_rows<const N: usize, O: Send + Sync>(
 }
 
 /// Applies `f` elementwise to one strided input of `shape` into the row-major `out`.
+///
+/// Contiguous runs go through [`dispatch`], so `f` is compiled for the CPU's vector
+/// instruction set (it receives the [`Isa`]; see there).
 pub fn map1<A: Copy, O: Send + Sync>(
     a: Ptr<A>,
     sa: Vec<isize>,
     shape: &[usize],
     out: &mut [O],
-    f: impl Fn(A) -> O + Sync + Send,
+    f: impl Fn(A, Isa) -> O + Sync + Send,
 ) {
     map_rows::<1, O>(shape, &[sa], out, |[oa], [ia], chunk| {
         // SAFETY: offsets come from the input's own view.
         unsafe {
             if ia == 1 {
                 let src = std::slice::from_raw_parts(a.get().offset(oa), chunk.len());
-                for (o, &x) in chunk.iter_mut().zip(src) {
-                    *o = f(x);
-                }
+                dispatch(
+                    #[inline(always)]
+                    |isa| {
+                        for (o, &x) in chunk.iter_mut().zip(src) {
+                            *o = f(x, isa);
+                        }
+                    },
+                );
             } else {
                 for (j, o) in chunk.iter_mut().enumerate() {
-                    *o = f(a.at(oa + j as isize * ia));
+                    *o = f(a.at(oa + j as isize * ia), Isa::Baseline);
                 }
             }
         }
@@ -172,6 +214,9 @@ pub fn map1<A: Copy, O: Send + Sync>(
 }
 
 /// Applies `f` elementwise to two strided inputs broadcast to `shape` into the row-major `out`.
+///
+/// Contiguous runs (either input possibly a broadcast scalar) go through [`dispatch`], as in
+/// [`map1`].
 #[allow(clippy::too_many_arguments)]
 pub fn map2<A: Copy, B: Copy, O: Send + Sync>(
     a: Ptr<A>,
@@ -180,7 +225,7 @@ pub fn map2<A: Copy, B: Copy, O: Send + Sync>(
     sb: Vec<isize>,
     shape: &[usize],
     out: &mut [O],
-    f: impl Fn(A, B) -> O + Sync + Send,
+    f: impl Fn(A, B, Isa) -> O + Sync + Send,
 ) {
     map_rows::<2, O>(shape, &[sa, sb], out, |[oa, ob], [ia, ib], chunk| {
         let len = chunk.len();
@@ -190,28 +235,43 @@ pub fn map2<A: Copy, B: Copy, O: Send + Sync>(
                 (1, 1) => {
                     let x = std::slice::from_raw_parts(a.get().offset(oa), len);
                     let y = std::slice::from_raw_parts(b.get().offset(ob), len);
-                    for ((o, &x), &y) in chunk.iter_mut().zip(x).zip(y) {
-                        *o = f(x, y);
-                    }
+                    dispatch(
+                        #[inline(always)]
+                        |isa| {
+                            for ((o, &x), &y) in chunk.iter_mut().zip(x).zip(y) {
+                                *o = f(x, y, isa);
+                            }
+                        },
+                    );
                 }
                 (1, 0) => {
                     let x = std::slice::from_raw_parts(a.get().offset(oa), len);
                     let y = b.at(ob);
-                    for (o, &x) in chunk.iter_mut().zip(x) {
-                        *o = f(x, y);
-                    }
+                    dispatch(
+                        #[inline(always)]
+                        |isa| {
+                            for (o, &x) in chunk.iter_mut().zip(x) {
+                                *o = f(x, y, isa);
+                            }
+                        },
+                    );
                 }
                 (0, 1) => {
                     let x = a.at(oa);
                     let y = std::slice::from_raw_parts(b.get().offset(ob), len);
-                    for (o, &y) in chunk.iter_mut().zip(y) {
-                        *o = f(x, y);
-                    }
+                    dispatch(
+                        #[inline(always)]
+                        |isa| {
+                            for (o, &y) in chunk.iter_mut().zip(y) {
+                                *o = f(x, y, isa);
+                            }
+                        },
+                    );
                 }
                 _ => {
                     for (j, o) in chunk.iter_mut().enumerate() {
                         let j = j as isize;
-                        *o = f(a.at(oa + j * ia), b.at(ob + j * ib));
+                        *o = f(a.at(oa + j * ia), b.at(ob + j * ib), Isa::Baseline);
                     }
                 }
             }

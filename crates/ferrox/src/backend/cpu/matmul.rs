@@ -10,7 +10,8 @@ use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::shape::broadcast_strides;
 
-use super::iter::{alloc_out, map1, operand, row_offsets, MutPtr, Ptr};
+use super::iter::{alloc_out, map1, operand, row_offsets, MutPtr, Ptr, PAR_CHUNK, PAR_THRESHOLD};
+use super::simd::{dispatch, inline_always};
 
 /// One matrix operand: base pointer, and row / column strides (elements).
 #[derive(Clone, Copy)]
@@ -58,27 +59,43 @@ unsafe fn gemm_one<T: 'static + Copy>(
 fn gemv<T: Element<Acc = f32>>(x: &[f32], b: Mat<T>, n: usize, k: usize, y: &mut [f32]) {
     if b.rs == 1 {
         // b[k, j] at j*cs + k: each output is a dot product over a contiguous column.
-        let body = |(j, yj): (usize, &mut f32)| {
-            // SAFETY: column j of b has k contiguous elements.
-            let col = unsafe { std::slice::from_raw_parts(b.ptr.get().offset(j as isize * b.cs), k) };
-            let mut acc = [0f32; 8];
-            let mut cc = col.chunks_exact(8);
-            let mut xc = x.chunks_exact(8);
-            for (c, xv) in (&mut cc).zip(&mut xc) {
-                for l in 0..8 {
-                    acc[l] += c[l].to_acc() * xv[l];
+        const L: usize = 16;
+        let dot = inline_always(
+            #[inline(always)]
+            |j: usize| {
+                // SAFETY: column j of b has k contiguous elements.
+                let col = unsafe { std::slice::from_raw_parts(b.ptr.get().offset(j as isize * b.cs), k) };
+                let mut acc = [0f32; L];
+                let mut cc = col.chunks_exact(L);
+                let mut xc = x.chunks_exact(L);
+                for (c, xv) in (&mut cc).zip(&mut xc) {
+                    for l in 0..L {
+                        acc[l] += c[l].to_acc() * xv[l];
+                    }
                 }
-            }
-            let mut s = 0f32;
-            for (c, xv) in cc.remainder().iter().zip(xc.remainder()) {
-                s += c.to_acc() * xv;
-            }
-            *yj = s + acc.iter().sum::<f32>();
+                let mut s = 0f32;
+                for (c, xv) in cc.remainder().iter().zip(xc.remainder()) {
+                    s += c.to_acc() * xv;
+                }
+                // A barrier between the vector loop and the horizontal sum (see fold_slice).
+                s + std::hint::black_box(acc).iter().sum::<f32>()
+            },
+        );
+        const COLS: usize = 16;
+        let body = |(ci, yc): (usize, &mut [f32])| {
+            dispatch(
+                #[inline(always)]
+                |_| {
+                    for (j, yj) in yc.iter_mut().enumerate() {
+                        *yj = dot(ci * COLS + j);
+                    }
+                },
+            )
         };
         if n * k >= 1 << 16 {
-            y.par_iter_mut().enumerate().with_min_len(16).for_each(body);
+            y.par_chunks_mut(COLS).enumerate().for_each(body);
         } else {
-            y.iter_mut().enumerate().for_each(body);
+            y.chunks_mut(COLS).enumerate().for_each(body);
         }
     } else {
         // Rows of b contiguous along n (cs == 1): accumulate x[k] * b[k, :].
@@ -86,15 +103,20 @@ fn gemv<T: Element<Acc = f32>>(x: &[f32], b: Mat<T>, n: usize, k: usize, y: &mut
         let body = |(ci, yc): (usize, &mut [f32])| {
             yc.iter_mut().for_each(|v| *v = 0.0);
             let j0 = ci * chunk;
-            for (kk, &xv) in x.iter().enumerate() {
-                // SAFETY: row kk of b, columns j0..j0+len.
-                let row = unsafe {
-                    std::slice::from_raw_parts(b.ptr.get().offset(kk as isize * b.rs + j0 as isize), yc.len())
-                };
-                for (yv, bv) in yc.iter_mut().zip(row) {
-                    *yv += xv * bv.to_acc();
-                }
-            }
+            dispatch(
+                #[inline(always)]
+                |_| {
+                    for (kk, &xv) in x.iter().enumerate() {
+                        // SAFETY: row kk of b, columns j0..j0+len.
+                        let row = unsafe {
+                            std::slice::from_raw_parts(b.ptr.get().offset(kk as isize * b.rs + j0 as isize), yc.len())
+                        };
+                        for (yv, bv) in yc.iter_mut().zip(row) {
+                            *yv += xv * bv.to_acc();
+                        }
+                    }
+                },
+            )
         };
         if n * k >= 1 << 16 {
             y.par_chunks_mut(chunk).enumerate().for_each(body);
@@ -185,9 +207,59 @@ pub fn matmul(inputs: &[Array], alpha: f64, beta: f64, shape: &[usize], dtype: D
     }
 }
 
-/// Half-precision matmul computing in f32: rows of `a` become f32 one at a time; for a
-/// single row, `b` is read in its own dtype (matrix-vector); otherwise `b` is converted to
-/// f32 in panels of 256 rows and multiplied with `gemm` — never a whole-matrix copy of `b`.
+/// Converts `dst.len()` elements of `src`, starting at element `off` and `stride` apart, to f32.
+///
+/// # Safety
+/// The elements read must lie inside `src`'s view.
+#[inline(always)]
+unsafe fn convert_run<T: Element<Acc = f32>>(src: Ptr<T>, off: isize, stride: isize, dst: &mut [f32]) {
+    if stride == 1 {
+        let run = std::slice::from_raw_parts(src.get().offset(off), dst.len());
+        for (d, v) in dst.iter_mut().zip(run) {
+            *d = v.to_acc();
+        }
+    } else {
+        for (j, d) in dst.iter_mut().enumerate() {
+            *d = src.at(off + j as isize * stride).to_acc();
+        }
+    }
+}
+
+/// Fills the row-major `rows × len` f32 buffer `dst` with row `r` read from
+/// `off + r * row_stride + j * stride` of `src`: contiguous runs when `stride` is 1, in
+/// parallel when large.
+///
+/// # Safety
+/// The elements read must lie inside `src`'s view.
+unsafe fn convert_rows<T: Element<Acc = f32>>(
+    src: Ptr<T>,
+    off: isize,
+    row_stride: isize,
+    stride: isize,
+    len: usize,
+    dst: &mut [f32],
+) {
+    if len == 0 {
+        return;
+    }
+    let row = |(r, d): (usize, &mut [f32])| {
+        // SAFETY: the caller guarantees the view.
+        dispatch(
+            #[inline(always)]
+            |_| unsafe { convert_run(src, off + r as isize * row_stride, stride, d) },
+        )
+    };
+    if dst.len() < PAR_THRESHOLD {
+        dst.chunks_mut(len).enumerate().for_each(row);
+    } else {
+        dst.par_chunks_mut(len).enumerate().with_min_len((PAR_CHUNK / len).max(1)).for_each(row);
+    }
+}
+
+/// Half-precision matmul computing in f32: for a single row, `b` is read in its own dtype
+/// (matrix-vector); otherwise `a` and `b` are converted to f32 in panels of up to 512 of the
+/// k axis (never a whole-matrix copy of `b`) and multiplied with `gemm`. A panel of `b` keeps
+/// the source's layout (rows or columns contiguous), so the conversion reads contiguous runs.
 fn half_matmul<T: Element<Acc = f32>>(inputs: &[Array], alpha: f64, beta: f64, shape: &[usize]) -> Result<Data> {
     let (a, b) = (&inputs[0], &inputs[1]);
     let nd = shape.len();
@@ -210,42 +282,53 @@ fn half_matmul<T: Element<Acc = f32>>(inputs: &[Array], alpha: f64, beta: f64, s
         let dc = c.data()?;
         let (pc, sc) = operand::<T>(&dc, c.shape(), shape);
         let mut v = vec![0f32; shape.iter().product()];
-        map1(pc, sc, shape, &mut v, |x: T| x.to_acc());
+        map1(
+            pc,
+            sc,
+            shape,
+            &mut v,
+            #[inline(always)]
+            |x: T, _| x.to_acc(),
+        );
         Some(v)
     } else {
         None
     };
     let pa = Ptr(da.ptr::<T>());
     let pb = Ptr(db.ptr::<T>());
-    const PANEL: usize = 256;
+    const PANEL: usize = 512;
     alloc_out::<T>(shape, |out| {
         let mut acc = vec![0f32; m * n];
-        let mut arow = vec![0f32; m * k.min(PANEL)];
+        let mut apanel = vec![0f32; m * k.min(PANEL)];
         let mut bpanel = vec![0f32; k.min(PANEL) * n];
         for bi in 0..nbatch {
             let [oa, ob] = row_offsets::<2>(batch_shape, &bstrides, bi);
+            let (a_rs, a_cs) = (sa[nd - 2], sa[nd - 1]);
             let bm = Mat { ptr: Ptr(unsafe { pb.get().offset(ob) }), rs: sb[nd - 2], cs: sb[nd - 1] };
             if m == 1 && (bm.rs == 1 || bm.cs == 1) {
-                let x: Vec<f32> = (0..k).map(|kk| unsafe { pa.at(oa + kk as isize * sa[nd - 1]) }.to_acc()).collect();
+                let mut x = vec![0f32; k];
+                // SAFETY: row 0 of a in batch bi has k elements.
+                unsafe { convert_rows(pa, oa, 0, a_cs, k, &mut x) };
                 gemv(&x, bm, n, k, &mut acc[..n]);
             } else {
-                acc.iter_mut().for_each(|v| *v = 0.0);
                 let mut k0 = 0;
                 while k0 < k {
                     let kb = PANEL.min(k - k0);
-                    for i in 0..m {
-                        for kk in 0..kb {
-                            let off = oa + i as isize * sa[nd - 2] + (k0 + kk) as isize * sa[nd - 1];
-                            arow[i * kb + kk] = unsafe { pa.at(off) }.to_acc();
+                    let ap = &mut apanel[..m * kb];
+                    let bp = &mut bpanel[..kb * n];
+                    // SAFETY: panels of a (m × kb) and b (kb × n) inside their views.
+                    let b_mat = unsafe {
+                        convert_rows(pa, oa + k0 as isize * a_cs, a_rs, a_cs, kb, ap);
+                        if bm.rs == 1 && bm.cs != 1 {
+                            // Columns of b contiguous along k: a column-major panel.
+                            convert_rows(bm.ptr, k0 as isize, bm.cs, 1, kb, bp);
+                            Mat { ptr: Ptr(bp.as_ptr()), rs: 1, cs: kb as isize }
+                        } else {
+                            convert_rows(bm.ptr, k0 as isize * bm.rs, bm.rs, bm.cs, n, bp);
+                            Mat { ptr: Ptr(bp.as_ptr()), rs: n as isize, cs: 1 }
                         }
-                    }
-                    for kk in 0..kb {
-                        for j in 0..n {
-                            let off = (k0 + kk) as isize * bm.rs + j as isize * bm.cs;
-                            bpanel[kk * n + j] = unsafe { bm.ptr.at(off) }.to_acc();
-                        }
-                    }
-                    // SAFETY: the f32 scratch buffers are row-major m×kb, kb×n and m×n.
+                    };
+                    // SAFETY: the f32 scratch buffers are m×kb, kb×n and m×n.
                     unsafe {
                         gemm_one(
                             m,
@@ -253,9 +336,9 @@ fn half_matmul<T: Element<Acc = f32>>(inputs: &[Array], alpha: f64, beta: f64, s
                             kb,
                             MutPtr(acc.as_mut_ptr()),
                             n as isize,
-                            true,
-                            Mat { ptr: Ptr(arow.as_ptr()), rs: kb as isize, cs: 1 },
-                            Mat { ptr: Ptr(bpanel.as_ptr()), rs: n as isize, cs: 1 },
+                            k0 > 0,
+                            Mat { ptr: Ptr(ap.as_ptr()), rs: kb as isize, cs: 1 },
+                            b_mat,
                             1.0,
                             1.0,
                             parallelism(m * n * kb),
@@ -263,14 +346,34 @@ fn half_matmul<T: Element<Acc = f32>>(inputs: &[Array], alpha: f64, beta: f64, s
                     };
                     k0 += kb;
                 }
+                if k == 0 {
+                    acc.iter_mut().for_each(|v| *v = 0.0);
+                }
             }
             let o = &mut out[bi * m * n..(bi + 1) * m * n];
-            for (idx, (ov, &av)) in o.iter_mut().zip(&acc).enumerate() {
-                let mut v = alpha as f32 * av;
-                if let Some(c) = &cvals {
-                    v += beta as f32 * c[bi * m * n + idx];
-                }
-                *ov = T::from_acc(v);
+            let c = cvals.as_ref().map(|c| &c[bi * m * n..(bi + 1) * m * n]);
+            let (alpha, beta) = (alpha as f32, beta as f32);
+            let finish = |(i, (ov, av)): (usize, (&mut [T], &[f32]))| {
+                dispatch(
+                    #[inline(always)]
+                    |_| match c {
+                        Some(c) => {
+                            for ((ov, &av), &cv) in ov.iter_mut().zip(av).zip(&c[i * PAR_CHUNK..]) {
+                                *ov = T::from_acc(alpha * av + beta * cv);
+                            }
+                        }
+                        None => {
+                            for (ov, &av) in ov.iter_mut().zip(av) {
+                                *ov = T::from_acc(alpha * av);
+                            }
+                        }
+                    },
+                )
+            };
+            if m * n < PAR_THRESHOLD {
+                o.chunks_mut(PAR_CHUNK).zip(acc.chunks(PAR_CHUNK)).enumerate().for_each(finish);
+            } else {
+                o.par_chunks_mut(PAR_CHUNK).zip(acc.par_chunks(PAR_CHUNK)).enumerate().for_each(finish);
             }
         }
         Ok(())

@@ -7,9 +7,11 @@ mod fast;
 mod fused;
 mod index;
 mod iter;
+mod math;
 mod matmul;
 pub(crate) mod random;
 mod reduce;
+mod simd;
 mod sort;
 mod unary;
 

@@ -6,23 +6,43 @@ use crate::element::{Acc, Element};
 use crate::error::Result;
 use crate::primitives::UnaryOp;
 
-use super::iter::{alloc_out, map1, operand};
+use super::iter::{alloc_out, map1, operand, Ptr};
+use super::math::{exp_f32, sigmoid_f32};
+use super::simd::Isa;
 
 /// Float math on the compute types `f32` and `f64`.
 pub trait FloatMath: Acc {
-    /// Applies a float unary op.
-    fn unary(self, op: UnaryOp) -> Self;
+    /// Applies a float unary op; `isa` is the instruction set the calling loop runs under.
+    /// Kernels call it with a constant `op` so that the `match` folds away.
+    fn unary(self, op: UnaryOp, isa: Isa) -> Self;
+}
+
+/// `e^x` in f64 (libm).
+#[inline(always)]
+fn exp_f64(x: f64, _: Isa) -> f64 {
+    x.exp()
+}
+
+/// The logistic function in f64, without overflow for either sign.
+#[inline(always)]
+fn sigmoid_f64(x: f64, _: Isa) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
 }
 
 macro_rules! float_math {
-    ($t:ident, $erf:path) => {
+    ($t:ident, $erf:path, $exp:path, $sigmoid:path) => {
         impl FloatMath for $t {
             #[inline(always)]
-            fn unary(self, op: UnaryOp) -> $t {
+            fn unary(self, op: UnaryOp, isa: Isa) -> $t {
                 use UnaryOp::*;
                 let x = self;
                 match op {
-                    Exp => x.exp(),
+                    Exp => $exp(x, isa),
                     Expm1 => x.exp_m1(),
                     Log => x.ln(),
                     Log1p => x.ln_1p(),
@@ -43,14 +63,7 @@ macro_rules! float_math {
                     ArcSinh => x.asinh(),
                     ArcCosh => x.acosh(),
                     ArcTanh => x.atanh(),
-                    Sigmoid => {
-                        if x >= 0.0 {
-                            1.0 / (1.0 + (-x).exp())
-                        } else {
-                            let e = x.exp();
-                            e / (1.0 + e)
-                        }
-                    }
+                    Sigmoid => $sigmoid(x, isa),
                     Erf => $erf(x),
                     ErfInv => erfinv_f64(x as f64) as $t,
                     Floor => x.floor(),
@@ -68,8 +81,8 @@ macro_rules! float_math {
         }
     };
 }
-float_math!(f32, libm::erff);
-float_math!(f64, libm::erf);
+float_math!(f32, libm::erff, exp_f32, sigmoid_f32);
+float_math!(f64, libm::erf, exp_f64, sigmoid_f64);
 
 /// The inverse error function, to double precision: Giles' single-precision approximation
 /// refined by two Newton steps on erf.
@@ -125,6 +138,34 @@ pub fn erfinv_f64(y: f64) -> f64 {
     x
 }
 
+/// Maps `f` over the input at `p` with strides `s` (broadcast to `shape`) into a new row-major
+/// array of `shape`.
+fn map_new<T: Element, O: Element>(
+    p: Ptr<T>,
+    s: Vec<isize>,
+    shape: &[usize],
+    f: impl Fn(T, Isa) -> O + Sync + Send,
+) -> Result<Data> {
+    alloc_out::<O>(shape, |out| {
+        map1(p, s, shape, out, f);
+        Ok(())
+    })
+}
+
+/// Expands to a `match` on `$op` with one arm per listed variant, each instantiating `$body`
+/// with `$c` bound to that variant as a constant, so every op gets its own loop.
+macro_rules! per_op {
+    ($op:expr, $c:ident => $body:expr, [$($v:ident),* $(,)?], $other:expr) => {
+        match $op {
+            $(UnaryOp::$v => {
+                const $c: UnaryOp = UnaryOp::$v;
+                $body
+            })*
+            _ => $other,
+        }
+    };
+}
+
 /// Evaluates a unary op into an output of `dtype`.
 pub fn eval(op: UnaryOp, x: &Array, shape: &[usize], dtype: Dtype) -> Result<Data> {
     let d = x.data()?;
@@ -134,44 +175,44 @@ pub fn eval(op: UnaryOp, x: &Array, shape: &[usize], dtype: Dtype) -> Result<Dat
     match op {
         IsNan | IsInf | IsFinite | LogicalNot => crate::dispatch_dtype!(in_dtype, T => {
             let (p, s) = operand::<T>(&d, xs, shape);
-            alloc_out::<bool>(shape, |out| {
-                map1(p, s, shape, out, |v: T| {
-                    let f = Element::to_f64(v);
-                    match op {
-                        IsNan => f.is_nan(),
-                        IsInf => f.is_infinite(),
-                        IsFinite => f.is_finite(),
-                        _ => f == 0.0,
-                    }
-                });
-                Ok(())
-            })
+            per_op!(op, OP => map_new::<T, bool>(p, s, shape, #[inline(always)] |v: T, _| {
+                let f = Element::to_f64(v);
+                match OP {
+                    IsNan => f.is_nan(),
+                    IsInf => f.is_infinite(),
+                    IsFinite => f.is_finite(),
+                    _ => f == 0.0,
+                }
+            }), [IsNan, IsInf, IsFinite, LogicalNot], unreachable!())
         }),
         Abs | Negative | Sign | Square | BitwiseInvert | Floor | Ceil | Round if !dtype.is_float() => {
             crate::dispatch_dtype!(dtype, T => {
                 let (p, s) = operand::<T>(&d, xs, shape);
-                alloc_out::<T>(shape, |out| {
-                    map1(p, s, shape, out, |v: T| {
-                        let a = v.to_acc();
-                        T::from_acc(match op {
-                            Abs => Acc::abs(a),
-                            Negative => Acc::neg(a),
-                            Sign => Acc::sign(a),
-                            Square => Acc::mul(a, a),
-                            BitwiseInvert => Acc::bit_not(a),
-                            _ => a, // floor/ceil/round of an integer
-                        })
-                    });
-                    Ok(())
-                })
+                per_op!(op, OP => map_new::<T, T>(p, s, shape, #[inline(always)] |v: T, _| {
+                    let a = v.to_acc();
+                    T::from_acc(match OP {
+                        Abs => Acc::abs(a),
+                        Negative => Acc::neg(a),
+                        Sign => Acc::sign(a),
+                        Square => Acc::mul(a, a),
+                        BitwiseInvert => Acc::bit_not(a),
+                        _ => a, // floor/ceil/round of an integer
+                    })
+                }), [Abs, Negative, Sign, Square, BitwiseInvert], map_new::<T, T>(p, s, shape, #[inline(always)] |v: T, _| v))
             })
         }
         _ => crate::dispatch_float!(dtype, T => {
             let (p, s) = operand::<T>(&d, xs, shape);
-            alloc_out::<T>(shape, |out| {
-                map1(p, s, shape, out, |v: T| T::from_acc(v.to_acc().unary(op)));
-                Ok(())
-            })
+            per_op!(
+                op,
+                OP => map_new::<T, T>(p, s, shape, #[inline(always)] |v: T, isa| T::from_acc(v.to_acc().unary(OP, isa))),
+                [
+                    Exp, Expm1, Log, Log1p, Log2, Log10, Sqrt, Rsqrt, Reciprocal, Sin, Cos, Tan, ArcSin,
+                    ArcCos, ArcTan, Sinh, Cosh, Tanh, ArcSinh, ArcCosh, ArcTanh, Sigmoid, Erf, ErfInv,
+                    Floor, Ceil, Round, Abs, Negative, Sign, Square,
+                ],
+                unreachable!("unary float op {op:?}")
+            )
         }, unreachable!("unary float op on {dtype}")),
     }
 }

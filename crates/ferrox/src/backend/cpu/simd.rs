@@ -1,0 +1,119 @@
+//! Runtime instruction-set dispatch for hot loops.
+//!
+//! The crate is built for the baseline target (SSE2 on x86-64). [`dispatch`] runs a closure
+//! inside a function compiled with AVX-512 or AVX2+FMA when the CPU has them. For the loop to
+//! be compiled with those features, its code must be inlined there: the closure given to
+//! `dispatch` is written `#[inline(always)] |isa| ...` (the attribute is allowed on a closure
+//! in argument position), the functions it calls are `#[inline(always)]`, and a closure bound
+//! with `let` that holds a loop goes through [`inline_always`]. The closure receives the
+//! [`Isa`] it runs under, a constant once inlined, so that code can use fused multiply-add.
+//!
+//! Kernels write their inner loop once, as a generic closure over plain slices, and wrap it in
+//! `dispatch`; there are no per-ISA copies.
+
+/// The instruction set a dispatched closure was compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// The build's baseline target.
+    Baseline,
+    /// x86-64 with AVX2, FMA and F16C.
+    Avx2,
+    /// x86-64 with AVX-512 F/BW/DQ/VL, plus AVX2, FMA and F16C.
+    Avx512,
+}
+
+impl Isa {
+    /// Whether `mul_add` is one hardware instruction here (else it would be a slow libm call).
+    #[inline(always)]
+    pub fn has_fma(self) -> bool {
+        match self {
+            Isa::Baseline => cfg!(any(target_feature = "fma", target_arch = "aarch64")),
+            Isa::Avx2 | Isa::Avx512 => true,
+        }
+    }
+
+    /// `a * b + c`: fused (one rounding) where the ISA has FMA, else a multiply and an add.
+    ///
+    /// Inlined into a dispatched loop this is one FMA instruction. Should it end up in code
+    /// compiled for the baseline, it calls a small FMA function instead of falling back to the
+    /// (very slow) software `fmaf`.
+    #[inline(always)]
+    pub fn mul_add(self, a: f32, b: f32, c: f32) -> f32 {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: these variants are only handed out when the CPU has FMA.
+            Isa::Avx2 | Isa::Avx512 => unsafe { fma_x86(a, b, c) },
+            _ if self.has_fma() => a.mul_add(b, c),
+            _ => a * b + c,
+        }
+    }
+}
+
+/// `a * b + c` with one rounding, compiled with FMA (inlines into AVX2 / AVX-512 code).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+#[inline]
+unsafe fn fma_x86(a: f32, b: f32, c: f32) -> f32 {
+    a.mul_add(b, c)
+}
+
+/// Returns `f` unchanged: lets a closure bound with `let` carry `#[inline(always)]`, which Rust
+/// accepts on closures in argument position only. Use it for closures that hold loops and run
+/// inside [`dispatch`], so that they are compiled with the dispatched instruction set.
+#[inline(always)]
+pub fn inline_always<F>(f: F) -> F {
+    f
+}
+
+/// The best [`Isa`] of this CPU (detected once; `is_x86_feature_detected!` caches).
+#[inline]
+pub fn best_isa() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512dq")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
+            return Isa::Avx512;
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Baseline
+}
+
+/// Runs `f` compiled for the best instruction set of this CPU, passing that [`Isa`].
+///
+/// `f` should be a loop over slices (or a whole row computation): the dispatch itself costs a
+/// few loads and a call, so it belongs outside per-element code.
+#[inline(always)]
+pub fn dispatch<R>(f: impl FnOnce(Isa) -> R) -> R {
+    match best_isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: best_isa checked that the CPU has these features.
+        Isa::Avx512 => unsafe { run_avx512(f) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { run_avx2(f) },
+        _ => f(Isa::Baseline),
+    }
+}
+
+/// Calls `f` from a function compiled with AVX-512 (512-bit vectors), so `f` inlines there.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
+unsafe fn run_avx512<R>(f: impl FnOnce(Isa) -> R) -> R {
+    f(Isa::Avx512)
+}
+
+/// Calls `f` from a function compiled with AVX2 and FMA, so `f` inlines there.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn run_avx2<R>(f: impl FnOnce(Isa) -> R) -> R {
+    f(Isa::Avx2)
+}
