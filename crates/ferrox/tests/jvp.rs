@@ -281,7 +281,7 @@ fn convolutions() {
         Ok(vec![
             fx::conv2d(x, w, (1, 2), (1, 1), (1, 1), 1)?,
             fx::conv2d(x, &fx::slice_axis(w, 3, 0, 1)?, (2, 1), (0, 1), (2, 1), 2)?,
-            fx::conv1d(&fx::reshape(x, &[2, 10, 2])?, w1, 2, 1, 2, 1)?,
+            fx::conv1d(&fx::reshape(x, &[2, 20, 2])?, w1, 2, 1, 2, 1)?,
             fx::conv_transpose2d(x, wt, (2, 1), (1, 0), (1, 2), (1, 0), 2)?,
         ])
     };
