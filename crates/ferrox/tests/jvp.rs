@@ -155,6 +155,13 @@ fn shapes_and_views() {
         ])
     };
     check("shapes", &f, &[fx::slice(&rand(&[6, 8], 9), &[0, 0], &[6, 8], &[1, 2]).unwrap().t()], 120);
+    // A non-contiguous tangent gives what its contiguous copy gives.
+    let x = rand(&[3, 4], 121);
+    let t = rand(&[4, 3], 122).t();
+    let g = |a: &[Array]| -> Result<Vec<Array>> { Ok(vec![fx::sum(&fx::exp(&a[0])?, Some(&[0]), false)?]) };
+    let (_, strided) = fx::jvp(g, std::slice::from_ref(&x), std::slice::from_ref(&t)).unwrap();
+    let (_, packed) = fx::jvp(g, std::slice::from_ref(&x), &[fx::contiguous(&t).unwrap()]).unwrap();
+    assert_close("non-contiguous tangent", &values(&strided[0]), &values(&packed[0]), 1e-14);
 }
 
 #[test]
