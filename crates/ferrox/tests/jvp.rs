@@ -19,7 +19,7 @@ fn numeric_jvp(f: Fun, args: &[Array], tangents: &[Array]) -> Vec<Vec<f64>> {
     let eps = 1e-6;
     let at = |s: f64| {
         let moved: Vec<Array> =
-            args.iter().zip(tangents).map(|(a, t)| fx::add(a, &fx::multiply(t, s).unwrap()).unwrap()).collect();
+            args.iter().zip(tangents).map(|(a, t)| fx::add(a, fx::multiply(t, s).unwrap()).unwrap()).collect();
         f(&moved).unwrap().iter().map(values).collect::<Vec<_>>()
     };
     let (hi, lo) = (at(eps), at(-eps));
@@ -51,7 +51,7 @@ fn check(name: &str, f: Fun, args: &[Array], seed: u64) {
 
 /// A positive array (for logs, roots, powers).
 fn positive(shape: &[usize], seed: u64) -> Array {
-    fx::add(&fx::abs(&rand(shape, seed)).unwrap(), 0.5).unwrap()
+    fx::add(fx::abs(&rand(shape, seed)).unwrap(), 0.5).unwrap()
 }
 
 #[test]
@@ -305,7 +305,10 @@ fn convolutions() {
 fn compiled_and_checkpointed() {
     let body = |a: &[Array]| -> Result<Vec<Array>> {
         let x = &a[0];
-        let g = fx::multiply(&fx::multiply(x, 0.5)?, &fx::add(&fx::erf(&fx::multiply(x, 0.70710678)?)?, 1.0)?)?;
+        let g = fx::multiply(
+            &fx::multiply(x, 0.5)?,
+            &fx::add(&fx::erf(&fx::multiply(x, std::f64::consts::FRAC_1_SQRT_2)?)?, 1.0)?,
+        )?;
         Ok(vec![fx::add(&fx::multiply(&g, &a[1])?, &fx::tanh(&fx::maximum(x, &a[1])?)?)?])
     };
     let compiled = fx::compile(body);
@@ -350,7 +353,7 @@ fn forward_matches_reverse() {
 
 fn loss(a: &[Array]) -> Result<Array> {
     let outs = composite(a)?;
-    fx::add(&fx::sum(&fx::multiply(&outs[0], &rand(outs[0].shape(), 250))?, None, false)?, &outs[1])
+    fx::add(&fx::sum(&fx::multiply(&outs[0], rand(outs[0].shape(), 250))?, None, false)?, &outs[1])
 }
 
 #[test]
