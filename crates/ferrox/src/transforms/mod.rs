@@ -6,9 +6,12 @@
 //! that graph from the outputs back to the tracers, applying each primitive's rule
 //! (`vjp_rules.rs`); the rules are built from ops, so the result is again a lazy graph, and
 //! transforms nest (the gradient of a gradient is the vjp of the recorded backward graph).
+//! Forward mode walks the same graph from the tracers to the outputs, pushing a tangent
+//! through each node with its primitive's rule (`jvp_rules.rs`), also built from ops.
 //! Arrays already evaluated when the function runs are constants to the trace.
 
 mod compile;
+mod jvp_rules;
 mod remat;
 mod tree;
 mod vjp_rules;
@@ -143,21 +146,57 @@ where
 }
 
 /// Forward mode: the outputs of `f` at `primals` and the Jacobian-vector products with
-/// `tangents` (one per primal). Computed as the vjp of the (linear) vjp.
+/// `tangents` (one per primal, each of its primal's shape).
+///
+/// `f` runs once on tracers; every node that depends on a tracer then gets its tangent from
+/// its inputs' tangents, inputs first, by its primitive's forward rule. The tangents are lazy
+/// graphs, so forward mode nests with itself and with reverse mode.
 pub fn jvp<F>(f: F, primals: &[Array], tangents: &[Array]) -> Result<(Vec<Array>, Vec<Array>)>
 where
-    F: Fn(&[Array]) -> Result<Vec<Array>>,
+    F: FnOnce(&[Array]) -> Result<Vec<Array>>,
 {
     if primals.len() != tangents.len() {
         return Err(Error::invalid("jvp", format!("{} primals but {} tangents", primals.len(), tangents.len())));
     }
-    let outputs = f(primals)?;
-    let n_out = outputs.len();
-    let probes: Vec<Array> = outputs.iter().map(crate::ops::zeros_like).collect::<Result<_>>()?;
-    // u ↦ vjp(f, primals, u) is linear; its vjp with the tangents is J·t.
-    let (_, jt) = vjp(|us: &[Array]| Ok(vjp(|x| f(x), primals, us)?.1), &probes, tangents)?;
-    debug_assert_eq!(jt.len(), n_out);
+    for (p, t) in primals.iter().zip(tangents) {
+        if p.shape() != t.shape() {
+            return Err(Error::shape(
+                "jvp",
+                format!("tangent of shape {:?} for a primal of shape {:?}", t.shape(), p.shape()),
+            ));
+        }
+    }
+    let inputs = tracers(primals);
+    let outputs = f(&inputs)?;
+    let seeds = inputs
+        .iter()
+        .zip(tangents)
+        .map(|(x, t)| if x.dtype().is_float() { crate::ops::astype(t, x.dtype()).map(Some) } else { Ok(None) })
+        .collect::<Result<Vec<_>>>()?;
+    let jt = forward(&inputs, &seeds, &outputs)?
+        .into_iter()
+        .zip(&outputs)
+        .map(|(t, o)| match t {
+            Some(t) => Ok(t),
+            None => crate::ops::zeros_like(o),
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok((outputs, jt))
+}
+
+/// The tangents of `outputs` given those of `seeds` (`None`: zero), pushed forward through
+/// the pending nodes between them; `None` where an output's tangent is zero.
+fn forward(seeds: &[Array], tangents: &[Option<Array>], outputs: &[Array]) -> Result<Vec<Option<Array>>> {
+    let mut tans: HashMap<Key, Option<Array>> = seeds.iter().zip(tangents).map(|(s, t)| (key(s), t.clone())).collect();
+    let seed_keys: HashSet<Key> = tans.keys().copied().collect();
+    let order = trace_order(outputs, &seed_keys);
+    for node in &order {
+        let Some((op, ins)) = node.pending_parts() else { continue };
+        let ts: Vec<Option<Array>> = ins.iter().map(|i| tans.get(&key(i)).cloned().flatten()).collect();
+        let t = jvp_rules::jvp(&op, &ins, node, &ts)?;
+        tans.insert(key(node), t);
+    }
+    Ok(outputs.iter().map(|o| tans.get(&key(o)).cloned().flatten()).collect())
 }
 
 /// `(f(args), ∂f/∂args[i] for i in argnums)` for a function with one scalar output.

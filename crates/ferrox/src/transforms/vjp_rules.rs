@@ -238,9 +238,7 @@ fn cumprod(x: &Array, out: &Array, g: &Array, axis: usize, reverse: bool, inclus
 }
 
 /// Cumulative maximum / minimum: each output's cotangent goes to the element that set the
-/// running extreme it reports — the latest one in scan order that equals the inclusive
-/// running extreme at its own position (so ties go to the latest, as in MLX). An exclusive
-/// scan's first output (the identity) has no such element and passes nothing back.
+/// running extreme it reports (see [`cum_extreme_source`]).
 fn cum_extreme(
     op: ScanOp,
     x: &Array,
@@ -250,6 +248,24 @@ fn cum_extreme(
     reverse: bool,
     inclusive: bool,
 ) -> Result<Array> {
+    let (source, valid) = cum_extreme_source(op, x, out, axis, reverse, inclusive)?;
+    let g = fx::where_(&valid, g, 0.0)?;
+    fx::scatter_along_axis(&fx::zeros_like(x)?, &source, &g, Some(axis as isize), ScatterMode::Add)
+}
+
+/// For each output of a cumulative maximum / minimum, the position along `axis` of the element
+/// that set the running extreme it reports — the latest one in scan order that equals the
+/// inclusive running extreme at its own position (so ties go to the latest, as in MLX) — and
+/// whether there is one: an exclusive scan's first output (the identity) has none (its
+/// position is then 0).
+pub(crate) fn cum_extreme_source(
+    op: ScanOp,
+    x: &Array,
+    out: &Array,
+    axis: usize,
+    reverse: bool,
+    inclusive: bool,
+) -> Result<(Array, Array)> {
     let ax = axis as isize;
     let n = x.shape()[axis];
     let running = if inclusive {
@@ -272,9 +288,7 @@ fn cum_extreme(
         fx::cummax(&fx::where_(&sets, &pos, -1i64)?, Some(ax), false, inclusive)?
     };
     let valid = fx::logical_and(&fx::greater_equal(&source, 0i64)?, &fx::less(&source, n as i64)?)?;
-    let source = fx::where_(&valid, &source, 0i64)?;
-    let g = fx::where_(&valid, g, 0.0)?;
-    fx::scatter_along_axis(&fx::zeros_like(x)?, &source, &g, Some(ax), ScatterMode::Add)
+    Ok((fx::where_(&valid, &source, 0i64)?, valid))
 }
 
 /// The smallest signed integer type that holds positions `0..=n`.
@@ -427,12 +441,40 @@ fn conv(p: &ConvParams, x: &Array, w: &Array, g: &Array) -> Result<Grads> {
 /// P = softmax(S), out = P v, so dv = Pᵀ g, dP = g vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)),
 /// dq = dS k·scale, dk = dSᵀ q·scale; key/value heads sum over their query group.
 fn attention(inputs: &[Array], g: &Array, scale: f32, mask: AttentionMask) -> Result<Grads> {
+    let q = &inputs[0];
+    let AttentionParts { q5, k5, v5, p } = attention_parts(inputs, scale, mask)?;
+    let g5 = fx::reshape_usize(g, &[q5.shape()[0], q5.shape()[1], q5.shape()[2], q5.shape()[3], v5.shape()[4]])?;
+    let gv = fx::sum(&fx::matmul(&fx::swapaxes(&p, -1, -2)?, &g5)?, Some(&[2]), false)?;
+    let gp = fx::matmul(&g5, &fx::swapaxes(&v5, -1, -2)?)?;
+    let gs = fx::multiply(&p, &fx::subtract(&gp, &fx::sum(&fx::multiply(&gp, &p)?, Some(&[-1]), true)?)?)?;
+    let gq = fx::multiply(&fx::matmul(&gs, &k5)?, scale as f64)?;
+    let gk = fx::multiply(&fx::sum(&fx::matmul(&fx::swapaxes(&gs, -1, -2)?, &q5)?, Some(&[2]), false)?, scale as f64)?;
+    let mut out = vec![Some(fx::reshape_usize(&gq, q.shape())?), Some(gk), Some(gv)];
+    if inputs.len() == 4 {
+        out.push(None);
+    }
+    Ok(out)
+}
+
+/// Attention's operands grouped by key/value head, and its probabilities.
+pub(crate) struct AttentionParts {
+    /// q as [B, Hkv, group, L, D].
+    pub q5: Array,
+    /// k as [B, Hkv, 1, S, D].
+    pub k5: Array,
+    /// v as [B, Hkv, 1, S, Dv].
+    pub v5: Array,
+    /// softmax(q kᵀ·scale + mask) as [B, Hkv, group, L, S].
+    pub p: Array,
+}
+
+/// Recomputes attention's probabilities from its inputs (q, k, v and the mask array if any).
+pub(crate) fn attention_parts(inputs: &[Array], scale: f32, mask: AttentionMask) -> Result<AttentionParts> {
     let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
     let (b, hq, l, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
-    let (hkv, s, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
+    let (hkv, s) = (k.shape()[1], k.shape()[2]);
     let grp = hq / hkv;
     let q5 = fx::reshape_usize(q, &[b, hkv, grp, l, d])?;
-    let g5 = fx::reshape_usize(g, &[b, hkv, grp, l, dv])?;
     let k5 = fx::expand_dims(k, &[2])?;
     let v5 = fx::expand_dims(v, &[2])?;
     let mut scores = fx::multiply(&fx::matmul(&q5, &fx::swapaxes(&k5, -1, -2)?)?, scale as f64)?;
@@ -454,19 +496,12 @@ fn attention(inputs: &[Array], g: &Array, scale: f32, mask: AttentionMask) -> Re
         }
     }
     let p = fx::softmax(&scores, None, false)?;
-    let gv = fx::sum(&fx::matmul(&fx::swapaxes(&p, -1, -2)?, &g5)?, Some(&[2]), false)?;
-    let gp = fx::matmul(&g5, &fx::swapaxes(&v5, -1, -2)?)?;
-    let gs = fx::multiply(&p, &fx::subtract(&gp, &fx::sum(&fx::multiply(&gp, &p)?, Some(&[-1]), true)?)?)?;
-    let gq = fx::multiply(&fx::matmul(&gs, &k5)?, scale as f64)?;
-    let gk = fx::multiply(&fx::sum(&fx::matmul(&fx::swapaxes(&gs, -1, -2)?, &q5)?, Some(&[2]), false)?, scale as f64)?;
-    let mut out = vec![Some(fx::reshape_usize(&gq, q.shape())?), Some(gk), Some(gv)];
-    if inputs.len() == 4 {
-        out.push(None);
-    }
-    Ok(out)
+    Ok(AttentionParts { q5, k5, v5, p })
 }
 
-fn unary(u: UnaryOp, x: &Array, out: &Array, g: &Array) -> Result<Option<Array>> {
+/// The cotangent of an elementwise function of one input: `g` times its derivative at `x`
+/// (which, being elementwise, is also its tangent for the tangent `g`).
+pub(crate) fn unary(u: UnaryOp, x: &Array, out: &Array, g: &Array) -> Result<Option<Array>> {
     use UnaryOp::*;
     if !x.dtype().is_float() && !matches!(u, Abs | Negative | Square) {
         return Ok(None);
