@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::primitives::UnaryOp;
 
 use super::iter::{alloc_out, map1, operand, Ptr};
-use super::math::{exp_f32, sigmoid_f32};
+use super::math::{erf_f32, exp_f32, sigmoid_f32, tanh_f32};
 use super::simd::Isa;
 
 /// Float math on the compute types `f32` and `f64`.
@@ -23,6 +23,18 @@ fn exp_f64(x: f64, _: Isa) -> f64 {
     x.exp()
 }
 
+/// `erf` in f64 (libm).
+#[inline(always)]
+fn erf_f64(x: f64, _: Isa) -> f64 {
+    libm::erf(x)
+}
+
+/// `tanh` in f64 (std).
+#[inline(always)]
+fn tanh_f64(x: f64, _: Isa) -> f64 {
+    x.tanh()
+}
+
 /// The logistic function in f64, without overflow for either sign.
 #[inline(always)]
 fn sigmoid_f64(x: f64, _: Isa) -> f64 {
@@ -35,7 +47,7 @@ fn sigmoid_f64(x: f64, _: Isa) -> f64 {
 }
 
 macro_rules! float_math {
-    ($t:ident, $erf:path, $exp:path, $sigmoid:path) => {
+    ($t:ident, $erf:path, $exp:path, $sigmoid:path, $tanh:path) => {
         impl FloatMath for $t {
             #[inline(always)]
             fn unary(self, op: UnaryOp, isa: Isa) -> $t {
@@ -59,12 +71,12 @@ macro_rules! float_math {
                     ArcTan => x.atan(),
                     Sinh => x.sinh(),
                     Cosh => x.cosh(),
-                    Tanh => x.tanh(),
+                    Tanh => $tanh(x, isa),
                     ArcSinh => x.asinh(),
                     ArcCosh => x.acosh(),
                     ArcTanh => x.atanh(),
                     Sigmoid => $sigmoid(x, isa),
-                    Erf => $erf(x),
+                    Erf => $erf(x, isa),
                     ErfInv => erfinv_f64(x as f64) as $t,
                     Floor => x.floor(),
                     Ceil => x.ceil(),
@@ -81,8 +93,8 @@ macro_rules! float_math {
         }
     };
 }
-float_math!(f32, libm::erff, exp_f32, sigmoid_f32);
-float_math!(f64, libm::erf, exp_f64, sigmoid_f64);
+float_math!(f32, erf_f32, exp_f32, sigmoid_f32, tanh_f32);
+float_math!(f64, erf_f64, exp_f64, sigmoid_f64, tanh_f64);
 
 /// The inverse error function, to double precision: Giles' single-precision approximation
 /// refined by two Newton steps on erf.
