@@ -151,6 +151,25 @@ fn rule(op: &Op, inputs: &[Array], out: &Array, ts: Tangents) -> Result<Option<A
             let ins = vec![or_zeros(&ts[0], &inputs[0], dt)?, inputs[1].clone(), or_zeros(&ts[2], &inputs[2], dt)?];
             Some(same_op(op, out, ins))
         }
+        Op::Scatter { axes, mode: ScatterMode::Max | ScatterMode::Min } => {
+            let (a, upd, idx) = (&inputs[0], &inputs[1], &inputs[2..]);
+            let ax = axes_isize(axes);
+            let sizes = &upd.shape()[upd.ndim() - a.ndim()..];
+            let pick = |t: &Array| fx::reshape_usize(&fx::gather(t, idx, &ax, sizes)?, upd.shape());
+            let spread = |u: &Array| {
+                let mut ins = vec![fx::zeros_like(a)?, u.clone()];
+                ins.extend(idx.iter().cloned());
+                Ok(same_op(&Op::Scatter { axes: axes.clone(), mode: ScatterMode::Add }, out, ins))
+            };
+            scatter_extreme(a, upd, out, &ts[0], &ts[1], &pick, &spread)?
+        }
+        Op::PutAlongAxis { axis, mode: ScatterMode::Max | ScatterMode::Min } => {
+            let (a, idx, vals) = (&inputs[0], &inputs[1], &inputs[2]);
+            let ax = Some(*axis as isize);
+            let pick = |t: &Array| fx::take_along_axis(t, idx, ax);
+            let spread = |u: &Array| fx::scatter_along_axis(&fx::zeros_like(a)?, idx, u, ax, ScatterMode::Add);
+            scatter_extreme(a, vals, out, &ts[0], &ts[2], &pick, &spread)?
+        }
         Op::Scatter { .. } | Op::PutAlongAxis { .. } => linearized(op, inputs, out, ts)?,
         Op::Sort { kind, axis } => {
             let Some(t) = tx else { return Ok(None) };
@@ -198,6 +217,26 @@ fn linearized(op: &Op, inputs: &[Array], out: &Array, ts: Tangents) -> Result<Op
     let probe = fx::zeros_like(out)?;
     let linear = |us: &[Array]| -> Result<Vec<Array>> { Ok(super::vjp(rebuild, &primals, us)?.1) };
     Ok(super::vjp(linear, std::slice::from_ref(&probe), &tangents)?.1.pop())
+}
+
+/// A scatter-like op (`Scatter`, `PutAlongAxis`) of `upd` into `a` in max / min mode, given
+/// `pick` (the values of an array shaped like `a` at each update's position, shaped like the
+/// updates) and `spread` (zeros shaped like `a` with updates added in): the mean tangent of
+/// the factors equal to the result (ties share, as in the reverse rule).
+fn scatter_extreme(
+    a: &Array,
+    upd: &Array,
+    out: &Array,
+    ta: &Option<Array>,
+    tu: &Option<Array>,
+    pick: &dyn Fn(&Array) -> Result<Array>,
+    spread: &dyn Fn(&Array) -> Result<Array>,
+) -> Result<Option<Array>> {
+    let mask_a = astype(&fx::equal(a, out)?, out.dtype())?;
+    let mask_u = astype(&fx::equal(upd, &pick(out)?)?, out.dtype())?;
+    let count = fx::maximum(&fx::add(&mask_a, &spread(&mask_u)?)?, 1.0)?;
+    let num = sum_terms([term(ta, |t| fx::multiply(t, &mask_a))?, term(tu, |t| spread(&fx::multiply(t, &mask_u)?))?])?;
+    term(&num, |n| fx::divide(n, &count))
 }
 
 fn binary(
