@@ -376,3 +376,28 @@ fn bf16_matmul_panels_and_layouts() {
         assert_close(&got, &want, 2f64.powi(-8) * 1.05, 1e-3, &format!("bf16 matmul, {rows} rows"));
     }
 }
+
+#[test]
+fn rope_over_many_positions() {
+    // 300 positions from offset 1000 (the cos/sin table steps by angle addition between anchors).
+    let (h, l, d, dims, offset) = (3usize, 300usize, 64usize, 48usize, 1000usize);
+    let v = f32s(&values(h * l * d, 18, -1.0, 1.0));
+    let x = Array::from_slice(&v, &[1, h, l, d]).unwrap();
+    for traditional in [false, true] {
+        let got =
+            fx::fast::rope(&x, dims, traditional, Some(10000.0), 0.5, offset, None).unwrap().to_vec::<f32>().unwrap();
+        let half = dims / 2;
+        for (r, (row, out)) in v.chunks(d).zip(got.chunks(d)).enumerate() {
+            let pos = (offset + r % l) as f64 * 0.5;
+            for i in 0..half {
+                let (s, c) = (pos * 10000f64.powf(-2.0 * i as f64 / dims as f64)).sin_cos();
+                let (i1, i2) = if traditional { (2 * i, 2 * i + 1) } else { (i, i + half) };
+                let (a, b) = (row[i1] as f64, row[i2] as f64);
+                for (g, w) in [(out[i1], a * c - b * s), (out[i2], a * s + b * c)] {
+                    assert!((g as f64 - w).abs() < 1e-6, "row {r} feature {i}: {g} vs {w}");
+                }
+            }
+            assert_eq!(&out[dims..], &row[dims..]);
+        }
+    }
+}
