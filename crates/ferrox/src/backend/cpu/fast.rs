@@ -18,7 +18,7 @@ use super::math::exp_f32;
 use super::simd::{dispatch, inline_always, Isa};
 
 /// Float compute type with the few functions the fused kernels need.
-trait Real: Acc + Into<f64> {
+trait Real: Acc {
     /// `e^x`: the vectorizable [`exp_f32`] for f32, libm for f64.
     fn exp(self, isa: Isa) -> Self;
     /// Natural logarithm.
@@ -127,54 +127,42 @@ fn row_max<T: Element<Acc = A>, A: Real>(r: &[T]) -> A {
     )
 }
 
-/// Softmax of one row, through `tmp` in the compute type.
-#[inline(always)]
-fn softmax_row<T: Element<Acc = A>, A: Real>(r: &[T], o: &mut [T], tmp: &mut Vec<A>, isa: Isa) {
-    let m = row_max(r);
-    tmp.resize(r.len(), A::ZERO);
-    for (t, v) in tmp.iter_mut().zip(r) {
-        *t = Real::exp(Acc::sub(v.to_acc(), m), isa);
-    }
-    let s = fold_slice(
-        tmp,
-        A::ZERO,
-        Acc::add,
-        #[inline(always)]
-        |e: A| e,
-    );
-    let inv = Acc::div(A::ONE, s);
-    for (ov, &e) in o.iter_mut().zip(tmp.iter()) {
-        *ov = T::from_acc(Acc::mul(e, inv));
-    }
-}
-
 /// Softmax over the last axis.
 pub fn softmax(x: &Array, shape: &[usize]) -> Result<Data> {
     let n = *shape.last().unwrap_or(&1);
-    crate::dispatch_float!(x.dtype(), T => for_rows::<T, T>(x, n, shape, #[inline(always)] |r, o, t, isa| softmax_row(r, o, t, isa)), unreachable!())
+    crate::dispatch_float!(x.dtype(), T => {
+        type A = <T as Element>::Acc;
+        // Each row through the scratch vector, in the compute type.
+        for_rows::<T, T>(x, n, shape, #[inline(always)] |r, o, tmp, isa| {
+            let m = row_max(r);
+            tmp.resize(r.len(), A::ZERO);
+            for (t, v) in tmp.iter_mut().zip(r) {
+                *t = Real::exp(Acc::sub(v.to_acc(), m), isa);
+            }
+            let inv = Acc::div(A::ONE, fold_slice(tmp, A::ZERO, Acc::add, #[inline(always)] |e: A| e));
+            for (ov, &e) in o.iter_mut().zip(tmp.iter()) {
+                *ov = T::from_acc(Acc::mul(e, inv));
+            }
+        })
+    }, unreachable!())
 }
 
 /// log-sum-exp over the last axis (output keeps it as size 1).
 pub fn logsumexp(x: &Array, shape: &[usize]) -> Result<Data> {
-    #[inline(always)]
-    fn row<T: Element<Acc = A>, A: Real>(r: &[T], o: &mut [T], _: &mut Vec<A>, isa: Isa) {
-        let m = row_max(r);
-        let mf: f64 = m.into();
-        if !mf.is_finite() {
-            let s: f64 = r.iter().map(|v| Into::<f64>::into(v.to_acc()).exp()).sum();
-            o[0] = T::from_acc(A::of(s.ln()));
-            return;
-        }
-        let s = fold_slice(
-            r,
-            A::ZERO,
-            Acc::add,
-            #[inline(always)]
-            |v: T| Real::exp(Acc::sub(v.to_acc(), m), isa),
-        );
-        o[0] = T::from_acc(Acc::add(Real::ln(s), m));
-    }
-    crate::dispatch_float!(x.dtype(), T => for_rows::<T, T>(x, 1, shape, #[inline(always)] |r, o, t, isa| row(r, o, t, isa)), unreachable!())
+    crate::dispatch_float!(x.dtype(), T => {
+        type A = <T as Element>::Acc;
+        for_rows::<T, T>(x, 1, shape, #[inline(always)] |r, o, _, isa| {
+            let m = row_max(r);
+            let mf = Acc::as_f64(m);
+            if !mf.is_finite() {
+                let s: f64 = r.iter().map(|v| Acc::as_f64(v.to_acc()).exp()).sum();
+                o[0] = T::from_acc(A::of(s.ln()));
+                return;
+            }
+            let s = fold_slice(r, A::ZERO, Acc::add, #[inline(always)] |v: T| Real::exp(Acc::sub(v.to_acc(), m), isa));
+            o[0] = T::from_acc(Acc::add(Real::ln(s), m));
+        })
+    }, unreachable!())
 }
 
 /// A weight or bias vector over the last axis, as the compute type.
@@ -266,21 +254,34 @@ pub fn rope(
         Some(f) => f.to_vec::<f64>()?.into_iter().map(|p| 1.0 / p).collect(),
         None => (0..half).map(|i| (base as f64).powf(-(2.0 * i as f64) / dims as f64)).collect(),
     };
-    // cos/sin table for the L positions (shared by every sequence and head), in f64, position
-    // by position in parallel: the table costs about as much as rotating a few heads.
+    // cos/sin table for the L positions (shared by every sequence and head), in f64. Each run
+    // of ANCHOR positions starts from sin_cos and steps by angle addition (rotating by the
+    // per-position angle), which is exact to ~1e-14 over the run and costs a few multiplies
+    // per entry instead of a sin_cos; runs fill in parallel.
+    const ANCHOR: usize = 64;
     let mut cos = vec![0f64; l * half];
     let mut sin = vec![0f64; l * half];
-    let fill = |(p, (c, s)): (usize, (&mut [f64], &mut [f64]))| {
-        let pos = (offset + p as f64) * scale as f64;
+    let step: Vec<(f64, f64)> = inv_freq.iter().map(|&f| (scale as f64 * f).sin_cos()).collect();
+    let fill = |(run, (c, s)): (usize, (&mut [f64], &mut [f64]))| {
+        let pos = (offset + (run * ANCHOR) as f64) * scale as f64;
         for ((c, s), &f) in c.iter_mut().zip(s.iter_mut()).zip(&inv_freq) {
             (*s, *c) = (pos * f).sin_cos();
         }
+        for p in 1..c.len() / half {
+            let (prev, next) = ((p - 1) * half, p * half);
+            for (i, &(ds, dc)) in step.iter().enumerate() {
+                let (pc, ps) = (c[prev + i], s[prev + i]);
+                c[next + i] = pc * dc - ps * ds;
+                s[next + i] = ps * dc + pc * ds;
+            }
+        }
     };
     if half > 0 {
+        let run = ANCHOR * half;
         if l * half < 4096 {
-            cos.chunks_mut(half).zip(sin.chunks_mut(half)).enumerate().for_each(fill);
+            cos.chunks_mut(run).zip(sin.chunks_mut(run)).enumerate().for_each(fill);
         } else {
-            cos.par_chunks_mut(half).zip(sin.par_chunks_mut(half)).enumerate().for_each(fill);
+            cos.par_chunks_mut(run).zip(sin.par_chunks_mut(run)).enumerate().for_each(fill);
         }
     }
     crate::dispatch_float!(x.dtype(), T => {
@@ -348,6 +349,28 @@ pub fn attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape: &[usi
 /// Query rows per attention task: bounds the score matrix at `QUERY_BLOCK × S`.
 const QUERY_BLOCK: usize = 256;
 
+/// Up to this many query rows per key/value head (decode), attention reads K and V directly.
+const DIRECT_ROWS: usize = 8;
+
+/// `Σ a[i] · b[i]`, with `b` read in its own dtype; 16 independent lanes (vectorizes).
+#[inline(always)]
+fn dot<T: Element<Acc = F>, F: Real>(a: &[F], b: &[T]) -> F {
+    const L: usize = 16;
+    let mut lanes = [F::ZERO; L];
+    let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
+    let mut acc = F::ZERO;
+    for (&x, y) in ac.remainder().iter().zip(bc.remainder()) {
+        acc = Acc::add(acc, Acc::mul(x, y.to_acc()));
+    }
+    for (x, y) in ac.zip(bc) {
+        for k in 0..L {
+            lanes[k] = Acc::add(lanes[k], Acc::mul(x[k], y[k].to_acc()));
+        }
+    }
+    // A barrier between the vector loop and the horizontal sum (see fold_slice).
+    std::hint::black_box(lanes).iter().fold(acc, |t, &v| Acc::add(t, v))
+}
+
 /// `src` in the compute type `F`: borrowed when `T` is `F`, else converted into `buf`.
 #[inline(always)]
 fn as_compute<'a, T: Element<Acc = F>, F: Real>(src: &'a [T], buf: &'a mut Vec<F>) -> &'a [F] {
@@ -363,7 +386,7 @@ fn as_compute<'a, T: Element<Acc = F>, F: Real>(src: &'a [T], buf: &'a mut Vec<F
 }
 
 /// [`attention`] on inputs of element type `T`, computing in `F`.
-fn attention_in<T: Element<Acc = F>, F: Real>(
+fn attention_in<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
     inputs: &[Array],
     scale: F,
     mask: AttentionMask,
@@ -401,49 +424,12 @@ fn attention_in<T: Element<Acc = F>, F: Real>(
     // queries form one (group · L) × D matrix, and its outputs one (group · L) × Dv matrix:
     // grouped queries share one pass over K and V. Tasks take QUERY_BLOCK rows of it.
     let rows = group * l;
-    // One block of query rows `r0..r0 + o.len() / dv` of (batch, kv head) `bk`.
-    let block = inline_always(
+    // Masked softmax, in place, of the scores of query rows r0.. of (batch, kv head) `bk`.
+    let softmax_rows = inline_always(
         #[inline(always)]
-        |bk: usize, kf: &[F], vf: &[F], r0: usize, o: &mut [T], isa: Isa| {
+        |bk: usize, r0: usize, scores: &mut [F], isa: Isa| {
             let (bi, kh) = (bk / hkv, bk % hkv);
-            let nr = o.len() / dv;
-            let mut qbuf = Vec::new();
-            let qh = as_compute(&qs[(bk * rows + r0) * dk..(bk * rows + r0 + nr) * dk], &mut qbuf);
-            let mut scores = vec![F::ZERO; nr * s];
-            if nr * s * dk >= 1 << 14 {
-                // SAFETY: row-major nr×dk, s×dk (read transposed) and nr×s buffers.
-                unsafe {
-                    gemm::gemm(
-                        nr,
-                        s,
-                        dk,
-                        scores.as_mut_ptr(),
-                        1,
-                        s as isize,
-                        false,
-                        qh.as_ptr(),
-                        1,
-                        dk as isize,
-                        kf.as_ptr(),
-                        dk as isize,
-                        1,
-                        F::ZERO,
-                        scale,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    )
-                };
-            } else {
-                for (qrow, srow) in qh.chunks_exact(dk).zip(scores.chunks_exact_mut(s)) {
-                    for (x, krow) in srow.iter_mut().zip(kf.chunks_exact(dk)) {
-                        let dot = qrow.iter().zip(krow).fold(F::ZERO, |acc, (&a, &b)| Acc::add(acc, Acc::mul(a, b)));
-                        *x = Acc::mul(dot, scale);
-                    }
-                }
-            }
-            for (ri, row) in scores.chunks_exact_mut(s).enumerate() {
+            for (ri, row) in scores.chunks_exact_mut(s.max(1)).enumerate() {
                 let (g, i) = ((r0 + ri) / l, (r0 + ri) % l);
                 let h = kh * group + g;
                 match mask {
@@ -488,6 +474,84 @@ fn attention_in<T: Element<Acc = F>, F: Real>(
                 );
                 row.iter_mut().for_each(|x| *x = Acc::mul(*x, inv));
             }
+        },
+    );
+    // Few query rows (decode): dot products and row updates that read K and V in their own
+    // dtype, once, with no conversion pass and no copy.
+    let direct = inline_always(
+        #[inline(always)]
+        |bk: usize, o: &mut [T], isa: Isa| {
+            let mut qbuf = Vec::new();
+            let qh = as_compute(&qs[bk * rows * dk..(bk + 1) * rows * dk], &mut qbuf);
+            let kt = &ks[bk * s * dk..(bk + 1) * s * dk];
+            let vt = &vs[bk * s * dv..(bk + 1) * s * dv];
+            let mut scores = vec![F::ZERO; rows * s];
+            if dk > 0 {
+                for (j, krow) in kt.chunks_exact(dk).enumerate() {
+                    for (r, qrow) in qh.chunks_exact(dk).enumerate() {
+                        scores[r * s + j] = Acc::mul(dot(qrow, krow), scale);
+                    }
+                }
+            }
+            softmax_rows(bk, 0, &mut scores, isa);
+            let mut acc = vec![F::ZERO; rows * dv];
+            for (j, vrow) in vt.chunks_exact(dv).enumerate() {
+                for (r, orow) in acc.chunks_exact_mut(dv).enumerate() {
+                    let p = scores[r * s + j];
+                    if p != F::ZERO {
+                        for (a, v) in orow.iter_mut().zip(vrow) {
+                            *a = Acc::add(*a, Acc::mul(p, v.to_acc()));
+                        }
+                    }
+                }
+            }
+            for (ov, &a) in o.iter_mut().zip(&acc) {
+                *ov = T::from_acc(a);
+            }
+        },
+    );
+    // One block of query rows `r0..r0 + o.len() / dv` of (batch, kv head) `bk`, with K and V
+    // in the compute type.
+    let block = inline_always(
+        #[inline(always)]
+        |bk: usize, kf: &[F], vf: &[F], r0: usize, o: &mut [T], isa: Isa| {
+            let nr = o.len() / dv;
+            let mut qbuf = Vec::new();
+            let qh = as_compute(&qs[(bk * rows + r0) * dk..(bk * rows + r0 + nr) * dk], &mut qbuf);
+            let mut scores = vec![F::ZERO; nr * s];
+            if nr * s * dk >= 1 << 14 {
+                // SAFETY: row-major nr×dk, s×dk (read transposed) and nr×s buffers.
+                unsafe {
+                    gemm::gemm(
+                        nr,
+                        s,
+                        dk,
+                        scores.as_mut_ptr(),
+                        1,
+                        s as isize,
+                        false,
+                        qh.as_ptr(),
+                        1,
+                        dk as isize,
+                        kf.as_ptr(),
+                        dk as isize,
+                        1,
+                        F::ZERO,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                };
+            } else if dk > 0 {
+                for (qrow, srow) in qh.chunks_exact(dk).zip(scores.chunks_exact_mut(s.max(1))) {
+                    for (x, krow) in srow.iter_mut().zip(kf.chunks_exact(dk)) {
+                        *x = Acc::mul(dot(qrow, krow), scale);
+                    }
+                }
+            }
+            softmax_rows(bk, r0, &mut scores, isa);
             let mut acc = vec![F::ZERO; nr * dv];
             if nr * s * dv >= 1 << 14 {
                 // SAFETY: row-major nr×s, s×dv and nr×dv buffers.
@@ -515,7 +579,7 @@ fn attention_in<T: Element<Acc = F>, F: Real>(
                     )
                 };
             } else {
-                for (prow, orow) in scores.chunks_exact(s).zip(acc.chunks_exact_mut(dv)) {
+                for (prow, orow) in scores.chunks_exact(s.max(1)).zip(acc.chunks_exact_mut(dv)) {
                     for (&p, vrow) in prow.iter().zip(vf.chunks_exact(dv)) {
                         if p != F::ZERO {
                             for (ov, &vv) in orow.iter_mut().zip(vrow) {
@@ -535,6 +599,12 @@ fn attention_in<T: Element<Acc = F>, F: Real>(
             return Ok(());
         }
         out.par_chunks_mut(rows * dv).enumerate().for_each(|(bk, ob)| {
+            if rows <= DIRECT_ROWS {
+                return dispatch(
+                    #[inline(always)]
+                    |isa| direct(bk, ob, isa),
+                );
+            }
             let (mut kbuf, mut vbuf) = (Vec::new(), Vec::new());
             let (kf, vf) = dispatch(
                 #[inline(always)]

@@ -183,7 +183,8 @@ pub fn map_rows<const N: usize, O: Send + Sync>(
 /// Applies `f` elementwise to one strided input of `shape` into the row-major `out`.
 ///
 /// Contiguous runs go through [`dispatch`], so `f` is compiled for the CPU's vector
-/// instruction set (it receives the [`Isa`]; see there).
+/// instruction set (it receives the [`Isa`]; see there). A transposed input goes through
+/// [`map1_transposed`].
 pub fn map1<A: Copy, O: Send + Sync>(
     a: Ptr<A>,
     sa: Vec<isize>,
@@ -191,6 +192,9 @@ pub fn map1<A: Copy, O: Send + Sync>(
     out: &mut [O],
     f: impl Fn(A, Isa) -> O + Sync + Send,
 ) {
+    if map1_transposed(a, &sa, shape, out, &f) {
+        return;
+    }
     map_rows::<1, O>(shape, &[sa], out, |[oa], [ia], chunk| {
         // SAFETY: offsets come from the input's own view.
         unsafe {
@@ -211,6 +215,61 @@ pub fn map1<A: Copy, O: Send + Sync>(
             }
         }
     });
+}
+
+/// [`map1`] for an input that is contiguous along the second-to-last axis of the output (after
+/// collapsing), such as a transposed matrix. Walks 32 × 32 tiles, so that each tile reads 32
+/// cache lines many times instead of a new one for every element, inside 256 × 256 blocks,
+/// so that the pages a block touches stay few (TLB). Returns false, doing nothing, for other
+/// layouts and small sizes.
+fn map1_transposed<A: Copy, O: Send + Sync>(
+    a: Ptr<A>,
+    sa: &[isize],
+    shape: &[usize],
+    out: &mut [O],
+    f: &(impl Fn(A, Isa) -> O + Sync + Send),
+) -> bool {
+    const TILE: usize = 32;
+    const BLOCK: usize = 256;
+    let (cs, cst) = collapse(shape, &[sa.to_vec(), row_major_strides(shape)]);
+    let nd = cs.len();
+    if nd < 2 || out.len() < PAR_THRESHOLD || cst[0][nd - 2] != 1 || matches!(cst[0][nd - 1], -1..=1) {
+        return false;
+    }
+    let (rows, cols, col_stride) = (cs[nd - 2], cs[nd - 1], cst[0][nd - 1]);
+    if rows < TILE || cols < TILE {
+        return false;
+    }
+    let outer = &cs[..nd - 2];
+    let outer_strides = vec![cst[0][..nd - 2].to_vec()];
+    // Output rows r0.. (whole rows, at most BLOCK) of the slab at input offset `base`.
+    let row_block = |base: isize, r0: usize, block: &mut [O]| {
+        dispatch(
+            #[inline(always)]
+            |isa| {
+                for cb in (0..cols).step_by(BLOCK) {
+                    let cb_end = (cb + BLOCK).min(cols);
+                    for (rt, tile_rows) in block.chunks_mut(TILE * cols).enumerate() {
+                        for c0 in (cb..cb_end).step_by(TILE) {
+                            let nc = TILE.min(cb_end - c0);
+                            for (r, orow) in tile_rows.chunks_mut(cols).enumerate() {
+                                let src = base + (r0 + rt * TILE + r) as isize + c0 as isize * col_stride;
+                                for (j, o) in orow[c0..c0 + nc].iter_mut().enumerate() {
+                                    // SAFETY: inside the input view: row r0 + rt·TILE + r, column c0 + j.
+                                    *o = f(unsafe { a.at(src + j as isize * col_stride) }, isa);
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    };
+    out.par_chunks_mut(rows * cols).enumerate().for_each(|(o, slab)| {
+        let [base] = row_offsets::<1>(outer, &outer_strides, o);
+        slab.par_chunks_mut(BLOCK * cols).enumerate().for_each(|(rb, block)| row_block(base, rb * BLOCK, block));
+    });
+    true
 }
 
 /// Applies `f` elementwise to two strided inputs broadcast to `shape` into the row-major `out`.
