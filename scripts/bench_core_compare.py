@@ -24,7 +24,7 @@ def parse(text):
     for line in text.splitlines():
         if not line.startswith("|"):
             if line.strip() and not line[0].isdigit():
-                name = line.split()[0]
+                name = line.split()[0].rstrip(",:")
             continue
         cells = [c.strip() for c in line.strip("|").split("|")]
         if len(cells) != 6 or cells[0] in ("op", "---") or cells[0].startswith("-"):
