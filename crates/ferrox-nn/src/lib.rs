@@ -6,6 +6,9 @@
 //! optimizers update it, and `load_weights` / `save_weights` map it to safetensors keys.
 #![warn(missing_docs)]
 
+pub mod init;
+pub mod losses;
+pub mod optim;
 pub mod params;
 
 pub use params::Params;
