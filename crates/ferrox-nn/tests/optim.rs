@@ -312,3 +312,19 @@ fn learning_rate_follows_the_schedule_and_can_be_replaced() {
     opt.update(&mut params, &grads).unwrap();
     assert_eq!(params["w"].item::<f32>().unwrap(), -3.75);
 }
+
+#[test]
+fn init_creates_state_up_front_without_changing_the_trajectory() {
+    let f = fixture("optim.safetensors");
+    let prob = problem(&f);
+    for name in NAMES {
+        let mut lazy = make(name);
+        let want = run(lazy.as_mut(), &prob, &mut prob.start.clone(), 3);
+        let mut eager = make(name);
+        eager.init(&prob.start).unwrap();
+        assert_eq!(eager.step().item::<u64>().unwrap(), 0, "{name}");
+        let state = eager.state();
+        assert!(KEYS.iter().all(|k| state.keys().any(|s| s.contains(k))), "{name}: {:?}", state.keys());
+        assert_eq!(run(eager.as_mut(), &prob, &mut prob.start.clone(), 3), want, "{name}");
+    }
+}

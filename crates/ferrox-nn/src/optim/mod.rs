@@ -103,6 +103,11 @@ pub trait Optimizer: Send {
         Ok(())
     }
 
+    /// Creates the state of every parameter in `params` that has none yet, without updating
+    /// anything (updates create it lazily otherwise). Useful before `fx::compile`, so the
+    /// state has its final layout from the first call.
+    fn init(&mut self, params: &Params) -> Result<()>;
+
     /// How many updates were applied (a uint64 scalar).
     fn step(&self) -> Array;
 

@@ -49,9 +49,14 @@ impl MultiOptimizer {
         Ok(MultiOptimizer { optimizers, filters })
     }
 
-    /// The optimizer that takes `path`.
-    fn route(&self, path: &str, grad: &Array) -> usize {
-        self.filters.iter().position(|f| f(path, grad)).unwrap_or(self.filters.len())
+    /// `arrays` split by the optimizer that takes each path.
+    fn split(&self, arrays: &Params) -> Vec<Params> {
+        let mut parts = vec![Params::new(); self.optimizers.len()];
+        for (k, a) in arrays {
+            let i = self.filters.iter().position(|f| f(k, a)).unwrap_or(self.filters.len());
+            parts[i].insert(k.clone(), a.clone());
+        }
+        parts
     }
 }
 
@@ -62,15 +67,17 @@ impl Optimizer for MultiOptimizer {
     }
 
     fn apply_gradients(&mut self, grads: &Params, params: &Params) -> Result<Params> {
-        let mut parts = vec![Params::new(); self.optimizers.len()];
-        for (k, g) in grads {
-            parts[self.route(k, g)].insert(k.clone(), g.clone());
-        }
+        let parts = self.split(grads);
         let mut out = Params::new();
         for (opt, part) in self.optimizers.iter_mut().zip(&parts) {
             out.extend(opt.apply_gradients(part, params)?);
         }
         Ok(out)
+    }
+
+    fn init(&mut self, params: &Params) -> Result<()> {
+        let parts = self.split(params);
+        self.optimizers.iter_mut().zip(&parts).try_for_each(|(o, p)| o.init(p))
     }
 
     /// The first optimizer's step count (every optimizer steps on every update).

@@ -113,13 +113,22 @@ impl<R: UpdateRule> Optimizer for ParamWise<R> {
         let mut out = Params::new();
         for (key, g) in grads {
             let p = &params[key];
-            if !self.state.contains_key(key) {
-                self.state.insert(key.clone(), self.rule.init(p)?);
-            }
-            let slots = self.state.get_mut(key).expect("inserted above");
+            let slots = match self.state.entry(key.clone()) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(self.rule.init(p)?),
+            };
             out.insert(key.clone(), self.rule.apply(g, p, slots, &ctx)?);
         }
         Ok(out)
+    }
+
+    fn init(&mut self, params: &Params) -> Result<()> {
+        for (key, p) in params {
+            if !self.state.contains_key(key) {
+                self.state.insert(key.clone(), self.rule.init(p)?);
+            }
+        }
+        Ok(())
     }
 
     fn step(&self) -> Array {
