@@ -13,10 +13,10 @@ fn blobs(n: usize, key: u64) -> (Array, Array) {
     let (k0, k1) = (fx::random::key(2 * key), fx::random::key(2 * key + 1));
     let labels = fx::random::randint(0, 3, &[n], Dtype::I32, Some(&k0)).unwrap();
     let centers =
-        fx::multiply(&fx::random::normal(&[3, 16], Dtype::F32, 0.0, 1.0, Some(&fx::random::key(7))).unwrap(), 2.0)
+        fx::multiply(fx::random::normal(&[3, 16], Dtype::F32, 0.0, 1.0, Some(&fx::random::key(7))).unwrap(), 2.0)
             .unwrap();
     let noise = fx::random::normal(&[n, 16], Dtype::F32, 0.0, 1.0, Some(&k1)).unwrap();
-    (fx::add(&fx::take(&centers, &labels, Some(0)).unwrap(), &noise).unwrap(), labels)
+    (fx::add(fx::take(&centers, &labels, Some(0)).unwrap(), &noise).unwrap(), labels)
 }
 
 #[test]
