@@ -102,6 +102,19 @@ CASES = {
         [f32(10), f32(10), signs(10)],
         lambda a, b, t: L.margin_ranking_loss(a, b, t, margin=0.3),
     ),
+    "gaussian_nll": (
+        [f32(3, 4), f32(3, 4), mx.abs(f32(3, 4)) + 0.05],
+        lambda x, t, v: L.gaussian_nll_loss(x, t, v),
+    ),
+    "gaussian_nll_full_sum": (
+        [f32(6), f32(6), mx.abs(f32(6)) + 0.05],
+        lambda x, t, v: L.gaussian_nll_loss(x, t, v, full=True, reduction="sum"),
+    ),
+    "triplet": ([f32(4, 5), f32(4, 5), f32(4, 5)], lambda a, p, n: L.triplet_loss(a, p, n)),
+    "triplet_p1_axis0_mean": (
+        [f32(5, 3), f32(5, 3), f32(5, 3)],
+        lambda a, p, n: L.triplet_loss(a, p, n, axis=0, p=1, margin=0.5, reduction="mean"),
+    ),
 }
 
 

@@ -291,3 +291,68 @@ pub fn margin_ranking_loss(
     let loss = fx::maximum(&fx::add(&fx::negative(&fx::multiply(targets, &diff)?)?, margin)?, 0.0)?;
     reduction.apply(loss)
 }
+
+/// Options of [`gaussian_nll_loss`]; the defaults are MLX's.
+#[derive(Clone, Debug)]
+pub struct GaussianNllOptions {
+    /// Add the constant `0.5 log(2π)` (default false).
+    pub full: bool,
+    /// Lower bound of the variances, for stability (default 1e-6).
+    pub eps: f64,
+    /// Reduction (default [`Reduction::Mean`]).
+    pub reduction: Reduction,
+}
+
+impl Default for GaussianNllOptions {
+    fn default() -> Self {
+        GaussianNllOptions { full: false, eps: 1e-6, reduction: Reduction::Mean }
+    }
+}
+
+/// Negative Gaussian log likelihood of `targets` under means `inputs` and variances `vars`
+/// (all one shape): `0.5 (log v + (t − μ)² / v)` with `v = max(vars, eps)`.
+pub fn gaussian_nll_loss(inputs: &Array, targets: &Array, vars: &Array, opts: &GaussianNllOptions) -> Result<Array> {
+    const OP: &str = "gaussian_nll_loss";
+    same_shape(OP, "inputs and targets", inputs, targets)?;
+    same_shape(OP, "inputs and vars", inputs, vars)?;
+    let v = fx::maximum(vars, opts.eps)?;
+    let sq = fx::divide(&fx::square(&fx::subtract(targets, inputs)?)?, &v)?;
+    let mut loss = fx::multiply(&fx::add(&fx::log(&v)?, &sq)?, 0.5)?;
+    if opts.full {
+        loss = fx::add(&loss, 0.5 * (2.0 * std::f64::consts::PI).ln())?;
+    }
+    opts.reduction.apply(loss)
+}
+
+/// Options of [`triplet_loss`]; the defaults are MLX's.
+#[derive(Clone, Debug)]
+pub struct TripletOptions {
+    /// The axis of the embeddings (default -1).
+    pub axis: isize,
+    /// The order of the distance norm (default 2).
+    pub p: i32,
+    /// The margin between positive and negative distances (default 1).
+    pub margin: f64,
+    /// Added inside the norm's root, for a finite gradient at 0 (default 1e-6).
+    pub eps: f64,
+    /// Reduction (default [`Reduction::None`]).
+    pub reduction: Reduction,
+}
+
+impl Default for TripletOptions {
+    fn default() -> Self {
+        TripletOptions { axis: -1, p: 2, margin: 1.0, eps: 1e-6, reduction: Reduction::None }
+    }
+}
+
+/// Triplet margin loss `max(d(a, p) − d(a, n) + margin, 0)`, where
+/// `d(x, y) = (Σ |x − y|^p + eps)^(1/p)` along `axis`.
+pub fn triplet_loss(anchors: &Array, positives: &Array, negatives: &Array, opts: &TripletOptions) -> Result<Array> {
+    let dist = |other: &Array| -> Result<Array> {
+        let powered = fx::power(&fx::abs(&fx::subtract(anchors, other)?)?, opts.p)?;
+        let s = fx::add(&fx::sum(&powered, Some(&[opts.axis]), false)?, opts.eps)?;
+        fx::power(&s, 1.0 / opts.p as f64)
+    };
+    let gap = fx::add(&fx::subtract(&dist(positives)?, &dist(negatives)?)?, opts.margin)?;
+    opts.reduction.apply(fx::maximum(&gap, 0.0)?)
+}

@@ -53,6 +53,16 @@ const CASES: &[(&str, LossFn)] = &[
     ("hinge", |a| hinge_loss(&a[0], &a[1], Reduction::None)),
     ("log_cosh_mean", |a| log_cosh_loss(&a[0], &a[1], Reduction::Mean)),
     ("margin_ranking", |a| margin_ranking_loss(&a[0], &a[1], &a[2], 0.3, Reduction::None)),
+    ("gaussian_nll", |a| gaussian_nll_loss(&a[0], &a[1], &a[2], &Default::default())),
+    ("gaussian_nll_full_sum", |a| {
+        let opts = GaussianNllOptions { full: true, reduction: Reduction::Sum, ..Default::default() };
+        gaussian_nll_loss(&a[0], &a[1], &a[2], &opts)
+    }),
+    ("triplet", |a| triplet_loss(&a[0], &a[1], &a[2], &Default::default())),
+    ("triplet_p1_axis0_mean", |a| {
+        let opts = TripletOptions { axis: 0, p: 1, margin: 0.5, reduction: Reduction::Mean, ..Default::default() };
+        triplet_loss(&a[0], &a[1], &a[2], &opts)
+    }),
 ];
 
 #[test]
