@@ -13,7 +13,8 @@ Writes, under crates/ferrox-nn/tests/fixtures/ (replayed by crates/ferrox-nn/tes
 * optim.safetensors — the fixed problem (`problem.param.<k>`, `problem.target.<k>`,
   `problem.scale.<k>`; the gradient is scale * (param - target)), and for each optimizer
   config `<c>` in OPTIMIZERS the parameters after each of STEPS updates, `<c>.<step>.<k>`
-  (step 1..STEPS).
+  (step 1..STEPS); `bf16.<c>.<step>.<k>` the same for three steps in bfloat16 (stored as
+  float32) for the configs in BF16_OPTIMIZERS.
   `clip.<max_norm>.<k>` and `clip.<max_norm>.norm`: optim.clip_grad_norm of the problem's
   first gradient.
 * schedules.safetensors — `<s>`: the schedule's value at steps 0..N-1 (float32).
@@ -202,6 +203,8 @@ OPTIMIZERS = {
     "multi": multi,
 }
 
+BF16_OPTIMIZERS = ["sgd_momentum", "adam_bias", "adamw", "lion", "adafactor"]
+
 SHAPES = {"layer.weight": (4, 3), "layer.bias": (3,), "conv.w": (2, 3, 4)}
 
 
@@ -221,6 +224,18 @@ def make_optim():
             mx.eval(params, opt.state)
             for k, v in tree_flatten(params):
                 out[f"{name}.{step}.{k}"] = v
+    # bfloat16 parameters and gradients: state and updates stay bfloat16.
+    half = {k: tuple(a.astype(mx.bfloat16) for a in v) for k, v in problem.items()}
+    for name in BF16_OPTIMIZERS:
+        opt = OPTIMIZERS[name]()
+        params = tree_unflatten([(k, v[0]) for k, v in half.items()])
+        for step in range(1, 4):
+            flat = dict(tree_flatten(params))
+            grads = tree_unflatten([(k, half[k][2] * (flat[k] - half[k][1])) for k in flat])
+            params = opt.apply_gradients(grads, params)
+            mx.eval(params, opt.state)
+            for k, v in tree_flatten(params):
+                out[f"bf16.{name}.{step}.{k}"] = v.astype(mx.float32)
     grads = {k: problem[k][2] * (problem[k][0] - problem[k][1]) for k in problem}
     for max_norm in (1.0, 100.0):
         clipped, norm = optim.clip_grad_norm(grads, max_norm)

@@ -328,3 +328,31 @@ fn init_creates_state_up_front_without_changing_the_trajectory() {
         assert_eq!(run(eager.as_mut(), &prob, &mut prob.start.clone(), 3), want, "{name}");
     }
 }
+
+#[test]
+fn bfloat16_parameters_keep_their_dtype_and_match_mlx() {
+    let f = fixture("optim.safetensors");
+    let prob = problem(&f);
+    let half = |p: &Params| -> Params {
+        p.iter().map(|(k, v)| (k.clone(), fx::astype(v, fx::Dtype::Bf16).unwrap())).collect()
+    };
+    let prob = Problem { start: half(&prob.start), target: half(&prob.target), scale: half(&prob.scale) };
+    for name in ["sgd_momentum", "adam_bias", "adamw", "lion", "adafactor"] {
+        let mut opt = make(name);
+        let mut params = prob.start.clone();
+        for s in 1..=3 {
+            step(opt.as_mut(), &prob, &mut params, &KEYS);
+            for k in KEYS {
+                assert_eq!(params[k].dtype(), fx::Dtype::Bf16, "{name} {k}");
+                let want = get(&f, &format!("bf16.{name}.{s}.{k}"));
+                // One bfloat16 ulp (2⁻⁸ relative) of slack for a different rounding order.
+                assert_close(&format!("{name} bf16 step {s} {k}"), &params[k], &want, 1.0 / 128.0, 1e-3);
+            }
+        }
+        for (k, v) in opt.state() {
+            if !k.ends_with("step") && !k.ends_with("learning_rate") {
+                assert_eq!(v.dtype(), fx::Dtype::Bf16, "{name} state {k}");
+            }
+        }
+    }
+}
