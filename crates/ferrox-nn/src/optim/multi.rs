@@ -16,11 +16,10 @@ pub type Filter = Box<dyn Fn(&str, &Array) -> bool + Send + Sync>;
 /// ```
 /// use ferrox_nn::optim::{Adam, AdamConfig, MultiOptimizer, Optimizer, Sgd, SgdConfig};
 /// // Biases with plain SGD, everything else with Adam.
-/// let opt = MultiOptimizer::new(
-///     vec![Box::new(Sgd::new(0.1, SgdConfig::default()).unwrap()), Box::new(Adam::new(1e-3, AdamConfig::default()).unwrap())],
-///     vec![Box::new(|path: &str, _: &ferrox::Array| path.ends_with(".bias"))],
-/// )
-/// .unwrap();
+/// let sgd = Sgd::new(0.1, SgdConfig::default()).unwrap();
+/// let adam = Adam::new(1e-3, AdamConfig::default()).unwrap();
+/// let biases = |path: &str, _: &ferrox::Array| path.ends_with(".bias");
+/// let opt = MultiOptimizer::new(vec![Box::new(sgd), Box::new(adam)], vec![Box::new(biases)]).unwrap();
 /// assert_eq!(opt.name(), "MultiOptimizer[SGD,Adam]");
 /// ```
 pub struct MultiOptimizer {
