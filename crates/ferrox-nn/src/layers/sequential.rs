@@ -1,0 +1,42 @@
+//! [`Sequential`]: layers applied one after another.
+
+use ferrox::{Array, Result};
+
+use crate::module::UnaryModule;
+use crate::Module;
+
+/// A chain of one-input layers, MLX's `nn.Sequential`; parameters are named `layers.0.weight`,
+/// `layers.1.bias`, … as in MLX.
+#[derive(Module, Default)]
+pub struct Sequential {
+    /// The layers, applied in order.
+    pub layers: Vec<Box<dyn UnaryModule>>,
+}
+
+impl Sequential {
+    /// An empty chain (the identity).
+    pub fn new() -> Sequential {
+        Sequential::default()
+    }
+
+    /// The chain with `layer` appended.
+    pub fn with(mut self, layer: impl UnaryModule + 'static) -> Sequential {
+        self.layers.push(Box::new(layer));
+        self
+    }
+
+    /// `x` through every layer in order.
+    pub fn forward(&mut self, x: &Array) -> Result<Array> {
+        let mut y = x.clone();
+        for layer in &mut self.layers {
+            y = layer.call(&y)?;
+        }
+        Ok(y)
+    }
+}
+
+impl UnaryModule for Sequential {
+    fn call(&mut self, x: &Array) -> Result<Array> {
+        self.forward(x)
+    }
+}
