@@ -216,3 +216,13 @@ fn dropout_statistics_and_eval() {
     assert_eq!(d.forward(&x).unwrap().to_vec::<f32>().unwrap(), vec![1.0; 20000]);
     assert!(Dropout::new(1.0).is_err());
 }
+
+#[test]
+fn layers_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Linear>();
+    check::<Sequential>();
+    check::<TransformerEncoder>();
+    check::<Rope>();
+    check::<BatchNorm>();
+}

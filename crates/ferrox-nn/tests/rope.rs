@@ -121,3 +121,50 @@ fn yarn_attention_scale_folds_mscale_all_dim() {
     assert!((yarn_attention_scale(0.125, &yarn) - 0.125 * s * s).abs() < 1e-7);
     assert_eq!(yarn_attention_scale(0.125, &RopeScaling::Default), 0.125);
 }
+
+#[test]
+fn rope_scaling_from_config() {
+    let configs = [
+        ("default", serde_json::Value::Null),
+        ("linear", serde_json::json!({"type": "linear", "factor": 4.0})),
+        ("dynamic", serde_json::json!({"type": "dynamic", "factor": 2.0})),
+        (
+            "llama3",
+            serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+        ),
+        (
+            "yarn",
+            serde_json::json!({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096,
+                               "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 0.5}),
+        ),
+        ("yarn_partial", serde_json::json!({"type": "yarn", "factor": 2.0, "original_max_position_embeddings": 2048})),
+        (
+            "longrope",
+            serde_json::json!({"type": "longrope", "original_max_position_embeddings": 4096,
+                               "short_factor": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7],
+                               "long_factor": [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5]}),
+        ),
+    ];
+    let expected = variants();
+    for (name, cfg) in configs {
+        let want = &expected.iter().find(|v| v.0 == name).unwrap().4;
+        let got = RopeScaling::from_config(&cfg).unwrap();
+        match (&got, want) {
+            (RopeScaling::LongRope { long_factor: a, .. }, RopeScaling::LongRope { long_factor: b, .. }) => {
+                assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6), "{name}")
+            }
+            _ => assert_eq!(&got, want, "{name}"),
+        }
+    }
+    assert!(RopeScaling::from_config(&serde_json::json!({"type": "linear"})).is_err(), "factor is required");
+    assert!(RopeScaling::from_config(&serde_json::json!({"type": "warp"})).is_err());
+    // A scalar long factor applies to every pair.
+    let scalar = RopeScaling::from_config(&serde_json::json!({"type": "longrope",
+        "original_max_position_embeddings": 4096, "short_factor": 1.0, "long_factor": 2.0}))
+    .unwrap();
+    let r = Rope::from_scaling(16, 10000.0, false, &scalar, 4096).unwrap();
+    let plain: Vec<f32> = (0..8).map(|i| 2.0 * 10000f32.powf(2.0 * i as f32 / 16.0)).collect();
+    assert_close(r.freqs().unwrap(), &Array::from_vec(plain), 1e-6, "scalar long factor");
+    assert_eq!(r.input_scale(), 1.0, "no stretch, no input scale");
+}

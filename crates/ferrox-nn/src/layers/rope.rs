@@ -60,11 +60,67 @@ pub enum RopeScaling {
         original_max_position_embeddings: usize,
         /// Factors for short contexts (kept for completeness; mlx-lm uses the long ones).
         short_factor: Vec<f32>,
-        /// One factor per rotated pair, multiplying its period.
+        /// One factor per rotated pair (or one for all), multiplying its period.
         long_factor: Vec<f32>,
         /// The input scale; by default `sqrt(1 + ln(s) / ln(original))`, `s` the stretch.
         long_mscale: Option<f32>,
     },
+}
+
+impl RopeScaling {
+    /// The scaling a Hugging Face `rope_scaling` object describes (`null` → [`RopeScaling::Default`]),
+    /// with mlx-lm's defaults for absent fields. The kind is read from `type` or `rope_type`:
+    /// `default`, `linear`, `dynamic`, `llama3`, `yarn` (and `deepseek_yarn`, `telechat3-yarn`),
+    /// `longrope`; `mrope` rotates as `default`.
+    pub fn from_config(config: &serde_json::Value) -> Result<RopeScaling> {
+        if config.is_null() {
+            return Ok(RopeScaling::Default);
+        }
+        let kind = config.get("type").or_else(|| config.get("rope_type")).and_then(|v| v.as_str()).unwrap_or("default");
+        let num = |key: &str, default: Option<f64>| -> Result<f64> {
+            match config.get(key) {
+                Some(v) => v.as_f64().ok_or_else(|| Error::invalid("RopeScaling", format!("{key} must be a number"))),
+                None => default.ok_or_else(|| Error::invalid("RopeScaling", format!("{kind} scaling needs {key}"))),
+            }
+        };
+        let list = |key: &str| -> Result<Vec<f32>> {
+            match config.get(key) {
+                Some(serde_json::Value::Array(a)) => a
+                    .iter()
+                    .map(|v| v.as_f64().map(|x| x as f32))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| Error::invalid("RopeScaling", format!("{key} must be a list of numbers"))),
+                Some(v) if v.is_number() => Ok(vec![v.as_f64().unwrap_or(1.0) as f32]),
+                _ => Err(Error::invalid("RopeScaling", format!("{kind} scaling needs {key}"))),
+            }
+        };
+        Ok(match kind {
+            "default" | "mrope" => RopeScaling::Default,
+            "linear" => RopeScaling::Linear { factor: num("factor", None)? as f32 },
+            "dynamic" => RopeScaling::Dynamic { factor: num("factor", None)? as f32 },
+            "llama3" => RopeScaling::Llama3 {
+                factor: num("factor", None)? as f32,
+                low_freq_factor: num("low_freq_factor", Some(1.0))? as f32,
+                high_freq_factor: num("high_freq_factor", Some(4.0))? as f32,
+                original_max_position_embeddings: num("original_max_position_embeddings", Some(8192.0))? as usize,
+            },
+            "yarn" | "deepseek_yarn" | "telechat3-yarn" => RopeScaling::Yarn {
+                factor: num("factor", None)? as f32,
+                original_max_position_embeddings: num("original_max_position_embeddings", Some(4096.0))? as usize,
+                beta_fast: num("beta_fast", Some(32.0))? as f32,
+                beta_slow: num("beta_slow", Some(1.0))? as f32,
+                mscale: num("mscale", Some(1.0))? as f32,
+                mscale_all_dim: num("mscale_all_dim", Some(0.0))? as f32,
+            },
+            "longrope" => RopeScaling::LongRope {
+                original_max_position_embeddings: num("original_max_position_embeddings", None)? as usize,
+                short_factor: list("short_factor")?,
+                long_factor: list("long_factor")?,
+                long_mscale: None,
+            },
+            other => return Err(Error::invalid("RopeScaling", format!("unsupported RoPE scaling type {other:?}"))),
+        })
+    }
 }
 
 /// Rotary position embedding over the first `dims` features of the last axis of
@@ -194,12 +250,16 @@ impl Rope {
                 Rope::with_freqs(dims, traditional, freqs, input_scale)
             }
             RopeScaling::LongRope { original_max_position_embeddings, long_factor, long_mscale, .. } => {
-                if long_factor.len() != dims / 2 {
-                    return Err(Error::invalid(
-                        "Rope",
-                        format!("long_factor has {} entries for dims={dims} (need {})", long_factor.len(), dims / 2),
-                    ));
-                }
+                let long_factor = match long_factor.as_slice() {
+                    [one] => vec![*one; dims / 2],
+                    all if all.len() == dims / 2 => all.to_vec(),
+                    all => {
+                        return Err(Error::invalid(
+                            "Rope",
+                            format!("long_factor has {} entries for dims={dims} (need {} or 1)", all.len(), dims / 2),
+                        ))
+                    }
+                };
                 let freqs = periods(dims, base).into_iter().zip(long_factor).map(|(f, l)| f * l).collect();
                 let orig = *original_max_position_embeddings as f32;
                 let stretch = max_position_embeddings as f32 / orig;

@@ -6,11 +6,12 @@ use crate::module::UnaryModule;
 use crate::Module;
 
 /// A chain of one-input layers, MLX's `nn.Sequential`; parameters are named `layers.0.weight`,
-/// `layers.1.bias`, … as in MLX.
+/// `layers.1.bias`, … as in MLX. Its layers are `Send + Sync`, so a model holding one can be
+/// shared across threads.
 #[derive(Module, Default)]
 pub struct Sequential {
     /// The layers, applied in order.
-    pub layers: Vec<Box<dyn UnaryModule>>,
+    pub layers: Vec<Box<dyn UnaryModule + Send + Sync>>,
 }
 
 impl Sequential {
@@ -20,7 +21,7 @@ impl Sequential {
     }
 
     /// The chain with `layer` appended.
-    pub fn with(mut self, layer: impl UnaryModule + 'static) -> Sequential {
+    pub fn with(mut self, layer: impl UnaryModule + Send + Sync + 'static) -> Sequential {
         self.layers.push(Box::new(layer));
         self
     }
