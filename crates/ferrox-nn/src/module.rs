@@ -253,6 +253,24 @@ pub trait Module {
         update_impl(self.as_dyn_mut(), params)
     }
 
+    /// Replaces every parameter `a` (at path `p`) by `f(p, a)`, MLX's `Module.apply`; stops at
+    /// the first error. Unlike [`Module::update`] the new values are not checked, so `f` may
+    /// change dtypes (or, with care, shapes).
+    fn map_parameters(&mut self, f: &mut dyn FnMut(&str, &Array) -> Result<Array>) -> Result<()> {
+        self.apply_to_modules_mut(&mut |prefix, m| {
+            for (name, slot) in m.own_params_mut() {
+                *slot = f(&join(prefix, &name), slot)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Casts every floating-point parameter to `dtype` (integer parameters are left alone),
+    /// MLX's `Module.set_dtype`.
+    fn set_dtype(&mut self, dtype: ferrox::Dtype) -> Result<()> {
+        self.map_parameters(&mut |_, a| if a.dtype().is_float() { ferrox::astype(a, dtype) } else { Ok(a.clone()) })
+    }
+
     /// Sets training mode (`true`) or evaluation mode (`false`) on the whole tree.
     fn train(&mut self, training: bool) {
         let _ = self.apply_to_modules_mut(&mut |_, m| {

@@ -288,3 +288,32 @@ fn glob_patterns() {
     assert!(!path_matches("embed", "embed.weight"));
     assert!(path_matches("*", ""));
 }
+
+#[test]
+fn map_parameters_and_set_dtype() {
+    let mut m = model();
+    m.set_dtype(Dtype::Bf16).unwrap();
+    assert!(m.parameters().values().all(|a| a.dtype() == Dtype::Bf16));
+    let mut seen = Vec::new();
+    m.map_parameters(&mut |p, a| {
+        seen.push(p.to_string());
+        fx::multiply(a, 0.0)
+    })
+    .unwrap();
+    seen.sort();
+    assert_eq!(seen, keys(&m.parameters()));
+    for (k, a) in m.parameters() {
+        assert!(fx::astype(&a, Dtype::F32).unwrap().to_vec::<f32>().unwrap().iter().all(|&v| v == 0.0), "{k}");
+    }
+}
+
+#[test]
+fn value_and_grad_restores_the_model_when_the_loss_fails() {
+    let mut m = model();
+    let before = m.parameters();
+    let r = ferrox_nn::value_and_grad(&mut m, |m| fx::add(&m.layers[0].norm.weight, &fx::ones(&[3], Dtype::F32)?));
+    assert!(r.is_err());
+    for (k, a) in m.parameters() {
+        assert!(a.same(&before[&k]), "{k} was not restored");
+    }
+}
