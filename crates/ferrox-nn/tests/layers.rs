@@ -1,9 +1,9 @@
 //! Each layer's forward pass and its gradients (input and every parameter) against PyTorch in
 //! float64 (scripts/make_nn_fixtures.py → fixtures/nn_torch.safetensors).
 
-mod common;
+mod support;
 
-use common::{assert_close, check_case, fixture, get};
+use support::{assert_close, check_case, fixture, get};
 use ferrox::{self as fx, Array, Dtype};
 use ferrox_nn::layers::{activations as act, *};
 use ferrox_nn::Module;
@@ -54,7 +54,7 @@ fn batch_norm_training_updates_running_stats() {
     let f = fixture("nn_torch.safetensors");
     let mut bn = BatchNorm::new(5, 1e-5, 0.1, true, true).unwrap();
     // The fixture holds weight and bias only; the running statistics start at 0 and 1.
-    let mut params = common::under(&f, "batch_norm_train.p.");
+    let mut params = support::under(&f, "batch_norm_train.p.");
     params.insert("running_mean".into(), fx::zeros(&[5], Dtype::F32).unwrap());
     params.insert("running_var".into(), fx::ones(&[5], Dtype::F32).unwrap());
     bn.load_params(params, true).unwrap();

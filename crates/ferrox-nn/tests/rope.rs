@@ -1,9 +1,9 @@
 //! The RoPE variants against mlx-lm's own `rope_utils` (scripts/make_nn_fixtures.py →
 //! fixtures/rope_mlx_lm.safetensors): the frequency tables and the rotated outputs at offset 3.
 
-mod common;
+mod support;
 
-use common::{assert_close, fixture, get};
+use support::{assert_close, fixture, get};
 use ferrox::Array;
 use ferrox_nn::layers::{yarn_attention_scale, Rope, RopeScaling};
 
