@@ -38,7 +38,7 @@ mod value_and_grad;
 pub use ferrox_nn_derive::Module;
 pub use module::{path_matches, LoadReport, Module, ModuleState, UnaryModule};
 pub use params::Params;
-pub use value_and_grad::value_and_grad;
+pub use value_and_grad::{value_and_grad, value_and_grad_with_aux};
 
 /// What `#[derive(Module)]` expands to refers to these.
 #[doc(hidden)]

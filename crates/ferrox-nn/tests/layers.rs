@@ -3,10 +3,10 @@
 
 mod support;
 
-use support::{assert_close, check_case, fixture, get};
 use ferrox::{self as fx, Array, Dtype};
 use ferrox_nn::layers::{activations as act, *};
 use ferrox_nn::Module;
+use support::{assert_close, check_case, fixture, get};
 
 const TOL: f64 = 2e-4;
 

@@ -317,3 +317,18 @@ fn value_and_grad_restores_the_model_when_the_loss_fails() {
         assert!(a.same(&before[&k]), "{k} was not restored");
     }
 }
+
+#[test]
+fn value_and_grad_with_aux_passes_aux_through() {
+    let mut lin = Linear::from_weights(Array::from_slice(&[2.0f32, -1.0], &[1, 2]).unwrap(), None).unwrap();
+    let x = Array::from_slice(&[1.0f32, 3.0, 2.0, 0.5], &[2, 2]).unwrap();
+    let ((loss, aux), grads) = ferrox_nn::value_and_grad_with_aux(&mut lin, |m| {
+        let y = m.forward(&x)?;
+        Ok((fx::sum(&y, None, false)?, vec![fx::max(&y, None, false)?]))
+    })
+    .unwrap();
+    // y = [2 - 3, 4 - 0.5] = [-1, 3.5]; d sum / dW = column sums of x = [3, 3.5].
+    assert_eq!(loss.item::<f32>().unwrap(), 2.5);
+    assert_eq!(aux[0].item::<f32>().unwrap(), 3.5);
+    assert_eq!(grads["weight"].to_vec::<f32>().unwrap(), [3.0, 3.5]);
+}

@@ -3,9 +3,9 @@
 
 mod support;
 
-use support::{assert_close, fixture, get};
 use ferrox::Array;
 use ferrox_nn::layers::{yarn_attention_scale, Rope, RopeScaling};
+use support::{assert_close, fixture, get};
 
 fn variants() -> Vec<(&'static str, usize, f32, bool, RopeScaling, usize)> {
     vec![
