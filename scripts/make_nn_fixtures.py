@@ -148,6 +148,26 @@ case("conv2d_groups", lambda i, p: F.conv2d(i["x"].permute(0, 3, 1, 2), p["weigh
                                             None, groups=2).permute(0, 2, 3, 1),
      {"x": rand(1, 4, 4, 4)}, {"weight": rand(6, 3, 3, 2)})
 
+# transposed: MLX weight [C_out, K..., C_in] is PyTorch's [C_in, C_out, K...]
+case("conv_transpose1d", lambda i, p: F.conv_transpose1d(i["x"].permute(0, 2, 1), p["weight"].permute(2, 0, 1),
+                                                         p["bias"], stride=2, padding=1, output_padding=1,
+                                                         dilation=2).permute(0, 2, 1),
+     {"x": rand(2, 5, 3)}, {"weight": rand(4, 3, 3), "bias": rand(4)})
+case("conv_transpose2d", lambda i, p: F.conv_transpose2d(i["x"].permute(0, 3, 1, 2), p["weight"].permute(3, 0, 1, 2),
+                                                         p["bias"], stride=(2, 1), padding=(1, 0)).permute(0, 2, 3, 1),
+     {"x": rand(2, 3, 4, 2)}, {"weight": rand(3, 3, 2, 2), "bias": rand(3)})
+
+# ---- pooling (channels last; PyTorch pads max pooling with -inf and counts padding in averages)
+
+case("max_pool1d", lambda i, p: F.max_pool1d(i["x"].permute(0, 2, 1), 3, 2, 1).permute(0, 2, 1),
+     {"x": rand(2, 7, 3)}, {})
+case("max_pool2d", lambda i, p: F.max_pool2d(i["x"].permute(0, 3, 1, 2), (2, 2)).permute(0, 2, 3, 1),
+     {"x": rand(2, 4, 6, 3)}, {})
+case("avg_pool1d", lambda i, p: F.avg_pool1d(i["x"].permute(0, 2, 1), 2).permute(0, 2, 1),
+     {"x": rand(2, 6, 3)}, {})
+case("avg_pool2d", lambda i, p: F.avg_pool2d(i["x"].permute(0, 3, 1, 2), (3, 2), (1, 2), (1, 1)).permute(0, 2, 3, 1),
+     {"x": rand(2, 5, 6, 3)}, {})
+
 # ---- attention and transformer layers ------------------------------------------------------
 
 

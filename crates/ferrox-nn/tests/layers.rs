@@ -226,3 +226,39 @@ fn layers_are_send_and_sync() {
     check::<Rope>();
     check::<BatchNorm>();
 }
+
+#[test]
+fn transposed_convolutions() {
+    let f = fixture("nn_torch.safetensors");
+    let mut c1 = ConvTranspose1d::new(3, 4, 3, 2, 1, 2, 1, 1, true).unwrap();
+    check_case(&f, "conv_transpose1d", &mut c1, &["x"], |m, x| m.forward(&x[0]), TOL);
+    let mut c2 = ConvTranspose2d::new(2, 3, (3, 2), (2, 1), (1, 0), (1, 1), (0, 0), 1, true).unwrap();
+    check_case(&f, "conv_transpose2d", &mut c2, &["x"], |m, x| m.forward(&x[0]), TOL);
+}
+
+#[test]
+fn pooling() {
+    let f = fixture("nn_torch.safetensors");
+    check_case(&f, "max_pool1d", &mut MaxPool1d::new(3, Some(2), 1).unwrap(), &["x"], |m, x| m.forward(&x[0]), TOL);
+    check_case(
+        &f,
+        "max_pool2d",
+        &mut MaxPool2d::new((2, 2), None, (0, 0)).unwrap(),
+        &["x"],
+        |m, x| m.forward(&x[0]),
+        TOL,
+    );
+    check_case(&f, "avg_pool1d", &mut AvgPool1d::new(2, None, 0).unwrap(), &["x"], |m, x| m.forward(&x[0]), TOL);
+    let mut avg = AvgPool2d::new((3, 2), Some((1, 2)), (1, 1)).unwrap();
+    check_case(&f, "avg_pool2d", &mut avg, &["x"], |m, x| m.forward(&x[0]), TOL);
+    assert!(MaxPool1d::new(0, None, 0).is_err());
+    assert!(MaxPool2d::new((2, 2), None, (0, 0)).unwrap().forward(&fx::ones(&[2, 3], Dtype::F32).unwrap()).is_err());
+    assert!(MaxPool1d::new(9, None, 0).unwrap().forward(&fx::ones(&[1, 4, 1], Dtype::F32).unwrap()).is_err());
+}
+
+#[test]
+fn identity() {
+    let x = fx::ones(&[2, 3], Dtype::F32).unwrap();
+    assert!(Identity.forward(&x).unwrap().same(&x));
+    assert!(Identity.parameters().is_empty());
+}

@@ -1,6 +1,6 @@
 //! [`Conv1d`] and [`Conv2d`]: channels-last convolutions with learned kernels.
 
-use ferrox::{self as fx, Array, Error, Result};
+use ferrox::{self as fx, Array, Dtype, Error, Result};
 
 use super::linear::uniform_init;
 use crate::module::{ModuleState, UnaryModule};
@@ -36,7 +36,7 @@ pub struct Conv1d {
 }
 
 impl Conv1d {
-    /// A layer with weights uniform in `±1/√(C_in/groups · K)`.
+    /// A layer with weights uniform in `±1/√(C_in/groups · K)` and a zero bias.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         in_channels: usize,
@@ -51,7 +51,7 @@ impl Conv1d {
         check_channels("Conv1d", in_channels, out_channels, groups)?;
         let fan_in = in_channels / groups * kernel_size;
         let weight = uniform_init(&[out_channels, kernel_size, in_channels / groups], fan_in)?;
-        let bias = if bias { Some(uniform_init(&[out_channels], fan_in)?) } else { None };
+        let bias = if bias { Some(fx::zeros(&[out_channels], Dtype::F32)?) } else { None };
         Ok(Conv1d { weight, bias, stride, padding, dilation, groups, state: ModuleState::new() })
     }
 
@@ -91,7 +91,7 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    /// A layer with weights uniform in `±1/√(C_in/groups · KH · KW)`.
+    /// A layer with weights uniform in `±1/√(C_in/groups · KH · KW)` and a zero bias.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         in_channels: usize,
@@ -106,7 +106,7 @@ impl Conv2d {
         check_channels("Conv2d", in_channels, out_channels, groups)?;
         let fan_in = in_channels / groups * kernel_size.0 * kernel_size.1;
         let weight = uniform_init(&[out_channels, kernel_size.0, kernel_size.1, in_channels / groups], fan_in)?;
-        let bias = if bias { Some(uniform_init(&[out_channels], fan_in)?) } else { None };
+        let bias = if bias { Some(fx::zeros(&[out_channels], Dtype::F32)?) } else { None };
         Ok(Conv2d { weight, bias, stride, padding, dilation, groups, state: ModuleState::new() })
     }
 
