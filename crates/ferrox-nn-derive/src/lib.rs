@@ -2,24 +2,7 @@
 //! whose parameters are named by field, so checkpoints, freezing and optimizers see paths like
 //! `layers.0.self_attn.q_proj.weight`.
 //!
-//! How a named field is read, by its type as written:
-//!
-//! | field type                  | becomes                                            |
-//! |-----------------------------|----------------------------------------------------|
-//! | `Array`                     | parameter `name`                                   |
-//! | `Option<Array>`             | parameter `name` when `Some`                       |
-//! | `Vec<Array>`                | parameters `name.0`, `name.1`, …                   |
-//! | `ModuleState`               | the module's state (frozen names, training flag)   |
-//! | `Option<M>`                 | submodule `name` when `Some`                       |
-//! | `Vec<M>`                    | submodules `name.0`, `name.1`, …                   |
-//! | anything else, `M`          | submodule `name` (it must implement `Module`)      |
-//!
-//! `#[module(skip)]` leaves a field out (configuration, caches, plain numbers). A struct with
-//! array fields must have a `ModuleState` field, which records which of them are frozen.
-//!
-//! On an enum whose variants each hold one module (`enum AnyLinear { Dense(Linear),
-//! Quantized(QLinear) }`) the derive delegates to the variant's module without adding a path
-//! component — the way to make a layer replaceable (LoRA, quantization) under a fixed name.
+//! See [`macro@Module`] for how fields are read.
 
 #![warn(missing_docs)]
 
@@ -28,7 +11,26 @@ use proc_macro2::TokenStream as Tokens;
 use quote::{format_ident, quote};
 use syn::{parse_macro_input, Data, DeriveInput, Fields, GenericArgument, PathArguments, Type};
 
-/// Derives `ferrox_nn::Module`; see the crate documentation for how fields are read.
+/// Derives `ferrox_nn::Module` from a struct's fields (or an enum's variants).
+///
+/// How a named field is read, by its type as written:
+///
+/// | field type                  | becomes                                            |
+/// |-----------------------------|----------------------------------------------------|
+/// | `Array`                     | parameter `name`                                   |
+/// | `Option<Array>`             | parameter `name` when `Some`                       |
+/// | `Vec<Array>`                | parameters `name.0`, `name.1`, …                   |
+/// | `ModuleState`               | the module's state (frozen names, training flag)   |
+/// | `Option<M>`                 | submodule `name` when `Some`                       |
+/// | `Vec<M>`                    | submodules `name.0`, `name.1`, …                   |
+/// | anything else, `M`          | submodule `name` (it must implement `Module`)      |
+///
+/// `#[module(skip)]` leaves a field out (configuration, caches, plain numbers). A struct with
+/// array fields must have a `ModuleState` field, which records which of them are frozen.
+///
+/// On an enum whose variants each hold one module (`enum AnyLinear { Dense(Linear),
+/// Quantized(QLinear) }`) the derive delegates to the variant's module without adding a path
+/// component — the way to make a layer replaceable (LoRA, quantization) under a fixed name.
 #[proc_macro_derive(Module, attributes(module))]
 pub fn derive_module(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);

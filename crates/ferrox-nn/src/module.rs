@@ -8,6 +8,29 @@
 //! The trait is object safe (`Box<dyn Module>` is a module too), so a layer can be chosen at
 //! run time; a field whose layer may be replaced later (LoRA, quantization) is best declared
 //! as an enum of the candidates with `#[derive(Module)]`, which keeps the field's path.
+//!
+//! ```
+//! use ferrox::Array;
+//! use ferrox_nn::{Module, ModuleState};
+//!
+//! #[derive(Module)]
+//! struct Scale {
+//!     w: Array,
+//!     state: ModuleState, // required next to array fields: it records which are frozen
+//! }
+//! let mut s = Scale { w: Array::scalar(2.0f32), state: ModuleState::new() };
+//! s.freeze();
+//! assert!(s.trainable_parameters().is_empty() && s.parameters().contains_key("w"));
+//! ```
+//!
+//! Without the state field the derive refuses the struct at compile time:
+//!
+//! ```compile_fail
+//! #[derive(ferrox_nn::Module)]
+//! struct NoState {
+//!     w: ferrox::Array,
+//! }
+//! ```
 
 use std::collections::BTreeSet;
 use std::path::Path;
