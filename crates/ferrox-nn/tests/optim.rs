@@ -356,3 +356,24 @@ fn bfloat16_parameters_keep_their_dtype_and_match_mlx() {
         }
     }
 }
+
+#[test]
+fn loaded_state_that_does_not_fit_the_parameters_is_an_error() {
+    let mut params: Params = [("w".to_string(), Array::from_slice(&[1.0f32, 2.0, 3.0], &[3]).unwrap())].into();
+    let grads: Params = [("w".to_string(), Array::from_slice(&[0.1f32, 0.2, 0.3], &[3]).unwrap())].into();
+    let mut state = Params::new();
+    state.insert("step".into(), Array::scalar(4u64));
+    state.insert("w.m".into(), Array::from_slice(&[0.0f32], &[1]).unwrap());
+    state.insert("w.v".into(), Array::from_slice(&[0.0f32], &[1]).unwrap());
+    let mut adam = Adam::new(0.1, AdamConfig::default()).unwrap();
+    adam.load_state(&state).unwrap();
+    let err = adam.update(&mut params, &grads).unwrap_err().to_string();
+    assert!(err.contains("slot m") && err.contains("[1]") && err.contains("[3]"), "{err}");
+    state.remove("w.v");
+    let mut adam = Adam::new(0.1, AdamConfig::default()).unwrap();
+    adam.load_state(&state).unwrap();
+    let err = adam.update(&mut params, &grads).unwrap_err().to_string();
+    assert!(err.contains("slots [\"m\"]"), "{err}");
+    // Nothing was applied by the failed updates.
+    assert_eq!(params["w"].to_vec::<f32>().unwrap(), [1.0, 2.0, 3.0]);
+}

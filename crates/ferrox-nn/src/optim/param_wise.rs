@@ -2,7 +2,7 @@
 //! on its own (all of MLX's optimizers): the step counter, the learning rate or schedule,
 //! per-parameter state, frozen keys and the state map.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ferrox::{self as fx, Array, Dtype, Error, Result};
 
@@ -64,6 +64,8 @@ pub struct ParamWise<R> {
     learning_rate: Array,
     step: Array,
     state: BTreeMap<String, Slots>,
+    /// Parameters whose state was loaded and not yet checked against the parameter.
+    unchecked: BTreeSet<String>,
 }
 
 impl<R: UpdateRule> ParamWise<R> {
@@ -77,6 +79,7 @@ impl<R: UpdateRule> ParamWise<R> {
             learning_rate: Array::scalar(0.0f32),
             step: Array::scalar(0u64),
             state: BTreeMap::new(),
+            unchecked: BTreeSet::new(),
         };
         opt.set_learning_rate(lr.into())?;
         Ok(opt)
@@ -85,6 +88,37 @@ impl<R: UpdateRule> ParamWise<R> {
     /// The hyper-parameters.
     pub fn config(&self) -> &R {
         &self.rule
+    }
+
+    /// Checks loaded `slots` of parameter `key` against what the rule would create for `param`.
+    fn check_loaded(&self, key: &str, param: &Array, slots: &Slots) -> Result<()> {
+        let fresh = self.rule.init(param)?;
+        let names = |s: &Slots| s.keys().cloned().collect::<Vec<_>>();
+        if names(&fresh) != names(slots) {
+            return Err(Error::invalid(
+                "optimizer",
+                format!(
+                    "the loaded state of {key:?} has slots {:?}, {} needs {:?}",
+                    names(slots),
+                    R::NAME,
+                    names(&fresh)
+                ),
+            ));
+        }
+        for (name, a) in slots {
+            let want = &fresh[name];
+            if a.shape() != want.shape() {
+                return Err(Error::shape(
+                    "optimizer",
+                    format!(
+                        "the loaded slot {name} of {key:?} has shape {:?}, the parameter needs {:?}",
+                        a.shape(),
+                        want.shape()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -104,6 +138,12 @@ impl<R: UpdateRule> Optimizer for ParamWise<R> {
                     format!("the gradient of {key:?} has shape {:?}, the parameter {:?}", g.shape(), p.shape()),
                 ));
             }
+            if let (true, Some(slots)) = (self.unchecked.contains(key), self.state.get(key)) {
+                self.check_loaded(key, p, slots)?;
+            }
+        }
+        for key in grads.keys() {
+            self.unchecked.remove(key);
         }
         if let Some(s) = &self.schedule {
             self.learning_rate = fx::astype(&s(&self.step)?, Dtype::F32)?;
@@ -189,6 +229,7 @@ impl<R: UpdateRule> Optimizer for ParamWise<R> {
         if let Some(lr) = state.get("learning_rate") {
             self.learning_rate = fx::reshape_usize(&fx::astype(lr, Dtype::F32)?, &[])?;
         }
+        self.unchecked = slots.keys().cloned().collect();
         self.state = slots;
         Ok(())
     }
