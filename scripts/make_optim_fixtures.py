@@ -157,6 +157,7 @@ INITS = {
     "glorot_uniform": (5, lambda: init.glorot_uniform()(mx.zeros((4, 3, 5)), gain=2.0)),
     "he_normal": (6, lambda: init.he_normal()(mx.zeros((6, 2, 3)), mode="fan_out")),
     "he_uniform": (7, lambda: init.he_uniform()(mx.zeros((7, 5)), gain=math.sqrt(2.0))),
+    "sparse": (8, lambda: init.sparse(0.3, mean=0.1, std=0.5)(mx.zeros((6, 9)))),
 }
 
 
@@ -201,6 +202,8 @@ OPTIMIZERS = {
     "adafactor_warmup": lambda: optim.Adafactor(warmup_init=True),
     "adam_schedule": lambda: optim.Adam(warmup_cosine(), bias_correction=True),
     "multi": multi,
+    "muon": lambda: optim.Muon(0.02),
+    "muon_plain": lambda: optim.Muon(0.02, momentum=0.9, weight_decay=0.0, nesterov=False, ns_steps=3),
 }
 
 BF16_OPTIMIZERS = ["sgd_momentum", "adam_bias", "adamw", "lion", "adafactor"]

@@ -100,6 +100,41 @@ pub fn he_uniform(shape: &[usize], mode: FanMode, gain: f64, dtype: Dtype, key: 
     fx::random::uniform(-limit, limit, shape, dtype, key)
 }
 
+/// A sparse matrix (2-D `shape`): normal samples with mean `mean` and standard deviation
+/// `std`, with a fraction `sparsity` of each row (rounded up) set to zero at random columns.
+///
+/// Draws, as MLX does, uniform numbers whose per-row order picks the zeroed columns, then the
+/// normal samples; with a `key` the two draws use its two halves (`fx::random::split`).
+pub fn sparse(shape: &[usize], sparsity: f64, mean: f64, std: f64, dtype: Dtype, key: Option<&Array>) -> Result<Array> {
+    const OP: &str = "init::sparse";
+    let &[rows, cols] = shape else {
+        return Err(Error::shape(OP, format!("needs a 2-D shape, got {shape:?}")));
+    };
+    if !(0.0..=1.0).contains(&sparsity) {
+        return Err(Error::invalid(OP, format!("sparsity must be in [0, 1], got {sparsity}")));
+    }
+    let keys = match key {
+        Some(k) => {
+            let halves = fx::random::split(k, 2)?;
+            let half = |i: u32| fx::take(&halves, &Array::scalar(i), Some(0));
+            Some((half(0)?, half(1)?))
+        }
+        None => None,
+    };
+    let (k_order, k_values) = match &keys {
+        Some((a, b)) => (Some(a), Some(b)),
+        None => (None, None),
+    };
+    let order = fx::argsort(&fx::random::uniform(0.0, 1.0, shape, Dtype::F32, k_order)?, Some(1))?;
+    let values = fx::random::normal(shape, dtype, mean, std, k_values)?;
+    let zeros = (sparsity * cols as f64).ceil() as usize;
+    if zeros == 0 {
+        return Ok(values);
+    }
+    let picked = fx::slice_axis(&order, 1, 0, zeros as isize)?;
+    fx::put_along_axis(&values, &picked, &fx::zeros(&[rows, zeros], dtype)?, Some(1))
+}
+
 pub use glorot_normal as xavier_normal;
 pub use glorot_uniform as xavier_uniform;
 pub use he_normal as kaiming_normal;

@@ -19,6 +19,7 @@ const INITS: &[(&str, u64, InitFn)] = &[
     ("glorot_uniform", 5, || init::glorot_uniform(&[4, 3, 5], 2.0, Dtype::F32, None)),
     ("he_normal", 6, || init::he_normal(&[6, 2, 3], FanMode::FanOut, 1.0, Dtype::F32, None)),
     ("he_uniform", 7, || init::he_uniform(&[7, 5], FanMode::FanIn, std::f64::consts::SQRT_2, Dtype::F32, None)),
+    ("sparse", 8, || init::sparse(&[6, 9], 0.3, 0.1, 0.5, Dtype::F32, None)),
 ];
 
 #[test]
@@ -78,8 +79,21 @@ fn moments_and_bounds_follow_the_fans() {
 }
 
 #[test]
+fn sparse_zeroes_the_fraction_of_each_row() {
+    let key = fx::random::key(5);
+    let a = init::sparse(&[50, 10], 0.25, 0.0, 1.0, Dtype::F32, Some(&key)).unwrap();
+    for row in a.to_vec::<f32>().unwrap().chunks(10) {
+        assert_eq!(row.iter().filter(|x| **x == 0.0).count(), 3, "{row:?}");
+    }
+    let b = init::sparse(&[50, 10], 0.25, 0.0, 1.0, Dtype::F32, Some(&key)).unwrap();
+    assert!(fx::array_equal(&a, &b, false).unwrap().item::<bool>().unwrap());
+}
+
+#[test]
 fn bad_shapes_are_errors() {
     assert!(init::glorot_uniform(&[5], 1.0, Dtype::F32, None).unwrap_err().to_string().contains("2 dimensions"));
     assert!(init::he_normal(&[], FanMode::FanIn, 1.0, Dtype::F32, None).is_err());
     assert!(init::identity(&[2, 3], Dtype::F32).unwrap_err().to_string().contains("square"));
+    assert!(init::sparse(&[2, 3, 4], 0.5, 0.0, 1.0, Dtype::F32, None).unwrap_err().to_string().contains("2-D"));
+    assert!(init::sparse(&[2, 3], 1.5, 0.0, 1.0, Dtype::F32, None).unwrap_err().to_string().contains("sparsity"));
 }

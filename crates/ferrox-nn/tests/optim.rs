@@ -59,6 +59,10 @@ fn make(name: &str) -> Box<dyn Optimizer> {
             )
             .unwrap(),
         ),
+        "muon" => b(Muon::new(0.02, MuonConfig::default())),
+        "muon_plain" => {
+            b(Muon::new(0.02, MuonConfig { momentum: 0.9, weight_decay: 0.0, nesterov: false, ns_steps: 3 }))
+        }
         _ => unreachable!("no optimizer {name}"),
     }
 }
@@ -67,7 +71,7 @@ fn make_sgd_momentum() -> Box<dyn Optimizer> {
     Box::new(Sgd::new(0.05, SgdConfig { momentum: 0.9, ..Default::default() }).unwrap())
 }
 
-const NAMES: [&str; 16] = [
+const NAMES: [&str; 18] = [
     "sgd",
     "sgd_momentum",
     "sgd_nesterov",
@@ -84,6 +88,8 @@ const NAMES: [&str; 16] = [
     "adafactor_warmup",
     "adam_schedule",
     "multi",
+    "muon",
+    "muon_plain",
 ];
 
 struct Problem {

@@ -31,6 +31,7 @@ mod adaptive;
 mod clip;
 mod lion;
 mod multi;
+mod muon;
 mod param_wise;
 pub mod schedules;
 mod sgd;
@@ -48,6 +49,7 @@ pub use adaptive::{AdaDelta, AdaDeltaConfig, Adagrad, AdagradConfig, RmsProp, Rm
 pub use clip::clip_grad_norm;
 pub use lion::{Lion, LionConfig};
 pub use multi::{Filter, MultiOptimizer};
+pub use muon::{Muon, MuonConfig};
 pub use param_wise::{ParamWise, Slots, StepContext, UpdateRule};
 pub use schedules::Schedule;
 pub use sgd::{Sgd, SgdConfig};
