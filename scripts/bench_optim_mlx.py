@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Times one optimizer update (eager and mx.compile) in real mlx on the CPU, over the same
 parameter map as crates/ferrox-nn/examples/bench_optim.rs (12 blocks of 4 × 512×512
-matrices and 4 × 512 vectors)."""
+matrices and 4 × 512 vectors; with the argument `one`, a single 4096×3078 matrix)."""
 
+import sys
 import time
 from functools import partial
 
@@ -50,7 +51,9 @@ def main():
     mx.set_default_device(mx.cpu)
     key = mx.random.key(0)
     params = {}
-    for b in range(12):
+    if "one" in sys.argv:
+        params["w"] = mx.random.normal((4096, 3078), key=key) * 0.02
+    for b in range(0 if "one" in sys.argv else 12):
         for m in "qkvo":
             params[f"layers.{b}.{m}.weight"] = mx.random.normal((512, 512), key=key) * 0.02
             params[f"layers.{b}.{m}.bias"] = mx.zeros((512,))

@@ -1,6 +1,7 @@
 //! Times one optimizer update (eager and compiled) over a model-sized parameter map; the
 //! same problem in real mlx is scripts/bench_optim_mlx.py. Run with
-//! `cargo run --release -p ferrox-nn --example bench_optim`.
+//! `cargo run --release -p ferrox-nn --example bench_optim [-- one]` (`one`: a single array
+//! of the same size instead of 96).
 
 use std::cell::RefCell;
 use std::time::Instant;
@@ -9,11 +10,15 @@ use ferrox::{self as fx, Array, Dtype};
 use ferrox_nn::optim::{AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig};
 use ferrox_nn::Params;
 
-/// Twelve blocks of 4 matrices of 512×512 and 4 vectors: about 12.6M parameters.
-fn model() -> fx::Result<Params> {
+/// Twelve blocks of 4 matrices of 512×512 and 4 vectors (about 12.6M parameters), or with
+/// `one`, a single 4096×3078 matrix of the same size.
+fn model(one: bool) -> fx::Result<Params> {
     let mut p = Params::new();
     let key = fx::random::key(0);
-    for b in 0..12 {
+    if one {
+        p.insert("w".into(), fx::random::normal(&[4096, 3078], Dtype::F32, 0.0, 0.02, Some(&key))?);
+    }
+    for b in 0..if one { 0 } else { 12 } {
         for m in ["q", "k", "v", "o"] {
             p.insert(
                 format!("layers.{b}.{m}.weight"),
@@ -82,7 +87,8 @@ fn bench(name: &str, make: impl Fn() -> Box<dyn Optimizer>, params: &Params, gra
 }
 
 fn main() -> fx::Result<()> {
-    let params = model()?;
+    let one = std::env::args().any(|a| a == "one");
+    let params = model(one)?;
     let key = fx::random::key(1);
     let grads: Params = params
         .iter()
