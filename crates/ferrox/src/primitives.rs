@@ -363,10 +363,13 @@ pub enum Op {
     Checkpoint(Arc<CheckpointFn>),
 }
 
+/// A function of arrays to arrays, shareable across threads (what `checkpoint` wraps).
+pub type ArrayFn = Arc<dyn Fn(&[crate::array::Array]) -> crate::error::Result<Vec<crate::array::Array>> + Send + Sync>;
+
 /// The function a [`Op::Checkpoint`] node recomputes in reverse mode.
 pub struct CheckpointFn {
     /// The checkpointed function.
-    pub f: Arc<dyn Fn(&[crate::array::Array]) -> crate::error::Result<Vec<crate::array::Array>> + Send + Sync>,
+    pub f: ArrayFn,
     /// Which of its outputs the node is.
     pub output: usize,
 }

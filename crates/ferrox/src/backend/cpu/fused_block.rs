@@ -42,7 +42,7 @@ const MAX_INLINE_INPUTS: usize = 16;
 pub fn supports(g: &FusedGraph, inputs: &[Array], shape: &[usize], dtype: Dtype) -> bool {
     use BinaryOp::*;
     use UnaryOp::*;
-    if !matches!(dtype, Dtype::F32 | Dtype::F64) || shape.last().map_or(true, |&n| n < MIN_ROW) {
+    if !matches!(dtype, Dtype::F32 | Dtype::F64) || shape.last().is_none_or(|&n| n < MIN_ROW) {
         return false;
     }
     let arith = |b: BinaryOp| {
