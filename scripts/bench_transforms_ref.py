@@ -93,6 +93,16 @@ def main():
     print("|---|---|---:|")
     print(f"| mlp value_and_grad + sgd step | batch {batch}, {d_in}-{hidden}-{classes} | {median_ms(9, step):.2f} |")
 
+    cot = mx.random.normal((4096, 4096), key=mx.random.key(7))
+    mx.eval(cot)
+    cases = [
+        ("rms_norm vjp (x, w)", lambda x, w: mx.fast.rms_norm(x, w, 1e-5), [xs, w]),
+        ("layer_norm vjp (x, w, b)", lambda x, w, b: mx.fast.layer_norm(x, w, b, 1e-5), [xs, w, b]),
+    ]
+    for name, f, primals in cases:
+        ms = median_ms(9, lambda: mx.eval(mx.vjp(f, primals, [cot])[1]))
+        print(f"| {name} | 4096x4096 | {ms:.2f} |")
+
 
 if __name__ == "__main__":
     main()

@@ -106,5 +106,22 @@ fn main() -> Result<()> {
     println!("| case | shape | ms |");
     println!("|---|---|---:|");
     println!("| mlp value_and_grad + sgd step | batch {batch}, {d_in}-{hidden}-{classes} | {ms:.2} |");
+
+    // The backward pass of the fused norms (the input gradient is one fused kernel): the vjp
+    // of rms_norm / layer_norm for a given cotangent, every gradient evaluated.
+    let (x, w, b) = (&args[0], &args[1], &args[2]);
+    let cot = fx::random::normal(&[4096, 4096], Dtype::F32, 0.0, 1.0, Some(&fx::random::key(7)))?;
+    cot.eval()?;
+    let primals = [x.clone(), w.clone(), b.clone()];
+    type Norm = fn(&[Array]) -> Result<Vec<Array>>;
+    let rms: Norm = |a| Ok(vec![fx::fast::rms_norm(&a[0], Some(&a[1]), 1e-5)?]);
+    let ln: Norm = |a| Ok(vec![fx::fast::layer_norm(&a[0], Some(&a[1]), Some(&a[2]), 1e-5)?]);
+    for (name, f, n) in [("rms_norm vjp (x, w)", rms, 2), ("layer_norm vjp (x, w, b)", ln, 3)] {
+        let ms = median_ms(9, || {
+            let (_, g) = fx::vjp(f, &primals[..n], std::slice::from_ref(&cot)).unwrap();
+            fx::eval(&g.iter().collect::<Vec<_>>()).unwrap();
+        });
+        println!("| {name} | 4096x4096 | {ms:.2} |");
+    }
     Ok(())
 }
