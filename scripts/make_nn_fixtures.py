@@ -3,7 +3,8 @@
 
 Writes crates/ferrox-nn/tests/fixtures/nn_torch.safetensors (forward and backward of each
 layer, by PyTorch in float64) and crates/ferrox-nn/tests/fixtures/rope_mlx_lm.safetensors
-(the RoPE variants, by mlx-lm's own rope_utils). crates/ferrox-nn/tests/layers.rs and
+(the RoPE variants, by mlx-lm's own rope_utils) and init_mlx.safetensors (layers' default
+initial parameters as MLX draws them after a seed). crates/ferrox-nn/tests/layers.rs and
 rope.rs replay them. Deterministic (seeded): rerunning gives the same files.
 
 Layer fixtures, per case `c`:
@@ -335,3 +336,23 @@ for name, (d, base, trad, cfg, maxpos) in ROPES.items():
 rope["x"] = x
 save_file(rope, os.path.join(OUT_DIR, "rope_mlx_lm.safetensors"))
 print(f"rope_mlx_lm.safetensors: {len(rope)} tensors")
+
+# ---- default initialization, drawn by MLX after mx.random.seed(s) ---------------------------
+
+import mlx.nn as mnn  # noqa: E402
+from mlx.utils import tree_flatten  # noqa: E402
+
+INITS = {
+    "linear": lambda: mnn.Linear(5, 3),
+    "embedding": lambda: mnn.Embedding(10, 4),
+    "conv1d": lambda: mnn.Conv1d(3, 4, 3),
+    "conv2d": lambda: mnn.Conv2d(2, 4, (3, 2)),
+    "mha": lambda: mnn.MultiHeadAttention(8, 2),
+}
+init = {}
+for i, (name, make) in enumerate(INITS.items()):
+    mx.random.seed(100 + i)
+    for k, v in tree_flatten(make().parameters()):
+        init[f"{name}.{k}"] = f32(np.array(v))
+save_file(init, os.path.join(OUT_DIR, "init_mlx.safetensors"))
+print(f"init_mlx.safetensors: {len(init)} tensors")
