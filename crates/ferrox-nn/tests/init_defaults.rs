@@ -12,12 +12,13 @@ use support::{assert_close, fixture, under};
 #[test]
 fn default_initialization_matches_mlx() {
     let f = fixture("init_mlx.safetensors");
-    let makers: Vec<(&str, Box<dyn Fn() -> Box<dyn Module>>)> = vec![
-        ("linear", Box::new(|| Box::new(Linear::new(5, 3, true).unwrap()))),
-        ("embedding", Box::new(|| Box::new(Embedding::new(10, 4).unwrap()))),
-        ("conv1d", Box::new(|| Box::new(Conv1d::new(3, 4, 3, 1, 0, 1, 1, true).unwrap()))),
-        ("conv2d", Box::new(|| Box::new(Conv2d::new(2, 4, (3, 2), (1, 1), (0, 0), (1, 1), 1, true).unwrap()))),
-        ("mha", Box::new(|| Box::new(MultiHeadAttention::new(8, 2, false).unwrap()))),
+    type Make = fn() -> Box<dyn Module>;
+    let makers: Vec<(&str, Make)> = vec![
+        ("linear", || Box::new(Linear::new(5, 3, true).unwrap())),
+        ("embedding", || Box::new(Embedding::new(10, 4).unwrap())),
+        ("conv1d", || Box::new(Conv1d::new(3, 4, 3, 1, 0, 1, 1, true).unwrap())),
+        ("conv2d", || Box::new(Conv2d::new(2, 4, (3, 2), (1, 1), (0, 0), (1, 1), 1, true).unwrap())),
+        ("mha", || Box::new(MultiHeadAttention::new(8, 2, false).unwrap())),
     ];
     for (i, (name, make)) in makers.iter().enumerate() {
         fx::random::seed(100 + i as u64);
