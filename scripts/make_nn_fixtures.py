@@ -307,6 +307,7 @@ print(f"nn_torch.safetensors: {len(tensors)} tensors")
 # ---- RoPE variants by mlx-lm ---------------------------------------------------------------
 
 import mlx.core as mx  # noqa: E402
+import mlx.nn as nn  # noqa: E402
 from mlx_lm.models.rope_utils import initialize_rope  # noqa: E402
 
 ROPES = {
@@ -334,20 +335,24 @@ for name, (d, base, trad, cfg, maxpos) in ROPES.items():
     if getattr(r, "_freqs", None) is not None:
         rope[f"{name}.freqs"] = f32(np.array(r._freqs))
 rope["x"] = x
+# ALiBi (MLX's nn.ALiBi): 6 heads (not a power of two), offset 2, with an additive mask.
+scores, amask = rand(2, 6, 3, 5), rand(3, 5)
+rope["alibi.scores"], rope["alibi.mask"] = scores, amask
+rope["alibi.out"] = f32(np.array(nn.ALiBi()(mx.array(scores), offset=2, mask=mx.array(amask))))
+rope["alibi.slopes12"] = f32(np.array(nn.ALiBi.create_alibi_slope(12)).ravel())
 save_file(rope, os.path.join(OUT_DIR, "rope_mlx_lm.safetensors"))
 print(f"rope_mlx_lm.safetensors: {len(rope)} tensors")
 
 # ---- default initialization, drawn by MLX after mx.random.seed(s) ---------------------------
 
-import mlx.nn as mnn  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
 INITS = {
-    "linear": lambda: mnn.Linear(5, 3),
-    "embedding": lambda: mnn.Embedding(10, 4),
-    "conv1d": lambda: mnn.Conv1d(3, 4, 3),
-    "conv2d": lambda: mnn.Conv2d(2, 4, (3, 2)),
-    "mha": lambda: mnn.MultiHeadAttention(8, 2),
+    "linear": lambda: nn.Linear(5, 3),
+    "embedding": lambda: nn.Embedding(10, 4),
+    "conv1d": lambda: nn.Conv1d(3, 4, 3),
+    "conv2d": lambda: nn.Conv2d(2, 4, (3, 2)),
+    "mha": lambda: nn.MultiHeadAttention(8, 2),
 }
 init = {}
 for i, (name, make) in enumerate(INITS.items()):

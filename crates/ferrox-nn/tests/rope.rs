@@ -1,4 +1,4 @@
-//! The RoPE variants against mlx-lm's own `rope_utils` (scripts/make_nn_fixtures.py →
+//! The RoPE variants (and ALiBi) against mlx-lm's own `rope_utils` (scripts/make_nn_fixtures.py →
 //! fixtures/rope_mlx_lm.safetensors): the frequency tables and the rotated outputs at offset 3.
 
 mod support;
@@ -167,4 +167,14 @@ fn rope_scaling_from_config() {
     let plain: Vec<f32> = (0..8).map(|i| 2.0 * 10000f32.powf(2.0 * i as f32 / 16.0)).collect();
     assert_close(r.freqs().unwrap(), &Array::from_vec(plain), 1e-6, "scalar long factor");
     assert_eq!(r.input_scale(), 1.0, "no stretch, no input scale");
+}
+
+#[test]
+fn alibi_matches_mlx() {
+    use ferrox_nn::layers::Alibi;
+    let f = fixture("rope_mlx_lm.safetensors");
+    let out = Alibi.forward(&get(&f, "alibi.scores"), 2, Some(&get(&f, "alibi.mask"))).unwrap();
+    assert_close(&out, &get(&f, "alibi.out"), 1e-6, "alibi");
+    assert_close(&Array::from_vec(Alibi::slopes(12)), &get(&f, "alibi.slopes12"), 1e-7, "slopes of 12 heads");
+    assert!(Alibi.forward(&get(&f, "alibi.mask"), 0, None).is_err());
 }

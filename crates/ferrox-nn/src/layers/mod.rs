@@ -3,6 +3,7 @@
 //! [`crate::UnaryModule`]s for [`Sequential`].
 
 pub mod activations;
+mod alibi;
 mod attention;
 mod batch_norm;
 mod conv;
@@ -24,6 +25,7 @@ pub use activations::{
     Celu, Elu, Gelu, GeluApprox, Glu, HardTanh, Hardswish, LeakyRelu, LogSigmoid, LogSoftmax, Mish, Relu, Relu6, Selu,
     Sigmoid, Silu, Softmax, Softplus, Softsign, Tanh,
 };
+pub use alibi::Alibi;
 pub use attention::MultiHeadAttention;
 pub use batch_norm::BatchNorm;
 pub use conv::{Conv1d, Conv2d};
