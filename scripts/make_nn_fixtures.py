@@ -118,6 +118,13 @@ case("group_norm_pt", group_norm_pt, {"x": rand(2, 3, 2, 6)}, {"weight": rand(6)
 case("group_norm", group_norm_mlx, {"x": rand(2, 4, 6)}, {"weight": rand(6), "bias": rand(6)})
 
 
+case("instance_norm", lambda i, p: F.instance_norm(i["x"].permute(0, 3, 1, 2), weight=p["weight"], bias=p["bias"],
+                                                   eps=1e-5).permute(0, 2, 3, 1),
+     {"x": rand(2, 3, 4, 5)}, {"weight": rand(5), "bias": rand(5)})
+case("prelu", lambda i, p: torch.clamp(i["x"], min=0) + p["weight"] * torch.clamp(i["x"], max=0),
+     {"x": rand(2, 3, 4)}, {"weight": rand(4)})
+
+
 def batch_norm_train(i, p):
     x = i["x"]  # [N, L, C] -> torch [N, C, L]
     rm = torch.zeros(5, dtype=torch.float64)

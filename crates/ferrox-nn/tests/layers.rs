@@ -262,3 +262,14 @@ fn identity() {
     assert!(Identity.forward(&x).unwrap().same(&x));
     assert!(Identity.parameters().is_empty());
 }
+
+#[test]
+fn instance_norm_and_prelu() {
+    let f = fixture("nn_torch.safetensors");
+    let mut inorm = InstanceNorm::new(5, 1e-5, true).unwrap();
+    check_case(&f, "instance_norm", &mut inorm, &["x"], |m, x| m.forward(&x[0]), TOL);
+    assert!(InstanceNorm::new(5, 1e-5, false).unwrap().parameters().is_empty());
+    let mut p = Prelu::new(4, 0.25).unwrap();
+    assert_eq!(p.weight.to_vec::<f32>().unwrap(), [0.25; 4]);
+    check_case(&f, "prelu", &mut p, &["x"], |m, x| m.forward(&x[0]), TOL);
+}

@@ -12,6 +12,7 @@ mod dropout;
 mod embedding;
 mod group_norm;
 mod identity;
+mod instance_norm;
 mod layer_norm;
 mod linear;
 mod pooling;
@@ -22,8 +23,8 @@ mod sequential;
 mod transformer;
 
 pub use activations::{
-    Celu, Elu, Gelu, GeluApprox, Glu, HardTanh, Hardswish, LeakyRelu, LogSigmoid, LogSoftmax, Mish, Relu, Relu6, Selu,
-    Sigmoid, Silu, Softmax, Softplus, Softsign, Tanh,
+    Celu, Elu, Gelu, GeluApprox, Glu, HardTanh, Hardswish, LeakyRelu, LogSigmoid, LogSoftmax, Mish, Prelu, Relu, Relu6,
+    Selu, Sigmoid, Silu, Softmax, Softplus, Softsign, Tanh,
 };
 pub use alibi::Alibi;
 pub use attention::MultiHeadAttention;
@@ -34,6 +35,7 @@ pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use group_norm::GroupNorm;
 pub use identity::Identity;
+pub use instance_norm::InstanceNorm;
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use pooling::{AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d};
