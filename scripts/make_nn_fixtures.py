@@ -260,6 +260,47 @@ case("decoder_pre", decoder(True), {"x": rand(2, 3, 8), "memory": rand(2, 4, 8)}
 case("decoder_post", decoder(False), {"x": rand(2, 3, 8), "memory": rand(2, 4, 8)},
      block_params(["self_attention", "cross_attention"], ["ln1", "ln2", "ln3"]))
 
+# ---- recurrent layers: torch.nn.RNN / GRU / LSTM with MLX's parameters mapped onto them ------
+# MLX's GRU bias b covers all three gates on the input side and bhn the candidate's hidden side,
+# so PyTorch gets bias_ih = b and bias_hh = [0, 0, bhn]; RNN and LSTM put all bias on bias_ih.
+
+
+def recurrent_case(name, kind, params, with_h0):
+    x = rand(2, 4, 3)
+    h0 = rand(1, 2, 5) if with_h0 else None
+    mod = getattr(torch.nn, kind)(3, 5, batch_first=True).double()
+    ps = {k: t(v) for k, v in params.items()}
+    hs = 5
+    zeros = torch.zeros(hs, dtype=torch.float64)
+    if kind == "RNN":
+        w = {"weight_ih_l0": ps["Wxh"], "weight_hh_l0": ps["Whh"], "bias_ih_l0": ps["bias"], "bias_hh_l0": zeros}
+    elif kind == "GRU":
+        w = {"weight_ih_l0": ps["Wx"], "weight_hh_l0": ps["Wh"], "bias_ih_l0": ps["b"],
+             "bias_hh_l0": torch.cat([zeros, zeros, ps["bhn"]])}
+    else:
+        w = {"weight_ih_l0": ps["Wx"], "weight_hh_l0": ps["Wh"], "bias_ih_l0": ps["bias"],
+             "bias_hh_l0": torch.zeros(4 * hs, dtype=torch.float64)}
+    xt = t(x)
+    args = (xt,) if h0 is None else (xt, torch.tensor(h0, dtype=torch.float64))
+    out, _ = torch.func.functional_call(mod, w, args)
+    cot = rand(*out.shape)
+    (out * torch.tensor(cot, dtype=torch.float64)).sum().backward()
+    tensors.update({f"{name}.x": x, f"{name}.cot": cot, f"{name}.out": f32(out.detach().numpy()),
+                    f"{name}.gx": f32(xt.grad.numpy())})
+    if h0 is not None:
+        tensors[f"{name}.h0"] = f32(h0[0])
+    for k, v in params.items():
+        tensors[f"{name}.p.{k}"] = f32(v)
+        tensors[f"{name}.g.{k}"] = f32(ps[k].grad.numpy())
+
+
+recurrent_case("rnn", "RNN", {"Wxh": rand(5, 3), "Whh": rand(5, 5, scale=0.5), "bias": rand(5)}, False)
+recurrent_case("rnn_h0", "RNN", {"Wxh": rand(5, 3), "Whh": rand(5, 5, scale=0.5), "bias": rand(5)}, True)
+recurrent_case("gru", "GRU", {"Wx": rand(15, 3), "Wh": rand(15, 5, scale=0.5), "b": rand(15), "bhn": rand(5)}, False)
+recurrent_case("gru_h0", "GRU", {"Wx": rand(15, 3), "Wh": rand(15, 5, scale=0.5), "b": rand(15), "bhn": rand(5)},
+               True)
+recurrent_case("lstm", "LSTM", {"Wx": rand(20, 3), "Wh": rand(20, 5, scale=0.5), "bias": rand(20)}, False)
+
 # ---- sequential ----------------------------------------------------------------------------
 
 case("sequential", lambda i, p: F.linear(torch.relu(F.linear(i["x"], p["layers.0.weight"], p["layers.0.bias"])),
@@ -360,6 +401,9 @@ INITS = {
     "conv1d": lambda: nn.Conv1d(3, 4, 3),
     "conv2d": lambda: nn.Conv2d(2, 4, (3, 2)),
     "mha": lambda: nn.MultiHeadAttention(8, 2),
+    "rnn": lambda: nn.RNN(3, 5),
+    "gru": lambda: nn.GRU(3, 5),
+    "lstm": lambda: nn.LSTM(3, 5),
 }
 init = {}
 for i, (name, make) in enumerate(INITS.items()):

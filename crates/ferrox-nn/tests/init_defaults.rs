@@ -5,7 +5,7 @@
 mod support;
 
 use ferrox::{self as fx};
-use ferrox_nn::layers::{Conv1d, Conv2d, Embedding, Linear, MultiHeadAttention};
+use ferrox_nn::layers::{Conv1d, Conv2d, Embedding, Gru, Linear, Lstm, MultiHeadAttention, Rnn};
 use ferrox_nn::Module;
 use support::{assert_close, fixture, under};
 
@@ -19,6 +19,9 @@ fn default_initialization_matches_mlx() {
         ("conv1d", || Box::new(Conv1d::new(3, 4, 3, 1, 0, 1, 1, true).unwrap())),
         ("conv2d", || Box::new(Conv2d::new(2, 4, (3, 2), (1, 1), (0, 0), (1, 1), 1, true).unwrap())),
         ("mha", || Box::new(MultiHeadAttention::new(8, 2, false).unwrap())),
+        ("rnn", || Box::new(Rnn::new(3, 5, true).unwrap())),
+        ("gru", || Box::new(Gru::new(3, 5, true).unwrap())),
+        ("lstm", || Box::new(Lstm::new(3, 5, true).unwrap())),
     ];
     for (i, (name, make)) in makers.iter().enumerate() {
         fx::random::seed(100 + i as u64);

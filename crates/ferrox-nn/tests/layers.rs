@@ -273,3 +273,23 @@ fn instance_norm_and_prelu() {
     assert_eq!(p.weight.to_vec::<f32>().unwrap(), [0.25; 4]);
     check_case(&f, "prelu", &mut p, &["x"], |m, x| m.forward(&x[0]), TOL);
 }
+
+#[test]
+fn recurrent_layers() {
+    let f = fixture("nn_torch.safetensors");
+    check_case(&f, "rnn", &mut Rnn::new(3, 5, true).unwrap(), &["x"], |m, x| m.forward(&x[0], None), TOL);
+    let h0 = get(&f, "rnn_h0.h0");
+    check_case(&f, "rnn_h0", &mut Rnn::new(3, 5, true).unwrap(), &["x"], |m, x| m.forward(&x[0], Some(&h0)), TOL);
+    check_case(&f, "gru", &mut Gru::new(3, 5, true).unwrap(), &["x"], |m, x| m.forward(&x[0], None), TOL);
+    let h0 = get(&f, "gru_h0.h0");
+    check_case(&f, "gru_h0", &mut Gru::new(3, 5, true).unwrap(), &["x"], |m, x| m.forward(&x[0], Some(&h0)), TOL);
+    check_case(
+        &f,
+        "lstm",
+        &mut Lstm::new(3, 5, true).unwrap(),
+        &["x"],
+        |m, x| Ok(m.forward(&x[0], None, None)?.0),
+        TOL,
+    );
+    assert!(Rnn::new(3, 5, true).unwrap().forward(&fx::ones(&[2, 4, 4], Dtype::F32).unwrap(), None).is_err());
+}
