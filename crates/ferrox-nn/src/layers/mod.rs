@@ -32,7 +32,7 @@ pub use attention::MultiHeadAttention;
 pub use batch_norm::BatchNorm;
 pub use conv::{Conv1d, Conv2d};
 pub use conv_transpose::{ConvTranspose1d, ConvTranspose2d};
-pub use dropout::Dropout;
+pub use dropout::{Dropout, Dropout2d, Dropout3d};
 pub use embedding::Embedding;
 pub use group_norm::GroupNorm;
 pub use identity::Identity;
@@ -46,5 +46,5 @@ pub use rms_norm::RmsNorm;
 pub use rope::{yarn_attention_scale, Rope, RopeScaling};
 pub use sequential::Sequential;
 pub use transformer::{
-    Activation, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer,
+    Activation, Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer,
 };

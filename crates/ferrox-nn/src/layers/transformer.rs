@@ -236,3 +236,48 @@ impl TransformerDecoder {
         self.ln.forward(&x)
     }
 }
+
+/// An encoder–decoder transformer, MLX's `nn.Transformer`: a [`TransformerEncoder`] over the
+/// source and a [`TransformerDecoder`] over the target attending to the encoded source.
+#[derive(Module, Clone, Debug)]
+pub struct Transformer {
+    /// The source stack.
+    pub encoder: TransformerEncoder,
+    /// The target stack.
+    pub decoder: TransformerDecoder,
+}
+
+impl Transformer {
+    /// Stacks of `num_encoder_layers` and `num_decoder_layers` layers of width `dims`; the
+    /// other arguments as for [`TransformerEncoderLayer::new`] (MLX's defaults: 512 dims,
+    /// 8 heads, 6 + 6 layers, MLP 4·dims, no dropout, norm first).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dims: usize,
+        num_heads: usize,
+        num_encoder_layers: usize,
+        num_decoder_layers: usize,
+        mlp_dims: Option<usize>,
+        dropout: f32,
+        norm_first: bool,
+    ) -> Result<Self> {
+        Ok(Transformer {
+            encoder: TransformerEncoder::new(num_encoder_layers, dims, num_heads, mlp_dims, dropout, norm_first)?,
+            decoder: TransformerDecoder::new(num_decoder_layers, dims, num_heads, mlp_dims, dropout, norm_first)?,
+        })
+    }
+
+    /// Encodes `src` `[B, S, dims]` (with `src_mask`), then decodes `tgt` `[B, L, dims]` (with
+    /// `tgt_mask`) attending to it (with `memory_mask`).
+    pub fn forward(
+        &self,
+        src: &Array,
+        tgt: &Array,
+        src_mask: Option<&Array>,
+        tgt_mask: Option<&Array>,
+        memory_mask: Option<&Array>,
+    ) -> Result<Array> {
+        let memory = self.encoder.forward(src, src_mask)?;
+        self.decoder.forward(tgt, &memory, tgt_mask, memory_mask)
+    }
+}
