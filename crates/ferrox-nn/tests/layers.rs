@@ -333,3 +333,29 @@ fn transformer_composes_encoder_and_decoder() {
     assert_close(&out, &want, 0.0, "transformer = decoder(encoder)");
     assert_eq!(out.shape(), [2, 3, 8]);
 }
+
+#[test]
+fn checkpointed_stacks_give_the_same_gradients() {
+    fx::random::seed(3);
+    let x = fx::random::normal(&[2, 3, 8], Dtype::F32, 0.0, 1.0, None).unwrap();
+    let mem = fx::random::normal(&[2, 4, 8], Dtype::F32, 0.0, 1.0, None).unwrap();
+    let mask = MultiHeadAttention::create_additive_causal_mask(3, Dtype::F32).unwrap();
+    let enc = TransformerEncoder::new(2, 8, 2, Some(16), 0.0, true).unwrap();
+    let dec = TransformerDecoder::new(2, 8, 2, Some(16), 0.0, false).unwrap();
+    let loss_enc = |m: &mut TransformerEncoder| fx::sum(&fx::square(&m.forward(&x, Some(&mask))?)?, None, false);
+    let loss_dec =
+        |m: &mut TransformerDecoder| fx::sum(&fx::square(&m.forward(&x, &mem, Some(&mask), None)?)?, None, false);
+    let (v0, g0) = ferrox_nn::value_and_grad(&mut enc.clone(), loss_enc).unwrap();
+    let (v1, g1) = ferrox_nn::value_and_grad(&mut enc.with_checkpoint(true), loss_enc).unwrap();
+    assert_close(&v1, &v0, 1e-5, "encoder loss");
+    assert_eq!(g0.len(), g1.len());
+    for (k, g) in &g0 {
+        assert_close(&g1[k], g, 1e-4, k);
+    }
+    let (v0, g0) = ferrox_nn::value_and_grad(&mut dec.clone(), loss_dec).unwrap();
+    let (v1, g1) = ferrox_nn::value_and_grad(&mut dec.with_checkpoint(true), loss_dec).unwrap();
+    assert_close(&v1, &v0, 1e-5, "decoder loss");
+    for (k, g) in &g0 {
+        assert_close(&g1[k], g, 1e-4, k);
+    }
+}
