@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Makes the reference fixtures for ferrox-nn's layers.
 
-Writes crates/ferrox-nn/tests/fixtures/nn_torch.safetensors (forward and backward of each
-layer, by PyTorch in float64) and crates/ferrox-nn/tests/fixtures/rope_mlx_lm.safetensors
-(the RoPE variants, by mlx-lm's own rope_utils) and init_mlx.safetensors (layers' default
-initial parameters as MLX draws them after a seed). crates/ferrox-nn/tests/layers.rs and
-rope.rs replay them. Deterministic (seeded): rerunning gives the same files.
+Writes, in crates/ferrox-nn/tests/fixtures/: nn_torch.safetensors (forward and backward of
+each layer, by PyTorch in float64); mlx_refs.safetensors (what is defined by MLX itself: the
+RoPE variants by mlx-lm's rope_utils, ALiBi, Upsample with its input gradient); and
+init_mlx.safetensors (layers' default initial parameters as MLX draws them after a seed).
+crates/ferrox-nn/tests/{layers,mlx_refs,init_defaults}.rs replay them. Deterministic (seeded):
+rerunning gives the same files.
 
 Layer fixtures, per case `c`:
 
@@ -388,8 +389,20 @@ scores, amask = rand(2, 6, 3, 5), rand(3, 5)
 rope["alibi.scores"], rope["alibi.mask"] = scores, amask
 rope["alibi.out"] = f32(np.array(nn.ALiBi()(mx.array(scores), offset=2, mask=mx.array(amask))))
 rope["alibi.slopes12"] = f32(np.array(nn.ALiBi.create_alibi_slope(12)).ravel())
-save_file(rope, os.path.join(OUT_DIR, "rope_mlx_lm.safetensors"))
-print(f"rope_mlx_lm.safetensors: {len(rope)} tensors")
+# Upsample (MLX's nn.Upsample): forward and the input gradient of sum(out * cot), by MLX.
+ux = rand(2, 3, 4, 2)
+rope["upsample.x"] = ux
+for name, (scale, mode, align) in {"nearest2": (2.0, "nearest", False), "nearest_frac": ((1.5, 0.5), "nearest", False),
+                                   "linear": (2.0, "linear", False), "linear_ac": ((2.0, 1.5), "linear", True),
+                                   "linear_down": (0.5, "linear", False)}.items():
+    up = nn.Upsample(scale_factor=scale, mode=mode, align_corners=align)
+    out = up(mx.array(ux))
+    cot = rand(*out.shape)
+    g = mx.grad(lambda a: (up(a) * mx.array(cot)).sum())(mx.array(ux))
+    rope[f"upsample.{name}.out"], rope[f"upsample.{name}.cot"] = f32(np.array(out)), cot
+    rope[f"upsample.{name}.gx"] = f32(np.array(g))
+save_file(rope, os.path.join(OUT_DIR, "mlx_refs.safetensors"))
+print(f"mlx_refs.safetensors: {len(rope)} tensors")
 
 # ---- default initialization, drawn by MLX after mx.random.seed(s) ---------------------------
 

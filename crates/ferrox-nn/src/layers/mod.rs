@@ -22,6 +22,7 @@ mod rms_norm;
 mod rope;
 mod sequential;
 mod transformer;
+mod upsample;
 
 pub use activations::{
     Celu, Elu, Gelu, GeluApprox, Glu, HardTanh, Hardswish, LeakyRelu, LogSigmoid, LogSoftmax, Mish, Prelu, Relu, Relu6,
@@ -48,3 +49,4 @@ pub use sequential::Sequential;
 pub use transformer::{
     Activation, Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer,
 };
+pub use upsample::{Upsample, UpsampleMode};
