@@ -27,6 +27,9 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod init;
+pub mod losses;
+pub mod optim;
 // The derive names `::ferrox_nn::…`; this lets the crate derive its own layers.
 extern crate self as ferrox_nn;
 
