@@ -62,6 +62,7 @@ impl Table {
     }
 
     /// Times `f` (iters runs) and prints a row; `amount` is bytes (unit GB/s) or flops (GFLOP/s).
+    #[allow(clippy::too_many_arguments)]
     fn case(
         &self,
         op: &str,

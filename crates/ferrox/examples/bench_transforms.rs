@@ -97,7 +97,7 @@ fn main() -> Result<()> {
     };
     let ms = median_ms(9, || {
         let (l, g) = fx::value_and_grad(loss, &params, &[0, 1, 2, 3]).unwrap();
-        params = params.iter().zip(&g).map(|(p, g)| fx::subtract(p, &fx::multiply(g, 0.1).unwrap()).unwrap()).collect();
+        params = params.iter().zip(&g).map(|(p, g)| fx::subtract(p, fx::multiply(g, 0.1).unwrap()).unwrap()).collect();
         let mut outs: Vec<&Array> = params.iter().collect();
         outs.push(&l);
         fx::eval(&outs).unwrap();

@@ -148,9 +148,28 @@ macro_rules! float_acc {
                     r
                 }
             }
+            /// Small integer exponents go by multiplication, as a branch on the exponent's
+            /// value (so the result is the same whatever the layout): exact for 0, 1, 2 and
+            /// −1, within about an ulp of `powf` for 3 and 4, and many times faster (the x³
+            /// of the tanh GELU, the x² of variances).
             #[inline(always)]
             fn pow(self, b: Self) -> Self {
-                self.powf(b)
+                if b == 2.0 {
+                    self * self
+                } else if b == 3.0 {
+                    self * self * self
+                } else if b == 4.0 {
+                    let s = self * self;
+                    s * s
+                } else if b == 1.0 {
+                    self
+                } else if b == 0.0 {
+                    1.0
+                } else if b == -1.0 {
+                    1.0 / self
+                } else {
+                    self.powf(b)
+                }
             }
             #[inline(always)]
             fn max(self, b: Self) -> Self {

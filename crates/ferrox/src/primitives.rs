@@ -318,6 +318,18 @@ pub enum Op {
         /// A bias input is present.
         bias: bool,
     },
+    /// The input gradient of `rms_norm` (`centered` false) or `layer_norm` (`centered` true)
+    /// over the last axis, one pass per row: inputs x, the weight if present, and the
+    /// cotangent of the output (shaped like x); the output is shaped like x. The weight's and
+    /// bias's gradients are ordinary reductions.
+    NormVjp {
+        /// Added to the mean square / variance.
+        eps: f32,
+        /// A weight input is present.
+        weight: bool,
+        /// Layer norm (subtract the mean) rather than RMS norm.
+        centered: bool,
+    },
     /// Rotary position embedding on the last axis of x (input 0; positions along axis -2).
     /// Input 1 is the position offset (int32 scalar); input 2, if present, custom frequencies.
     Rope {
@@ -351,10 +363,13 @@ pub enum Op {
     Checkpoint(Arc<CheckpointFn>),
 }
 
+/// A function of arrays to arrays, shareable across threads (what `checkpoint` wraps).
+pub type ArrayFn = Arc<dyn Fn(&[crate::array::Array]) -> crate::error::Result<Vec<crate::array::Array>> + Send + Sync>;
+
 /// The function a [`Op::Checkpoint`] node recomputes in reverse mode.
 pub struct CheckpointFn {
     /// The checkpointed function.
-    pub f: Arc<dyn Fn(&[crate::array::Array]) -> crate::error::Result<Vec<crate::array::Array>> + Send + Sync>,
+    pub f: ArrayFn,
     /// Which of its outputs the node is.
     pub output: usize,
 }

@@ -90,7 +90,10 @@ fn random_compositions_are_identical() {
 
 fn gelu_and_norm(a: &[Array]) -> Result<Vec<Array>> {
     let x = &a[0];
-    let g = fx::multiply(&fx::multiply(x, 0.5)?, &fx::add(&fx::erf(&fx::multiply(x, 0.70710678)?)?, 1.0)?)?;
+    let g = fx::multiply(
+        &fx::multiply(x, 0.5)?,
+        &fx::add(&fx::erf(&fx::multiply(x, std::f32::consts::FRAC_1_SQRT_2)?)?, 1.0)?,
+    )?;
     let mu = fx::mean(&g, Some(&[-1]), true)?;
     let c = fx::subtract(&g, &mu)?;
     let var = fx::mean(&fx::square(&c)?, Some(&[-1]), true)?;
@@ -133,7 +136,7 @@ fn common_subexpressions_and_constants() {
         Ok(vec![fx::add(&fx::add(&u, &v)?, &c)?, u])
     };
     let x = rand(&[4, 5], Dtype::F32, 1);
-    let want = f(&[x.clone()]).unwrap();
+    let want = f(std::slice::from_ref(&x)).unwrap();
     let got = fx::compile(f).call(&[x]).unwrap();
     for (g, w) in got.iter().zip(&want) {
         assert_identical("cse", g, w);
@@ -175,16 +178,17 @@ fn random_state_and_keys() {
     let f = |a: &[Array]| Ok(vec![fx::add(&a[0], &fx::random::normal(&[4], Dtype::F32, 0.0, 1.0, None)?)?]);
     let x = fx::zeros(&[4], Dtype::F32).unwrap();
     fx::random::seed(11);
-    let want: Vec<Vec<f32>> = (0..3).map(|_| f(&[x.clone()]).unwrap()[0].to_vec().unwrap()).collect();
+    let want: Vec<Vec<f32>> = (0..3).map(|_| f(std::slice::from_ref(&x)).unwrap()[0].to_vec().unwrap()).collect();
     let compiled = fx::compile(f);
     fx::random::seed(11);
-    let got: Vec<Vec<f32>> = (0..3).map(|_| compiled.call(&[x.clone()]).unwrap()[0].to_vec().unwrap()).collect();
+    let got: Vec<Vec<f32>> =
+        (0..3).map(|_| compiled.call(std::slice::from_ref(&x)).unwrap()[0].to_vec().unwrap()).collect();
     assert_eq!(got, want);
     assert_ne!(got[0], got[1], "each call draws fresh numbers");
     // An explicit key is an input like any other.
     let g = fx::compile(|a: &[Array]| Ok(vec![fx::random::uniform(0.0, 1.0, &[3], Dtype::F32, Some(&a[0]))?]));
     let k = fx::random::key(3);
-    let a: Vec<f32> = g.call(&[k.clone()]).unwrap()[0].to_vec().unwrap();
+    let a: Vec<f32> = g.call(std::slice::from_ref(&k)).unwrap()[0].to_vec().unwrap();
     let b: Vec<f32> = fx::random::uniform(0.0, 1.0, &[3], Dtype::F32, Some(&k)).unwrap().to_vec().unwrap();
     assert_eq!(a, b);
     let c: Vec<f32> = g.call(&[fx::random::key(4)]).unwrap()[0].to_vec().unwrap();
@@ -207,7 +211,7 @@ fn declared_state_is_read_and_written_each_call() {
     let x = Array::from_slice(&[0.5f32, 1.0], &[2]).unwrap();
     let (mut w0, mut w1) = (1.0f32, -2.0f32);
     for _ in 0..3 {
-        let l = step.call(&[x.clone()]).unwrap()[0].item::<f32>().unwrap();
+        let l = step.call(std::slice::from_ref(&x)).unwrap()[0].item::<f32>().unwrap();
         assert!((l - ((w0 * 0.5).powi(2) + w1.powi(2))).abs() < 1e-6);
         w0 -= 0.1 * 2.0 * w0 * 0.25;
         w1 -= 0.1 * 2.0 * w1;

@@ -139,6 +139,47 @@ fn indexing_and_fast_ops() {
     check("norms and rope", &n, &[rand(&[6, 4], 10), rand(&[4], 11), rand(&[4], 12)]);
 }
 
+/// The fused norm backward kernels: their own gradients (second order) against finite
+/// differences of the fused first-order gradient, and per-example gradients under vmap
+/// (weight shared or batched) against a loop over the examples.
+#[test]
+fn norm_backward_kernels() {
+    let c = rand(&[6, 4], 20);
+    for centered in [false, true] {
+        let name = if centered { "layer_norm" } else { "rms_norm" };
+        let inner = |b: &[Array]| -> Result<Array> {
+            let y = if centered {
+                fast::layer_norm(&b[0], Some(&b[1]), None, 1e-5)?
+            } else {
+                fast::rms_norm(&b[0], Some(&b[1]), 1e-5)?
+            };
+            fx::sum(&fx::multiply(&fx::sin(&y)?, &c)?, None, false)
+        };
+        let outer = |a: &[Array]| -> Result<Array> {
+            let g = fx::grad(inner, a, &[0, 1])?;
+            fx::add(&fx::sum(&fx::square(&g[0])?, None, false)?, &fx::sum(&fx::sin(&g[1])?, None, false)?)
+        };
+        check(&format!("second order through {name}"), &outer, &[rand(&[6, 4], 21), rand(&[4], 22)]);
+
+        let (xs, ws) = (rand(&[3, 6, 4], 23), rand(&[3, 4], 24));
+        let grad_x = |a: &[Array]| -> Result<Vec<Array>> { Ok(vec![fx::grad(inner, a, &[0])?.remove(0)]) };
+        for batched_w in [false, true] {
+            let w_axis = batched_w.then_some(0);
+            let w_in = if batched_w { ws.clone() } else { fx::take(&ws, &Array::from(0i32), Some(0)).unwrap() };
+            let got = fx::vmap_call(&grad_x, &[xs.clone(), w_in.clone()], &[Some(0), w_axis], &[Some(0)]).unwrap();
+            let got: Vec<f64> = got[0].to_vec().unwrap();
+            for e in 0..3 {
+                let x = fx::take(&xs, &Array::from(e as i32), Some(0)).unwrap();
+                let w = if batched_w { fx::take(&ws, &Array::from(e as i32), Some(0)).unwrap() } else { w_in.clone() };
+                let want: Vec<f64> = grad_x(&[x, w]).unwrap()[0].to_vec().unwrap();
+                for (i, (a, b)) in got[e * 24..(e + 1) * 24].iter().zip(&want).enumerate() {
+                    assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "{name} vmap (w batched {batched_w}) [{e}, {i}]");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn higher_order_and_forward_mode() {
     // d²/dx² sum(x³) = 6x.

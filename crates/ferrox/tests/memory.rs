@@ -68,7 +68,7 @@ fn training_loop_holds_constant_memory() {
     for step in 0..10_000 {
         let (l, grads) = fx::value_and_grad(loss, &params, &[0, 1, 2]).unwrap();
         params =
-            params.iter().zip(&grads).map(|(p, g)| fx::subtract(p, &fx::multiply(g, 0.01).unwrap()).unwrap()).collect();
+            params.iter().zip(&grads).map(|(p, g)| fx::subtract(p, fx::multiply(g, 0.01).unwrap()).unwrap()).collect();
         let mut outs: Vec<&Array> = params.iter().collect();
         outs.push(&l);
         fx::eval(&outs).unwrap();
@@ -88,7 +88,7 @@ fn training_loop_holds_constant_memory() {
 /// ones, and gives the same gradients.
 fn checkpoint_lowers_peak_memory() {
     let n = 256;
-    let w = fx::multiply(&fx::random::normal(&[n, n], Dtype::F32, 0.0, 1.0, Some(&fx::random::key(1))).unwrap(), 0.05)
+    let w = fx::multiply(fx::random::normal(&[n, n], Dtype::F32, 0.0, 1.0, Some(&fx::random::key(1))).unwrap(), 0.05)
         .unwrap();
     let x = fx::random::normal(&[n, n], Dtype::F32, 0.0, 1.0, Some(&fx::random::key(2))).unwrap();
     fx::eval(&[&w, &x]).unwrap();

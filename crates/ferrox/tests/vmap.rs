@@ -230,7 +230,7 @@ fn fast_ops() {
     check(
         "rope freqs",
         &rope_t,
-        &[rand(&[5, 2, 8], 1), fx::add(&fx::abs(&rand(&[2], 2)).unwrap(), 1.0).unwrap()],
+        &[rand(&[5, 2, 8], 1), fx::add(fx::abs(&rand(&[2], 2)).unwrap(), 1.0).unwrap()],
         &[Some(1), None],
     );
     let sdpa = |a: &[Array]| {

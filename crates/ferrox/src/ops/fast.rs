@@ -64,6 +64,15 @@ pub fn layer_norm(x: &Array, weight: Option<&Array>, bias: Option<&Array>, eps: 
     ))
 }
 
+/// The input gradient of `rms_norm` (`centered` false) or `layer_norm` (true) for the output
+/// cotangent `g`, as one fused op (the backward pass of both uses it).
+pub(crate) fn norm_vjp(x: &Array, weight: Option<&Array>, g: &Array, eps: f32, centered: bool) -> Array {
+    let mut inputs = vec![x.clone()];
+    inputs.extend(weight.cloned());
+    inputs.push(g.clone());
+    Array::from_op(x.shape().to_vec(), x.dtype(), Op::NormVjp { eps, weight: weight.is_some(), centered }, inputs)
+}
+
 /// Rotary position embedding over the first `dims` features of the last axis of `x`
 /// ([..., L, D]; token l is at position `offset + l`). `traditional` rotates consecutive pairs,
 /// otherwise the two halves. Frequencies are `base^(-2i/dims)`, or `1 / freqs[i]` when custom

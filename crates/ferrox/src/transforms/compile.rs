@@ -497,6 +497,7 @@ fn infer_shape(st: &Step, ins: &[Array]) -> Result<Vec<usize>> {
         | Op::Scan { .. }
         | Op::RmsNorm { .. }
         | Op::LayerNorm { .. }
+        | Op::NormVjp { .. }
         | Op::Rope { .. } => {}
         Op::Sort { kind: crate::primitives::SortKind::Sort | crate::primitives::SortKind::ArgSort, .. } => {}
         Op::Binary(_) | Op::Select | Op::Fused(_) => {

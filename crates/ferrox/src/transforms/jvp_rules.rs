@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::ops::{self as fx, astype};
 use crate::primitives::{AttentionMask, BinaryOp, Op, ReduceOp, ScanOp, ScatterMode, SortKind};
 
-use super::vjp_rules::{attention_parts, cum_extreme_source, unary, AttentionParts};
+use super::vjp_rules::{attention_parts, cum_extreme_source, norm_vjp_composed, unary, AttentionParts};
 
 type Tangents<'a> = &'a [Option<Array>];
 
@@ -189,6 +189,15 @@ fn rule(op: &Op, inputs: &[Array], out: &Array, ts: Tangents) -> Result<Option<A
         }
         Op::RmsNorm { eps, weight } => rms_norm(inputs, ts, *eps, *weight)?,
         Op::LayerNorm { eps, weight, bias } => layer_norm(inputs, ts, *eps, *weight, *bias)?,
+        Op::NormVjp { eps, weight, centered } => {
+            let zeros_for_none: Vec<Array> = inputs
+                .iter()
+                .zip(ts)
+                .map(|(x, t)| t.clone().map_or_else(|| fx::zeros_like(x), Ok))
+                .collect::<Result<_>>()?;
+            let f = |a: &[Array]| Ok(vec![norm_vjp_composed(a, *eps, *weight, *centered)?]);
+            super::jvp(f, inputs, &zeros_for_none)?.1.pop()
+        }
         Op::Attention { scale, mask } => Some(attention(inputs, ts, out, *scale, *mask)?),
         Op::Conv(_) => {
             let (w, tw) = (&inputs[1], &ts[1]);

@@ -29,7 +29,7 @@ pub fn checkpoint<F>(f: F) -> impl Fn(&[Array]) -> Result<Vec<Array>>
 where
     F: Fn(&[Array]) -> Result<Vec<Array>> + Send + Sync + 'static,
 {
-    let f: Arc<dyn Fn(&[Array]) -> Result<Vec<Array>> + Send + Sync> = Arc::new(f);
+    let f: crate::primitives::ArrayFn = Arc::new(f);
     move |inputs: &[Array]| {
         let outputs = f(inputs)?;
         Ok(outputs

@@ -166,6 +166,10 @@ pub(crate) fn vjp(op: &Op, inputs: &[Array], out: &Array, g: &Array) -> Result<G
         Op::LogSumExp => vec![Some(fx::multiply(g, &fx::exp(&fx::subtract(x.unwrap(), out)?)?)?)],
         Op::RmsNorm { eps, weight } => rms_norm(inputs, g, *eps, *weight)?,
         Op::LayerNorm { eps, weight, bias } => layer_norm(inputs, g, *eps, *weight, *bias)?,
+        Op::NormVjp { eps, weight, centered } => {
+            let f = |a: &[Array]| Ok(vec![norm_vjp_composed(a, *eps, *weight, *centered)?]);
+            super::vjp(f, inputs, std::slice::from_ref(g))?.1.into_iter().map(Some).collect()
+        }
         Op::Rope { dims, traditional, base, scale, freqs } => {
             // The inverse rotation: the same rope with the angle negated.
             let inv = Op::Rope { dims: *dims, traditional: *traditional, base: *base, scale: -scale, freqs: *freqs };
@@ -579,12 +583,10 @@ fn leading_axes(g: &Array) -> Vec<isize> {
 
 fn rms_norm(inputs: &[Array], g: &Array, eps: f32, has_w: bool) -> Result<Grads> {
     let x = &inputs[0];
-    let r = fx::rsqrt(&fx::add(&fx::mean(&fx::square(x)?, Some(&[-1]), true)?, eps as f64)?)?;
-    let gw_in = if has_w { fx::multiply(g, &inputs[1])? } else { g.clone() };
-    let proj = fx::mean(&fx::multiply(&gw_in, x)?, Some(&[-1]), true)?;
-    let gx = fx::multiply(&r, &fx::subtract(&gw_in, &fx::multiply(&fx::multiply(x, &fx::square(&r)?)?, &proj)?)?)?;
-    let mut v = vec![Some(gx)];
+    let w = has_w.then(|| &inputs[1]);
+    let mut v = vec![Some(crate::ops::fast::norm_vjp(x, w, g, eps, false))];
     if has_w {
+        let r = fx::rsqrt(&fx::add(&fx::mean(&fx::square(x)?, Some(&[-1]), true)?, eps as f64)?)?;
         v.push(Some(fx::sum(&fx::multiply(g, &fx::multiply(x, &r)?)?, Some(&leading_axes(g)), false)?));
     }
     Ok(v)
@@ -592,21 +594,32 @@ fn rms_norm(inputs: &[Array], g: &Array, eps: f32, has_w: bool) -> Result<Grads>
 
 fn layer_norm(inputs: &[Array], g: &Array, eps: f32, has_w: bool, has_b: bool) -> Result<Grads> {
     let x = &inputs[0];
-    let mu = fx::mean(x, Some(&[-1]), true)?;
-    let xc = fx::subtract(x, &mu)?;
-    let r = fx::rsqrt(&fx::add(&fx::mean(&fx::square(&xc)?, Some(&[-1]), true)?, eps as f64)?)?;
-    let xhat = fx::multiply(&xc, &r)?;
-    let gh = if has_w { fx::multiply(g, &inputs[1])? } else { g.clone() };
-    let m1 = fx::mean(&gh, Some(&[-1]), true)?;
-    let m2 = fx::mean(&fx::multiply(&gh, &xhat)?, Some(&[-1]), true)?;
-    let gx = fx::multiply(&r, &fx::subtract(&fx::subtract(&gh, &m1)?, &fx::multiply(&xhat, &m2)?)?)?;
-    let mut v = vec![Some(gx)];
+    let w = has_w.then(|| &inputs[1]);
+    let mut v = vec![Some(crate::ops::fast::norm_vjp(x, w, g, eps, true))];
     let lead = leading_axes(g);
     if has_w {
-        v.push(Some(fx::sum(&fx::multiply(g, &xhat)?, Some(&lead), false)?));
+        let xc = fx::subtract(x, &fx::mean(x, Some(&[-1]), true)?)?;
+        let r = fx::rsqrt(&fx::add(&fx::mean(&fx::square(&xc)?, Some(&[-1]), true)?, eps as f64)?)?;
+        v.push(Some(fx::sum(&fx::multiply(g, &fx::multiply(&xc, &r)?)?, Some(&lead), false)?));
     }
     if has_b {
         v.push(Some(fx::sum(g, Some(&lead), false)?));
     }
     Ok(v)
+}
+
+/// What [`Op::NormVjp`] computes, as ordinary ops over its inputs (x, the weight if
+/// `has_w`, the cotangent g): the input gradient of RMS norm, or of layer norm when
+/// `centered`. The fused op's own derivatives (and its batching with a batched weight)
+/// differentiate this.
+pub(crate) fn norm_vjp_composed(inputs: &[Array], eps: f32, has_w: bool, centered: bool) -> Result<Array> {
+    let x = &inputs[0];
+    let g = &inputs[inputs.len() - 1];
+    let xc = if centered { fx::subtract(x, &fx::mean(x, Some(&[-1]), true)?)? } else { x.clone() };
+    let r = fx::rsqrt(&fx::add(&fx::mean(&fx::square(&xc)?, Some(&[-1]), true)?, eps as f64)?)?;
+    let xhat = fx::multiply(&xc, &r)?;
+    let h = if has_w { fx::multiply(g, &inputs[1])? } else { g.clone() };
+    let m2 = fx::mean(&fx::multiply(&h, &xhat)?, Some(&[-1]), true)?;
+    let h = if centered { fx::subtract(&h, &fx::mean(&h, Some(&[-1]), true)?)? } else { h };
+    fx::astype(&fx::multiply(&r, &fx::subtract(&h, &fx::multiply(&xhat, &m2)?)?)?, x.dtype())
 }

@@ -147,6 +147,27 @@ pub(crate) fn batch(op: &Op, args: &[Batched], node: &Array, b: usize) -> Result
                 _ => raw(op.clone(), prepend(front(x, b)?, &args[1..].iter().map(|a| a.0.clone()).collect::<Vec<_>>())),
             }
         }
+        Op::NormVjp { eps, weight, centered } => {
+            // x and the cotangent share the per-example shape; the op is row-wise along the
+            // last axis, so a leading batch axis passes through. A batched weight takes the
+            // composed form, which broadcasts it.
+            let shape = node.shape().to_vec();
+            let g = &args[args.len() - 1];
+            let (xs, gs) = (front_as(x, b, &shape)?, front_as(g, b, &shape)?);
+            match args.get(1).filter(|_| *weight) {
+                Some(w) if w.1.is_some() => {
+                    let w = aligned(w, shape.len())?;
+                    let y = super::vjp_rules::norm_vjp_composed(&[xs, w, gs], *eps, true, *centered)?;
+                    Ok((y, Some(0)))
+                }
+                w => {
+                    let mut inputs = vec![xs];
+                    inputs.extend(w.map(|w| w.0.clone()));
+                    inputs.push(gs);
+                    raw(op.clone(), inputs)
+                }
+            }
+        }
         Op::LayerNorm { eps, .. } => {
             if args[1..].iter().all(|a| a.1.is_none()) {
                 return raw(

@@ -10,7 +10,7 @@ use super::iter::{alloc_out, map2, map3, operand};
 
 /// `log(exp(a) + exp(b))` without overflow.
 #[inline(always)]
-fn logaddexp<A: Acc>(a: A, b: A) -> A {
+pub(super) fn logaddexp<A: Acc>(a: A, b: A) -> A {
     let (x, y) = (a.as_f64(), b.as_f64());
     if x.is_nan() || y.is_nan() {
         return A::of_f64(f64::NAN);
@@ -23,6 +23,135 @@ fn logaddexp<A: Acc>(a: A, b: A) -> A {
     }
     A::of_f64(hi + (lo - hi).exp().ln_1p())
 }
+
+/// Expands to a `match` on the binary op `$op` with one arm per arithmetic op (output dtype =
+/// input dtype), each instantiating `$body` with `$f` bound to that op's function of two
+/// accumulator values of type `$A`; `$other` for the comparisons. Every kernel that computes
+/// binary arithmetic (the plain kernels here, the fused block interpreter) goes through this
+/// one table, so they agree bit for bit.
+macro_rules! per_arith_op {
+    ($op:expr, $A:ty, $f:ident => $body:expr, $other:expr) => {{
+        use $crate::backend::cpu::binary::logaddexp;
+        use $crate::backend::cpu::simd::inline_always;
+        use $crate::element::Acc;
+        match $op {
+            BinaryOp::Add => {
+                let $f = inline_always(
+                    #[inline(always)]
+                    |x: $A, y: $A| Acc::add(x, y),
+                );
+                $body
+            }
+            BinaryOp::Subtract => {
+                let $f = inline_always(
+                    #[inline(always)]
+                    |x: $A, y: $A| Acc::sub(x, y),
+                );
+                $body
+            }
+            BinaryOp::Multiply => {
+                let $f = inline_always(
+                    #[inline(always)]
+                    |x: $A, y: $A| Acc::mul(x, y),
+                );
+                $body
+            }
+            BinaryOp::Divide => {
+                let $f = inline_always(
+                    #[inline(always)]
+                    |x: $A, y: $A| Acc::div(x, y),
+                );
+                $body
+            }
+            BinaryOp::FloorDivide => {
+                let $f = inline_always(
+                    #[inline(always)]
+                    |x: $A, y: $A| Acc::floor_div(x, y),
+                );
+                $body
+            }
+            BinaryOp::Remainder => {
+                let $f = inline_always(
+                    #[inline(always)]
+                    |x: $A, y: $A| Acc::rem(x, y),
+                );
+                $body
+            }
+            BinaryOp::Power => {
+                let $f = inline_always(
+                    #[inline(always)]
+                    |x: $A, y: $A| Acc::pow(x, y),
+                );
+                $body
+            }
+            BinaryOp::Maximum => {
+                let $f = inline_always(
+                    #[inline(always)]
+                    |x: $A, y: $A| Acc::max(x, y),
+                );
+                $body
+            }
+            BinaryOp::Minimum => {
+                let $f = inline_always(
+                    #[inline(always)]
+                    |x: $A, y: $A| Acc::min(x, y),
+                );
+                $body
+            }
+            BinaryOp::LogAddExp => {
+                let $f = inline_always(
+                    #[inline(always)]
+                    |x: $A, y: $A| logaddexp(x, y),
+                );
+                $body
+            }
+            BinaryOp::ArcTan2 => {
+                let $f = inline_always(
+                    #[inline(always)]
+                    |x: $A, y: $A| -> $A { Acc::of_f64(Acc::as_f64(x).atan2(Acc::as_f64(y))) },
+                );
+                $body
+            }
+            BinaryOp::BitwiseAnd => {
+                let $f = inline_always(
+                    #[inline(always)]
+                    |x: $A, y: $A| Acc::bit_and(x, y),
+                );
+                $body
+            }
+            BinaryOp::BitwiseOr => {
+                let $f = inline_always(
+                    #[inline(always)]
+                    |x: $A, y: $A| Acc::bit_or(x, y),
+                );
+                $body
+            }
+            BinaryOp::BitwiseXor => {
+                let $f = inline_always(
+                    #[inline(always)]
+                    |x: $A, y: $A| Acc::bit_xor(x, y),
+                );
+                $body
+            }
+            BinaryOp::LeftShift => {
+                let $f = inline_always(
+                    #[inline(always)]
+                    |x: $A, y: $A| Acc::shl(x, y),
+                );
+                $body
+            }
+            BinaryOp::RightShift => {
+                let $f = inline_always(
+                    #[inline(always)]
+                    |x: $A, y: $A| Acc::shr(x, y),
+                );
+                $body
+            }
+            _ => $other,
+        }
+    }};
+}
+pub(super) use per_arith_op;
 
 /// Evaluates a binary op; both inputs have one dtype, the output has `dtype`.
 pub fn eval(op: BinaryOp, a: &Array, b: &Array, shape: &[usize], dtype: Dtype) -> Result<Data> {
@@ -50,23 +179,7 @@ pub fn eval(op: BinaryOp, a: &Array, b: &Array, shape: &[usize], dtype: Dtype) -
         type A = <T as Element>::Acc;
         debug_assert!(dtype == in_dtype || dtype == Dtype::Bool);
         use BinaryOp::*;
-        match op {
-            Add => arith!(|x: A, y: A| Acc::add(x, y)),
-            Subtract => arith!(|x: A, y: A| Acc::sub(x, y)),
-            Multiply => arith!(|x: A, y: A| Acc::mul(x, y)),
-            Divide => arith!(|x: A, y: A| Acc::div(x, y)),
-            FloorDivide => arith!(|x: A, y: A| Acc::floor_div(x, y)),
-            Remainder => arith!(|x: A, y: A| Acc::rem(x, y)),
-            Power => arith!(|x: A, y: A| Acc::pow(x, y)),
-            Maximum => arith!(|x: A, y: A| Acc::max(x, y)),
-            Minimum => arith!(|x: A, y: A| Acc::min(x, y)),
-            LogAddExp => arith!(|x: A, y: A| logaddexp(x, y)),
-            ArcTan2 => arith!(|x: A, y: A| A::of_f64(x.as_f64().atan2(y.as_f64()))),
-            BitwiseAnd => arith!(|x: A, y: A| Acc::bit_and(x, y)),
-            BitwiseOr => arith!(|x: A, y: A| Acc::bit_or(x, y)),
-            BitwiseXor => arith!(|x: A, y: A| Acc::bit_xor(x, y)),
-            LeftShift => arith!(|x: A, y: A| Acc::shl(x, y)),
-            RightShift => arith!(|x: A, y: A| Acc::shr(x, y)),
+        per_arith_op!(op, A, f => arith!(f), match op {
             Equal => compare!(|x: A, y: A| x == y),
             NotEqual => compare!(|x: A, y: A| x != y),
             // Through PartialOrd's methods: `A` may be bool, where clippy flags `<` and `>`.
@@ -76,7 +189,8 @@ pub fn eval(op: BinaryOp, a: &Array, b: &Array, shape: &[usize], dtype: Dtype) -
             GreaterEqual => compare!(|x: A, y: A| x.ge(&y)),
             LogicalAnd => compare!(|x: A, y: A| x != A::ZERO && y != A::ZERO),
             LogicalOr => compare!(|x: A, y: A| x != A::ZERO || y != A::ZERO),
-        }
+            _ => unreachable!("{op:?} is arithmetic"),
+        })
     })
 }
 

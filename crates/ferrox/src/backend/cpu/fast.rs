@@ -232,6 +232,73 @@ pub fn layer_norm(x: &Array, weight: Option<&Array>, bias: Option<&Array>, eps: 
     }, unreachable!())
 }
 
+/// The input gradient of RMS normalization (`centered` false) or layer normalization (true)
+/// over the last axis, from x, the optional weight and the output cotangent `g`, in one pass
+/// per row in the compute type. With `x̂ = (x − μ)·r` (μ = 0 for RMS norm), `r` the reciprocal
+/// root of the mean square / variance plus `eps`, and `h = g·w`:
+/// `dx = r·(h − mean(h) − x̂·mean(h·x̂))`, without the `mean(h)` term for RMS norm.
+pub fn norm_vjp(
+    x: &Array,
+    weight: Option<&Array>,
+    g: &Array,
+    eps: f32,
+    centered: bool,
+    shape: &[usize],
+) -> Result<Data> {
+    let n = *shape.last().unwrap_or(&1);
+    crate::dispatch_float!(x.dtype(), T => {
+        type A = <T as Element>::Acc;
+        let w = vector::<A>(weight, n)?;
+        let (xd, gd) = (row_major(x)?, row_major(&crate::ops::astype(g, x.dtype())?)?);
+        let size = x.size();
+        // SAFETY: row-major data of `size` elements each.
+        let xs = unsafe { std::slice::from_raw_parts(xd.ptr::<T>(), size) };
+        let gs = unsafe { std::slice::from_raw_parts(gd.ptr::<T>(), size) };
+        let eps = A::of(eps as f64);
+        let inv_n = A::of(1.0 / n.max(1) as f64);
+        alloc_out::<T>(shape, |out| {
+            if size == 0 || n == 0 {
+                return Ok(());
+            }
+            let row = |(i, o): (usize, &mut [T])| {
+                let (xr, gr) = (&xs[i * n..(i + 1) * n], &gs[i * n..(i + 1) * n]);
+                let h = |k: usize| match &w {
+                    Some(w) => Acc::mul(gr[k].to_acc(), w[k]),
+                    None => gr[k].to_acc(),
+                };
+                let mean = if centered {
+                    Acc::mul(fold_slice(xr, A::ZERO, Acc::add, #[inline(always)] |v: T| v.to_acc()), inv_n)
+                } else {
+                    A::ZERO
+                };
+                let ss = fold_slice(xr, A::ZERO, Acc::add, #[inline(always)] |v: T| {
+                    let c = Acc::sub(v.to_acc(), mean);
+                    Acc::mul(c, c)
+                });
+                let r = Acc::div(A::ONE, Real::sqrt(Acc::add(Acc::mul(ss, inv_n), eps)));
+                let (mut sum_h, mut sum_hx) = (A::ZERO, A::ZERO);
+                for (k, v) in xr.iter().enumerate() {
+                    let hk = h(k);
+                    sum_h = Acc::add(sum_h, hk);
+                    sum_hx = Acc::add(sum_hx, Acc::mul(hk, Acc::mul(Acc::sub(v.to_acc(), mean), r)));
+                }
+                let m1 = if centered { Acc::mul(sum_h, inv_n) } else { A::ZERO };
+                let m2 = Acc::mul(sum_hx, inv_n);
+                for (k, (ov, v)) in o.iter_mut().zip(xr).enumerate() {
+                    let xhat = Acc::mul(Acc::sub(v.to_acc(), mean), r);
+                    *ov = T::from_acc(Acc::mul(r, Acc::sub(Acc::sub(h(k), m1), Acc::mul(xhat, m2))));
+                }
+            };
+            if size < PAR_THRESHOLD {
+                out.chunks_mut(n).enumerate().for_each(row);
+            } else {
+                out.par_chunks_mut(n).enumerate().for_each(row);
+            }
+            Ok(())
+        })
+    }, unreachable!())
+}
+
 /// Rotary position embedding of x [..., L, D] over the first `dims` features; token l of
 /// each sequence sits at position `offset + l`.
 #[allow(clippy::too_many_arguments)]

@@ -209,9 +209,16 @@ pub fn map1<A: Copy, O: Send + Sync>(
                     },
                 );
             } else {
-                for (j, o) in chunk.iter_mut().enumerate() {
-                    *o = f(a.at(oa + j as isize * ia), Isa::Baseline);
-                }
+                // Dispatched too, so a value does not depend on its input's layout (the float
+                // functions use fused multiply-adds where the ISA has them).
+                dispatch(
+                    #[inline(always)]
+                    |isa| {
+                        for (j, o) in chunk.iter_mut().enumerate() {
+                            *o = f(a.at(oa + j as isize * ia), isa);
+                        }
+                    },
+                );
             }
         }
     });
@@ -327,12 +334,15 @@ pub fn map2<A: Copy, B: Copy, O: Send + Sync>(
                         },
                     );
                 }
-                _ => {
-                    for (j, o) in chunk.iter_mut().enumerate() {
-                        let j = j as isize;
-                        *o = f(a.at(oa + j * ia), b.at(ob + j * ib), Isa::Baseline);
-                    }
-                }
+                _ => dispatch(
+                    #[inline(always)]
+                    |isa| {
+                        for (j, o) in chunk.iter_mut().enumerate() {
+                            let j = j as isize;
+                            *o = f(a.at(oa + j * ia), b.at(ob + j * ib), isa);
+                        }
+                    },
+                ),
             }
         }
     });

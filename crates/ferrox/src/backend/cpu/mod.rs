@@ -5,6 +5,7 @@ mod conv;
 mod copy;
 mod fast;
 mod fused;
+mod fused_block;
 mod index;
 mod iter;
 mod math;
@@ -62,6 +63,10 @@ impl Backend for CpuBackend {
             Op::Softmax { .. } => fast::softmax(x.unwrap(), shape),
             Op::LogSumExp => fast::logsumexp(x.unwrap(), shape),
             Op::RmsNorm { eps, weight } => fast::rms_norm(&inputs[0], weight.then(|| &inputs[1]), *eps, shape),
+            Op::NormVjp { eps, weight, centered } => {
+                let g = &inputs[inputs.len() - 1];
+                fast::norm_vjp(&inputs[0], weight.then(|| &inputs[1]), g, *eps, *centered, shape)
+            }
             Op::LayerNorm { eps, weight, bias } => {
                 let w = weight.then(|| &inputs[1]);
                 let b = bias.then(|| &inputs[1 + *weight as usize]);

@@ -178,6 +178,24 @@ macro_rules! per_op {
     };
 }
 
+/// [`per_op!`] over every op of [`FloatMath::unary`]: one loop per float op, for the plain
+/// kernel here and the fused block interpreter alike.
+macro_rules! per_float_op {
+    ($op:expr, $c:ident => $body:expr) => {
+        per_op!(
+            $op,
+            $c => $body,
+            [
+                Exp, Expm1, Log, Log1p, Log2, Log10, Sqrt, Rsqrt, Reciprocal, Sin, Cos, Tan, ArcSin,
+                ArcCos, ArcTan, Sinh, Cosh, Tanh, ArcSinh, ArcCosh, ArcTanh, Sigmoid, Erf, ErfInv,
+                Floor, Ceil, Round, Abs, Negative, Sign, Square,
+            ],
+            unreachable!("unary float op {:?}", $op)
+        )
+    };
+}
+pub(super) use {per_float_op, per_op};
+
 /// Evaluates a unary op into an output of `dtype`.
 pub fn eval(op: UnaryOp, x: &Array, shape: &[usize], dtype: Dtype) -> Result<Data> {
     let d = x.data()?;
@@ -215,15 +233,9 @@ pub fn eval(op: UnaryOp, x: &Array, shape: &[usize], dtype: Dtype) -> Result<Dat
         }
         _ => crate::dispatch_float!(dtype, T => {
             let (p, s) = operand::<T>(&d, xs, shape);
-            per_op!(
+            per_float_op!(
                 op,
-                OP => map_new::<T, T>(p, s, shape, #[inline(always)] |v: T, isa| T::from_acc(v.to_acc().unary(OP, isa))),
-                [
-                    Exp, Expm1, Log, Log1p, Log2, Log10, Sqrt, Rsqrt, Reciprocal, Sin, Cos, Tan, ArcSin,
-                    ArcCos, ArcTan, Sinh, Cosh, Tanh, ArcSinh, ArcCosh, ArcTanh, Sigmoid, Erf, ErfInv,
-                    Floor, Ceil, Round, Abs, Negative, Sign, Square,
-                ],
-                unreachable!("unary float op {op:?}")
+                OP => map_new::<T, T>(p, s, shape, #[inline(always)] |v: T, isa| T::from_acc(v.to_acc().unary(OP, isa)))
             )
         }, unreachable!("unary float op on {dtype}")),
     }
