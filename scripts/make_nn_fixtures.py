@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Makes the reference fixtures for ferrox-nn's layers.
 
-Writes crates/ferrox-nn/tests/fixtures/nn_torch.safetensors (forward and backward of each
-layer, by PyTorch in float64) and crates/ferrox-nn/tests/fixtures/rope_mlx_lm.safetensors
-(the RoPE variants, by mlx-lm's own rope_utils). crates/ferrox-nn/tests/layers.rs and
-rope.rs replay them. Deterministic (seeded): rerunning gives the same files.
+Writes, in crates/ferrox-nn/tests/fixtures/: nn_torch.safetensors (forward and backward of
+each layer, by PyTorch in float64); mlx_refs.safetensors (what is defined by MLX itself: the
+RoPE variants by mlx-lm's rope_utils, ALiBi, Upsample with its input gradient); and
+init_mlx.safetensors (layers' default initial parameters as MLX draws them after a seed).
+crates/ferrox-nn/tests/{layers,mlx_refs,init_defaults}.rs replay them. Deterministic (seeded):
+rerunning gives the same files.
 
 Layer fixtures, per case `c`:
 
@@ -115,6 +117,13 @@ def group_norm_mlx(i, p):
 
 case("group_norm_pt", group_norm_pt, {"x": rand(2, 3, 2, 6)}, {"weight": rand(6), "bias": rand(6)})
 case("group_norm", group_norm_mlx, {"x": rand(2, 4, 6)}, {"weight": rand(6), "bias": rand(6)})
+
+
+case("instance_norm", lambda i, p: F.instance_norm(i["x"].permute(0, 3, 1, 2), weight=p["weight"], bias=p["bias"],
+                                                   eps=1e-5).permute(0, 2, 3, 1),
+     {"x": rand(2, 3, 4, 5)}, {"weight": rand(5), "bias": rand(5)})
+case("prelu", lambda i, p: torch.clamp(i["x"], min=0) + p["weight"] * torch.clamp(i["x"], max=0),
+     {"x": rand(2, 3, 4)}, {"weight": rand(4)})
 
 
 def batch_norm_train(i, p):
@@ -252,6 +261,47 @@ case("decoder_pre", decoder(True), {"x": rand(2, 3, 8), "memory": rand(2, 4, 8)}
 case("decoder_post", decoder(False), {"x": rand(2, 3, 8), "memory": rand(2, 4, 8)},
      block_params(["self_attention", "cross_attention"], ["ln1", "ln2", "ln3"]))
 
+# ---- recurrent layers: torch.nn.RNN / GRU / LSTM with MLX's parameters mapped onto them ------
+# MLX's GRU bias b covers all three gates on the input side and bhn the candidate's hidden side,
+# so PyTorch gets bias_ih = b and bias_hh = [0, 0, bhn]; RNN and LSTM put all bias on bias_ih.
+
+
+def recurrent_case(name, kind, params, with_h0):
+    x = rand(2, 4, 3)
+    h0 = rand(1, 2, 5) if with_h0 else None
+    mod = getattr(torch.nn, kind)(3, 5, batch_first=True).double()
+    ps = {k: t(v) for k, v in params.items()}
+    hs = 5
+    zeros = torch.zeros(hs, dtype=torch.float64)
+    if kind == "RNN":
+        w = {"weight_ih_l0": ps["Wxh"], "weight_hh_l0": ps["Whh"], "bias_ih_l0": ps["bias"], "bias_hh_l0": zeros}
+    elif kind == "GRU":
+        w = {"weight_ih_l0": ps["Wx"], "weight_hh_l0": ps["Wh"], "bias_ih_l0": ps["b"],
+             "bias_hh_l0": torch.cat([zeros, zeros, ps["bhn"]])}
+    else:
+        w = {"weight_ih_l0": ps["Wx"], "weight_hh_l0": ps["Wh"], "bias_ih_l0": ps["bias"],
+             "bias_hh_l0": torch.zeros(4 * hs, dtype=torch.float64)}
+    xt = t(x)
+    args = (xt,) if h0 is None else (xt, torch.tensor(h0, dtype=torch.float64))
+    out, _ = torch.func.functional_call(mod, w, args)
+    cot = rand(*out.shape)
+    (out * torch.tensor(cot, dtype=torch.float64)).sum().backward()
+    tensors.update({f"{name}.x": x, f"{name}.cot": cot, f"{name}.out": f32(out.detach().numpy()),
+                    f"{name}.gx": f32(xt.grad.numpy())})
+    if h0 is not None:
+        tensors[f"{name}.h0"] = f32(h0[0])
+    for k, v in params.items():
+        tensors[f"{name}.p.{k}"] = f32(v)
+        tensors[f"{name}.g.{k}"] = f32(ps[k].grad.numpy())
+
+
+recurrent_case("rnn", "RNN", {"Wxh": rand(5, 3), "Whh": rand(5, 5, scale=0.5), "bias": rand(5)}, False)
+recurrent_case("rnn_h0", "RNN", {"Wxh": rand(5, 3), "Whh": rand(5, 5, scale=0.5), "bias": rand(5)}, True)
+recurrent_case("gru", "GRU", {"Wx": rand(15, 3), "Wh": rand(15, 5, scale=0.5), "b": rand(15), "bhn": rand(5)}, False)
+recurrent_case("gru_h0", "GRU", {"Wx": rand(15, 3), "Wh": rand(15, 5, scale=0.5), "b": rand(15), "bhn": rand(5)},
+               True)
+recurrent_case("lstm", "LSTM", {"Wx": rand(20, 3), "Wh": rand(20, 5, scale=0.5), "bias": rand(20)}, False)
+
 # ---- sequential ----------------------------------------------------------------------------
 
 case("sequential", lambda i, p: F.linear(torch.relu(F.linear(i["x"], p["layers.0.weight"], p["layers.0.bias"])),
@@ -306,6 +356,7 @@ print(f"nn_torch.safetensors: {len(tensors)} tensors")
 # ---- RoPE variants by mlx-lm ---------------------------------------------------------------
 
 import mlx.core as mx  # noqa: E402
+import mlx.nn as nn  # noqa: E402
 from mlx_lm.models.rope_utils import initialize_rope  # noqa: E402
 
 ROPES = {
@@ -333,5 +384,44 @@ for name, (d, base, trad, cfg, maxpos) in ROPES.items():
     if getattr(r, "_freqs", None) is not None:
         rope[f"{name}.freqs"] = f32(np.array(r._freqs))
 rope["x"] = x
-save_file(rope, os.path.join(OUT_DIR, "rope_mlx_lm.safetensors"))
-print(f"rope_mlx_lm.safetensors: {len(rope)} tensors")
+# ALiBi (MLX's nn.ALiBi): 6 heads (not a power of two), offset 2, with an additive mask.
+scores, amask = rand(2, 6, 3, 5), rand(3, 5)
+rope["alibi.scores"], rope["alibi.mask"] = scores, amask
+rope["alibi.out"] = f32(np.array(nn.ALiBi()(mx.array(scores), offset=2, mask=mx.array(amask))))
+rope["alibi.slopes12"] = f32(np.array(nn.ALiBi.create_alibi_slope(12)).ravel())
+# Upsample (MLX's nn.Upsample): forward and the input gradient of sum(out * cot), by MLX.
+ux = rand(2, 3, 4, 2)
+rope["upsample.x"] = ux
+for name, (scale, mode, align) in {"nearest2": (2.0, "nearest", False), "nearest_frac": ((1.5, 0.5), "nearest", False),
+                                   "linear": (2.0, "linear", False), "linear_ac": ((2.0, 1.5), "linear", True),
+                                   "linear_down": (0.5, "linear", False)}.items():
+    up = nn.Upsample(scale_factor=scale, mode=mode, align_corners=align)
+    out = up(mx.array(ux))
+    cot = rand(*out.shape)
+    g = mx.grad(lambda a: (up(a) * mx.array(cot)).sum())(mx.array(ux))
+    rope[f"upsample.{name}.out"], rope[f"upsample.{name}.cot"] = f32(np.array(out)), cot
+    rope[f"upsample.{name}.gx"] = f32(np.array(g))
+save_file(rope, os.path.join(OUT_DIR, "mlx_refs.safetensors"))
+print(f"mlx_refs.safetensors: {len(rope)} tensors")
+
+# ---- default initialization, drawn by MLX after mx.random.seed(s) ---------------------------
+
+from mlx.utils import tree_flatten  # noqa: E402
+
+INITS = {
+    "linear": lambda: nn.Linear(5, 3),
+    "embedding": lambda: nn.Embedding(10, 4),
+    "conv1d": lambda: nn.Conv1d(3, 4, 3),
+    "conv2d": lambda: nn.Conv2d(2, 4, (3, 2)),
+    "mha": lambda: nn.MultiHeadAttention(8, 2),
+    "rnn": lambda: nn.RNN(3, 5),
+    "gru": lambda: nn.GRU(3, 5),
+    "lstm": lambda: nn.LSTM(3, 5),
+}
+init = {}
+for i, (name, make) in enumerate(INITS.items()):
+    mx.random.seed(100 + i)
+    for k, v in tree_flatten(make().parameters()):
+        init[f"{name}.{k}"] = f32(np.array(v))
+save_file(init, os.path.join(OUT_DIR, "init_mlx.safetensors"))
+print(f"init_mlx.safetensors: {len(init)} tensors")

@@ -31,6 +31,9 @@ use syn::{parse_macro_input, Data, DeriveInput, Fields, GenericArgument, PathArg
 /// On an enum whose variants each hold one module (`enum AnyLinear { Dense(Linear),
 /// Quantized(QLinear) }`) the derive delegates to the variant's module without adding a path
 /// component — the way to make a layer replaceable (LoRA, quantization) under a fixed name.
+/// (`as_any` on such an enum gives the enum itself, so a walker can swap its variant.)
+///
+/// The derived type must be `'static` (no borrowed fields): `as_any` hands it out as `dyn Any`.
 #[proc_macro_derive(Module, attributes(module))]
 pub fn derive_module(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
@@ -232,6 +235,12 @@ fn derive_struct(input: &DeriveInput, fields: &Fields) -> syn::Result<Tokens> {
             fn as_dyn_mut(&mut self) -> &mut dyn ::ferrox_nn::Module {
                 self
             }
+            fn as_any(&self) -> &dyn ::std::any::Any {
+                self
+            }
+            fn as_any_mut(&mut self) -> &mut dyn ::std::any::Any {
+                self
+            }
         }
     })
 }
@@ -273,6 +282,8 @@ fn derive_enum(input: &DeriveInput, data: &syn::DataEnum) -> syn::Result<Tokens>
             fn type_name(&self) -> &'static str { #tn }
             fn as_dyn(&self) -> &dyn ::ferrox_nn::Module { self }
             fn as_dyn_mut(&mut self) -> &mut dyn ::ferrox_nn::Module { self }
+            fn as_any(&self) -> &dyn ::std::any::Any { self }
+            fn as_any_mut(&mut self) -> &mut dyn ::std::any::Any { self }
         }
     })
 }

@@ -1,14 +1,16 @@
 //! An MLP classifier on a synthetic set: three interleaved spirals in the plane.
 //!
 //! Shows a model defined with `#[derive(Module)]`, the loss and its gradients with respect to
-//! the trainable parameters (`ferrox_nn::value_and_grad`), a plain SGD step through
+//! the trainable parameters (`ferrox_nn::value_and_grad`), an Adam step applied through
 //! `Module::update`, and a checkpoint round trip.
 //!
 //! `cargo run --release -p ferrox-nn --example mlp_classifier`
 
 use ferrox::{self as fx, Array, Dtype};
 use ferrox_nn::layers::{activations::relu, Linear};
-use ferrox_nn::{Module, Params};
+use ferrox_nn::losses::{cross_entropy, CrossEntropyOptions, Reduction};
+use ferrox_nn::optim::{Adam, AdamConfig, Optimizer};
+use ferrox_nn::Module;
 
 #[derive(Module)]
 struct Mlp {
@@ -52,13 +54,6 @@ fn spirals(n: usize, classes: usize) -> fx::Result<(Array, Array)> {
     Ok((Array::from_slice(&xs, &[n * classes, 2])?, Array::from_slice(&ys, &[n * classes])?))
 }
 
-/// Mean cross-entropy of `logits` `[N, C]` against integer `labels` `[N]`.
-fn cross_entropy(logits: &Array, labels: &Array) -> fx::Result<Array> {
-    let logp = fx::subtract(logits, &fx::logsumexp(logits, Some(&[-1]), true)?)?;
-    let picked = fx::take_along_axis(&logp, &fx::expand_dims(labels, &[-1])?, Some(-1))?;
-    fx::negative(&fx::mean(&picked, None, false)?)
-}
-
 fn accuracy(model: &Mlp, x: &Array, y: &Array) -> fx::Result<f32> {
     let pred = fx::argmax(&model.forward(x)?, Some(-1), false)?;
     fx::mean(&fx::astype(&fx::equal(&fx::astype(&pred, Dtype::I32)?, y)?, Dtype::F32)?, None, false)?.item::<f32>()
@@ -70,18 +65,16 @@ fn main() -> fx::Result<()> {
     let mut model = Mlp::new(&[2, 64, 64, 3])?;
     println!("{} parameters: {:?}", model.num_parameters(), model.parameters().keys().collect::<Vec<_>>());
 
-    let (steps, lr) = (1500, 0.5);
+    let ce = CrossEntropyOptions { reduction: Reduction::Mean, ..Default::default() };
+    let mut opt = Adam::new(1e-2, AdamConfig::default())?;
+    let steps = 1000;
     for step in 0..=steps {
-        let (loss, grads) = ferrox_nn::value_and_grad(&mut model, |m| cross_entropy(&m.forward(&x)?, &y))?;
-        let params = model.parameters();
-        let new: Params = grads
-            .iter()
-            .map(|(k, g)| Ok((k.clone(), fx::subtract(&params[k], &fx::multiply(g, lr)?)?)))
-            .collect::<fx::Result<_>>()?;
+        let (loss, grads) = ferrox_nn::value_and_grad(&mut model, |m| cross_entropy(&m.forward(&x)?, &y, &ce))?;
+        let new = opt.apply_gradients(&grads, &model.parameters())?;
         model.update(&new)?;
-        let values: Vec<&Array> = new.values().collect();
-        fx::eval(&values)?;
-        if step % 250 == 0 {
+        let state = opt.state();
+        fx::eval(&new.values().chain(state.values()).chain([&loss]).collect::<Vec<_>>())?;
+        if step % 200 == 0 {
             println!("step {step:5}  loss {:.4}  accuracy {:.3}", loss.item::<f32>()?, accuracy(&model, &x, &y)?);
         }
     }

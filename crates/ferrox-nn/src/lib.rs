@@ -33,11 +33,13 @@ pub mod optim;
 // The derive names `::ferrox_nn::…`; this lets the crate derive its own layers.
 extern crate self as ferrox_nn;
 
+mod checkpoint;
 pub mod layers;
 pub mod module;
 pub mod params;
 mod value_and_grad;
 
+pub use checkpoint::checkpoint;
 pub use ferrox_nn_derive::Module;
 pub use module::{path_matches, LoadReport, Module, ModuleState, UnaryModule};
 pub use params::Params;

@@ -32,6 +32,7 @@
 //! }
 //! ```
 
+use std::any::Any;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -194,6 +195,12 @@ pub trait Module {
     fn as_dyn(&self) -> &dyn Module;
     /// `self` as a mutable trait object.
     fn as_dyn_mut(&mut self) -> &mut dyn Module;
+    /// `self` for downcasting to its concrete type (`downcast_ref::<Linear>()`), e.g. to find
+    /// the layers of one kind while walking the tree.
+    fn as_any(&self) -> &dyn Any;
+    /// `self` for downcasting mutably: with [`Module::apply_to_modules_mut`], the way to
+    /// replace a layer by path (set an enum-typed field to another variant: LoRA, quantized).
+    fn as_any_mut(&mut self) -> &mut dyn Any;
 
     /// All parameters, by dotted path.
     fn parameters(&self) -> Params {
@@ -466,6 +473,12 @@ impl<M: Module + ?Sized> Module for Box<M> {
     }
     fn as_dyn_mut(&mut self) -> &mut dyn Module {
         (**self).as_dyn_mut()
+    }
+    fn as_any(&self) -> &dyn Any {
+        (**self).as_any()
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        (**self).as_any_mut()
     }
 }
 

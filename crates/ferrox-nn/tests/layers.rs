@@ -262,3 +262,100 @@ fn identity() {
     assert!(Identity.forward(&x).unwrap().same(&x));
     assert!(Identity.parameters().is_empty());
 }
+
+#[test]
+fn instance_norm_and_prelu() {
+    let f = fixture("nn_torch.safetensors");
+    let mut inorm = InstanceNorm::new(5, 1e-5, true).unwrap();
+    check_case(&f, "instance_norm", &mut inorm, &["x"], |m, x| m.forward(&x[0]), TOL);
+    assert!(InstanceNorm::new(5, 1e-5, false).unwrap().parameters().is_empty());
+    let mut p = Prelu::new(4, 0.25).unwrap();
+    assert_eq!(p.weight.to_vec::<f32>().unwrap(), [0.25; 4]);
+    check_case(&f, "prelu", &mut p, &["x"], |m, x| m.forward(&x[0]), TOL);
+}
+
+#[test]
+fn recurrent_layers() {
+    let f = fixture("nn_torch.safetensors");
+    check_case(&f, "rnn", &mut Rnn::new(3, 5, true).unwrap(), &["x"], |m, x| m.forward(&x[0], None), TOL);
+    let h0 = get(&f, "rnn_h0.h0");
+    check_case(&f, "rnn_h0", &mut Rnn::new(3, 5, true).unwrap(), &["x"], |m, x| m.forward(&x[0], Some(&h0)), TOL);
+    check_case(&f, "gru", &mut Gru::new(3, 5, true).unwrap(), &["x"], |m, x| m.forward(&x[0], None), TOL);
+    let h0 = get(&f, "gru_h0.h0");
+    check_case(&f, "gru_h0", &mut Gru::new(3, 5, true).unwrap(), &["x"], |m, x| m.forward(&x[0], Some(&h0)), TOL);
+    check_case(
+        &f,
+        "lstm",
+        &mut Lstm::new(3, 5, true).unwrap(),
+        &["x"],
+        |m, x| Ok(m.forward(&x[0], None, None)?.0),
+        TOL,
+    );
+    assert!(Rnn::new(3, 5, true).unwrap().forward(&fx::ones(&[2, 4, 4], Dtype::F32).unwrap(), None).is_err());
+}
+
+#[test]
+fn channel_dropout_drops_whole_channels() {
+    fx::random::seed(11);
+    let d = Dropout2d::new(0.5).unwrap();
+    let x = fx::ones(&[8, 3, 4, 16], Dtype::F32).unwrap();
+    let y = d.forward(&x).unwrap().to_vec::<f32>().unwrap();
+    // Each (sample, channel) is all 0 or all 2 over the 3 × 4 positions.
+    let mut dropped = 0;
+    for n in 0..8 {
+        for c in 0..16 {
+            let vals: Vec<f32> = (0..12).map(|p| y[n * 192 + p * 16 + c]).collect();
+            assert!(vals.iter().all(|&v| v == vals[0]) && (vals[0] == 0.0 || vals[0] == 2.0), "{vals:?}");
+            dropped += (vals[0] == 0.0) as usize;
+        }
+    }
+    assert!((32..=96).contains(&dropped), "dropped {dropped} of 128 channels");
+    let mut d3 = Dropout3d::new(0.5).unwrap();
+    d3.eval_mode();
+    let x3 = fx::ones(&[2, 2, 2, 2, 3], Dtype::F32).unwrap();
+    assert_eq!(d3.forward(&x3).unwrap().to_vec::<f32>().unwrap(), vec![1.0; 48]);
+    assert!(Dropout2d::new(0.5).unwrap().forward(&fx::ones(&[4, 3], Dtype::F32).unwrap()).is_err());
+}
+
+#[test]
+fn transformer_composes_encoder_and_decoder() {
+    let t = Transformer::new(8, 2, 1, 2, Some(16), 0.0, true).unwrap();
+    let p = t.parameters();
+    assert!(p.contains_key("encoder.layers.0.attention.key_proj.weight"));
+    assert!(p.contains_key("decoder.layers.1.cross_attention.out_proj.weight"));
+    assert!(p.contains_key("encoder.ln.weight") && p.contains_key("decoder.ln.bias"));
+    let src = fx::random::normal(&[2, 5, 8], Dtype::F32, 0.0, 1.0, None).unwrap();
+    let tgt = fx::random::normal(&[2, 3, 8], Dtype::F32, 0.0, 1.0, None).unwrap();
+    let mask = MultiHeadAttention::create_additive_causal_mask(3, Dtype::F32).unwrap();
+    let out = t.forward(&src, &tgt, None, Some(&mask), None).unwrap();
+    let memory = t.encoder.forward(&src, None).unwrap();
+    let want = t.decoder.forward(&tgt, &memory, Some(&mask), None).unwrap();
+    assert_close(&out, &want, 0.0, "transformer = decoder(encoder)");
+    assert_eq!(out.shape(), [2, 3, 8]);
+}
+
+#[test]
+fn checkpointed_stacks_give_the_same_gradients() {
+    fx::random::seed(3);
+    let x = fx::random::normal(&[2, 3, 8], Dtype::F32, 0.0, 1.0, None).unwrap();
+    let mem = fx::random::normal(&[2, 4, 8], Dtype::F32, 0.0, 1.0, None).unwrap();
+    let mask = MultiHeadAttention::create_additive_causal_mask(3, Dtype::F32).unwrap();
+    let enc = TransformerEncoder::new(2, 8, 2, Some(16), 0.0, true).unwrap();
+    let dec = TransformerDecoder::new(2, 8, 2, Some(16), 0.0, false).unwrap();
+    let loss_enc = |m: &mut TransformerEncoder| fx::sum(&fx::square(&m.forward(&x, Some(&mask))?)?, None, false);
+    let loss_dec =
+        |m: &mut TransformerDecoder| fx::sum(&fx::square(&m.forward(&x, &mem, Some(&mask), None)?)?, None, false);
+    let (v0, g0) = ferrox_nn::value_and_grad(&mut enc.clone(), loss_enc).unwrap();
+    let (v1, g1) = ferrox_nn::value_and_grad(&mut enc.with_checkpoint(true), loss_enc).unwrap();
+    assert_close(&v1, &v0, 1e-5, "encoder loss");
+    assert_eq!(g0.len(), g1.len());
+    for (k, g) in &g0 {
+        assert_close(&g1[k], g, 1e-4, k);
+    }
+    let (v0, g0) = ferrox_nn::value_and_grad(&mut dec.clone(), loss_dec).unwrap();
+    let (v1, g1) = ferrox_nn::value_and_grad(&mut dec.with_checkpoint(true), loss_dec).unwrap();
+    assert_close(&v1, &v0, 1e-5, "decoder loss");
+    for (k, g) in &g0 {
+        assert_close(&g1[k], g, 1e-4, k);
+    }
+}

@@ -332,3 +332,41 @@ fn value_and_grad_with_aux_passes_aux_through() {
     assert_eq!(aux[0].item::<f32>().unwrap(), 3.5);
     assert_eq!(grads["weight"].to_vec::<f32>().unwrap(), [3.0, 3.5]);
 }
+
+#[test]
+fn replace_layers_by_path_through_downcasting() {
+    #[derive(Module)]
+    struct Layer {
+        q: AnyProj,
+        v: AnyProj,
+    }
+    #[derive(Module)]
+    struct Net {
+        layers: Vec<Layer>,
+    }
+    let dense = || AnyProj::Dense(Linear::new(2, 2, false).unwrap());
+    let mut net = Net { layers: (0..3).map(|_| Layer { q: dense(), v: dense() }).collect() };
+    // Wrap the q projections of the last two layers, as a LoRA conversion would.
+    net.apply_to_modules_mut(&mut |path, m| {
+        if !(path_matches("layers.*.q", path) && path != "layers.0.q") {
+            return Ok(());
+        }
+        let proj = m.as_any_mut().downcast_mut::<AnyProj>().expect("an AnyProj field");
+        if let AnyProj::Dense(lin) = std::mem::replace(proj, AnyProj::Dense(Linear::new(1, 1, false)?)) {
+            *proj = AnyProj::Scaled(Scaled { inner: lin, scale: Array::scalar(1.0f32), state: ModuleState::new() });
+        }
+        Ok(())
+    })
+    .unwrap();
+    let names = net.parameters();
+    assert!(names.contains_key("layers.0.q.weight") && names.contains_key("layers.2.q.inner.weight"));
+    assert!(names.contains_key("layers.1.q.scale") && names.contains_key("layers.1.v.weight"));
+    // The walk meets an enum field as the enum (that is what lets it be swapped): the dense
+    // projections show up as AnyProj::Dense, the wrapped ones' inner Linear as a Linear.
+    let (mut dense, mut linear) = (0, 0);
+    net.apply_to_modules(&mut |_, m| {
+        dense += matches!(m.as_any().downcast_ref::<AnyProj>(), Some(AnyProj::Dense(_))) as usize;
+        linear += m.as_any().downcast_ref::<Linear>().is_some() as usize;
+    });
+    assert_eq!((dense, linear), (4, 2));
+}

@@ -2,6 +2,7 @@
 
 use ferrox::{self as fx, Array};
 use ferrox_nn::layers::{activations::relu, Linear, RmsNorm};
+use ferrox_nn::optim::{Optimizer, Sgd, SgdConfig};
 use ferrox_nn::{Module, ModuleState};
 
 #[derive(Module)]
@@ -33,12 +34,9 @@ fn readme_example() -> fx::Result<()> {
         let out = fx::multiply(&m.layers[1].forward(&h)?, &m.temperature)?;
         fx::mean(&fx::square(&fx::subtract(&out, &y)?)?, None, false)
     })?; // grads: trainable parameters only
-    let lr = 0.1;
-    let step: ferrox_nn::Params = grads
-        .iter()
-        .map(|(k, g)| Ok((k.clone(), fx::subtract(&model.parameters()[k], &fx::multiply(g, lr)?)?)))
-        .collect::<fx::Result<_>>()?;
-    model.update(&step)?; // unknown keys or shapes are errors
+    let mut opt = Sgd::new(0.1, SgdConfig::default())?; // any ferrox_nn::optim optimizer
+    let new = opt.apply_gradients(&grads, &model.parameters())?;
+    model.update(&new)?; // unknown keys or shapes are errors
     model.save_weights("mlp.safetensors")?; // load_weights(path, strict)
     assert!(!grads.contains_key("norm.weight") && grads.contains_key("temperature"));
     assert!(loss.item::<f32>()? > 0.0);

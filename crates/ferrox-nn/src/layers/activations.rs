@@ -3,7 +3,7 @@
 
 use ferrox::{self as fx, Array, Error, Result};
 
-use crate::module::UnaryModule;
+use crate::module::{ModuleState, UnaryModule};
 use crate::Module;
 
 const SELU_ALPHA: f64 = 1.673_263_242_354_377_3;
@@ -50,7 +50,9 @@ pub fn gelu(x: &Array) -> Result<Array> {
 /// GELU by its tanh approximation, `x/2 · (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
 pub fn gelu_approx(x: &Array) -> Result<Array> {
     let c = (2.0 / std::f64::consts::PI).sqrt();
-    let inner = fx::multiply(&fx::add(x, &fx::multiply(&fx::power(x, 3.0)?, 0.044715)?)?, c)?;
+    // x³ as x²·x: a general power would go through powf.
+    let cube = fx::multiply(&fx::square(x)?, x)?;
+    let inner = fx::multiply(&fx::add(x, &fx::multiply(&cube, 0.044715)?)?, c)?;
     fx::multiply(&fx::multiply(x, 0.5)?, &fx::add(&fx::tanh(&inner)?, 1.0)?)
 }
 
@@ -112,6 +114,37 @@ pub fn softmax(x: &Array, axis: isize) -> Result<Array> {
 /// `x − logsumexp(x)` over `axis`.
 pub fn log_softmax(x: &Array, axis: isize) -> Result<Array> {
     fx::subtract(x, &fx::logsumexp(x, Some(&[axis]), true)?)
+}
+
+/// `max(x, 0) + alpha · min(x, 0)`, `alpha` broadcast against `x` (one per channel, last axis).
+pub fn prelu(x: &Array, alpha: &Array) -> Result<Array> {
+    fx::add(&fx::maximum(x, 0.0)?, &fx::multiply(alpha, &fx::minimum(x, 0.0)?)?)
+}
+
+/// [`prelu`] with a learned slope per channel (or one shared), MLX's `nn.PReLU`.
+#[derive(Module, Clone, Debug)]
+pub struct Prelu {
+    /// `[num_parameters]`, 0.25 at first.
+    pub weight: Array,
+    state: ModuleState,
+}
+
+impl Prelu {
+    /// `num_parameters` slopes (1, or the channel count), all `init` (MLX: 0.25).
+    pub fn new(num_parameters: usize, init: f32) -> Result<Prelu> {
+        Ok(Prelu { weight: fx::full(&[num_parameters], init, ferrox::Dtype::F32)?, state: ModuleState::new() })
+    }
+
+    /// Applies the activation.
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        prelu(x, &self.weight)
+    }
+}
+
+impl UnaryModule for Prelu {
+    fn call(&mut self, x: &Array) -> Result<Array> {
+        self.forward(x)
+    }
 }
 
 /// Gated linear unit: `a · σ(b)` for the two halves `a`, `b` of `x` along `axis`.

@@ -168,6 +168,8 @@ pub struct TransformerEncoder {
     pub layers: Vec<TransformerEncoderLayer>,
     /// The final norm.
     pub ln: LayerNorm,
+    #[module(skip)]
+    checkpoint: bool,
 }
 
 impl TransformerEncoder {
@@ -183,14 +185,27 @@ impl TransformerEncoder {
         let layers = (0..num_layers)
             .map(|_| TransformerEncoderLayer::new(dims, num_heads, mlp_dims, dropout, norm_first))
             .collect::<Result<_>>()?;
-        Ok(TransformerEncoder { layers, ln: LayerNorm::new(dims, 1e-5, true, true)? })
+        Ok(TransformerEncoder { layers, ln: LayerNorm::new(dims, 1e-5, true, true)?, checkpoint: false })
+    }
+
+    /// The stack with gradient checkpointing of each layer on or off (MLX's `checkpoint`):
+    /// less memory in training for one more forward pass per layer.
+    pub fn with_checkpoint(mut self, checkpoint: bool) -> Self {
+        self.checkpoint = checkpoint;
+        self
     }
 
     /// `x` through every layer, then the norm.
     pub fn forward(&self, x: &Array, mask: Option<&Array>) -> Result<Array> {
         let mut x = x.clone();
         for layer in &self.layers {
-            x = layer.forward(&x, mask)?;
+            x = if !self.checkpoint {
+                layer.forward(&x, mask)?
+            } else {
+                let ins: Vec<Array> = std::iter::once(x).chain(mask.cloned()).collect();
+                let out = crate::checkpoint(layer, &ins, |l, a| Ok(vec![l.forward(&a[0], a.get(1))?]))?;
+                out.into_iter().next().expect("one output")
+            };
         }
         self.ln.forward(&x)
     }
@@ -203,6 +218,8 @@ pub struct TransformerDecoder {
     pub layers: Vec<TransformerDecoderLayer>,
     /// The final norm.
     pub ln: LayerNorm,
+    #[module(skip)]
+    checkpoint: bool,
 }
 
 impl TransformerDecoder {
@@ -218,7 +235,13 @@ impl TransformerDecoder {
         let layers = (0..num_layers)
             .map(|_| TransformerDecoderLayer::new(dims, num_heads, mlp_dims, dropout, norm_first))
             .collect::<Result<_>>()?;
-        Ok(TransformerDecoder { layers, ln: LayerNorm::new(dims, 1e-5, true, true)? })
+        Ok(TransformerDecoder { layers, ln: LayerNorm::new(dims, 1e-5, true, true)?, checkpoint: false })
+    }
+
+    /// The stack with gradient checkpointing of each layer on or off.
+    pub fn with_checkpoint(mut self, checkpoint: bool) -> Self {
+        self.checkpoint = checkpoint;
+        self
     }
 
     /// `x` through every layer (attending to `memory`), then the norm.
@@ -231,8 +254,68 @@ impl TransformerDecoder {
     ) -> Result<Array> {
         let mut x = x.clone();
         for layer in &self.layers {
-            x = layer.forward(&x, memory, x_mask, memory_mask)?;
+            x = if !self.checkpoint {
+                layer.forward(&x, memory, x_mask, memory_mask)?
+            } else {
+                // Inputs: x, memory, then whichever masks are given (the flags say which).
+                let (has_x, has_m) = (x_mask.is_some(), memory_mask.is_some());
+                let ins: Vec<Array> = [Some(x), Some(memory.clone()), x_mask.cloned(), memory_mask.cloned()]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                let out = crate::checkpoint(layer, &ins, move |l, a| {
+                    let xm = if has_x { a.get(2) } else { None };
+                    let mm = if has_m { a.get(2 + has_x as usize) } else { None };
+                    Ok(vec![l.forward(&a[0], &a[1], xm, mm)?])
+                })?;
+                out.into_iter().next().expect("one output")
+            };
         }
         self.ln.forward(&x)
+    }
+}
+
+/// An encoder–decoder transformer, MLX's `nn.Transformer`: a [`TransformerEncoder`] over the
+/// source and a [`TransformerDecoder`] over the target attending to the encoded source.
+#[derive(Module, Clone, Debug)]
+pub struct Transformer {
+    /// The source stack.
+    pub encoder: TransformerEncoder,
+    /// The target stack.
+    pub decoder: TransformerDecoder,
+}
+
+impl Transformer {
+    /// Stacks of `num_encoder_layers` and `num_decoder_layers` layers of width `dims`; the
+    /// other arguments as for [`TransformerEncoderLayer::new`] (MLX's defaults: 512 dims,
+    /// 8 heads, 6 + 6 layers, MLP 4·dims, no dropout, norm first).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dims: usize,
+        num_heads: usize,
+        num_encoder_layers: usize,
+        num_decoder_layers: usize,
+        mlp_dims: Option<usize>,
+        dropout: f32,
+        norm_first: bool,
+    ) -> Result<Self> {
+        Ok(Transformer {
+            encoder: TransformerEncoder::new(num_encoder_layers, dims, num_heads, mlp_dims, dropout, norm_first)?,
+            decoder: TransformerDecoder::new(num_decoder_layers, dims, num_heads, mlp_dims, dropout, norm_first)?,
+        })
+    }
+
+    /// Encodes `src` `[B, S, dims]` (with `src_mask`), then decodes `tgt` `[B, L, dims]` (with
+    /// `tgt_mask`) attending to it (with `memory_mask`).
+    pub fn forward(
+        &self,
+        src: &Array,
+        tgt: &Array,
+        src_mask: Option<&Array>,
+        tgt_mask: Option<&Array>,
+        memory_mask: Option<&Array>,
+    ) -> Result<Array> {
+        let memory = self.encoder.forward(src, src_mask)?;
+        self.decoder.forward(tgt, &memory, tgt_mask, memory_mask)
     }
 }

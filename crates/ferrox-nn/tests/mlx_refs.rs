@@ -1,5 +1,5 @@
-//! The RoPE variants against mlx-lm's own `rope_utils` (scripts/make_nn_fixtures.py →
-//! fixtures/rope_mlx_lm.safetensors): the frequency tables and the rotated outputs at offset 3.
+//! The RoPE variants (and ALiBi, Upsample) against mlx-lm / MLX's own `rope_utils` (scripts/make_nn_fixtures.py →
+//! fixtures/mlx_refs.safetensors): the frequency tables and the rotated outputs at offset 3.
 
 mod support;
 
@@ -75,7 +75,7 @@ fn variants() -> Vec<(&'static str, usize, f32, bool, RopeScaling, usize)> {
 
 #[test]
 fn rope_variants_match_mlx_lm() {
-    let f = fixture("rope_mlx_lm.safetensors");
+    let f = fixture("mlx_refs.safetensors");
     let x = get(&f, "x");
     for (name, dims, base, traditional, scaling, max_pos) in variants() {
         let rope = Rope::from_scaling(dims, base, traditional, &scaling, max_pos).unwrap();
@@ -89,7 +89,7 @@ fn rope_variants_match_mlx_lm() {
 
 #[test]
 fn rope_offset_array_and_errors() {
-    let f = fixture("rope_mlx_lm.safetensors");
+    let f = fixture("mlx_refs.safetensors");
     let x = get(&f, "x");
     let rope = Rope::new(16, false, 10000.0, 1.0).unwrap();
     let by_array = rope.forward(&x, &Array::scalar(3i32)).unwrap();
@@ -167,4 +167,44 @@ fn rope_scaling_from_config() {
     let plain: Vec<f32> = (0..8).map(|i| 2.0 * 10000f32.powf(2.0 * i as f32 / 16.0)).collect();
     assert_close(r.freqs().unwrap(), &Array::from_vec(plain), 1e-6, "scalar long factor");
     assert_eq!(r.input_scale(), 1.0, "no stretch, no input scale");
+}
+
+#[test]
+fn alibi_matches_mlx() {
+    use ferrox_nn::layers::Alibi;
+    let f = fixture("mlx_refs.safetensors");
+    let out = Alibi.forward(&get(&f, "alibi.scores"), 2, Some(&get(&f, "alibi.mask"))).unwrap();
+    assert_close(&out, &get(&f, "alibi.out"), 1e-6, "alibi");
+    assert_close(&Array::from_vec(Alibi::slopes(12)), &get(&f, "alibi.slopes12"), 1e-7, "slopes of 12 heads");
+    assert!(Alibi.forward(&get(&f, "alibi.mask"), 0, None).is_err());
+}
+
+#[test]
+fn upsample_matches_mlx() {
+    use ferrox::{self as fx};
+    use ferrox_nn::layers::{Upsample, UpsampleMode};
+    let f = fixture("mlx_refs.safetensors");
+    let x = get(&f, "upsample.x");
+    let cases: [(&str, &[f64], UpsampleMode); 5] = [
+        ("nearest2", &[2.0], UpsampleMode::Nearest),
+        ("nearest_frac", &[1.5, 0.5], UpsampleMode::Nearest),
+        ("linear", &[2.0], UpsampleMode::Linear { align_corners: false }),
+        ("linear_ac", &[2.0, 1.5], UpsampleMode::Linear { align_corners: true }),
+        ("linear_down", &[0.5], UpsampleMode::Linear { align_corners: false }),
+    ];
+    for (name, scale, mode) in cases {
+        let up = Upsample::new(scale, mode).unwrap();
+        let out = up.forward(&x).unwrap();
+        assert_close(&out, &get(&f, &format!("upsample.{name}.out")), 1e-5, name);
+        let cot = get(&f, &format!("upsample.{name}.cot"));
+        let g = fx::grad(
+            |a| fx::sum(&fx::multiply(&up.forward(&a[0])?, &cot)?, None, false),
+            std::slice::from_ref(&x),
+            &[0],
+        )
+        .unwrap();
+        assert_close(&g[0], &get(&f, &format!("upsample.{name}.gx")), 1e-5, &format!("{name} d/dx"));
+    }
+    assert!(Upsample::new(&[0.0], UpsampleMode::Nearest).is_err());
+    assert!(Upsample::new(&[2.0, 2.0, 2.0], UpsampleMode::Nearest).unwrap().forward(&x).is_err());
 }
