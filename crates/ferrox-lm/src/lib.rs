@@ -1,1 +1,24 @@
-//! ferrox-lm
+//! ferrox-lm: the LLM toolkit on ferrox — what mlx-lm is to MLX. Load Hugging Face models,
+//! tokenize and render chat templates, sample, keep KV caches, generate.
+#![warn(missing_docs)]
+
+pub mod cache;
+pub mod chat;
+pub mod config;
+pub mod detokenizer;
+pub mod error;
+pub mod generate;
+pub mod load;
+pub mod loader;
+pub mod models;
+pub mod sample;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::ModelConfig;
+pub use error::{Error, Result};
+pub use generate::{generate, stream_generate, FinishReason, GenerateOptions, GenerationResponse};
+pub use load::{load, Loaded};
+pub use models::LanguageModel;
+pub use sample::{Sampler, SamplerConfig};
+pub use tokenizer::Tokenizer;

@@ -1,0 +1,479 @@
+//! Key/value caches for autoregressive decoding, one per attention layer, and prompt-cache
+//! files in mlx-lm's safetensors layout.
+//!
+//! * [`StandardCache`] keeps every position. Its buffer grows in steps of [`STEP`] positions
+//!   and each update writes into it with `slice_update`, so a token costs no reallocation.
+//! * [`RotatingCache`] keeps at most `max_size` positions (`--max-kv-size`), always including
+//!   the first `keep` ("attention sink") tokens; single-token updates overwrite the oldest slot.
+//!
+//! Caches store keys and values as `[B, n_kv_heads, capacity, head_dim]`; what attention sees
+//! is the first [`KvCache::len`] positions (or, rotated, all of them).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ferrox::fast::SdpaMask;
+use ferrox::{self as fx, Array, Dtype};
+
+use crate::error::{Error, Result};
+
+/// Positions a [`StandardCache`] (and a growing [`RotatingCache`]) allocates at a time.
+pub const STEP: usize = 256;
+
+/// The cache of one attention layer.
+#[derive(Clone, Debug)]
+pub enum KvCache {
+    /// Keeps everything.
+    Standard(StandardCache),
+    /// Keeps a window (plus sink tokens).
+    Rotating(RotatingCache),
+}
+
+/// Fresh caches for `layers` layers: rotating ones of `max_kv_size` positions (keeping 4 sink
+/// tokens, as mlx-lm does) when a maximum is given, standard ones otherwise.
+pub fn make_prompt_cache(layers: usize, max_kv_size: Option<usize>) -> Vec<KvCache> {
+    (0..layers)
+        .map(|_| match max_kv_size {
+            Some(m) => KvCache::Rotating(RotatingCache::new(m, 4)),
+            None => KvCache::Standard(StandardCache::default()),
+        })
+        .collect()
+}
+
+impl KvCache {
+    /// Appends this step's `keys` and `values` (`[B, H, S, D]`) and returns what attention
+    /// should read: all cached keys and values.
+    pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+        match self {
+            KvCache::Standard(c) => c.update_and_fetch(keys, values),
+            KvCache::Rotating(c) => c.update_and_fetch(keys, values),
+        }
+    }
+
+    /// How many positions have been processed (the position of the next token).
+    pub fn offset(&self) -> usize {
+        match self {
+            KvCache::Standard(c) => c.offset,
+            KvCache::Rotating(c) => c.offset,
+        }
+    }
+
+    /// How many positions attention will see.
+    pub fn len(&self) -> usize {
+        match self {
+            KvCache::Standard(c) => c.offset,
+            KvCache::Rotating(c) => c.offset.min(c.max_size),
+        }
+    }
+
+    /// Whether nothing has been cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.offset() == 0
+    }
+
+    /// The attention mask for the next `n` queries, before they are added: causal (and
+    /// windowed to `window` positions when given, or to a rotating cache's size).
+    pub fn mask(&self, n: usize, window: Option<usize>) -> Result<SdpaMask> {
+        match self {
+            KvCache::Standard(c) => match window {
+                Some(w) if c.offset + n > w => Ok(SdpaMask::Array(causal_mask(n, c.offset, Some(w))?)),
+                _ if n > 1 => Ok(SdpaMask::Causal),
+                _ => Ok(SdpaMask::None),
+            },
+            KvCache::Rotating(c) => {
+                if n == 1 {
+                    return Ok(SdpaMask::None);
+                }
+                let window = window.unwrap_or(c.max_size);
+                let offset = c.offset.min(c.max_size - 1);
+                if offset + n > window {
+                    Ok(SdpaMask::Array(causal_mask(n, offset, Some(window))?))
+                } else {
+                    Ok(SdpaMask::Causal)
+                }
+            }
+        }
+    }
+
+    /// Drops the last `n` positions if the cache can (a rotating cache that has wrapped
+    /// cannot); returns how many were dropped.
+    pub fn trim(&mut self, n: usize) -> usize {
+        match self {
+            KvCache::Standard(c) => {
+                let n = n.min(c.offset);
+                c.offset -= n;
+                n
+            }
+            KvCache::Rotating(c) if c.offset < c.max_size => {
+                let n = n.min(c.offset);
+                c.offset -= n;
+                c.idx -= n;
+                n
+            }
+            KvCache::Rotating(_) => 0,
+        }
+    }
+
+    /// The stored key and value buffers as they are (capacity and slot order included), or
+    /// `None` before the first update.
+    pub fn buffers(&self) -> Option<(&Array, &Array)> {
+        let (k, v) = match self {
+            KvCache::Standard(c) => (&c.keys, &c.values),
+            KvCache::Rotating(c) => (&c.keys, &c.values),
+        };
+        Some((k.as_ref()?, v.as_ref()?))
+    }
+
+    /// Bytes held by the cached keys and values.
+    pub fn nbytes(&self) -> usize {
+        let (k, v) = match self {
+            KvCache::Standard(c) => (&c.keys, &c.values),
+            KvCache::Rotating(c) => (&c.keys, &c.values),
+        };
+        k.as_ref().map_or(0, Array::nbytes) + v.as_ref().map_or(0, Array::nbytes)
+    }
+}
+
+/// `mask[i, j]` = query `offset + i` may see key `j` (causal, and within `window` if given):
+/// a bool array `[n, offset + n]`.
+pub fn causal_mask(n: usize, offset: usize, window: Option<usize>) -> Result<Array> {
+    let q = fx::reshape_usize(&fx::arange(offset as f64, (offset + n) as f64, 1.0, Dtype::I32)?, &[n, 1])?;
+    let k = fx::reshape_usize(&fx::arange(0.0, (offset + n) as f64, 1.0, Dtype::I32)?, &[1, offset + n])?;
+    let mut mask = fx::greater_equal(&q, &k)?;
+    if let Some(w) = window {
+        mask = fx::logical_and(&mask, &fx::less(&q, &fx::add(&k, w as i32)?)?)?;
+    }
+    Ok(mask)
+}
+
+/// A cache that keeps every position, in a buffer grown [`STEP`] positions at a time.
+#[derive(Clone, Debug, Default)]
+pub struct StandardCache {
+    keys: Option<Array>,
+    values: Option<Array>,
+    offset: usize,
+}
+
+/// `a[..., start:stop, :]` on axis 2.
+fn positions(a: &Array, start: usize, stop: usize) -> Result<Array> {
+    Ok(fx::slice_axis(a, 2, start as isize, stop as isize)?)
+}
+
+/// Writes `update` into `buf[..., at:at+S, :]`.
+fn write_at(buf: &Array, update: &Array, at: usize) -> Result<Array> {
+    let s = update.shape()[2];
+    let start = [0, 0, at as isize, 0];
+    let stop = [buf.shape()[0] as isize, buf.shape()[1] as isize, (at + s) as isize, buf.shape()[3] as isize];
+    Ok(fx::slice_update(buf, update, &start, &stop, &[1, 1, 1, 1])?)
+}
+
+/// `zeros` shaped like `like` but with `n` positions.
+fn zeros_positions(like: &Array, n: usize) -> Result<Array> {
+    let s = like.shape();
+    Ok(fx::zeros(&[s[0], s[1], n, s[3]], like.dtype())?)
+}
+
+fn check_kv(keys: &Array, values: &Array) -> Result<()> {
+    let (k, v) = (keys.shape(), values.shape());
+    if k.len() != 4 || v.len() != 4 || k[..3] != v[..3] {
+        return Err(Error::Invalid(format!(
+            "kv cache: keys and values must be [B, H, S, D] with equal B, H, S; got {k:?} and {v:?}"
+        )));
+    }
+    Ok(())
+}
+
+impl StandardCache {
+    /// See [`KvCache::update_and_fetch`].
+    pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+        check_kv(keys, values)?;
+        let prev = self.offset;
+        let s = keys.shape()[2];
+        let capacity = self.keys.as_ref().map_or(0, |k| k.shape()[2]);
+        if self.keys.is_none() || prev + s > capacity {
+            let grow = s.div_ceil(STEP) * STEP;
+            let (new_k, new_v) = (zeros_positions(keys, grow)?, zeros_positions(values, grow)?);
+            match (self.keys.take(), self.values.take()) {
+                (Some(k), Some(v)) => {
+                    let (k, v) = (positions(&k, 0, prev)?, positions(&v, 0, prev)?);
+                    self.keys = Some(fx::concatenate(&[k, new_k], 2)?);
+                    self.values = Some(fx::concatenate(&[v, new_v], 2)?);
+                }
+                _ => {
+                    self.keys = Some(new_k);
+                    self.values = Some(new_v);
+                }
+            }
+        }
+        let (k, v) = (self.keys.as_ref().expect("allocated"), self.values.as_ref().expect("allocated"));
+        let k = write_at(k, keys, prev)?;
+        let v = write_at(v, values, prev)?;
+        self.offset += s;
+        let out = (positions(&k, 0, self.offset)?, positions(&v, 0, self.offset)?);
+        self.keys = Some(k);
+        self.values = Some(v);
+        Ok(out)
+    }
+}
+
+/// A cache of at most `max_size` positions that always keeps the first `keep`.
+#[derive(Clone, Debug)]
+pub struct RotatingCache {
+    keys: Option<Array>,
+    values: Option<Array>,
+    offset: usize,
+    max_size: usize,
+    keep: usize,
+    /// Where the next single-token write goes.
+    idx: usize,
+}
+
+impl RotatingCache {
+    /// An empty cache of `max_size` positions keeping `keep` sink tokens.
+    pub fn new(max_size: usize, keep: usize) -> RotatingCache {
+        RotatingCache { keys: None, values: None, offset: 0, max_size, keep: keep.min(max_size), idx: 0 }
+    }
+
+    /// See [`KvCache::update_and_fetch`]. One token is written in place (rotating over the
+    /// oldest non-sink slot); several are appended after putting the cache in temporal order
+    /// and dropping what falls out of the window, so each new query still sees `max_size`
+    /// positions.
+    pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+        check_kv(keys, values)?;
+        if self.max_size == 0 {
+            return Err(Error::Invalid("rotating kv cache: max_kv_size must be at least 1".into()));
+        }
+        if keys.shape()[2] == 1 {
+            self.update_in_place(keys, values)
+        } else {
+            self.update_concat(keys, values)
+        }
+    }
+
+    /// The buffer in temporal order, without unused slots.
+    fn temporal(&self, a: &Array) -> Result<Array> {
+        let len = a.shape()[2];
+        if self.idx == len {
+            Ok(a.clone())
+        } else if self.idx < self.offset {
+            Ok(fx::concatenate(
+                &[positions(a, 0, self.keep)?, positions(a, self.idx, len)?, positions(a, self.keep, self.idx)?],
+                2,
+            )?)
+        } else {
+            positions(a, 0, self.idx)
+        }
+    }
+
+    /// Drops `n` positions after the sink tokens, then appends `append`.
+    fn trim_append(&self, n: usize, a: &Array, append: Option<&Array>) -> Result<Array> {
+        let mut parts = if n > 0 {
+            vec![positions(a, 0, self.keep)?, positions(a, n + self.keep, a.shape()[2])?]
+        } else {
+            vec![a.clone()]
+        };
+        parts.extend(append.cloned());
+        Ok(fx::concatenate(&parts, 2)?)
+    }
+
+    fn update_concat(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+        let (k, v) = match (self.keys.take(), self.values.take()) {
+            (Some(k), Some(v)) => {
+                let (k, v) = (self.temporal(&k)?, self.temporal(&v)?);
+                self.idx = k.shape()[2];
+                let trim = (self.idx + 1).saturating_sub(self.max_size);
+                (self.trim_append(trim, &k, Some(keys))?, self.trim_append(trim, &v, Some(values))?)
+            }
+            _ => (keys.clone(), values.clone()),
+        };
+        self.offset += keys.shape()[2];
+        self.idx = k.shape()[2];
+        self.keys = Some(k.clone());
+        self.values = Some(v.clone());
+        Ok((k, v))
+    }
+
+    fn update_in_place(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+        let prev = self.offset;
+        let capacity = self.keys.as_ref().map_or(0, |k| k.shape()[2]);
+        if self.keys.is_none() || (prev >= capacity && capacity < self.max_size) {
+            let grow = STEP.min(self.max_size - prev.min(self.max_size)).max(1);
+            let (new_k, new_v) = (zeros_positions(keys, grow)?, zeros_positions(values, grow)?);
+            match (self.keys.take(), self.values.take()) {
+                (Some(k), Some(v)) => {
+                    self.keys = Some(fx::concatenate(&[k, new_k], 2)?);
+                    self.values = Some(fx::concatenate(&[v, new_v], 2)?);
+                }
+                _ => {
+                    self.keys = Some(new_k);
+                    self.values = Some(new_v);
+                }
+            }
+            self.idx = prev;
+        }
+        let mut k = self.keys.take().expect("allocated");
+        let mut v = self.values.take().expect("allocated");
+        let extra = k.shape()[2].saturating_sub(self.max_size);
+        if extra > 0 {
+            k = self.trim_append(extra, &k, None)?;
+            v = self.trim_append(extra, &v, None)?;
+            self.idx = self.max_size;
+        }
+        if self.idx == self.max_size {
+            self.idx = self.keep;
+        }
+        let k = write_at(&k, keys, self.idx)?;
+        let v = write_at(&v, values, self.idx)?;
+        self.offset += 1;
+        self.idx += 1;
+        let out = if self.offset < k.shape()[2] {
+            (positions(&k, 0, self.offset)?, positions(&v, 0, self.offset)?)
+        } else {
+            (k.clone(), v.clone())
+        };
+        self.keys = Some(k);
+        self.values = Some(v);
+        Ok(out)
+    }
+}
+
+// ---- prompt-cache files -------------------------------------------------------------------
+//
+// mlx-lm's layout: tensors named `{layer}.{i}` for the i-th entry of each cache's state
+// (keys, values, then integers as 0-d int32 arrays); metadata keys flattened from the list
+// [user metadata, class names, scalar markers]: `0.{key}` → user value, `1.{layer}` → class
+// name, `2.0` → "", and for each integer entry n ≥ 1: `2.{n}.0` → "{layer}.{i}",
+// `2.{n}.1` → "scalar" (or "none" for an empty cache's missing arrays).
+
+/// Saves `caches` and `metadata` to a safetensors file that `mlx_lm`'s `load_prompt_cache`
+/// reads.
+pub fn save_prompt_cache(path: impl AsRef<Path>, caches: &[KvCache], metadata: &HashMap<String, String>) -> Result<()> {
+    let mut arrays: Vec<(String, Array)> = Vec::new();
+    let mut meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (format!("0.{k}"), v.clone())).collect();
+    meta.insert("2.0".into(), String::new());
+    let mut markers = 0;
+    let mut mark = |meta: &mut HashMap<String, String>, name: &str, kind: &str| {
+        markers += 1;
+        meta.insert(format!("2.{markers}.0"), name.to_string());
+        meta.insert(format!("2.{markers}.1"), kind.to_string());
+    };
+    for (l, cache) in caches.iter().enumerate() {
+        let (class, kv, ints): (_, _, Vec<usize>) = match cache {
+            KvCache::Standard(c) => ("KVCache", (&c.keys, &c.values), vec![c.offset]),
+            KvCache::Rotating(c) => {
+                ("RotatingKVCache", (&c.keys, &c.values), vec![c.offset, c.keep, c.max_size, c.idx])
+            }
+        };
+        meta.insert(format!("1.{l}"), class.to_string());
+        for (i, a) in [kv.0, kv.1].into_iter().enumerate() {
+            let name = format!("{l}.{i}");
+            match a {
+                Some(a) => arrays.push((name, a.clone())),
+                None => {
+                    arrays.push((name.clone(), fx::zeros(&[0], Dtype::F32)?));
+                    mark(&mut meta, &name, "none");
+                }
+            }
+        }
+        for (j, n) in ints.into_iter().enumerate() {
+            let name = format!("{l}.{}", j + 2);
+            arrays.push((name.clone(), Array::scalar(n as i32)));
+            mark(&mut meta, &name, "scalar");
+        }
+    }
+    fx::save_safetensors(path.as_ref(), arrays.iter().map(|(k, v)| (k.as_str(), v)), Some(&meta))?;
+    Ok(())
+}
+
+/// Loads a prompt-cache file written by [`save_prompt_cache`] or `mlx_lm.cache_prompt`:
+/// the per-layer caches and the user metadata.
+pub fn load_prompt_cache(path: impl AsRef<Path>) -> Result<(Vec<KvCache>, HashMap<String, String>)> {
+    let path = path.as_ref();
+    let (arrays, meta) = fx::load_safetensors(path)?;
+    let bad = |m: String| Error::file(path, format!("not a prompt cache: {m}"));
+    let mut user = HashMap::new();
+    let mut classes = Vec::new();
+    let mut none = std::collections::HashSet::new();
+    for (k, v) in &meta {
+        if let Some(key) = k.strip_prefix("0.") {
+            user.insert(key.to_string(), v.clone());
+        } else if let Some(layer) = k.strip_prefix("1.") {
+            let l: usize = layer.parse().map_err(|_| bad(format!("metadata key {k:?}")))?;
+            classes.push((l, v.clone()));
+        } else if let Some(rest) = k.strip_prefix("2.").and_then(|r| r.strip_suffix(".1")) {
+            if v == "none" {
+                let name = meta.get(&format!("2.{rest}.0")).ok_or_else(|| bad(format!("marker {k:?} has no name")))?;
+                none.insert(name.clone());
+            }
+        }
+    }
+    classes.sort();
+    let get = |name: String| -> Result<Option<Array>> {
+        if none.contains(&name) {
+            return Ok(None);
+        }
+        arrays.get(&name).cloned().map(Some).ok_or_else(|| bad(format!("tensor {name:?} is missing")))
+    };
+    let int = |name: String| -> Result<usize> {
+        let a = get(name.clone())?.ok_or_else(|| bad(format!("{name} is empty")))?;
+        let v: i64 = fx::astype(&a, Dtype::I64)?.item()?;
+        usize::try_from(v).map_err(|_| bad(format!("{name} = {v} is negative")))
+    };
+    let mut caches = Vec::new();
+    for (i, (l, class)) in classes.iter().enumerate() {
+        if *l != i {
+            return Err(bad(format!("layer {i} has no class")));
+        }
+        let (keys, values) = (get(format!("{l}.0"))?, get(format!("{l}.1"))?);
+        caches.push(match class.as_str() {
+            "KVCache" => KvCache::Standard(StandardCache { keys, values, offset: int(format!("{l}.2"))? }),
+            "RotatingKVCache" => KvCache::Rotating(RotatingCache {
+                keys,
+                values,
+                offset: int(format!("{l}.2"))?,
+                keep: int(format!("{l}.3"))?,
+                max_size: int(format!("{l}.4"))?,
+                idx: int(format!("{l}.5"))?,
+            }),
+            other => return Err(bad(format!("cache class {other:?} is not supported (KVCache, RotatingKVCache)"))),
+        });
+    }
+    Ok((caches, user))
+}
+
+/// Caches together with the tokens they hold, so a new prompt that extends (or shares a
+/// beginning with) the previous one only runs its new tokens — a conversation turn re-uses
+/// everything up to where it differs.
+#[derive(Clone, Debug)]
+pub struct PromptCache {
+    /// The per-layer caches.
+    pub caches: Vec<KvCache>,
+    /// The tokens they hold, in order.
+    pub tokens: Vec<u32>,
+}
+
+impl PromptCache {
+    /// Empty caches (from `LanguageModel::make_cache`).
+    pub fn new(caches: Vec<KvCache>) -> PromptCache {
+        PromptCache { caches, tokens: Vec::new() }
+    }
+
+    /// Makes the caches hold a prefix of `prompt` and returns the rest, the tokens still to
+    /// run (never empty: at least the last token is run again to get its logits). Caches that
+    /// cannot be trimmed back far enough (a rotating cache that has wrapped) are emptied, with
+    /// `fresh` making new ones.
+    pub fn reuse<'p>(&mut self, prompt: &'p [u32], fresh: impl FnOnce() -> Vec<KvCache>) -> &'p [u32] {
+        let common = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let keep = common.min(prompt.len().saturating_sub(1));
+        let drop = self.tokens.len() - keep;
+        let trimmed = self.caches.iter_mut().all(|c| c.trim(drop) == drop || c.offset() == 0);
+        if trimmed && self.caches.iter().all(|c| c.offset() == keep) {
+            self.tokens.truncate(keep);
+            &prompt[keep..]
+        } else {
+            self.caches = fresh();
+            self.tokens.clear();
+            prompt
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Llama (2, 3, 3.1, 3.2) and Mistral: pre-norm decoder blocks of grouped-query attention with
+//! rotary embeddings (Llama 3 frequency scaling included) and a SwiGLU MLP; the output head
+//! may be tied to the embeddings.
+
+use ferrox::fast::SdpaMask;
+use ferrox::{self as fx, Array};
+use ferrox_nn::layers::{Embedding, Linear, RmsNorm, Rope};
+use ferrox_nn::Module;
+use serde::Deserialize;
+
+use super::{rope_layer, LanguageModel};
+use crate::cache::KvCache;
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::weights::WeightMap;
+
+/// The config.json fields Llama reads.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Args {
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Number of decoder blocks.
+    pub num_hidden_layers: usize,
+    /// Width of the MLP.
+    pub intermediate_size: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention); defaults to the query heads.
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Per-head width; defaults to hidden_size / num_attention_heads.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f32,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Longest trained context (used by dynamic rope scaling).
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    /// Biases on q/k/v/o projections.
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Biases on the MLP projections.
+    #[serde(default)]
+    pub mlp_bias: bool,
+    /// Whether the output head reuses the embedding table.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+}
+
+fn default_max_positions() -> usize {
+    4096
+}
+
+/// Attention with rotary embeddings over grouped key/value heads.
+#[derive(Module, Clone, Debug)]
+pub struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    #[module(skip)]
+    rope: Rope,
+    #[module(skip)]
+    heads: (usize, usize, usize),
+}
+
+/// The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`.
+#[derive(Module, Clone, Debug)]
+pub struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+/// One pre-norm decoder block.
+#[derive(Module, Clone, Debug)]
+pub struct Block {
+    self_attn: Attention,
+    mlp: Mlp,
+    input_layernorm: RmsNorm,
+    post_attention_layernorm: RmsNorm,
+}
+
+/// The embedding, the blocks and the final norm (`model.*` in checkpoints).
+#[derive(Module, Clone, Debug)]
+pub struct Backbone {
+    embed_tokens: Embedding,
+    layers: Vec<Block>,
+    norm: RmsNorm,
+}
+
+/// A Llama-family causal language model.
+#[derive(Module, Clone, Debug)]
+pub struct Model {
+    model: Backbone,
+    /// The output head, unless tied to the embeddings.
+    lm_head: Option<Linear>,
+}
+
+fn linear(w: &mut WeightMap, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+    let weight = w.take(&format!("{name}.weight"), &[out, inp])?;
+    let bias = if bias { Some(w.take(&format!("{name}.bias"), &[out])?) } else { None };
+    Ok(Linear::from_weights(weight, bias)?)
+}
+
+fn norm(w: &mut WeightMap, name: &str, dims: usize, eps: f32) -> Result<RmsNorm> {
+    let mut n = RmsNorm::new(dims, eps)?;
+    n.weight = w.take(&format!("{name}.weight"), &[dims])?;
+    Ok(n)
+}
+
+impl Model {
+    /// Builds the model `config` describes from checkpoint tensors (Hugging Face or mlx-lm
+    /// names; rotary `inv_freq` buffers and a tied duplicate `lm_head.weight` are ignored).
+    pub fn build(config: &ModelConfig, mut w: WeightMap) -> Result<Model> {
+        let a: Args = config.args()?;
+        let heads = a.num_attention_heads;
+        let kv_heads = a.num_key_value_heads.unwrap_or(heads);
+        if heads == 0 || kv_heads == 0 || (a.hidden_size % heads != 0 && a.head_dim.is_none()) || heads % kv_heads != 0
+        {
+            return Err(Error::config(
+                &config.path,
+                format!(
+                    "{heads} attention heads, {kv_heads} key/value heads and hidden_size {} do not fit",
+                    a.hidden_size
+                ),
+            ));
+        }
+        let hd = a.head_dim.unwrap_or(a.hidden_size / heads);
+        let rope = rope_layer(config, &config.rope()?, hd, false, a.max_position_embeddings)?;
+        let names: Vec<String> = w.names().filter(|n| n.ends_with("rotary_emb.inv_freq")).map(str::to_string).collect();
+        for n in names {
+            w.remove(&n);
+        }
+        if a.tie_word_embeddings {
+            w.remove("lm_head.weight");
+        }
+        let (h, i, eps) = (a.hidden_size, a.intermediate_size, a.rms_norm_eps);
+        let mut layers = Vec::with_capacity(a.num_hidden_layers);
+        for l in 0..a.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            let (ab, mb) = (a.attention_bias, a.mlp_bias);
+            layers.push(Block {
+                self_attn: Attention {
+                    q_proj: linear(&mut w, &format!("{p}.self_attn.q_proj"), heads * hd, h, ab)?,
+                    k_proj: linear(&mut w, &format!("{p}.self_attn.k_proj"), kv_heads * hd, h, ab)?,
+                    v_proj: linear(&mut w, &format!("{p}.self_attn.v_proj"), kv_heads * hd, h, ab)?,
+                    o_proj: linear(&mut w, &format!("{p}.self_attn.o_proj"), h, heads * hd, ab)?,
+                    rope: rope.clone(),
+                    heads: (heads, kv_heads, hd),
+                },
+                mlp: Mlp {
+                    gate_proj: linear(&mut w, &format!("{p}.mlp.gate_proj"), i, h, mb)?,
+                    up_proj: linear(&mut w, &format!("{p}.mlp.up_proj"), i, h, mb)?,
+                    down_proj: linear(&mut w, &format!("{p}.mlp.down_proj"), h, i, mb)?,
+                },
+                input_layernorm: norm(&mut w, &format!("{p}.input_layernorm"), h, eps)?,
+                post_attention_layernorm: norm(&mut w, &format!("{p}.post_attention_layernorm"), h, eps)?,
+            });
+        }
+        let embed_tokens = Embedding::from_weight(w.take("model.embed_tokens.weight", &[a.vocab_size, h])?)?;
+        let norm = norm(&mut w, "model.norm", h, eps)?;
+        let lm_head =
+            if a.tie_word_embeddings { None } else { Some(linear(&mut w, "lm_head", a.vocab_size, h, false)?) };
+        w.finish()?;
+        Ok(Model { model: Backbone { embed_tokens, layers, norm }, lm_head })
+    }
+}
+
+impl Attention {
+    fn forward(&self, x: &Array, mask: &SdpaMask, cache: Option<&mut KvCache>) -> Result<Array> {
+        let (b, l) = (x.shape()[0], x.shape()[1]);
+        let (heads, kv_heads, hd) = self.heads;
+        let split = |y: Array, n: usize| -> Result<Array> {
+            Ok(fx::transpose(&fx::reshape_usize(&y, &[b, l, n, hd])?, &[0, 2, 1, 3])?)
+        };
+        let q = split(self.q_proj.forward(x)?, heads)?;
+        let k = split(self.k_proj.forward(x)?, kv_heads)?;
+        let v = split(self.v_proj.forward(x)?, kv_heads)?;
+        let offset = cache.as_ref().map_or(0, |c| c.offset());
+        let q = self.rope.forward(&q, offset)?;
+        let k = self.rope.forward(&k, offset)?;
+        let (k, v) = match cache {
+            Some(c) => c.update_and_fetch(&k, &v)?,
+            None => (k, v),
+        };
+        let o = fx::fast::scaled_dot_product_attention(&q, &k, &v, (hd as f32).powf(-0.5), mask.clone())?;
+        let o = fx::reshape_usize(&fx::transpose(&o, &[0, 2, 1, 3])?, &[b, l, heads * hd])?;
+        Ok(self.o_proj.forward(&o)?)
+    }
+}
+
+impl Mlp {
+    fn forward(&self, x: &Array) -> Result<Array> {
+        let g = self.gate_proj.forward(x)?;
+        let act = fx::multiply(&g, &fx::sigmoid(&g)?)?;
+        Ok(self.down_proj.forward(&fx::multiply(&act, &self.up_proj.forward(x)?)?)?)
+    }
+}
+
+impl Block {
+    fn forward(&self, x: &Array, mask: &SdpaMask, cache: Option<&mut KvCache>) -> Result<Array> {
+        let h = fx::add(x, &self.self_attn.forward(&self.input_layernorm.forward(x)?, mask, cache)?)?;
+        Ok(fx::add(&h, &self.mlp.forward(&self.post_attention_layernorm.forward(&h)?)?)?)
+    }
+}
+
+impl LanguageModel for Model {
+    fn forward(&self, ids: &Array, mut cache: Option<&mut [KvCache]>) -> Result<Array> {
+        if ids.ndim() != 2 {
+            return Err(Error::Invalid(format!("model input must be token ids [B, L], got shape {:?}", ids.shape())));
+        }
+        let l = ids.shape()[1];
+        let mut h = self.model.embed_tokens.forward(ids)?;
+        let mask = match cache.as_deref() {
+            Some([first, ..]) => first.mask(l, None)?,
+            _ if l > 1 => SdpaMask::Causal,
+            _ => SdpaMask::None,
+        };
+        if let Some(c) = cache.as_deref() {
+            if c.len() != self.model.layers.len() {
+                return Err(Error::Invalid(format!("{} caches for {} layers", c.len(), self.model.layers.len())));
+            }
+        }
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            h = layer.forward(&h, &mask, cache.as_deref_mut().map(|c| &mut c[i]))?;
+        }
+        let h = self.model.norm.forward(&h)?;
+        Ok(match &self.lm_head {
+            Some(head) => head.forward(&h)?,
+            None => self.model.embed_tokens.as_linear(&h)?,
+        })
+    }
+
+    fn num_layers(&self) -> usize {
+        self.model.layers.len()
+    }
+}

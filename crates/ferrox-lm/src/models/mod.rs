@@ -1,0 +1,57 @@
+//! The architectures, one file each, and the registry that picks one by `model_type`.
+//!
+//! A model takes token ids `[B, L]` and per-layer [`KvCache`]s and returns logits `[B, L, V]`.
+//! It is built from checkpoint tensors through a [`WeightMap`], so a checkpoint that does not
+//! fit is reported tensor by tensor, and it is a ferrox-nn [`Module`], so its parameters can be
+//! listed, replaced (LoRA, quantization) and saved under their checkpoint names.
+
+pub mod llama;
+
+use ferrox::Array;
+use ferrox_nn::layers::{Rope, RopeScaling};
+use ferrox_nn::Module;
+
+use crate::cache::{make_prompt_cache, KvCache};
+use crate::config::{ModelConfig, RopeConfig};
+use crate::error::{Error, Result};
+use crate::weights::WeightMap;
+
+/// A causal language model.
+pub trait LanguageModel: Module + Send + Sync {
+    /// Logits `[B, L, vocab]` for token ids `[B, L]` (int32). With caches (one per layer), the
+    /// ids continue what the caches hold and are appended to them; without, they are the whole
+    /// sequence.
+    fn forward(&self, ids: &Array, cache: Option<&mut [KvCache]>) -> Result<Array>;
+
+    /// The number of layers (and caches).
+    fn num_layers(&self) -> usize;
+
+    /// Fresh caches for this model: rotating ones of `max_kv_size` positions if given.
+    fn make_cache(&self, max_kv_size: Option<usize>) -> Vec<KvCache> {
+        make_prompt_cache(self.num_layers(), max_kv_size)
+    }
+}
+
+/// The `model_type`s ferrox can load.
+pub const SUPPORTED: &[&str] = &["llama", "mistral"];
+
+/// Builds the architecture `config` names from checkpoint `weights`; every tensor must be used
+/// and have its expected shape.
+pub fn build(config: &ModelConfig, weights: WeightMap) -> Result<Box<dyn LanguageModel>> {
+    match config.model_type.as_str() {
+        "llama" | "mistral" => Ok(Box::new(llama::Model::build(config, weights)?)),
+        other => Err(Error::UnsupportedModel { model_type: other.to_string(), supported: SUPPORTED.to_vec() }),
+    }
+}
+
+/// The rotary embedding a config describes, over `dims` features.
+pub(crate) fn rope_layer(
+    config: &ModelConfig,
+    rope: &RopeConfig,
+    dims: usize,
+    traditional: bool,
+    max_position_embeddings: usize,
+) -> Result<Rope> {
+    let scaling = RopeScaling::from_config(&rope.scaling).map_err(|e| Error::config(&config.path, e))?;
+    Ok(Rope::from_scaling(dims, rope.theta as f32, traditional, &scaling, max_position_embeddings)?)
+}

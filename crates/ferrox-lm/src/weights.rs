@@ -1,0 +1,94 @@
+//! [`WeightMap`]: hands checkpoint tensors to the model being built, by name and expected
+//! shape, and reports every missing, unexpected or wrongly-shaped tensor at once.
+
+use std::collections::HashMap;
+
+use ferrox::{self as fx, Array};
+
+use crate::error::{Error, Result};
+
+/// Checkpoint tensors by name, taken one by one while a model is built.
+pub struct WeightMap {
+    map: HashMap<String, Array>,
+    missing: Vec<String>,
+    mismatched: Vec<String>,
+}
+
+impl WeightMap {
+    /// Wraps a checkpoint's tensors.
+    pub fn new(map: HashMap<String, Array>) -> WeightMap {
+        WeightMap { map, missing: Vec::new(), mismatched: Vec::new() }
+    }
+
+    /// Removes `name` (used by architectures to drop tensors they ignore, such as a
+    /// duplicated `lm_head.weight` of tied embeddings or rotary `inv_freq` buffers).
+    pub fn remove(&mut self, name: &str) -> Option<Array> {
+        self.map.remove(name)
+    }
+
+    /// Whether the checkpoint has `name` (not yet taken).
+    pub fn contains(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    /// Names not yet taken.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.map.keys().map(String::as_str)
+    }
+
+    /// Takes the tensor `name`, which must have `shape`. A missing or mis-shaped tensor is
+    /// recorded (and a lazy placeholder of the right shape returned, so building goes on and
+    /// every problem is reported by [`WeightMap::finish`]).
+    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Array> {
+        match self.map.remove(name) {
+            Some(a) if a.shape() == shape => return Ok(a),
+            Some(a) => self.mismatched.push(format!("{name}: expected {shape:?}, got {:?}", a.shape())),
+            None => self.missing.push(name.to_string()),
+        }
+        Ok(fx::zeros(shape, ferrox::Dtype::F32)?)
+    }
+
+    /// Takes `name` if the checkpoint has it (an optional bias).
+    pub fn take_optional(&mut self, name: &str, shape: &[usize]) -> Result<Option<Array>> {
+        if self.map.contains_key(name) {
+            self.take(name, shape).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Succeeds if every tensor was found with its shape and none is left over; otherwise
+    /// one [`Error::Weights`] lists them all.
+    pub fn finish(self) -> Result<()> {
+        let mut unexpected: Vec<String> = self.map.into_keys().collect();
+        let (mut missing, mut mismatched) = (self.missing, self.mismatched);
+        if missing.is_empty() && unexpected.is_empty() && mismatched.is_empty() {
+            return Ok(());
+        }
+        unexpected.sort();
+        missing.sort();
+        mismatched.sort();
+        Err(Error::Weights { missing, unexpected, mismatched })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_every_problem() {
+        let a = Array::from_slice(&[1.0f32, 2.0], &[2]).unwrap();
+        let map: HashMap<String, Array> =
+            [("a".to_string(), a.clone()), ("b".to_string(), a.clone()), ("x".to_string(), a)].into();
+        let mut w = WeightMap::new(map);
+        assert_eq!(w.take("a", &[2]).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 2.0]);
+        assert_eq!(w.take("b", &[3]).unwrap().shape(), [3]);
+        assert_eq!(w.take("c", &[4, 1]).unwrap().shape(), [4, 1]);
+        assert!(w.take_optional("d", &[1]).unwrap().is_none());
+        let e = w.finish().unwrap_err().to_string();
+        assert!(e.contains("missing 1 tensor(s): c"), "{e}");
+        assert!(e.contains("unexpected 1 tensor(s): x"), "{e}");
+        assert!(e.contains("b: expected [3], got [2]"), "{e}");
+    }
+}

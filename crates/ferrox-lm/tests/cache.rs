@@ -1,0 +1,141 @@
+//! KV caches: the standard cache returns exactly what was written; the rotating cache gives
+//! attention the same result as full attention under the window-with-sinks mask; prompt-cache
+//! files round-trip and load what mlx-lm wrote (scripts/make_lm_fixtures.py).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ferrox::fast::SdpaMask;
+use ferrox::{self as fx, Array, Dtype};
+use ferrox_lm::cache::{load_prompt_cache, save_prompt_cache, KvCache, RotatingCache, StandardCache};
+use serde_json::Value;
+
+fn randn(shape: &[usize], seed: u64) -> Array {
+    fx::random::normal(shape, Dtype::F32, 0.0, 1.0, Some(&fx::random::key(seed))).unwrap()
+}
+
+fn max_diff(a: &Array, b: &Array) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn standard_cache_grows_and_keeps_everything() {
+    let mut c = KvCache::Standard(StandardCache::default());
+    let mut all_k = Vec::new();
+    // A prompt of 300 (past one step of 256), then single tokens.
+    for (i, s) in [300usize, 1, 1, 5, 1].into_iter().enumerate() {
+        let k = randn(&[1, 2, s, 4], i as u64);
+        let v = randn(&[1, 2, s, 4], 100 + i as u64);
+        all_k.push(k.clone());
+        let (ck, cv) = c.update_and_fetch(&k, &v).unwrap();
+        assert_eq!(ck.shape()[2], c.offset());
+        assert_eq!(cv.shape(), ck.shape());
+    }
+    let (ck, _) = c.update_and_fetch(&randn(&[1, 2, 1, 4], 9), &randn(&[1, 2, 1, 4], 10)).unwrap();
+    all_k.push(randn(&[1, 2, 1, 4], 9));
+    let want = fx::concatenate(&all_k, 2).unwrap();
+    assert_eq!(max_diff(&ck, &want), 0.0);
+    assert_eq!(c.offset(), 309);
+    assert_eq!(c.trim(9), 9);
+    assert_eq!(c.offset(), 300);
+}
+
+/// Attention of each new query over a rotating cache equals full attention over the whole
+/// history with the mask "sink tokens, plus the last (max_size - keep) positions".
+#[test]
+fn rotating_cache_equals_masked_reference() {
+    let (max_size, keep, d) = (8usize, 2usize, 4usize);
+    let mut cache = KvCache::Rotating(RotatingCache::new(max_size, keep));
+    let total = 20;
+    let q = randn(&[1, 2, total, d], 1);
+    let k = randn(&[1, 2, total, d], 2);
+    let v = randn(&[1, 2, total, d], 3);
+    let scale = 0.5;
+    for t in 0..total {
+        let at = |a: &Array| fx::slice_axis(a, 2, t as isize, t as isize + 1).unwrap();
+        let (ck, cv) = cache.update_and_fetch(&at(&k), &at(&v)).unwrap();
+        let got = fx::fast::scaled_dot_product_attention(&at(&q), &ck, &cv, scale, SdpaMask::None).unwrap();
+        // Reference: all keys up to t, masked.
+        let visible: Vec<bool> = (0..=t).map(|j| j < keep || j + (max_size - keep) > t).collect();
+        let mask = Array::from_slice(&visible, &[1, t + 1]).unwrap();
+        let upto = |a: &Array| fx::slice_axis(a, 2, 0, t as isize + 1).unwrap();
+        let want = fx::fast::scaled_dot_product_attention(&at(&q), &upto(&k), &upto(&v), scale, SdpaMask::Array(mask))
+            .unwrap();
+        assert!(max_diff(&got, &want) < 1e-5, "step {t}");
+        assert_eq!(cache.len(), (t + 1).min(max_size));
+    }
+}
+
+/// A multi-token update on a full rotating cache (keep = 0) equals sliding-window attention.
+#[test]
+fn rotating_cache_prefill_equals_window_mask() {
+    let (max_size, d) = (6usize, 4usize);
+    let mut cache = KvCache::Rotating(RotatingCache::new(max_size, 0));
+    let q = randn(&[1, 1, 14, d], 4);
+    let k = randn(&[1, 1, 14, d], 5);
+    let v = randn(&[1, 1, 14, d], 6);
+    let mut start = 0;
+    for s in [5usize, 4, 1, 1, 3] {
+        let part = |a: &Array| fx::slice_axis(a, 2, start as isize, (start + s) as isize).unwrap();
+        let mask = cache.mask(s, None).unwrap();
+        let (ck, cv) = cache.update_and_fetch(&part(&k), &part(&v)).unwrap();
+        let got = fx::fast::scaled_dot_product_attention(&part(&q), &ck, &cv, 1.0, mask).unwrap();
+        let end = start + s;
+        let upto = |a: &Array| fx::slice_axis(a, 2, 0, end as isize).unwrap();
+        let window = ferrox_lm::cache::causal_mask(s, start, Some(max_size)).unwrap();
+        let want =
+            fx::fast::scaled_dot_product_attention(&part(&q), &upto(&k), &upto(&v), 1.0, SdpaMask::Array(window))
+                .unwrap();
+        assert!(max_diff(&got, &want) < 1e-5, "chunk at {start}");
+        start = end;
+    }
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+#[test]
+fn loads_mlx_lm_prompt_cache_and_round_trips() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let want: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("mlx_prompt_cache.json")).unwrap()).unwrap();
+    let (mut caches, meta) = load_prompt_cache(dir.join("mlx_prompt_cache.safetensors")).unwrap();
+    assert_eq!(meta.get("model").map(String::as_str), Some("tiny"));
+    assert_eq!(caches.len(), 3);
+    assert!(caches[2].is_empty());
+    assert_eq!(caches[0].offset(), 5);
+    assert_eq!(caches[1].offset(), 9);
+    // Continuing both caches with one zero token shows their contents in attention order.
+    let check = |caches: &mut Vec<KvCache>| {
+        let z = |d| fx::zeros(&[1, 2, 1, d], Dtype::F32).unwrap();
+        let (k, v) = caches[0].update_and_fetch(&z(4), &z(3)).unwrap();
+        let k0 = fx::slice_axis(&k, 2, 0, 5).unwrap();
+        assert_eq!(k0.to_vec::<f32>().unwrap(), floats(&want["std_keys"]));
+        assert_eq!(fx::slice_axis(&v, 2, 0, 5).unwrap().to_vec::<f32>().unwrap(), floats(&want["std_values"]));
+        caches[0].trim(1);
+    };
+    check(&mut caches);
+    let tmp = std::env::temp_dir().join(format!("ferrox-pc-{}.safetensors", std::process::id()));
+    let meta: HashMap<String, String> = [("model".to_string(), "tiny".to_string())].into();
+    save_prompt_cache(&tmp, &caches, &meta).unwrap();
+    let (mut again, meta2) = load_prompt_cache(&tmp).unwrap();
+    assert_eq!(meta2, meta);
+    check(&mut again);
+    assert_eq!(again[1].offset(), 9);
+    assert!(again[2].is_empty());
+    // The rotating cache's buffer is mlx-lm's, slot for slot, and survives the round trip.
+    let (rk, rv) = caches[1].buffers().unwrap();
+    assert_eq!(rk.to_vec::<f32>().unwrap(), floats(&want["rot_keys"]));
+    assert_eq!(rv.to_vec::<f32>().unwrap(), floats(&want["rot_values"]));
+    let z = fx::zeros(&[1, 2, 1, 4], Dtype::F32).unwrap();
+    let (a, _) = caches[1].clone().update_and_fetch(&z, &z).unwrap();
+    let (b, _) = again[1].update_and_fetch(&z, &z).unwrap();
+    assert_eq!(max_diff(&a, &b), 0.0);
+    assert_eq!(
+        a.shape().to_vec(),
+        want["rot_shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect::<Vec<_>>()
+    );
+}
