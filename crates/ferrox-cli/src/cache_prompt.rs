@@ -37,13 +37,13 @@ pub struct CachePromptArgs {
 pub fn run(args: CachePromptArgs) -> Result<()> {
     let loaded = load_model(&args.model)?;
     // The cached text is the start of a conversation: no assistant cue at its end.
-    let text = if args.ignore_chat_template || loaded.tokenizer.chat_template.is_none() {
-        render_prompt(&loaded.tokenizer, &args.prompt, None, true, None)?
-    } else {
-        let prompt = render_prompt(&loaded.tokenizer, &args.prompt, None, true, None)?;
-        let msgs = [serde_json::json!({"role": "user", "content": prompt})];
-        let options = ferrox_lm::chat::ChatOptions::default();
-        loaded.tokenizer.chat_template.as_ref().expect("checked").render(&msgs, &options)?
+    let prompt = render_prompt(&loaded.tokenizer, &args.prompt, None, true, None)?;
+    let text = match loaded.tokenizer.chat_template.as_ref().filter(|_| !args.ignore_chat_template) {
+        Some(template) => {
+            let msgs = [serde_json::json!({"role": "user", "content": prompt})];
+            template.render(&msgs, &ferrox_lm::chat::ChatOptions::default())?
+        }
+        None => prompt,
     };
     let ids = loaded.tokenizer.encode_prompt(&text)?;
     let mut cache = loaded.model.make_cache(args.max_kv_size);

@@ -130,11 +130,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             }
             // mlx-lm's convention: the cached prompt's tokens are not repeated; the new prompt
             // is what follows them (without a second BOS).
-            if ids.first().is_some()
-                && loaded.tokenizer.bos_token.as_deref().and_then(|b| loaded.tokenizer.token_to_id(b))
-                    == ids.first().copied()
-                && cache[0].offset() > 0
-            {
+            let bos = loaded.tokenizer.bos_token.as_deref().and_then(|b| loaded.tokenizer.token_to_id(b));
+            if bos.is_some() && bos == ids.first().copied() && cache[0].offset() > 0 {
                 ids.remove(0);
             }
             cache

@@ -135,7 +135,10 @@ impl Model {
         let a: Args = config.args()?;
         let heads = a.num_attention_heads;
         let kv_heads = a.num_key_value_heads.unwrap_or(heads);
-        if heads == 0 || kv_heads == 0 || (a.hidden_size % heads != 0 && a.head_dim.is_none()) || heads % kv_heads != 0
+        if heads == 0
+            || kv_heads == 0
+            || (!a.hidden_size.is_multiple_of(heads) && a.head_dim.is_none())
+            || !heads.is_multiple_of(kv_heads)
         {
             return Err(Error::config(
                 &config.path,
