@@ -114,3 +114,37 @@ fn rotating_cache_matches_full_forward_within_window() {
         assert_eq!(tokens, greedy[..10]);
     }
 }
+
+#[test]
+fn prompt_cache_reuse_and_stop_strings() {
+    use ferrox_lm::cache::PromptCache;
+    use ferrox_lm::generate::stream_generate_with_cache;
+    let mut m = tiny("tiny-llama");
+    let (prompt, greedy, _) = reference("tiny-llama");
+    m.tokenizer.eos_token_ids.clear();
+    let model = m.model.as_ref();
+    // Cache the first half of the prompt, then continue with the whole prompt: only the rest runs,
+    // and the greedy continuation is unchanged.
+    let mut pc = PromptCache::new(model.make_cache(None));
+    let half = &prompt[..prompt.len() / 2];
+    prefill(model, half, &mut pc.caches, 16).unwrap();
+    pc.tokens = half.to_vec();
+    let rest = pc.reuse(&prompt, || model.make_cache(None)).to_vec();
+    assert_eq!(rest, prompt[half.len()..]);
+    let options = GenerateOptions { max_tokens: 8, ..Default::default() };
+    let tokens: Vec<u32> = stream_generate_with_cache(model, &m.tokenizer, &rest, options, pc.caches)
+        .unwrap()
+        .map(|r| r.unwrap().token)
+        .collect();
+    assert_eq!(tokens, greedy[..8]);
+
+    // A stop string taken from the reference continuation ends generation there, cut off.
+    let text = m.tokenizer.decode(&greedy, false).unwrap();
+    let stop: String = text.chars().skip(6).take(3).collect();
+    let options = GenerateOptions { max_tokens: 24, stop: vec![stop.clone()], ..Default::default() };
+    let responses: Vec<_> =
+        stream_generate(model, &m.tokenizer, &prompt, options).unwrap().map(Result::unwrap).collect();
+    let out: String = responses.iter().map(|r| r.text.as_str()).collect();
+    assert_eq!(responses.last().unwrap().finish_reason, Some(ferrox_lm::FinishReason::Stop));
+    assert_eq!(out, text[..text.find(&stop).unwrap()]);
+}
