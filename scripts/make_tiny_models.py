@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen3Config
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 FIX = os.path.join(ROOT, "crates/ferrox-lm/tests/fixtures")
@@ -167,6 +167,28 @@ def llama(tok):
     return save_model("tiny-llama", config, tok, 0)
 
 
+def qwen2(tok):
+    """Qwen2: biases on q/k/v (not o), untied output head."""
+    config = Qwen2Config(
+        vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-6,
+        rope_theta=1000000.0, tie_word_embeddings=False, use_sliding_window=False,
+        bos_token_id=tok.token_to_id("<|begin_of_text|>"), eos_token_id=tok.token_to_id("<|im_end|>"),
+    )
+    return save_model("tiny-qwen2", config, tok, 1)
+
+
+def qwen3(tok):
+    """Qwen3: RMSNorm on each head's queries and keys, explicit head_dim, tied head."""
+    config = Qwen3Config(
+        vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=24, max_position_embeddings=256, rms_norm_eps=1e-6,
+        rope_theta=1000000.0, tie_word_embeddings=True, use_sliding_window=False,
+        bos_token_id=tok.token_to_id("<|begin_of_text|>"), eos_token_id=tok.token_to_id("<|im_end|>"),
+    )
+    return save_model("tiny-qwen3", config, tok, 2)
+
+
 def chat_fixtures(model_dir):
     t = AutoTokenizer.from_pretrained(model_dir)
     tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
@@ -220,6 +242,8 @@ def main():
     os.makedirs(FIX, exist_ok=True)
     bpe = train_bpe()
     d = llama(bpe)
+    qwen2(bpe)
+    qwen3(bpe)
     chat_fixtures(d)
     detok_fixtures(bpe, train_spm())
 

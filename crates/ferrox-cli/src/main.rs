@@ -1,6 +1,11 @@
-//! The `ferrox` command-line tool.
-//!
-//! Until the LLM toolkit lands, the main job is `ferrox demo`: a short tour of the array API.
+//! The `ferrox` command-line tool: mlx-lm's commands (`generate`, ...) over ferrox-lm, and
+//! `ferrox demo`, a short tour of the array API.
+
+mod bench;
+mod cache_prompt;
+mod chat;
+mod common;
+mod generate;
 
 use clap::{Parser, Subcommand};
 use ferrox::{self as fx, Array, Dtype};
@@ -14,6 +19,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate text from a prompt (mlx_lm.generate).
+    Generate(generate::GenerateArgs),
+    /// Chat interactively, keeping the conversation (mlx_lm.chat).
+    Chat(chat::ChatArgs),
+    /// Run a prompt once and save its KV cache for `generate --prompt-cache-file` (mlx_lm.cache_prompt).
+    CachePrompt(cache_prompt::CachePromptArgs),
+    /// Measure prompt and generation speed (mlx_lm.benchmark).
+    Bench(bench::BenchArgs),
     /// A short tour of the array API: lazy ops, evaluation, printing, memory.
     Demo,
 }
@@ -39,7 +52,11 @@ fn demo() -> fx::Result<()> {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo => demo(),
+        Command::Generate(args) => generate::run(args).map_err(|e| e.to_string()),
+        Command::Chat(args) => chat::run(args).map_err(|e| e.to_string()),
+        Command::CachePrompt(args) => cache_prompt::run(args).map_err(|e| e.to_string()),
+        Command::Bench(args) => bench::run(args).map_err(|e| e.to_string()),
+        Command::Demo => demo().map_err(|e| e.to_string()),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -99,7 +99,7 @@ impl Sampler {
     /// Checks `config` and seeds the generator.
     pub fn new(config: SamplerConfig) -> Result<Sampler> {
         let bad = |m: String| Err(Error::Invalid(m));
-        if !(config.temp >= 0.0) {
+        if config.temp.is_nan() || config.temp < 0.0 {
             return bad(format!("temp must be >= 0, got {}", config.temp));
         }
         if !(0.0..=1.0).contains(&config.top_p) {
@@ -117,7 +117,7 @@ impl Sampler {
         if !(0.0..=1.0).contains(&config.xtc_probability) {
             return bad(format!("xtc_probability must be in [0, 1], got {}", config.xtc_probability));
         }
-        if config.repetition_penalty.is_some_and(|p| !(p >= 0.0)) {
+        if config.repetition_penalty.is_some_and(|p| p.is_nan() || p < 0.0) {
             return bad(format!("repetition_penalty must be >= 0, got {:?}", config.repetition_penalty));
         }
         let rng = Rng::new(config.seed.unwrap_or(0));

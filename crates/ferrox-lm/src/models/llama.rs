@@ -1,6 +1,7 @@
 //! Llama (2, 3, 3.1, 3.2) and Mistral: pre-norm decoder blocks of grouped-query attention with
 //! rotary embeddings (Llama 3 frequency scaling included) and a SwiGLU MLP; the output head
-//! may be tied to the embeddings.
+//! may be tied to the embeddings. Qwen2 and Qwen3 are this block with small changes
+//! ([`Variant`]), built from their own files.
 
 use ferrox::fast::SdpaMask;
 use ferrox::{self as fx, Array};
@@ -53,6 +54,15 @@ fn default_max_positions() -> usize {
     4096
 }
 
+/// Where a Llama-family architecture departs from Llama.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Variant {
+    /// Biases on q/k/v whatever `attention_bias` says (Qwen2).
+    pub qkv_bias: bool,
+    /// RMSNorm over each head's queries and keys before the rotation (Qwen3).
+    pub qk_norm: bool,
+}
+
 /// Attention with rotary embeddings over grouped key/value heads.
 #[derive(Module, Clone, Debug)]
 pub struct Attention {
@@ -60,6 +70,8 @@ pub struct Attention {
     k_proj: Linear,
     v_proj: Linear,
     o_proj: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
     #[module(skip)]
     rope: Rope,
     #[module(skip)]
@@ -114,11 +126,19 @@ fn norm(w: &mut WeightMap, name: &str, dims: usize, eps: f32) -> Result<RmsNorm>
 impl Model {
     /// Builds the model `config` describes from checkpoint tensors (Hugging Face or mlx-lm
     /// names; rotary `inv_freq` buffers and a tied duplicate `lm_head.weight` are ignored).
-    pub fn build(config: &ModelConfig, mut w: WeightMap) -> Result<Model> {
+    pub fn build(config: &ModelConfig, w: WeightMap) -> Result<Model> {
+        Model::build_variant(config, w, Variant::default())
+    }
+
+    /// [`Model::build`] for a Llama-family architecture that differs by `variant`.
+    pub fn build_variant(config: &ModelConfig, mut w: WeightMap, variant: Variant) -> Result<Model> {
         let a: Args = config.args()?;
         let heads = a.num_attention_heads;
         let kv_heads = a.num_key_value_heads.unwrap_or(heads);
-        if heads == 0 || kv_heads == 0 || (a.hidden_size % heads != 0 && a.head_dim.is_none()) || heads % kv_heads != 0
+        if heads == 0
+            || kv_heads == 0
+            || (!a.hidden_size.is_multiple_of(heads) && a.head_dim.is_none())
+            || !heads.is_multiple_of(kv_heads)
         {
             return Err(Error::config(
                 &config.path,
@@ -142,12 +162,22 @@ impl Model {
         for l in 0..a.num_hidden_layers {
             let p = format!("model.layers.{l}");
             let (ab, mb) = (a.attention_bias, a.mlp_bias);
+            let qkv = ab || variant.qkv_bias;
+            let head_norm = |w: &mut WeightMap, name: &str| -> Result<Option<RmsNorm>> {
+                if variant.qk_norm {
+                    norm(w, &format!("{p}.self_attn.{name}"), hd, eps).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
             layers.push(Block {
                 self_attn: Attention {
-                    q_proj: linear(&mut w, &format!("{p}.self_attn.q_proj"), heads * hd, h, ab)?,
-                    k_proj: linear(&mut w, &format!("{p}.self_attn.k_proj"), kv_heads * hd, h, ab)?,
-                    v_proj: linear(&mut w, &format!("{p}.self_attn.v_proj"), kv_heads * hd, h, ab)?,
+                    q_proj: linear(&mut w, &format!("{p}.self_attn.q_proj"), heads * hd, h, qkv)?,
+                    k_proj: linear(&mut w, &format!("{p}.self_attn.k_proj"), kv_heads * hd, h, qkv)?,
+                    v_proj: linear(&mut w, &format!("{p}.self_attn.v_proj"), kv_heads * hd, h, qkv)?,
                     o_proj: linear(&mut w, &format!("{p}.self_attn.o_proj"), h, heads * hd, ab)?,
+                    q_norm: head_norm(&mut w, "q_norm")?,
+                    k_norm: head_norm(&mut w, "k_norm")?,
                     rope: rope.clone(),
                     heads: (heads, kv_heads, hd),
                 },
@@ -173,12 +203,16 @@ impl Attention {
     fn forward(&self, x: &Array, mask: &SdpaMask, cache: Option<&mut KvCache>) -> Result<Array> {
         let (b, l) = (x.shape()[0], x.shape()[1]);
         let (heads, kv_heads, hd) = self.heads;
-        let split = |y: Array, n: usize| -> Result<Array> {
-            Ok(fx::transpose(&fx::reshape_usize(&y, &[b, l, n, hd])?, &[0, 2, 1, 3])?)
+        let split = |y: Array, n: usize, norm: Option<&RmsNorm>| -> Result<Array> {
+            let mut y = fx::reshape_usize(&y, &[b, l, n, hd])?;
+            if let Some(norm) = norm {
+                y = norm.forward(&y)?;
+            }
+            Ok(fx::transpose(&y, &[0, 2, 1, 3])?)
         };
-        let q = split(self.q_proj.forward(x)?, heads)?;
-        let k = split(self.k_proj.forward(x)?, kv_heads)?;
-        let v = split(self.v_proj.forward(x)?, kv_heads)?;
+        let q = split(self.q_proj.forward(x)?, heads, self.q_norm.as_ref())?;
+        let k = split(self.k_proj.forward(x)?, kv_heads, self.k_norm.as_ref())?;
+        let v = split(self.v_proj.forward(x)?, kv_heads, None)?;
         let offset = cache.as_ref().map_or(0, |c| c.offset());
         let q = self.rope.forward(&q, offset)?;
         let k = self.rope.forward(&k, offset)?;

@@ -6,6 +6,8 @@
 //! listed, replaced (LoRA, quantization) and saved under their checkpoint names.
 
 pub mod llama;
+pub mod qwen2;
+pub mod qwen3;
 
 use ferrox::Array;
 use ferrox_nn::layers::{Rope, RopeScaling};
@@ -33,13 +35,15 @@ pub trait LanguageModel: Module + Send + Sync {
 }
 
 /// The `model_type`s ferrox can load.
-pub const SUPPORTED: &[&str] = &["llama", "mistral"];
+pub const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
 
 /// Builds the architecture `config` names from checkpoint `weights`; every tensor must be used
 /// and have its expected shape.
 pub fn build(config: &ModelConfig, weights: WeightMap) -> Result<Box<dyn LanguageModel>> {
     match config.model_type.as_str() {
         "llama" | "mistral" => Ok(Box::new(llama::Model::build(config, weights)?)),
+        "qwen2" => Ok(Box::new(qwen2::build(config, weights)?)),
+        "qwen3" => Ok(Box::new(qwen3::build(config, weights)?)),
         other => Err(Error::UnsupportedModel { model_type: other.to_string(), supported: SUPPORTED.to_vec() }),
     }
 }

@@ -1,0 +1,76 @@
+//! `ferrox bench`: prompt and generation speed over trials (mlx_lm.benchmark's flags).
+
+use clap::Args;
+use ferrox::{self as fx};
+use ferrox_lm::generate::{stream_generate, GenerateOptions};
+use ferrox_lm::{Error, Result};
+
+use crate::common::{load_model, ModelArgs};
+
+/// Measure prompt and generation speed.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt length in tokens (random ids).
+    #[arg(short = 'p', long = "prompt-tokens", default_value_t = 512)]
+    pub prompt_tokens: usize,
+    /// Tokens to generate.
+    #[arg(short = 'g', long = "generation-tokens", default_value_t = 1024)]
+    pub generation_tokens: usize,
+    /// Batch size (only 1 for now).
+    #[arg(short = 'b', long = "batch-size", default_value_t = 1)]
+    pub batch_size: usize,
+    /// Number of timed trials (after one warm-up).
+    #[arg(short = 'n', long = "num-trials", default_value_t = 5)]
+    pub num_trials: usize,
+    /// Tokens per forward pass while processing the prompt.
+    #[arg(long, default_value_t = 2048)]
+    pub prefill_step_size: usize,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    if args.batch_size != 1 {
+        return Err(Error::Invalid("bench: only batch size 1 is implemented (batch generation is not yet)".into()));
+    }
+    if args.prompt_tokens == 0 || args.generation_tokens == 0 {
+        return Err(Error::Invalid("bench: -p and -g must be at least 1".into()));
+    }
+    let mut loaded = load_model(&args.model)?;
+    loaded.tokenizer.eos_token_ids.clear(); // always generate -g tokens
+    let vocab = loaded.tokenizer.vocab_size().max(1) as u64;
+    // A fixed pseudo-random prompt (any ids work for timing).
+    let mut x = 0x2545F4914F6CDD1Du64;
+    let prompt: Vec<u32> = (0..args.prompt_tokens)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % vocab) as u32
+        })
+        .collect();
+    let trial = || -> Result<(f64, f64, f64)> {
+        fx::reset_peak_memory();
+        let options = GenerateOptions {
+            max_tokens: args.generation_tokens,
+            prefill_step_size: args.prefill_step_size,
+            ..Default::default()
+        };
+        let mut last = None;
+        for r in stream_generate(loaded.model.as_ref(), &loaded.tokenizer, &prompt, options)? {
+            last = Some(r?);
+        }
+        let r = last.ok_or_else(|| Error::Invalid("bench: nothing generated".into()))?;
+        Ok((r.prompt_tps, r.generation_tps, r.peak_memory))
+    };
+    trial()?; // warm-up
+    let mut sums = (0.0, 0.0, 0.0);
+    for i in 0..args.num_trials {
+        let (p, g, m) = trial()?;
+        println!("Trial {}:  prompt_tps={p:.3}, generation_tps={g:.3}, peak_memory={m:.3}", i + 1);
+        sums = (sums.0 + p, sums.1 + g, sums.2 + m);
+    }
+    let n = args.num_trials.max(1) as f64;
+    println!("Averages: prompt_tps={:.3}, generation_tps={:.3}, peak_memory={:.3}", sums.0 / n, sums.1 / n, sums.2 / n);
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Flags shared by the model commands: which model, which dtype, how to sample.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use ferrox_lm::config::parse_dtype;
+use ferrox_lm::{Loaded, Result, SamplerConfig, Tokenizer};
+
+/// The model to load.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A model directory (Hugging Face layout) or a Hugging Face hub id. Defaults to the tiny
+    /// random-weight Llama the repository ships (models/tiny-llama): it runs everywhere, and
+    /// its text is gibberish.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Cast the weights to this dtype: float32, bfloat16 or float16.
+    #[arg(long)]
+    pub dtype: Option<String>,
+}
+
+/// The bundled tiny model: `models/tiny-llama` under the current directory, else in the
+/// source tree this binary was built from.
+fn default_model() -> String {
+    let local = PathBuf::from("models/tiny-llama");
+    if local.is_dir() {
+        return local.display().to_string();
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/tiny-llama").display().to_string()
+}
+
+/// Loads the model the flags name.
+pub fn load_model(args: &ModelArgs) -> Result<Loaded> {
+    let dtype = args.dtype.as_deref().map(parse_dtype).transpose()?;
+    let model = args.model.clone().unwrap_or_else(default_model);
+    ferrox_lm::load(&model, dtype)
+}
+
+/// mlx-lm's sampling flags.
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temp: f32,
+    /// Nucleus sampling: keep the most likely tokens up to this probability mass (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Keep only the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Drop tokens less likely than min-p times the most likely one (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Tokens min-p always keeps.
+    #[arg(long, default_value_t = 1)]
+    pub min_tokens_to_keep: usize,
+    /// XTC: the chance per step of removing the top choices...
+    #[arg(long, default_value_t = 0.0)]
+    pub xtc_probability: f32,
+    /// ...above this probability (all but the least likely of them).
+    #[arg(long, default_value_t = 0.0)]
+    pub xtc_threshold: f32,
+    /// Multiplicative penalty on recently seen tokens (> 1 discourages repeats).
+    #[arg(long)]
+    pub repetition_penalty: Option<f32>,
+    /// How many recent tokens the repetition penalty looks at.
+    #[arg(long, default_value_t = 20)]
+    pub repetition_context_size: usize,
+    /// Subtracted from the logit of any recently seen token.
+    #[arg(long)]
+    pub presence_penalty: Option<f32>,
+    /// Subtracted from a token's logit per recent occurrence.
+    #[arg(long)]
+    pub frequency_penalty: Option<f32>,
+    /// Random seed: the same seed gives the same text (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl SamplingArgs {
+    /// The sampler settings (XTC spares the end-of-sequence tokens and the newline).
+    pub fn to_config(&self, tokenizer: &Tokenizer) -> SamplerConfig {
+        let mut xtc_special_tokens = tokenizer.eos_token_ids.clone();
+        xtc_special_tokens.extend(tokenizer.encode("\n", false).unwrap_or_default());
+        SamplerConfig {
+            temp: self.temp,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            min_tokens_to_keep: self.min_tokens_to_keep,
+            xtc_probability: self.xtc_probability,
+            xtc_threshold: self.xtc_threshold,
+            xtc_special_tokens,
+            repetition_penalty: self.repetition_penalty,
+            repetition_context_size: self.repetition_context_size,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            seed: Some(self.seed.unwrap_or_else(|| {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+            })),
+            ..SamplerConfig::default()
+        }
+    }
+}
