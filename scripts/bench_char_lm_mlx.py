@@ -96,7 +96,7 @@ def main():
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--context", type=int, default=64)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--bench", type=int, default=30)
     p.add_argument("--compile", action="store_true", help="mx.compile the training step")
     a = p.parse_args()
@@ -149,6 +149,34 @@ def main():
     print(
         f"bench {name}: {a.bench} steps in {secs:.2f} s: {a.bench * a.batch * a.context / secs:.0f} tokens/s "
         f"({1e3 * secs / a.bench:.1f} ms/step, loss {loss:.3f})"
+    )
+
+    if not a.compile:
+        profile(model, opt, loss_fn, loss_and_grad, batch, a.bench)
+
+
+def profile(model, opt, loss_fn, loss_and_grad, batch, n):
+    """ms per step of the forward pass, forward and backward, and the whole step, each evaluated alone."""
+    batches = [batch() for _ in range(n)]
+
+    def ms(f):
+        start = time.perf_counter()
+        for x, y in batches:
+            f(x, y)
+        return 1e3 * (time.perf_counter() - start) / n
+
+    forward = ms(lambda x, y: mx.eval(loss_fn(model, x, y)))
+    backward = ms(lambda x, y: mx.eval(loss_and_grad(model, x, y)))
+
+    def step(x, y):
+        loss, grads = loss_and_grad(model, x, y)
+        opt.update(model, grads)
+        mx.eval(model.parameters(), opt.state, loss)
+
+    total = ms(step)
+    print(
+        f"profile mlx (ms/step): forward {forward:.1f}, backward {backward - forward:.1f}, "
+        f"AdamW update {total - backward:.1f}, step {total:.1f}"
     )
 
 

@@ -46,13 +46,13 @@ impl Config {
     fn parse() -> Result<Config, String> {
         let mut c = Config {
             corpus: PathBuf::from(DEFAULT_CORPUS),
-            steps: 600,
+            steps: 1000,
             layers: 4,
             dims: 128,
             heads: 4,
             context: 64,
             batch: 32,
-            lr: 2e-3,
+            lr: 1e-3,
             sample: 400,
             temperature: 0.8,
             bench: None,
@@ -276,6 +276,34 @@ fn sample(model: &CharLm, data: &Data, prompt: &[u8], n: usize, temperature: f32
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// Where a training step's time goes: the forward pass (loss only), forward and backward
+/// (loss and gradients), and the whole step with the AdamW update, each evaluated on its own,
+/// in ms per step over `n` batches.
+fn profile(model: &mut CharLm, data: &Data, c: &Config, n: usize) -> fx::Result<()> {
+    let mut opt = AdamW::new(c.lr, AdamWConfig::default())?;
+    let mut rng = SplitMix64(1);
+    let batches: Vec<(Array, Array)> = (0..n).map(|_| data.batch(&mut rng, c.batch, c.context)).collect::<fx::Result<_>>()?;
+    let mut ms = |f: &mut dyn FnMut(&mut CharLm, &Array, &Array) -> fx::Result<()>| -> fx::Result<f64> {
+        let start = Instant::now();
+        for (x, y) in &batches {
+            f(model, x, y)?;
+        }
+        Ok(1e3 * start.elapsed().as_secs_f64() / n as f64)
+    };
+    let forward = ms(&mut |m, x, y| fx::eval(&[&m.loss(x, y)?]))?;
+    let backward = ms(&mut |m, x, y| {
+        let (loss, grads) = ferrox_nn::value_and_grad(m, |m| m.loss(x, y))?;
+        fx::eval(&grads.values().chain([&loss]).collect::<Vec<_>>())
+    })?;
+    let step = ms(&mut |m, x, y| train_step(m, &mut opt, x, y).map(|_| ()))?;
+    println!(
+        "profile ferrox (ms/step): forward {forward:.1}, backward {:.1}, AdamW update {:.1}, step {step:.1}",
+        backward - forward,
+        step - backward
+    );
+    Ok(())
+}
+
 fn run(c: &Config) -> Result<(), String> {
     let text = read_corpus(&c.corpus)?;
     let data = Data::new(&text);
@@ -319,6 +347,7 @@ fn run(c: &Config) -> Result<(), String> {
             n as f64 * tokens_per_step / secs,
             1e3 * secs / n as f64
         );
+        profile(&mut model, &data, c, n).map_err(e)?;
         return Ok(());
     }
     let (mut start, mut window_loss, mut window_steps) = (Instant::now(), 0.0, 0);
