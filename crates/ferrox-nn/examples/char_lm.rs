@@ -79,10 +79,10 @@ impl Config {
                 _ => return Err(format!("unknown flag {a}")),
             }
         }
-        if c.heads == 0 || c.dims % c.heads != 0 {
+        if c.heads == 0 || !c.dims.is_multiple_of(c.heads) {
             return Err(format!("--dims {} must be a multiple of --heads {}", c.dims, c.heads));
         }
-        if c.context < 2 || c.batch == 0 || c.layers == 0 || !(c.temperature > 0.0) {
+        if c.context < 2 || c.batch == 0 || c.layers == 0 || c.temperature.is_nan() || c.temperature <= 0.0 {
             return Err("--context must be at least 2, --batch and --layers positive, --temperature > 0".into());
         }
         Ok(c)
@@ -260,14 +260,26 @@ fn train_step(model: &mut CharLm, opt: &mut AdamW, x: &Array, y: &Array) -> fx::
 }
 
 /// `n` bytes sampled after `prompt` at `temperature`.
-fn sample(model: &CharLm, data: &Data, prompt: &[u8], n: usize, temperature: f32, context: usize) -> fx::Result<String> {
+fn sample(
+    model: &CharLm,
+    data: &Data,
+    prompt: &[u8],
+    n: usize,
+    temperature: f32,
+    context: usize,
+) -> fx::Result<String> {
     let mut index = [0i32; 256];
     data.vocab.iter().enumerate().for_each(|(i, &b)| index[b as usize] = i as i32);
     let mut ids: Vec<i32> = prompt.iter().map(|&b| index[b as usize]).collect();
     for i in 0..n {
         let window = &ids[ids.len().saturating_sub(context)..];
         let logits = model.forward(&Array::from_slice(window, &[1, window.len()])?)?;
-        let last = fx::slice(&logits, &[0, window.len() as isize - 1, 0], &[1, window.len() as isize, data.vocab.len() as isize], &[1; 3])?;
+        let last = fx::slice(
+            &logits,
+            &[0, window.len() as isize - 1, 0],
+            &[1, window.len() as isize, data.vocab.len() as isize],
+            &[1; 3],
+        )?;
         let k = fx::random::key(7 + i as u64);
         let next = fx::random::categorical(&fx::divide(&last, temperature)?, -1, None, Some(&k))?;
         ids.push(fx::astype(&next, Dtype::I32)?.to_vec::<i32>()?[0]);
@@ -282,7 +294,8 @@ fn sample(model: &CharLm, data: &Data, prompt: &[u8], n: usize, temperature: f32
 fn profile(model: &mut CharLm, data: &Data, c: &Config, n: usize) -> fx::Result<()> {
     let mut opt = AdamW::new(c.lr, AdamWConfig::default())?;
     let mut rng = SplitMix64(1);
-    let batches: Vec<(Array, Array)> = (0..n).map(|_| data.batch(&mut rng, c.batch, c.context)).collect::<fx::Result<_>>()?;
+    let batches: Vec<(Array, Array)> =
+        (0..n).map(|_| data.batch(&mut rng, c.batch, c.context)).collect::<fx::Result<_>>()?;
     let mut ms = |f: &mut dyn FnMut(&mut CharLm, &Array, &Array) -> fx::Result<()>| -> fx::Result<f64> {
         let start = Instant::now();
         for (x, y) in &batches {
