@@ -18,6 +18,7 @@
 //! assert_eq!(a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
 //! ```
 
+use std::cell::RefCell;
 use std::sync::Mutex;
 
 use crate::array::Array;
@@ -35,8 +36,36 @@ use super::{
 /// The state of the default key sequence (a key); `None` until first used or seeded.
 static STATE: Mutex<Option<Array>> = Mutex::new(None);
 
+thread_local! {
+    /// While `compile` traces a function on this thread, the sequence's state lives here
+    /// instead of in [`STATE`], so other threads drawing numbers meanwhile neither see the
+    /// tracer nor lose their draws when the trace ends.
+    static TRACE_STATE: RefCell<Option<Array>> = const { RefCell::new(None) };
+}
+
 fn key_words(seed: u64) -> [u32; 2] {
     [(seed >> 32) as u32, seed as u32]
+}
+
+/// Runs `f` on the state of the default key sequence, atomically: this thread's trace-local
+/// state while `compile` traces, else the global one (seeded from the clock if never seeded).
+/// `f` returns the new state with its result.
+fn with_state<R>(f: impl FnOnce(&Array) -> Result<(R, Option<Array>)>) -> Result<R> {
+    let traced = TRACE_STATE.with(|t| t.borrow().clone());
+    if let Some(current) = traced {
+        let (r, new) = f(&current)?;
+        if let Some(new) = new {
+            TRACE_STATE.with(|t| *t.borrow_mut() = Some(new));
+        }
+        return Ok(r);
+    }
+    let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    let current = state.get_or_insert_with(clock_key).clone();
+    let (r, new) = f(&current)?;
+    if let Some(new) = new {
+        *state = Some(new);
+    }
+    Ok(r)
 }
 
 /// Resets the default key sequence to start from `key(seed)`.
@@ -44,21 +73,34 @@ fn key_words(seed: u64) -> [u32; 2] {
 /// Samplers called without a key draw from this sequence, so after `seed(s)` they give the
 /// same numbers as MLX after `mx.random.seed(s)`.
 pub fn seed(seed: u64) {
-    *STATE.lock().unwrap_or_else(|e| e.into_inner()) = Some(key(seed));
+    let _ = with_state(|_| Ok(((), Some(key(seed)))));
 }
 
 /// The current state of the default key sequence: the key the next draw splits (seeded from
 /// the clock if never seeded). `compile` threads it through compiled functions.
 pub fn state() -> Array {
-    let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
-    state.get_or_insert_with(clock_key).clone()
+    with_state(|s| Ok((s.clone(), None))).expect("reading the state cannot fail")
 }
 
 /// Replaces the state of the default key sequence with `key` (a uint32 array of shape [2]).
 pub fn set_state(key: Array) -> Result<()> {
     check_key(&key, "set_state")?;
-    *STATE.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
-    Ok(())
+    with_state(|_| Ok(((), Some(key))))
+}
+
+/// Updates the state of the default key sequence atomically: `f` maps the current state to a
+/// result and the new state (a compiled function's replay).
+pub(crate) fn update_state<R>(f: impl FnOnce(&Array) -> Result<(R, Array)>) -> Result<R> {
+    with_state(|s| f(s).map(|(r, new)| (r, Some(new))))
+}
+
+/// Runs `f` with this thread's default key sequence starting at `initial` and kept apart from
+/// the global one (see [`TRACE_STATE`]); returns `f`'s result and the final state.
+pub(crate) fn with_trace_state<R>(initial: Array, f: impl FnOnce() -> R) -> (R, Array) {
+    let outer = TRACE_STATE.with(|t| t.replace(Some(initial)));
+    let r = f();
+    let last = TRACE_STATE.with(|t| t.replace(outer)).expect("the trace state is set");
+    (r, last)
 }
 
 fn clock_key() -> Array {
@@ -70,11 +112,11 @@ fn clock_key() -> Array {
 /// The next key of the default sequence: the state is split in two (lazily, like any op);
 /// the first half becomes the new state and the second is returned.
 fn next_key() -> Result<Array> {
-    let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
-    let current = state.get_or_insert_with(clock_key).clone();
-    let pair = split(&current, 2)?;
-    *state = Some(reshape_usize(&slice_axis(&pair, 0, 0, 1)?, &[2])?);
-    reshape_usize(&slice_axis(&pair, 0, 1, 2)?, &[2])
+    with_state(|current| {
+        let pair = split(current, 2)?;
+        let next = reshape_usize(&slice_axis(&pair, 0, 0, 1)?, &[2])?;
+        Ok((reshape_usize(&slice_axis(&pair, 0, 1, 2)?, &[2])?, Some(next)))
+    })
 }
 
 /// A key from a seed: the uint32 array `[seed >> 32, seed & 0xffffffff]` of shape `[2]`.

@@ -172,17 +172,24 @@ where
                 t
             }
         };
-        if tape.uses_random {
-            all.push(random::state());
-        }
-        let mut outs = replay(&tape, &all, self.shapeless)?;
-        let mut rest = outs.split_off(tape.n_user_outputs);
+        // A function drawing random numbers reads and advances the global state in one step,
+        // so concurrent draws on other threads are neither repeated nor lost.
+        let (outs, mut rest) = if tape.uses_random {
+            random::update_state(|s| {
+                all.push(s.clone());
+                let mut outs = replay(&tape, &all, self.shapeless)?;
+                let mut rest = outs.split_off(tape.n_user_outputs);
+                let new = rest.pop().expect("the random state is the last output");
+                Ok(((outs, rest), new))
+            })?
+        } else {
+            let mut outs = replay(&tape, &all, self.shapeless)?;
+            let rest = outs.split_off(tape.n_user_outputs);
+            (outs, rest)
+        };
         for (cell, &n) in self.state.iter().zip(&tape.state_out_lens) {
             let tail = rest.split_off(n);
             cell.set(std::mem::replace(&mut rest, tail));
-        }
-        if tape.uses_random {
-            random::set_state(rest.pop().expect("the random state is the last output"))?;
         }
         Ok(outs)
     }
@@ -197,21 +204,18 @@ where
             cell.set(tracers[at..at + n].to_vec());
             at += n;
         }
-        let random_before = random::state();
-        let random_tracer = tracer(&random_before);
-        random::set_state(random_tracer.clone())?;
-        let result = {
+        // The trace draws from a tracer of the random state, kept on this thread only.
+        let random_tracer = tracer(&random::state());
+        let (result, random_after) = random::with_trace_state(random_tracer.clone(), || {
             let mut guarded = tracers.clone();
             guarded.push(random_tracer.clone());
             let _guard = TracerGuard::new(&guarded, "compile");
             (self.f)(&tracers[..n_user])
-        };
+        });
         let new_state: Vec<Vec<Array>> = self.state.iter().map(StateCell::get).collect();
         for (cell, s) in self.state.iter().zip(saved) {
             cell.set(s);
         }
-        let random_after = random::state();
-        random::set_state(random_before)?;
         let mut outputs = result?;
         let n_user_outputs = outputs.len();
         let state_out_lens = new_state.iter().map(Vec::len).collect();
