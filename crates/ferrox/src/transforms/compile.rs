@@ -312,14 +312,7 @@ fn eliminate_common(steps: Vec<Step>, outputs: Vec<Slot>) -> (Vec<Step>, Vec<Slo
         remap.push(kept.len());
         kept.push(st);
     }
-    let outputs = outputs
-        .into_iter()
-        .map(|s| match s {
-            Slot::Step(i) => Slot::Step(remap[i]),
-            other => other,
-        })
-        .collect();
-    prune(kept, outputs)
+    prune(kept, renumber(outputs, &remap))
 }
 
 /// Drops the steps no output depends on, renumbering the rest.
@@ -353,14 +346,18 @@ fn prune(steps: Vec<Step>, outputs: Vec<Slot>) -> (Vec<Step>, Vec<Slot>) {
         new_index[i] = kept.len();
         kept.push(st);
     }
-    let outputs = outputs
+    (kept, renumber(outputs, &new_index))
+}
+
+/// `slots` with every step index `i` replaced by `map[i]`.
+fn renumber(slots: Vec<Slot>, map: &[usize]) -> Vec<Slot> {
+    slots
         .into_iter()
         .map(|s| match s {
-            Slot::Step(i) => Slot::Step(new_index[i]),
+            Slot::Step(i) => Slot::Step(map[i]),
             other => other,
         })
-        .collect();
-    (kept, outputs)
+        .collect()
 }
 
 /// True for the elementwise primitives a fused kernel can run.

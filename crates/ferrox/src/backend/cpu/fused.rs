@@ -64,12 +64,6 @@ fn plan(shape: &[usize]) -> (usize, Vec<Tile>) {
     (axis, tiles)
 }
 
-/// The strides of `x` (evaluated) broadcast to `shape` (aligned at the last axis).
-fn broadcast_strides(d: &Data, xs: &[usize], shape: &[usize]) -> Vec<isize> {
-    let pad = shape.len() - xs.len();
-    (0..shape.len()).map(|i| if i < pad || xs[i - pad] == 1 { 0 } else { d.strides[i - pad] }).collect()
-}
-
 /// Evaluates the fused program `g` over `inputs` into an output of `shape` and `dtype`.
 pub fn eval(g: &FusedGraph, inputs: &[Array], shape: &[usize], dtype: Dtype) -> Result<Data> {
     if super::fused_block::supports(g, inputs, shape, dtype) {
@@ -84,7 +78,7 @@ pub fn eval(g: &FusedGraph, inputs: &[Array], shape: &[usize], dtype: Dtype) -> 
         .iter()
         .map(|x| {
             let d = x.data()?;
-            let s = broadcast_strides(&d, x.shape(), shape);
+            let s = crate::shape::broadcast_strides(x.shape(), &d.strides, shape);
             Ok((d, s, x.dtype()))
         })
         .collect::<Result<_>>()?;
