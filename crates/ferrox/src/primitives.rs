@@ -389,9 +389,11 @@ pub enum FusedSlot {
     Step(usize),
 }
 
-/// The elementwise program of a fused node: steps in dependency order, each an elementwise
-/// primitive (unary, binary, select, astype) over earlier steps or the node's inputs, all of
-/// the node's output shape; the last step is the result.
+/// The program of a fused node: steps in dependency order, each an elementwise primitive
+/// (unary, binary, select, astype) over earlier steps or the node's inputs, of the shape the
+/// inputs broadcast to; the last step is the result. The last step may instead be a
+/// [`Op::Reduce`] of the step before it (an elementwise prologue feeding a reduction), which
+/// then gives the node's shape.
 #[derive(Debug)]
 pub struct FusedGraph {
     /// `(op, operands, output dtype)` of each step.
@@ -399,19 +401,54 @@ pub struct FusedGraph {
 }
 
 impl FusedGraph {
-    /// Records the program as ordinary (unfused) ops over `inputs` with output `shape`.
-    pub fn expand(&self, inputs: &[crate::array::Array], shape: &[usize]) -> Vec<crate::array::Array> {
+    /// The reduction that ends the program, if it ends in one: its op and axes.
+    pub fn reduction(&self) -> Option<(ReduceOp, &[usize])> {
+        match self.steps.last() {
+            Some((Op::Reduce { op, axes }, _, _)) => Some((*op, axes)),
+            _ => None,
+        }
+    }
+
+    /// The elementwise part of a program that ends in a reduction (all but its last step).
+    pub fn prologue(&self) -> FusedGraph {
+        FusedGraph { steps: self.steps[..self.steps.len() - 1].to_vec() }
+    }
+
+    /// The shape of the node over inputs of `input_shapes`: the shape they broadcast to, with
+    /// the reduced axes (if any) kept as size 1.
+    pub fn output_shape(&self, input_shapes: &[&[usize]]) -> crate::error::Result<Vec<usize>> {
+        let mut shape = crate::shape::broadcast_shapes(input_shapes, "fused")?;
+        if let Some((_, axes)) = self.reduction() {
+            for &a in axes {
+                shape[a] = 1;
+            }
+        }
+        Ok(shape)
+    }
+
+    /// Records the program as ordinary (unfused) ops over `inputs`, one array per step.
+    pub fn expand(&self, inputs: &[crate::array::Array]) -> crate::error::Result<Vec<crate::array::Array>> {
+        let shapes: Vec<&[usize]> = inputs.iter().map(|a| a.shape()).collect();
+        let full = crate::shape::broadcast_shapes(&shapes, "fused")?;
         let mut vals: Vec<crate::array::Array> = Vec::with_capacity(self.steps.len());
         for (op, slots, dtype) in &self.steps {
-            let ins = slots
+            let ins: Vec<crate::array::Array> = slots
                 .iter()
                 .map(|s| match *s {
                     FusedSlot::Input(i) => inputs[i].clone(),
                     FusedSlot::Step(i) => vals[i].clone(),
                 })
                 .collect();
-            vals.push(crate::array::Array::from_op(shape.to_vec(), *dtype, op.clone(), ins));
+            let shape = match op {
+                Op::Reduce { axes, .. } => {
+                    let mut s = ins[0].shape().to_vec();
+                    axes.iter().for_each(|&a| s[a] = 1);
+                    s
+                }
+                _ => full.clone(),
+            };
+            vals.push(crate::array::Array::from_op(shape, *dtype, op.clone(), ins));
         }
-        vals
+        Ok(vals)
     }
 }

@@ -88,6 +88,42 @@ fn random_compositions_are_identical() {
     }
 }
 
+/// Random programs with reductions among the elementwise steps (kept dims, so every value
+/// still broadcasts against the others): reductions over trailing axes take their elementwise
+/// producers as fused prologues, others reduce a fused prologue computed whole.
+#[test]
+fn random_compositions_with_reductions_are_identical() {
+    for seed in 0..24u64 {
+        let mut r = Lcg(seed + 1000);
+        let len = 8 + seed as usize % 8;
+        let dt = [Dtype::F32, Dtype::F64, Dtype::Bf16][seed as usize % 3];
+        let inputs = vec![rand(&[3, 40, 260], dt, seed * 5), rand(&[40, 1], dt, seed * 5 + 1)];
+        let prog: Vec<(usize, usize, usize)> =
+            (0..len).map(|i| (r.next(8), r.next(inputs.len() + i), r.next(inputs.len() + i))).collect();
+        let f = move |a: &[Array]| -> Result<Vec<Array>> {
+            let mut vals: Vec<Array> = a.to_vec();
+            for &(op, i, j) in &prog {
+                let (x, y) = (&vals[i], &vals[j]);
+                let v = match op {
+                    0 => fx::sum(&fx::multiply(x, y)?, Some(&[-1]), true)?,
+                    1 => fx::max(&fx::subtract(x, y)?, Some(&[-2, -1]), true)?,
+                    2 => fx::mean(&fx::square(x)?, Some(&[0]), true)?,
+                    3 => fx::subtract(x, &fx::mean(x, Some(&[-1]), true)?)?,
+                    4 => fx::sum(&fx::exp(&fx::minimum(x, 2.0)?)?, None, true)?,
+                    5 => fx::add(x, y)?,
+                    6 => fx::tanh(&fx::multiply(x, y)?)?,
+                    _ => fx::multiply(x, 0.75)?,
+                };
+                vals.push(v);
+            }
+            Ok(vec![vals.pop().unwrap()])
+        };
+        let want = f(&inputs).unwrap();
+        let got = fx::compile(f).call(&inputs).unwrap();
+        assert_identical(&format!("program {seed}"), &got[0], &want[0]);
+    }
+}
+
 fn gelu_and_norm(a: &[Array]) -> Result<Vec<Array>> {
     let x = &a[0];
     let g = fx::multiply(

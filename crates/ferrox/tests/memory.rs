@@ -42,6 +42,7 @@ fn memory_accounting_and_limits() {
 
     training_loop_holds_constant_memory();
     checkpoint_lowers_peak_memory();
+    compiled_norm_never_materializes_its_intermediates();
 }
 
 /// 10 000 steps of value_and_grad of a small MLP plus an SGD update: evaluated graphs are
@@ -122,4 +123,36 @@ fn checkpoint_lowers_peak_memory() {
         assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "checkpointed gradient {a} vs {b}");
     }
     assert!(ckpt_peak * 10 < plain_peak * 7, "peak with checkpoints {ckpt_peak} vs without {plain_peak}");
+}
+
+/// A compiled layer-norm-like expression fuses its elementwise steps into the reductions that
+/// read them and recomputes the cheap centered values instead of storing them: at its peak it
+/// holds the input and the output, where the plain expression holds several full-size
+/// intermediates.
+fn compiled_norm_never_materializes_its_intermediates() {
+    let f = |a: &[Array]| -> Result<Vec<Array>> {
+        let x = &a[0];
+        let mu = fx::mean(x, Some(&[-1]), true)?;
+        let c = fx::subtract(x, &mu)?;
+        let var = fx::mean(&fx::square(&c)?, Some(&[-1]), true)?;
+        Ok(vec![fx::multiply(&c, &fx::rsqrt(&fx::add(&var, 1e-5)?)?)?])
+    };
+    let x = fx::random::normal(&[512, 1024], Dtype::F32, 0.0, 1.0, Some(&fx::random::key(3))).unwrap();
+    x.eval().unwrap();
+    let full = 512 * 1024 * 4;
+    let compiled = fx::compile(f);
+    compiled.call(std::slice::from_ref(&x)).unwrap()[0].eval().unwrap(); // trace outside the measurement
+    let peak = |run: &dyn Fn() -> Array| -> (usize, Vec<f32>) {
+        fx::clear_cache();
+        fx::reset_peak_memory();
+        let base = fx::active_memory();
+        let y = run();
+        y.eval().unwrap();
+        (fx::peak_memory() - base, y.to_vec().unwrap())
+    };
+    let (plain_peak, want) = peak(&|| f(std::slice::from_ref(&x)).unwrap().remove(0));
+    let (fused_peak, got) = peak(&|| compiled.call(std::slice::from_ref(&x)).unwrap().remove(0));
+    assert_eq!(got, want, "compiled values differ from the plain ones");
+    assert!(plain_peak >= 2 * full, "plain peak {plain_peak}");
+    assert!(fused_peak < full + full / 4, "fused peak {fused_peak}: an intermediate was materialized");
 }

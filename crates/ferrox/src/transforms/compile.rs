@@ -365,8 +365,40 @@ fn fusable(op: &Op) -> bool {
     matches!(op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::AsType)
 }
 
-/// Fuses chains of elementwise steps: a step joins its consumer's group when the consumer is
-/// its only reader, is elementwise too, and has the same shape.
+/// True for the elementwise primitives cheap enough to recompute in every fused group that
+/// reads them rather than write them to memory once and read them back (a few cycles per
+/// element against the bandwidth of a memory pass).
+fn cheap(op: &Op) -> bool {
+    use crate::primitives::{BinaryOp as B, UnaryOp as U};
+    match op {
+        Op::Unary(u) => matches!(
+            u,
+            U::Abs | U::Negative | U::Sign | U::Square | U::Floor | U::Ceil | U::LogicalNot | U::BitwiseInvert
+        ),
+        Op::Binary(b) => !matches!(b, B::Power | B::LogAddExp | B::ArcTan2 | B::Remainder | B::FloorDivide),
+        Op::Select | Op::AsType => true,
+        _ => false,
+    }
+}
+
+/// At most this many fused groups recompute one cheap shared step.
+const MAX_RECOMPUTE: usize = 4;
+
+/// True if `consumer` can take `producer` into its fused group: an elementwise step of the
+/// same shape, or a reduction of it (the producer becomes the reduction's prologue).
+fn absorbs(consumer: &Step, producer: &Step) -> bool {
+    match consumer.op {
+        Op::Reduce { .. } => consumer.in_shapes[0] == producer.shape,
+        ref op => fusable(op) && consumer.shape == producer.shape,
+    }
+}
+
+/// Fuses elementwise steps into the groups of their consumers. A group's root is a step whose
+/// result is materialized: an output, a step some reader cannot absorb, or one shared by
+/// several groups and too costly to recompute; every other elementwise step joins the groups
+/// of its readers — one group, or several that each recompute it when it is [`cheap`]. A group
+/// rooted at a reduction makes the reduction read its elementwise prologue without the
+/// prologue ever being written to memory.
 fn fuse((steps, outputs): (Vec<Step>, Vec<Slot>)) -> (Vec<Step>, Vec<Slot>) {
     let n = steps.len();
     let mut readers: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -374,7 +406,9 @@ fn fuse((steps, outputs): (Vec<Step>, Vec<Slot>)) -> (Vec<Step>, Vec<Slot>) {
     for (i, st) in steps.iter().enumerate() {
         for s in &st.slots {
             if let Slot::Step(j) = s {
-                readers[*j].push(i);
+                if readers[*j].last() != Some(&i) {
+                    readers[*j].push(i);
+                }
             }
         }
     }
@@ -383,26 +417,36 @@ fn fuse((steps, outputs): (Vec<Step>, Vec<Slot>)) -> (Vec<Step>, Vec<Slot>) {
             is_output[*i] = true;
         }
     }
-    // group[i]: the step whose group i joins (its root), consumers first.
-    let mut group: Vec<usize> = (0..n).collect();
+    // roots[i]: the roots of the groups step i runs in (just itself for a root). Readers come
+    // after their operands, so walking backwards settles every reader first.
+    let mut roots: Vec<Vec<usize>> = vec![Vec::new(); n];
     for i in (0..n).rev() {
-        if !fusable(&steps[i].op) || is_output[i] || readers[i].len() != 1 {
-            continue;
-        }
-        let c = readers[i][0];
-        if fusable(&steps[c].op) && steps[c].shape == steps[i].shape {
-            group[i] = group[c];
-        }
+        let st = &steps[i];
+        let joins = fusable(&st.op)
+            && !is_output[i]
+            && !readers[i].is_empty()
+            && readers[i].iter().all(|&c| absorbs(&steps[c], st));
+        let mut groups: Vec<usize> =
+            if joins { readers[i].iter().flat_map(|&c| roots[c].clone()).collect() } else { vec![] };
+        groups.sort_unstable();
+        groups.dedup();
+        roots[i] = match groups.len() {
+            1 => groups,
+            k if k > 1 && k <= MAX_RECOMPUTE && cheap(&st.op) => groups,
+            _ => vec![i],
+        };
     }
     let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (i, &g) in group.iter().enumerate() {
-        members.entry(g).or_default().push(i);
+    for (i, rs) in roots.iter().enumerate() {
+        for &r in rs {
+            members.entry(r).or_default().push(i);
+        }
     }
     let mut out_steps: Vec<Step> = Vec::with_capacity(n);
     let mut new_index = vec![usize::MAX; n];
     for i in 0..n {
-        if group[i] != i {
-            continue; // emitted inside its root's fused step
+        if roots[i] != [i] {
+            continue; // emitted inside its roots' fused steps
         }
         let m = &members[&i];
         let remapped = |s: &Slot| match s {
@@ -501,10 +545,11 @@ fn infer_shape(st: &Step, ins: &[Array]) -> Result<Vec<usize>> {
         | Op::NormVjp { .. }
         | Op::Rope { .. } => {}
         Op::Sort { kind: crate::primitives::SortKind::Sort | crate::primitives::SortKind::ArgSort, .. } => {}
-        Op::Binary(_) | Op::Select | Op::Fused(_) => {
+        Op::Binary(_) | Op::Select => {
             let shapes: Vec<&[usize]> = ins.iter().map(|a| a.shape()).collect();
             shape = broadcast_shapes(&shapes, "compile")?;
         }
+        Op::Fused(g) => shape = g.output_shape(&ins.iter().map(|a| a.shape()).collect::<Vec<_>>())?,
         Op::Reduce { axes, .. } => {
             for &a in axes {
                 shape[a] = 1;

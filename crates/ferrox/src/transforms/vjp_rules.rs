@@ -66,8 +66,7 @@ pub(crate) fn vjp(op: &Op, inputs: &[Array], out: &Array, g: &Array) -> Result<G
         }
         Op::Fused(program) => {
             // The gradient of the unfused program (compile fuses the backward graph in turn).
-            let shape = out.shape().to_vec();
-            let expand = |xs: &[Array]| Ok(program.expand(xs, &shape).pop().into_iter().collect());
+            let expand = |xs: &[Array]| Ok(program.expand(xs)?.pop().into_iter().collect());
             super::vjp(expand, inputs, std::slice::from_ref(g))?.1.into_iter().map(Some).collect()
         }
         Op::Broadcast => vec![Some(unbroadcast(g, x.unwrap().shape())?)],

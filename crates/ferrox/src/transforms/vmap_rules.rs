@@ -84,8 +84,19 @@ pub(crate) fn batch(op: &Op, args: &[Batched], node: &Array, b: usize) -> Result
             Ok((Array::from_op(shape, dtype, op.clone(), vec![x.0.clone()]), Some(ax)))
         }
         Op::BitCast => raw(op.clone(), vec![front(x, b)?]),
-        Op::Binary(_) | Op::Select | Op::Fused(_) => {
-            raw(op.clone(), args.iter().map(|a| aligned(a, rank)).collect::<Result<_>>()?)
+        Op::Binary(_) | Op::Select => raw(op.clone(), args.iter().map(|a| aligned(a, rank)).collect::<Result<_>>()?),
+        Op::Fused(g) => {
+            let ins = args.iter().map(|a| aligned(a, rank)).collect::<Result<_>>()?;
+            match g.reduction() {
+                None => raw(op.clone(), ins),
+                Some((op, axes)) => {
+                    // The prologue gained a leading batch axis: the reduced axes move past it.
+                    let mut steps = g.steps.clone();
+                    let last = steps.len() - 1;
+                    steps[last].0 = Op::Reduce { op, axes: shifted(axes) };
+                    raw(Op::Fused(std::sync::Arc::new(crate::primitives::FusedGraph { steps })), ins)
+                }
+            }
         }
         Op::Broadcast => Ok((fx::broadcast_to(&aligned(x, rank)?, &out_shape)?, Some(0))),
         Op::Transpose(perm) => Ok((fx::transpose(&front(x, b)?, &prepend(0, &shifted(perm)))?, Some(0))),

@@ -1,4 +1,5 @@
-//! Fused elementwise programs (made by `compile`), evaluated tile by tile. Programs of float
+//! Fused elementwise programs (made by `compile`), evaluated tile by tile, and elementwise
+//! prologues fused into the reduction that reads them. Programs of float
 //! arithmetic in one dtype take the faster block interpreter of `fused_block` instead.
 //!
 //! The output is cut into tiles of about [`TILE`] elements that are contiguous in the output.
@@ -13,9 +14,10 @@ use crate::backend::Backend;
 use crate::dtype::Dtype;
 use crate::error::Result;
 use crate::memory::Buffer;
-use crate::primitives::{FusedGraph, FusedSlot, Op};
+use crate::primitives::{FusedGraph, FusedSlot, Op, ReduceOp};
+use crate::shape::broadcast_shapes;
 
-use super::CpuBackend;
+use super::{reduce, CpuBackend};
 
 /// Elements per tile: a few intermediates of this size fit in a core's L2 cache, and the
 /// kernels run each tile on one thread (below their parallel threshold) while tiles spread
@@ -30,20 +32,21 @@ struct Tile {
     len: usize,
 }
 
-/// Cuts `shape` into tiles that are contiguous in row-major order: the tile axis is the
-/// first whose trailing axes hold at most [`TILE`] elements.
-fn plan(shape: &[usize]) -> (usize, Vec<Tile>) {
+/// Cuts `shape` into tiles of at most `capacity` elements (or one row of the last axis) that
+/// are contiguous in row-major order: the tile axis is the first whose trailing axes hold at
+/// most `capacity` elements.
+fn plan(shape: &[usize], capacity: usize) -> (usize, Vec<Tile>) {
     if shape.is_empty() {
         return (0, vec![Tile { outer: vec![], start: 0, len: 1 }]);
     }
     let n = shape.len();
     let mut axis = n - 1;
     let mut inner = 1usize;
-    while axis > 0 && inner * shape[axis] <= TILE {
+    while axis > 0 && inner * shape[axis] <= capacity {
         inner *= shape[axis];
         axis -= 1;
     }
-    let rows = (TILE / inner).max(1);
+    let rows = (capacity / inner).max(1);
     let outer_shape = &shape[..axis];
     let outer_count: usize = outer_shape.iter().product();
     let mut tiles = Vec::new();
@@ -66,6 +69,9 @@ fn plan(shape: &[usize]) -> (usize, Vec<Tile>) {
 
 /// Evaluates the fused program `g` over `inputs` into an output of `shape` and `dtype`.
 pub fn eval(g: &FusedGraph, inputs: &[Array], shape: &[usize], dtype: Dtype) -> Result<Data> {
+    if let Some((op, axes)) = g.reduction() {
+        return eval_reduction(g, op, axes, inputs, shape, dtype);
+    }
     if super::fused_block::supports(g, inputs, shape, dtype) {
         return super::fused_block::eval(g, inputs, shape, dtype);
     }
@@ -82,7 +88,7 @@ pub fn eval(g: &FusedGraph, inputs: &[Array], shape: &[usize], dtype: Dtype) -> 
             Ok((d, s, x.dtype()))
         })
         .collect::<Result<_>>()?;
-    let (axis, tiles) = plan(shape);
+    let (axis, tiles) = plan(shape, TILE);
     let inner: usize = shape.get(axis + 1..).map_or(1, |s| s.iter().product());
     let out_strides = row_major_strides(shape);
     let last_use = last_uses(g);
@@ -144,6 +150,91 @@ pub fn eval(g: &FusedGraph, inputs: &[Array], shape: &[usize], dtype: Dtype) -> 
                 d.buffer.host_ptr().add(d.offset * elem),
                 (out_addr as *mut u8).add(first * elem),
                 count * elem,
+            );
+        }
+        Ok(())
+    })?;
+    Ok(Data::contiguous(buffer, shape))
+}
+
+/// Most prologue elements a reduction tile computes: they stay in cache between the prologue
+/// and the reduction, and stay below the plain reduction's parallel threshold, so each tile
+/// reduces on its own thread exactly as the plain kernel reduces each row.
+const REDUCE_TILE: usize = 1 << 16;
+
+/// Longest reduced row the tiled path takes: the plain kernel folds a row in one pass up to
+/// this length (it splits a single longer row across threads, in another order).
+const MAX_TILED_ROW: usize = 1 << 16;
+
+/// A program ending in a reduction: when the reduced axes are trailing, tiles of whole rows
+/// run the elementwise prologue into a cache-sized buffer and reduce it there, so the prologue
+/// never streams through memory. Otherwise the prologue is computed whole, then reduced. Both
+/// give bit for bit the plain reduction of the plain prologue.
+fn eval_reduction(
+    g: &FusedGraph,
+    op: ReduceOp,
+    axes: &[usize],
+    inputs: &[Array],
+    shape: &[usize],
+    dtype: Dtype,
+) -> Result<Data> {
+    let prologue = g.prologue();
+    let pdtype = prologue.steps.last().expect("a reduction has a prologue").2;
+    let full = broadcast_shapes(&inputs.iter().map(|a| a.shape()).collect::<Vec<_>>(), "fused")?;
+    let n_kept = full.len() - axes.len();
+    let mut sorted = axes.to_vec();
+    sorted.sort_unstable();
+    let trailing = sorted.iter().enumerate().all(|(k, &a)| a == n_kept + k);
+    let row: usize = full[n_kept..].iter().product();
+    let n_out: usize = shape.iter().product();
+    if !trailing || n_out <= 1 || row == 0 || row > MAX_TILED_ROW {
+        let whole = eval(&prologue, inputs, &full, pdtype)?;
+        return reduce::reduce(op, &Array::from_data(full, pdtype, whole), axes, shape, dtype);
+    }
+    let views: Vec<(Data, Vec<isize>, Dtype)> = inputs
+        .iter()
+        .map(|x| {
+            let d = x.data()?;
+            let s = crate::shape::broadcast_strides(x.shape(), &d.strides, &full);
+            Ok((d, s, x.dtype()))
+        })
+        .collect::<Result<_>>()?;
+    let (axis, tiles) = plan(&full[..n_kept], (REDUCE_TILE / row).max(1));
+    let inner: usize = full[axis + 1..n_kept].iter().product();
+    let out_strides = row_major_strides(&full[..n_kept]);
+    let mut buffer = Buffer::alloc(n_out * dtype.size())?;
+    let out_addr = buffer.as_bytes_mut().as_mut_ptr() as usize;
+    let elem = dtype.size();
+    tiles.par_iter().try_for_each(|t| -> Result<()> {
+        let mut tile_shape = vec![t.len];
+        tile_shape.extend_from_slice(&full[axis + 1..]);
+        let tile_inputs: Vec<Array> = views
+            .iter()
+            .map(|(d, s, dt)| {
+                let mut offset = d.offset as isize + t.start as isize * s[axis];
+                for (k, &i) in t.outer.iter().enumerate() {
+                    offset += i as isize * s[k];
+                }
+                let data = Data { buffer: d.buffer.clone(), offset: offset as usize, strides: s[axis..].to_vec() };
+                Array::from_data(tile_shape.clone(), *dt, data)
+            })
+            .collect();
+        let values = eval(&prologue, &tile_inputs, &tile_shape, pdtype)?;
+        let rank = tile_shape.len();
+        let red_axes: Vec<usize> = (rank - axes.len()..rank).collect();
+        let mut out_shape = tile_shape.clone();
+        red_axes.iter().for_each(|&a| out_shape[a] = 1);
+        let values = Array::from_data(tile_shape, pdtype, values);
+        let d = reduce::reduce(op, &values, &red_axes, &out_shape, dtype)?;
+        let first =
+            t.outer.iter().enumerate().map(|(k, &i)| i * out_strides[k] as usize).sum::<usize>() + t.start * inner;
+        // SAFETY: tiles cover disjoint, in-bounds ranges of the output buffer, and the
+        // reduction holds `len * inner` contiguous elements of the output dtype.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                d.buffer.host_ptr().add(d.offset * elem),
+                (out_addr as *mut u8).add(first * elem),
+                t.len * inner * elem,
             );
         }
         Ok(())
