@@ -10,7 +10,7 @@ models/tiny-<arch>/. Then, from transformers and tokenizers (never from ferrox):
                                                             also every position's logits of a prompt longer
                                                             than the window ("long_logits"), and for LongRoPE
                                                             those of a prompt within the original context
-                                                            ("short_logits")
+                                                            (its first positions: "short_logits")
   crates/ferrox-lm/tests/fixtures/tiny-<arch>.json          prompt ids, 24 greedy ids, top-1/top-2 gaps (and
                                                             the long / short prompt ids)
   crates/ferrox-lm/tests/fixtures/chat.json                 apply_chat_template renderings
@@ -161,7 +161,7 @@ def all_logits(model, ids):
 
 def save_model(name, config, tok, seed, long_prompt=False, short_len=None, gemma_norms=False):
     """Saves a random model and its references. `long_prompt`: also every position's logits for
-    LONG_PROMPT; `short_len`: also those of the first `short_len` prompt tokens."""
+    LONG_PROMPT; `short_len`: also those of its first `short_len` tokens (of PROMPT without a long one)."""
     out = os.path.join(ROOT, "models", name)
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(seed)
@@ -185,8 +185,8 @@ def save_model(name, config, tok, seed, long_prompt=False, short_len=None, gemma
     if long_prompt:
         ref["long_prompt_ids"] = tokenizer(LONG_PROMPT)["input_ids"]
         tensors["long_logits"] = all_logits(model, ref["long_prompt_ids"])
-    if short_len:
-        ref["short_prompt_ids"] = ids[:short_len]
+    if short_len:  # the beginning of the long prompt, so cached chunks can be checked against both
+        ref["short_prompt_ids"] = ref.get("long_prompt_ids", ids)[:short_len]
         tensors["short_logits"] = all_logits(model, ref["short_prompt_ids"])
     save_file(tensors, os.path.join(FIX, f"{name}.safetensors"))
     with open(os.path.join(FIX, f"{name}.json"), "w") as f:

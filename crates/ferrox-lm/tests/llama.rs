@@ -195,8 +195,9 @@ fn long_prompt_matches_transformers_at_every_position() {
         }
         // Through the per-layer caches (rotating ones of the window for sliding layers), in
         // chunks smaller than, equal to, straddling and larger than the window. (tiny-phi3's
-        // LongRoPE switches factors past position 3: a first chunk within that is rotated with
-        // the short factors, and transformers' single pass with the long ones.)
+        // LongRoPE uses the short factors while the sequence is within 3 positions: a first
+        // chunk ending there is rotated and attended with those, and transformers' single pass
+        // with the long ones, so its chunks start at 4.)
         let smallest = if name == "tiny-phi3" { 4 } else { 1 };
         for chunk in [1, 3, 8, 5, 20, ids.len()].into_iter().filter(|&c| c >= smallest) {
             let mut cache = model.make_cache(None);
@@ -235,9 +236,9 @@ fn longrope_short_factors_within_the_original_context() {
     }
     // One more token and the whole pass switches to the long factors, so the same first 3
     // positions come out differently (as in transformers, which picks by the last position).
-    let (prompt, _, _) = reference("tiny-phi3");
-    assert_eq!(prompt[..3], ids);
-    let four = full_forward(m.model.as_ref(), &prompt[..4]);
+    let long = ids_of(&j, "long_prompt_ids");
+    assert_eq!(long[..3], ids);
+    let four = full_forward(m.model.as_ref(), &long[..4]);
     let d = rel_err(&four[2], &want[2]);
     assert!(d > 1e-3, "{d}");
 }

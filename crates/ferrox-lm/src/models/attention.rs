@@ -30,9 +30,10 @@ impl Reach {
     /// A fresh cache for a layer of this reach: a global layer keeps everything, or at most
     /// `max_kv_size` positions (a rotating cache with 4 sink tokens, as mlx-lm makes it); a
     /// window layer keeps its window in a rotating cache without sink tokens, since it never
-    /// looks further back.
+    /// looks further back (or `max_kv_size` positions as a global layer would, if fewer).
     pub fn make_cache(self, max_kv_size: Option<usize>) -> KvCache {
         match (self, max_kv_size) {
+            (Reach::Window(n), Some(m)) if m < n => KvCache::Rotating(RotatingCache::new(m, 4)),
             (Reach::Window(n), _) => KvCache::Rotating(RotatingCache::new(n, 0)),
             (Reach::Global, Some(m)) => KvCache::Rotating(RotatingCache::new(m, 4)),
             (Reach::Global, None) => KvCache::Standard(StandardCache::default()),
@@ -87,7 +88,7 @@ pub fn attention(q: &Array, k: &Array, v: &Array, scale: f32, softcap: Option<f3
     let (qs, ks) = (q.shape(), k.shape());
     let (b, hq, l, d) = (qs[0], qs[1], qs[2], qs[3]);
     let (hkv, s) = (ks[1], ks[2]);
-    if hkv == 0 || hq % hkv != 0 {
+    if hkv == 0 || !hq.is_multiple_of(hkv) {
         return Err(Error::Invalid(format!("{hq} query heads are not a multiple of {hkv} key/value heads")));
     }
     // Queries grouped by the key/value head they share: [B, Hkv, rep·L, D].
@@ -144,5 +145,16 @@ mod tests {
         assert!(matches!(Reach::Window(3).make_cache(None), KvCache::Rotating(_)));
         assert!(matches!(Reach::Global.make_cache(None), KvCache::Standard(_)));
         assert!(matches!(Reach::Global.make_cache(Some(16)), KvCache::Rotating(_)));
+        // A window wider than max_kv_size keeps max_kv_size positions, as a global layer would.
+        let mut narrow = Reach::Window(100).make_cache(Some(16));
+        let mut wide = Reach::Window(100).make_cache(None);
+        let kv = rand(&[1, 1, 20, 2], 4);
+        for c in [&mut narrow, &mut wide] {
+            for t in 0..20 {
+                let x = fx::slice_axis(&kv, 2, t, t + 1).unwrap();
+                c.update_and_fetch(&x, &x).unwrap();
+            }
+        }
+        assert_eq!((narrow.len(), wide.len()), (16, 20));
     }
 }
