@@ -205,7 +205,7 @@ pub fn build(config: &ModelConfig, mut w: WeightMap) -> Result<Model> {
     if heads == 0
         || kv_heads == 0
         || !heads.is_multiple_of(kv_heads)
-        || (a.head_dim.is_none() && a.hidden_size % heads != 0)
+        || (a.head_dim.is_none() && !a.hidden_size.is_multiple_of(heads))
     {
         return Err(Error::config(
             &config.path,
