@@ -196,8 +196,8 @@ fn long_prompt_matches_transformers_at_every_position() {
         // Through the per-layer caches (rotating ones of the window for sliding layers), in
         // chunks smaller than, equal to, straddling and larger than the window. (tiny-phi3's
         // LongRoPE uses the short factors while the sequence is within 3 positions: a first
-        // chunk ending there is rotated and attended with those, and transformers' single pass
-        // with the long ones, so its chunks start at 4.)
+        // forward pass ending there computes with those, and transformers' single pass with
+        // the long ones, so its chunks start at 4; `prefill` takes care of that, tested below.)
         let smallest = if name == "tiny-phi3" { 4 } else { 1 };
         for chunk in [1, 3, 8, 5, 20, ids.len()].into_iter().filter(|&c| c >= smallest) {
             let mut cache = model.make_cache(None);
@@ -263,4 +263,31 @@ fn caches_follow_layer_types() {
     assert_eq!(kinds("tiny-phi3-swa", None), "RR");
     assert_eq!(kinds("tiny-phi3", None), "SS");
     assert_eq!(kinds("tiny-gemma2", Some(64)), "RRRR");
+}
+
+#[test]
+fn longrope_sequences_crossing_the_original_context_run_again() {
+    let mut m = tiny("tiny-phi3");
+    m.tokenizer.eos_token_ids.clear();
+    let model = m.model.as_ref();
+    assert_eq!(model.switch_length(), Some(3));
+    let (j, arrays) = fixture("tiny-phi3");
+    let long = ids_of(&j, "long_prompt_ids");
+    // Prefilled 2 tokens at a time, the first chunk still reaches past the original context,
+    // so the last position is transformers' single pass.
+    let mut cache = model.make_cache(None);
+    let got = prefill(model, &long, &mut cache, 2).unwrap();
+    let e = rel_err(&got, rows(&arrays["long_logits"]).last().unwrap());
+    assert!(e < 1e-4, "relative error {e}");
+    // A 2-token prompt generates past position 3: the switch re-runs the sequence, so every
+    // token is what a full pass over the sequence so far (transformers' semantics) picks.
+    let prompt = &long[..2];
+    let options = GenerateOptions { max_tokens: 10, ..Default::default() };
+    let tokens: Vec<u32> =
+        stream_generate(model, &m.tokenizer, prompt, options).unwrap().map(|r| r.unwrap().token).collect();
+    let mut seq = prompt.to_vec();
+    for _ in 0..10 {
+        seq.push(argmax(full_forward(model, &seq).last().unwrap()));
+    }
+    assert_eq!(tokens, seq[2..]);
 }

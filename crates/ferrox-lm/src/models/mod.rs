@@ -32,6 +32,14 @@ pub trait LanguageModel: Module + Send + Sync {
     /// The number of layers (and caches).
     fn num_layers(&self) -> usize;
 
+    /// A sequence length past which this model computes every position differently, from the
+    /// first on (LongRoPE switches from its short to its long factors), or `None`. A sequence
+    /// that grows past it must be run again from its start, as transformers does; prefill and
+    /// generation see to that ([`crate::generate::prefill`]).
+    fn switch_length(&self) -> Option<usize> {
+        None
+    }
+
     /// Fresh caches for this model: rotating ones of `max_kv_size` positions if given.
     fn make_cache(&self, max_kv_size: Option<usize>) -> Vec<KvCache> {
         make_prompt_cache(self.num_layers(), max_kv_size)

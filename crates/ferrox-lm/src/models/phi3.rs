@@ -325,6 +325,13 @@ impl LanguageModel for Model {
         self.model.layers.len()
     }
 
+    fn switch_length(&self) -> Option<usize> {
+        match &self.rope {
+            PhiRope::Long { original, .. } => Some(*original),
+            PhiRope::Single(_) => None,
+        }
+    }
+
     fn make_cache(&self, max_kv_size: Option<usize>) -> Vec<KvCache> {
         self.reaches.iter().map(|r| r.make_cache(max_kv_size)).collect()
     }
