@@ -159,13 +159,16 @@ def all_logits(model, ids):
         return model(torch.tensor([ids])).logits[0].float().contiguous()
 
 
-def save_model(name, config, tok, seed, long_prompt=False, short_len=None, gemma_norms=False):
+def save_model(name, config, tok, seed, long_prompt=False, short_len=None, gemma_norms=False, eager=False):
     """Saves a random model and its references. `long_prompt`: also every position's logits for
-    LONG_PROMPT; `short_len`: also those of its first `short_len` tokens (of PROMPT without a long one)."""
+    LONG_PROMPT; `short_len`: also those of its first `short_len` tokens (of PROMPT without a long
+    one); `eager`: transformers' explicit attention (soft-capping needs it; the models added
+    with Gemma 2 use it throughout, the first three keep the default SDPA they were made with)."""
     out = os.path.join(ROOT, "models", name)
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(seed)
-    config._attn_implementation = "eager"  # softcapping needs it; the same math for the others
+    attn = "eager" if eager else None
+    config._attn_implementation = attn
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     big_init(model, seed, gemma_norms)
     model.eval()
@@ -176,7 +179,7 @@ def save_model(name, config, tok, seed, long_prompt=False, short_len=None, gemma
     with open(os.path.join(out, "generation_config.json"), "w") as f:
         json.dump({"bos_token_id": config.bos_token_id, "eos_token_id": [tok.token_to_id("<|im_end|>"), tok.token_to_id("<|end_of_text|>")]}, f, indent=2)
     # Reload from disk, as ferrox will.
-    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation=attn).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
     ids = tokenizer(PROMPT)["input_ids"]
     logits, greedy, gaps = greedy_references(model, ids)
@@ -246,7 +249,7 @@ def gemma2(tok):
         final_logit_softcapping=10.0, hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True,
         bos_token_id=tok.token_to_id("<|begin_of_text|>"), eos_token_id=tok.token_to_id("<|im_end|>"), pad_token_id=None,
     )
-    return save_model("tiny-gemma2", config, tok, 6, long_prompt=True, gemma_norms=True)
+    return save_model("tiny-gemma2", config, tok, 6, long_prompt=True, gemma_norms=True, eager=True)
 
 
 def gemma3_text_config(tok):
@@ -266,7 +269,7 @@ def gemma3_text_config(tok):
 
 
 def gemma3(tok):
-    return save_model("tiny-gemma3", gemma3_text_config(tok), tok, 8, long_prompt=True, gemma_norms=True)
+    return save_model("tiny-gemma3", gemma3_text_config(tok), tok, 8, long_prompt=True, gemma_norms=True, eager=True)
 
 
 def gemma3_mm(tok):
@@ -281,7 +284,7 @@ def gemma3_mm(tok):
         image_token_index=tok.get_vocab_size() - 1, tie_word_embeddings=True,
         bos_token_id=tok.token_to_id("<|begin_of_text|>"), eos_token_id=tok.token_to_id("<|im_end|>"), pad_token_id=None,
     )
-    return save_model("tiny-gemma3-mm", config, tok, 5, long_prompt=True, gemma_norms=True)
+    return save_model("tiny-gemma3-mm", config, tok, 5, long_prompt=True, gemma_norms=True, eager=True)
 
 
 def phi3(tok):
@@ -299,7 +302,7 @@ def phi3(tok):
         },
         bos_token_id=tok.token_to_id("<|begin_of_text|>"), eos_token_id=tok.token_to_id("<|im_end|>"), pad_token_id=None,
     )
-    return save_model("tiny-phi3", config, tok, 31, long_prompt=True, short_len=3)
+    return save_model("tiny-phi3", config, tok, 31, long_prompt=True, short_len=3, eager=True)
 
 
 def phi3_swa(tok):
@@ -312,7 +315,7 @@ def phi3_swa(tok):
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
         bos_token_id=tok.token_to_id("<|begin_of_text|>"), eos_token_id=tok.token_to_id("<|im_end|>"), pad_token_id=None,
     )
-    return save_model("tiny-phi3-swa", config, tok, 11, long_prompt=True)
+    return save_model("tiny-phi3-swa", config, tok, 11, long_prompt=True, eager=True)
 
 
 def chat_fixtures(model_dir):
