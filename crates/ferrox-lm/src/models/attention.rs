@@ -95,7 +95,8 @@ pub fn attention(q: &Array, k: &Array, v: &Array, scale: f32, softcap: Option<f3
     let q = fx::reshape_usize(q, &[b, hkv, (hq / hkv) * l, d])?;
     let scores = fx::multiply(&fx::matmul(&q, &fx::swapaxes(k, 2, 3)?)?, scale / cap)?;
     let scores = fx::multiply(&fx::tanh(&scores)?, cap)?;
-    let scores = fx::reshape_usize(&scores, &[b, hkv, hq / hkv, l, s])?;
+    // Back to [B, Hq, L, S], where masks broadcast as the fused attention takes them.
+    let scores = fx::reshape_usize(&scores, &[b, hq, l, s])?;
     let scores = match mask {
         SdpaMask::None => scores,
         SdpaMask::Causal => masked(&scores, &causal_mask(l, s - l, None)?)?,
@@ -108,7 +109,7 @@ pub fn attention(q: &Array, k: &Array, v: &Array, scale: f32, softcap: Option<f3
     Ok(fx::reshape_usize(&out, &[b, hq, l, v.shape()[3]])?)
 }
 
-/// `scores` where `keep` (`[L, S]`, broadcast) holds, −∞ elsewhere.
+/// `scores` where `keep` (broadcast to `[B, Hq, L, S]`) holds, −∞ elsewhere.
 fn masked(scores: &Array, keep: &Array) -> Result<Array> {
     Ok(fx::where_(keep, scores, f32::NEG_INFINITY)?)
 }
@@ -125,8 +126,14 @@ mod tests {
     #[test]
     fn huge_cap_is_plain_attention() {
         // tanh(x / cap) · cap → x as cap grows: the explicit path must agree with the fused one.
-        let (q, k, v) = (rand(&[1, 4, 5, 8], 1), rand(&[1, 2, 7, 8], 2), rand(&[1, 2, 7, 8], 3));
-        for mask in [SdpaMask::None, SdpaMask::Causal, SdpaMask::Array(causal_mask(5, 2, Some(3)).unwrap())] {
+        let (q, k, v) = (rand(&[2, 4, 5, 8], 1), rand(&[2, 2, 7, 8], 2), rand(&[2, 2, 7, 8], 3));
+        let masks = [
+            SdpaMask::None,
+            SdpaMask::Causal,
+            SdpaMask::Array(causal_mask(5, 2, Some(3)).unwrap()),
+            SdpaMask::Array(rand(&[2, 4, 1, 7], 4)), // additive, per batch and query head
+        ];
+        for mask in masks {
             let want = attention(&q, &k, &v, 0.3, None, &mask).unwrap().to_vec::<f32>().unwrap();
             let got = attention(&q, &k, &v, 0.3, Some(1e6), &mask).unwrap().to_vec::<f32>().unwrap();
             let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
