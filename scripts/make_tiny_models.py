@@ -5,28 +5,51 @@ template), a config, and random weights drawn large enough that greedy continuat
 diverse (DESIGN.md, "Correctness references"), saved with Hugging Face transformers under
 models/tiny-<arch>/. Then, from transformers and tokenizers (never from ferrox):
 
-  crates/ferrox-lm/tests/fixtures/tiny-<arch>.safetensors  last-position logits (f32) of the prompt
-  crates/ferrox-lm/tests/fixtures/tiny-<arch>.json          prompt ids, 24 greedy ids, top-1/top-2 gaps
+  crates/ferrox-lm/tests/fixtures/tiny-<arch>.safetensors  last-position logits (f32) of the prompt; for
+                                                            the sliding-window / long-context architectures
+                                                            also every position's logits of a prompt longer
+                                                            than the window ("long_logits"), and for LongRoPE
+                                                            those of a prompt within the original context
+                                                            (its first positions: "short_logits")
+  crates/ferrox-lm/tests/fixtures/tiny-<arch>.json          prompt ids, 24 greedy ids, top-1/top-2 gaps (and
+                                                            the long / short prompt ids)
   crates/ferrox-lm/tests/fixtures/chat.json                 apply_chat_template renderings
   crates/ferrox-lm/tests/fixtures/detok.json                tokenizers' decode of random id streams
   crates/ferrox-lm/tests/fixtures/tokenizer_spm/            a SentencePiece-style tokenizer for the same
 
-Run: python3 scripts/make_tiny_models.py   (numpy, torch, transformers 5, tokenizers)
+Run: python3 scripts/make_tiny_models.py [name ...]   (numpy, torch, transformers 5, tokenizers)
+     (names: llama qwen2 qwen3 gemma2 gemma3 gemma3-mm phi3 phi3-swa; none = all, plus the
+     chat and detokenizer fixtures)
 """
 
 import json
 import os
 import random
+import sys
 
 import numpy as np
 import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen3Config
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    Gemma2Config,
+    Gemma3Config,
+    Gemma3TextConfig,
+    LlamaConfig,
+    Phi3Config,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen3Config,
+    SiglipVisionConfig,
+)
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 FIX = os.path.join(ROOT, "crates/ferrox-lm/tests/fixtures")
 PROMPT = "Once upon a time"
+# Longer than the tiny models' sliding window (8), so the window changes the result.
+LONG_PROMPT = "The fox and the crow walked on the ice together, and in spring the forest was full of birds again."
 N_GREEDY = 24
 
 TEXT = """Once upon a time there was a small fox who lived at the edge of a quiet forest.
@@ -93,16 +116,23 @@ def train_spm():
     return tok
 
 
-def big_init(model, seed):
+def big_init(model, seed, gemma_norms=False):
     """Redraws weights: matrices ~ N(0, (2/sqrt(fan_in))^2), norms around 1, biases perturbed."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim == 2:
                 fan_in = p.shape[1]
-                if "embed_tokens" in name:
-                    fan_in = 4  # embeddings feed a norm: any scale works, keep them O(1)
+                if "embed_tokens" in name or "mm_input_projection" in name:
+                    # Embeddings feed a norm: any scale works, keep them O(1) -- after Gemma's
+                    # sqrt(hidden) scaling there, or the residual stream is all embedding.
+                    fan_in = 4 * p.shape[1] if gemma_norms else 4
                 p.copy_(torch.randn(p.shape, generator=g) * (2.0 / fan_in**0.5))
+            elif "norm" in name and gemma_norms:
+                # Gemma norms scale by 1 + weight. Blocks' outputs (post norms) and the final
+                # norm are made larger, or tied embeddings just repeat the last token.
+                centre = 2.0 if ".post_" in name else 3.0 if name.endswith("model.norm.weight") else 0.0
+                p.copy_(centre + 0.3 * torch.randn(p.shape, generator=g))
             elif "norm" in name:
                 p.copy_(1.0 + 0.3 * torch.randn(p.shape, generator=g))
             else:
@@ -124,12 +154,23 @@ def greedy_references(model, ids):
     return first.numpy(), seq[len(ids) :], gaps
 
 
-def save_model(name, config, tok, seed):
+def all_logits(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].float().contiguous()
+
+
+def save_model(name, config, tok, seed, long_prompt=False, short_len=None, gemma_norms=False, eager=False):
+    """Saves a random model and its references. `long_prompt`: also every position's logits for
+    LONG_PROMPT; `short_len`: also those of its first `short_len` tokens (of PROMPT without a long
+    one); `eager`: transformers' explicit attention (soft-capping needs it; the models added
+    with Gemma 2 use it throughout, the first three keep the default SDPA they were made with)."""
     out = os.path.join(ROOT, "models", name)
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(seed)
+    attn = "eager" if eager else None
+    config._attn_implementation = attn
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    big_init(model, seed)
+    big_init(model, seed, gemma_norms)
     model.eval()
     model.save_pretrained(out, safe_serialization=True)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|im_end|>")
@@ -138,12 +179,21 @@ def save_model(name, config, tok, seed):
     with open(os.path.join(out, "generation_config.json"), "w") as f:
         json.dump({"bos_token_id": config.bos_token_id, "eos_token_id": [tok.token_to_id("<|im_end|>"), tok.token_to_id("<|end_of_text|>")]}, f, indent=2)
     # Reload from disk, as ferrox will.
-    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    ids = AutoTokenizer.from_pretrained(out)(PROMPT)["input_ids"]
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation=attn).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ids = tokenizer(PROMPT)["input_ids"]
     logits, greedy, gaps = greedy_references(model, ids)
-    save_file({"logits": torch.from_numpy(logits).contiguous()}, os.path.join(FIX, f"{name}.safetensors"))
+    tensors = {"logits": torch.from_numpy(logits).contiguous()}
+    ref = {"prompt": PROMPT, "prompt_ids": ids, "greedy": greedy, "gaps": gaps}
+    if long_prompt:
+        ref["long_prompt_ids"] = tokenizer(LONG_PROMPT)["input_ids"]
+        tensors["long_logits"] = all_logits(model, ref["long_prompt_ids"])
+    if short_len:  # the beginning of the long prompt, so cached chunks can be checked against both
+        ref["short_prompt_ids"] = ref.get("long_prompt_ids", ids)[:short_len]
+        tensors["short_logits"] = all_logits(model, ref["short_prompt_ids"])
+    save_file(tensors, os.path.join(FIX, f"{name}.safetensors"))
     with open(os.path.join(FIX, f"{name}.json"), "w") as f:
-        json.dump({"prompt": PROMPT, "prompt_ids": ids, "greedy": greedy, "gaps": gaps}, f, indent=1)
+        json.dump(ref, f, indent=1)
     print(name, "prompt", ids, "greedy", greedy, "min gap %.3f" % min(gaps))
     return out
 
@@ -187,6 +237,85 @@ def qwen3(tok):
         bos_token_id=tok.token_to_id("<|begin_of_text|>"), eos_token_id=tok.token_to_id("<|im_end|>"),
     )
     return save_model("tiny-qwen3", config, tok, 2)
+
+
+def gemma2(tok):
+    """Gemma 2: sliding-window layers alternating with global ones, attention and final logit
+    soft-capping (small caps so tanh bends), query_pre_attn_scalar unlike head_dim, 1 + w norms."""
+    config = Gemma2Config(
+        vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=96, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256, rms_norm_eps=1e-6,
+        rope_theta=10000.0, query_pre_attn_scalar=24, sliding_window=8, attn_logit_softcapping=5.0,
+        final_logit_softcapping=10.0, hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True,
+        bos_token_id=tok.token_to_id("<|begin_of_text|>"), eos_token_id=tok.token_to_id("<|im_end|>"), pad_token_id=None,
+    )
+    return save_model("tiny-gemma2", config, tok, 6, long_prompt=True, gemma_norms=True, eager=True)
+
+
+def gemma3_text_config(tok):
+    """Gemma 3 text: q/k norms, a sliding/global layer pattern, a local rope base and scaled global rope."""
+    return Gemma3TextConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=96, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=24, max_position_embeddings=256, rms_norm_eps=1e-6,
+        query_pre_attn_scalar=16, sliding_window=8,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={
+            "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 100000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+        },
+        tie_word_embeddings=True,
+        bos_token_id=tok.token_to_id("<|begin_of_text|>"), eos_token_id=tok.token_to_id("<|im_end|>"), pad_token_id=None,
+    )
+
+
+def gemma3(tok):
+    return save_model("tiny-gemma3", gemma3_text_config(tok), tok, 8, long_prompt=True, gemma_norms=True, eager=True)
+
+
+def gemma3_mm(tok):
+    """The multimodal "gemma3" checkpoint layout: the text model under text_config and
+    model.language_model.*, with a (tiny) SigLIP vision tower and projector ferrox skips."""
+    vision = SiglipVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14
+    )
+    config = Gemma3Config(
+        text_config=gemma3_text_config(tok).to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=4,
+        boi_token_index=tok.token_to_id("<|im_start|>"), eoi_token_index=tok.token_to_id("<|eot|>"),
+        image_token_index=tok.get_vocab_size() - 1, tie_word_embeddings=True,
+        bos_token_id=tok.token_to_id("<|begin_of_text|>"), eos_token_id=tok.token_to_id("<|im_end|>"), pad_token_id=None,
+    )
+    return save_model("tiny-gemma3-mm", config, tok, 5, long_prompt=True, gemma_norms=True, eager=True)
+
+
+def phi3(tok):
+    """Phi-3 with LongRoPE: fused qkv_proj and gate_up_proj; the original context (3) is shorter
+    than the prompt, so the long factors and the attention factor apply, and "short_logits"
+    checks the short factors on the first 3 tokens."""
+    config = Phi3Config(
+        vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=48, original_max_position_embeddings=3,
+        rms_norm_eps=1e-5, tie_word_embeddings=False, sliding_window=None,
+        rope_parameters={
+            "rope_type": "longrope", "rope_theta": 10000.0,
+            "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.0, 4.0],
+            "long_factor": [1.0, 1.5, 2.5, 4.0, 6.0, 9.0, 13.0, 20.0],
+        },
+        bos_token_id=tok.token_to_id("<|begin_of_text|>"), eos_token_id=tok.token_to_id("<|im_end|>"), pad_token_id=None,
+    )
+    return save_model("tiny-phi3", config, tok, 31, long_prompt=True, short_len=3, eager=True)
+
+
+def phi3_swa(tok):
+    """Phi-3 (Phi-4-mini style) with plain rope over half of each head, a sliding window on every
+    layer and tied embeddings."""
+    config = Phi3Config(
+        vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, original_max_position_embeddings=256,
+        rms_norm_eps=1e-5, tie_word_embeddings=True, sliding_window=8,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
+        bos_token_id=tok.token_to_id("<|begin_of_text|>"), eos_token_id=tok.token_to_id("<|im_end|>"), pad_token_id=None,
+    )
+    return save_model("tiny-phi3-swa", config, tok, 11, long_prompt=True, eager=True)
 
 
 def chat_fixtures(model_dir):
@@ -238,14 +367,23 @@ def detok_fixtures(bpe, spm):
         json.dump(out, f, indent=1, ensure_ascii=False)
 
 
+BUILDERS = {
+    "llama": llama, "qwen2": qwen2, "qwen3": qwen3, "gemma2": gemma2, "gemma3": gemma3, "gemma3-mm": gemma3_mm,
+    "phi3": phi3, "phi3-swa": phi3_swa,
+}
+
+
 def main():
     os.makedirs(FIX, exist_ok=True)
     bpe = train_bpe()
-    d = llama(bpe)
-    qwen2(bpe)
-    qwen3(bpe)
-    chat_fixtures(d)
-    detok_fixtures(bpe, train_spm())
+    names = sys.argv[1:] or list(BUILDERS)
+    unknown = [n for n in names if n not in BUILDERS]
+    if unknown:
+        sys.exit(f"unknown model(s) {unknown}; choose from {list(BUILDERS)}")
+    dirs = {n: BUILDERS[n](bpe) for n in names}
+    if not sys.argv[1:]:
+        chat_fixtures(dirs["llama"])
+        detok_fixtures(bpe, train_spm())
 
 
 if __name__ == "__main__":

@@ -67,19 +67,47 @@ impl ModelConfig {
             rope.theta = t;
         }
         for key in ["rope_scaling", "rope_parameters"] {
-            let Some(v) = self.raw.get(key).filter(|v| !v.is_null()) else { continue };
-            if !v.is_object() {
-                return Err(Error::config(&self.path, format!("field {key:?} must be an object")));
-            }
-            if let Some(t) = v.get("rope_theta").and_then(Value::as_f64) {
-                rope.theta = t;
-            }
-            let kind = v.get("rope_type").or_else(|| v.get("type")).and_then(Value::as_str).unwrap_or("default");
-            if kind != "default" {
-                rope.scaling = v.clone();
+            if let Some(v) = self.raw.get(key).filter(|v| !v.is_null()) {
+                self.read_rope(key, v, &mut rope)?;
             }
         }
         Ok(rope)
+    }
+
+    /// The rotary settings of the layers of `layer_type` (`full_attention`,
+    /// `sliding_attention`) where transformers 5 keeps them per layer type
+    /// (`rope_parameters: {"full_attention": {...}, ...}`); `None` if this config does not.
+    pub fn layer_type_rope(&self, layer_type: &str) -> Result<Option<RopeConfig>> {
+        let Some(v) = self.raw.get("rope_parameters").and_then(|p| p.get(layer_type)).filter(|v| !v.is_null()) else {
+            return Ok(None);
+        };
+        let mut rope = RopeConfig { theta: 10000.0, scaling: Value::Null };
+        self.read_rope(&format!("rope_parameters.{layer_type}"), v, &mut rope)?;
+        Ok(Some(rope))
+    }
+
+    /// Takes the base and (non-default) scaling from the rope object `v`, found at `key`.
+    fn read_rope(&self, key: &str, v: &Value, rope: &mut RopeConfig) -> Result<()> {
+        if !v.is_object() {
+            return Err(Error::config(&self.path, format!("field {key:?} must be an object")));
+        }
+        if let Some(t) = v.get("rope_theta").and_then(Value::as_f64) {
+            rope.theta = t;
+        }
+        let kind = v.get("rope_type").or_else(|| v.get("type")).and_then(Value::as_str).unwrap_or("default");
+        if kind != "default" {
+            rope.scaling = v.clone();
+        }
+        Ok(())
+    }
+
+    /// The config object nested under `key` (a multimodal checkpoint's `text_config`) as a
+    /// config of its own: its `model_type`, or `default_type` if it names none. `None` if
+    /// there is no such object.
+    pub fn nested(&self, key: &str, default_type: &str) -> Option<ModelConfig> {
+        let raw = self.raw.get(key).filter(|v| v.is_object())?.clone();
+        let model_type = raw.get("model_type").and_then(Value::as_str).unwrap_or(default_type).to_string();
+        Some(ModelConfig { model_type, raw, path: self.path.clone() })
     }
 }
 
@@ -137,5 +165,25 @@ mod tests {
         assert_eq!(r.theta, 1000.0);
         assert!(r.scaling.is_null());
         assert_eq!(new.dtype(), Some(Dtype::Bf16));
+    }
+
+    #[test]
+    fn per_layer_type_rope_and_nested_configs() {
+        let c = ModelConfig::parse(
+            r#"{"model_type":"gemma3","text_config":{"hidden_size":8,"rope_parameters":{
+                "full_attention":{"rope_type":"linear","factor":8.0,"rope_theta":1000000.0},
+                "sliding_attention":{"rope_type":"default","rope_theta":10000.0}}}}"#,
+            "c",
+        )
+        .unwrap();
+        assert!(c.nested("vision_config", "x").is_none());
+        let t = c.nested("text_config", "gemma3_text").unwrap();
+        assert_eq!(t.model_type, "gemma3_text");
+        let full = t.layer_type_rope("full_attention").unwrap().unwrap();
+        assert_eq!((full.theta, full.scaling["factor"].as_f64()), (1e6, Some(8.0)));
+        let local = t.layer_type_rope("sliding_attention").unwrap().unwrap();
+        assert_eq!(local.theta, 1e4);
+        assert!(local.scaling.is_null());
+        assert!(c.layer_type_rope("full_attention").unwrap().is_none());
     }
 }

@@ -93,14 +93,26 @@ fn last_logits(model: &dyn LanguageModel, ids: &[u32], cache: &mut [KvCache]) ->
 }
 
 /// Runs `prompt` through the model into `cache`, `step` tokens at a time, except its last
-/// token; returns that token's logits after running it too.
+/// token; returns that token's logits after running it too. If the prompt takes the sequence
+/// past the model's [`LanguageModel::switch_length`], the first chunk reaches past it, so every
+/// position is computed as one pass over the whole sequence would.
 pub fn prefill(model: &dyn LanguageModel, prompt: &[u32], cache: &mut [KvCache], step: usize) -> Result<Vec<f32>> {
     let step = step.max(1);
     let Some(split) = prompt.len().checked_sub(1) else {
         return Err(Error::Invalid("prefill: the prompt is empty".into()));
     };
     let (body, last) = prompt.split_at(split);
-    for chunk in body.chunks(step) {
+    // Tokens the first pass must cover to reach past the switch length, if this prompt crosses it.
+    let offset = cache.first().map_or(0, KvCache::offset);
+    let need = match model.switch_length() {
+        Some(n) if offset <= n && offset + prompt.len() > n => n + 1 - offset,
+        _ => 0,
+    };
+    if need > body.len() {
+        return last_logits(model, prompt, cache); // only the whole prompt reaches past it
+    }
+    let (head, tail) = body.split_at(step.max(need).min(body.len()));
+    for chunk in std::iter::once(head).filter(|c| !c.is_empty()).chain(tail.chunks(step)) {
         let x = fx::reshape_usize(
             &Array::from_vec(chunk.iter().map(|&t| t as i32).collect::<Vec<_>>()),
             &[1, chunk.len()],
@@ -235,8 +247,17 @@ impl StreamGenerate<'_> {
             self.held = out.split_off(out.len() - keep);
         }
         if finish.is_none() {
-            // Run the model on the new token now, so the next call only samples.
-            self.next_logits = Some(last_logits(self.model, &[token], &mut self.cache)?);
+            // Run the model on the new token now, so the next call only samples. If it takes
+            // the sequence past the model's switch length, run the whole sequence again (when
+            // this generation holds all of it), as transformers does.
+            let offset = self.cache.first().map_or(0, KvCache::offset);
+            let rerun = self.model.switch_length() == Some(offset) && self.history.len() == offset + 1;
+            self.next_logits = Some(if rerun {
+                self.cache = self.model.make_cache(self.options.max_kv_size);
+                prefill(self.model, &self.history, &mut self.cache, self.options.prefill_step_size)?
+            } else {
+                last_logits(self.model, &[token], &mut self.cache)?
+            });
         }
         // As mlx-lm counts it: tokens so far over the time since the first one was sampled.
         let generation_tps = self.generated as f64 / first.elapsed().as_secs_f64().max(1e-9);

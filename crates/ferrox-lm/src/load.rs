@@ -52,7 +52,7 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("config.json"), r#"{"model_type": "gpt9"}"#).unwrap();
         let e = load(d.to_str().unwrap(), None).err().unwrap().to_string();
-        assert!(e.contains("\"gpt9\" is not supported") && e.contains("llama"), "{e}");
+        assert!(e.contains("\"gpt9\" is not supported") && e.contains("llama") && e.contains("gemma3_text"), "{e}");
         std::fs::write(d.join("config.json"), r#"{"model_type": "llama", "hidden_size": 8}"#).unwrap();
         let a = Array::from_slice(&[1.0f32], &[1]).unwrap();
         fx::save_safetensors(d.join("model.safetensors"), [("x", &a)], None).unwrap();

@@ -31,6 +31,27 @@ impl WeightMap {
         self.map.contains_key(name)
     }
 
+    /// Renames every tensor whose name starts with `from` to start with `to` instead (a
+    /// checkpoint layout that nests the model differently, such as a multimodal wrapper's
+    /// `language_model.model.`). Returns how many were renamed.
+    pub fn rename_prefix(&mut self, from: &str, to: &str) -> usize {
+        let names: Vec<String> = self.map.keys().filter(|n| n.starts_with(from)).cloned().collect();
+        for n in &names {
+            if let Some(a) = self.map.remove(n) {
+                self.map.insert(format!("{to}{}", &n[from.len()..]), a);
+            }
+        }
+        names.len()
+    }
+
+    /// Removes every tensor whose name starts with `prefix` (parts of a checkpoint the model
+    /// does not use, such as a vision tower). Returns how many were removed.
+    pub fn remove_prefix(&mut self, prefix: &str) -> usize {
+        let before = self.map.len();
+        self.map.retain(|n, _| !n.starts_with(prefix));
+        before - self.map.len()
+    }
+
     /// Names not yet taken.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.map.keys().map(String::as_str)
@@ -75,6 +96,18 @@ impl WeightMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rename_and_remove_prefixes() {
+        let a = Array::from_slice(&[1.0f32], &[1]).unwrap();
+        let names = ["language_model.model.norm.weight", "vision_tower.x", "vision_tower.y", "lm_head.weight"];
+        let mut w = WeightMap::new(names.iter().map(|n| (n.to_string(), a.clone())).collect());
+        assert_eq!(w.rename_prefix("language_model.model.", "model."), 1);
+        assert_eq!(w.remove_prefix("vision_tower."), 2);
+        let mut left: Vec<&str> = w.names().collect();
+        left.sort();
+        assert_eq!(left, ["lm_head.weight", "model.norm.weight"]);
+    }
 
     #[test]
     fn lists_every_problem() {

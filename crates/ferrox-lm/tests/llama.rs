@@ -1,6 +1,9 @@
-//! The tiny random-weight models (models/tiny-llama, tiny-qwen2, tiny-qwen3) against Hugging Face transformers
-//! (scripts/make_tiny_models.py): last-position logits, 24 greedy tokens with and without the
-//! KV cache, incremental decoding against one full forward pass, chunked prefill.
+//! The tiny random-weight models (models/tiny-*: llama, qwen2, qwen3, gemma2, gemma3 and the
+//! multimodal gemma3 layout, phi3 with LongRoPE and phi3 with a sliding window) against Hugging
+//! Face transformers (scripts/make_tiny_models.py): last-position logits, 24 greedy tokens with
+//! and without the KV cache, incremental decoding against one full forward pass, chunked
+//! prefill; for the sliding-window and long-context ones, every position of a prompt longer
+//! than the window, prefilled in chunks of several sizes, and LongRoPE's short factors.
 
 use std::path::Path;
 
@@ -9,7 +12,19 @@ use ferrox_lm::generate::{prefill, stream_generate, GenerateOptions};
 use ferrox_lm::{LanguageModel, Loaded};
 use serde_json::Value;
 
-const MODELS: [&str; 3] = ["tiny-llama", "tiny-qwen2", "tiny-qwen3"];
+const MODELS: [&str; 8] = [
+    "tiny-llama",
+    "tiny-qwen2",
+    "tiny-qwen3",
+    "tiny-gemma2",
+    "tiny-gemma3",
+    "tiny-gemma3-mm",
+    "tiny-phi3",
+    "tiny-phi3-swa",
+];
+
+/// The models whose references include a prompt longer than their sliding window (8).
+const LONG: [&str; 5] = ["tiny-gemma2", "tiny-gemma3", "tiny-gemma3-mm", "tiny-phi3", "tiny-phi3-swa"];
 
 fn tiny(name: &str) -> Loaded {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models").join(name);
@@ -22,6 +37,22 @@ fn reference(name: &str) -> (Vec<u32>, Vec<u32>, Vec<f32>) {
     let ids = |k: &str| j[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect::<Vec<_>>();
     let (arrays, _) = fx::load_safetensors(fix.join(format!("{name}.safetensors"))).unwrap();
     (ids("prompt_ids"), ids("greedy"), arrays["logits"].to_vec::<f32>().unwrap())
+}
+
+fn fixture(name: &str) -> (Value, std::collections::HashMap<String, Array>) {
+    let fix = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let j: Value = serde_json::from_str(&std::fs::read_to_string(fix.join(format!("{name}.json"))).unwrap()).unwrap();
+    (j, fx::load_safetensors(fix.join(format!("{name}.safetensors"))).unwrap().0)
+}
+
+fn ids_of(j: &Value, key: &str) -> Vec<u32> {
+    j[key].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
+}
+
+/// `[L, V]` rows of a fixture tensor.
+fn rows(a: &Array) -> Vec<Vec<f32>> {
+    let v = a.shape()[1];
+    a.to_vec::<f32>().unwrap().chunks(v).map(<[f32]>::to_vec).collect()
 }
 
 /// Logits `[L, V]` of one full forward pass over `ids`, without a cache.
@@ -147,4 +178,137 @@ fn prompt_cache_reuse_and_stop_strings() {
     let out: String = responses.iter().map(|r| r.text.as_str()).collect();
     assert_eq!(responses.last().unwrap().finish_reason, Some(ferrox_lm::FinishReason::Stop));
     assert_eq!(out, text[..text.find(&stop).unwrap()]);
+}
+
+#[test]
+fn long_prompt_matches_transformers_at_every_position() {
+    for name in LONG {
+        let m = tiny(name);
+        let (j, arrays) = fixture(name);
+        let ids = ids_of(&j, "long_prompt_ids");
+        assert!(ids.len() > 8, "{name}: the long prompt must exceed the window");
+        let want = rows(&arrays["long_logits"]);
+        let model = m.model.as_ref();
+        for (pos, got) in full_forward(model, &ids).iter().enumerate() {
+            let e = rel_err(got, &want[pos]);
+            assert!(e < 1e-4, "{name}: full pass, position {pos}: relative error {e}");
+        }
+        // Through the per-layer caches (rotating ones of the window for sliding layers), in
+        // chunks smaller than, equal to, straddling and larger than the window. (tiny-phi3's
+        // LongRoPE uses the short factors while the sequence is within 3 positions: a first
+        // forward pass ending there computes with those, and transformers' single pass with
+        // the long ones, so its chunks start at 4; `prefill` takes care of that, tested below.)
+        let smallest = if name == "tiny-phi3" { 4 } else { 1 };
+        for chunk in [1, 3, 8, 5, 20, ids.len()].into_iter().filter(|&c| c >= smallest) {
+            let mut cache = model.make_cache(None);
+            let mut pos = 0;
+            for piece in ids.chunks(chunk) {
+                let x = fx::reshape_usize(
+                    &Array::from_vec(piece.iter().map(|&t| t as i32).collect::<Vec<_>>()),
+                    &[1, piece.len()],
+                )
+                .unwrap();
+                let logits = model.forward(&x, Some(&mut cache)).unwrap();
+                let v = logits.shape()[2];
+                for got in logits.to_vec::<f32>().unwrap().chunks(v) {
+                    let e = rel_err(got, &want[pos]);
+                    assert!(e < 1e-4, "{name}: chunks of {chunk}, position {pos}: relative error {e}");
+                    pos += 1;
+                }
+            }
+            assert_eq!(cache[0].offset(), ids.len());
+        }
+    }
+}
+
+#[test]
+fn longrope_short_factors_within_the_original_context() {
+    // tiny-phi3's original context is 3 positions: a 3-token sequence uses the short factors
+    // (and a longer one the long factors, checked above and by the greedy references).
+    let m = tiny("tiny-phi3");
+    let (j, arrays) = fixture("tiny-phi3");
+    let ids = ids_of(&j, "short_prompt_ids");
+    assert_eq!(ids.len(), 3);
+    let want = rows(&arrays["short_logits"]);
+    for (pos, got) in full_forward(m.model.as_ref(), &ids).iter().enumerate() {
+        let e = rel_err(got, &want[pos]);
+        assert!(e < 1e-4, "position {pos}: relative error {e}");
+    }
+    // One more token and the whole pass switches to the long factors, so the same first 3
+    // positions come out differently (as in transformers, which picks by the last position).
+    let long = ids_of(&j, "long_prompt_ids");
+    assert_eq!(long[..3], ids);
+    let four = full_forward(m.model.as_ref(), &long[..4]);
+    let d = rel_err(&four[2], &want[2]);
+    assert!(d > 1e-3, "{d}");
+}
+
+#[test]
+fn caches_follow_layer_types() {
+    use ferrox_lm::cache::KvCache;
+    let kinds = |name: &str, max_kv: Option<usize>| -> String {
+        tiny(name)
+            .model
+            .make_cache(max_kv)
+            .iter()
+            .map(|c| match c {
+                KvCache::Standard(_) => 'S',
+                KvCache::Rotating(_) => 'R',
+            })
+            .collect()
+    };
+    assert_eq!(kinds("tiny-gemma2", None), "RSRS");
+    assert_eq!(kinds("tiny-gemma3", None), "RRSR");
+    assert_eq!(kinds("tiny-gemma3-mm", None), "RRSR");
+    assert_eq!(kinds("tiny-phi3-swa", None), "RR");
+    assert_eq!(kinds("tiny-phi3", None), "SS");
+    assert_eq!(kinds("tiny-gemma2", Some(64)), "RRRR");
+}
+
+#[test]
+fn longrope_sequences_crossing_the_original_context_run_again() {
+    let mut m = tiny("tiny-phi3");
+    m.tokenizer.eos_token_ids.clear();
+    let model = m.model.as_ref();
+    assert_eq!(model.switch_length(), Some(3));
+    let (j, arrays) = fixture("tiny-phi3");
+    let long = ids_of(&j, "long_prompt_ids");
+    // Prefilled 2 tokens at a time, the first chunk still reaches past the original context,
+    // so the last position is transformers' single pass.
+    let mut cache = model.make_cache(None);
+    let got = prefill(model, &long, &mut cache, 2).unwrap();
+    let e = rel_err(&got, rows(&arrays["long_logits"]).last().unwrap());
+    assert!(e < 1e-4, "relative error {e}");
+    // A 2-token prompt generates past position 3: the switch re-runs the sequence, so every
+    // token is what a full pass over the sequence so far (transformers' semantics) picks.
+    let prompt = &long[..2];
+    let options = GenerateOptions { max_tokens: 10, ..Default::default() };
+    let tokens: Vec<u32> =
+        stream_generate(model, &m.tokenizer, prompt, options).unwrap().map(|r| r.unwrap().token).collect();
+    let mut seq = prompt.to_vec();
+    for _ in 0..10 {
+        seq.push(argmax(full_forward(model, &seq).last().unwrap()));
+    }
+    assert_eq!(tokens, seq[2..]);
+}
+
+#[test]
+fn bfloat16_stays_close_to_float32() {
+    // Gemma's norms and soft caps, Phi-3's LongRoPE and the window caches in bfloat16: the last
+    // logits of the long prompt, with and without caches, near transformers' float32 ones
+    // (bfloat16 keeps 8 bits: errors of 1-5% here).
+    for name in LONG {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models").join(name);
+        let half = ferrox_lm::load(dir.to_str().unwrap(), Some(Dtype::Bf16)).unwrap();
+        let (j, arrays) = fixture(name);
+        let ids = ids_of(&j, "long_prompt_ids");
+        let want = rows(&arrays["long_logits"]).pop().unwrap();
+        let full = full_forward(half.model.as_ref(), &ids).pop().unwrap();
+        let mut cache = half.model.make_cache(None);
+        let cached = prefill(half.model.as_ref(), &ids, &mut cache, 5).unwrap();
+        for (how, got) in [("full pass", full), ("cached", cached)] {
+            let e = rel_err(&got, &want);
+            assert!(e < 0.1, "{name} {how}: relative error {e}");
+        }
+    }
 }

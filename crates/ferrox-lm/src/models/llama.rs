@@ -111,7 +111,7 @@ pub struct Model {
     lm_head: Option<Linear>,
 }
 
-fn linear(w: &mut WeightMap, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+pub(crate) fn linear(w: &mut WeightMap, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
     let weight = w.take(&format!("{name}.weight"), &[out, inp])?;
     let bias = if bias { Some(w.take(&format!("{name}.bias"), &[out])?) } else { None };
     Ok(Linear::from_weights(weight, bias)?)

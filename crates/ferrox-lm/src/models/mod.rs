@@ -5,7 +5,11 @@
 //! fit is reported tensor by tensor, and it is a ferrox-nn [`Module`], so its parameters can be
 //! listed, replaced (LoRA, quantization) and saved under their checkpoint names.
 
+pub mod attention;
+pub mod gemma2;
+pub mod gemma3;
 pub mod llama;
+pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
 
@@ -28,6 +32,14 @@ pub trait LanguageModel: Module + Send + Sync {
     /// The number of layers (and caches).
     fn num_layers(&self) -> usize;
 
+    /// A sequence length past which this model computes every position differently, from the
+    /// first on (LongRoPE switches from its short to its long factors), or `None`. A sequence
+    /// that grows past it must be run again from its start, as transformers does; prefill and
+    /// generation see to that ([`crate::generate::prefill`]).
+    fn switch_length(&self) -> Option<usize> {
+        None
+    }
+
     /// Fresh caches for this model: rotating ones of `max_kv_size` positions if given.
     fn make_cache(&self, max_kv_size: Option<usize>) -> Vec<KvCache> {
         make_prompt_cache(self.num_layers(), max_kv_size)
@@ -35,7 +47,7 @@ pub trait LanguageModel: Module + Send + Sync {
 }
 
 /// The `model_type`s ferrox can load.
-pub const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
+pub const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "gemma3_text", "phi3"];
 
 /// Builds the architecture `config` names from checkpoint `weights`; every tensor must be used
 /// and have its expected shape.
@@ -44,6 +56,9 @@ pub fn build(config: &ModelConfig, weights: WeightMap) -> Result<Box<dyn Languag
         "llama" | "mistral" => Ok(Box::new(llama::Model::build(config, weights)?)),
         "qwen2" => Ok(Box::new(qwen2::build(config, weights)?)),
         "qwen3" => Ok(Box::new(qwen3::build(config, weights)?)),
+        "gemma2" => Ok(Box::new(gemma2::build(config, weights)?)),
+        "gemma3" | "gemma3_text" => Ok(Box::new(gemma3::build(config, weights)?)),
+        "phi3" => Ok(Box::new(phi3::build(config, weights)?)),
         other => Err(Error::UnsupportedModel { model_type: other.to_string(), supported: SUPPORTED.to_vec() }),
     }
 }
