@@ -103,6 +103,17 @@ def main():
         ms = median_ms(9, lambda: mx.eval(mx.vjp(f, primals, [cot])[1]))
         print(f"| {name} | 4096x4096 | {ms:.2f} |")
 
+    hq, hkv, length, d = 8, 2, 512, 64
+    q, k, v = (mx.random.normal((1, h, length, d), key=mx.random.key(seed)) for h, seed in [(hq, 10), (hkv, 11), (hkv, 12)])
+    cot = mx.random.normal((1, hq, length, d), key=mx.random.key(13))
+    mx.eval(q, k, v, cot)
+
+    def sdpa(q, k, v):
+        return mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125, mask="causal")
+
+    ms = median_ms(9, lambda: mx.eval(mx.vjp(sdpa, [q, k, v], [cot])[1]))
+    print(f"| sdpa vjp (q, k, v), causal | 1x{hq}x{length}x{d}, {hkv} kv heads | {ms:.2f} |")
+
 
 if __name__ == "__main__":
     main()

@@ -123,5 +123,23 @@ fn main() -> Result<()> {
         });
         println!("| {name} | 4096x4096 | {ms:.2} |");
     }
+
+    // The backward pass of causal attention (one fused kernel): q, k, v gradients for a
+    // given cotangent, grouped-query heads.
+    let (hq, hkv, l, d) = (8, 2, 512, 64);
+    let qkv: Vec<Array> = [(hq, 10), (hkv, 11), (hkv, 12)]
+        .into_iter()
+        .map(|(h, seed)| fx::random::normal(&[1, h, l, d], Dtype::F32, 0.0, 1.0, Some(&fx::random::key(seed))))
+        .collect::<Result<_>>()?;
+    let cot = fx::random::normal(&[1, hq, l, d], Dtype::F32, 0.0, 1.0, Some(&fx::random::key(13)))?;
+    fx::eval(&qkv.iter().chain([&cot]).collect::<Vec<_>>())?;
+    let sdpa = |a: &[Array]| {
+        Ok(vec![fx::fast::scaled_dot_product_attention(&a[0], &a[1], &a[2], 0.125, fx::fast::SdpaMask::Causal)?])
+    };
+    let ms = median_ms(9, || {
+        let (_, g) = fx::vjp(sdpa, &qkv, std::slice::from_ref(&cot)).unwrap();
+        fx::eval(&g.iter().collect::<Vec<_>>()).unwrap();
+    });
+    println!("| sdpa vjp (q, k, v), causal | 1x{hq}x{l}x{d}, {hkv} kv heads | {ms:.2} |");
     Ok(())
 }

@@ -352,6 +352,15 @@ pub enum Op {
         /// Which mask.
         mask: AttentionMask,
     },
+    /// The gradients of [`Op::Attention`] with these parameters: inputs q, k, v, the mask
+    /// array if `mask` is `Array`, and the cotangent of the attention's output; the output is
+    /// dq, dk and dv flattened one after the other.
+    AttentionVjp {
+        /// Scale of the scores.
+        scale: f32,
+        /// Which mask.
+        mask: AttentionMask,
+    },
     /// General convolution: inputs x [N, spatial..., Cin] and w [Cout, kernel..., Cin/groups].
     Conv(ConvParams),
     /// Data produced by a loader when first needed (memory-mapped files).

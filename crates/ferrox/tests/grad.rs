@@ -559,3 +559,68 @@ fn scatter_modes() {
     let u = Array::from_slice(&[0.0, 1.5, 0.3, 0.0, 1.0, 0.6, 1.3, -0.7, 0.0, 0.8, 0.0, 0.0], &[4, 3]);
     check("scatter prod with zeros", &f, &[x.unwrap(), u.unwrap()]);
 }
+
+/// Attention as plain ops (scores, causal mask, softmax, weighted values; grouped key/value
+/// heads repeated), differentiated by the generic rules: the reference for the fused kernel.
+fn attention_composed(q: &Array, k: &Array, v: &Array, scale: f64) -> Result<Array> {
+    let group = q.shape()[1] / k.shape()[1];
+    let (k, v) = (fx::repeat(k, group, Some(1))?, fx::repeat(v, group, Some(1))?);
+    let (l, s) = (q.shape()[2], k.shape()[2]);
+    let scores = fx::multiply(&fx::matmul(q, &fx::swapaxes(&k, -1, -2)?)?, scale)?;
+    let keep = fx::astype(&fx::tri(l, Some(s), s as isize - l as isize, Dtype::Bool)?, Dtype::Bool)?;
+    let p = fx::softmax(&fx::where_(&keep, &scores, f64::NEG_INFINITY)?, Some(&[-1]), false)?;
+    fx::matmul(&p, &v)
+}
+
+/// The fused attention backward kernel against the composed attention's gradients: several
+/// query blocks per key/value head, grouped heads, per-example gradients through vmap, and a
+/// second-order gradient (through the composed form of the kernel).
+#[test]
+fn attention_backward_kernel() {
+    let (q, k, v, w) =
+        (rand(&[2, 4, 150, 8], 40), rand(&[2, 2, 150, 8], 41), rand(&[2, 2, 150, 8], 42), rand(&[2, 4, 150, 8], 43));
+    let scale = 0.25; // exact in f32, which the fused op takes
+    let loss = |fused: bool| {
+        let w = w.clone();
+        move |a: &[Array]| -> Result<Array> {
+            let o = if fused {
+                fast::scaled_dot_product_attention(&a[0], &a[1], &a[2], scale as f32, fast::SdpaMask::Causal)?
+            } else {
+                attention_composed(&a[0], &a[1], &a[2], scale)?
+            };
+            fx::sum(&fx::multiply(&fx::tanh(&o)?, &w)?, None, false)
+        }
+    };
+    let args = [q, k, v];
+    let got = fx::grad(loss(true), &args, &[0, 1, 2]).unwrap();
+    let want = fx::grad(loss(false), &args, &[0, 1, 2]).unwrap();
+    for (name, (g, r)) in ["dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {
+        assert!(fx::allclose(g, r, 1e-9, 1e-10, false).unwrap().item::<bool>().unwrap(), "{name}");
+    }
+    // Per-example gradients: vmap over a leading batch of 3 equals each example's gradient.
+    let xs: Vec<Array> = (0..3).map(|i| rand(&[1, 2, 20, 4], 50 + i)).collect();
+    let (kk, vv) = (rand(&[1, 1, 20, 4], 60), rand(&[1, 1, 20, 4], 61));
+    let per = |x: &Array, fused: bool| -> Result<Array> {
+        let (kk, vv) = (kk.clone(), vv.clone());
+        let f = move |a: &[Array]| -> Result<Array> {
+            let o = if fused {
+                fast::scaled_dot_product_attention(&a[0], &kk, &vv, 0.5, fast::SdpaMask::Causal)?
+            } else {
+                attention_composed(&a[0], &kk, &vv, 0.5)?
+            };
+            fx::sum(&fx::square(&o)?, None, false)
+        };
+        Ok(fx::grad(f, std::slice::from_ref(x), &[0])?.remove(0))
+    };
+    let stacked = fx::stack(&xs, 0).unwrap();
+    let batched =
+        fx::vmap_call(&|a: &[Array]| Ok(vec![per(&a[0], true)?]), &[stacked], &[Some(0)], &[Some(0)]).unwrap();
+    let each = fx::stack(&xs.iter().map(|x| per(x, false).unwrap()).collect::<Vec<_>>(), 0).unwrap();
+    assert!(fx::allclose(&batched[0], &each, 1e-9, 1e-10, false).unwrap().item::<bool>().unwrap(), "vmap(grad)");
+    // Second order: the gradient of a function of dq.
+    let second = |fused: bool| {
+        let first = move |a: &[Array]| -> Result<Array> { fx::sum(&fx::square(&per(&a[0], fused)?)?, None, false) };
+        fx::grad(first, std::slice::from_ref(&xs[0]), &[0]).unwrap().remove(0)
+    };
+    assert!(fx::allclose(&second(true), &second(false), 1e-8, 1e-10, false).unwrap().item::<bool>().unwrap());
+}

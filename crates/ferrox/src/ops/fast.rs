@@ -73,6 +73,25 @@ pub(crate) fn norm_vjp(x: &Array, weight: Option<&Array>, g: &Array, eps: f32, c
     Array::from_op(x.shape().to_vec(), x.dtype(), Op::NormVjp { eps, weight: weight.is_some(), centered }, inputs)
 }
 
+/// The gradients (dq, dk, dv) of an [`Op::Attention`] over `inputs` (q, k, v and the mask
+/// array if `mask` is one) for the output cotangent `g`, as one fused op whose flat output the
+/// three gradients are views of.
+pub(crate) fn attention_vjp(inputs: &[Array], g: &Array, scale: f32, mask: AttentionMask) -> Result<[Array; 3]> {
+    let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+    let sizes = [q.size(), k.size(), v.size()];
+    let mut ins = inputs.to_vec();
+    ins.push(astype(g, q.dtype())?);
+    let flat = Array::from_op(vec![sizes.iter().sum()], q.dtype(), Op::AttentionVjp { scale, mask }, ins);
+    let mut start = 0;
+    let mut grads = Vec::with_capacity(3);
+    for (x, n) in [q, k, v].into_iter().zip(sizes) {
+        let part = crate::ops::slice(&flat, &[start as isize], &[(start + n) as isize], &[1])?;
+        grads.push(crate::ops::reshape_usize(&part, x.shape())?);
+        start += n;
+    }
+    Ok(grads.try_into().expect("three gradients"))
+}
+
 /// Rotary position embedding over the first `dims` features of the last axis of `x`
 /// ([..., L, D]; token l is at position `offset + l`). `traditional` rotates consecutive pairs,
 /// otherwise the two halves. Frequencies are `base^(-2i/dims)`, or `1 / freqs[i]` when custom

@@ -9,7 +9,9 @@ use crate::error::{Error, Result};
 use crate::ops::{self as fx, astype};
 use crate::primitives::{AttentionMask, BinaryOp, Op, ReduceOp, ScanOp, ScatterMode, SortKind};
 
-use super::vjp_rules::{attention_parts, cum_extreme_source, norm_vjp_composed, unary, AttentionParts};
+use super::vjp_rules::{
+    attention_parts, attention_vjp_composed, cum_extreme_source, norm_vjp_composed, unary, AttentionParts,
+};
 
 type Tangents<'a> = &'a [Option<Array>];
 
@@ -199,6 +201,15 @@ fn rule(op: &Op, inputs: &[Array], out: &Array, ts: Tangents) -> Result<Option<A
             super::jvp(f, inputs, &zeros_for_none)?.1.pop()
         }
         Op::Attention { scale, mask } => Some(attention(inputs, ts, out, *scale, *mask)?),
+        Op::AttentionVjp { scale, mask } => {
+            let zeros_for_none: Vec<Array> = inputs
+                .iter()
+                .zip(ts)
+                .map(|(x, t)| t.clone().map_or_else(|| fx::zeros_like(x), Ok))
+                .collect::<Result<_>>()?;
+            let f = |a: &[Array]| Ok(vec![attention_vjp_composed(a, *scale, *mask)?]);
+            super::jvp(f, inputs, &zeros_for_none)?.1.pop()
+        }
         Op::Conv(_) => {
             let (w, tw) = (&inputs[1], &ts[1]);
             sum_terms([

@@ -219,7 +219,15 @@ pub(crate) fn vjp(op: &Op, inputs: &[Array], out: &Array, g: &Array) -> Result<G
             vec![Some(g_a), None, Some(unbroadcast(&g_v, vals.shape())?)]
         }
         Op::Conv(p) => conv(p, &inputs[0], &inputs[1], g)?,
-        Op::Attention { scale, mask } => attention(inputs, g, *scale, *mask)?,
+        Op::Attention { scale, mask } => {
+            let mut grads: Grads = crate::ops::fast::attention_vjp(inputs, g, *scale, *mask)?.map(Some).into();
+            grads.extend((inputs.len() == 4).then_some(None));
+            grads
+        }
+        Op::AttentionVjp { scale, mask } => {
+            let f = |a: &[Array]| Ok(vec![attention_vjp_composed(a, *scale, *mask)?]);
+            super::vjp(f, inputs, std::slice::from_ref(g))?.1.into_iter().map(Some).collect()
+        }
         Op::BitCast => return Err(not_differentiable(op)),
     })
 }
@@ -440,23 +448,22 @@ fn conv(p: &ConvParams, x: &Array, w: &Array, g: &Array) -> Result<Grads> {
     Ok(vec![Some(gx), Some(gw)])
 }
 
-/// Attention's backward pass, recomputing the probabilities: with S = q kᵀ·scale + mask and
-/// P = softmax(S), out = P v, so dv = Pᵀ g, dP = g vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)),
-/// dq = dS k·scale, dk = dSᵀ q·scale; key/value heads sum over their query group.
-fn attention(inputs: &[Array], g: &Array, scale: f32, mask: AttentionMask) -> Result<Grads> {
-    let q = &inputs[0];
-    let AttentionParts { q5, k5, v5, p } = attention_parts(inputs, scale, mask)?;
+/// What [`Op::AttentionVjp`] computes, as ordinary ops over its inputs (q, k, v, the mask if
+/// any, the output cotangent g): with S = q kᵀ·scale + mask and P = softmax(S), out = P v, so
+/// dv = Pᵀ g, dP = g vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)), dq = dS k·scale, dk = dSᵀ q·scale;
+/// key/value heads sum over their query group. The three are flattened one after the other.
+pub(crate) fn attention_vjp_composed(inputs: &[Array], scale: f32, mask: AttentionMask) -> Result<Array> {
+    let (fwd, g) = inputs.split_at(inputs.len() - 1);
+    let g = &g[0];
+    let AttentionParts { q5, k5, v5, p } = attention_parts(fwd, scale, mask)?;
     let g5 = fx::reshape_usize(g, &[q5.shape()[0], q5.shape()[1], q5.shape()[2], q5.shape()[3], v5.shape()[4]])?;
     let gv = fx::sum(&fx::matmul(&fx::swapaxes(&p, -1, -2)?, &g5)?, Some(&[2]), false)?;
     let gp = fx::matmul(&g5, &fx::swapaxes(&v5, -1, -2)?)?;
     let gs = fx::multiply(&p, &fx::subtract(&gp, &fx::sum(&fx::multiply(&gp, &p)?, Some(&[-1]), true)?)?)?;
     let gq = fx::multiply(&fx::matmul(&gs, &k5)?, scale as f64)?;
     let gk = fx::multiply(&fx::sum(&fx::matmul(&fx::swapaxes(&gs, -1, -2)?, &q5)?, Some(&[2]), false)?, scale as f64)?;
-    let mut out = vec![Some(fx::reshape_usize(&gq, q.shape())?), Some(gk), Some(gv)];
-    if inputs.len() == 4 {
-        out.push(None);
-    }
-    Ok(out)
+    let flat = |a: &Array| fx::reshape(&astype(a, inputs[0].dtype())?, &[-1]);
+    fx::concatenate(&[flat(&gq)?, flat(&gk)?, flat(&gv)?], 0)
 }
 
 /// Attention's operands grouped by key/value head, and its probabilities.

@@ -207,6 +207,7 @@ pub(crate) fn batch(op: &Op, args: &[Batched], node: &Array, b: usize) -> Result
             raw(op.clone(), prepend(front(x, b)?, &args[1..].iter().map(|a| a.0.clone()).collect::<Vec<_>>()))
         }
         Op::Attention { .. } => attention(op, args, node, b),
+        Op::AttentionVjp { .. } => attention_vjp(op, args, node, b),
         // The batched forward result; the recomputation is not batched.
         Op::Checkpoint(_) => Ok(args.last().expect("the forward result is the last input").clone()),
         Op::Conv(p) => conv(p, args, node, b),
@@ -270,28 +271,51 @@ fn gather(args: &[Batched], node: &Array, axes: &[usize], slice_sizes: &[usize],
     Ok((fx::reshape_usize(&g, &with_batch(b, node.shape()))?, Some(0)))
 }
 
-/// Attention over a batch: the batch folds into the attention's own batch axis.
-fn attention(op: &Op, args: &[Batched], node: &Array, b: usize) -> Result<Batched> {
+/// Attention's operands (q, k, v, the mask if `has_mask`, then any others shaped as
+/// themselves) with the batch folded into the attention's own batch axis.
+fn fold_attention_args(args: &[Batched], b: usize, has_mask: bool) -> Result<Vec<Array>> {
     let q_shape = example_shape(&args[0]);
     let n = q_shape[0];
     let mut inputs = Vec::with_capacity(args.len());
     for (i, a) in args.iter().enumerate() {
-        let per = if i < 3 {
-            example_shape(a)
-        } else {
+        let per = if has_mask && i == 3 {
             // The mask broadcasts to [B, Hq, L, S].
             let k_shape = example_shape(&args[1]);
             vec![n, q_shape[1], q_shape[2], k_shape[2]]
+        } else {
+            example_shape(a)
         };
         let full = front_as(a, b, &per)?;
         let mut folded = vec![b * n];
         folded.extend_from_slice(&per[1..]);
         inputs.push(fx::reshape_usize(&full, &folded)?);
     }
-    let mut shape = vec![b * n];
+    Ok(inputs)
+}
+
+/// Attention over a batch: the batch folds into the attention's own batch axis.
+fn attention(op: &Op, args: &[Batched], node: &Array, b: usize) -> Result<Batched> {
+    let inputs = fold_attention_args(args, b, args.len() == 4)?;
+    let mut shape = vec![inputs[0].shape()[0]];
     shape.extend_from_slice(&node.shape()[1..]);
     let out = Array::from_op(shape, node.dtype(), op.clone(), inputs);
     Ok((fx::reshape_usize(&out, &with_batch(b, node.shape()))?, Some(0)))
+}
+
+/// Attention's gradients over a batch: the batch folds into the attention's batch axis, and
+/// each example's flat dq, dk, dv are gathered from the folded ones.
+fn attention_vjp(op: &Op, args: &[Batched], node: &Array, b: usize) -> Result<Batched> {
+    let inputs = fold_attention_args(args, b, args.len() == 5)?;
+    let sizes: Vec<usize> = inputs[..3].iter().map(|a| a.size()).collect();
+    let flat = Array::from_op(vec![sizes.iter().sum()], node.dtype(), op.clone(), inputs);
+    let mut parts = Vec::with_capacity(3);
+    let mut start = 0;
+    for n in sizes {
+        let part = fx::slice(&flat, &[start as isize], &[(start + n) as isize], &[1])?;
+        parts.push(fx::reshape_usize(&part, &[b, n / b.max(1)])?);
+        start += n;
+    }
+    Ok((fx::concatenate(&parts, 1)?, Some(0)))
 }
 
 /// Convolution over a batch: a batch of inputs folds into N; a batch of weights becomes

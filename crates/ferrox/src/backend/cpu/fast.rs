@@ -18,7 +18,7 @@ use super::math::exp_f32;
 use super::simd::{dispatch, inline_always, Isa};
 
 /// Float compute type with the few functions the fused kernels need.
-trait Real: Acc {
+pub(super) trait Real: Acc {
     /// `e^x`: the vectorizable [`exp_f32`] for f32, libm for f64.
     fn exp(self, isa: Isa) -> Self;
     /// Natural logarithm.
@@ -66,7 +66,7 @@ impl Real for f64 {
 }
 
 /// The array as row-major data (a copy only if it is not already).
-fn row_major(x: &Array) -> Result<Data> {
+pub(super) fn row_major(x: &Array) -> Result<Data> {
     let d = x.data()?;
     if d.is_row_contiguous(x.shape()) {
         Ok(d)
@@ -414,7 +414,7 @@ pub fn attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape: &[usi
 }
 
 /// Query rows per attention task: bounds the score matrix at `QUERY_BLOCK × S`.
-const QUERY_BLOCK: usize = 256;
+pub(super) const QUERY_BLOCK: usize = 256;
 
 /// Up to this many query rows per key/value head (decode), attention reads K and V directly.
 const DIRECT_ROWS: usize = 8;
@@ -440,7 +440,7 @@ fn dot<T: Element<Acc = F>, F: Real>(a: &[F], b: &[T]) -> F {
 
 /// `src` in the compute type `F`: borrowed when `T` is `F`, else converted into `buf`.
 #[inline(always)]
-fn as_compute<'a, T: Element<Acc = F>, F: Real>(src: &'a [T], buf: &'a mut Vec<F>) -> &'a [F] {
+pub(super) fn as_compute<'a, T: Element<Acc = F>, F: Real>(src: &'a [T], buf: &'a mut Vec<F>) -> &'a [F] {
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<F>() {
         // SAFETY: T and F are the same type.
         return unsafe { std::slice::from_raw_parts(src.as_ptr() as *const F, src.len()) };
@@ -473,76 +473,12 @@ fn attention_in<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
             std::slice::from_raw_parts(dvd.ptr::<T>(), v.size()),
         )
     };
-    // Mask as additive values, broadcast to [B, Hq, L, S] by strides.
-    let (maskv, mst): (Vec<F>, Vec<isize>) = match mask {
-        AttentionMask::Array => {
-            let m = &inputs[3];
-            let vals: Vec<F> = if m.dtype() == Dtype::Bool {
-                m.to_vec::<bool>()?.into_iter().map(|keep| if keep { F::ZERO } else { F::MIN }).collect()
-            } else {
-                m.to_vec::<T>()?.into_iter().map(|x| x.to_acc()).collect()
-            };
-            let st = broadcast_strides(m.shape(), &crate::array::row_major_strides(m.shape()), &[b, hq, l, s]);
-            (vals, st)
-        }
-        _ => (Vec::new(), Vec::new()),
-    };
     // The query heads of one key/value head are consecutive, so for each (batch, kv head) its
     // queries form one (group · L) × D matrix, and its outputs one (group · L) × Dv matrix:
     // grouped queries share one pass over K and V. Tasks take QUERY_BLOCK rows of it.
     let rows = group * l;
-    // Masked softmax, in place, of the scores of query rows r0.. of (batch, kv head) `bk`.
-    let softmax_rows = inline_always(
-        #[inline(always)]
-        |bk: usize, r0: usize, scores: &mut [F], isa: Isa| {
-            let (bi, kh) = (bk / hkv, bk % hkv);
-            for (ri, row) in scores.chunks_exact_mut(s.max(1)).enumerate() {
-                let (g, i) = ((r0 + ri) / l, (r0 + ri) % l);
-                let h = kh * group + g;
-                match mask {
-                    AttentionMask::Causal => {
-                        let limit = i + s.saturating_sub(l);
-                        for x in row.iter_mut().skip(limit + 1) {
-                            *x = F::MIN;
-                        }
-                    }
-                    AttentionMask::Array => {
-                        let [base] = row_offsets::<1>(&[b, hq, l], &[mst[..3].to_vec()], (bi * hq + h) * l + i);
-                        for (j, x) in row.iter_mut().enumerate() {
-                            *x = Acc::add(*x, maskv[(base + j as isize * mst[3]) as usize]);
-                        }
-                    }
-                    AttentionMask::None => {}
-                }
-                // The largest non-NaN score.
-                let m = fold_slice(
-                    row,
-                    F::MIN,
-                    #[inline(always)]
-                    |a: F, b: F| if b > a { b } else { a },
-                    |x: F| x,
-                );
-                if m == F::MIN {
-                    row.iter_mut().for_each(|x| *x = F::ZERO);
-                    continue;
-                }
-                for x in row.iter_mut() {
-                    *x = Real::exp(Acc::sub(*x, m), isa);
-                }
-                let inv = Acc::div(
-                    F::ONE,
-                    fold_slice(
-                        row,
-                        F::ZERO,
-                        Acc::add,
-                        #[inline(always)]
-                        |x: F| x,
-                    ),
-                );
-                row.iter_mut().for_each(|x| *x = Acc::mul(*x, inv));
-            }
-        },
-    );
+    let masked = ScoreMask::new::<T>(inputs, mask, [b, hq, hkv, l, s])?;
+    let softmax_rows = |bk: usize, r0: usize, scores: &mut [F], isa: Isa| masked.softmax_rows(bk, r0, scores, isa);
     // Few query rows (decode): dot products and row updates that read K and V in their own
     // dtype, once, with no conversion pass and no copy.
     let direct = inline_always(
@@ -691,4 +627,95 @@ fn attention_in<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
         });
         Ok(())
     })
+}
+
+/// Attention's mask and masked softmax over rows of scores, shared by the forward and
+/// backward kernels.
+pub(super) struct ScoreMask<F> {
+    mask: AttentionMask,
+    /// The mask array as additive values (bool: 0 or the lowest value).
+    values: Vec<F>,
+    /// The mask array's strides broadcast to [B, Hq, L, S].
+    strides: Vec<isize>,
+    /// B, Hq, Hkv, L, S.
+    dims: [usize; 5],
+}
+
+impl<F: Real + Element<Acc = F>> ScoreMask<F> {
+    /// The mask of an attention over `inputs` (q, k, v, and the mask array when `mask` is
+    /// [`AttentionMask::Array`]) of sizes `dims` = [B, Hq, Hkv, L, S].
+    /// A mask array is read as `T` (the queries' dtype) or bool.
+    pub(super) fn new<T: Element<Acc = F>>(inputs: &[Array], mask: AttentionMask, dims: [usize; 5]) -> Result<Self> {
+        let [b, hq, _, l, s] = dims;
+        let (values, strides) = match mask {
+            AttentionMask::Array => {
+                let m = &inputs[3];
+                let vals: Vec<F> = if m.dtype() == Dtype::Bool {
+                    m.to_vec::<bool>()?.into_iter().map(|keep| if keep { F::ZERO } else { F::MIN }).collect()
+                } else {
+                    m.to_vec::<T>()?.into_iter().map(|x| x.to_acc()).collect()
+                };
+                let st = broadcast_strides(m.shape(), &crate::array::row_major_strides(m.shape()), &[b, hq, l, s]);
+                (vals, st)
+            }
+            _ => (Vec::new(), Vec::new()),
+        };
+        Ok(ScoreMask { mask, values, strides, dims })
+    }
+
+    /// Masked softmax, in place, of the scores (rows of S) of query rows `r0..` of (batch,
+    /// kv head) `bk`, whose query heads are consecutive (row `r` is head `r / L`, query
+    /// `r % L` of the group).
+    #[inline(always)]
+    pub(super) fn softmax_rows(&self, bk: usize, r0: usize, scores: &mut [F], isa: Isa) {
+        let [b, hq, hkv, l, s] = self.dims;
+        let group = hq / hkv.max(1);
+        let (bi, kh) = (bk / hkv, bk % hkv);
+        for (ri, row) in scores.chunks_exact_mut(s.max(1)).enumerate() {
+            let (g, i) = ((r0 + ri) / l, (r0 + ri) % l);
+            let h = kh * group + g;
+            match self.mask {
+                AttentionMask::Causal => {
+                    let limit = i + s.saturating_sub(l);
+                    for x in row.iter_mut().skip(limit + 1) {
+                        *x = F::MIN;
+                    }
+                }
+                AttentionMask::Array => {
+                    let mst = &self.strides;
+                    let [base] = row_offsets::<1>(&[b, hq, l], &[mst[..3].to_vec()], (bi * hq + h) * l + i);
+                    for (j, x) in row.iter_mut().enumerate() {
+                        *x = Acc::add(*x, self.values[(base + j as isize * mst[3]) as usize]);
+                    }
+                }
+                AttentionMask::None => {}
+            }
+            // The largest non-NaN score.
+            let m = fold_slice(
+                row,
+                F::MIN,
+                #[inline(always)]
+                |a: F, b: F| if b > a { b } else { a },
+                |x: F| x,
+            );
+            if m == F::MIN {
+                row.iter_mut().for_each(|x| *x = F::ZERO);
+                continue;
+            }
+            for x in row.iter_mut() {
+                *x = Real::exp(Acc::sub(*x, m), isa);
+            }
+            let inv = Acc::div(
+                F::ONE,
+                fold_slice(
+                    row,
+                    F::ZERO,
+                    Acc::add,
+                    #[inline(always)]
+                    |x: F| x,
+                ),
+            );
+            row.iter_mut().for_each(|x| *x = Acc::mul(*x, inv));
+        }
+    }
 }

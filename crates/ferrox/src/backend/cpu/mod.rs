@@ -1,5 +1,6 @@
 //! The CPU backend: rayon-parallel kernels over strided data.
 
+mod attention_vjp;
 mod binary;
 mod conv;
 mod copy;
@@ -76,6 +77,7 @@ impl Backend for CpuBackend {
                 fast::rope(&inputs[0], &inputs[1], freqs.then(|| &inputs[2]), *dims, *traditional, *base, *scale, shape)
             }
             Op::Attention { scale, mask } => fast::attention(inputs, *scale, *mask, shape),
+            Op::AttentionVjp { scale, mask } => attention_vjp::attention_vjp(inputs, *scale, *mask, shape),
             Op::Load(src) => src.load(),
             Op::Fused(g) => fused::eval(g, inputs, shape, dtype),
             Op::Checkpoint(_) => inputs.last().expect("the forward result is the last input").data(),
