@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The GPU check: build here (no CUDA needed), run on the GPU machine.
 #
-#   scripts/gpu-check.sh build [DIR]   # here: release builds with --features cuda of the GPU
-#                                      # check (crates/ferrox/tests/gpu_check.rs) and, unless
+#   scripts/gpu-check.sh build [DIR]   # here: builds with --features cuda of the GPU check
+#                                      # (crates/ferrox/tests/gpu_check.rs) and, unless
 #                                      # GPU_CHECK_CLI=0, the `ferrox` CLI; stripped, with this
-#                                      # script, into DIR (default .gpu-cuda, git-ignored)
+#                                      # script, into DIR (default .gpu-cuda, git-ignored).
+#                                      # GPU_CHECK_PROFILE=dev skips the (slow) release build:
+#                                      # GPU kernel timings do not depend on it
 #   bash DIR/gpu-check.sh run          # there (from the repository root the device tool sends,
 #                                      # DIR carried along): runs the check, which compares
 #                                      # every GPU kernel with the CPU backend, times a few ops
@@ -21,7 +23,10 @@ build)
     cd "$(dirname "$0")/.."
     dir=${2:-.gpu-cuda}
     mkdir -p "$dir"
-    cargo test --release -p ferrox --features cuda --test gpu_check --no-run --message-format=json 2>/dev/null |
+    profile=${GPU_CHECK_PROFILE:-release}
+    pflag=(--release)
+    [ "$profile" = dev ] && pflag=()
+    cargo test "${pflag[@]}" -p ferrox --features cuda --test gpu_check --no-run --message-format=json 2>/dev/null |
         python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -31,8 +36,10 @@ for line in sys.stdin:
     cp "$(cat "$dir/.exe")" "$dir/gpu_check"
     rm "$dir/.exe"
     if [ "${GPU_CHECK_CLI:-1}" != 0 ]; then
-        cargo build --release -p ferrox-cli --features cuda
-        cp "${CARGO_TARGET_DIR:-target}/release/ferrox" "$dir/ferrox"
+        cargo build "${pflag[@]}" -p ferrox-cli --features cuda
+        out=$profile
+        [ "$profile" = dev ] && out=debug
+        cp "${CARGO_TARGET_DIR:-target}/$out/ferrox" "$dir/ferrox"
     fi
     strip "$dir"/gpu_check "$dir"/ferrox 2>/dev/null || strip "$dir"/gpu_check
     cp "$0" "$dir/gpu-check.sh"

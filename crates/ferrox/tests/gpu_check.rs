@@ -86,8 +86,13 @@ impl Checker {
 
     /// Runs `f` on the CPU and on the GPU (poisoned first) and compares.
     fn check(&mut self, name: &str, bound: f64, f: impl Fn() -> fx::Result<Array>) {
-        let want = cpu(&f).unwrap();
-        want.eval().unwrap();
+        let want = match cpu(&f).and_then(|w| w.eval().map(|_| w)) {
+            Ok(w) => w,
+            Err(e) => {
+                println!("skip {name}: the CPU refuses it ({e})");
+                return;
+            }
+        };
         self.poison(want.nbytes());
         let got = gpu(|| {
             let g = f()?;
@@ -173,8 +178,13 @@ fn main() {
     println!("\nCPU fallbacks taken on the GPU stream: {:?}", ferrox::backend::fallback::fallbacks());
     println!("\n| check group | passed | failed | worst rel err |");
     println!("| --- | --- | --- | --- |");
-    let mut groups: Vec<String> = c.results.iter().map(|r| r.0.split(' ').next().unwrap().to_string()).collect();
-    groups.dedup();
+    let mut groups: Vec<String> = Vec::new();
+    for r in &c.results {
+        let g = r.0.split(' ').next().unwrap().to_string();
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
     for gname in groups {
         let rs: Vec<_> = c.results.iter().filter(|r| r.0.split(' ').next().unwrap() == gname).collect();
         let worst = rs.iter().map(|r| r.1).fold(0f64, |a, b| if b.is_nan() { f64::INFINITY } else { a.max(b) });
@@ -244,7 +254,7 @@ fn unary(c: &mut Checker) {
         ("erfinv", erfinv, -0.95, 0.95),
         ("floor", floor, -10.0, 10.0),
         ("ceil", ceil, -10.0, 10.0),
-        ("round", round_, -10.0, 10.0),
+        ("round", |a| round(a, 0), -10.0, 10.0),
         ("abs", abs, -10.0, 10.0),
         ("negative", negative, -10.0, 10.0),
         ("sign", sign, -10.0, 10.0),
@@ -271,7 +281,7 @@ fn unary(c: &mut Checker) {
         let x = if dt.is_float() {
             let special = Array::from_slice(&[f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0], &[4]).unwrap();
             let special = cpu(|| fx::astype(&special, dt)).unwrap();
-            cpu(|| fx::concatenate(&[&x, &special], 0)).unwrap()
+            cpu(|| fx::concatenate(&[x.clone(), special.clone()], 0)).unwrap()
         } else {
             x
         };
@@ -382,6 +392,16 @@ fn reductions(c: &mut Checker) {
     // One long row (a whole-array sum) and many short ones.
     let big = c.array(&[1 << 20], Dtype::F32, -1.0, 1.0);
     c.check("reduce sum f32 whole 1M", 1e-5, || sum(&big, None, false));
+    // Few long rows: split into parts reduced by separate blocks, then joined.
+    for dt in [Dtype::F32, Dtype::Bf16, Dtype::I32, Dtype::U8, Dtype::F64] {
+        let long = c.array(&[3, 70_000], dt, -3.0, 3.0);
+        let b = if dt.is_float() { bound(dt).max(1e-5) } else { 0.0 };
+        c.check(&format!("reduce sum {dt} split"), b, || sum(&long, Some(&[1]), false));
+        c.check(&format!("reduce max {dt} split"), 0.0, || max(&long, Some(&[1]), false));
+        c.check(&format!("reduce min {dt} split strided"), 0.0, || min(&fx::transpose(&long, &[1, 0])?, Some(&[0]), false));
+        c.check(&format!("reduce any {dt} split"), 0.0, || any(&long, Some(&[1]), false));
+        c.check(&format!("reduce all {dt} split"), 0.0, || all(&long, None, false));
+    }
     let rows = c.array(&[4096, 3], Dtype::F32, -1.0, 1.0);
     c.check("reduce max f32 short rows", 0.0, || max(&rows, Some(&[1]), false));
 }
@@ -482,7 +502,7 @@ fn timings(c: &mut Checker) -> Vec<(String, String)> {
         let s = time(20, || fx::add(&a, &b).unwrap());
         out.push(("add f32 16M".into(), format!("{:.0} GB/s ({:.1} µs)", 12.0 * m as f64 / s / 1e9, s * 1e6)));
         let s = time(20, || fx::sum(&a, None, false).unwrap());
-        out.push(("sum f32 16M (one block: slow path)".into(), format!("{:.0} GB/s ({:.1} µs)", 4.0 * m as f64 / s / 1e9, s * 1e6)));
+        out.push(("sum f32 16M".into(), format!("{:.0} GB/s ({:.1} µs)", 4.0 * m as f64 / s / 1e9, s * 1e6)));
         let x = c.array(&[4096, 4096], Dtype::Bf16, -1.0, 1.0);
         let w = c.array(&[4096], Dtype::Bf16, -1.0, 1.0);
         let s = time(20, || fx::fast::rms_norm(&x, Some(&w), 1e-5).unwrap());

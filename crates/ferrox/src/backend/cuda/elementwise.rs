@@ -186,12 +186,19 @@ pub(crate) fn copy(g: &Gpu, x: &Array) -> Result<Data> {
         return Ok(d);
     }
     let ip = device_ptr(g, &d, x.dtype())?;
-    let Some(layout) = Layout::new(shape, &[d.strides.clone(), row_major_strides(shape)]) else {
-        return crate::backend::fallback::run(&crate::primitives::Op::Copy, std::slice::from_ref(x), shape, x.dtype());
-    };
     let (out, po) = alloc_out(shape, x.dtype())?;
-    run(g, "copy", bits_type(x.dtype()), "copy", &[po, ip], &layout)?;
+    if !copy_strided(g, ip, &d.strides, shape, x.dtype(), po)? {
+        return crate::backend::fallback::run(&crate::primitives::Op::Copy, std::slice::from_ref(x), shape, x.dtype());
+    }
     Ok(out)
+}
+
+/// Copies the strided view at `src` (element strides `strides` over `shape`) to the row-major
+/// array at `dst`; false (nothing done) past the kernels' axis limit.
+pub(crate) fn copy_strided(g: &Gpu, src: u64, strides: &[isize], shape: &[usize], dtype: Dtype, dst: u64) -> Result<bool> {
+    let Some(layout) = Layout::new(shape, &[strides.to_vec(), row_major_strides(shape)]) else { return Ok(false) };
+    run(g, "copy", bits_type(dtype), "copy", &[dst, src], &layout)?;
+    Ok(true)
 }
 
 /// Reshape: a view where the strides allow, else a copy.

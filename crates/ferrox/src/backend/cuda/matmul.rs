@@ -16,8 +16,7 @@ use crate::shape::broadcast_strides;
 
 use super::alloc::{alloc_out, device_ptr};
 use super::context::{cuda_err, Gpu};
-use super::elementwise::copy;
-use super::layout::{launch, Arg, Layout};
+use super::elementwise::{copy, copy_strided};
 
 /// How cuBLAS (column-major) reads a row-major `rows × cols` view with strides `(rs, cs)`:
 /// the operation and leading dimension, or `None` if neither axis is unit-stride.
@@ -113,16 +112,9 @@ pub(crate) fn matmul(
         let dc = c.data()?;
         let pc = device_ptr(g, &dc, dtype)?;
         let sc = broadcast_strides(c.shape(), &dc.strides, shape);
-        let Some(layout) = Layout::new(shape, &[sc, crate::array::row_major_strides(shape)]) else { return Ok(None) };
-        let bits = match dtype.size() {
-            2 => Dtype::U16,
-            4 => Dtype::U32,
-            _ => Dtype::U64,
-        };
-        let f = g.function(&format!("copy {}", super::layout::ctype(bits)), "copy", || {
-            format!("{}\n#define T {}\n{}\n", super::compile::COMMON, super::layout::ctype(bits), include_str!("kernels/elementwise.cu"))
-        })?;
-        launch(g, &f, g.grid(layout.n(), 256), 256, &[Arg::U64(po), Arg::U64(pc), Arg::Layout(&layout)])?;
+        if !copy_strided(g, pc, &sc, shape, dtype, po)? {
+            return Ok(None);
+        }
         beta
     } else {
         0.0

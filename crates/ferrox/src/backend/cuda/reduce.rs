@@ -5,7 +5,7 @@ use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::primitives::{ArgReduceOp, ReduceOp};
 
-use super::alloc::{alloc_out, device_ptr};
+use super::alloc::{alloc_out, device_ptr, DeviceBlock};
 use super::compile::COMMON;
 use super::context::Gpu;
 use super::layout::{ctype, launch, Arg, Layout};
@@ -62,8 +62,27 @@ pub(crate) fn reduce(
         return Ok(Some(out));
     }
     let ip = device_ptr(g, &d, x.dtype())?;
-    let f = function(g, x.dtype(), &format!("reduce_{op:?}"))?;
-    launch(g, &f, g.grid(lo.n(), 1), BLOCK, &[Arg::U64(po), Arg::U64(ip), Arg::Layout(&lo), Arg::Layout(&lr)])?;
+    let t = x.dtype();
+    // Few outputs with long rows: one block per output would leave most of the GPU idle, so
+    // each row is split into parts reduced by separate blocks, then the parts are joined.
+    let parts = if lo.n() < 2 * g.sms as usize && lr.n() >= 1 << 15 {
+        (4 * g.sms as usize).div_ceil(lo.n()).min(lr.n() / 4096).max(2)
+    } else {
+        1
+    };
+    if parts == 1 {
+        let f = function(g, t, &format!("reduce_{op:?}"))?;
+        launch(g, &f, g.grid(lo.n(), 1), BLOCK, &[Arg::U64(po), Arg::U64(ip), Arg::Layout(&lo), Arg::Layout(&lr)])?;
+        return Ok(Some(out));
+    }
+    // The parts are kept in the compute type: 8 bytes is enough for every one.
+    let part = DeviceBlock::new(lo.n() * parts * 8)?;
+    let f = function(g, t, &format!("reduce_part_{op:?}"))?;
+    let args = [Arg::U64(part.addr), Arg::U64(ip), Arg::Layout(&lo), Arg::Layout(&lr), Arg::I64(parts as i64)];
+    launch(g, &f, (lo.n() * parts) as u32, BLOCK, &args)?;
+    let f = function(g, t, &format!("reduce_join_{op:?}"))?;
+    let args = [Arg::U64(po), Arg::U64(part.addr), Arg::I64(lo.n() as i64), Arg::I64(parts as i64)];
+    launch(g, &f, g.grid(lo.n(), 1), BLOCK, &args)?;
     Ok(Some(out))
 }
 

@@ -112,8 +112,14 @@ template <typename T> __device__ __forceinline__ T sat_int(double d, T lo, T hi)
 template <typename T> __device__ __forceinline__ T from_f64(double d);
 template <> __device__ __forceinline__ float from_f64<float>(double d) { return (float)d; }
 template <> __device__ __forceinline__ double from_f64<double>(double d) { return d; }
-template <> __device__ __forceinline__ f16 from_f64<f16>(double d) { return from_acc<f16>(f64_to_f32_odd(d)); }
-template <> __device__ __forceinline__ bf16 from_f64<bf16>(double d) { return from_acc<bf16>(f64_to_f32_odd(d)); }
+// f64 to f16 and bf16 exactly as the CPU backend converts (the `half` crate): f16 through
+// f32 (its x86 F16C path: two roundings), bf16 from the f64's upper 32 bits rounded once (its
+// portable path drops the lower 32 bits). So both devices agree bit for bit.
+template <> __device__ __forceinline__ f16 from_f64<f16>(double d) { return from_acc<f16>((float)d); }
+template <> __device__ __forceinline__ bf16 from_f64<bf16>(double d) {
+  double hi = __longlong_as_double(__double_as_longlong(d) & (long long)0xFFFFFFFF00000000ull);
+  return from_acc<bf16>(f64_to_f32_odd(hi));
+}
 template <> __device__ __forceinline__ bool from_f64<bool>(double d) { return d != 0.0; }
 template <> __device__ __forceinline__ i8 from_f64<i8>(double d) { return sat_int<i8>(d, -128, 127); }
 template <> __device__ __forceinline__ i16 from_f64<i16>(double d) { return sat_int<i16>(d, -32768, 32767); }

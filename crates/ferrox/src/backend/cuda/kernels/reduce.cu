@@ -50,23 +50,52 @@ __device__ __forceinline__ A highest() {
   else return to_acc<T>(from_f64<T>(1.0 / 0.0));
 }
 
-// lo: the kept axes (n outputs, st[0] the input's strides); lr: the reduced axes.
-#define REDUCE(NAME, V, INIT, MAP, F, OUT_T, FINISH)                                               \
-  extern "C" __global__ void reduce_##NAME(OUT_T* __restrict__ out, const T* __restrict__ in, Layout lo, \
-                                           Layout lr) {                                             \
-    for (i64 j = blockIdx.x; j < lo.n; j += gridDim.x) {                                             \
-      i64 base[1];                                                                                   \
-      offsets<1>(lo, j, base);                                                                       \
-      V acc = INIT;                                                                                  \
-      for (i64 r = threadIdx.x; r < lr.n; r += RBLOCK) {                                             \
-        i64 o[1];                                                                                    \
-        offsets<1>(lr, r, o);                                                                        \
-        T x = in[base[0] + o[0]];                                                                    \
-        acc = F(acc, (MAP));                                                                         \
-      }                                                                                              \
-      acc = block_combine(acc, [](V a, V b) { return F(a, b); });                                     \
-      if (threadIdx.x == 0) out[j] = FINISH;                                                         \
-    }                                                                                                \
+// lo: the kept axes (n outputs, st[0] the input's strides); lr: the reduced axes. Three
+// kernels per reduction: reduce_NAME (one block per output), and for few outputs with long
+// rows, reduce_part_NAME (block j * parts + p folds part p of row j into part[], in the
+// compute type) then reduce_join_NAME (one block per output folds its parts).
+#define REDUCE(NAME, V, INIT, MAP, F, OUT_T, FINISH)                                                 \
+  extern "C" __global__ void reduce_##NAME(OUT_T* __restrict__ out, const T* __restrict__ in, Layout lo,  \
+                                           Layout lr) {                                              \
+    for (i64 j = blockIdx.x; j < lo.n; j += gridDim.x) {                                              \
+      i64 base[1];                                                                                    \
+      offsets<1>(lo, j, base);                                                                        \
+      V acc = INIT;                                                                                   \
+      for (i64 r = threadIdx.x; r < lr.n; r += RBLOCK) {                                              \
+        i64 o[1];                                                                                     \
+        offsets<1>(lr, r, o);                                                                         \
+        T x = in[base[0] + o[0]];                                                                     \
+        acc = F(acc, (MAP));                                                                          \
+      }                                                                                               \
+      acc = block_combine(acc, [](V a, V b) { return F(a, b); });                                      \
+      if (threadIdx.x == 0) out[j] = FINISH;                                                          \
+    }                                                                                                 \
+  }                                                                                                   \
+  extern "C" __global__ void reduce_part_##NAME(V* __restrict__ part, const T* __restrict__ in, Layout lo, \
+                                                Layout lr, i64 parts) {                               \
+    i64 j = blockIdx.x / parts, p = blockIdx.x % parts;                                               \
+    i64 chunk = (lr.n + parts - 1) / parts;                                                           \
+    i64 r0 = p * chunk, r1 = r0 + chunk < lr.n ? r0 + chunk : lr.n;                                   \
+    i64 base[1];                                                                                      \
+    offsets<1>(lo, j, base);                                                                          \
+    V acc = INIT;                                                                                     \
+    for (i64 r = r0 + threadIdx.x; r < r1; r += RBLOCK) {                                             \
+      i64 o[1];                                                                                       \
+      offsets<1>(lr, r, o);                                                                           \
+      T x = in[base[0] + o[0]];                                                                       \
+      acc = F(acc, (MAP));                                                                            \
+    }                                                                                                 \
+    acc = block_combine(acc, [](V a, V b) { return F(a, b); });                                        \
+    if (threadIdx.x == 0) part[blockIdx.x] = acc;                                                     \
+  }                                                                                                   \
+  extern "C" __global__ void reduce_join_##NAME(OUT_T* __restrict__ out, const V* __restrict__ part, i64 n, \
+                                                i64 parts) {                                          \
+    for (i64 j = blockIdx.x; j < n; j += gridDim.x) {                                                 \
+      V acc = INIT;                                                                                   \
+      for (i64 p = threadIdx.x; p < parts; p += RBLOCK) acc = F(acc, part[j * parts + p]);            \
+      acc = block_combine(acc, [](V a, V b) { return F(a, b); });                                      \
+      if (threadIdx.x == 0) out[j] = FINISH;                                                          \
+    }                                                                                                 \
   }
 
 // Arg-reductions: the first best element, a NaN winning (the first NaN).
