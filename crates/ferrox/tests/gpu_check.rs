@@ -106,7 +106,10 @@ impl Checker {
             }
             Ok(got) => compare(&want, &got, bound),
         };
-        println!("{} {name}: rel err {err:.2e} (bound {bound:.0e}, |ref| {norm:.3e})", if ok { "ok  " } else { "FAIL" });
+        println!(
+            "{} {name}: rel err {err:.2e} (bound {bound:.0e}, |ref| {norm:.3e})",
+            if ok { "ok  " } else { "FAIL" }
+        );
         self.results.push((name.to_string(), err, bound, ok));
     }
 }
@@ -157,10 +160,9 @@ fn main() {
         return;
     }
     println!("GPU: {}", ferrox::backend::cuda::device_name().unwrap_or_default());
-    let seed = std::env::var("GPU_CHECK_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
+    let seed = std::env::var("GPU_CHECK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
     println!("seed {seed}");
     let mut c = Checker { rng: Rng(seed), results: Vec::new() };
     let t0 = Instant::now();
@@ -275,7 +277,8 @@ fn unary(c: &mut Checker) {
             c.check(&format!("unary {name} {dt}"), 0.0, || f(&x));
         }
     }
-    let preds: [(&str, F); 4] = [("isnan", isnan), ("isinf", isinf), ("isfinite", isfinite), ("logical_not", logical_not)];
+    let preds: [(&str, F); 4] =
+        [("isnan", isnan), ("isinf", isinf), ("isfinite", isfinite), ("logical_not", logical_not)];
     for dt in Dtype::ALL {
         let x = c.array(&[64], dt, -3.0, 3.0);
         let x = if dt.is_float() {
@@ -401,7 +404,9 @@ fn reductions(c: &mut Checker) {
         let b = if dt.is_float() { bound(dt).max(1e-5) } else { 0.0 };
         c.check(&format!("reduce sum {dt} split"), b, || sum(&long, Some(&[1]), false));
         c.check(&format!("reduce max {dt} split"), 0.0, || max(&long, Some(&[1]), false));
-        c.check(&format!("reduce min {dt} split strided"), 0.0, || min(&fx::transpose(&long, &[1, 0])?, Some(&[0]), false));
+        c.check(&format!("reduce min {dt} split strided"), 0.0, || {
+            min(&fx::transpose(&long, &[1, 0])?, Some(&[0]), false)
+        });
         c.check(&format!("reduce any {dt} split"), 0.0, || any(&long, Some(&[1]), false));
         c.check(&format!("reduce all {dt} split"), 0.0, || all(&long, None, false));
     }
@@ -461,9 +466,7 @@ fn fast(c: &mut Checker) {
 /// Views, reshapes and an op with no GPU kernel (sort): it falls back to the CPU by itself.
 fn movement(c: &mut Checker) {
     let x = c.array(&[4, 6, 10], Dtype::F32, -1.0, 1.0);
-    c.check("views reshape-of-transpose", 0.0, || {
-        fx::reshape(&fx::transpose(&x, &[2, 1, 0])?, &[10, 24])
-    });
+    c.check("views reshape-of-transpose", 0.0, || fx::reshape(&fx::transpose(&x, &[2, 1, 0])?, &[10, 24]));
     c.check("views broadcast+add", 1e-6, || fx::add(&fx::broadcast_to(&x, &[3, 4, 6, 10])?, 1.0f32));
     c.check("fallback sort (CPU) then exp (GPU)", 1e-5, || fx::exp(&fx::sort(&x, Some(-1))?));
     // Memory figures count device memory.
@@ -472,7 +475,11 @@ fn movement(c: &mut Checker) {
     let big = gpu(|| fx::add(&host, 1.0f32)).unwrap();
     big.eval().unwrap();
     let grew = fx::active_memory() >= before + (4 << 20);
-    println!("{} memory active_memory counts a 4 MiB GPU array ({before} -> {})", if grew { "ok  " } else { "FAIL" }, fx::active_memory());
+    println!(
+        "{} memory active_memory counts a 4 MiB GPU array ({before} -> {})",
+        if grew { "ok  " } else { "FAIL" },
+        fx::active_memory()
+    );
     c.results.push(("memory active".into(), 0.0, 0.0, grew));
     let v = big.to_vec::<f32>().unwrap();
     let want: Vec<f32> = host.to_vec::<f32>().unwrap().iter().map(|x| x + 1.0).collect();
@@ -508,9 +515,15 @@ fn timings(c: &mut Checker) -> Vec<(String, String)> {
                 std::env::set_var("FERROX_TF32", "1");
                 let s = time(10, || fx::matmul(&a, &b).unwrap());
                 std::env::remove_var("FERROX_TF32");
-                out.push(("matmul f32 4096³, FERROX_TF32=1".into(), format!("{:.0} TFLOP/s ({:.2} ms)", 2.0 * (n as f64).powi(3) / s / 1e12, s * 1e3)));
+                out.push((
+                    "matmul f32 4096³, FERROX_TF32=1".into(),
+                    format!("{:.0} TFLOP/s ({:.2} ms)", 2.0 * (n as f64).powi(3) / s / 1e12, s * 1e3),
+                ));
             }
-            out.push((format!("matmul {dt} 4096³"), format!("{:.0} TFLOP/s ({:.2} ms)", 2.0 * (n as f64).powi(3) / s / 1e12, s * 1e3)));
+            out.push((
+                format!("matmul {dt} 4096³"),
+                format!("{:.0} TFLOP/s ({:.2} ms)", 2.0 * (n as f64).powi(3) / s / 1e12, s * 1e3),
+            ));
         }
         let m = 1 << 24;
         let a = c.array(&[m], Dtype::F32, -1.0, 1.0);
@@ -522,7 +535,10 @@ fn timings(c: &mut Checker) -> Vec<(String, String)> {
         let x = c.array(&[4096, 4096], Dtype::Bf16, -1.0, 1.0);
         let w = c.array(&[4096], Dtype::Bf16, -1.0, 1.0);
         let s = time(20, || fx::fast::rms_norm(&x, Some(&w), 1e-5).unwrap());
-        out.push(("rms_norm bf16 4096²".into(), format!("{:.0} GB/s ({:.1} µs)", 4.0 * (4096.0 * 4096.0) / s / 1e9, s * 1e6)));
+        out.push((
+            "rms_norm bf16 4096²".into(),
+            format!("{:.0} GB/s ({:.1} µs)", 4.0 * (4096.0 * 4096.0) / s / 1e9, s * 1e6),
+        ));
         let small = c.array(&[1024], Dtype::F32, -1.0, 1.0);
         let s = time(200, || fx::add(&small, &small).unwrap());
         out.push(("one small add (launch + eval overhead)".into(), format!("{:.1} µs", s * 1e6)));

@@ -81,7 +81,8 @@ impl DeviceMemory for DeviceBlock {
         // SAFETY: the block holds at least dst.len() bytes; the stream orders the copy after
         // the kernels that write the block, and we wait for it before returning.
         unsafe {
-            cu::memcpy_dtoh_async(dst, self.addr, g.stream.cu_stream()).map_err(|e| cuda_err("copying to the host", e))?;
+            cu::memcpy_dtoh_async(dst, self.addr, g.stream.cu_stream())
+                .map_err(|e| cuda_err("copying to the host", e))?;
         }
         g.stream.synchronize().map_err(|e| cuda_err("waiting for the GPU", e))
     }

@@ -60,7 +60,10 @@ fn nvrtc_compile(src: &str, arch: &str) -> Result<Vec<u8>> {
                 String::from_utf8_lossy(&bytes).into_owned()
             });
             let _ = nv::destroy_program(prog);
-            return Err(Error::Device(format!("NVRTC could not compile a kernel for {arch}: {e:?}\n{}", log.unwrap_or_default())));
+            return Err(Error::Device(format!(
+                "NVRTC could not compile a kernel for {arch}: {e:?}\n{}",
+                log.unwrap_or_default()
+            )));
         }
         let mut size = 0usize;
         nvsys::nvrtcGetCUBINSize(prog, &mut size).result().map_err(|e| cuda_err("reading the cubin size", e))?;

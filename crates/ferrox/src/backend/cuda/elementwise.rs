@@ -17,9 +17,33 @@ const BLOCK: u32 = 256;
 
 /// Float-only unary ops (the kernel calls `op_<Name>`), beside Abs, Negative, Sign, Square.
 const FLOAT_UNARY: [&str; 27] = [
-    "Exp", "Expm1", "Log", "Log1p", "Log2", "Log10", "Sqrt", "Rsqrt", "Reciprocal", "Sin", "Cos", "Tan", "ArcSin",
-    "ArcCos", "ArcTan", "Sinh", "Cosh", "Tanh", "ArcSinh", "ArcCosh", "ArcTanh", "Sigmoid", "Erf", "ErfInv", "Floor",
-    "Ceil", "Round",
+    "Exp",
+    "Expm1",
+    "Log",
+    "Log1p",
+    "Log2",
+    "Log10",
+    "Sqrt",
+    "Rsqrt",
+    "Reciprocal",
+    "Sin",
+    "Cos",
+    "Tan",
+    "ArcSin",
+    "ArcCos",
+    "ArcTan",
+    "Sinh",
+    "Cosh",
+    "Tanh",
+    "ArcSinh",
+    "ArcCosh",
+    "ArcTanh",
+    "Sigmoid",
+    "Erf",
+    "ErfInv",
+    "Floor",
+    "Ceil",
+    "Round",
 ];
 const ARITH: [&str; 11] = [
     "Add",
@@ -195,7 +219,14 @@ pub(crate) fn copy(g: &Gpu, x: &Array) -> Result<Data> {
 
 /// Copies the strided view at `src` (element strides `strides` over `shape`) to the row-major
 /// array at `dst`; false (nothing done) past the kernels' axis limit.
-pub(crate) fn copy_strided(g: &Gpu, src: u64, strides: &[isize], shape: &[usize], dtype: Dtype, dst: u64) -> Result<bool> {
+pub(crate) fn copy_strided(
+    g: &Gpu,
+    src: u64,
+    strides: &[isize],
+    shape: &[usize],
+    dtype: Dtype,
+    dst: u64,
+) -> Result<bool> {
     let Some(layout) = Layout::new(shape, &[strides.to_vec(), row_major_strides(shape)]) else { return Ok(false) };
     run(g, "copy", bits_type(dtype), "copy", &[dst, src], &layout)?;
     Ok(true)
