@@ -101,7 +101,7 @@ pub(crate) fn arg_reduce(
     }
     let mut outer = x.shape().to_vec();
     outer[axis] = 1;
-    let Some(lo) = Layout::new(&outer, &[d.strides.clone()]) else { return Ok(None) };
+    let Some(lo) = Layout::new(&outer, std::slice::from_ref(&d.strides)) else { return Ok(None) };
     let (out, po) = alloc_out(out_shape, Dtype::U32)?;
     if lo.n() == 0 {
         return Ok(Some(out));
