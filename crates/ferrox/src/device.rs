@@ -26,6 +26,9 @@ impl Device {
     pub fn is_available(self) -> bool {
         match self {
             Device::Cpu => true,
+            #[cfg(feature = "cuda")]
+            Device::Gpu(i) => i < crate::backend::cuda::device_count(),
+            #[cfg(not(feature = "cuda"))]
             Device::Gpu(_) => false,
         }
     }

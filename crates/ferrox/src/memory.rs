@@ -11,31 +11,158 @@
 use std::alloc::{self, Layout};
 use std::collections::BTreeMap;
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::device::Device;
 use crate::error::{Error, Result};
 
 const ALIGN: usize = 64;
 
-struct Pool {
+/// A caching allocator over one kind of memory (host, or a GPU's), with its counters.
+///
+/// Blocks are addresses (`usize`): host pointers or device pointers alike. The system
+/// allocation, release and default limit are plain functions so the host pool is a `static`;
+/// the CUDA backend keeps a second pool of device memory with the same policy.
+pub(crate) struct Pool {
     active: usize,
     peak: usize,
     cached: usize,
     memory_limit: usize,
     cache_limit: usize,
-    free: BTreeMap<usize, Vec<SendPtr>>,
+    free: BTreeMap<usize, Vec<usize>>,
+    /// Which memory this is, for error messages ("host", "GPU 0").
+    what: &'static str,
+    sys_alloc: fn(usize) -> Option<usize>,
+    sys_free: fn(usize, usize),
+    default_limit: fn() -> usize,
 }
 
-struct SendPtr(NonNull<u8>);
-// SAFETY: the pointer is an owned, unaliased heap block while it sits in the cache.
-unsafe impl Send for SendPtr {}
+impl Pool {
+    /// An empty pool over the given system allocator.
+    pub(crate) const fn new(
+        what: &'static str,
+        sys_alloc: fn(usize) -> Option<usize>,
+        sys_free: fn(usize, usize),
+        default_limit: fn() -> usize,
+    ) -> Pool {
+        Pool {
+            active: 0,
+            peak: 0,
+            cached: 0,
+            memory_limit: 0,
+            cache_limit: usize::MAX,
+            free: BTreeMap::new(),
+            what,
+            sys_alloc,
+            sys_free,
+            default_limit,
+        }
+    }
 
-static POOL: Mutex<Pool> =
-    Mutex::new(Pool { active: 0, peak: 0, cached: 0, memory_limit: 0, cache_limit: usize::MAX, free: BTreeMap::new() });
+    fn limit(&mut self) -> usize {
+        if self.memory_limit == 0 {
+            self.memory_limit = (self.default_limit)();
+        }
+        self.memory_limit
+    }
 
-fn pool() -> std::sync::MutexGuard<'static, Pool> {
-    POOL.lock().unwrap_or_else(|e| e.into_inner())
+    fn release_cache(&mut self) {
+        for (size, addrs) in std::mem::take(&mut self.free) {
+            for a in addrs {
+                (self.sys_free)(a, size);
+            }
+        }
+        self.cached = 0;
+    }
+
+    fn trim_cache_to(&mut self, limit: usize) {
+        while self.cached > limit {
+            let Some((&size, _)) = self.free.iter().next_back() else { break };
+            let addrs = self.free.get_mut(&size).unwrap();
+            let a = addrs.pop().unwrap();
+            if addrs.is_empty() {
+                self.free.remove(&size);
+            }
+            self.cached -= size;
+            (self.sys_free)(a, size);
+        }
+    }
+
+    /// A block of at least `nbytes`: (address, block size).
+    pub(crate) fn allocate(&mut self, nbytes: usize) -> Result<(usize, usize)> {
+        let size = block_size(nbytes.max(1));
+        // Reuse a cached block no more than 1/8 larger than asked.
+        let hit = self.free.range(size..=size + size / 8).next().map(|(&s, _)| s);
+        if let Some(s) = hit {
+            let addrs = self.free.get_mut(&s).unwrap();
+            let a = addrs.pop().unwrap();
+            if addrs.is_empty() {
+                self.free.remove(&s);
+            }
+            self.cached -= s;
+            self.active += s;
+            self.peak = self.peak.max(self.active);
+            return Ok((a, s));
+        }
+        let limit = self.limit();
+        if self.active + size > limit {
+            self.release_cache();
+            if self.active + size > limit {
+                return Err(Error::OutOfMemory(format!(
+                    "allocating {size} bytes of {} memory with {} bytes active would pass the memory limit of \
+                     {limit} bytes (raise it with set_memory_limit)",
+                    self.what, self.active
+                )));
+            }
+        }
+        if self.active + self.cached + size > limit {
+            self.release_cache();
+        }
+        let a = match (self.sys_alloc)(size) {
+            Some(a) => a,
+            None => {
+                // The system may be short while we park blocks: give them back and try again.
+                self.release_cache();
+                (self.sys_alloc)(size).ok_or_else(|| {
+                    Error::OutOfMemory(format!(
+                        "the system refused an allocation of {size} bytes of {} memory ({} bytes active)",
+                        self.what, self.active
+                    ))
+                })?
+            }
+        };
+        self.active += size;
+        self.peak = self.peak.max(self.active);
+        Ok((a, size))
+    }
+
+    /// Returns a block from [`Pool::allocate`] to the cache (or the system past the cache limit).
+    pub(crate) fn free(&mut self, addr: usize, size: usize) {
+        self.active -= size;
+        if self.cached + size <= self.cache_limit {
+            self.cached += size;
+            self.free.entry(size).or_default().push(addr);
+        } else {
+            (self.sys_free)(addr, size);
+        }
+    }
+}
+
+fn host_alloc(size: usize) -> Option<usize> {
+    // SAFETY: size is non-zero and ALIGN a power of two.
+    let raw = unsafe { alloc::alloc(Layout::from_size_align_unchecked(size, ALIGN)) };
+    (!raw.is_null()).then_some(raw as usize)
+}
+
+fn host_free(addr: usize, size: usize) {
+    // SAFETY: allocated by host_alloc with this size and alignment.
+    unsafe { alloc::dealloc(addr as *mut u8, Layout::from_size_align_unchecked(size, ALIGN)) };
+}
+
+static HOST: Mutex<Pool> = Mutex::new(Pool::new("host", host_alloc, host_free, system_memory));
+
+fn pool() -> MutexGuard<'static, Pool> {
+    HOST.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Physical memory of this machine (the default memory limit), from /proc/meminfo.
@@ -50,39 +177,6 @@ fn system_memory() -> usize {
         .unwrap_or(16 << 30)
 }
 
-impl Pool {
-    fn limit(&mut self) -> usize {
-        if self.memory_limit == 0 {
-            self.memory_limit = system_memory();
-        }
-        self.memory_limit
-    }
-
-    fn release_cache(&mut self) {
-        for (size, ptrs) in std::mem::take(&mut self.free) {
-            for p in ptrs {
-                // SAFETY: allocated in `allocate` with this size and alignment.
-                unsafe { alloc::dealloc(p.0.as_ptr(), Layout::from_size_align_unchecked(size, ALIGN)) };
-            }
-        }
-        self.cached = 0;
-    }
-
-    fn trim_cache_to(&mut self, limit: usize) {
-        while self.cached > limit {
-            let Some((&size, _)) = self.free.iter().next_back() else { break };
-            let ptrs = self.free.get_mut(&size).unwrap();
-            let p = ptrs.pop().unwrap();
-            if ptrs.is_empty() {
-                self.free.remove(&size);
-            }
-            self.cached -= size;
-            // SAFETY: allocated in `allocate` with this size and alignment.
-            unsafe { alloc::dealloc(p.0.as_ptr(), Layout::from_size_align_unchecked(size, ALIGN)) };
-        }
-    }
-}
-
 /// Rounds a request up to the block size the pool hands out.
 fn block_size(nbytes: usize) -> usize {
     if nbytes <= 4096 {
@@ -92,112 +186,79 @@ fn block_size(nbytes: usize) -> usize {
     }
 }
 
-fn allocate(nbytes: usize) -> Result<(NonNull<u8>, usize)> {
-    let size = block_size(nbytes.max(1));
-    let mut p = pool();
-    // Reuse a cached block no more than 1/8 larger than asked.
-    let hit = p.free.range(size..=size + size / 8).next().map(|(&s, _)| s);
-    if let Some(s) = hit {
-        let ptrs = p.free.get_mut(&s).unwrap();
-        let ptr = ptrs.pop().unwrap();
-        if ptrs.is_empty() {
-            p.free.remove(&s);
-        }
-        p.cached -= s;
-        p.active += s;
-        p.peak = p.peak.max(p.active);
-        return Ok((ptr.0, s));
-    }
-    let limit = p.limit();
-    if p.active + size > limit {
-        p.release_cache();
-        if p.active + size > limit {
-            return Err(Error::OutOfMemory(format!(
-                "allocating {size} bytes with {} bytes active would pass the memory limit of {limit} bytes \
-                 (raise it with set_memory_limit)",
-                p.active
-            )));
-        }
-    }
-    if p.active + p.cached + size > limit {
-        p.release_cache();
-    }
-    // SAFETY: size is non-zero and ALIGN a power of two.
-    let raw = unsafe { alloc::alloc(Layout::from_size_align_unchecked(size, ALIGN)) };
-    let ptr = NonNull::new(raw)
-        .ok_or_else(|| Error::OutOfMemory(format!("the system refused an allocation of {size} bytes")))?;
-    p.active += size;
-    p.peak = p.peak.max(p.active);
-    Ok((ptr, size))
+/// Runs `f` on every pool: the host's, then each device's.
+fn each_pool(mut f: impl FnMut(&mut Pool)) {
+    f(&mut pool());
+    #[cfg(feature = "cuda")]
+    crate::backend::cuda::with_device_pool(f);
 }
 
-fn free(ptr: NonNull<u8>, size: usize) {
-    let mut p = pool();
-    p.active -= size;
-    if p.cached + size <= p.cache_limit {
-        p.cached += size;
-        p.free.entry(size).or_default().push(SendPtr(ptr));
-    } else {
-        // SAFETY: allocated in `allocate` with this size and alignment.
-        unsafe { alloc::dealloc(ptr.as_ptr(), Layout::from_size_align_unchecked(size, ALIGN)) };
-    }
+fn sum(f: impl Fn(&mut Pool) -> usize) -> usize {
+    let mut total = 0;
+    each_pool(|p| total += f(p));
+    total
 }
 
-/// Bytes held by live arrays (not counting the cache).
+/// Bytes held by live arrays (not counting the cache): host memory plus, with the `cuda`
+/// feature, device memory.
 pub fn active_memory() -> usize {
-    pool().active
+    sum(|p| p.active)
 }
 
-/// The highest [`active_memory`] since the start or the last [`reset_peak_memory`].
+/// The highest [`active_memory`] since the start or the last [`reset_peak_memory`] (with a GPU,
+/// the sum of the host's and the device's peaks).
 pub fn peak_memory() -> usize {
-    pool().peak
+    sum(|p| p.peak)
 }
 
 /// Sets the peak to the current active memory.
 pub fn reset_peak_memory() {
-    let mut p = pool();
-    p.peak = p.active;
+    each_pool(|p| p.peak = p.active);
 }
 
-/// Bytes of freed buffers kept for reuse.
+/// Bytes of freed buffers kept for reuse (host and device).
 pub fn cache_memory() -> usize {
-    pool().cached
+    sum(|p| p.cached)
 }
 
-/// The memory limit in bytes (default: the machine's physical memory).
+/// The memory limit in bytes (default: the machine's physical memory). With a GPU, each memory
+/// has its own limit (the device's defaults to its capacity); this is the host's.
 pub fn memory_limit() -> usize {
     pool().limit()
 }
 
-/// Sets the limit on active memory and returns the previous one. Allocations past it fail
-/// with [`Error::OutOfMemory`].
+/// Sets the limit on active memory of each memory (host, and device with a GPU) and returns
+/// the previous host limit. Allocations past it fail with [`Error::OutOfMemory`].
 pub fn set_memory_limit(bytes: usize) -> usize {
-    let mut p = pool();
-    let old = p.limit();
-    p.memory_limit = bytes.max(1);
+    let old = pool().limit();
+    each_pool(|p| p.memory_limit = bytes.max(1));
     old
 }
 
-/// Sets the limit on cached memory and returns the previous one; 0 disables the cache.
+/// Sets the limit on cached memory (of each memory) and returns the previous one; 0 disables
+/// the cache.
 pub fn set_cache_limit(bytes: usize) -> usize {
-    let mut p = pool();
-    let old = p.cache_limit;
-    p.cache_limit = bytes;
-    p.trim_cache_to(bytes);
+    let old = pool().cache_limit;
+    each_pool(|p| {
+        p.cache_limit = bytes;
+        p.trim_cache_to(bytes);
+    });
     old
 }
 
 /// Frees every cached buffer.
 pub fn clear_cache() {
-    pool().release_cache();
+    each_pool(|p| p.release_cache());
 }
 
 /// Memory that a device backend owns (a GPU allocation); the CUDA backend implements it.
 pub trait DeviceMemory: Send + Sync {
     /// The device the memory is on.
     fn device(&self) -> Device;
-    /// Copies the contents to host memory.
+    /// Copies the contents to host memory (waiting for the device work that writes them).
     fn copy_to_host(&self, dst: &mut [u8]) -> Result<()>;
+    /// The backend's own type, to reach its device pointer.
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 enum HostStorage {
@@ -209,29 +270,51 @@ enum HostStorage {
     Empty,
 }
 
-/// A block of bytes that arrays view. Holds a host copy and, with a GPU backend, a device copy.
+impl HostStorage {
+    fn ptr(&self) -> *const u8 {
+        match self {
+            HostStorage::Owned(p, _) => p.as_ptr(),
+            HostStorage::Mapped(m, off) => m[*off..].as_ptr(),
+            HostStorage::Empty => NonNull::<u64>::dangling().as_ptr() as *const u8,
+        }
+    }
+}
+
+impl Drop for HostStorage {
+    fn drop(&mut self) {
+        if let HostStorage::Owned(p, size) = *self {
+            pool().free(p.as_ptr() as usize, size);
+        }
+    }
+}
+
+/// A block of bytes that arrays view: one memory that may live on the host, on a device, or
+/// both.
+///
+/// A buffer made by a CPU kernel (or a file) starts on the host; one made by a GPU kernel
+/// starts on the device. The other copy is made the first time the other side reads it
+/// ([`Buffer::host_ptr`] downloads; the CUDA backend uploads), and kept: a buffer's bytes never
+/// change once it is shared, so both copies stay equal. The user never copies.
 pub struct Buffer {
     nbytes: usize,
-    host: HostStorage,
-    device: Mutex<Option<Arc<dyn DeviceMemory>>>,
+    host: OnceLock<HostStorage>,
+    device: OnceLock<Arc<dyn DeviceMemory>>,
 }
 
 // SAFETY: the host memory is owned by the buffer (or by an immutable mmap) and only written
 // before the buffer is shared.
 unsafe impl Send for Buffer {}
-// SAFETY: as above; shared access is read-only.
+// SAFETY: as above; shared access is read-only (the lazily made copies are behind OnceLock).
 unsafe impl Sync for Buffer {}
 
 impl Buffer {
+    fn with_host(nbytes: usize, host: HostStorage) -> Buffer {
+        Buffer { nbytes, host: OnceLock::from(host), device: OnceLock::new() }
+    }
+
     /// An uninitialized host buffer of `nbytes`, from the pool.
     pub fn alloc(nbytes: usize) -> Result<Buffer> {
-        let host = if nbytes == 0 {
-            HostStorage::Empty
-        } else {
-            let (ptr, size) = allocate(nbytes)?;
-            HostStorage::Owned(ptr, size)
-        };
-        Ok(Buffer { nbytes, host, device: Mutex::new(None) })
+        Ok(Buffer::with_host(nbytes, host_block(nbytes)?))
     }
 
     /// A zero-filled host buffer of `nbytes`.
@@ -245,7 +328,14 @@ impl Buffer {
     /// A buffer over `len` bytes of a memory map starting at `offset` (no copy).
     pub fn mapped(map: Arc<memmap2::Mmap>, offset: usize, len: usize) -> Buffer {
         assert!(offset + len <= map.len());
-        Buffer { nbytes: len, host: HostStorage::Mapped(map, offset), device: Mutex::new(None) }
+        Buffer::with_host(len, HostStorage::Mapped(map, offset))
+    }
+
+    /// A buffer of `nbytes` whose only copy is on a device (the output of a GPU kernel).
+    pub fn on_device(nbytes: usize, mem: Arc<dyn DeviceMemory>) -> Buffer {
+        let device = OnceLock::from(mem);
+        let host = if nbytes == 0 { OnceLock::from(HostStorage::Empty) } else { OnceLock::new() };
+        Buffer { nbytes, host, device }
     }
 
     /// Size in bytes.
@@ -253,12 +343,40 @@ impl Buffer {
         self.nbytes
     }
 
-    /// Pointer to the host bytes.
+    /// True if the bytes are on the host (no download needed to read them there).
+    pub fn is_on_host(&self) -> bool {
+        self.host.get().is_some()
+    }
+
+    /// Makes sure the bytes are on the host, downloading them from the device if needed.
+    pub fn ensure_host(&self) -> Result<()> {
+        if self.host.get().is_some() {
+            return Ok(());
+        }
+        let dev = self.device.get().expect("a buffer has a host or a device copy");
+        let block = host_block(self.nbytes)?;
+        // SAFETY: the block is fresh and owns nbytes writable bytes.
+        let dst = unsafe { std::slice::from_raw_parts_mut(block.ptr() as *mut u8, self.nbytes) };
+        dev.copy_to_host(dst)?;
+        // Another thread may have downloaded it meanwhile: then ours is dropped (freed).
+        let _ = self.host.set(block);
+        Ok(())
+    }
+
+    /// Pointer to the host bytes, downloading them first if they are only on a device.
+    ///
+    /// # Panics
+    /// If that download fails (the device failed, or host memory ran out); backends call
+    /// [`Buffer::ensure_host`] first to get the error as a value.
     pub fn host_ptr(&self) -> *const u8 {
-        match &self.host {
-            HostStorage::Owned(p, _) => p.as_ptr(),
-            HostStorage::Mapped(m, off) => m[*off..].as_ptr(),
-            HostStorage::Empty => NonNull::<u64>::dangling().as_ptr() as *const u8,
+        match self.host.get() {
+            Some(h) => h.ptr(),
+            None => {
+                if let Err(e) = self.ensure_host() {
+                    panic!("copying a device buffer to the host failed: {e}");
+                }
+                self.host.get().expect("ensure_host filled it").ptr()
+            }
         }
     }
 
@@ -268,30 +386,40 @@ impl Buffer {
         unsafe { std::slice::from_raw_parts(self.host_ptr(), self.nbytes) }
     }
 
-    /// The host bytes, writable: only while the buffer is not yet shared.
+    /// The host bytes, writable: only while the buffer is not yet shared. A device copy, if
+    /// any, is dropped (it would no longer match).
     pub fn as_bytes_mut(&mut self) -> &mut [u8] {
-        assert!(!matches!(self.host, HostStorage::Mapped(..)), "a mapped buffer is read-only");
+        if self.host.get().is_none() {
+            if let Err(e) = self.ensure_host() {
+                panic!("copying a device buffer to the host failed: {e}");
+            }
+        }
+        self.device.take();
+        assert!(!matches!(self.host.get(), Some(HostStorage::Mapped(..))), "a mapped buffer is read-only");
         // SAFETY: we hold the only reference and own the allocation.
         unsafe { std::slice::from_raw_parts_mut(self.host_ptr() as *mut u8, self.nbytes) }
     }
 
-    /// The device copy, if a backend attached one.
-    pub fn device_memory(&self) -> Option<Arc<dyn DeviceMemory>> {
-        self.device.lock().unwrap().clone()
+    /// The device copy, if there is one.
+    pub fn device_memory(&self) -> Option<&Arc<dyn DeviceMemory>> {
+        self.device.get()
     }
 
-    /// Attaches a device copy of the same bytes.
-    pub fn set_device_memory(&self, mem: Arc<dyn DeviceMemory>) {
-        *self.device.lock().unwrap() = Some(mem);
+    /// Attaches a device copy of the same bytes and returns the one the buffer keeps (an
+    /// earlier one, if another thread attached it first).
+    pub fn set_device_memory(&self, mem: Arc<dyn DeviceMemory>) -> &Arc<dyn DeviceMemory> {
+        let _ = self.device.set(mem);
+        self.device.get().expect("just set")
     }
 }
 
-impl Drop for Buffer {
-    fn drop(&mut self) {
-        if let HostStorage::Owned(p, size) = self.host {
-            free(p, size);
-        }
+/// A host block of `nbytes` from the pool (none for zero bytes).
+fn host_block(nbytes: usize) -> Result<HostStorage> {
+    if nbytes == 0 {
+        return Ok(HostStorage::Empty);
     }
+    let (addr, size) = pool().allocate(nbytes)?;
+    Ok(HostStorage::Owned(NonNull::new(addr as *mut u8).expect("the allocator returns non-null"), size))
 }
 
 impl std::fmt::Debug for Buffer {

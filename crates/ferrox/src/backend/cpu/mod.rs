@@ -3,12 +3,12 @@
 mod attention_vjp;
 mod binary;
 mod conv;
-mod copy;
+pub(crate) mod copy;
 mod fast;
 mod fused;
 mod fused_block;
 mod index;
-mod iter;
+pub(crate) mod iter;
 mod math;
 mod matmul;
 pub(crate) mod random;

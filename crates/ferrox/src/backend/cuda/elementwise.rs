@@ -1,0 +1,253 @@
+//! Elementwise kernels (unary, binary, select, astype) and copies, over strided and
+//! broadcast inputs; the output is always a fresh row-major array.
+
+use crate::array::{row_major_strides, Array, Data};
+use crate::dtype::Dtype;
+use crate::error::Result;
+use crate::primitives::{BinaryOp, UnaryOp};
+use crate::shape::{broadcast_strides, reshape_strides};
+
+use super::alloc::{alloc_out, device_ptr};
+use super::compile::COMMON;
+use super::context::Gpu;
+use super::layout::{ctype, launch, Arg, Layout};
+
+const SRC: &str = include_str!("kernels/elementwise.cu");
+const BLOCK: u32 = 256;
+
+/// Float-only unary ops (the kernel calls `op_<Name>`), beside Abs, Negative, Sign, Square.
+const FLOAT_UNARY: [&str; 27] = [
+    "Exp",
+    "Expm1",
+    "Log",
+    "Log1p",
+    "Log2",
+    "Log10",
+    "Sqrt",
+    "Rsqrt",
+    "Reciprocal",
+    "Sin",
+    "Cos",
+    "Tan",
+    "ArcSin",
+    "ArcCos",
+    "ArcTan",
+    "Sinh",
+    "Cosh",
+    "Tanh",
+    "ArcSinh",
+    "ArcCosh",
+    "ArcTanh",
+    "Sigmoid",
+    "Erf",
+    "ErfInv",
+    "Floor",
+    "Ceil",
+    "Round",
+];
+const ARITH: [&str; 11] = [
+    "Add",
+    "Subtract",
+    "Multiply",
+    "Divide",
+    "FloorDivide",
+    "Remainder",
+    "Power",
+    "Maximum",
+    "Minimum",
+    "LogAddExp",
+    "ArcTan2",
+];
+const INT_ARITH: [&str; 5] = ["BitwiseAnd", "BitwiseOr", "BitwiseXor", "LeftShift", "RightShift"];
+const COMPARE: [&str; 8] =
+    ["Equal", "NotEqual", "Less", "LessEqual", "Greater", "GreaterEqual", "LogicalAnd", "LogicalOr"];
+
+/// The source of one family's kernels for element type `t`.
+fn source(family: &str, t: Dtype) -> String {
+    let mut s = format!("{COMMON}\n#define T {}\n{SRC}\n", ctype(t));
+    let float = t.is_float();
+    match family {
+        "unary" => {
+            if float {
+                for op in FLOAT_UNARY {
+                    s += &format!("UNARY({op}, op_{op})\n");
+                }
+                s += "UNARY(Square, op_Square)\n";
+            } else {
+                s += "UNARY(Square, op_ISquare)\nUNARY(BitwiseInvert, op_BitwiseInvert)\n";
+                s += "IDENTITY(Floor)\nIDENTITY(Ceil)\nIDENTITY(Round)\n";
+            }
+            s += "UNARY(Abs, op_Abs)\nUNARY(Negative, op_Negative)\nUNARY(Sign, op_Sign)\n";
+            s += "PREDICATE(IsNan, x != x)\nPREDICATE(IsInf, x == 1.0 / 0.0 || x == -1.0 / 0.0)\n";
+            s += "PREDICATE(IsFinite, x - x == 0.0)\nPREDICATE(LogicalNot, x == 0.0)\n";
+        }
+        "binary" => {
+            for op in ARITH {
+                s += &format!("ARITH({op})\n");
+            }
+            if !float {
+                for op in INT_ARITH {
+                    s += &format!("ARITH({op})\n");
+                }
+            }
+            for op in COMPARE {
+                s += &format!("COMPARE({op})\n");
+            }
+        }
+        "cast" => {
+            for d in Dtype::ALL {
+                s += &format!("CAST({})\n", ctype(d));
+            }
+        }
+        _ => {} // "copy": select and copy need no instantiation
+    }
+    s
+}
+
+/// Runs kernel `name` of `family` for element type `t`: output address first, then inputs,
+/// then the layout.
+fn run(g: &Gpu, family: &str, t: Dtype, name: &str, ptrs: &[u64], layout: &Layout) -> Result<()> {
+    if layout.n() == 0 {
+        return Ok(());
+    }
+    let f = g.function(&format!("{family} {}", ctype(t)), name, || source(family, t))?;
+    let mut args: Vec<Arg> = ptrs.iter().map(|&p| Arg::U64(p)).collect();
+    args.push(Arg::Layout(layout));
+    launch(g, &f, g.grid(layout.n(), BLOCK), BLOCK, &args)
+}
+
+/// Device address and broadcast strides of input `x` viewed as `shape`.
+fn operand(g: &Gpu, x: &Array, shape: &[usize]) -> Result<(u64, Vec<isize>)> {
+    let d = x.data()?;
+    let ptr = device_ptr(g, &d, x.dtype())?;
+    Ok((ptr, broadcast_strides(x.shape(), &d.strides, shape)))
+}
+
+/// A unary op; `None` for an op the kernels lack for this dtype or too many axes.
+pub(crate) fn unary(g: &Gpu, op: UnaryOp, x: &Array, shape: &[usize], dtype: Dtype) -> Result<Option<Data>> {
+    let name = format!("{op:?}");
+    let t = x.dtype();
+    let predicate = matches!(op, UnaryOp::IsNan | UnaryOp::IsInf | UnaryOp::IsFinite | UnaryOp::LogicalNot);
+    let supported = predicate
+        || matches!(op, UnaryOp::Abs | UnaryOp::Negative | UnaryOp::Sign | UnaryOp::Square)
+        || (t.is_float() && FLOAT_UNARY.contains(&name.as_str()))
+        || (!t.is_float() && matches!(op, UnaryOp::BitwiseInvert | UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Round));
+    if !supported || (!predicate && dtype != t) {
+        return Ok(None);
+    }
+    let (ip, is) = operand(g, x, shape)?;
+    let Some(layout) = Layout::new(shape, &[is]) else { return Ok(None) };
+    let (out, op_) = alloc_out(shape, dtype)?;
+    run(g, "unary", t, &format!("unary_{name}"), &[op_, ip], &layout)?;
+    Ok(Some(out))
+}
+
+/// A binary op over inputs of one dtype (output: that dtype, or bool for comparisons).
+pub(crate) fn binary(
+    g: &Gpu,
+    op: BinaryOp,
+    a: &Array,
+    b: &Array,
+    shape: &[usize],
+    dtype: Dtype,
+) -> Result<Option<Data>> {
+    let name = format!("{op:?}");
+    let t = a.dtype();
+    let supported = ARITH.contains(&name.as_str())
+        || COMPARE.contains(&name.as_str())
+        || (!t.is_float() && INT_ARITH.contains(&name.as_str()));
+    if !supported || b.dtype() != t {
+        return Ok(None);
+    }
+    let (pa, sa) = operand(g, a, shape)?;
+    let (pb, sb) = operand(g, b, shape)?;
+    let Some(layout) = Layout::new(shape, &[sa, sb]) else { return Ok(None) };
+    let (out, po) = alloc_out(shape, dtype)?;
+    run(g, "binary", t, &format!("binary_{name}"), &[po, pa, pb], &layout)?;
+    Ok(Some(out))
+}
+
+/// `where(cond, x, y)`.
+pub(crate) fn select(g: &Gpu, c: &Array, x: &Array, y: &Array, shape: &[usize], dtype: Dtype) -> Result<Option<Data>> {
+    if c.dtype() != Dtype::Bool || x.dtype() != dtype || y.dtype() != dtype {
+        return Ok(None);
+    }
+    let (pc, sc) = operand(g, c, shape)?;
+    let (px, sx) = operand(g, x, shape)?;
+    let (py, sy) = operand(g, y, shape)?;
+    let Some(layout) = Layout::new(shape, &[sc, sx, sy]) else { return Ok(None) };
+    let (out, po) = alloc_out(shape, dtype)?;
+    run(g, "copy", dtype, "select", &[po, pc, px, py], &layout)?;
+    Ok(Some(out))
+}
+
+/// Converts `x` to `dtype` (row-major output).
+pub(crate) fn astype(g: &Gpu, x: &Array, dtype: Dtype) -> Result<Option<Data>> {
+    let shape = x.shape();
+    let (ip, is) = operand(g, x, shape)?;
+    let Some(layout) = Layout::new(shape, &[is]) else { return Ok(None) };
+    let (out, po) = alloc_out(shape, dtype)?;
+    run(g, "cast", x.dtype(), &format!("cast_{}", ctype(dtype)), &[po, ip], &layout)?;
+    Ok(Some(out))
+}
+
+/// The unsigned type of a dtype's size: copies move bits.
+fn bits_type(d: Dtype) -> Dtype {
+    match d.size() {
+        1 => Dtype::U8,
+        2 => Dtype::U16,
+        4 => Dtype::U32,
+        _ => Dtype::U64,
+    }
+}
+
+/// A row-major copy of `x` (the data itself if it already is one, as on the CPU). Falls back
+/// to the CPU past the kernels' axis limit.
+pub(crate) fn copy(g: &Gpu, x: &Array) -> Result<Data> {
+    let d = x.data()?;
+    let shape = x.shape();
+    if d.is_row_contiguous(shape) && d.offset == 0 && d.buffer.nbytes() == x.nbytes() {
+        return Ok(d);
+    }
+    let ip = device_ptr(g, &d, x.dtype())?;
+    let (out, po) = alloc_out(shape, x.dtype())?;
+    if !copy_strided(g, ip, &d.strides, shape, x.dtype(), po)? {
+        return crate::backend::fallback::run(&crate::primitives::Op::Copy, std::slice::from_ref(x), shape, x.dtype());
+    }
+    Ok(out)
+}
+
+/// Copies the strided view at `src` (element strides `strides` over `shape`) to the row-major
+/// array at `dst`; false (nothing done) past the kernels' axis limit.
+pub(crate) fn copy_strided(
+    g: &Gpu,
+    src: u64,
+    strides: &[isize],
+    shape: &[usize],
+    dtype: Dtype,
+    dst: u64,
+) -> Result<bool> {
+    let Some(layout) = Layout::new(shape, &[strides.to_vec(), row_major_strides(shape)]) else { return Ok(false) };
+    run(g, "copy", bits_type(dtype), "copy", &[dst, src], &layout)?;
+    Ok(true)
+}
+
+/// Reshape: a view where the strides allow, else a copy.
+pub(crate) fn reshape(g: &Gpu, x: &Array, shape: &[usize]) -> Result<Data> {
+    let d = x.data()?;
+    match reshape_strides(x.shape(), &d.strides, shape) {
+        Some(st) => Ok(Data { buffer: d.buffer.clone(), offset: d.offset, strides: st }),
+        None => Ok(Data { strides: row_major_strides(shape), ..copy(g, x)? }),
+    }
+}
+
+/// Reinterprets the bytes of `x` as `dtype` (a view, after a copy if `x` is not contiguous).
+pub(crate) fn bitcast(g: &Gpu, x: &Array, shape: &[usize], dtype: Dtype) -> Result<Option<Data>> {
+    let d = x.data()?;
+    let (si, so) = (x.dtype().size(), dtype.size());
+    if si == so {
+        return Ok(Some(d));
+    }
+    let d = if d.is_row_contiguous(x.shape()) && (d.offset * si) % so == 0 { d } else { copy(g, x)? };
+    Ok(Some(Data { buffer: d.buffer.clone(), offset: d.offset * si / so, strides: row_major_strides(shape) }))
+}

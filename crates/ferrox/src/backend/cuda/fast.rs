@@ -1,0 +1,169 @@
+//! Row kernels over the last axis: softmax, rms_norm, layer_norm, rope.
+
+use crate::array::{Array, Data};
+use crate::dtype::Dtype;
+use crate::error::Result;
+use crate::shape::broadcast_strides;
+
+use super::alloc::{alloc_out, device_ptr};
+use super::compile::COMMON;
+use super::context::Gpu;
+use super::elementwise::copy;
+use super::layout::{ctype, launch, Arg};
+
+const SRC: &str = include_str!("kernels/fast.cu");
+/// Threads per block (FBLOCK in fast.cu).
+const BLOCK: u32 = 256;
+
+fn function(g: &Gpu, t: Dtype, name: &str) -> Result<cudarc::driver::CudaFunction> {
+    g.function(&format!("fast {}", ctype(t)), name, || format!("{COMMON}\n#define T {}\n{SRC}\n", ctype(t)))
+}
+
+/// `x` as row-major data on the device (a copy if it is not row-major), and its address.
+fn row_major(g: &Gpu, x: &Array) -> Result<(Data, u64)> {
+    let d = x.data()?;
+    let d = if d.is_row_contiguous(x.shape()) { d } else { copy(g, x)? };
+    let p = device_ptr(g, &d, x.dtype())?;
+    Ok((d, p))
+}
+
+/// Rows and row length of `shape` (the last axis).
+fn rows(shape: &[usize]) -> (usize, usize) {
+    let n = *shape.last().unwrap_or(&1);
+    (shape.iter().product::<usize>().checked_div(n).unwrap_or(0), n)
+}
+
+/// A weight or bias vector of `n` (broadcast): its address and stride, or none. `None` if
+/// its dtype is not `t` (the CPU handles that).
+fn vector(g: &Gpu, v: Option<&Array>, n: usize, t: Dtype) -> Result<Option<(u64, i64)>> {
+    let Some(v) = v else { return Ok(Some((0, 0))) };
+    if v.dtype() != t {
+        return Ok(None);
+    }
+    let d = v.data()?;
+    let st = broadcast_strides(v.shape(), &d.strides, &[n]);
+    Ok(Some((device_ptr(g, &d, t)?, st[0] as i64)))
+}
+
+/// Softmax over the last axis.
+pub(crate) fn softmax(g: &Gpu, x: &Array, shape: &[usize]) -> Result<Option<Data>> {
+    let t = x.dtype();
+    if !t.is_float() {
+        return Ok(None);
+    }
+    let (r, n) = rows(shape);
+    let (out, po) = alloc_out(shape, t)?;
+    if r * n == 0 {
+        return Ok(Some(out));
+    }
+    let (_keep, px) = row_major(g, x)?;
+    let f = function(g, t, "softmax")?;
+    launch(g, &f, g.grid(r, 1), BLOCK, &[Arg::U64(po), Arg::U64(px), Arg::I64(r as i64), Arg::I64(n as i64)])?;
+    Ok(Some(out))
+}
+
+/// RMS normalization over the last axis, times an optional weight.
+pub(crate) fn rms_norm(g: &Gpu, x: &Array, w: Option<&Array>, eps: f32, shape: &[usize]) -> Result<Option<Data>> {
+    let t = x.dtype();
+    let (r, n) = rows(shape);
+    let Some((pw, ws)) = vector(g, w, n, t)? else { return Ok(None) };
+    if !t.is_float() {
+        return Ok(None);
+    }
+    let (out, po) = alloc_out(shape, t)?;
+    if r * n == 0 {
+        return Ok(Some(out));
+    }
+    let (_keep, px) = row_major(g, x)?;
+    let f = function(g, t, "rms_norm")?;
+    let args =
+        [Arg::U64(po), Arg::U64(px), Arg::U64(pw), Arg::I64(ws), Arg::I64(r as i64), Arg::I64(n as i64), Arg::F32(eps)];
+    launch(g, &f, g.grid(r, 1), BLOCK, &args)?;
+    Ok(Some(out))
+}
+
+/// Layer normalization over the last axis, with optional weight and bias.
+pub(crate) fn layer_norm(
+    g: &Gpu,
+    x: &Array,
+    w: Option<&Array>,
+    b: Option<&Array>,
+    eps: f32,
+    shape: &[usize],
+) -> Result<Option<Data>> {
+    let t = x.dtype();
+    let (r, n) = rows(shape);
+    let (Some((pw, ws)), Some((pb, bs))) = (vector(g, w, n, t)?, vector(g, b, n, t)?) else { return Ok(None) };
+    if !t.is_float() {
+        return Ok(None);
+    }
+    let (out, po) = alloc_out(shape, t)?;
+    if r * n == 0 {
+        return Ok(Some(out));
+    }
+    let (_keep, px) = row_major(g, x)?;
+    let f = function(g, t, "layer_norm")?;
+    let args = [
+        Arg::U64(po),
+        Arg::U64(px),
+        Arg::U64(pw),
+        Arg::I64(ws),
+        Arg::U64(pb),
+        Arg::I64(bs),
+        Arg::I64(r as i64),
+        Arg::I64(n as i64),
+        Arg::F32(eps),
+    ];
+    launch(g, &f, g.grid(r, 1), BLOCK, &args)?;
+    Ok(Some(out))
+}
+
+/// Rotary position embedding of x [..., L, D] (built-in frequencies; the offset is read on
+/// the device, so a cache length computed there needs no round trip).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rope(
+    g: &Gpu,
+    x: &Array,
+    offset: &Array,
+    dims: usize,
+    traditional: bool,
+    base: f32,
+    scale: f32,
+    shape: &[usize],
+) -> Result<Option<Data>> {
+    let t = x.dtype();
+    let off64 = match offset.dtype() {
+        Dtype::I32 => 0,
+        Dtype::I64 => 1,
+        _ => return Ok(None),
+    };
+    if !t.is_float() || shape.len() < 2 || offset.size() != 1 {
+        return Ok(None);
+    }
+    let nd = shape.len();
+    let (l, d) = (shape[nd - 2], shape[nd - 1]);
+    let total: usize = shape.iter().product();
+    let (out, po) = alloc_out(shape, t)?;
+    if total == 0 {
+        return Ok(Some(out));
+    }
+    let (_keep, px) = row_major(g, x)?;
+    let od = offset.data()?;
+    let poff = device_ptr(g, &od, offset.dtype())?;
+    let f = function(g, t, "rope")?;
+    let args = [
+        Arg::U64(po),
+        Arg::U64(px),
+        Arg::U64(poff),
+        Arg::I32(off64),
+        Arg::I64((total / d) as i64),
+        Arg::I64(l as i64),
+        Arg::I64(d as i64),
+        Arg::I64(dims as i64),
+        Arg::I32(traditional as i32),
+        Arg::F32(base),
+        Arg::F32(scale),
+    ];
+    launch(g, &f, g.grid(total, BLOCK), BLOCK, &args)?;
+    Ok(Some(out))
+}

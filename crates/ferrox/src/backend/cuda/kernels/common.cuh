@@ -1,0 +1,151 @@
+// Shared by every ferrox kernel: element types, conversions with ferrox's (NumPy's) rules,
+// and strided indexing. Self-contained: NVRTC compiles it without any CUDA header.
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+typedef signed char i8;
+typedef short i16;
+typedef int i32;
+typedef long long i64;
+struct f16 { u16 bits; };
+struct bf16 { u16 bits; };
+
+#define MAXD 8
+// A strided view of up to 4 operands over one logical shape of `nd` axes and `n` elements.
+struct Layout {
+  i64 n;
+  i32 nd;
+  i32 pad;
+  i64 shape[MAXD];
+  i64 st[4][MAXD];
+};
+
+// Element offsets of linear index i in the first K operands.
+template <int K>
+__device__ __forceinline__ void offsets(const Layout& l, i64 i, i64* o) {
+#pragma unroll
+  for (int k = 0; k < K; ++k) o[k] = 0;
+  if (l.nd == 1) {
+#pragma unroll
+    for (int k = 0; k < K; ++k) o[k] = i * l.st[k][0];
+    return;
+  }
+  for (int d = l.nd - 1; d >= 0; --d) {
+    i64 c = i % l.shape[d];
+    i /= l.shape[d];
+#pragma unroll
+    for (int k = 0; k < K; ++k) o[k] += c * l.st[k][d];
+  }
+}
+
+#define GRID_LOOP(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
+
+// The compute ("accumulator") type of each element type, as in ferrox's element.rs.
+template <typename T> struct AccT { typedef T type; };
+template <> struct AccT<f16> { typedef float type; };
+template <> struct AccT<bf16> { typedef float type; };
+template <> struct AccT<i8> { typedef i64 type; };
+template <> struct AccT<i16> { typedef i64 type; };
+template <> struct AccT<i32> { typedef i64 type; };
+template <> struct AccT<u8> { typedef u64 type; };
+template <> struct AccT<u16> { typedef u64 type; };
+template <> struct AccT<u32> { typedef u64 type; };
+template <typename T> using acc_t = typename AccT<T>::type;
+
+template <typename T> struct Is { static const bool flt = false, sgn = false, bln = false; };
+template <> struct Is<float> { static const bool flt = true, sgn = true, bln = false; };
+template <> struct Is<double> { static const bool flt = true, sgn = true, bln = false; };
+template <> struct Is<f16> { static const bool flt = true, sgn = true, bln = false; };
+template <> struct Is<bf16> { static const bool flt = true, sgn = true, bln = false; };
+template <> struct Is<i8> { static const bool flt = false, sgn = true, bln = false; };
+template <> struct Is<i16> { static const bool flt = false, sgn = true, bln = false; };
+template <> struct Is<i32> { static const bool flt = false, sgn = true, bln = false; };
+template <> struct Is<i64> { static const bool flt = false, sgn = true, bln = false; };
+template <> struct Is<bool> { static const bool flt = false, sgn = false, bln = true; };
+
+__device__ __forceinline__ float f16_to_f32(u16 h) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+  return f;
+}
+__device__ __forceinline__ u16 f32_to_f16(float f) {
+  u16 h;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+  return h;
+}
+__device__ __forceinline__ float bf16_to_f32(u16 b) { return __uint_as_float(((u32)b) << 16); }
+// Round to nearest even; NaN stays a quiet NaN (bit for bit as ferrox's f32_to_bf16).
+__device__ __forceinline__ u16 f32_to_bf16(float v) {
+  u32 b = __float_as_uint(v);
+  u16 rounded = (u16)((b + (0x7FFFu + ((b >> 16) & 1u))) >> 16);
+  u16 nan = (u16)((b >> 16) | 0x0040u);
+  return (b & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded;
+}
+// f64 to f32 rounded toward zero with a sticky last bit ("round to odd"): rounding that once
+// more to f16 or bf16 gives the correctly rounded result of the f64.
+__device__ __forceinline__ float f64_to_f32_odd(double d) {
+  float f;
+  asm("cvt.rz.f32.f64 %0, %1;" : "=f"(f) : "d"(d));
+  if ((double)f != d && d == d) f = __uint_as_float(__float_as_uint(f) | 1u);
+  return f;
+}
+
+template <typename T> __device__ __forceinline__ acc_t<T> to_acc(T v) { return (acc_t<T>)v; }
+template <> __device__ __forceinline__ float to_acc<f16>(f16 v) { return f16_to_f32(v.bits); }
+template <> __device__ __forceinline__ float to_acc<bf16>(bf16 v) { return bf16_to_f32(v.bits); }
+
+template <typename T> __device__ __forceinline__ T from_acc(acc_t<T> a) { return (T)a; }
+template <> __device__ __forceinline__ f16 from_acc<f16>(float a) { f16 r; r.bits = f32_to_f16(a); return r; }
+template <> __device__ __forceinline__ bf16 from_acc<bf16>(float a) { bf16 r; r.bits = f32_to_bf16(a); return r; }
+
+template <typename T> __device__ __forceinline__ double to_f64(T v) { return (double)to_acc<T>(v); }
+
+// From f64: rounds for floats, truncates toward zero and saturates for integers (NaN to 0),
+// != 0 for bool.
+template <typename T> __device__ __forceinline__ T sat_int(double d, T lo, T hi) {
+  if (d != d) return (T)0;
+  if (d <= (double)lo) return lo;
+  if (d >= (double)hi) return hi;
+  return (T)d;
+}
+template <typename T> __device__ __forceinline__ T from_f64(double d);
+template <> __device__ __forceinline__ float from_f64<float>(double d) { return (float)d; }
+template <> __device__ __forceinline__ double from_f64<double>(double d) { return d; }
+// f64 to f16 and bf16 exactly as the CPU backend converts (the `half` crate): f16 through
+// f32 (its x86 F16C path: two roundings), bf16 from the f64's upper 32 bits rounded once (its
+// portable path drops the lower 32 bits). So both devices agree bit for bit.
+template <> __device__ __forceinline__ f16 from_f64<f16>(double d) { return from_acc<f16>((float)d); }
+template <> __device__ __forceinline__ bf16 from_f64<bf16>(double d) {
+  double hi = __longlong_as_double(__double_as_longlong(d) & (long long)0xFFFFFFFF00000000ull);
+  return from_acc<bf16>(f64_to_f32_odd(hi));
+}
+template <> __device__ __forceinline__ bool from_f64<bool>(double d) { return d != 0.0; }
+template <> __device__ __forceinline__ i8 from_f64<i8>(double d) { return sat_int<i8>(d, -128, 127); }
+template <> __device__ __forceinline__ i16 from_f64<i16>(double d) { return sat_int<i16>(d, -32768, 32767); }
+template <> __device__ __forceinline__ i32 from_f64<i32>(double d) { return sat_int<i32>(d, (i32)0x80000000, 0x7FFFFFFF); }
+template <> __device__ __forceinline__ i64 from_f64<i64>(double d) {
+  if (d != d) return 0;
+  if (d <= -9223372036854775808.0) return (i64)0x8000000000000000ull;
+  if (d >= 9223372036854775808.0) return 0x7FFFFFFFFFFFFFFFll;
+  return (i64)d;
+}
+template <> __device__ __forceinline__ u8 from_f64<u8>(double d) { return sat_int<u8>(d, 0, 255); }
+template <> __device__ __forceinline__ u16 from_f64<u16>(double d) { return sat_int<u16>(d, 0, 65535); }
+template <> __device__ __forceinline__ u32 from_f64<u32>(double d) { return sat_int<u32>(d, 0, 0xFFFFFFFFu); }
+template <> __device__ __forceinline__ u64 from_f64<u64>(double d) {
+  if (d != d || d <= 0.0) return 0;
+  if (d >= 18446744073709551616.0) return 0xFFFFFFFFFFFFFFFFull;
+  return (u64)d;
+}
+
+// astype: through f64 when either side is a float, else integer wrapping (bool: != 0).
+template <typename S, typename D> __device__ __forceinline__ D cast(S v) {
+  if constexpr (Is<S>::flt || Is<D>::flt) {
+    return from_f64<D>(to_f64<S>(v));
+  } else if constexpr (Is<D>::bln) {
+    return (D)(to_acc<S>(v) != 0);
+  } else {
+    return (D)to_acc<S>(v);
+  }
+}

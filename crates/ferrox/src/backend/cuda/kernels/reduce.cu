@@ -1,0 +1,142 @@
+// Reductions over axes and arg-reductions: one block of RBLOCK threads per output element.
+// T is the module's input dtype; the Rust side defines it and instantiates the kernels.
+#define RBLOCK 256
+
+// Block-wide combination of one value per thread; thread 0 gets the result.
+template <typename V, typename F>
+__device__ __forceinline__ V block_combine(V v, F f) {
+  __shared__ V sh[RBLOCK];
+  sh[threadIdx.x] = v;
+  __syncthreads();
+  for (int w = RBLOCK / 2; w > 0; w >>= 1) {
+    if (threadIdx.x < w) sh[threadIdx.x] = f(sh[threadIdx.x], sh[threadIdx.x + w]);
+    __syncthreads();
+  }
+  V r = sh[0];
+  __syncthreads();
+  return r;
+}
+
+typedef acc_t<T> A;
+
+template <typename A> __device__ __forceinline__ A r_add(A x, A y) {
+  if constexpr (Is<A>::bln) return x | y;
+  else if constexpr (Is<A>::flt) return x + y;
+  else return (A)((u64)x + (u64)y);
+}
+template <typename A> __device__ __forceinline__ A r_mul(A x, A y) {
+  if constexpr (Is<A>::bln) return x & y;
+  else if constexpr (Is<A>::flt) return x * y;
+  else return (A)((u64)x * (u64)y);
+}
+template <typename A> __device__ __forceinline__ A r_max(A x, A y) {
+  if constexpr (Is<A>::bln) return x | y;
+  else if constexpr (Is<A>::flt) return (x != x || y != y) ? x + y : (x > y ? x : y);
+  else return x > y ? x : y;
+}
+template <typename A> __device__ __forceinline__ A r_min(A x, A y) {
+  if constexpr (Is<A>::bln) return x & y;
+  else if constexpr (Is<A>::flt) return (x != x || y != y) ? x + y : (x < y ? x : y);
+  else return x < y ? x : y;
+}
+// The identities of max and min: -inf / +inf for floats, the element type's extremes for
+// integers (not the compute type's), false / true for bool.
+__device__ __forceinline__ A lowest() {
+  if constexpr (Is<T>::bln) return false;
+  else return to_acc<T>(from_f64<T>(-1.0 / 0.0));
+}
+__device__ __forceinline__ A highest() {
+  if constexpr (Is<T>::bln) return true;
+  else return to_acc<T>(from_f64<T>(1.0 / 0.0));
+}
+
+// lo: the kept axes (n outputs, st[0] the input's strides); lr: the reduced axes. Three
+// kernels per reduction: reduce_NAME (one block per output), and for few outputs with long
+// rows, reduce_part_NAME (block j * parts + p folds part p of row j into part[], in the
+// compute type) then reduce_join_NAME (one block per output folds its parts).
+#define REDUCE(NAME, V, INIT, MAP, F, OUT_T, FINISH)                                                 \
+  extern "C" __global__ void reduce_##NAME(OUT_T* __restrict__ out, const T* __restrict__ in, Layout lo,  \
+                                           Layout lr) {                                              \
+    for (i64 j = blockIdx.x; j < lo.n; j += gridDim.x) {                                              \
+      i64 base[1];                                                                                    \
+      offsets<1>(lo, j, base);                                                                        \
+      V acc = INIT;                                                                                   \
+      for (i64 r = threadIdx.x; r < lr.n; r += RBLOCK) {                                              \
+        i64 o[1];                                                                                     \
+        offsets<1>(lr, r, o);                                                                         \
+        T x = in[base[0] + o[0]];                                                                     \
+        acc = F(acc, (MAP));                                                                          \
+      }                                                                                               \
+      acc = block_combine(acc, [](V a, V b) { return F(a, b); });                                      \
+      if (threadIdx.x == 0) out[j] = FINISH;                                                          \
+    }                                                                                                 \
+  }                                                                                                   \
+  extern "C" __global__ void reduce_part_##NAME(V* __restrict__ part, const T* __restrict__ in, Layout lo, \
+                                                Layout lr, i64 parts) {                               \
+    i64 j = blockIdx.x / parts, p = blockIdx.x % parts;                                               \
+    i64 chunk = (lr.n + parts - 1) / parts;                                                           \
+    i64 r0 = p * chunk, r1 = r0 + chunk < lr.n ? r0 + chunk : lr.n;                                   \
+    i64 base[1];                                                                                      \
+    offsets<1>(lo, j, base);                                                                          \
+    V acc = INIT;                                                                                     \
+    for (i64 r = r0 + threadIdx.x; r < r1; r += RBLOCK) {                                             \
+      i64 o[1];                                                                                       \
+      offsets<1>(lr, r, o);                                                                           \
+      T x = in[base[0] + o[0]];                                                                       \
+      acc = F(acc, (MAP));                                                                            \
+    }                                                                                                 \
+    acc = block_combine(acc, [](V a, V b) { return F(a, b); });                                        \
+    if (threadIdx.x == 0) part[blockIdx.x] = acc;                                                     \
+  }                                                                                                   \
+  extern "C" __global__ void reduce_join_##NAME(OUT_T* __restrict__ out, const V* __restrict__ part, i64 n, \
+                                                i64 parts) {                                          \
+    for (i64 j = blockIdx.x; j < n; j += gridDim.x) {                                                 \
+      V acc = INIT;                                                                                   \
+      for (i64 p = threadIdx.x; p < parts; p += RBLOCK) acc = F(acc, part[j * parts + p]);            \
+      acc = block_combine(acc, [](V a, V b) { return F(a, b); });                                      \
+      if (threadIdx.x == 0) out[j] = FINISH;                                                          \
+    }                                                                                                 \
+  }
+
+// Arg-reductions: the first best element, a NaN winning (the first NaN).
+struct Cand {
+  A v;
+  i64 i;  // -1: no element yet
+  bool nan;
+};
+template <bool MAX>
+__device__ __forceinline__ Cand arg_pick(Cand a, Cand b) {
+  if (a.i < 0) return b;
+  if (b.i < 0) return a;
+  if (a.nan || b.nan) {
+    if (a.nan && b.nan) return a.i < b.i ? a : b;
+    return a.nan ? a : b;
+  }
+  bool b_better = MAX ? (b.v > a.v) : (b.v < a.v);
+  bool a_better = MAX ? (a.v > b.v) : (a.v < b.v);
+  if (b_better) return b;
+  if (a_better) return a;
+  return a.i < b.i ? a : b;
+}
+// lo: outputs (st[0] the input's strides over the kept axes); the axis has n elements, stride s.
+#define ARGREDUCE(NAME, MAX)                                                                          \
+  extern "C" __global__ void argreduce_##NAME(u32* __restrict__ out, const T* __restrict__ in, Layout lo, \
+                                              i64 n, i64 s) {                                          \
+    for (i64 j = blockIdx.x; j < lo.n; j += gridDim.x) {                                                \
+      i64 base[1];                                                                                      \
+      offsets<1>(lo, j, base);                                                                          \
+      Cand best;                                                                                        \
+      best.i = -1;                                                                                      \
+      best.nan = false;                                                                                 \
+      best.v = (A)0;                                                                                    \
+      for (i64 r = threadIdx.x; r < n; r += RBLOCK) {                                                   \
+        Cand c;                                                                                         \
+        c.v = to_acc<T>(in[base[0] + r * s]);                                                           \
+        c.i = r;                                                                                        \
+        c.nan = c.v != c.v;                                                                             \
+        best = arg_pick<MAX>(best, c);                                                                  \
+      }                                                                                                 \
+      best = block_combine(best, [](Cand a, Cand b) { return arg_pick<MAX>(a, b); });                   \
+      if (threadIdx.x == 0) out[j] = (u32)best.i;                                                       \
+    }                                                                                                   \
+  }

@@ -1,0 +1,171 @@
+//! Matrix products through cuBLAS (`cublasGemmStridedBatchedEx`): f32 (TF32 tensor cores with
+//! `FERROX_TF32=1`), f16, bf16 and f64, batched, with broadcast batch axes and transposed
+//! operands passed as strides (no copies), and `alpha * a @ b + beta * c`.
+
+use std::ffi::c_void;
+
+use cudarc::cublas::result as blas;
+use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
+use cudarc::cublas::CudaBlas;
+
+use crate::array::{Array, Data};
+use crate::backend::cpu::iter::collapse;
+use crate::dtype::Dtype;
+use crate::error::Result;
+use crate::shape::broadcast_strides;
+
+use super::alloc::{alloc_out, device_ptr};
+use super::context::{cuda_err, Gpu};
+use super::elementwise::{copy, copy_strided};
+
+/// How cuBLAS (column-major) reads a row-major `rows × cols` view with strides `(rs, cs)`:
+/// the operation and leading dimension, or `None` if neither axis is unit-stride.
+fn as_blas(rows: usize, cols: usize, rs: isize, cs: isize) -> Option<(cublasOperation_t, i32)> {
+    // Row-major X is column-major Xᵀ: unit column stride reads as "no transpose".
+    if cols == 1 || cs == 1 {
+        let ld = if rows == 1 { cols.max(1) as isize } else { rs };
+        return (ld >= cols.max(1) as isize).then_some((cublasOperation_t::CUBLAS_OP_N, ld as i32));
+    }
+    if rows == 1 || rs == 1 {
+        let ld = if cols == 1 { rows.max(1) as isize } else { cs };
+        return (ld >= rows.max(1) as isize).then_some((cublasOperation_t::CUBLAS_OP_T, ld as i32));
+    }
+    None
+}
+
+/// One batch stride for batch axes `shape` with `strides` (0 when broadcast), if they collapse.
+fn batch_stride(shape: &[usize], strides: &[isize]) -> Option<i64> {
+    if shape.iter().product::<usize>() <= 1 {
+        return Some(0);
+    }
+    let (cs, cst) = collapse(shape, &[strides.to_vec()]);
+    (cs.len() == 1).then(|| cst[0][0] as i64)
+}
+
+/// An operand as cuBLAS takes it: address, op, leading dimension, batch stride.
+struct Operand {
+    ptr: u64,
+    op: cublasOperation_t,
+    ld: i32,
+    batch: i64,
+    _keep: Data,
+}
+
+/// Operand `x` viewed as `[batch..., rows, cols]`; copies it to row-major if its strides do
+/// not fit cuBLAS.
+fn operand(g: &Gpu, x: &Array, batch: &[usize], rows: usize, cols: usize) -> Result<Operand> {
+    let mut full = batch.to_vec();
+    full.extend([rows, cols]);
+    let try_view = |d: &Data| -> Option<(cublasOperation_t, i32, i64)> {
+        let st = broadcast_strides(x.shape(), &d.strides, &full);
+        let nb = batch.len();
+        let (op, ld) = as_blas(rows, cols, st[nb], st[nb + 1])?;
+        Some((op, ld, batch_stride(batch, &st[..nb])?))
+    };
+    let d = x.data()?;
+    let (d, (op, ld, bs)) = match try_view(&d) {
+        Some(v) => (d, v),
+        None => {
+            let c = copy(g, x)?;
+            let v = try_view(&c).expect("a row-major matrix fits cuBLAS");
+            (c, v)
+        }
+    };
+    Ok(Operand { ptr: device_ptr(g, &d, x.dtype())?, op, ld, batch: bs, _keep: d })
+}
+
+/// `alpha * a @ b + beta * c` over the batch axes of `shape`.
+pub(crate) fn matmul(
+    g: &Gpu,
+    inputs: &[Array],
+    alpha: f64,
+    beta: f64,
+    shape: &[usize],
+    dtype: Dtype,
+) -> Result<Option<Data>> {
+    let (dt, compute) = match dtype {
+        Dtype::F32 if std::env::var("FERROX_TF32").is_ok_and(|v| v == "1") => {
+            (cudaDataType::CUDA_R_32F, cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32)
+        }
+        Dtype::F32 => (cudaDataType::CUDA_R_32F, cublasComputeType_t::CUBLAS_COMPUTE_32F),
+        Dtype::F16 => (cudaDataType::CUDA_R_16F, cublasComputeType_t::CUBLAS_COMPUTE_32F),
+        Dtype::Bf16 => (cudaDataType::CUDA_R_16BF, cublasComputeType_t::CUBLAS_COMPUTE_32F),
+        Dtype::F64 => (cudaDataType::CUDA_R_64F, cublasComputeType_t::CUBLAS_COMPUTE_64F),
+        _ => return Ok(None),
+    };
+    let (a, b) = (&inputs[0], &inputs[1]);
+    if a.dtype() != dtype || b.dtype() != dtype || inputs.get(2).is_some_and(|c| c.dtype() != dtype) {
+        return Ok(None);
+    }
+    let nd = shape.len();
+    let (m, n) = (shape[nd - 2], shape[nd - 1]);
+    let k = a.shape()[a.ndim() - 1];
+    let batch = &shape[..nd - 2];
+    let nbatch: usize = batch.iter().product();
+    let (out, po) = alloc_out(shape, dtype)?;
+    if m * n * nbatch == 0 {
+        return Ok(Some(out));
+    }
+    // The addend goes into the output first (broadcast), and the product accumulates onto it.
+    let beta = if beta != 0.0 && inputs.len() > 2 {
+        let c = &inputs[2];
+        let dc = c.data()?;
+        let pc = device_ptr(g, &dc, dtype)?;
+        let sc = broadcast_strides(c.shape(), &dc.strides, shape);
+        if !copy_strided(g, pc, &sc, shape, dtype, po)? {
+            return Ok(None);
+        }
+        beta
+    } else {
+        0.0
+    };
+    let oa = operand(g, a, batch, m, k)?;
+    let ob = operand(g, b, batch, k, n)?;
+    if [m, n, k, nbatch].iter().any(|&v| v > i32::MAX as usize) {
+        return Ok(None);
+    }
+    let mut guard = g.blas.lock().unwrap_or_else(|e| e.into_inner());
+    if guard.is_none() {
+        *guard = Some(CudaBlas::new(g.stream.clone()).map_err(|e| cuda_err("creating the cuBLAS handle", e))?);
+    }
+    let handle = *guard.as_ref().unwrap().handle();
+    let (a32, b32) = ([alpha as f32], [beta as f32]);
+    let (a64, b64) = ([alpha], [beta]);
+    let (pa, pb): (*const c_void, *const c_void) = if dtype == Dtype::F64 {
+        (a64.as_ptr() as _, b64.as_ptr() as _)
+    } else {
+        (a32.as_ptr() as _, b32.as_ptr() as _)
+    };
+    // Row-major C = A B is column-major Cᵀ = Bᵀ Aᵀ: cuBLAS's first operand is b.
+    // SAFETY: the addresses are live device buffers of the sizes the dimensions describe;
+    // alpha and beta are host scalars of the compute type, alive across the call.
+    unsafe {
+        blas::gemm_strided_batched_ex(
+            handle,
+            ob.op,
+            oa.op,
+            n as i32,
+            m as i32,
+            k as i32,
+            pa,
+            ob.ptr as *const c_void,
+            dt,
+            ob.ld,
+            ob.batch,
+            oa.ptr as *const c_void,
+            dt,
+            oa.ld,
+            oa.batch,
+            pb,
+            po as *mut c_void,
+            dt,
+            n as i32,
+            (m * n) as i64,
+            nbatch as i32,
+            compute,
+            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+    }
+    .map_err(|e| cuda_err("cuBLAS gemm", e))?;
+    Ok(Some(out))
+}

@@ -1,0 +1,67 @@
+//! The CUDA backend (feature `cuda`): NVIDIA GPUs through `cudarc`, which loads libcuda,
+//! NVRTC and cuBLAS at run time — building needs no CUDA toolkit, and the same binary runs
+//! where there is no GPU (then [`device_count`] is 0 and everything runs on the CPU).
+//!
+//! - [`context`]: the device, its one stream (all work is ordered on it), cuBLAS.
+//! - [`alloc`]: device memory — a caching, stream-ordered pool (`cuMemAllocAsync`, never
+//!   managed memory) counted in `active_memory` and friends; uploads and downloads.
+//! - [`compile`]: `.cu` sources compiled by NVRTC for the device's architecture at first use,
+//!   cached on disk.
+//! - [`elementwise`], [`reduce`], [`matmul`], [`fast`]: the kernels.
+//!
+//! An op this backend has no kernel for (or a dtype or layout it does not handle) returns
+//! `None` from [`eval`]; the dispatcher then runs it on the CPU ([`super::fallback`]).
+
+pub(crate) mod alloc;
+pub(crate) mod compile;
+pub(crate) mod context;
+mod elementwise;
+mod fast;
+mod layout;
+mod matmul;
+mod reduce;
+
+use crate::array::{Array, Data};
+use crate::dtype::Dtype;
+use crate::error::Result;
+use crate::primitives::Op;
+
+pub(crate) use alloc::with_device_pool;
+pub use context::{device_count, device_name, synchronize};
+
+/// Evaluates `op` on GPU `ordinal`, or `None` if there is no kernel for it (the caller falls
+/// back to the CPU).
+pub(crate) fn eval(ordinal: usize, op: &Op, inputs: &[Array], shape: &[usize], dtype: Dtype) -> Result<Option<Data>> {
+    let gpu = context::gpu(ordinal)?;
+    gpu.bind()?;
+    let x = inputs.first();
+    Ok(match op {
+        // Views and pass-throughs move no bytes: the CPU backend's bookkeeping serves.
+        Op::Broadcast | Op::Transpose(_) | Op::Slice { .. } | Op::AsStrided { .. } | Op::StopGradient => {
+            Some(super::fallback::on_cpu(op, inputs, shape, dtype)?)
+        }
+        Op::Checkpoint(_) => Some(inputs.last().expect("the forward result is the last input").data()?),
+        Op::Load(src) => Some(src.load()?),
+        Op::Reshape => Some(elementwise::reshape(gpu, x.unwrap(), shape)?),
+        Op::BitCast => elementwise::bitcast(gpu, x.unwrap(), shape, dtype)?,
+        Op::Copy => Some(elementwise::copy(gpu, x.unwrap())?),
+        Op::AsType => elementwise::astype(gpu, x.unwrap(), dtype)?,
+        Op::Unary(u) => elementwise::unary(gpu, *u, x.unwrap(), shape, dtype)?,
+        Op::Binary(b) => elementwise::binary(gpu, *b, &inputs[0], &inputs[1], shape, dtype)?,
+        Op::Select => elementwise::select(gpu, &inputs[0], &inputs[1], &inputs[2], shape, dtype)?,
+        Op::Reduce { op, axes } => reduce::reduce(gpu, *op, x.unwrap(), axes, shape, dtype)?,
+        Op::ArgReduce { op, axis } => reduce::arg_reduce(gpu, *op, x.unwrap(), *axis, shape)?,
+        Op::Matmul { alpha, beta } => matmul::matmul(gpu, inputs, *alpha, *beta, shape, dtype)?,
+        Op::Softmax { .. } => fast::softmax(gpu, x.unwrap(), shape)?,
+        Op::RmsNorm { eps, weight } => fast::rms_norm(gpu, &inputs[0], weight.then(|| &inputs[1]), *eps, shape)?,
+        Op::LayerNorm { eps, weight, bias } => {
+            let w = weight.then(|| &inputs[1]);
+            let b = bias.then(|| &inputs[1 + *weight as usize]);
+            fast::layer_norm(gpu, &inputs[0], w, b, *eps, shape)?
+        }
+        Op::Rope { dims, traditional, base, scale, freqs: false } => {
+            fast::rope(gpu, &inputs[0], &inputs[1], *dims, *traditional, *base, *scale, shape)?
+        }
+        _ => None,
+    })
+}

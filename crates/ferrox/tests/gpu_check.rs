@@ -1,0 +1,547 @@
+//! The GPU check (feature `cuda`, run by scripts/gpu-check.sh on the GPU machine): every CUDA
+//! kernel against the CPU backend on fresh random inputs, with the GPU's memory poisoned
+//! before each op so that an element the kernel does not write shows up; then a few timings.
+//! Prints one line per check and a table last; exits non-zero if any check fails. Without a
+//! GPU it says so and passes.
+//!
+//! Bounds (relative error ‖gpu − cpu‖ / ‖cpu‖): f32 1e-5 (1e-3 for matmul with FERROX_TF32=1),
+//! f16 / bf16 1e-2, f64 1e-12; integers, bools, copies, casts and indices exactly. A NaN where
+//! the CPU has none never passes.
+
+use std::time::Instant;
+
+use ferrox::{self as fx, Array, Device, Dtype};
+
+/// xorshift64*: fresh inputs every run (the seed is printed to replay one).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// Uniform in [lo, hi).
+    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * ((self.next() >> 11) as f64 / (1u64 << 53) as f64)
+    }
+}
+
+struct Checker {
+    rng: Rng,
+    results: Vec<(String, f64, f64, bool)>,
+}
+
+fn cpu<R>(f: impl FnOnce() -> R) -> R {
+    fx::with_device(Device::Cpu, f).unwrap()
+}
+fn gpu<R>(f: impl FnOnce() -> R) -> R {
+    fx::with_device(Device::Gpu(0), f).unwrap()
+}
+
+/// The exact bound for integer-valued results, else the dtype's.
+fn bound(dtype: Dtype) -> f64 {
+    match dtype {
+        Dtype::F32 => 1e-5,
+        Dtype::F16 | Dtype::Bf16 => 1e-2,
+        Dtype::F64 => 1e-12,
+        _ => 0.0,
+    }
+}
+
+impl Checker {
+    /// A host array of `shape` and `dtype` with values uniform in [lo, hi) (integers: rounded).
+    fn array(&mut self, shape: &[usize], dtype: Dtype, lo: f64, hi: f64) -> Array {
+        let n: usize = shape.iter().product();
+        let v: Vec<f64> = (0..n)
+            .map(|_| {
+                let x = self.rng.uniform(lo, hi);
+                if dtype.is_float() {
+                    x
+                } else {
+                    x.floor()
+                }
+            })
+            .collect();
+        let a = Array::from_slice(&v, shape).unwrap();
+        let a = cpu(|| fx::astype(&a, dtype)).unwrap();
+        a.eval().unwrap();
+        a
+    }
+
+    /// Leaves blocks of `nbytes` filled with NaN bytes in the GPU's cache, so the next
+    /// allocations of that size start poisoned.
+    fn poison(&mut self, nbytes: usize) {
+        let words = nbytes.div_ceil(4).max(1);
+        let mut keep = Vec::new();
+        for _ in 0..3 {
+            let p = Array::from_slice(&vec![0x7FC0_7FC0u32; words], &[words]).unwrap();
+            let s = gpu(|| fx::bitwise_or(&p, &p)).unwrap();
+            s.eval().unwrap();
+            keep.push((p, s));
+        }
+        ferrox::backend::cuda::synchronize().unwrap();
+    }
+
+    /// Runs `f` on the CPU and on the GPU (poisoned first) and compares.
+    fn check(&mut self, name: &str, bound: f64, f: impl Fn() -> fx::Result<Array>) {
+        let want = match cpu(&f).and_then(|w| w.eval().map(|_| w)) {
+            Ok(w) => w,
+            Err(e) => {
+                println!("skip {name}: the CPU refuses it ({e})");
+                return;
+            }
+        };
+        self.poison(want.nbytes());
+        let got = gpu(|| {
+            let g = f()?;
+            g.eval()?;
+            Ok::<_, fx::Error>(g)
+        });
+        let (err, norm, ok) = match got {
+            Err(e) => {
+                println!("FAIL {name}: {e}");
+                (f64::NAN, 0.0, false)
+            }
+            Ok(got) => compare(&want, &got, bound),
+        };
+        println!(
+            "{} {name}: rel err {err:.2e} (bound {bound:.0e}, |ref| {norm:.3e})",
+            if ok { "ok  " } else { "FAIL" }
+        );
+        self.results.push((name.to_string(), err, bound, ok));
+    }
+}
+
+/// (relative error, reference norm, pass). Bools and integers compare exactly, bit by bit for
+/// bool (a poisoned byte is neither 0 nor 1).
+fn compare(want: &Array, got: &Array, bound: f64) -> (f64, f64, bool) {
+    if got.shape() != want.shape() || got.dtype() != want.dtype() {
+        println!("  shape/dtype {:?} {} vs {:?} {}", got.shape(), got.dtype(), want.shape(), want.dtype());
+        return (f64::NAN, 0.0, false);
+    }
+    if want.dtype() == Dtype::Bool {
+        let g = cpu(|| fx::contiguous(got)).unwrap();
+        let w = cpu(|| fx::contiguous(want)).unwrap();
+        let (gd, wd) = (g.data().unwrap(), w.data().unwrap());
+        let n = want.size();
+        let gb = &gd.buffer.as_bytes()[gd.offset..gd.offset + n];
+        let wb = &wd.buffer.as_bytes()[wd.offset..wd.offset + n];
+        let bad = gb.iter().zip(wb).filter(|(a, b)| a != b).count();
+        return (bad as f64 / n.max(1) as f64, n as f64, bad == 0);
+    }
+    let w: Vec<f64> = cpu(|| want.to_vec::<f64>()).unwrap();
+    let g: Vec<f64> = cpu(|| got.to_vec::<f64>()).unwrap();
+    let (mut num, mut den, mut nan_bad) = (0f64, 0f64, 0usize);
+    for (&a, &b) in g.iter().zip(&w) {
+        if a.is_nan() || b.is_nan() {
+            nan_bad += usize::from(a.is_nan() != b.is_nan());
+            continue;
+        }
+        if a.is_infinite() || b.is_infinite() {
+            nan_bad += usize::from(a != b);
+            continue;
+        }
+        num += (a - b) * (a - b);
+        den += b * b;
+    }
+    let err = if den > 0.0 { (num / den).sqrt() } else { num.sqrt() };
+    (err, den.sqrt(), nan_bad == 0 && err <= bound)
+}
+
+const FLOATS: [Dtype; 4] = [Dtype::F32, Dtype::F16, Dtype::Bf16, Dtype::F64];
+const INTS: [Dtype; 8] = [Dtype::U8, Dtype::U16, Dtype::U32, Dtype::U64, Dtype::I8, Dtype::I16, Dtype::I32, Dtype::I64];
+
+fn main() {
+    if !Device::Gpu(0).is_available() {
+        println!("no GPU here: the GPU check is skipped");
+        println!("0 passed, 0 failed");
+        return;
+    }
+    println!("GPU: {}", ferrox::backend::cuda::device_name().unwrap_or_default());
+    let seed = std::env::var("GPU_CHECK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    println!("seed {seed}");
+    let mut c = Checker { rng: Rng(seed), results: Vec::new() };
+    let t0 = Instant::now();
+    casts_and_copies(&mut c);
+    unary(&mut c);
+    binary(&mut c);
+    reductions(&mut c);
+    matmuls(&mut c);
+    fast(&mut c);
+    movement(&mut c);
+    println!("checks took {:.1} s (kernels compiled on first use included)", t0.elapsed().as_secs_f64());
+    let timings = timings(&mut c);
+
+    let failed: Vec<_> = c.results.iter().filter(|r| !r.3).collect();
+    println!("\nCPU fallbacks taken on the GPU stream: {:?}", ferrox::backend::fallback::fallbacks());
+    println!("\n| check group | passed | failed | worst rel err |");
+    println!("| --- | --- | --- | --- |");
+    let mut groups: Vec<String> = Vec::new();
+    for r in &c.results {
+        let g = r.0.split(' ').next().unwrap().to_string();
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    for gname in groups {
+        let rs: Vec<_> = c.results.iter().filter(|r| r.0.split(' ').next().unwrap() == gname).collect();
+        let worst = rs.iter().map(|r| r.1).fold(0f64, |a, b| if b.is_nan() { f64::INFINITY } else { a.max(b) });
+        let p = rs.iter().filter(|r| r.3).count();
+        println!("| {gname} | {p} | {} | {worst:.1e} |", rs.len() - p);
+    }
+    println!("\n| timing | value |\n| --- | --- |");
+    for (k, v) in &timings {
+        println!("| {k} | {v} |");
+    }
+    for f in &failed {
+        println!("FAILED: {} (err {:.2e}, bound {:.0e})", f.0, f.1, f.2);
+    }
+    println!("\n{} passed, {} failed", c.results.len() - failed.len(), failed.len());
+    if !failed.is_empty() {
+        std::process::exit(1);
+    }
+}
+
+fn casts_and_copies(c: &mut Checker) {
+    for s in Dtype::ALL {
+        let x = c.array(&[37, 29], s, -120.0, 120.0);
+        for d in Dtype::ALL {
+            c.check(&format!("astype {s}->{d}"), 0.0, || fx::astype(&x, d));
+        }
+        // A transposed, sliced view made row-major.
+        let y = c.array(&[6, 50, 40], s, -100.0, 100.0);
+        c.check(&format!("copy {s} strided"), 0.0, || {
+            let t = fx::transpose(&y, &[2, 0, 1])?;
+            fx::contiguous(&fx::slice(&t, &[1, 0, 3], &[40, 6, 50], &[3, 1, 2])?)
+        });
+    }
+    let x = c.array(&[300], Dtype::F64, -1e6, 1e6);
+    for d in [Dtype::F16, Dtype::Bf16, Dtype::F32] {
+        c.check(&format!("astype f64->{d} rounding"), 0.0, || fx::astype(&x, d));
+    }
+}
+
+fn unary(c: &mut Checker) {
+    use fx::*;
+    type F = fn(&Array) -> fx::Result<Array>;
+    // (name, function, input range)
+    let float_ops: [(&str, F, f64, f64); 31] = [
+        ("exp", exp, -5.0, 5.0),
+        ("expm1", expm1, -2.0, 2.0),
+        ("log", log, 0.1, 10.0),
+        ("log1p", log1p, -0.5, 5.0),
+        ("log2", log2, 0.1, 10.0),
+        ("log10", log10, 0.1, 10.0),
+        ("sqrt", sqrt, 0.0, 10.0),
+        ("rsqrt", rsqrt, 0.1, 10.0),
+        ("reciprocal", reciprocal, 0.5, 10.0),
+        ("sin", sin, -4.0, 4.0),
+        ("cos", cos, -4.0, 4.0),
+        ("tan", tan, -1.2, 1.2),
+        ("arcsin", arcsin, -0.99, 0.99),
+        ("arccos", arccos, -0.99, 0.99),
+        ("arctan", arctan, -5.0, 5.0),
+        ("sinh", sinh, -3.0, 3.0),
+        ("cosh", cosh, -3.0, 3.0),
+        ("tanh", tanh, -3.0, 3.0),
+        ("arcsinh", arcsinh, -5.0, 5.0),
+        ("arccosh", arccosh, 1.01, 5.0),
+        ("arctanh", arctanh, -0.95, 0.95),
+        ("sigmoid", sigmoid, -8.0, 8.0),
+        ("erf", erf, -2.0, 2.0),
+        ("erfinv", erfinv, -0.95, 0.95),
+        ("floor", floor, -10.0, 10.0),
+        ("ceil", ceil, -10.0, 10.0),
+        ("round", |a| round(a, 0), -10.0, 10.0),
+        ("abs", abs, -10.0, 10.0),
+        ("negative", negative, -10.0, 10.0),
+        ("sign", sign, -10.0, 10.0),
+        ("square", square, -10.0, 10.0),
+    ];
+    for dt in FLOATS {
+        for (name, f, lo, hi) in float_ops {
+            let x = c.array(&[33, 65], dt, lo, hi);
+            let xt = fx::transpose(&x, &[1, 0]).unwrap();
+            c.check(&format!("unary {name} {dt}"), bound(dt), || f(&xt));
+        }
+    }
+    let int_ops: [(&str, F); 5] =
+        [("abs", abs), ("negative", negative), ("sign", sign), ("square", square), ("bitwise_invert", bitwise_invert)];
+    for dt in INTS {
+        for (name, f) in int_ops {
+            let x = c.array(&[17, 31], dt, -100.0, 100.0);
+            c.check(&format!("unary {name} {dt}"), 0.0, || f(&x));
+        }
+    }
+    let preds: [(&str, F); 4] =
+        [("isnan", isnan), ("isinf", isinf), ("isfinite", isfinite), ("logical_not", logical_not)];
+    for dt in Dtype::ALL {
+        let x = c.array(&[64], dt, -3.0, 3.0);
+        let x = if dt.is_float() {
+            let special = Array::from_slice(&[f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0], &[4]).unwrap();
+            let special = cpu(|| fx::astype(&special, dt)).unwrap();
+            cpu(|| fx::concatenate(&[x.clone(), special.clone()], 0)).unwrap()
+        } else {
+            x
+        };
+        x.eval().unwrap();
+        for (name, f) in preds {
+            c.check(&format!("unary {name} {dt}"), 0.0, || f(&x));
+        }
+    }
+}
+
+fn binary(c: &mut Checker) {
+    use fx::*;
+    type F = fn(&Array, &Array) -> fx::Result<Array>;
+    macro_rules! f2 {
+        ($f:ident) => {
+            (|a: &Array, b: &Array| $f(a, b)) as F
+        };
+    }
+    let arith: [(&str, F); 11] = [
+        ("add", f2!(add)),
+        ("subtract", f2!(subtract)),
+        ("multiply", f2!(multiply)),
+        ("divide", f2!(divide)),
+        ("floor_divide", f2!(floor_divide)),
+        ("remainder", f2!(remainder)),
+        ("power", f2!(power)),
+        ("maximum", f2!(maximum)),
+        ("minimum", f2!(minimum)),
+        ("logaddexp", f2!(logaddexp)),
+        ("arctan2", f2!(arctan2)),
+    ];
+    let compare_ops: [(&str, F); 8] = [
+        ("equal", f2!(equal)),
+        ("not_equal", f2!(not_equal)),
+        ("less", f2!(less)),
+        ("less_equal", f2!(less_equal)),
+        ("greater", f2!(greater)),
+        ("greater_equal", f2!(greater_equal)),
+        ("logical_and", f2!(logical_and)),
+        ("logical_or", f2!(logical_or)),
+    ];
+    let bitwise: [(&str, F); 5] = [
+        ("bitwise_and", f2!(bitwise_and)),
+        ("bitwise_or", f2!(bitwise_or)),
+        ("bitwise_xor", f2!(bitwise_xor)),
+        ("left_shift", f2!(left_shift)),
+        ("right_shift", f2!(right_shift)),
+    ];
+    for dt in Dtype::ALL {
+        // Broadcasting [3, 1, 40] with a transposed [40, 7] -> [3, 7, 40]... via [7, 40].
+        let (lo, hi) = if dt.is_float() { (0.5, 4.0) } else { (-9.0, 9.0) };
+        let a = c.array(&[3, 1, 40], dt, lo, hi);
+        let b0 = c.array(&[40, 7], dt, lo, hi);
+        let b = fx::transpose(&b0, &[1, 0]).unwrap();
+        let is_arith_ok = dt != Dtype::Bool;
+        for (name, f) in arith {
+            // Integer power / shifts: small exponents; division by zero is defined (0) on both.
+            if !is_arith_ok && matches!(name, "logaddexp" | "arctan2" | "divide") {
+                continue;
+            }
+            if !dt.is_float() && matches!(name, "logaddexp" | "arctan2" | "divide") {
+                continue; // these promote integers to float: covered by the float dtypes
+            }
+            let bd = bound(dt).max(if name == "power" && dt == Dtype::F32 { 2e-5 } else { 0.0 });
+            c.check(&format!("binary {name} {dt}"), bd, || f(&a, &b));
+        }
+        for (name, f) in compare_ops {
+            c.check(&format!("binary {name} {dt}"), 0.0, || f(&a, &b));
+        }
+        if !dt.is_float() && dt != Dtype::Bool {
+            let s = c.array(&[7, 40], dt, 0.0, 70.0);
+            for (name, f) in bitwise {
+                c.check(&format!("binary {name} {dt}"), 0.0, || f(&a, &s));
+            }
+        }
+        let cond = c.array(&[7, 1], Dtype::Bool, 0.0, 2.0);
+        c.check(&format!("select {dt}"), 0.0, || where_(&cond, &a, &b));
+    }
+}
+
+fn reductions(c: &mut Checker) {
+    use fx::*;
+    for dt in Dtype::ALL {
+        let (lo, hi) = match dt {
+            Dtype::Bool => (0.0, 2.0),
+            d if d.is_float() => (-2.0, 2.0),
+            _ => (-20.0, 20.0),
+        };
+        let x = c.array(&[6, 130, 9], dt, lo, hi);
+        // Float sums of positive values: with cancellation the result's relative error
+        // measures the summation order, not the kernel.
+        let xs = if dt.is_float() { c.array(&[6, 130, 9], dt, 0.0, hi) } else { x.clone() };
+        let xp = c.array(&[6, 30, 9], dt, if dt.is_float() { 0.9 } else { lo }, if dt.is_float() { 1.1 } else { hi });
+        let axes: [&[isize]; 4] = [&[1], &[0, 2], &[2], &[0, 1, 2]];
+        for ax in axes {
+            let b = if dt == Dtype::F16 || dt == Dtype::Bf16 { 1e-2 } else { bound(dt) };
+            if dt != Dtype::Bool {
+                c.check(&format!("reduce sum {dt} {ax:?}"), b, || sum(&xs, Some(ax), false));
+                c.check(&format!("reduce prod {dt} {ax:?}"), b, || prod(&xp, Some(ax), true));
+            }
+            c.check(&format!("reduce max {dt} {ax:?}"), 0.0, || max(&x, Some(ax), false));
+            c.check(&format!("reduce min {dt} {ax:?}"), 0.0, || min(&x, Some(ax), false));
+            c.check(&format!("reduce all {dt} {ax:?}"), 0.0, || all(&x, Some(ax), false));
+            c.check(&format!("reduce any {dt} {ax:?}"), 0.0, || any(&x, Some(ax), false));
+        }
+        for ax in [0isize, 1, 2] {
+            c.check(&format!("argreduce argmax {dt} {ax}"), 0.0, || argmax(&x, Some(ax), false));
+            c.check(&format!("argreduce argmin {dt} {ax}"), 0.0, || argmin(&x, Some(ax), true));
+        }
+    }
+    // One long row (a whole-array sum) and many short ones.
+    let big = c.array(&[1 << 20], Dtype::F32, 0.0, 1.0);
+    c.check("reduce sum f32 whole 1M", 1e-5, || sum(&big, None, false));
+    // Few long rows: split into parts reduced by separate blocks, then joined.
+    for dt in [Dtype::F32, Dtype::Bf16, Dtype::I32, Dtype::U8, Dtype::F64] {
+        let long = c.array(&[3, 70_000], dt, if dt.is_float() { 0.0 } else { -3.0 }, 3.0);
+        let b = if dt.is_float() { bound(dt).max(1e-5) } else { 0.0 };
+        c.check(&format!("reduce sum {dt} split"), b, || sum(&long, Some(&[1]), false));
+        c.check(&format!("reduce max {dt} split"), 0.0, || max(&long, Some(&[1]), false));
+        c.check(&format!("reduce min {dt} split strided"), 0.0, || {
+            min(&fx::transpose(&long, &[1, 0])?, Some(&[0]), false)
+        });
+        c.check(&format!("reduce any {dt} split"), 0.0, || any(&long, Some(&[1]), false));
+        c.check(&format!("reduce all {dt} split"), 0.0, || all(&long, None, false));
+    }
+    let rows = c.array(&[4096, 3], Dtype::F32, -1.0, 1.0);
+    c.check("reduce max f32 short rows", 0.0, || max(&rows, Some(&[1]), false));
+}
+
+fn matmuls(c: &mut Checker) {
+    for dt in [Dtype::F32, Dtype::F16, Dtype::Bf16, Dtype::F64] {
+        let b = if dt == Dtype::F32 && std::env::var("FERROX_TF32").is_ok_and(|v| v == "1") { 1e-3 } else { bound(dt) };
+        let a = c.array(&[3, 65, 130], dt, -1.0, 1.0);
+        let w = c.array(&[130, 47], dt, -1.0, 1.0);
+        c.check(&format!("matmul {dt} batched-broadcast"), b, || fx::matmul(&a, &w));
+        let wt = c.array(&[47, 130], dt, -1.0, 1.0);
+        c.check(&format!("matmul {dt} transposed-b"), b, || fx::matmul(&a, &fx::transpose(&wt, &[1, 0])?));
+        let v = c.array(&[1, 130], dt, -1.0, 1.0);
+        c.check(&format!("matmul {dt} vector"), b, || fx::matmul(&v, &w));
+        let big_a = c.array(&[512, 768], dt, -1.0, 1.0);
+        let big_b = c.array(&[768, 256], dt, -1.0, 1.0);
+        c.check(&format!("matmul {dt} 512x768x256"), b, || fx::matmul(&big_a, &big_b));
+        if dt == Dtype::F32 {
+            std::env::set_var("FERROX_TF32", "1");
+            c.check("matmul float32 512x768x256 FERROX_TF32=1", 1e-3, || fx::matmul(&big_a, &big_b));
+            std::env::remove_var("FERROX_TF32");
+        }
+        let bias = c.array(&[47], dt, -1.0, 1.0);
+        let a2 = c.array(&[33, 130], dt, -1.0, 1.0);
+        c.check(&format!("matmul {dt} addmm"), b, || fx::addmm(&bias, &a2, &w, 0.5, 2.0));
+    }
+}
+
+fn fast(c: &mut Checker) {
+    for dt in [Dtype::F32, Dtype::F16, Dtype::Bf16] {
+        let b = bound(dt);
+        let x = c.array(&[2, 5, 1000], dt, -4.0, 4.0);
+        c.check(&format!("fast softmax {dt}"), b, || fx::softmax(&x, None, false));
+        let xt = fx::transpose(&c.array(&[130, 6], dt, -4.0, 4.0), &[1, 0]).unwrap();
+        c.check(&format!("fast softmax {dt} strided"), b, || fx::softmax(&xt, None, true));
+        let w = c.array(&[1000], dt, 0.5, 1.5);
+        let bias = c.array(&[1000], dt, -1.0, 1.0);
+        c.check(&format!("fast rms_norm {dt}"), b, || fx::fast::rms_norm(&x, Some(&w), 1e-5));
+        c.check(&format!("fast rms_norm {dt} no weight"), b, || fx::fast::rms_norm(&x, None, 1e-5));
+        c.check(&format!("fast layer_norm {dt}"), b, || fx::fast::layer_norm(&x, Some(&w), Some(&bias), 1e-5));
+        c.check(&format!("fast layer_norm {dt} plain"), b, || fx::fast::layer_norm(&x, None, None, 1e-5));
+        let q = c.array(&[2, 4, 33, 64], dt, -1.0, 1.0);
+        for trad in [false, true] {
+            c.check(&format!("fast rope {dt} traditional={trad}"), b, || {
+                fx::fast::rope(&q, 64, trad, Some(10000.0), 1.0, 17i32, None)
+            });
+            c.check(&format!("fast rope {dt} partial traditional={trad}"), b, || {
+                fx::fast::rope(&q, 32, trad, Some(500000.0), 0.5, 3i32, None)
+            });
+        }
+    }
+}
+
+/// Views, reshapes and an op with no GPU kernel (sort): it falls back to the CPU by itself.
+fn movement(c: &mut Checker) {
+    let x = c.array(&[4, 6, 10], Dtype::F32, -1.0, 1.0);
+    c.check("views reshape-of-transpose", 0.0, || fx::reshape(&fx::transpose(&x, &[2, 1, 0])?, &[10, 24]));
+    c.check("views broadcast+add", 1e-6, || fx::add(&fx::broadcast_to(&x, &[3, 4, 6, 10])?, 1.0f32));
+    c.check("fallback sort (CPU) then exp (GPU)", 1e-5, || fx::exp(&fx::sort(&x, Some(-1))?));
+    // Memory figures count device memory.
+    let before = fx::active_memory();
+    let host = c.array(&[1 << 20], Dtype::F32, 0.0, 1.0);
+    let big = gpu(|| fx::add(&host, 1.0f32)).unwrap();
+    big.eval().unwrap();
+    let grew = fx::active_memory() >= before + (4 << 20);
+    println!(
+        "{} memory active_memory counts a 4 MiB GPU array ({before} -> {})",
+        if grew { "ok  " } else { "FAIL" },
+        fx::active_memory()
+    );
+    c.results.push(("memory active".into(), 0.0, 0.0, grew));
+    let v = big.to_vec::<f32>().unwrap();
+    let want: Vec<f32> = host.to_vec::<f32>().unwrap().iter().map(|x| x + 1.0).collect();
+    let ok = v == want;
+    c.results.push(("memory to_vec-from-gpu".into(), 0.0, 0.0, ok));
+}
+
+/// Median seconds of `reps` runs of `f` (after two warm-ups), synchronized.
+fn time(reps: usize, f: impl Fn() -> Array) -> f64 {
+    let mut ts = Vec::new();
+    for i in 0..reps + 2 {
+        let t = Instant::now();
+        let a = f();
+        a.eval().unwrap();
+        ferrox::backend::cuda::synchronize().unwrap();
+        if i >= 2 {
+            ts.push(t.elapsed().as_secs_f64());
+        }
+    }
+    ts.sort_by(f64::total_cmp);
+    ts[ts.len() / 2]
+}
+
+fn timings(c: &mut Checker) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    gpu(|| {
+        let n = 4096;
+        for dt in [Dtype::Bf16, Dtype::F16, Dtype::F32] {
+            let a = c.array(&[n, n], dt, -1.0, 1.0);
+            let b = c.array(&[n, n], dt, -1.0, 1.0);
+            let s = time(10, || fx::matmul(&a, &b).unwrap());
+            if dt == Dtype::F32 {
+                std::env::set_var("FERROX_TF32", "1");
+                let s = time(10, || fx::matmul(&a, &b).unwrap());
+                std::env::remove_var("FERROX_TF32");
+                out.push((
+                    "matmul f32 4096³, FERROX_TF32=1".into(),
+                    format!("{:.0} TFLOP/s ({:.2} ms)", 2.0 * (n as f64).powi(3) / s / 1e12, s * 1e3),
+                ));
+            }
+            out.push((
+                format!("matmul {dt} 4096³"),
+                format!("{:.0} TFLOP/s ({:.2} ms)", 2.0 * (n as f64).powi(3) / s / 1e12, s * 1e3),
+            ));
+        }
+        let m = 1 << 24;
+        let a = c.array(&[m], Dtype::F32, -1.0, 1.0);
+        let b = c.array(&[m], Dtype::F32, -1.0, 1.0);
+        let s = time(20, || fx::add(&a, &b).unwrap());
+        out.push(("add f32 16M".into(), format!("{:.0} GB/s ({:.1} µs)", 12.0 * m as f64 / s / 1e9, s * 1e6)));
+        let s = time(20, || fx::sum(&a, None, false).unwrap());
+        out.push(("sum f32 16M".into(), format!("{:.0} GB/s ({:.1} µs)", 4.0 * m as f64 / s / 1e9, s * 1e6)));
+        let x = c.array(&[4096, 4096], Dtype::Bf16, -1.0, 1.0);
+        let w = c.array(&[4096], Dtype::Bf16, -1.0, 1.0);
+        let s = time(20, || fx::fast::rms_norm(&x, Some(&w), 1e-5).unwrap());
+        out.push((
+            "rms_norm bf16 4096²".into(),
+            format!("{:.0} GB/s ({:.1} µs)", 4.0 * (4096.0 * 4096.0) / s / 1e9, s * 1e6),
+        ));
+        let small = c.array(&[1024], Dtype::F32, -1.0, 1.0);
+        let s = time(200, || fx::add(&small, &small).unwrap());
+        out.push(("one small add (launch + eval overhead)".into(), format!("{:.1} µs", s * 1e6)));
+    });
+    out
+}
