@@ -157,9 +157,10 @@ pub fn eval(g: &FusedGraph, inputs: &[Array], shape: &[usize], dtype: Dtype) -> 
     Ok(Data::contiguous(buffer, shape))
 }
 
-/// Most prologue elements a reduction tile computes: they stay in cache between the prologue
-/// and the reduction, and stay below the plain reduction's parallel threshold, so each tile
-/// reduces on its own thread exactly as the plain kernel reduces each row.
+/// Most prologue elements a reduction tile computes (unless one row is longer): a tile stays
+/// in the L2 cache between the prologue and the reduction, and there are few enough tiles
+/// that the per-tile setup is small against their work. The reduction kernel folds each row
+/// of a tile exactly as it folds that row of the whole array.
 const REDUCE_TILE: usize = 1 << 16;
 
 /// Longest reduced row the tiled path takes: the plain kernel folds a row in one pass up to
