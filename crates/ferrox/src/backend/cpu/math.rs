@@ -86,60 +86,31 @@ pub fn tanh_f32(x: f32, isa: Isa) -> f32 {
     }
 }
 
-/// The error function for f32, branch-free, within 3 ulp: the Maclaurin series through
-/// `x^27` below |x| = 1, and above `1 - erfc(|x|)` with the sign restored, where
-/// `erfc(z) = t e^{-z^2 + P(t)}`, `t = 1 / (1 + z/2)` and `P` the degree-9 Chebyshev fit
-/// of Press et al. (relative error below 1.2e-7, far below an ulp of the result there).
+/// The error function for f32, branch-free, within 5 ulp with fused multiply-adds (7 without):
+/// `x P(x²) / Q(x²)` for |x| < 3.92 (beyond, erf rounds to ±1), P of degree 6
+/// and Q of degree 5 fitted for minimal relative error (1.8e-9, by scripts/fit_erf_f32.py),
+/// the result clamped to 1 in magnitude. NaN stays NaN. About a third of the work of a series
+/// plus an `erfc` with an exponential.
 #[inline(always)]
 pub fn erf_f32(x: f32, isa: Isa) -> f32 {
-    // (-1)^k / (k! (2k + 1)), k = 0..13.
-    const S: [f32; 14] = [
-        1.0,
-        -1.0 / 3.0,
-        1.0 / 10.0,
-        -1.0 / 42.0,
-        1.0 / 216.0,
-        -1.0 / 1320.0,
-        1.0 / 9360.0,
-        -1.0 / 75_600.0,
-        1.0 / 685_440.0,
-        -1.0 / 6_894_720.0,
-        1.0 / 76_204_800.0,
-        -1.0 / 918_086_400.0,
-        1.0 / 11_975_040_000.0,
-        -1.0 / 168_129_561_600.0,
-    ];
-    const P: [f32; 10] = [
-        -1.265_512_2,
-        1.000_023_7,
-        0.374_091_96,
-        0.096_784_18,
-        -0.186_288_06,
-        0.278_868_07,
-        -1.135_204,
-        1.488_515_9,
-        -0.822_152_23,
-        0.170_872_77,
-    ];
-    let a = x.abs();
-    let z = x * x;
-    let mut s = S[13];
-    for &c in S[..13].iter().rev() {
-        s = isa.mul_add(s, z, c);
+    const P: [f32; 7] =
+        [1.128_379_2, 0.185_135_7, 0.054_244_134, 0.003_838_652_3, 0.000_376_763_38, 4.609_338_2e-6, -1.280_035_4e-8];
+    const Q: [f32; 6] = [1.0, 0.497_405_65, 0.113_874_02, 0.015_430_123, 0.001_301_537, 6.240_018_4e-5];
+    // The comparison is false for NaN, which then propagates through the arithmetic.
+    let big = x.abs();
+    let a = if big > 3.92 { 3.92 } else { big };
+    let t = a * a;
+    let mut p = P[6];
+    for &c in P[..6].iter().rev() {
+        p = isa.mul_add(p, t, c);
     }
-    let small = x * s * std::f32::consts::FRAC_2_SQRT_PI;
-    let t = 1.0 / isa.mul_add(0.5, a, 1.0);
-    let mut q = P[9];
-    for &c in P[..9].iter().rev() {
+    let mut q = Q[5];
+    for &c in Q[..5].iter().rev() {
         q = isa.mul_add(q, t, c);
     }
-    let erfc = t * exp_f32(q - z, isa);
-    let big = (1.0 - erfc).copysign(x);
-    if a < 1.0 {
-        small
-    } else {
-        big
-    }
+    let r = a * p / q;
+    let r = if r > 1.0 || big >= 3.92 { 1.0 } else { r };
+    r.copysign(x)
 }
 
 #[cfg(test)]
@@ -231,7 +202,8 @@ mod tests {
             let t = grid_error(|x| tanh_f32(x, isa), f64::tanh);
             assert!(t <= 2, "{isa:?}: tanh max error {t} ulp");
             let e = grid_error(|x| erf_f32(x, isa), libm::erf);
-            assert!(e <= 3, "{isa:?}: erf max error {e} ulp");
+            let bound = if isa.has_fma() { 5 } else { 7 };
+            assert!(e <= bound, "{isa:?}: erf max error {e} ulp");
             for (x, want) in [(f32::INFINITY, 1.0), (f32::NEG_INFINITY, -1.0), (0.0, 0.0), (40.0, 1.0)] {
                 assert_eq!(tanh_f32(x, isa), want, "tanh({x})");
                 assert_eq!(erf_f32(x, isa), want, "erf({x})");
