@@ -199,6 +199,7 @@ fn rule(op: &Op, inputs: &[Array], out: &Array, ts: Tangents) -> Result<Option<A
             super::jvp(f, inputs, &zeros_for_none)?.1.pop()
         }
         Op::Attention { scale, mask } => Some(attention(inputs, ts, out, *scale, *mask)?),
+        Op::Quantized { op, params } => super::quantized_rules::jvp(*op, *params, inputs, ts)?,
         Op::Conv(_) => {
             let (w, tw) = (&inputs[1], &ts[1]);
             sum_terms([

@@ -221,6 +221,7 @@ pub(crate) fn vjp(op: &Op, inputs: &[Array], out: &Array, g: &Array) -> Result<G
         }
         Op::Conv(p) => conv(p, &inputs[0], &inputs[1], g)?,
         Op::Attention { scale, mask } => attention(inputs, g, *scale, *mask)?,
+        Op::Quantized { op, params } => super::quantized_rules::vjp(*op, *params, inputs, g)?,
         Op::BitCast => return Err(not_differentiable(op)),
     })
 }

@@ -10,6 +10,7 @@ mod index;
 mod iter;
 mod math;
 mod matmul;
+mod quantized;
 pub(crate) mod random;
 mod reduce;
 mod simd;
@@ -77,6 +78,7 @@ impl Backend for CpuBackend {
             }
             Op::Attention { scale, mask } => fast::attention(inputs, *scale, *mask, shape),
             Op::Load(src) => src.load(),
+            Op::Quantized { op, params } => quantized::eval(*op, *params, inputs, shape, dtype),
             Op::Fused(g) => fused::eval(g, inputs, shape, dtype),
             Op::Checkpoint(_) => inputs.last().expect("the forward result is the last input").data(),
             Op::RandomBits => random::random_bits(x.unwrap(), shape, dtype),
