@@ -81,13 +81,16 @@ fn weight_grad(x: &Array, g: &Array, transpose: bool) -> Result<Array> {
 
 /// Cotangents of a quantized node's inputs.
 pub(crate) fn vjp(op: QuantOp, p: QuantParams, inputs: &[Array], g: &Array) -> Result<Vec<Option<Array>>> {
+    if let QuantOp::Quantize(_) = op {
+        return Err(no_rule("quantize"));
+    }
     let q = parts(op, p, inputs);
     let affine = p.mode == QuantMode::Affine;
     let mut grads: Vec<Option<Array>> = vec![None; inputs.len()];
     let (si, bi) = (inputs.iter().position(|a| a.same(q.s)).unwrap(), inputs.len());
     let bi = if affine { si + 1 } else { bi };
     match op {
-        QuantOp::Quantize(_) => return Err(no_rule("quantize")),
+        QuantOp::Quantize(_) => unreachable!("handled above"),
         QuantOp::Dequantize => {
             if affine {
                 let gg = fx::unflatten(g, -1, &[-1, p.group_size as isize])?;
@@ -158,6 +161,9 @@ pub(crate) fn vjp(op: QuantOp, p: QuantParams, inputs: &[Array], g: &Array) -> R
 
 /// The tangent of a quantized node's output.
 pub(crate) fn jvp(op: QuantOp, p: QuantParams, inputs: &[Array], ts: &[Option<Array>]) -> Result<Option<Array>> {
+    if let QuantOp::Quantize(_) = op {
+        return Err(no_rule("quantize"));
+    }
     let q = parts(op, p, inputs);
     if p.mode != QuantMode::Affine && matches!(op, QuantOp::Dequantize) {
         return Ok(None);
@@ -166,7 +172,7 @@ pub(crate) fn jvp(op: QuantOp, p: QuantParams, inputs: &[Array], ts: &[Option<Ar
     let (ts_s, ts_b) = (&ts[off + 1], if p.mode == QuantMode::Affine { &ts[off + 2] } else { &None });
     let mut terms: Vec<Array> = Vec::new();
     match op {
-        QuantOp::Quantize(_) => return Err(no_rule("quantize")),
+        QuantOp::Quantize(_) => unreachable!("handled above"),
         QuantOp::Dequantize => {
             let (gs, bits) = (p.group_size, p.bits);
             let (s, b) = (q.s, q.b.unwrap());

@@ -5,6 +5,27 @@
 pub const FP4_VALUES: [f32; 16] =
     [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0];
 
+/// The nearest FP4 (E2M1) code, ties to even, saturating at ±6; a result of magnitude zero
+/// (and NaN) is code 0, without sign (as MLX rounds).
+pub fn f32_to_fp4(x: f32) -> u8 {
+    let a = x.abs();
+    let mag = match a {
+        a if a > 5.0 => 7,
+        a if a >= 3.5 => 6,
+        a if a > 2.5 => 5,
+        a if a >= 1.75 => 4,
+        a if a > 1.25 => 3,
+        a if a >= 0.75 => 2,
+        a if a > 0.25 => 1,
+        _ => 0,
+    };
+    if mag != 0 && x.is_sign_negative() {
+        mag | 8
+    } else {
+        mag
+    }
+}
+
 /// The value of an FP8 E4M3 code (exponent bias 7, subnormals; as in MLX, the NaN codes
 /// 0x7F / 0xFF read as ±480, the next step above the largest finite value 448).
 pub fn fp8_to_f32(b: u8) -> f32 {
@@ -105,6 +126,18 @@ mod tests {
         // 1.0625 lies halfway between 1.0 (mantissa 0, even) and 1.125.
         assert_eq!(f32_to_fp8(1.0625), f32_to_fp8(1.0));
         assert_eq!(f32_to_fp8(1.1875), f32_to_fp8(1.25));
+    }
+
+    #[test]
+    fn fp4_rounds_to_nearest_even() {
+        for (i, &v) in FP4_VALUES.iter().enumerate() {
+            if i != 8 {
+                assert_eq!(f32_to_fp4(v), i as u8);
+            }
+        }
+        // Ties go to the even mantissa; tiny negatives to +0.
+        assert_eq!([f32_to_fp4(0.25), f32_to_fp4(0.75), f32_to_fp4(2.5), f32_to_fp4(5.0)], [0, 2, 4, 6]);
+        assert_eq!([f32_to_fp4(-0.1), f32_to_fp4(-7.0), f32_to_fp4(f32::NAN)], [0, 15, 0]);
     }
 
     #[test]

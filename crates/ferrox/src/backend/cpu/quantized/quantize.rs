@@ -8,7 +8,7 @@ use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::primitives::{QuantMode, QuantParams, QuantPart};
 
-use super::formats::{e8m0_to_f32, f32_to_fp8, fp8_table, pack_codes, unpack_codes, FP4_VALUES};
+use super::formats::{e8m0_to_f32, f32_to_fp4, f32_to_fp8, fp8_table, pack_codes, unpack_codes, FP4_VALUES};
 use super::{dispatch_f32_f16_bf16, row_major};
 use crate::backend::cpu::iter::alloc_out;
 
@@ -29,8 +29,9 @@ struct Group {
     scale_code: u8,
 }
 
-/// Affine quantization of one group: the scale spans min..max over `2^bits − 1` steps and is
-/// nudged so the edge of larger magnitude is exactly representable (it becomes the bias).
+/// Affine quantization of one group: the scale spans min..max over `2^bits − 1` steps. From 2
+/// bits on it is nudged so the edge of larger magnitude is exactly representable (it becomes
+/// the bias, and the scale takes its sign); 1 bit keeps min as the bias (MLX 0.32).
 fn affine_group<T: Element<Acc = f32>>(w: &[T], bits: usize, codes: Option<&mut [u8]>) -> Group {
     let n_bins = ((1u32 << bits) - 1) as f32;
     let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
@@ -39,6 +40,17 @@ fn affine_group<T: Element<Acc = f32>>(w: &[T], bits: usize, codes: Option<&mut 
         lo = lo.min(v);
         hi = hi.max(v);
     }
+    let (scale, bias) = if bits == 1 { ((hi - lo).max(1e-7), lo) } else { nudged(lo, hi, n_bins) };
+    if let Some(codes) = codes {
+        for (c, v) in codes.iter_mut().zip(w) {
+            *c = ((v.to_acc() - bias) / scale).round_ties_even().clamp(0.0, n_bins) as u8;
+        }
+    }
+    Group { scale, bias, scale_code: 0 }
+}
+
+/// The scale and bias of a group spanning `lo..hi` in `n_bins` steps, for 2 bits or more.
+fn nudged(lo: f32, hi: f32, n_bins: f32) -> (f32, f32) {
     let from_min = lo.abs() > hi.abs();
     let mut scale = ((hi - lo) / n_bins).max(1e-7);
     if !from_min {
@@ -51,56 +63,29 @@ fn affine_group<T: Element<Acc = f32>>(w: &[T], bits: usize, codes: Option<&mut 
         scale = edge / q0;
         bias = edge;
     }
-    if let Some(codes) = codes {
-        for (c, v) in codes.iter_mut().zip(w) {
-            *c = ((v.to_acc() - bias) / scale).round_ties_even().clamp(0.0, n_bins) as u8;
-        }
-    }
-    Group { scale, bias, scale_code: 0 }
+    (scale, bias)
 }
 
-/// The index of the FP4 value nearest `v` (the first on ties; NaN distances win, as in MLX's
-/// argmin), with the differences rounded as an op in `round` would.
-#[inline(always)]
-fn nearest_fp4(v: f32, round: impl Fn(f32) -> f32) -> u8 {
-    let mut best = 0;
-    let mut best_d = f32::INFINITY;
-    for (i, &l) in FP4_VALUES.iter().enumerate() {
-        let d = round(v - round(l)).abs();
-        if d.is_nan() {
-            return i as u8;
-        }
-        if d < best_d {
-            best_d = d;
-            best = i;
-        }
-    }
-    best as u8
-}
-
-/// Floating-point quantization of one group, following MLX's CPU path: the scale is
-/// max|w| / (6 or 448) in `T`; mx modes round its log2 to an E8M0 exponent, nvfp4 rounds it to
-/// E4M3; elements are divided by the scale and rounded to FP4 (nearest value) or FP8.
+/// Floating-point quantization of one group, as MLX 0.32 does it: the scale is
+/// max|w| / (6 or 448), rounded up to a power of two (E8M0, mx modes) or to the nearest E4M3
+/// value (nvfp4); elements are divided by it and rounded to the nearest FP4 (E2M1) or FP8
+/// (E4M3) value, ties to even. All in float32 (bit-exact with MLX for float32 weights).
 fn fp_group<T: Element<Acc = f32>>(w: &[T], mode: QuantMode, codes: Option<&mut [u8]>) -> Group {
     let maxval = if mode == QuantMode::Mxfp8 { 448.0 } else { 6.0 };
-    let amax = w.iter().fold(f32::NEG_INFINITY, |m, v| m.max(v.to_acc().abs()));
-    let scale = in_t::<T>(amax / maxval);
-    let (scale_code, divisor, scaled_in_f32) = if mode == QuantMode::Nvfp4 {
+    let amax = w.iter().fold(0f32, |m, v| m.max(v.to_acc().abs()));
+    let scale = amax / maxval;
+    let (scale_code, divisor) = if mode == QuantMode::Nvfp4 {
         let code = f32_to_fp8(scale);
-        (code, in_t::<T>(fp8_table()[code as usize]), true)
+        (code, fp8_table()[code as usize])
     } else {
-        let e = if scale == 0.0 { 0 } else { in_t::<T>(scale.log2()).round_ties_even() as i32 };
-        ((e + 127) as u8, in_t::<T>(2f32.powi(e)), false)
+        let e = if scale == 0.0 { 0 } else { (scale.log2().ceil() as i32).clamp(-127, 127) };
+        ((e + 127) as u8, 2f32.powi(e))
     };
     if let Some(codes) = codes {
         for (c, v) in codes.iter_mut().zip(w) {
-            let q = in_t::<T>(v.to_acc() / divisor);
-            *c = match mode {
-                QuantMode::Mxfp8 => f32_to_fp8(q),
-                // nvfp4 multiplies by a float32 encoding scale (1), so it compares in float32.
-                _ if scaled_in_f32 => nearest_fp4(q, |d| d),
-                _ => nearest_fp4(q, in_t::<T>),
-            };
+            // A scale that rounded to zero zeroes the group.
+            let q = if divisor == 0.0 { 0.0 } else { v.to_acc() / divisor };
+            *c = if mode == QuantMode::Mxfp8 { f32_to_fp8(q) } else { f32_to_fp4(q) };
         }
     }
     Group { scale: 0.0, bias: 0.0, scale_code }
