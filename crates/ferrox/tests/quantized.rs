@@ -88,9 +88,18 @@ fn quantize_matches_mlx_bit_for_bit() {
             // Known gap: MLX 0.32 rounds a few floating-point-mode codes of half-precision
             // weights differently (an undetermined intermediate rounding); ours follow the
             // float32 path. Nearly all codes and scales agree.
-            let same = |a: Vec<u32>, b: Vec<u32>| a.iter().zip(&b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64;
+            let same =
+                |a: Vec<u32>, b: Vec<u32>| a.iter().zip(&b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64;
             let codes = |a: &Array| {
-                let d = fx::dequantize(a, &fx::zeros(want_s.shape(), Dtype::U8).unwrap(), None, gs, bits, mode, Some(Dtype::F32));
+                let d = fx::dequantize(
+                    a,
+                    &fx::zeros(want_s.shape(), Dtype::U8).unwrap(),
+                    None,
+                    gs,
+                    bits,
+                    mode,
+                    Some(Dtype::F32),
+                );
                 d.unwrap().to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
             };
             assert!(same(codes(&wq), codes(&want_wq)) > 0.9, "{tag}: codes");
@@ -222,7 +231,8 @@ fn gradients_match_mlx_and_finite_differences() {
         fx::sum(&fx::multiply(&y, &ct).unwrap(), None, false).unwrap().item::<f32>().unwrap() as f64
     };
     for i in 0..3 {
-        let dir = fx::random::normal(primals[i].shape(), Dtype::F32, 0.0, 1.0, Some(&fx::random::key(i as u64))).unwrap();
+        let dir =
+            fx::random::normal(primals[i].shape(), Dtype::F32, 0.0, 1.0, Some(&fx::random::key(i as u64))).unwrap();
         let eps = 1e-2f32;
         let shifted = |sign: f32| {
             let mut xs = primals.to_vec();
@@ -259,7 +269,19 @@ fn gather_qmm_gradients_match_a_dense_reference() {
     let (wq, s, b) = (get(&format!("{tag}/wq")), get(&format!("{tag}/scales")), get(&format!("{tag}/biases")));
     let (x, lhs, rhs) = (get(&format!("{tag}/x")), get(&format!("{tag}/lhs")), get(&format!("{tag}/rhs")));
     let f = |xs: &[Array]| -> fx::Result<Array> {
-        let y = fx::gather_qmm(&xs[0], &wq, &xs[1], Some(&xs[2]), Some(&lhs), Some(&rhs), true, 64, 4, QuantMode::Affine, false)?;
+        let y = fx::gather_qmm(
+            &xs[0],
+            &wq,
+            &xs[1],
+            Some(&xs[2]),
+            Some(&lhs),
+            Some(&rhs),
+            true,
+            64,
+            4,
+            QuantMode::Affine,
+            false,
+        )?;
         fx::sum(&fx::multiply(&y, &y)?, None, false)
     };
     // The same function through dequantize, take and matmul.
@@ -311,7 +333,19 @@ fn vmap_batches_x_and_matrices() {
     let (gw, gsc, gb) = (get(&format!("{gt}/wq")), get(&format!("{gt}/scales")), get(&format!("{gt}/biases")));
     let (gx, lhs, rhs) = (get(&format!("{gt}/x")), get(&format!("{gt}/lhs")), get(&format!("{gt}/rhs")));
     let g = |xs: &[Array]| -> fx::Result<Vec<Array>> {
-        Ok(vec![fx::gather_qmm(&xs[0], &gw, &gsc, Some(&gb), Some(&lhs), Some(&rhs), true, 64, 4, QuantMode::Affine, false)?])
+        Ok(vec![fx::gather_qmm(
+            &xs[0],
+            &gw,
+            &gsc,
+            Some(&gb),
+            Some(&lhs),
+            Some(&rhs),
+            true,
+            64,
+            4,
+            QuantMode::Affine,
+            false,
+        )?])
     };
     let gx2 = fx::stack(&[gx.clone(), fx::negative(&gx).unwrap()], 0).unwrap();
     let y = fx::vmap(g, &[Some(0)], &[Some(0)])(&[gx2]).unwrap().pop().unwrap();
@@ -327,7 +361,9 @@ fn bad_arguments_are_clear_errors() {
     assert!(msg(fx::quantize(&w, 64, 7, QuantMode::Affine)).contains("7 bits"));
     assert!(msg(fx::quantize(&w, 16, 4, QuantMode::Affine)).contains("group size 16"));
     assert!(msg(fx::quantize(&w, 64, 4, QuantMode::Mxfp4)).contains("group_size=32"));
-    assert!(msg(fx::quantize(&fx::zeros(&[4, 48], Dtype::F32).unwrap(), 32, 4, QuantMode::Affine)).contains("divisible"));
+    assert!(
+        msg(fx::quantize(&fx::zeros(&[4, 48], Dtype::F32).unwrap(), 32, 4, QuantMode::Affine)).contains("divisible")
+    );
     assert!(msg(fx::quantize(&fx::zeros(&[64], Dtype::F32).unwrap(), 64, 4, QuantMode::Affine)).contains("2-D"));
     assert!(msg(fx::quantize(&fx::zeros(&[4, 64], Dtype::I32).unwrap(), 64, 4, QuantMode::Affine)).contains("float"));
     assert!(QuantMode::parse("int4").is_err());
@@ -344,4 +380,3 @@ fn bad_arguments_are_clear_errors() {
     let err = fx::dequantize(&s, &s, b.as_ref(), 64, 4, QuantMode::Affine, None).unwrap_err().to_string();
     assert!(err.contains("uint32"), "{err}");
 }
-

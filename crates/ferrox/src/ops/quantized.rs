@@ -128,7 +128,10 @@ fn check_packed(op: &'static str, wq: &Array, scales: &Array, p: QuantParams) ->
         return Err(Error::dtype(op, "the packed matrix must be uint32", wq.dtype()));
     }
     if wq.ndim() < 2 {
-        return Err(Error::shape(op, format!("the packed matrix must have at least 2 dimensions; got {:?}", wq.shape())));
+        return Err(Error::shape(
+            op,
+            format!("the packed matrix must have at least 2 dimensions; got {:?}", wq.shape()),
+        ));
     }
     let (ws, ss) = (wq.shape(), scales.shape());
     let cols = ws[ws.len() - 1] * 32 / p.bits;
@@ -225,7 +228,6 @@ pub fn dequantize(
 
 /// The operands of a quantized product, checked: the output dtype, the unpacked (K, N) of the
 /// stored matrix, and the inputs of the node (x, packed, scales, biases if affine).
-#[allow(clippy::too_many_arguments)]
 fn product_inputs(
     op: &'static str,
     x: &Array,
@@ -293,7 +295,10 @@ pub fn quantized_matmul(
         s
     } else {
         if x.ndim() < 2 {
-            return Err(Error::shape(op, format!("x of shape {:?} must be at least 2-D for a batched matrix", x.shape())));
+            return Err(Error::shape(
+                op,
+                format!("x of shape {:?} must be at least 2-D for a batched matrix", x.shape()),
+            ));
         }
         let mut s = broadcast_shapes(&[&x.shape()[..x.ndim() - 2], &wq.shape()[..wq.ndim() - 2]], op)?;
         s.extend([x.shape()[x.ndim() - 2], n]);

@@ -30,12 +30,21 @@ struct Parts<'a> {
 fn parts(op: QuantOp, p: QuantParams, inputs: &[Array]) -> Parts<'_> {
     let off = usize::from(op != QuantOp::Dequantize);
     let b = (p.mode == QuantMode::Affine).then(|| &inputs[off + 2]);
-    let idx = matches!(op, QuantOp::GatherMatmul { .. }).then(|| (&inputs[inputs.len() - 2], &inputs[inputs.len() - 1]));
+    let idx =
+        matches!(op, QuantOp::GatherMatmul { .. }).then(|| (&inputs[inputs.len() - 2], &inputs[inputs.len() - 1]));
     Parts { x: (off == 1).then(|| &inputs[0]), w: &inputs[off], s: &inputs[off + 1], b, idx }
 }
 
 /// The same product with other operands (x, scales, biases); the transpose may flip.
-fn product(op: QuantOp, p: QuantParams, x: &Array, q: &Parts, s: &Array, b: Option<&Array>, flip: bool) -> Result<Array> {
+fn product(
+    op: QuantOp,
+    p: QuantParams,
+    x: &Array,
+    q: &Parts,
+    s: &Array,
+    b: Option<&Array>,
+    flip: bool,
+) -> Result<Array> {
     let QuantParams { group_size: gs, bits, mode } = p;
     match op {
         QuantOp::Matmul { transpose } => fx::quantized_matmul(x, q.w, s, b, transpose != flip, gs, bits, mode),
@@ -130,7 +139,8 @@ pub(crate) fn vjp(op: QuantOp, p: QuantParams, inputs: &[Array], g: &Array) -> R
             let pairs = lhs.size();
             let bx = x.size() / (m * k).max(1);
             // x's gradient: each pair's product with the stored matrix, added at its lhs index.
-            let gx = fx::gather_qmm(g, q.w, q.s, q.b, None, Some(rhs), !transpose, p.group_size, p.bits, p.mode, false)?;
+            let gx =
+                fx::gather_qmm(g, q.w, q.s, q.b, None, Some(rhs), !transpose, p.group_size, p.bits, p.mode, false)?;
             let gx = fx::reshape_usize(&gx, &[pairs, m, k])?;
             let l3 = fx::reshape_usize(lhs, &[pairs, 1, 1])?;
             let zeros = fx::zeros(&[bx, m, k], gx.dtype())?;
@@ -256,36 +266,37 @@ pub(crate) fn vmap(op: QuantOp, p: QuantParams, args: &[Batched], node: &Array, 
         QuantOp::GatherMatmul { transpose, .. } => {
             let idx_shape = &node.shape()[..node.ndim() - 2];
             let (l, r) = (&args[args.len() - 2], &args[args.len() - 1]);
-            let mut lhs = front_as(l, b, idx_shape)?;
-            let mut rhs = front_as(r, b, idx_shape)?;
-            // Fold the vmap batch into the matrices' batch axes, offsetting the indices.
-            let fold = |m: Array, idx: &mut Array| -> Result<Array> {
+            // Fold the vmap batch into the batch axes of x (or of the matrices): example v's
+            // matrices move to v·per.., so its indices shift by v·per.
+            let fold = |m: Array, idx: &Batched| -> Result<(Array, Array)> {
                 let per: usize = m.shape()[1..m.ndim() - 2].iter().product();
                 let off = fx::multiply(&fx::arange(0.0, b as f64, 1.0, Dtype::U32)?, per as u32)?;
                 let mut s = vec![b];
                 s.extend(std::iter::repeat_n(1, idx_shape.len()));
-                *idx = fx::add(&*idx, &fx::reshape_usize(&off, &s)?)?;
+                let idx = fx::add(&front_as(idx, b, idx_shape)?, &fx::reshape_usize(&off, &s)?)?;
                 let mut flat = vec![b * per];
                 flat.extend_from_slice(&m.shape()[m.ndim() - 2..]);
-                fx::reshape_usize(&m, &flat)
+                Ok((fx::reshape_usize(&m, &flat)?, idx))
             };
-            let x = if args[0].1.is_some() { fold(front(&args[0], b)?, &mut lhs)? } else { args[0].0.clone() };
-            let m: Vec<Array> = if mats_batched {
-                let mut rr = rhs.clone();
-                let m = mats
-                    .iter()
-                    .map(|a| {
-                        let mut scratch = rhs.clone();
-                        fold(front(a, b)?, &mut scratch).inspect(|_| rr = scratch)
-                    })
-                    .collect::<Result<_>>()?;
-                rhs = rr;
-                m
+            let (x, lhs) = match args[0].1 {
+                Some(_) => fold(front(&args[0], b)?, l)?,
+                None => (args[0].0.clone(), front_as(l, b, idx_shape)?),
+            };
+            let (m, rhs): (Vec<Array>, Array) = if mats_batched {
+                let mut rhs = None;
+                let mut m = Vec::with_capacity(mats.len());
+                for a in mats {
+                    let (f, idx) = fold(front(a, b)?, r)?;
+                    m.push(f);
+                    rhs = Some(idx);
+                }
+                (m, rhs.expect("at least two matrices"))
             } else {
-                mats.iter().map(|a| a.0.clone()).collect()
+                (mats.iter().map(|a| a.0.clone()).collect(), front_as(r, b, idx_shape)?)
             };
             let (gs, bits) = (p.group_size, p.bits);
-            let y = fx::gather_qmm(&x, &m[0], &m[1], m.get(2), Some(&lhs), Some(&rhs), transpose, gs, bits, p.mode, false)?;
+            let y =
+                fx::gather_qmm(&x, &m[0], &m[1], m.get(2), Some(&lhs), Some(&rhs), transpose, gs, bits, p.mode, false)?;
             Ok((y, Some(0)))
         }
     }

@@ -1,7 +1,6 @@
 //! Quantized ops ([`Op::Quantized`](crate::primitives::Op::Quantized)): quantization,
 //! dequantization, and matrix products that read packed matrices directly.
 
-
 mod formats;
 mod qmm;
 mod quantize;

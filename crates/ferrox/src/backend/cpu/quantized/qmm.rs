@@ -466,7 +466,6 @@ fn with_matrices<R>(
 
 /// Runs the products of `pairs` (x matrix, stored matrix), each of `m` rows, into `out`
 /// ([pairs, m, n] of the output dtype). Pairs that share a stored matrix run as one product.
-#[allow(clippy::too_many_arguments)]
 fn run_pairs(
     ops: &Operands,
     p: QuantParams,
@@ -541,7 +540,13 @@ fn operands<'a>(inputs: &[Array], p: QuantParams, xd: &'a Data, wd: &'a Data) ->
 }
 
 /// `quantized_matmul`: inputs x, packed, scales, (biases); output `shape` of `dtype`.
-pub fn quantized_matmul(inputs: &[Array], p: QuantParams, transpose: bool, shape: &[usize], dtype: Dtype) -> Result<Data> {
+pub fn quantized_matmul(
+    inputs: &[Array],
+    p: QuantParams,
+    transpose: bool,
+    shape: &[usize],
+    dtype: Dtype,
+) -> Result<Data> {
     let (x, wq) = (&inputs[0], &inputs[1]);
     let (xd, wd) = (row_major(x)?, row_major(wq)?);
     let ops = operands(inputs, p, &xd, &wd)?;
@@ -586,10 +591,7 @@ pub fn gather_qmm(inputs: &[Array], p: QuantParams, transpose: bool, shape: &[us
             if xi >= x_count || wi >= ops.count {
                 return Err(Error::invalid(
                     "gather_qmm",
-                    format!(
-                        "index pair ({xi}, {wi}) out of range: x has {x_count} matrices, w has {}",
-                        ops.count
-                    ),
+                    format!("index pair ({xi}, {wi}) out of range: x has {x_count} matrices, w has {}", ops.count),
                 ));
             }
             Ok((xi, wi))
