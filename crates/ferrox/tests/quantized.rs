@@ -236,7 +236,7 @@ fn gradients_match_mlx_and_finite_differences() {
         let eps = 1e-2f32;
         let shifted = |sign: f32| {
             let mut xs = primals.to_vec();
-            xs[i] = fx::add(&primals[i], &fx::multiply(&dir, sign * eps).unwrap()).unwrap();
+            xs[i] = fx::add(&primals[i], fx::multiply(&dir, sign * eps).unwrap()).unwrap();
             loss(&xs)
         };
         let fd = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps as f64);
@@ -357,7 +357,7 @@ fn vmap_batches_x_and_matrices() {
 #[test]
 fn bad_arguments_are_clear_errors() {
     let w = fx::zeros(&[4, 64], Dtype::F32).unwrap();
-    let msg = |r: fx::Result<(Array, Array, Option<Array>)>| r.err().expect("an error").to_string();
+    let msg = |r: fx::Result<(Array, Array, Option<Array>)>| r.expect_err("an error").to_string();
     assert!(msg(fx::quantize(&w, 64, 7, QuantMode::Affine)).contains("7 bits"));
     assert!(msg(fx::quantize(&w, 16, 4, QuantMode::Affine)).contains("group size 16"));
     assert!(msg(fx::quantize(&w, 64, 4, QuantMode::Mxfp4)).contains("group_size=32"));

@@ -172,7 +172,7 @@ pub fn quantize(w: &Array, group_size: usize, bits: usize, mode: QuantMode) -> R
         return Err(Error::dtype(op, "only float32, float16 and bfloat16 matrices can be quantized", w.dtype()));
     }
     let k = *w.shape().last().unwrap_or(&0);
-    if w.ndim() < 2 || k % group_size != 0 {
+    if w.ndim() < 2 || !k.is_multiple_of(group_size) {
         return Err(Error::shape(
             op,
             format!("the matrix must be at least 2-D with a last axis divisible by {group_size}; got {:?}", w.shape()),
