@@ -54,6 +54,7 @@ def data(shape, seed):
 
 FUSED = [((4096, 4096), "f32"), ((1, 32, 512, 512), "f32"), ((1, 32, 512, 512), "bf16"), ((1, 512, 4096), "bf16")]
 SIZES = {"f32": 4, "f16": 2, "bf16": 2}
+QUANT_SHAPES = [(576, 1536), (1536, 576), (896, 4864), (4864, 896)]
 
 
 def shape_str(s):
@@ -179,6 +180,22 @@ def bench_mlx():
         q, k, vv = arr((b, h, 1, d), dt, 4), arr((b, hkv, s, d), dt, 5), arr((b, hkv, s, d), dt, 6)
         row("sdpa decode", "B1 Hq32 Hkv8 L1 S2048 D128", dt, 20, 2 * b * hkv * s * d * SIZES[dt], "GB/s",
             ev(lambda: mx.fast.scaled_dot_product_attention(q, k, vv, scale=scale)))
+    # Quantized matmul (affine, group 64), as bench_core's quantized cases.
+    for bits, dt in ((4, "bf16"), (4, "f32"), (8, "bf16")):
+        for k, n in QUANT_SHAPES:
+            if FILTER and FILTER not in "qmv qmm":
+                continue
+            wq, s, bq = mx.quantize(arr((n, k), dt, 1), group_size=64, bits=bits)
+            mx.eval(wq, s, bq)
+            nbytes = n * k * bits // 8 + 2 * (n * k // 64) * SIZES[dt]
+            x1 = arr((1, k), dt, 2)
+            row(f"qmv {bits}-bit g64", f"K{k} N{n}", dt, 50, nbytes, "GB/s",
+                ev(lambda: mx.quantized_matmul(x1, wq, s, bq, transpose=True, group_size=64, bits=bits)))
+            if bits == 4 and dt == "bf16":
+                m = 512
+                x = arr((m, k), dt, 3)
+                row(f"qmm {bits}-bit g64", f"M{m} K{k} N{n}", dt, 3, 2 * m * n * k, "GFLOP/s",
+                    ev(lambda: mx.quantized_matmul(x, wq, s, bq, transpose=True, group_size=64, bits=bits)))
 
 
 if __name__ == "__main__":

@@ -268,6 +268,39 @@ fn fused(t: &Table) -> fx::Result<()> {
     Ok(())
 }
 
+/// The LLM weight shapes of the quantized cases: (K, N) of x [M, K] @ Wᵀ with W [N, K]
+/// (SmolLM2-135M's MLP 576 ↔ 1536, Qwen2.5-0.5B's 896 ↔ 4864).
+const QUANT_SHAPES: [(usize, usize); 4] = [(576, 1536), (1536, 576), (896, 4864), (4864, 896)];
+
+/// Quantized matmul (affine, group 64): decode (one row, rated by the bytes of the packed
+/// matrix with its scales and biases) and prefill (512 rows, rated in flops).
+fn quantized(t: &Table) -> fx::Result<()> {
+    if !t.wants("qm") {
+        return Ok(());
+    }
+    for (bits, dtype) in [(4usize, Dtype::Bf16), (4, Dtype::F32), (8, Dtype::Bf16)] {
+        for (k, n) in QUANT_SHAPES {
+            let w = data(&[n, k], dtype, 1)?;
+            let (wq, s, b) = fx::quantize(&w, 64, bits, fx::QuantMode::Affine)?;
+            fx::eval(&[&wq, &s, b.as_ref().unwrap()])?;
+            let b = b.unwrap();
+            let bytes = (n * k * bits / 8 + 2 * (n * k / 64) * dtype.size()) as f64;
+            let x1 = data(&[1, k], dtype, 2)?;
+            let qmv = || fx::quantized_matmul(&x1, &wq, &s, Some(&b), true, 64, bits, fx::QuantMode::Affine);
+            let shape = format!("K{k} N{n}");
+            t.op(&format!("qmv {bits}-bit g64"), &shape, dname(dtype), 50, bytes, "GB/s", qmv)?;
+            if bits == 4 && dtype == Dtype::Bf16 {
+                let m = 512;
+                let x = data(&[m, k], dtype, 3)?;
+                let qmm = || fx::quantized_matmul(&x, &wq, &s, Some(&b), true, 64, bits, fx::QuantMode::Affine);
+                let flops = 2.0 * (m * n * k) as f64;
+                t.op(&format!("qmm {bits}-bit g64"), &format!("M{m} {shape}"), dname(dtype), 5, flops, "GFLOP/s", qmm)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() -> fx::Result<()> {
     let filter = std::env::args().nth(1).unwrap_or_default();
     println!("ferrox, {} threads", rayon::current_num_threads());
@@ -277,5 +310,6 @@ fn main() -> fx::Result<()> {
     elementwise(&t)?;
     reductions(&t)?;
     fused(&t)?;
+    quantized(&t)?;
     Ok(())
 }

@@ -176,6 +176,65 @@ pub enum AttentionMask {
     Array,
 }
 
+/// The quantization formats of MLX (`mode=` in `mlx.core.quantize`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QuantMode {
+    /// Per-group scale and bias in the weights' dtype; unsigned integers of 1-8 bits.
+    Affine,
+    /// OCP microscaling FP4 (E2M1 elements), a power-of-two (E8M0) scale per 32.
+    Mxfp4,
+    /// NVIDIA FP4 (E2M1 elements), an FP8 (E4M3) scale per 16.
+    Nvfp4,
+    /// OCP microscaling FP8 (E4M3 elements), a power-of-two (E8M0) scale per 32.
+    Mxfp8,
+}
+
+/// How a quantized matrix is stored: `group_size` consecutive elements of a row share a
+/// scale (and, in affine mode, a bias); each element takes `bits` bits, packed little-endian
+/// into uint32 words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct QuantParams {
+    /// Elements per scale.
+    pub group_size: usize,
+    /// Bits per element.
+    pub bits: usize,
+    /// The format.
+    pub mode: QuantMode,
+}
+
+/// Which quantized computation an [`Op::Quantized`] node performs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QuantOp {
+    /// One output of quantizing input 0 (quantization has three outputs; a node holds one).
+    Quantize(QuantPart),
+    /// The float matrix of inputs packed, scales and (affine) biases.
+    Dequantize,
+    /// `x @ dequantize(w)ᵀ` (or without the transpose): inputs x, packed, scales, (biases).
+    Matmul {
+        /// Multiply by the transpose of the stored matrix (rows are output features).
+        transpose: bool,
+    },
+    /// Matmul of gathered matrices: inputs x, packed, scales, (biases), lhs and rhs indices
+    /// (uint32, broadcast to one shape) into the flattened batch axes of x and of w.
+    GatherMatmul {
+        /// As in `Matmul`.
+        transpose: bool,
+        /// The caller promises sorted rhs indices (a hint).
+        sorted: bool,
+    },
+}
+
+/// The outputs of quantization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QuantPart {
+    /// The packed elements (uint32).
+    Packed,
+    /// The per-group scales.
+    Scales,
+    /// The per-group biases (affine mode).
+    Biases,
+}
+
 /// A primitive op. Shapes and dtypes of the output live on the node; parameters live here.
 #[derive(Clone, Debug)]
 pub enum Op {
@@ -363,6 +422,13 @@ pub enum Op {
     },
     /// General convolution: inputs x [N, spatial..., Cin] and w [Cout, kernel..., Cin/groups].
     Conv(ConvParams),
+    /// Quantization, dequantization and matrix products with quantized matrices.
+    Quantized {
+        /// The computation.
+        op: QuantOp,
+        /// The storage format.
+        params: QuantParams,
+    },
     /// Data produced by a loader when first needed (memory-mapped files).
     Load(Arc<dyn LazySource>),
     /// A chain of elementwise ops fused by `compile`, evaluated in cache-sized tiles.

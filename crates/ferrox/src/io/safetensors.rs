@@ -151,6 +151,10 @@ pub fn load_safetensors(path: impl AsRef<Path>) -> Result<(HashMap<String, Array
     let mut metadata = HashMap::new();
     for (name, info) in entries {
         if name == METADATA_KEY {
+            // mlx writes `"__metadata__": null` when there is none.
+            if info.is_null() {
+                continue;
+            }
             let Value::Object(m) = info else {
                 return Err(err(OP, path, "__metadata__ is not a JSON object"));
             };

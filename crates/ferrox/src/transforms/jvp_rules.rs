@@ -210,6 +210,7 @@ fn rule(op: &Op, inputs: &[Array], out: &Array, ts: Tangents) -> Result<Option<A
             let f = |a: &[Array]| Ok(vec![attention_vjp_composed(a, *scale, *mask)?]);
             super::jvp(f, inputs, &zeros_for_none)?.1.pop()
         }
+        Op::Quantized { op, params } => super::quantized_rules::jvp(*op, *params, inputs, ts)?,
         Op::Conv(_) => {
             let (w, tw) = (&inputs[1], &ts[1]);
             sum_terms([

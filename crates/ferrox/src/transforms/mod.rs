@@ -12,6 +12,7 @@
 
 mod compile;
 mod jvp_rules;
+mod quantized_rules;
 mod remat;
 mod tree;
 mod vjp_rules;

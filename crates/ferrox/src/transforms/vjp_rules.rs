@@ -228,6 +228,7 @@ pub(crate) fn vjp(op: &Op, inputs: &[Array], out: &Array, g: &Array) -> Result<G
             let f = |a: &[Array]| Ok(vec![attention_vjp_composed(a, *scale, *mask)?]);
             super::vjp(f, inputs, std::slice::from_ref(g))?.1.into_iter().map(Some).collect()
         }
+        Op::Quantized { op, params } => super::quantized_rules::vjp(*op, *params, inputs, g)?,
         Op::BitCast => return Err(not_differentiable(op)),
     })
 }

@@ -8,7 +8,7 @@ use crate::ops as fx;
 use crate::primitives::{ConvParams, Op};
 
 /// `[b] + shape`.
-fn with_batch(b: usize, shape: &[usize]) -> Vec<usize> {
+pub(super) fn with_batch(b: usize, shape: &[usize]) -> Vec<usize> {
     let mut s = Vec::with_capacity(shape.len() + 1);
     s.push(b);
     s.extend_from_slice(shape);
@@ -16,7 +16,7 @@ fn with_batch(b: usize, shape: &[usize]) -> Vec<usize> {
 }
 
 /// `x` with its batch on axis 0; an unbatched `x` is broadcast to `b` examples (a view).
-fn front(x: &Batched, b: usize) -> Result<Array> {
+pub(super) fn front(x: &Batched, b: usize) -> Result<Array> {
     match x.1 {
         Some(0) => Ok(x.0.clone()),
         Some(ax) => fx::moveaxis(&x.0, ax as isize, 0),
@@ -42,7 +42,7 @@ fn aligned(x: &Batched, rank: usize) -> Result<Array> {
 }
 
 /// `x` with its batch on axis 0 and exactly the per-example shape `shape` (broadcast).
-fn front_as(x: &Batched, b: usize, shape: &[usize]) -> Result<Array> {
+pub(super) fn front_as(x: &Batched, b: usize, shape: &[usize]) -> Result<Array> {
     fx::broadcast_to(&aligned(x, shape.len())?, &with_batch(b, shape))
 }
 
@@ -211,6 +211,7 @@ pub(crate) fn batch(op: &Op, args: &[Batched], node: &Array, b: usize) -> Result
         // The batched forward result; the recomputation is not batched.
         Op::Checkpoint(_) => Ok(args.last().expect("the forward result is the last input").clone()),
         Op::Conv(p) => conv(p, args, node, b),
+        Op::Quantized { op, params } => super::quantized_rules::vmap(*op, *params, args, node, b),
         Op::Arange { .. } | Op::Load(_) => {
             Err(Error::invalid("vmap", format!("{op:?} has no inputs and cannot depend on the batch")))
         }
@@ -218,7 +219,7 @@ pub(crate) fn batch(op: &Op, args: &[Batched], node: &Array, b: usize) -> Result
 }
 
 /// The per-example shape of a batched value.
-fn example_shape(x: &Batched) -> Vec<usize> {
+pub(super) fn example_shape(x: &Batched) -> Vec<usize> {
     let mut s = x.0.shape().to_vec();
     if let Some(ax) = x.1 {
         s.remove(ax);

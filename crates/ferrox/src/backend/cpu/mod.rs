@@ -11,6 +11,7 @@ mod index;
 pub(crate) mod iter;
 mod math;
 mod matmul;
+mod quantized;
 pub(crate) mod random;
 mod reduce;
 mod simd;
@@ -79,6 +80,7 @@ impl Backend for CpuBackend {
             Op::Attention { scale, mask } => fast::attention(inputs, *scale, *mask, shape),
             Op::AttentionVjp { scale, mask } => attention_vjp::attention_vjp(inputs, *scale, *mask, shape),
             Op::Load(src) => src.load(),
+            Op::Quantized { op, params } => quantized::eval(*op, *params, inputs, shape, dtype),
             Op::Fused(g) => fused::eval(g, inputs, shape, dtype),
             Op::Checkpoint(_) => inputs.last().expect("the forward result is the last input").data(),
             Op::RandomBits => random::random_bits(x.unwrap(), shape, dtype),
