@@ -93,8 +93,15 @@ pub fn tanh_f32(x: f32, isa: Isa) -> f32 {
 /// plus an `erfc` with an exponential.
 #[inline(always)]
 pub fn erf_f32(x: f32, isa: Isa) -> f32 {
-    const P: [f32; 7] =
-        [1.128_379_2, 0.185_135_7, 0.054_244_134, 0.003_838_652_3, 0.000_376_763_38, 4.609_338_2e-6, -1.280_035_4e-8];
+    const P: [f32; 7] = [
+        std::f32::consts::FRAC_2_SQRT_PI,
+        0.185_135_7,
+        0.054_244_134,
+        0.003_838_652_3,
+        0.000_376_763_38,
+        4.609_338_2e-6,
+        -1.280_035_4e-8,
+    ];
     const Q: [f32; 6] = [1.0, 0.497_405_65, 0.113_874_02, 0.015_430_123, 0.001_301_537, 6.240_018_4e-5];
     // The comparison is false for NaN, which then propagates through the arithmetic.
     let big = x.abs();
