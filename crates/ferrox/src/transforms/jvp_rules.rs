@@ -192,24 +192,10 @@ fn rule(op: &Op, inputs: &[Array], out: &Array, ts: Tangents) -> Result<Option<A
         Op::RmsNorm { eps, weight } => rms_norm(inputs, ts, *eps, *weight)?,
         Op::LayerNorm { eps, weight, bias } => layer_norm(inputs, ts, *eps, *weight, *bias)?,
         Op::NormVjp { eps, weight, centered } => {
-            let zeros_for_none: Vec<Array> = inputs
-                .iter()
-                .zip(ts)
-                .map(|(x, t)| t.clone().map_or_else(|| fx::zeros_like(x), Ok))
-                .collect::<Result<_>>()?;
-            let f = |a: &[Array]| Ok(vec![norm_vjp_composed(a, *eps, *weight, *centered)?]);
-            super::jvp(f, inputs, &zeros_for_none)?.1.pop()
+            through_composed(|a| norm_vjp_composed(a, *eps, *weight, *centered), inputs, ts)?
         }
         Op::Attention { scale, mask } => Some(attention(inputs, ts, out, *scale, *mask)?),
-        Op::AttentionVjp { scale, mask } => {
-            let zeros_for_none: Vec<Array> = inputs
-                .iter()
-                .zip(ts)
-                .map(|(x, t)| t.clone().map_or_else(|| fx::zeros_like(x), Ok))
-                .collect::<Result<_>>()?;
-            let f = |a: &[Array]| Ok(vec![attention_vjp_composed(a, *scale, *mask)?]);
-            super::jvp(f, inputs, &zeros_for_none)?.1.pop()
-        }
+        Op::AttentionVjp { scale, mask } => through_composed(|a| attention_vjp_composed(a, *scale, *mask), inputs, ts)?,
         Op::Quantized { op, params } => super::quantized_rules::jvp(*op, *params, inputs, ts)?,
         Op::Conv(_) => {
             let (w, tw) = (&inputs[1], &ts[1]);
@@ -420,4 +406,16 @@ fn attention(inputs: &[Array], ts: Tangents, out: &Array, scale: f32, mask: Atte
         Some(d) => fx::reshape_usize(&d, out.shape()),
         None => fx::zeros_like(out),
     }
+}
+
+/// The tangent of a fused op through `composed`, the same function written with ordinary ops
+/// (absent tangents are zeros).
+fn through_composed(
+    composed: impl Fn(&[Array]) -> Result<Array>,
+    inputs: &[Array],
+    ts: Tangents,
+) -> Result<Option<Array>> {
+    let tangents: Vec<Array> =
+        inputs.iter().zip(ts).map(|(x, t)| t.clone().map_or_else(|| fx::zeros_like(x), Ok)).collect::<Result<_>>()?;
+    Ok(super::jvp(|a: &[Array]| Ok(vec![composed(a)?]), inputs, &tangents)?.1.pop())
 }

@@ -100,21 +100,7 @@ pub fn eval(g: &FusedGraph, inputs: &[Array], shape: &[usize], dtype: Dtype) -> 
         if shape.is_empty() {
             tile_shape.clear();
         }
-        let tile_inputs: Vec<Array> = views
-            .iter()
-            .map(|(d, s, dt)| {
-                let mut offset = d.offset as isize;
-                for (k, &i) in t.outer.iter().enumerate() {
-                    offset += i as isize * s[k];
-                }
-                if !shape.is_empty() {
-                    offset += t.start as isize * s[axis];
-                }
-                let strides = if shape.is_empty() { vec![] } else { s[axis..].to_vec() };
-                let data = Data { buffer: d.buffer.clone(), offset: offset as usize, strides };
-                Array::from_data(tile_shape.clone(), *dt, data)
-            })
-            .collect();
+        let tile_inputs = tile_views(&views, t, axis, shape.is_empty(), &tile_shape);
         let mut vals: Vec<Option<Array>> = vec![None; g.steps.len()];
         for (i, (op, slots, step_dtype)) in g.steps.iter().enumerate() {
             let ins: Vec<Array> = slots
@@ -155,6 +141,33 @@ pub fn eval(g: &FusedGraph, inputs: &[Array], shape: &[usize], dtype: Dtype) -> 
         Ok(())
     })?;
     Ok(Data::contiguous(buffer, shape))
+}
+
+/// The inputs' views of tile `t` (tile axis `axis`; `scalar` for a zero-dimensional
+/// output), each `(data, strides broadcast to the full shape, dtype)`, as arrays of
+/// `tile_shape`.
+fn tile_views(
+    views: &[(Data, Vec<isize>, Dtype)],
+    t: &Tile,
+    axis: usize,
+    scalar: bool,
+    tile_shape: &[usize],
+) -> Vec<Array> {
+    views
+        .iter()
+        .map(|(d, s, dt)| {
+            let mut offset = d.offset as isize;
+            for (k, &i) in t.outer.iter().enumerate() {
+                offset += i as isize * s[k];
+            }
+            if !scalar {
+                offset += t.start as isize * s[axis];
+            }
+            let strides = if scalar { vec![] } else { s[axis..].to_vec() };
+            let data = Data { buffer: d.buffer.clone(), offset: offset as usize, strides };
+            Array::from_data(tile_shape.to_vec(), *dt, data)
+        })
+        .collect()
 }
 
 /// Most prologue elements a reduction tile computes (unless one row is longer): a tile stays
@@ -209,17 +222,7 @@ fn eval_reduction(
     tiles.par_iter().try_for_each(|t| -> Result<()> {
         let mut tile_shape = vec![t.len];
         tile_shape.extend_from_slice(&full[axis + 1..]);
-        let tile_inputs: Vec<Array> = views
-            .iter()
-            .map(|(d, s, dt)| {
-                let mut offset = d.offset as isize + t.start as isize * s[axis];
-                for (k, &i) in t.outer.iter().enumerate() {
-                    offset += i as isize * s[k];
-                }
-                let data = Data { buffer: d.buffer.clone(), offset: offset as usize, strides: s[axis..].to_vec() };
-                Array::from_data(tile_shape.clone(), *dt, data)
-            })
-            .collect();
+        let tile_inputs = tile_views(&views, t, axis, false, &tile_shape);
         let values = eval(&prologue, &tile_inputs, &tile_shape, pdtype)?;
         let rank = tile_shape.len();
         let red_axes: Vec<usize> = (rank - axes.len()..rank).collect();
