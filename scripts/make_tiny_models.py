@@ -18,7 +18,7 @@ models/tiny-<arch>/. Then, from transformers and tokenizers (never from ferrox):
   crates/ferrox-lm/tests/fixtures/tokenizer_spm/            a SentencePiece-style tokenizer for the same
 
 Run: python3 scripts/make_tiny_models.py [name ...]   (numpy, torch, transformers 5, tokenizers)
-     (names: llama qwen2 qwen3 gemma2 gemma3 gemma3-mm phi3 phi3-swa; none = all, plus the
+     (names: llama qwen2 qwen3 gemma2 gemma3 gemma3-mm phi3 phi3-swa mixtral mixtral-mlx qwen3-moe; none = all, plus the
      chat and detokenizer fixtures)
 """
 
@@ -38,10 +38,12 @@ from transformers import (
     Gemma3Config,
     Gemma3TextConfig,
     LlamaConfig,
+    MixtralConfig,
     Phi3Config,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen3Config,
+    Qwen3MoeConfig,
     SiglipVisionConfig,
 )
 
@@ -121,8 +123,8 @@ def big_init(model, seed, gemma_norms=False):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.ndim == 2:
-                fan_in = p.shape[1]
+            if p.ndim in (2, 3):  # matrices, and stacked experts [experts, out, in]
+                fan_in = p.shape[-1]
                 if "embed_tokens" in name or "mm_input_projection" in name:
                     # Embeddings feed a norm: any scale works, keep them O(1) -- after Gemma's
                     # sqrt(hidden) scaling there, or the residual stream is all embedding.
@@ -159,7 +161,7 @@ def all_logits(model, ids):
         return model(torch.tensor([ids])).logits[0].float().contiguous()
 
 
-def save_model(name, config, tok, seed, long_prompt=False, short_len=None, gemma_norms=False, eager=False):
+def save_model(name, config, tok, seed, long_prompt=False, short_len=None, gemma_norms=False, eager=False, hub_keys=None):
     """Saves a random model and its references. `long_prompt`: also every position's logits for
     LONG_PROMPT; `short_len`: also those of its first `short_len` tokens (of PROMPT without a long
     one); `eager`: transformers' explicit attention (soft-capping needs it; the models added
@@ -173,6 +175,13 @@ def save_model(name, config, tok, seed, long_prompt=False, short_len=None, gemma
     big_init(model, seed, gemma_norms)
     model.eval()
     model.save_pretrained(out, safe_serialization=True)
+    if hub_keys:
+        path = os.path.join(out, "config.json")
+        with open(path) as f:
+            saved = json.load(f)
+        saved.update(hub_keys)
+        with open(path, "w") as f:
+            json.dump(saved, f, indent=2)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|im_end|>")
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(out)
@@ -237,6 +246,49 @@ def qwen3(tok):
         bos_token_id=tok.token_to_id("<|begin_of_text|>"), eos_token_id=tok.token_to_id("<|im_end|>"),
     )
     return save_model("tiny-qwen3", config, tok, 2)
+
+
+def mixtral(tok):
+    """Mixtral: every MLP a mixture of 4 SwiGLU experts, 2 per token (renormalized)."""
+    config = MixtralConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5,
+        rope_theta=1000000.0, num_local_experts=4, num_experts_per_tok=2, tie_word_embeddings=False,
+        sliding_window=None, bos_token_id=tok.token_to_id("<|begin_of_text|>"), eos_token_id=tok.token_to_id("<|im_end|>"),
+    )
+    return save_model("tiny-mixtral", config, tok, 8, eager=True)
+
+
+def mixtral_mlx(tok):
+    """tiny-mixtral converted by the real mlx_lm.convert (float32, not quantized): the layout
+    mlx-community checkpoints have, experts stacked under block_sparse_moe.switch_mlp. Its
+    references are tiny-mixtral's (same weights). Needs `pip install "mlx[cpu]" mlx-lm`."""
+    import shutil
+
+    from mlx_lm import convert
+
+    src = os.path.join(ROOT, "models", "tiny-mixtral")
+    if not os.path.exists(src):
+        mixtral(tok)
+    out = os.path.join(ROOT, "models", "tiny-mixtral-mlx")
+    shutil.rmtree(out, ignore_errors=True)
+    convert(src, out, dtype="float32")
+    return out
+
+
+def qwen3_moe(tok):
+    """Qwen3-MoE: q/k norms; layer 0 a mixture of 8 experts (2 per token, probabilities not
+    renormalized), layer 1 dense (mlp_only_layers). Heads of 32 features, so the quantized KV
+    cache (groups of 32) applies."""
+    config = Qwen3MoeConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=96, moe_intermediate_size=32,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=256,
+        rms_norm_eps=1e-6, rope_theta=1000000.0, num_experts=8, num_experts_per_tok=2, norm_topk_prob=False,
+        decoder_sparse_step=1, mlp_only_layers=[1], tie_word_embeddings=True, use_sliding_window=False,
+        bos_token_id=tok.token_to_id("<|begin_of_text|>"), eos_token_id=tok.token_to_id("<|im_end|>"),
+    )
+    # Qwen3-MoE checkpoints on the hub say num_experts and rope_theta (mlx-lm needs them).
+    return save_model("tiny-qwen3-moe", config, tok, 9, eager=True, hub_keys={"num_experts": 8, "rope_theta": 1000000.0})
 
 
 def gemma2(tok):
@@ -369,7 +421,8 @@ def detok_fixtures(bpe, spm):
 
 BUILDERS = {
     "llama": llama, "qwen2": qwen2, "qwen3": qwen3, "gemma2": gemma2, "gemma3": gemma3, "gemma3-mm": gemma3_mm,
-    "phi3": phi3, "phi3-swa": phi3_swa,
+    "phi3": phi3, "phi3-swa": phi3_swa, "mixtral": mixtral, "mixtral-mlx": mixtral_mlx,
+    "qwen3-moe": qwen3_moe,
 }
 
 

@@ -3,7 +3,7 @@
 use clap::Args;
 use ferrox::{self as fx};
 use ferrox_lm::generate::{stream_generate, GenerateOptions};
-use ferrox_lm::{Error, Result};
+use ferrox_lm::{batch_generate, Error, Result};
 
 use crate::common::{load_model, ModelArgs};
 
@@ -18,7 +18,7 @@ pub struct BenchArgs {
     /// Tokens to generate.
     #[arg(short = 'g', long = "generation-tokens", default_value_t = 1024)]
     pub generation_tokens: usize,
-    /// Batch size (only 1 for now).
+    /// Batch size: this many prompts generated together (batch_generate) when above 1.
     #[arg(short = 'b', long = "batch-size", default_value_t = 1)]
     pub batch_size: usize,
     /// Number of timed trials (after one warm-up).
@@ -30,25 +30,26 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    if args.batch_size != 1 {
-        return Err(Error::Invalid("bench: only batch size 1 is implemented (batch generation is not yet)".into()));
-    }
-    if args.prompt_tokens == 0 || args.generation_tokens == 0 {
-        return Err(Error::Invalid("bench: -p and -g must be at least 1".into()));
+    if args.prompt_tokens == 0 || args.generation_tokens == 0 || args.batch_size == 0 {
+        return Err(Error::Invalid("bench: -p, -g and -b must be at least 1".into()));
     }
     let mut loaded = load_model(&args.model)?;
     loaded.tokenizer.eos_token_ids.clear(); // always generate -g tokens
     let vocab = loaded.tokenizer.vocab_size().max(1) as u64;
     // A fixed pseudo-random prompt (any ids work for timing).
     let mut x = 0x2545F4914F6CDD1Du64;
-    let prompt: Vec<u32> = (0..args.prompt_tokens)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % vocab) as u32
-        })
-        .collect();
+    let mut random_prompt = || -> Vec<u32> {
+        (0..args.prompt_tokens)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % vocab) as u32
+            })
+            .collect()
+    };
+    let prompts: Vec<Vec<u32>> = (0..args.batch_size).map(|_| random_prompt()).collect();
+    let prompt = &prompts[0];
     let trial = || -> Result<(f64, f64, f64)> {
         fx::reset_peak_memory();
         let options = GenerateOptions {
@@ -56,8 +57,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             prefill_step_size: args.prefill_step_size,
             ..Default::default()
         };
+        if args.batch_size > 1 {
+            let r = batch_generate(loaded.model.as_ref(), &loaded.tokenizer, &prompts, &options)?;
+            return Ok((r.stats.prompt_tps, r.stats.generation_tps, r.stats.peak_memory));
+        }
         let mut last = None;
-        for r in stream_generate(loaded.model.as_ref(), &loaded.tokenizer, &prompt, options)? {
+        for r in stream_generate(loaded.model.as_ref(), &loaded.tokenizer, prompt, options)? {
             last = Some(r?);
         }
         let r = last.ok_or_else(|| Error::Invalid("bench: nothing generated".into()))?;

@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 
 use clap::Args;
-use ferrox_lm::cache::{load_prompt_cache, KvCache};
+use ferrox_lm::cache::{load_prompt_cache, KvCache, KvQuantization};
 use ferrox_lm::chat::ChatOptions;
 use ferrox_lm::generate::{stream_generate_with_cache, GenerateOptions};
 use ferrox_lm::{Error, Result, SamplerConfig};
@@ -35,9 +35,9 @@ pub struct GenerateArgs {
     /// Keep at most this many positions in the KV cache (a rotating cache keeping 4 sink tokens).
     #[arg(long)]
     pub max_kv_size: Option<usize>,
-    /// Quantize the KV cache to this many bits (not available yet in ferrox).
+    /// Quantize the KV cache to this many bits (2-6 or 8; affine, as mlx-lm does).
     #[arg(long)]
-    pub kv_bits: Option<u32>,
+    pub kv_bits: Option<usize>,
     /// Group size of the KV-cache quantization.
     #[arg(long, default_value_t = 64)]
     pub kv_group_size: usize,
@@ -97,10 +97,8 @@ pub fn render_prompt(
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
-    if args.kv_bits.is_some() {
-        return Err(Error::Invalid("--kv-bits: the quantized KV cache is not implemented in ferrox yet".into()));
-    }
-    let _ = (args.kv_group_size, args.quantized_kv_start);
+    let kv_quantization =
+        args.kv_bits.map(|b| KvQuantization::new(b, args.kv_group_size, args.quantized_kv_start)).transpose()?;
     let mut loaded = load_model(&args.model)?;
     for t in &args.extra_eos_token {
         let id = loaded
@@ -145,6 +143,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         max_kv_size: args.max_kv_size,
         prefill_step_size: args.prefill_step_size,
         stop: args.stop.clone(),
+        kv_quantization,
     };
     if args.verbose {
         println!("==========");

@@ -5,6 +5,7 @@
 //!   and each update writes into it with `slice_update`, so a token costs no reallocation.
 //! * [`RotatingCache`] keeps at most `max_size` positions (`--max-kv-size`), always including
 //!   the first `keep` ("attention sink") tokens; single-token updates overwrite the oldest slot.
+//! * [`QuantizedCache`] keeps every position, quantized (`--kv-bits`; see [`crate::kv_quant`]).
 //!
 //! Caches store keys and values as `[B, n_kv_heads, capacity, head_dim]`; what attention sees
 //! is the first [`KvCache::len`] positions (or, rotated, all of them).
@@ -16,6 +17,7 @@ use ferrox::fast::SdpaMask;
 use ferrox::{self as fx, Array, Dtype};
 
 use crate::error::{Error, Result};
+pub use crate::kv_quant::{maybe_quantize, KvQuantization, QuantizedCache};
 
 /// Positions a [`StandardCache`] (and a growing [`RotatingCache`]) allocates at a time.
 pub const STEP: usize = 256;
@@ -27,6 +29,8 @@ pub enum KvCache {
     Standard(StandardCache),
     /// Keeps a window (plus sink tokens).
     Rotating(RotatingCache),
+    /// Keeps everything, quantized.
+    Quantized(QuantizedCache),
 }
 
 /// Fresh caches for `layers` layers: rotating ones of `max_kv_size` positions (keeping 4 sink
@@ -47,6 +51,10 @@ impl KvCache {
         match self {
             KvCache::Standard(c) => c.update_and_fetch(keys, values),
             KvCache::Rotating(c) => c.update_and_fetch(keys, values),
+            KvCache::Quantized(c) => {
+                check_kv(keys, values)?;
+                c.update_and_fetch(keys, values)
+            }
         }
     }
 
@@ -55,6 +63,7 @@ impl KvCache {
         match self {
             KvCache::Standard(c) => c.offset,
             KvCache::Rotating(c) => c.offset,
+            KvCache::Quantized(c) => c.offset,
         }
     }
 
@@ -63,6 +72,7 @@ impl KvCache {
         match self {
             KvCache::Standard(c) => c.offset,
             KvCache::Rotating(c) => c.offset.min(c.max_size),
+            KvCache::Quantized(c) => c.offset,
         }
     }
 
@@ -75,8 +85,11 @@ impl KvCache {
     /// windowed to `window` positions when given, or to a rotating cache's size).
     pub fn mask(&self, n: usize, window: Option<usize>) -> Result<SdpaMask> {
         match self {
-            KvCache::Standard(c) => match window {
-                Some(w) if c.offset + n > w => Ok(SdpaMask::Array(causal_mask(n, c.offset, Some(w))?)),
+            KvCache::Standard(c) if c.left_padding.iter().any(|&p| p > 0) => {
+                Ok(SdpaMask::Array(padded_causal_mask(n, c.offset, window, &c.left_padding)?))
+            }
+            KvCache::Standard(_) | KvCache::Quantized(_) => match window {
+                Some(w) if self.offset() + n > w => Ok(SdpaMask::Array(causal_mask(n, self.offset(), Some(w))?)),
                 _ if n > 1 => Ok(SdpaMask::Causal),
                 _ => Ok(SdpaMask::None),
             },
@@ -95,6 +108,42 @@ impl KvCache {
         }
     }
 
+    /// Marks the cache as holding a batch of left-padded sequences: row `b`'s first
+    /// `padding[b]` positions are padding that its queries never see. Only an empty standard
+    /// cache takes padding (batched generation uses standard caches, windows being masks).
+    pub fn set_left_padding(&mut self, padding: &[usize]) -> Result<()> {
+        match self {
+            KvCache::Standard(c) if c.offset == 0 => {
+                c.left_padding = padding.to_vec();
+                Ok(())
+            }
+            _ => Err(Error::Invalid("left padding needs an empty standard (not rotating) kv cache".into())),
+        }
+    }
+
+    /// Keeps only the batch rows `rows` (in that order): sequences that finished leave a
+    /// batch this way.
+    pub fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
+        let idx = Array::from_vec(rows.iter().map(|&r| r as u32).collect::<Vec<_>>());
+        let arrays: Vec<&mut Array> = match self {
+            KvCache::Standard(c) => {
+                if !c.left_padding.is_empty() {
+                    c.left_padding = rows.iter().map(|&r| c.left_padding[r]).collect();
+                }
+                c.keys.iter_mut().chain(&mut c.values).collect()
+            }
+            KvCache::Rotating(c) => c.keys.iter_mut().chain(&mut c.values).collect(),
+            KvCache::Quantized(c) => c.keys.iter_mut().chain(&mut c.values).flatten().collect(),
+        };
+        for a in arrays {
+            if let Some(&r) = rows.iter().find(|&&r| r >= a.shape()[0]) {
+                return Err(Error::Invalid(format!("kv cache: row {r} of a batch of {}", a.shape()[0])));
+            }
+            *a = fx::take(a, &idx, Some(0))?;
+        }
+        Ok(())
+    }
+
     /// Drops the last `n` positions if the cache can (a rotating cache that has wrapped
     /// cannot); returns how many were dropped.
     pub fn trim(&mut self, n: usize) -> usize {
@@ -111,26 +160,37 @@ impl KvCache {
                 n
             }
             KvCache::Rotating(_) => 0,
+            KvCache::Quantized(c) => {
+                let n = n.min(c.offset);
+                c.offset -= n;
+                n
+            }
         }
     }
 
     /// The stored key and value buffers as they are (capacity and slot order included), or
-    /// `None` before the first update.
+    /// `None` before the first update or for a quantized cache (see [`KvCache::arrays`]).
     pub fn buffers(&self) -> Option<(&Array, &Array)> {
         let (k, v) = match self {
             KvCache::Standard(c) => (&c.keys, &c.values),
             KvCache::Rotating(c) => (&c.keys, &c.values),
+            KvCache::Quantized(_) => return None,
         };
         Some((k.as_ref()?, v.as_ref()?))
     }
 
+    /// Every array the cache stores (to evaluate them, or count their bytes).
+    pub fn arrays(&self) -> Vec<&Array> {
+        match self {
+            KvCache::Standard(c) => c.keys.iter().chain(&c.values).collect(),
+            KvCache::Rotating(c) => c.keys.iter().chain(&c.values).collect(),
+            KvCache::Quantized(c) => c.keys.iter().chain(&c.values).flatten().collect(),
+        }
+    }
+
     /// Bytes held by the cached keys and values.
     pub fn nbytes(&self) -> usize {
-        let (k, v) = match self {
-            KvCache::Standard(c) => (&c.keys, &c.values),
-            KvCache::Rotating(c) => (&c.keys, &c.values),
-        };
-        k.as_ref().map_or(0, Array::nbytes) + v.as_ref().map_or(0, Array::nbytes)
+        self.arrays().into_iter().map(Array::nbytes).sum()
     }
 }
 
@@ -146,21 +206,39 @@ pub fn causal_mask(n: usize, offset: usize, window: Option<usize>) -> Result<Arr
     Ok(mask)
 }
 
+/// [`causal_mask`] for a batch of left-padded sequences, `[B, 1, n, offset + n]`: row `b`'s
+/// queries do not see its first `padding[b]` positions. A padding query sees itself, so its
+/// (never used) output stays finite rather than the softmax of nothing.
+pub fn padded_causal_mask(n: usize, offset: usize, window: Option<usize>, padding: &[usize]) -> Result<Array> {
+    let s = offset + n;
+    let causal = fx::reshape_usize(&causal_mask(n, offset, window)?, &[1, 1, n, s])?;
+    let pad = Array::from_vec(padding.iter().map(|&p| p as i32).collect::<Vec<_>>());
+    let pad = fx::reshape_usize(&pad, &[padding.len(), 1, 1, 1])?;
+    let k = fx::reshape_usize(&fx::arange(0.0, s as f64, 1.0, Dtype::I32)?, &[1, 1, 1, s])?;
+    let q = fx::reshape_usize(&fx::arange(offset as f64, s as f64, 1.0, Dtype::I32)?, &[1, 1, n, 1])?;
+    let real_key = fx::greater_equal(&k, &pad)?;
+    let itself = fx::equal(&k, &q)?;
+    Ok(fx::logical_and(&causal, &fx::logical_or(&real_key, &itself)?)?)
+}
+
 /// A cache that keeps every position, in a buffer grown [`STEP`] positions at a time.
 #[derive(Clone, Debug, Default)]
 pub struct StandardCache {
     keys: Option<Array>,
     values: Option<Array>,
     offset: usize,
+    /// For a batch of left-padded sequences: each row's padding, positions no query of that
+    /// row may see (empty when unbatched).
+    left_padding: Vec<usize>,
 }
 
 /// `a[..., start:stop, :]` on axis 2.
-fn positions(a: &Array, start: usize, stop: usize) -> Result<Array> {
+pub(crate) fn positions(a: &Array, start: usize, stop: usize) -> Result<Array> {
     Ok(fx::slice_axis(a, 2, start as isize, stop as isize)?)
 }
 
 /// Writes `update` into `buf[..., at:at+S, :]`.
-fn write_at(buf: &Array, update: &Array, at: usize) -> Result<Array> {
+pub(crate) fn write_at(buf: &Array, update: &Array, at: usize) -> Result<Array> {
     let s = update.shape()[2];
     let start = [0, 0, at as isize, 0];
     let stop = [buf.shape()[0] as isize, buf.shape()[1] as isize, (at + s) as isize, buf.shape()[3] as isize];
@@ -358,17 +436,31 @@ pub fn save_prompt_cache(path: impl AsRef<Path>, caches: &[KvCache], metadata: &
         meta.insert(format!("2.{markers}.1"), kind.to_string());
     };
     for (l, cache) in caches.iter().enumerate() {
-        let (class, kv, ints): (_, _, Vec<usize>) = match cache {
-            KvCache::Standard(c) => ("KVCache", (&c.keys, &c.values), vec![c.offset]),
-            KvCache::Rotating(c) => {
-                ("RotatingKVCache", (&c.keys, &c.values), vec![c.offset, c.keep, c.max_size, c.idx])
+        // State entries 0 and 1 are the keys and values: an array, or for a quantized cache a
+        // (packed, scales, biases) triple named `.0`, `.1`, `.2` below them.
+        let (class, kv, ints): (_, [Option<Vec<&Array>>; 2], Vec<usize>) = match cache {
+            KvCache::Standard(c) => {
+                ("KVCache", [c.keys.as_ref().map(|a| vec![a]), c.values.as_ref().map(|a| vec![a])], vec![c.offset])
             }
+            KvCache::Rotating(c) => (
+                "RotatingKVCache",
+                [c.keys.as_ref().map(|a| vec![a]), c.values.as_ref().map(|a| vec![a])],
+                vec![c.offset, c.keep, c.max_size, c.idx],
+            ),
+            KvCache::Quantized(c) => (
+                "QuantizedKVCache",
+                [c.keys.as_ref().map(|t| t.iter().collect()), c.values.as_ref().map(|t| t.iter().collect())],
+                vec![c.offset, c.group_size, c.bits],
+            ),
         };
         meta.insert(format!("1.{l}"), class.to_string());
-        for (i, a) in [kv.0, kv.1].into_iter().enumerate() {
+        for (i, a) in kv.into_iter().enumerate() {
             let name = format!("{l}.{i}");
             match a {
-                Some(a) => arrays.push((name, a.clone())),
+                Some(parts) if parts.len() == 1 => arrays.push((name, parts[0].clone())),
+                Some(parts) => {
+                    arrays.extend(parts.into_iter().enumerate().map(|(j, p)| (format!("{name}.{j}"), p.clone())))
+                }
                 None => {
                     arrays.push((name.clone(), fx::zeros(&[0], Dtype::F32)?));
                     mark(&mut meta, &name, "none");
@@ -424,18 +516,43 @@ pub fn load_prompt_cache(path: impl AsRef<Path>) -> Result<(Vec<KvCache>, HashMa
         if *l != i {
             return Err(bad(format!("layer {i} has no class")));
         }
-        let (keys, values) = (get(format!("{l}.0"))?, get(format!("{l}.1"))?);
+        let kv = || -> Result<(Option<Array>, Option<Array>)> { Ok((get(format!("{l}.0"))?, get(format!("{l}.1"))?)) };
         caches.push(match class.as_str() {
-            "KVCache" => KvCache::Standard(StandardCache { keys, values, offset: int(format!("{l}.2"))? }),
+            "KVCache" => {
+                let (keys, values) = kv()?;
+                KvCache::Standard(StandardCache { keys, values, offset: int(format!("{l}.2"))?, left_padding: vec![] })
+            }
             "RotatingKVCache" => KvCache::Rotating(RotatingCache {
-                keys,
-                values,
+                keys: kv()?.0,
+                values: kv()?.1,
                 offset: int(format!("{l}.2"))?,
                 keep: int(format!("{l}.3"))?,
                 max_size: int(format!("{l}.4"))?,
                 idx: int(format!("{l}.5"))?,
             }),
-            other => return Err(bad(format!("cache class {other:?} is not supported (KVCache, RotatingKVCache)"))),
+            "QuantizedKVCache" => {
+                let triple = |i: usize| -> Result<Option<[Array; 3]>> {
+                    if none.contains(&format!("{l}.{i}")) {
+                        return Ok(None);
+                    }
+                    let part = |j: usize| -> Result<Array> {
+                        get(format!("{l}.{i}.{j}"))?.ok_or_else(|| bad(format!("{l}.{i}.{j} is empty")))
+                    };
+                    Ok(Some([part(0)?, part(1)?, part(2)?]))
+                };
+                KvCache::Quantized(QuantizedCache {
+                    keys: triple(0)?,
+                    values: triple(1)?,
+                    offset: int(format!("{l}.2"))?,
+                    group_size: int(format!("{l}.3"))?,
+                    bits: int(format!("{l}.4"))?,
+                })
+            }
+            other => {
+                return Err(bad(format!(
+                    "cache class {other:?} is not supported (KVCache, RotatingKVCache, QuantizedKVCache)"
+                )))
+            }
         });
     }
     Ok((caches, user))

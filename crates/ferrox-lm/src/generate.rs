@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use ferrox::{self as fx, Array, Dtype};
 
-use crate::cache::KvCache;
+use crate::cache::{maybe_quantize, KvCache, KvQuantization};
 use crate::detokenizer::Detokenizer;
 use crate::error::{Error, Result};
 use crate::models::LanguageModel;
@@ -45,6 +45,8 @@ pub struct GenerateOptions {
     pub prefill_step_size: usize,
     /// Generation stops when the text contains one of these (which is cut off).
     pub stop: Vec<String>,
+    /// Quantize the KV caches (`--kv-bits`), once they hold `start` positions.
+    pub kv_quantization: Option<KvQuantization>,
 }
 
 impl Default for GenerateOptions {
@@ -55,6 +57,7 @@ impl Default for GenerateOptions {
             max_kv_size: None,
             prefill_step_size: 2048,
             stop: vec![],
+            kv_quantization: None,
         }
     }
 }
@@ -82,11 +85,20 @@ pub struct GenerationResponse {
     pub finish_reason: Option<FinishReason>,
 }
 
-/// The last-position logits of running `ids` (appended to `cache`) as f32 on the host.
-fn last_logits(model: &dyn LanguageModel, ids: &[u32], cache: &mut [KvCache]) -> Result<Vec<f32>> {
+/// The last-position logits of running `ids` (appended to `cache`) as f32 on the host; the
+/// caches are quantized afterwards if `kv` says so.
+fn last_logits(
+    model: &dyn LanguageModel,
+    ids: &[u32],
+    cache: &mut [KvCache],
+    kv: Option<&KvQuantization>,
+) -> Result<Vec<f32>> {
     let x = Array::from_vec(ids.iter().map(|&t| t as i32).collect::<Vec<_>>());
     let x = fx::reshape_usize(&x, &[1, ids.len()])?;
     let logits = model.forward(&x, Some(cache))?;
+    if let Some(q) = kv {
+        maybe_quantize(cache, q)?;
+    }
     let l = logits.shape()[1];
     let last = fx::slice_axis(&logits, 1, l as isize - 1, l as isize)?;
     Ok(fx::astype(&last, Dtype::F32)?.to_vec::<f32>()?)
@@ -97,6 +109,18 @@ fn last_logits(model: &dyn LanguageModel, ids: &[u32], cache: &mut [KvCache]) ->
 /// past the model's [`LanguageModel::switch_length`], the first chunk reaches past it, so every
 /// position is computed as one pass over the whole sequence would.
 pub fn prefill(model: &dyn LanguageModel, prompt: &[u32], cache: &mut [KvCache], step: usize) -> Result<Vec<f32>> {
+    prefill_quantizing(model, prompt, cache, step, None)
+}
+
+/// [`prefill`], quantizing the caches after each forward pass as `kv` says (as mlx-lm
+/// checks `quantized_kv_start` after each pass).
+pub fn prefill_quantizing(
+    model: &dyn LanguageModel,
+    prompt: &[u32],
+    cache: &mut [KvCache],
+    step: usize,
+    kv: Option<&KvQuantization>,
+) -> Result<Vec<f32>> {
     let step = step.max(1);
     let Some(split) = prompt.len().checked_sub(1) else {
         return Err(Error::Invalid("prefill: the prompt is empty".into()));
@@ -109,7 +133,7 @@ pub fn prefill(model: &dyn LanguageModel, prompt: &[u32], cache: &mut [KvCache],
         _ => 0,
     };
     if need > body.len() {
-        return last_logits(model, prompt, cache); // only the whole prompt reaches past it
+        return last_logits(model, prompt, cache, kv); // only the whole prompt reaches past it
     }
     let (head, tail) = body.split_at(step.max(need).min(body.len()));
     for chunk in std::iter::once(head).filter(|c| !c.is_empty()).chain(tail.chunks(step)) {
@@ -118,21 +142,23 @@ pub fn prefill(model: &dyn LanguageModel, prompt: &[u32], cache: &mut [KvCache],
             &[1, chunk.len()],
         )?;
         let logits = model.forward(&x, Some(cache))?;
+        if let Some(q) = kv {
+            maybe_quantize(cache, q)?;
+        }
         // Evaluate the caches chunk by chunk so the graph (and memory) stays small.
-        let mut arrays: Vec<&Array> = cache.iter().filter_map(|c| c.buffers()).flat_map(|(k, v)| [k, v]).collect();
+        let mut arrays: Vec<&Array> = cache.iter().flat_map(KvCache::arrays).collect();
         if arrays.is_empty() {
             arrays.push(&logits);
         }
         fx::eval(&arrays)?;
     }
-    last_logits(model, last, cache)
+    last_logits(model, last, cache, kv)
 }
 
 /// A running generation; iterate it for [`GenerationResponse`]s.
 pub struct StreamGenerate<'a> {
     model: &'a dyn LanguageModel,
-    detokenizer: Detokenizer<'a>,
-    eos: Vec<u32>,
+    emitter: TextEmitter<'a>,
     options: GenerateOptions,
     sampler: Sampler,
     cache: Vec<KvCache>,
@@ -142,9 +168,60 @@ pub struct StreamGenerate<'a> {
     generated: usize,
     first_token_at: Option<Instant>,
     next_logits: Option<Vec<f32>>,
-    /// Text held back because it might be the start of a stop string.
-    held: String,
     done: bool,
+}
+
+/// Turns one sequence's sampled tokens into text: streaming detokenization, and the end on an
+/// end-of-sequence id, at `max_tokens`, or at a stop string (cut off; a tail that could begin
+/// one is held back until it cannot).
+pub(crate) struct TextEmitter<'a> {
+    detokenizer: Detokenizer<'a>,
+    eos: Vec<u32>,
+    stop: Vec<String>,
+    max_tokens: usize,
+    generated: usize,
+    held: String,
+}
+
+impl<'a> TextEmitter<'a> {
+    /// An emitter for `tokenizer`'s end ids and `options`' stop strings and token limit.
+    pub(crate) fn new(tokenizer: &'a Tokenizer, options: &GenerateOptions) -> TextEmitter<'a> {
+        TextEmitter {
+            detokenizer: tokenizer.detokenizer(),
+            eos: tokenizer.eos_token_ids.clone(),
+            stop: options.stop.clone(),
+            max_tokens: options.max_tokens,
+            generated: 0,
+            held: String::new(),
+        }
+    }
+
+    /// The text `token` completes, and why generation ends with it, if it does.
+    pub(crate) fn push(&mut self, token: u32) -> Result<(String, Option<FinishReason>)> {
+        self.generated += 1;
+        let mut finish = None;
+        let mut text = String::new();
+        if self.eos.contains(&token) {
+            finish = Some(FinishReason::Stop);
+            text.push_str(&self.detokenizer.finalize()?);
+        } else {
+            text.push_str(&self.detokenizer.add_token(token)?);
+            if self.generated >= self.max_tokens {
+                finish = Some(FinishReason::Length);
+                text.push_str(&self.detokenizer.finalize()?);
+            }
+        }
+        self.held.push_str(&text);
+        let mut out = std::mem::take(&mut self.held);
+        if let Some(cut) = self.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| out.find(s.as_str())).min() {
+            out.truncate(cut);
+            finish = Some(FinishReason::Stop);
+        } else if finish.is_none() {
+            let keep = self.stop.iter().map(|s| partial_suffix(&out, s)).max().unwrap_or(0);
+            self.held = out.split_off(out.len() - keep);
+        }
+        Ok((out, finish))
+    }
 }
 
 /// Starts generating from `prompt` token ids with fresh caches.
@@ -176,8 +253,7 @@ pub fn stream_generate_with_cache<'a>(
     let sampler = Sampler::new(options.sampler.clone())?;
     Ok(StreamGenerate {
         model,
-        detokenizer: tokenizer.detokenizer(),
-        eos: tokenizer.eos_token_ids.clone(),
+        emitter: TextEmitter::new(tokenizer, &options),
         sampler,
         cache,
         history: prompt.to_vec(),
@@ -186,7 +262,6 @@ pub fn stream_generate_with_cache<'a>(
         generated: 0,
         first_token_at: None,
         next_logits: None,
-        held: String::new(),
         done: options.max_tokens == 0,
         options,
     })
@@ -213,7 +288,8 @@ impl StreamGenerate<'_> {
             Some(l) => l,
             None => {
                 let t0 = Instant::now();
-                let logits = prefill(self.model, &self.history, &mut self.cache, self.options.prefill_step_size)?;
+                let (step, kv) = (self.options.prefill_step_size, self.options.kv_quantization.as_ref());
+                let logits = prefill_quantizing(self.model, &self.history, &mut self.cache, step, kv)?;
                 self.prompt_tps = self.prompt_tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9);
                 logits
             }
@@ -223,40 +299,19 @@ impl StreamGenerate<'_> {
         self.generated += 1;
         self.history.push(token);
         let first = *self.first_token_at.get_or_insert_with(Instant::now);
-        let mut finish = None;
-        let mut text = String::new();
-        if self.eos.contains(&token) {
-            finish = Some(FinishReason::Stop);
-            text.push_str(&self.detokenizer.finalize()?);
-        } else {
-            text.push_str(&self.detokenizer.add_token(token)?);
-            if self.generated >= self.options.max_tokens {
-                finish = Some(FinishReason::Length);
-                text.push_str(&self.detokenizer.finalize()?);
-            }
-        }
-        // Stop strings: cut at the first one; hold back a tail that could begin one.
-        self.held.push_str(&text);
-        let mut out = std::mem::take(&mut self.held);
-        if let Some(cut) = self.options.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| out.find(s.as_str())).min()
-        {
-            out.truncate(cut);
-            finish = Some(FinishReason::Stop);
-        } else if finish.is_none() {
-            let keep = self.options.stop.iter().map(|s| partial_suffix(&out, s)).max().unwrap_or(0);
-            self.held = out.split_off(out.len() - keep);
-        }
+        let (out, finish) = self.emitter.push(token)?;
         if finish.is_none() {
             // Run the model on the new token now, so the next call only samples. If it takes
             // the sequence past the model's switch length, run the whole sequence again (when
             // this generation holds all of it), as transformers does.
             let offset = self.cache.first().map_or(0, KvCache::offset);
             let rerun = self.model.switch_length() == Some(offset) && self.history.len() == offset + 1;
+            let (step, kv) = (self.options.prefill_step_size, self.options.kv_quantization.as_ref());
             self.next_logits = Some(if rerun {
                 self.cache = self.model.make_cache(self.options.max_kv_size);
-                prefill(self.model, &self.history, &mut self.cache, self.options.prefill_step_size)?
+                prefill_quantizing(self.model, &self.history, &mut self.cache, step, kv)?
             } else {
-                last_logits(self.model, &[token], &mut self.cache)?
+                last_logits(self.model, &[token], &mut self.cache, kv)?
             });
         }
         // As mlx-lm counts it: tokens so far over the time since the first one was sampled.

@@ -2,12 +2,14 @@
 //! tokenize and render chat templates, sample, keep KV caches, generate.
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod cache;
 pub mod chat;
 pub mod config;
 pub mod detokenizer;
 pub mod error;
 pub mod generate;
+pub mod kv_quant;
 pub mod load;
 pub mod loader;
 pub mod models;
@@ -15,6 +17,7 @@ pub mod sample;
 pub mod tokenizer;
 pub mod weights;
 
+pub use batch::{batch_generate, BatchResult, BatchStats};
 pub use config::ModelConfig;
 pub use error::{Error, Result};
 pub use generate::{generate, stream_generate, FinishReason, GenerateOptions, GenerationResponse};

@@ -139,3 +139,61 @@ fn loads_mlx_lm_prompt_cache_and_round_trips() {
         want["rot_shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect::<Vec<_>>()
     );
 }
+
+fn kv_fixture() -> Value {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    serde_json::from_str(&std::fs::read_to_string(dir.join("kv_quant.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn quantized_cache_generates_as_mlx_lm_does() {
+    // mlx_lm's greedy tokens for tiny-qwen3-moe with a 4-bit and an 8-bit cache quantized from
+    // the start, and a 4-bit one quantized once it holds 8 positions (after the second prefill
+    // chunk of 5): the 4-bit runs part from the float ones, so the quantization is visible.
+    use ferrox_lm::cache::KvQuantization;
+    use ferrox_lm::generate::{stream_generate, GenerateOptions};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/tiny-qwen3-moe");
+    let mut m = ferrox_lm::load(dir.to_str().unwrap(), None).unwrap();
+    m.tokenizer.eos_token_ids.clear();
+    let want = kv_fixture();
+    let prompt: Vec<u32> = want["prompt_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    for run in want["runs"].as_array().unwrap() {
+        let get = |k: &str| run[k].as_u64().unwrap() as usize;
+        let greedy: Vec<u32> = run["greedy"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let options = GenerateOptions {
+            max_tokens: greedy.len(),
+            prefill_step_size: 5,
+            kv_quantization: Some(KvQuantization::new(get("bits"), get("group_size"), get("start")).unwrap()),
+            ..Default::default()
+        };
+        let mut stream = stream_generate(m.model.as_ref(), &m.tokenizer, &prompt, options).unwrap();
+        let tokens: Vec<u32> = stream.by_ref().map(|r| r.unwrap().token).collect();
+        assert_eq!(tokens, greedy, "{run}");
+        assert!(stream.cache().iter().all(|c| matches!(c, KvCache::Quantized(_))));
+    }
+    assert!(KvQuantization::new(7, 32, 0).is_err());
+    assert!(KvQuantization::new(4, 48, 0).is_err());
+}
+
+#[test]
+fn quantized_prompt_cache_loads_from_mlx_lm_and_round_trips() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let want = kv_fixture();
+    let (caches, _) = load_prompt_cache(dir.join("mlx_quant_cache.safetensors")).unwrap();
+    assert!(matches!(caches[0], KvCache::Quantized(_)));
+    assert_eq!(caches[0].offset(), 7);
+    let z = fx::zeros(&[1, 2, 1, 32], Dtype::F32).unwrap();
+    let fetch = |mut c: KvCache| {
+        let (k, v) = c.update_and_fetch(&z, &z).unwrap();
+        let first = |a: &Array| fx::slice_axis(a, 2, 0, 7).unwrap().to_vec::<f32>().unwrap();
+        (first(&k), first(&v))
+    };
+    let (k, v) = fetch(caches[0].clone());
+    assert_eq!(k, floats(&want["cache_keys"]));
+    assert_eq!(v, floats(&want["cache_values"]));
+    let tmp = std::env::temp_dir().join(format!("ferrox-qpc-{}.safetensors", std::process::id()));
+    save_prompt_cache(&tmp, &caches, &HashMap::new()).unwrap();
+    let (again, _) = load_prompt_cache(&tmp).unwrap();
+    std::fs::remove_file(&tmp).ok();
+    assert_eq!(fetch(again[0].clone()), (k, v));
+}

@@ -1,5 +1,6 @@
 //! The tiny random-weight models (models/tiny-*: llama, qwen2, qwen3, gemma2, gemma3 and the
-//! multimodal gemma3 layout, phi3 with LongRoPE and phi3 with a sliding window) against Hugging
+//! multimodal gemma3 layout, phi3 with LongRoPE and phi3 with a sliding window, the mixtures of
+//! experts mixtral and qwen3-moe, and mixtral as mlx_lm.convert writes it) against Hugging
 //! Face transformers (scripts/make_tiny_models.py): last-position logits, 24 greedy tokens with
 //! and without the KV cache, incremental decoding against one full forward pass, chunked
 //! prefill; for the sliding-window and long-context ones, every position of a prompt longer
@@ -12,7 +13,7 @@ use ferrox_lm::generate::{prefill, stream_generate, GenerateOptions};
 use ferrox_lm::{LanguageModel, Loaded};
 use serde_json::Value;
 
-const MODELS: [&str; 8] = [
+const MODELS: [&str; 10] = [
     "tiny-llama",
     "tiny-qwen2",
     "tiny-qwen3",
@@ -21,6 +22,8 @@ const MODELS: [&str; 8] = [
     "tiny-gemma3-mm",
     "tiny-phi3",
     "tiny-phi3-swa",
+    "tiny-mixtral",
+    "tiny-qwen3-moe",
 ];
 
 /// The models whose references include a prompt longer than their sliding window (8).
@@ -254,6 +257,7 @@ fn caches_follow_layer_types() {
             .map(|c| match c {
                 KvCache::Standard(_) => 'S',
                 KvCache::Rotating(_) => 'R',
+                KvCache::Quantized(_) => 'Q',
             })
             .collect()
     };
@@ -311,4 +315,20 @@ fn bfloat16_stays_close_to_float32() {
             assert!(e < 0.1, "{name} {how}: relative error {e}");
         }
     }
+}
+
+#[test]
+fn mlx_lm_layout_loads_like_the_hugging_face_one() {
+    // tiny-mixtral-mlx is tiny-mixtral converted by the real mlx_lm.convert: experts stacked
+    // under block_sparse_moe.switch_mlp. Same weights, so transformers' references hold.
+    let mut m = tiny("tiny-mixtral-mlx");
+    let (prompt, greedy, want) = reference("tiny-mixtral");
+    let got = full_forward(m.model.as_ref(), &prompt).pop().unwrap();
+    let e = rel_err(&got, &want);
+    assert!(e < 1e-4, "relative error {e}");
+    let options = GenerateOptions { max_tokens: greedy.len(), ..Default::default() };
+    m.tokenizer.eos_token_ids.clear(); // run all 24 steps
+    let tokens: Vec<u32> =
+        stream_generate(m.model.as_ref(), &m.tokenizer, &prompt, options).unwrap().map(|r| r.unwrap().token).collect();
+    assert_eq!(tokens, greedy);
 }

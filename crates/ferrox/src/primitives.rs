@@ -311,6 +311,13 @@ pub enum Op {
         /// Scale of the addend.
         beta: f64,
     },
+    /// Matmul of gathered matrices (`gather_mm`): inputs a [..., M, K], b [..., K, N] and
+    /// lhs / rhs indices (uint32, one shape) into the flattened batch axes of a and of b;
+    /// output [index shape..., M, N], entry i being `a[lhs[i]] @ b[rhs[i]]`.
+    GatherMm {
+        /// The caller promises sorted rhs indices (a hint; results never depend on it).
+        sorted: bool,
+    },
     /// Joins the inputs along `axis`.
     Concatenate(usize),
     /// Writes `update` (input 1) into a copy of input 0 at a strided window.

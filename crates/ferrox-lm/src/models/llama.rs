@@ -1,7 +1,8 @@
 //! Llama (2, 3, 3.1, 3.2) and Mistral: pre-norm decoder blocks of grouped-query attention with
 //! rotary embeddings (Llama 3 frequency scaling included) and a SwiGLU MLP; the output head
-//! may be tied to the embeddings. Qwen2 and Qwen3 are this block with small changes
-//! ([`Variant`]), built from their own files.
+//! may be tied to the embeddings. Qwen2, Qwen3, Mixtral and Qwen3-MoE are this block with
+//! small changes ([`Variant`]; the mixtures of experts replace the MLP with a
+//! [`SparseMoe`]), built from their own files.
 
 use ferrox::fast::SdpaMask;
 use ferrox::{self as fx, Array};
@@ -9,6 +10,7 @@ use ferrox_nn::layers::{Embedding, Linear, RmsNorm, Rope};
 use ferrox_nn::Module;
 use serde::Deserialize;
 
+use super::moe::{load_sparse_moe, SparseMoe, MIXTRAL_EXPERTS, QWEN_EXPERTS};
 use super::{rope_layer, LanguageModel};
 use crate::cache::KvCache;
 use crate::config::ModelConfig;
@@ -48,6 +50,31 @@ pub struct Args {
     /// Whether the output head reuses the embedding table.
     #[serde(default)]
     pub tie_word_embeddings: bool,
+    /// Experts of a sparse block (Mixtral's name).
+    #[serde(default)]
+    pub num_local_experts: Option<usize>,
+    /// Experts of a sparse block (Qwen3-MoE's name).
+    #[serde(default)]
+    pub num_experts: Option<usize>,
+    /// Experts routed to per token.
+    #[serde(default)]
+    pub num_experts_per_tok: Option<usize>,
+    /// Width of each expert's MLP (Qwen3-MoE; Mixtral's experts use intermediate_size).
+    #[serde(default)]
+    pub moe_intermediate_size: Option<usize>,
+    /// Every this many layers is sparse (Qwen3-MoE).
+    #[serde(default = "one")]
+    pub decoder_sparse_step: usize,
+    /// Layers that keep a dense MLP (Qwen3-MoE).
+    #[serde(default)]
+    pub mlp_only_layers: Vec<usize>,
+    /// Renormalize the chosen experts' probabilities (Qwen3-MoE; Mixtral always does).
+    #[serde(default)]
+    pub norm_topk_prob: bool,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn default_max_positions() -> usize {
@@ -61,6 +88,19 @@ pub struct Variant {
     pub qkv_bias: bool,
     /// RMSNorm over each head's queries and keys before the rotation (Qwen3).
     pub qk_norm: bool,
+    /// Sparse mixture-of-experts blocks, and whose.
+    pub moe: Option<MoeStyle>,
+}
+
+/// Which family's mixture of experts a model has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MoeStyle {
+    /// Every layer sparse, under `block_sparse_moe`, experts `w1`/`w3`/`w2`, probabilities
+    /// always renormalized over the chosen experts.
+    Mixtral,
+    /// Sparse layers under `mlp` (every `decoder_sparse_step`-th, except `mlp_only_layers`),
+    /// Qwen expert names, renormalized when `norm_topk_prob`.
+    Qwen3,
 }
 
 /// Attention with rotary embeddings over grouped key/value heads.
@@ -86,11 +126,22 @@ pub struct Mlp {
     down_proj: Linear,
 }
 
+/// The feed-forward part of a block under the name `mlp`: dense, or sparse (Qwen3-MoE).
+#[derive(Module, Clone, Debug)]
+pub enum FeedForward {
+    /// The SwiGLU MLP.
+    Dense(Mlp),
+    /// A mixture of experts.
+    Sparse(SparseMoe),
+}
+
 /// One pre-norm decoder block.
 #[derive(Module, Clone, Debug)]
 pub struct Block {
     self_attn: Attention,
-    mlp: Mlp,
+    mlp: Option<FeedForward>,
+    /// Mixtral's name for its sparse feed-forward block.
+    block_sparse_moe: Option<SparseMoe>,
     input_layernorm: RmsNorm,
     post_attention_layernorm: RmsNorm,
 }
@@ -158,6 +209,16 @@ impl Model {
             w.remove("lm_head.weight");
         }
         let (h, i, eps) = (a.hidden_size, a.intermediate_size, a.rms_norm_eps);
+        let moe_size = match variant.moe {
+            None => (0, 0),
+            Some(_) => {
+                let experts = a.num_local_experts.or(a.num_experts).unwrap_or(0);
+                (experts, a.num_experts_per_tok.unwrap_or(0))
+            }
+        };
+        if a.decoder_sparse_step == 0 {
+            return Err(Error::config(&config.path, "decoder_sparse_step must be at least 1"));
+        }
         let mut layers = Vec::with_capacity(a.num_hidden_layers);
         for l in 0..a.num_hidden_layers {
             let p = format!("model.layers.{l}");
@@ -170,7 +231,36 @@ impl Model {
                     Ok(None)
                 }
             };
+            let dense = |w: &mut WeightMap| -> Result<Mlp> {
+                Ok(Mlp {
+                    gate_proj: linear(w, &format!("{p}.mlp.gate_proj"), i, h, mb)?,
+                    up_proj: linear(w, &format!("{p}.mlp.up_proj"), i, h, mb)?,
+                    down_proj: linear(w, &format!("{p}.mlp.down_proj"), h, i, mb)?,
+                })
+            };
+            let (mlp, block_sparse_moe) = match variant.moe {
+                None => (Some(FeedForward::Dense(dense(&mut w)?)), None),
+                Some(MoeStyle::Mixtral) => {
+                    let name = format!("{p}.block_sparse_moe");
+                    (None, Some(load_sparse_moe(&mut w, &name, MIXTRAL_EXPERTS, moe_size, (h, i), true)?))
+                }
+                Some(MoeStyle::Qwen3) if !a.mlp_only_layers.contains(&l) && (l + 1) % a.decoder_sparse_step == 0 => {
+                    let inter = a.moe_intermediate_size.unwrap_or(i);
+                    let sparse = load_sparse_moe(
+                        &mut w,
+                        &format!("{p}.mlp"),
+                        QWEN_EXPERTS,
+                        moe_size,
+                        (h, inter),
+                        a.norm_topk_prob,
+                    )?;
+                    (Some(FeedForward::Sparse(sparse)), None)
+                }
+                Some(MoeStyle::Qwen3) => (Some(FeedForward::Dense(dense(&mut w)?)), None),
+            };
             layers.push(Block {
+                mlp,
+                block_sparse_moe,
                 self_attn: Attention {
                     q_proj: linear(&mut w, &format!("{p}.self_attn.q_proj"), heads * hd, h, qkv)?,
                     k_proj: linear(&mut w, &format!("{p}.self_attn.k_proj"), kv_heads * hd, h, qkv)?,
@@ -180,11 +270,6 @@ impl Model {
                     k_norm: head_norm(&mut w, "k_norm")?,
                     rope: rope.clone(),
                     heads: (heads, kv_heads, hd),
-                },
-                mlp: Mlp {
-                    gate_proj: linear(&mut w, &format!("{p}.mlp.gate_proj"), i, h, mb)?,
-                    up_proj: linear(&mut w, &format!("{p}.mlp.up_proj"), i, h, mb)?,
-                    down_proj: linear(&mut w, &format!("{p}.mlp.down_proj"), h, i, mb)?,
                 },
                 input_layernorm: norm(&mut w, &format!("{p}.input_layernorm"), h, eps)?,
                 post_attention_layernorm: norm(&mut w, &format!("{p}.post_attention_layernorm"), h, eps)?,
@@ -237,7 +322,13 @@ impl Mlp {
 impl Block {
     fn forward(&self, x: &Array, mask: &SdpaMask, cache: Option<&mut KvCache>) -> Result<Array> {
         let h = fx::add(x, &self.self_attn.forward(&self.input_layernorm.forward(x)?, mask, cache)?)?;
-        Ok(fx::add(&h, &self.mlp.forward(&self.post_attention_layernorm.forward(&h)?)?)?)
+        let n = self.post_attention_layernorm.forward(&h)?;
+        let y = match (&self.mlp, &self.block_sparse_moe) {
+            (Some(FeedForward::Dense(m)), _) => m.forward(&n)?,
+            (Some(FeedForward::Sparse(m)), _) | (None, Some(m)) => m.forward(&n)?,
+            (None, None) => return Err(Error::Invalid("a decoder block without a feed-forward part".into())),
+        };
+        Ok(fx::add(&h, &y)?)
     }
 }
 

@@ -9,9 +9,12 @@ pub mod attention;
 pub mod gemma2;
 pub mod gemma3;
 pub mod llama;
+pub mod mixtral;
+pub mod moe;
 pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
+pub mod qwen3_moe;
 
 use ferrox::Array;
 use ferrox_nn::layers::{Rope, RopeScaling};
@@ -47,7 +50,8 @@ pub trait LanguageModel: Module + Send + Sync {
 }
 
 /// The `model_type`s ferrox can load.
-pub const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "gemma3_text", "phi3"];
+pub const SUPPORTED: &[&str] =
+    &["llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "gemma2", "gemma3", "gemma3_text", "phi3"];
 
 /// Builds the architecture `config` names from checkpoint `weights`; every tensor must be used
 /// and have its expected shape.
@@ -56,6 +60,8 @@ pub fn build(config: &ModelConfig, weights: WeightMap) -> Result<Box<dyn Languag
         "llama" | "mistral" => Ok(Box::new(llama::Model::build(config, weights)?)),
         "qwen2" => Ok(Box::new(qwen2::build(config, weights)?)),
         "qwen3" => Ok(Box::new(qwen3::build(config, weights)?)),
+        "mixtral" => Ok(Box::new(mixtral::build(config, weights)?)),
+        "qwen3_moe" => Ok(Box::new(qwen3_moe::build(config, weights)?)),
         "gemma2" => Ok(Box::new(gemma2::build(config, weights)?)),
         "gemma3" | "gemma3_text" => Ok(Box::new(gemma3::build(config, weights)?)),
         "phi3" => Ok(Box::new(phi3::build(config, weights)?)),

@@ -333,3 +333,70 @@ pub fn einsum(spec: &str, operands: &[Array]) -> Result<Array> {
     let perm: Vec<usize> = output.iter().map(|c| acc.labels.iter().position(|d| d == c).unwrap()).collect();
     super::transpose(&acc.a, &perm)
 }
+
+/// Integer indices as uint32, or `0..n` over the batch axes of `a` when absent.
+pub(crate) fn batch_indices(op: &'static str, idx: Option<&Array>, a: &Array) -> Result<Array> {
+    match idx {
+        Some(i) if i.dtype().is_integer() => astype(i, crate::Dtype::U32),
+        Some(i) => Err(Error::dtype(op, "indices must be integers", i.dtype())),
+        None => {
+            let batch = &a.shape()[..a.ndim() - 2];
+            let n: usize = batch.iter().product();
+            reshape_usize(&super::arange(0.0, n as f64, 1.0, crate::Dtype::U32)?, batch)
+        }
+    }
+}
+
+/// Matrix product of gathered matrices (`mlx.core.gather_mm`): entry `[i, ...]` of the
+/// output is `a[lhs[i, ...]] @ b[rhs[i, ...]]`, where the index arrays (broadcast together)
+/// index the flattened batch axes of `a` [..., M, K] and `b` [..., K, N]; an absent index
+/// array means "all, in order". The output is [index shape..., M, N]. This routes tokens
+/// to experts without copying the experts' matrices: the CPU kernel groups the pairs by
+/// matrix and runs one product per matrix. `sorted_indices` promises sorted rhs indices (a
+/// hint; results never depend on it).
+pub fn gather_mm(
+    a: &Array,
+    b: &Array,
+    lhs_indices: Option<&Array>,
+    rhs_indices: Option<&Array>,
+    sorted_indices: bool,
+) -> Result<Array> {
+    let op = "gather_mm";
+    if lhs_indices.is_none() && rhs_indices.is_none() {
+        return matmul(a, b);
+    }
+    if a.ndim() < 2 || b.ndim() < 2 {
+        return Err(Error::shape(
+            op,
+            format!(
+                "inputs must be at least 2-D ([..., M, K] and [..., K, N]); got {:?} and {:?}",
+                a.shape(),
+                b.shape()
+            ),
+        ));
+    }
+    let dtype = crate::promote_types(a.dtype(), b.dtype());
+    if !dtype.is_float() {
+        return Err(Error::dtype(op, "only floating-point types are supported", dtype));
+    }
+    let (m, k) = (a.shape()[a.ndim() - 2], a.shape()[a.ndim() - 1]);
+    let (k2, n) = (b.shape()[b.ndim() - 2], b.shape()[b.ndim() - 1]);
+    if k != k2 {
+        return Err(Error::shape(
+            op,
+            format!("last axis of {:?} ({k}) does not match second-to-last of {:?} ({k2})", a.shape(), b.shape()),
+        ));
+    }
+    let lhs = batch_indices(op, lhs_indices, a)?;
+    let rhs = batch_indices(op, rhs_indices, b)?;
+    let idx_shape = broadcast_shapes(&[lhs.shape(), rhs.shape()], op)?;
+    let inputs = vec![
+        astype(a, dtype)?,
+        astype(b, dtype)?,
+        super::broadcast_to(&lhs, &idx_shape)?,
+        super::broadcast_to(&rhs, &idx_shape)?,
+    ];
+    let mut shape = idx_shape;
+    shape.extend([m, n]);
+    Ok(Array::from_op(shape, dtype, Op::GatherMm { sorted: sorted_indices && lhs_indices.is_none() }, inputs))
+}

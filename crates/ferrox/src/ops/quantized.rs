@@ -16,7 +16,7 @@ use crate::shape::broadcast_shapes;
 
 pub use crate::primitives::QuantMode;
 
-use super::{arange, astype, broadcast_to, reshape_usize};
+use super::{astype, broadcast_to};
 
 impl QuantMode {
     /// The mode named as in MLX: "affine", "mxfp4", "nvfp4" or "mxfp8".
@@ -307,19 +307,6 @@ pub fn quantized_matmul(
     Ok(Array::from_op(shape, dtype, quant(QuantOp::Matmul { transpose }, p), inputs))
 }
 
-/// Integer indices as uint32, or `0..n` over the batch axes of `a` when absent.
-fn indices_or_default(op: &'static str, idx: Option<&Array>, a: &Array) -> Result<Array> {
-    match idx {
-        Some(i) if i.dtype().is_integer() => astype(i, Dtype::U32),
-        Some(i) => Err(Error::dtype(op, "indices must be integers", i.dtype())),
-        None => {
-            let batch = &a.shape()[..a.ndim() - 2];
-            let n: usize = batch.iter().product();
-            reshape_usize(&arange(0.0, n as f64, 1.0, Dtype::U32)?, batch)
-        }
-    }
-}
-
 /// Quantized matmul of gathered matrices (`mlx.core.gather_qmm`): output `[i, ...]` is
 /// `x[lhs[i, ...]] @ w[rhs[i, ...]]` (transposed as in [`quantized_matmul`]), where the
 /// indices (broadcast together) index the flattened batch axes of `x` [..., M, K] and of the
@@ -349,8 +336,8 @@ pub fn gather_qmm(
         return Err(Error::shape(op, format!("x must be at least 2-D [..., M, K]; got {:?}", x.shape())));
     }
     let (dtype, n, mut inputs) = product_inputs(op, x, wq, scales, biases, transpose, p)?;
-    let lhs = indices_or_default(op, lhs_indices, x)?;
-    let rhs = indices_or_default(op, rhs_indices, wq)?;
+    let lhs = super::linalg::batch_indices(op, lhs_indices, x)?;
+    let rhs = super::linalg::batch_indices(op, rhs_indices, wq)?;
     let idx_shape = broadcast_shapes(&[lhs.shape(), rhs.shape()], op)?;
     inputs.push(broadcast_to(&lhs, &idx_shape)?);
     inputs.push(broadcast_to(&rhs, &idx_shape)?);

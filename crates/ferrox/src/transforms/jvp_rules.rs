@@ -134,6 +134,11 @@ fn rule(op: &Op, inputs: &[Array], out: &Array, ts: Tangents) -> Result<Option<A
             };
             sum_terms([prod, addend])?
         }
+        Op::GatherMm { sorted } => {
+            let (a, b, l, r) = (&inputs[0], &inputs[1], &inputs[2], &inputs[3]);
+            let gmm = |x: &Array, y: &Array| fx::gather_mm(x, y, Some(l), Some(r), *sorted);
+            sum_terms([term(&ts[0], |t| gmm(t, b))?, term(&ts[1], |t| gmm(a, t))?])?
+        }
         Op::Concatenate(axis) => {
             let parts = inputs.iter().zip(ts).map(|(i, t)| or_zeros(t, i, out.dtype())).collect::<Result<Vec<_>>>()?;
             Some(fx::concatenate(&parts, *axis as isize)?)

@@ -6,7 +6,7 @@
 
 use super::vjp_rules::unbroadcast;
 use super::vmap::Batched;
-use super::vmap_rules::{example_shape, front, front_as, with_batch};
+use super::vmap_rules::{example_shape, fold_batch, front, front_as, with_batch};
 use crate::array::Array;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
@@ -266,18 +266,7 @@ pub(crate) fn vmap(op: QuantOp, p: QuantParams, args: &[Batched], node: &Array, 
         QuantOp::GatherMatmul { transpose, .. } => {
             let idx_shape = &node.shape()[..node.ndim() - 2];
             let (l, r) = (&args[args.len() - 2], &args[args.len() - 1]);
-            // Fold the vmap batch into the batch axes of x (or of the matrices): example v's
-            // matrices move to v·per.., so its indices shift by v·per.
-            let fold = |m: Array, idx: &Batched| -> Result<(Array, Array)> {
-                let per: usize = m.shape()[1..m.ndim() - 2].iter().product();
-                let off = fx::multiply(&fx::arange(0.0, b as f64, 1.0, Dtype::U32)?, per as u32)?;
-                let mut s = vec![b];
-                s.extend(std::iter::repeat_n(1, idx_shape.len()));
-                let idx = fx::add(&front_as(idx, b, idx_shape)?, &fx::reshape_usize(&off, &s)?)?;
-                let mut flat = vec![b * per];
-                flat.extend_from_slice(&m.shape()[m.ndim() - 2..]);
-                Ok((fx::reshape_usize(&m, &flat)?, idx))
-            };
+            let fold = |m: Array, idx: &Batched| fold_batch(m, idx, b, idx_shape);
             let (x, lhs) = match args[0].1 {
                 Some(_) => fold(front(&args[0], b)?, l)?,
                 None => (args[0].0.clone(), front_as(l, b, idx_shape)?),

@@ -129,6 +129,7 @@ pub(crate) fn vjp(op: &Op, inputs: &[Array], out: &Array, g: &Array) -> Result<G
             }
             v
         }
+        Op::GatherMm { .. } => gather_mm(inputs, g)?,
         Op::Concatenate(axis) => {
             let mut cuts = Vec::new();
             let mut at = 0;
@@ -629,4 +630,32 @@ pub(crate) fn norm_vjp_composed(inputs: &[Array], eps: f32, has_w: bool, centere
     let m2 = fx::mean(&fx::multiply(&h, &xhat)?, Some(&[-1]), true)?;
     let h = if centered { fx::subtract(&h, &fx::mean(&h, Some(&[-1]), true)?)? } else { h };
     fx::astype(&fx::multiply(&r, &fx::subtract(&h, &fx::multiply(&xhat, &m2)?)?)?, x.dtype())
+}
+
+/// Sums each of `parts` [pairs, r, c] into row `idx[p]` of a zero [count, r, c] array.
+fn scatter_pairs(parts: &Array, idx: &Array, count: usize) -> Result<Array> {
+    let pairs = parts.shape()[0];
+    let mut full = vec![count];
+    full.extend_from_slice(&parts.shape()[1..]);
+    let zeros = fx::zeros(&full, parts.dtype())?;
+    let i3 = fx::reshape_usize(idx, &[pairs, 1, 1])?;
+    fx::scatter_along_axis(&zeros, &i3, parts, Some(0), ScatterMode::Add)
+}
+
+/// `gather_mm`'s cotangents: pair i's products `g_i bᵀ` and `aᵀ g_i`, added at its lhs and
+/// rhs matrix; the indices get none.
+fn gather_mm(inputs: &[Array], g: &Array) -> Result<Grads> {
+    let (a, b, lhs, rhs) = (&inputs[0], &inputs[1], &inputs[2], &inputs[3]);
+    let (m, k) = (a.shape()[a.ndim() - 2], a.shape()[a.ndim() - 1]);
+    let n = b.shape()[b.ndim() - 1];
+    let pairs = lhs.size();
+    let (a_count, b_count) = (a.size() / (m * k).max(1), b.size() / (k * n).max(1));
+    let (l1, r1) = (fx::reshape_usize(lhs, &[pairs])?, fx::reshape_usize(rhs, &[pairs])?);
+    let g3 = fx::reshape_usize(g, &[pairs, m, n])?;
+    let bt = fx::swapaxes(&fx::reshape_usize(b, &[b_count, k, n])?, -1, -2)?;
+    let ga = fx::gather_mm(&g3, &bt, None, Some(&r1), false)?;
+    let ga = scatter_pairs(&ga, &l1, a_count)?;
+    let at = fx::take(&fx::swapaxes(&fx::reshape_usize(a, &[a_count, m, k])?, -1, -2)?, &l1, Some(0))?;
+    let gb = scatter_pairs(&fx::matmul(&at, &g3)?, &r1, b_count)?;
+    Ok(vec![Some(fx::reshape_usize(&ga, a.shape())?), Some(fx::reshape_usize(&gb, b.shape())?), None, None])
 }

@@ -117,6 +117,16 @@ pub(crate) fn batch(op: &Op, args: &[Batched], node: &Array, b: usize) -> Result
         Op::Sort { kind, axis } => raw(Op::Sort { kind: *kind, axis: axis + 1 }, vec![front(x, b)?]),
         Op::Softmax { .. } | Op::LogSumExp | Op::RandomBits => raw(op.clone(), vec![front(x, b)?]),
         Op::Matmul { alpha, beta } => matmul(args, rank, *alpha, *beta, dtype),
+        Op::GatherMm { .. } => {
+            let idx_shape = &node.shape()[..node.ndim() - 2];
+            let pick = |m: &Batched, idx: &Batched| match m.1 {
+                Some(_) => fold_batch(front(m, b)?, idx, b, idx_shape),
+                None => Ok((m.0.clone(), front_as(idx, b, idx_shape)?)),
+            };
+            let (a, lhs) = pick(&args[0], &args[2])?;
+            let (bm, rhs) = pick(&args[1], &args[3])?;
+            Ok((fx::gather_mm(&a, &bm, Some(&lhs), Some(&rhs), false)?, Some(0)))
+        }
         Op::Concatenate(axis) => {
             raw(Op::Concatenate(axis + 1), args.iter().map(|a| front(a, b)).collect::<Result<_>>()?)
         }
@@ -355,4 +365,19 @@ fn conv(p: &ConvParams, args: &[Batched], node: &Array, b: usize) -> Result<Batc
     split.extend_from_slice(&[b, cout]);
     let y = fx::reshape_usize(&y, &split)?;
     Ok((fx::moveaxis(&y, o.len() as isize - 1, 0)?, Some(0)))
+}
+
+/// Folds the vmap batch of `m` (on axis 0, before its own batch axes and two matrix axes)
+/// into one flat batch axis, and shifts the indices into it: example v's matrices move to
+/// `v · per ..`, so its indices (brought to [b] + `idx_shape`) gain `v · per`. For the
+/// gathered products (`gather_mm`, `gather_qmm`).
+pub(super) fn fold_batch(m: Array, idx: &Batched, b: usize, idx_shape: &[usize]) -> Result<(Array, Array)> {
+    let per: usize = m.shape()[1..m.ndim() - 2].iter().product();
+    let off = fx::multiply(&fx::arange(0.0, b as f64, 1.0, crate::Dtype::U32)?, per as u32)?;
+    let mut s = vec![b];
+    s.extend(std::iter::repeat_n(1, idx_shape.len()));
+    let idx = fx::add(&front_as(idx, b, idx_shape)?, &fx::reshape_usize(&off, &s)?)?;
+    let mut flat = vec![b * per];
+    flat.extend_from_slice(&m.shape()[m.ndim() - 2..]);
+    Ok((fx::reshape_usize(&m, &flat)?, idx))
 }

@@ -15,10 +15,13 @@ use super::simd::{dispatch, inline_always};
 
 /// One matrix operand: base pointer, and row / column strides (elements).
 #[derive(Clone, Copy)]
-struct Mat<T> {
-    ptr: Ptr<T>,
-    rs: isize,
-    cs: isize,
+pub(super) struct Mat<T> {
+    /// First element.
+    pub ptr: Ptr<T>,
+    /// Row stride.
+    pub rs: isize,
+    /// Column stride.
+    pub cs: isize,
 }
 
 fn parallelism(flops: usize) -> gemm::Parallelism {
@@ -212,7 +215,7 @@ pub fn matmul(inputs: &[Array], alpha: f64, beta: f64, shape: &[usize], dtype: D
 /// # Safety
 /// The elements read must lie inside `src`'s view.
 #[inline(always)]
-unsafe fn convert_run<T: Element<Acc = f32>>(src: Ptr<T>, off: isize, stride: isize, dst: &mut [f32]) {
+pub(super) unsafe fn convert_run<T: Element<Acc = f32>>(src: Ptr<T>, off: isize, stride: isize, dst: &mut [f32]) {
     if stride == 1 {
         let run = std::slice::from_raw_parts(src.get().offset(off), dst.len());
         for (d, v) in dst.iter_mut().zip(run) {
@@ -296,60 +299,25 @@ fn half_matmul<T: Element<Acc = f32>>(inputs: &[Array], alpha: f64, beta: f64, s
     };
     let pa = Ptr(da.ptr::<T>());
     let pb = Ptr(db.ptr::<T>());
-    const PANEL: usize = 512;
     alloc_out::<T>(shape, |out| {
         let mut acc = vec![0f32; m * n];
-        let mut apanel = vec![0f32; m * k.min(PANEL)];
-        let mut bpanel = vec![0f32; k.min(PANEL) * n];
+        let mut scratch = PanelScratch::default();
         for bi in 0..nbatch {
             let [oa, ob] = row_offsets::<2>(batch_shape, &bstrides, bi);
             let (a_rs, a_cs) = (sa[nd - 2], sa[nd - 1]);
             let bm = Mat { ptr: Ptr(unsafe { pb.get().offset(ob) }), rs: sb[nd - 2], cs: sb[nd - 1] };
-            if m == 1 && (bm.rs == 1 || bm.cs == 1) {
-                let mut x = vec![0f32; k];
-                // SAFETY: row 0 of a in batch bi has k elements.
-                unsafe { convert_rows(pa, oa, 0, a_cs, k, &mut x) };
-                gemv(&x, bm, n, k, &mut acc[..n]);
-            } else {
-                let mut k0 = 0;
-                while k0 < k {
-                    let kb = PANEL.min(k - k0);
-                    let ap = &mut apanel[..m * kb];
-                    let bp = &mut bpanel[..kb * n];
-                    // SAFETY: panels of a (m × kb) and b (kb × n) inside their views.
-                    let b_mat = unsafe {
-                        convert_rows(pa, oa + k0 as isize * a_cs, a_rs, a_cs, kb, ap);
-                        if bm.rs == 1 && bm.cs != 1 {
-                            // Columns of b contiguous along k: a column-major panel.
-                            convert_rows(bm.ptr, k0 as isize, bm.cs, 1, kb, bp);
-                            Mat { ptr: Ptr(bp.as_ptr()), rs: 1, cs: kb as isize }
-                        } else {
-                            convert_rows(bm.ptr, k0 as isize * bm.rs, bm.rs, bm.cs, n, bp);
-                            Mat { ptr: Ptr(bp.as_ptr()), rs: n as isize, cs: 1 }
-                        }
-                    };
-                    // SAFETY: the f32 scratch buffers are m×kb, kb×n and m×n.
-                    unsafe {
-                        gemm_one(
-                            m,
-                            n,
-                            kb,
-                            MutPtr(acc.as_mut_ptr()),
-                            n as isize,
-                            k0 > 0,
-                            Mat { ptr: Ptr(ap.as_ptr()), rs: kb as isize, cs: 1 },
-                            b_mat,
-                            1.0,
-                            1.0,
-                            parallelism(m * n * kb),
-                        )
-                    };
-                    k0 += kb;
-                }
-                if k == 0 {
-                    acc.iter_mut().for_each(|v| *v = 0.0);
-                }
-            }
+            // SAFETY: panels of a (m × kb) read inside batch bi's view; b is batch bi's matrix.
+            unsafe {
+                f32_product(
+                    m,
+                    n,
+                    k,
+                    |k0, kb, ap| convert_rows(pa, oa + k0 as isize * a_cs, a_rs, a_cs, kb, ap),
+                    bm,
+                    &mut acc,
+                    &mut scratch,
+                )
+            };
             let o = &mut out[bi * m * n..(bi + 1) * m * n];
             let c = cvals.as_ref().map(|c| &c[bi * m * n..(bi + 1) * m * n]);
             let (alpha, beta) = (alpha as f32, beta as f32);
@@ -378,4 +346,72 @@ fn half_matmul<T: Element<Acc = f32>>(inputs: &[Array], alpha: f64, beta: f64, s
         }
         Ok(())
     })
+}
+
+/// Reusable f32 buffers of [`f32_product`].
+#[derive(Default)]
+pub(super) struct PanelScratch {
+    a: Vec<f32>,
+    b: Vec<f32>,
+}
+
+/// `acc = a @ b` computed in f32 (`acc` is m×n row-major, overwritten). `a` comes from
+/// `fill_a(k0, kb, panel)`, which writes columns `k0..k0 + kb` of a as a row-major m×kb f32
+/// panel; `b` is read in its own dtype: directly (matrix-vector) for one row when b has a
+/// contiguous axis, else in panels of up to 512 of the k axis converted to f32 (keeping the
+/// source's layout, so the conversion reads contiguous runs) and multiplied with `gemm`.
+///
+/// # Safety
+/// `b` must be valid for k×n; `fill_a` must read only inside a's view.
+pub(super) unsafe fn f32_product<T: Element<Acc = f32>>(
+    m: usize,
+    n: usize,
+    k: usize,
+    mut fill_a: impl FnMut(usize, usize, &mut [f32]),
+    bm: Mat<T>,
+    acc: &mut [f32],
+    scratch: &mut PanelScratch,
+) {
+    const PANEL: usize = 512;
+    if k == 0 {
+        acc.iter_mut().for_each(|v| *v = 0.0);
+        return;
+    }
+    if m == 1 && (bm.rs == 1 || bm.cs == 1) {
+        scratch.a.resize(k, 0.0);
+        fill_a(0, k, &mut scratch.a);
+        gemv(&scratch.a, bm, n, k, &mut acc[..n]);
+        return;
+    }
+    scratch.a.resize(m * k.min(PANEL), 0.0);
+    scratch.b.resize(k.min(PANEL) * n, 0.0);
+    let mut k0 = 0;
+    while k0 < k {
+        let kb = PANEL.min(k - k0);
+        let ap = &mut scratch.a[..m * kb];
+        let bp = &mut scratch.b[..kb * n];
+        fill_a(k0, kb, ap);
+        let b_mat = if bm.rs == 1 && bm.cs != 1 {
+            // Columns of b contiguous along k: a column-major panel.
+            convert_rows(bm.ptr, k0 as isize, bm.cs, 1, kb, bp);
+            Mat { ptr: Ptr(bp.as_ptr()), rs: 1, cs: kb as isize }
+        } else {
+            convert_rows(bm.ptr, k0 as isize * bm.rs, bm.rs, bm.cs, n, bp);
+            Mat { ptr: Ptr(bp.as_ptr()), rs: n as isize, cs: 1 }
+        };
+        gemm_one(
+            m,
+            n,
+            kb,
+            MutPtr(acc.as_mut_ptr()),
+            n as isize,
+            k0 > 0,
+            Mat { ptr: Ptr(ap.as_ptr()), rs: kb as isize, cs: 1 },
+            b_mat,
+            1.0,
+            1.0,
+            parallelism(m * n * kb),
+        );
+        k0 += kb;
+    }
 }

@@ -7,6 +7,7 @@ pub(crate) mod copy;
 mod fast;
 mod fused;
 mod fused_block;
+mod gather_mm;
 mod index;
 pub(crate) mod iter;
 mod math;
@@ -54,6 +55,7 @@ impl Backend for CpuBackend {
             Op::ArgReduce { op, axis } => reduce::arg_reduce(*op, x.unwrap(), *axis, shape),
             Op::Scan { op, axis, reverse, inclusive } => reduce::scan(*op, x.unwrap(), *axis, *reverse, *inclusive),
             Op::Matmul { alpha, beta } => matmul::matmul(inputs, *alpha, *beta, shape, dtype),
+            Op::GatherMm { .. } => gather_mm::gather_mm(inputs, shape, dtype),
             Op::Conv(p) => conv::conv(inputs, p, shape, dtype),
             Op::Concatenate(axis) => copy::concatenate(inputs, *axis, shape, dtype),
             Op::SliceUpdate { start, step } => copy::slice_update(&inputs[0], &inputs[1], start, step),

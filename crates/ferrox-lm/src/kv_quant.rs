@@ -1,0 +1,150 @@
+//! The quantized KV cache (`--kv-bits`): keys and values stored as MLX affine-quantized
+//! triples (packed uint32 words, scales, biases; `bits` per element, `group_size` elements
+//! of a head's features per scale), as mlx-lm's `QuantizedKVCache` stores them — so a
+//! prompt cache holding one loads in either tool.
+//!
+//! A standard cache turns into a quantized one once it holds `start` positions
+//! ([`maybe_quantize`], checked after every forward pass as mlx-lm does); from then on each
+//! update quantizes the new positions into buffers grown [`STEP`] positions at a time, and
+//! attention reads the dequantized keys and values.
+
+use ferrox::{self as fx, Array, QuantMode};
+
+use crate::cache::{positions, write_at, KvCache, STEP};
+use crate::error::{Error, Result};
+
+/// When and how caches are quantized (mlx-lm's `kv_bits`, `kv_group_size`,
+/// `quantized_kv_start`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvQuantization {
+    /// Bits per element (2 to 8).
+    pub bits: usize,
+    /// Features per scale and bias (32, 64 or 128; must divide the head size).
+    pub group_size: usize,
+    /// A cache is quantized once it holds this many positions.
+    pub start: usize,
+}
+
+impl KvQuantization {
+    /// Checks the settings.
+    pub fn new(bits: usize, group_size: usize, start: usize) -> Result<KvQuantization> {
+        if !(2..=8).contains(&bits) || bits == 7 {
+            return Err(Error::Invalid(format!("kv bits must be 2, 3, 4, 5, 6 or 8; got {bits}")));
+        }
+        if ![32, 64, 128].contains(&group_size) {
+            return Err(Error::Invalid(format!("kv group size must be 32, 64 or 128; got {group_size}")));
+        }
+        Ok(KvQuantization { bits, group_size, start })
+    }
+}
+
+/// One layer's quantized keys and values.
+#[derive(Clone, Debug)]
+pub struct QuantizedCache {
+    pub(crate) keys: Option<[Array; 3]>,
+    pub(crate) values: Option<[Array; 3]>,
+    pub(crate) offset: usize,
+    pub(crate) group_size: usize,
+    pub(crate) bits: usize,
+}
+
+/// `fx::quantize` of `a` as a (packed, scales, biases) triple.
+fn quantize(a: &Array, group_size: usize, bits: usize) -> Result<[Array; 3]> {
+    let (wq, scales, biases) = fx::quantize(a, group_size, bits, QuantMode::Affine)
+        .map_err(|e| Error::Invalid(format!("kv cache quantization (group size {group_size}, {bits} bits): {e}")))?;
+    let biases = biases.ok_or_else(|| Error::Invalid("affine quantization gave no biases".into()))?;
+    Ok([wq, scales, biases])
+}
+
+impl QuantizedCache {
+    /// An empty cache.
+    pub fn new(q: KvQuantization) -> QuantizedCache {
+        QuantizedCache { keys: None, values: None, offset: 0, group_size: q.group_size, bits: q.bits }
+    }
+
+    /// A cache from stored keys and values (whole buffers, as mlx-lm's `to_quantized` takes
+    /// them) holding `offset` positions.
+    pub fn from_buffers(
+        keys: Option<&Array>,
+        values: Option<&Array>,
+        offset: usize,
+        q: KvQuantization,
+    ) -> Result<Self> {
+        let mut c = QuantizedCache::new(q);
+        c.offset = offset;
+        if let (Some(k), Some(v)) = (keys, values) {
+            c.keys = Some(quantize(k, q.group_size, q.bits)?);
+            c.values = Some(quantize(v, q.group_size, q.bits)?);
+        }
+        Ok(c)
+    }
+
+    /// The quantization settings.
+    pub fn quantization(&self) -> (usize, usize) {
+        (self.group_size, self.bits)
+    }
+
+    /// See [`KvCache::update_and_fetch`]: quantizes `keys` and `values` into the buffers and
+    /// returns every cached position dequantized.
+    pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+        let (gs, bits) = (self.group_size, self.bits);
+        let (nk, nv) = (quantize(keys, gs, bits)?, quantize(values, gs, bits)?);
+        let prev = self.offset;
+        let s = keys.shape()[2];
+        let capacity = self.keys.as_ref().map_or(0, |k| k[0].shape()[2]);
+        if prev + s > capacity {
+            let grow = s.div_ceil(STEP) * STEP;
+            let fresh = |t: &[Array; 3]| -> Result<[Array; 3]> {
+                let z = |a: &Array| -> Result<Array> {
+                    let sh = a.shape();
+                    Ok(fx::zeros(&[sh[0], sh[1], grow, sh[3]], a.dtype())?)
+                };
+                Ok([z(&t[0])?, z(&t[1])?, z(&t[2])?])
+            };
+            let extend = |old: Option<[Array; 3]>, new: &[Array; 3]| -> Result<[Array; 3]> {
+                let more = fresh(new)?;
+                Ok(match old {
+                    None => more,
+                    Some(old) => {
+                        let join = |o: &Array, m: &Array| -> Result<Array> {
+                            Ok(fx::concatenate(&[positions(o, 0, prev)?, m.clone()], 2)?)
+                        };
+                        [join(&old[0], &more[0])?, join(&old[1], &more[1])?, join(&old[2], &more[2])?]
+                    }
+                })
+            };
+            self.keys = Some(extend(self.keys.take(), &nk)?);
+            self.values = Some(extend(self.values.take(), &nv)?);
+        }
+        let write = |buf: &[Array; 3], new: &[Array; 3]| -> Result<[Array; 3]> {
+            Ok([
+                write_at(&buf[0], &new[0], prev)?,
+                write_at(&buf[1], &new[1], prev)?,
+                write_at(&buf[2], &new[2], prev)?,
+            ])
+        };
+        let k = write(self.keys.as_ref().expect("allocated"), &nk)?;
+        let v = write(self.values.as_ref().expect("allocated"), &nv)?;
+        self.offset += s;
+        let deq = |t: &[Array; 3]| -> Result<Array> {
+            let part = |a: &Array| positions(a, 0, self.offset);
+            Ok(fx::dequantize(&part(&t[0])?, &part(&t[1])?, Some(&part(&t[2])?), gs, bits, QuantMode::Affine, None)?)
+        };
+        let out = (deq(&k)?, deq(&v)?);
+        self.keys = Some(k);
+        self.values = Some(v);
+        Ok(out)
+    }
+}
+
+/// Turns every standard cache that holds at least `q.start` positions into a quantized one
+/// (mlx-lm's `maybe_quantize_kv_cache`). Rotating caches, already bounded, stay as they are.
+pub fn maybe_quantize(caches: &mut [KvCache], q: &KvQuantization) -> Result<()> {
+    for c in caches.iter_mut() {
+        if matches!(c, KvCache::Standard(_)) && c.offset() >= q.start {
+            let (k, v) = c.buffers().map_or((None, None), |(k, v)| (Some(k.clone()), Some(v.clone())));
+            *c = KvCache::Quantized(QuantizedCache::from_buffers(k.as_ref(), v.as_ref(), c.offset(), *q)?);
+        }
+    }
+    Ok(())
+}

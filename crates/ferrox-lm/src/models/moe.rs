@@ -1,0 +1,165 @@
+//! Sparse mixtures of experts (Mixtral, Qwen3-MoE): a router picks `top_k` experts per
+//! token and the token's output is their SwiGLU outputs weighted by the router's scores.
+//!
+//! Experts are stored stacked, `[experts, out, in]` per projection (mlx-lm's `switch_mlp`
+//! layout), and applied with [`fx::gather_mm`]: each token's rows go to its experts' matrices
+//! without a loop over experts or tokens and without copying any expert. Checkpoints in
+//! three layouts load into this one form ([`load_switch_glu`]): mlx-lm's stacked
+//! `switch_mlp.{gate,up,down}_proj`, Hugging Face's per-expert `experts.{e}.*` (Mixtral's
+//! `w1`/`w3`/`w2` or Qwen's `gate_proj`/`up_proj`/`down_proj`), and transformers 5's fused
+//! `experts.gate_up_proj` / `experts.down_proj`.
+
+use ferrox::{self as fx, Array, Dtype};
+use ferrox_nn::layers::Linear;
+use ferrox_nn::Module;
+
+use crate::error::{Error, Result};
+use crate::weights::WeightMap;
+
+/// A stack of linear maps without bias, one per expert: `weight` is `[experts, out, in]`.
+#[derive(Module, Clone, Debug)]
+pub struct SwitchLinear {
+    /// The experts' matrices.
+    pub weight: Array,
+    state: ferrox_nn::ModuleState,
+}
+
+impl SwitchLinear {
+    /// The layer over a stacked `[experts, out, in]` weight.
+    pub fn from_weight(weight: Array) -> Result<SwitchLinear> {
+        if weight.ndim() != 3 {
+            return Err(Error::Invalid(format!(
+                "a switch linear weight is [experts, out, in]; got {:?}",
+                weight.shape()
+            )));
+        }
+        Ok(SwitchLinear { weight, state: Default::default() })
+    }
+
+    /// `x [..., 1, 1, in]` (or `[..., k, 1, in]`) through the experts `indices [..., k]`:
+    /// `[..., k, 1, out]`.
+    pub fn forward(&self, x: &Array, indices: &Array) -> Result<Array> {
+        Ok(fx::gather_mm(x, &fx::swapaxes(&self.weight, -1, -2)?, None, Some(indices), false)?)
+    }
+}
+
+/// The experts' SwiGLU: `down(silu(gate(x)) * up(x))` through each token's experts.
+#[derive(Module, Clone, Debug)]
+pub struct SwitchGlu {
+    gate_proj: SwitchLinear,
+    up_proj: SwitchLinear,
+    down_proj: SwitchLinear,
+}
+
+impl SwitchGlu {
+    /// `x [..., hidden]` through the experts `indices [..., k]`: `[..., k, hidden]`.
+    pub fn forward(&self, x: &Array, indices: &Array) -> Result<Array> {
+        let x = fx::expand_dims(x, &[-2, -3])?;
+        let g = self.gate_proj.forward(&x, indices)?;
+        let act = fx::multiply(&fx::multiply(&g, &fx::sigmoid(&g)?)?, &self.up_proj.forward(&x, indices)?)?;
+        let y = self.down_proj.forward(&act, indices)?;
+        Ok(fx::squeeze(&y, Some(&[-2]))?)
+    }
+}
+
+/// A router and its experts.
+#[derive(Module, Clone, Debug)]
+pub struct SparseMoe {
+    gate: Linear,
+    switch_mlp: SwitchGlu,
+    #[module(skip)]
+    top_k: usize,
+    #[module(skip)]
+    normalize: bool,
+}
+
+impl SparseMoe {
+    /// `x [..., hidden]`: the sum over the `top_k` experts with the highest router
+    /// probability (softmax in float32) of their outputs times that probability,
+    /// renormalized over the chosen experts when `normalize`.
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let logits = self.gate.forward(x)?;
+        let probs = fx::softmax(&fx::astype(&logits, Dtype::F32)?, Some(&[-1]), true)?;
+        let e = probs.shape()[probs.ndim() - 1];
+        let k = self.top_k;
+        let inds = fx::argpartition(&probs, e - k, Some(-1))?;
+        let inds = fx::stop_gradient(&fx::slice_axis(&inds, -1, (e - k) as isize, e as isize)?)?;
+        let mut scores = fx::take_along_axis(&probs, &inds, Some(-1))?;
+        if self.normalize {
+            scores = fx::divide(&scores, &fx::sum(&scores, Some(&[-1]), true)?)?;
+        }
+        let y = self.switch_mlp.forward(x, &inds)?;
+        let weighted = fx::multiply(&y, &fx::astype(&fx::expand_dims(&scores, &[-1])?, y.dtype())?)?;
+        Ok(fx::sum(&weighted, Some(&[-2]), false)?)
+    }
+}
+
+/// The names a checkpoint gives the experts' three projections.
+#[derive(Clone, Copy, Debug)]
+pub struct ExpertNames {
+    /// Hugging Face names of the gate, up and down projections of expert `e`
+    /// (`experts.{e}.{name}.weight`).
+    pub hf: [&'static str; 3],
+}
+
+/// Mixtral's per-expert names: w1 (gate), w3 (up), w2 (down).
+pub const MIXTRAL_EXPERTS: ExpertNames = ExpertNames { hf: ["w1", "w3", "w2"] };
+/// Qwen's per-expert names.
+pub const QWEN_EXPERTS: ExpertNames = ExpertNames { hf: ["gate_proj", "up_proj", "down_proj"] };
+
+/// Loads the experts under `prefix` (e.g. `model.layers.0.block_sparse_moe`) in any of the
+/// three layouts the module docs list, into the stacked form.
+pub fn load_switch_glu(
+    w: &mut WeightMap,
+    prefix: &str,
+    names: ExpertNames,
+    experts: usize,
+    hidden: usize,
+    inter: usize,
+) -> Result<SwitchGlu> {
+    let shapes = [[experts, inter, hidden], [experts, inter, hidden], [experts, hidden, inter]];
+    let stacked = ["gate_proj", "up_proj", "down_proj"];
+    let mats: Vec<Array> = if w.contains(&format!("{prefix}.switch_mlp.gate_proj.weight")) {
+        stacked
+            .iter()
+            .zip(shapes)
+            .map(|(n, s)| w.take(&format!("{prefix}.switch_mlp.{n}.weight"), &s))
+            .collect::<Result<_>>()?
+    } else if w.contains(&format!("{prefix}.experts.gate_up_proj")) {
+        let gate_up = w.take(&format!("{prefix}.experts.gate_up_proj"), &[experts, 2 * inter, hidden])?;
+        let halves = fx::split(&gate_up, fx::SplitAt::Sections(2), 1)?;
+        let down = w.take(&format!("{prefix}.experts.down_proj"), &shapes[2])?;
+        vec![halves[0].clone(), halves[1].clone(), down]
+    } else {
+        names
+            .hf
+            .iter()
+            .zip(shapes)
+            .map(|(n, s)| {
+                let per: Vec<Array> = (0..experts)
+                    .map(|e| w.take(&format!("{prefix}.experts.{e}.{n}.weight"), &s[1..]))
+                    .collect::<Result<_>>()?;
+                Ok(fx::stack(&per, 0)?)
+            })
+            .collect::<Result<_>>()?
+    };
+    let mut it = mats.into_iter().map(SwitchLinear::from_weight);
+    Ok(SwitchGlu { gate_proj: it.next().unwrap()?, up_proj: it.next().unwrap()?, down_proj: it.next().unwrap()? })
+}
+
+/// Loads a router (`{prefix}.gate.weight`, `[experts, hidden]`) and its experts.
+pub fn load_sparse_moe(
+    w: &mut WeightMap,
+    prefix: &str,
+    names: ExpertNames,
+    (experts, top_k): (usize, usize),
+    (hidden, inter): (usize, usize),
+    normalize: bool,
+) -> Result<SparseMoe> {
+    if top_k == 0 || top_k > experts {
+        return Err(Error::Invalid(format!("{top_k} experts per token out of {experts}")));
+    }
+    let gate = Linear::from_weights(w.take(&format!("{prefix}.gate.weight"), &[experts, hidden])?, None)?;
+    let switch_mlp = load_switch_glu(w, prefix, names, experts, hidden, inter)?;
+    Ok(SparseMoe { gate, switch_mlp, top_k, normalize })
+}
