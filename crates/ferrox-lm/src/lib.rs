@@ -11,6 +11,7 @@ pub mod generate;
 pub mod load;
 pub mod loader;
 pub mod models;
+pub mod quant;
 pub mod sample;
 pub mod tokenizer;
 pub mod weights;
