@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod chat;
 pub mod config;
+pub mod convert;
 pub mod detokenizer;
 pub mod error;
 pub mod generate;

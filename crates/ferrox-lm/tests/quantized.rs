@@ -134,3 +134,123 @@ fn broken_quantized_checkpoints_are_clear_errors() {
     let e = models::build(&c, WeightMap::new(load_weights(&dir, None).unwrap())).err().unwrap().to_string();
     assert!(e.contains("\"awq\" is not supported"), "{e}");
 }
+
+// `ferrox convert` (scripts/check_convert_mlx.py recorded what real mlx-lm computes with the
+// output of `ferrox convert` for each case; the test converts the same model again and checks
+// its own output against that).
+
+use ferrox::QuantMode;
+use ferrox_lm::convert::{convert, ConvertOptions, Recipe};
+
+fn tiny_model(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models").join(name).to_str().unwrap().to_string()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ferrox-convert-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn quantized(
+    group_size: Option<usize>,
+    bits: Option<usize>,
+    mode: Option<QuantMode>,
+    recipe: Option<Recipe>,
+) -> ConvertOptions {
+    ConvertOptions { quantize: true, group_size, bits, mode, recipe, ..Default::default() }
+}
+
+#[test]
+fn ferrox_converted_checkpoints_give_mlx_lm_logits() {
+    let cases = [
+        ("tiny-llama-4bit", "tiny-llama", quantized(None, None, None, None)),
+        ("tiny-qwen3-mixed_3_6", "tiny-qwen3", quantized(None, None, None, Some(Recipe::Mixed3_6))),
+        ("tiny-qwen2-mixed_2_6-g32", "tiny-qwen2", quantized(Some(32), None, None, Some(Recipe::Mixed2_6))),
+        ("tiny-gemma2-mxfp4", "tiny-gemma2", quantized(None, None, Some(QuantMode::Mxfp4), None)),
+        ("tiny-phi3-swa-8bit", "tiny-phi3-swa", quantized(Some(32), Some(8), None, None)),
+        ("tiny-phi3-nvfp4", "tiny-phi3", quantized(None, None, Some(QuantMode::Nvfp4), None)),
+        ("tiny-llama-bf16", "tiny-llama", ConvertOptions { dtype: Some(Dtype::Bf16), ..Default::default() }),
+    ];
+    let fix = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ferrox_convert");
+    for (case, source, opts) in cases {
+        let dst = scratch(case);
+        convert(&tiny_model(source), &dst, &opts, &mut |_, _, _| {}).unwrap();
+        let model = build(&dst);
+        let (tol, min_gap) = if case.ends_with("bf16") { (0.1, 0.25) } else { (1e-4, 0.01) };
+        check_against_reference(model.as_ref(), &fix.join(format!("{case}.safetensors")), tol, min_gap, case);
+        std::fs::remove_dir_all(&dst).unwrap();
+    }
+}
+
+#[test]
+fn convert_writes_shards_index_config_and_tokenizer() {
+    let dst = scratch("shards");
+    let mut calls = 0;
+    let opts = ConvertOptions { max_shard_bytes: Some(20_000), ..quantized(None, None, None, Some(Recipe::Mixed4_6)) };
+    let report = convert(&tiny_model("tiny-llama"), &dst, &opts, &mut |done, total, _| {
+        calls += 1;
+        assert!(done <= total);
+    })
+    .unwrap();
+    assert!(report.shards.len() > 1, "{:?}", report.shards);
+    assert!(report.shards[0].ends_with(format!("model-00001-of-{:05}.safetensors", report.shards.len())));
+    // 4 or 6 bits plus a 32-bit scale and bias per 64 weights, some layers at 6: between 4.5 and 6.5.
+    assert!((4.5..6.5).contains(&report.bits_per_weight), "{}", report.bits_per_weight);
+    assert_eq!(report.quantized_layers, 15);
+    let read = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dst.join(f)).unwrap()).unwrap()
+    };
+    let index = read("model.safetensors.index.json");
+    let map = index["weight_map"].as_object().unwrap();
+    assert_eq!(map.len(), build(&dst).parameters().len());
+    assert_eq!(calls, map.len());
+    let config = read("config.json");
+    assert_eq!(config["quantization"], config["quantization_config"]);
+    assert_eq!(config["quantization"]["model.layers.1.mlp.down_proj"]["bits"], 6);
+    assert_eq!(config["quantization"]["model.layers.0.mlp.down_proj"]["bits"], 4);
+    for f in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"] {
+        assert!(dst.join(f).is_file(), "{f} not copied");
+    }
+    // The output loads with its tokenizer, as any model directory.
+    assert!(ferrox_lm::load(dst.to_str().unwrap(), None).is_ok());
+    // Dequantizing gives a dense model of the original names, close to the quantized one.
+    let dense = scratch("dense");
+    convert(
+        dst.to_str().unwrap(),
+        &dense,
+        &ConvertOptions { dequantize: true, ..Default::default() },
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    let config = read_json(&dense.join("config.json"));
+    assert!(config.get("quantization").is_none() && config.get("quantization_config").is_none());
+    let (q, d) = (build(&dst), build(&dense));
+    assert!(!d.parameters().keys().any(|k| k.ends_with(".scales")));
+    let x = fx::reshape_usize(&Array::from_vec(vec![1i32, 5, 9]), &[1, 3]).unwrap();
+    let (a, b) = (logits_f32(&q.forward(&x, None).unwrap()), logits_f32(&d.forward(&x, None).unwrap()));
+    assert!(rel_err(&b, &a) < 1e-5, "dequantized logits differ: {}", rel_err(&b, &a));
+    std::fs::remove_dir_all(&dst).unwrap();
+    std::fs::remove_dir_all(&dense).unwrap();
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[test]
+fn convert_errors_are_clear() {
+    let src = tiny_model("tiny-llama");
+    let q = quantized(None, None, None, None);
+    let e =
+        |src: &str, dst: &Path, o: &ConvertOptions| convert(src, dst, o, &mut |_, _, _| {}).unwrap_err().to_string();
+    let msg = e("/no/such/model", &scratch("x"), &q);
+    assert!(msg.contains("/no/such/model") && msg.contains("no such directory"), "{msg}");
+    let exists = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(e(&src, exists, &q).contains("already exists"));
+    assert!(e(&src, &scratch("x"), &quantized(None, Some(7), None, None)).contains("7 bits are not supported"));
+    assert!(e(&src, &scratch("x"), &quantized(Some(16), None, None, None)).contains("group size 16 is not supported"));
+    let msg = e(&src, &scratch("x"), &quantized(Some(64), Some(4), Some(QuantMode::Mxfp8), None));
+    assert!(msg.contains("mxfp8 mode needs group_size=32 and bits=8"), "{msg}");
+    assert!(QuantMode::parse("int4").unwrap_err().to_string().contains("unknown quantization mode"));
+}
