@@ -9,6 +9,9 @@ the repo's tiny models, then
 * writes mlx-lm's logits and 16 greedy tokens of ferrox's output to
   crates/ferrox-lm/tests/fixtures/ferrox_convert/<case>.safetensors, which
   crates/ferrox-lm/tests/quantized.rs checks after converting the same model in the test.
+The source is the tiny model with the config.json mlx-lm reads as ferrox does
+(make_mlx_quant_fixtures.mlx_lm_readable), saved as ferrox_convert/<case>.config.json for the
+test.
 It prints one line per case and exits non-zero if any check fails.
 
 Usage: cargo build -p ferrox-cli && python3 scripts/check_convert_mlx.py [path/to/ferrox]
@@ -18,6 +21,7 @@ Usage: cargo build -p ferrox-cli && python3 scripts/check_convert_mlx.py [path/t
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,7 +31,7 @@ import numpy as np
 from mlx_lm import load
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_mlx_quant_fixtures import reference  # noqa: E402
+from make_mlx_quant_fixtures import mlx_lm_readable, reference  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, ".."))
@@ -85,9 +89,11 @@ def main():
     failed = False
     print(f"{'case':28} {'tensors':>8} {'identical':>9} {'config':>6} {'logit rel diff':>15}")
     for case, source, flags in CASES:
-        src = os.path.join(ROOT, "models", source)
         prompt = json.load(open(os.path.join(FIX, f"{source}.json")))["prompt_ids"]
         with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "source")
+            mlx_lm_readable(source, src)
+            shutil.copy(os.path.join(src, "config.json"), os.path.join(OUT, f"{case}.config.json"))
             fdir, mdir = os.path.join(tmp, "ferrox"), os.path.join(tmp, "mlx")
             subprocess.run([ferrox_bin(), "convert", "--hf-path", src, "--mlx-path", fdir, *flags], check=True, stderr=subprocess.DEVNULL)
             subprocess.run([sys.executable, "-m", "mlx_lm", "convert", "--hf-path", src, "--mlx-path", mdir, *flags], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

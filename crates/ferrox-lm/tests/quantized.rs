@@ -174,8 +174,18 @@ fn ferrox_converted_checkpoints_give_mlx_lm_logits() {
     ];
     let fix = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ferrox_convert");
     for (case, source, opts) in cases {
+        // The tiny model with the config.json the script gave mlx-lm (transformers 4's rope
+        // layout, a wide sliding window).
+        let src = scratch(&format!("{case}-source"));
+        std::fs::create_dir_all(&src).unwrap();
+        for f in std::fs::read_dir(tiny_model(source)).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, src.join(f.file_name().unwrap())).unwrap();
+        }
+        std::fs::copy(fix.join(format!("{case}.config.json")), src.join("config.json")).unwrap();
         let dst = scratch(case);
-        convert(&tiny_model(source), &dst, &opts, &mut |_, _, _| {}).unwrap();
+        convert(src.to_str().unwrap(), &dst, &opts, &mut |_, _, _| {}).unwrap();
+        std::fs::remove_dir_all(&src).unwrap();
         let model = build(&dst);
         let (tol, min_gap) = if case.ends_with("bf16") { (0.1, 0.25) } else { (1e-4, 0.01) };
         check_against_reference(model.as_ref(), &fix.join(format!("{case}.safetensors")), tol, min_gap, case);
