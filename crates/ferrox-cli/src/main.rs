@@ -5,6 +5,7 @@ mod bench;
 mod cache_prompt;
 mod chat;
 mod common;
+mod convert;
 mod generate;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ enum Command {
     CachePrompt(cache_prompt::CachePromptArgs),
     /// Measure prompt and generation speed (mlx_lm.benchmark).
     Bench(bench::BenchArgs),
+    /// Convert a model to MLX format, optionally quantized (mlx_lm.convert).
+    Convert(convert::ConvertArgs),
     /// A short tour of the array API: lazy ops, evaluation, printing, memory.
     Demo,
 }
@@ -56,6 +59,7 @@ fn main() {
         Command::Chat(args) => chat::run(args).map_err(|e| e.to_string()),
         Command::CachePrompt(args) => cache_prompt::run(args).map_err(|e| e.to_string()),
         Command::Bench(args) => bench::run(args).map_err(|e| e.to_string()),
+        Command::Convert(args) => convert::run(args).map_err(|e| e.to_string()),
         Command::Demo => demo().map_err(|e| e.to_string()),
     };
     if let Err(e) = result {

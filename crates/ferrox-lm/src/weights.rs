@@ -3,13 +3,17 @@
 
 use std::collections::HashMap;
 
-use ferrox::{self as fx, Array};
+use ferrox::{self as fx, Array, Dtype};
 
 use crate::error::{Error, Result};
+use crate::quant::QuantConfig;
 
-/// Checkpoint tensors by name, taken one by one while a model is built.
+/// Checkpoint tensors by name, taken one by one while a model is built, and the checkpoint's
+/// quantization settings (which decide whether a layer is built dense or quantized:
+/// `models/layers.rs`).
 pub struct WeightMap {
     map: HashMap<String, Array>,
+    quant: Option<QuantConfig>,
     missing: Vec<String>,
     mismatched: Vec<String>,
 }
@@ -17,7 +21,22 @@ pub struct WeightMap {
 impl WeightMap {
     /// Wraps a checkpoint's tensors.
     pub fn new(map: HashMap<String, Array>) -> WeightMap {
-        WeightMap { map, missing: Vec::new(), mismatched: Vec::new() }
+        WeightMap { map, quant: None, missing: Vec::new(), mismatched: Vec::new() }
+    }
+
+    /// Sets the checkpoint's quantization section (config.json's `"quantization"`).
+    pub fn set_quantization(&mut self, quant: Option<QuantConfig>) {
+        self.quant = quant;
+    }
+
+    /// The checkpoint's quantization section, if it has one.
+    pub fn quantization(&self) -> Option<&QuantConfig> {
+        self.quant.as_ref()
+    }
+
+    /// The tensor `name`, without taking it (to read its shape or dtype).
+    pub fn peek(&self, name: &str) -> Option<&Array> {
+        self.map.get(name)
     }
 
     /// Removes `name` (used by architectures to drop tensors they ignore, such as a
@@ -33,8 +52,12 @@ impl WeightMap {
 
     /// Renames every tensor whose name starts with `from` to start with `to` instead (a
     /// checkpoint layout that nests the model differently, such as a multimodal wrapper's
-    /// `language_model.model.`). Returns how many were renamed.
+    /// `language_model.model.`), and the per-layer quantization entries with them. Returns how
+    /// many tensors were renamed.
     pub fn rename_prefix(&mut self, from: &str, to: &str) -> usize {
+        if let Some(q) = &mut self.quant {
+            q.rename_prefix(from, to);
+        }
         let names: Vec<String> = self.map.keys().filter(|n| n.starts_with(from)).cloned().collect();
         for n in &names {
             if let Some(a) = self.map.remove(n) {
@@ -67,6 +90,24 @@ impl WeightMap {
             None => self.missing.push(name.to_string()),
         }
         Ok(fx::zeros(shape, ferrox::Dtype::F32)?)
+    }
+
+    /// [`WeightMap::take`] for a tensor that must also have `dtype` (packed quantized weights
+    /// are uint32, the scales of the floating-point formats uint8); the placeholder of a
+    /// missing or mismatched one has that dtype.
+    pub fn take_typed(&mut self, name: &str, shape: &[usize], dtype: Dtype) -> Result<Array> {
+        match self.map.get(name) {
+            Some(a) if a.shape() == shape && a.dtype() != dtype => {
+                self.mismatched.push(format!("{name}: expected {dtype:?}, got {:?}", a.dtype()));
+                self.map.remove(name);
+                Ok(fx::zeros(shape, dtype)?)
+            }
+            _ => {
+                // The tensor itself, or take's float placeholder replaced by one of `dtype`.
+                let a = self.take(name, shape)?;
+                Ok(if a.dtype() == dtype { a } else { fx::zeros(shape, dtype)? })
+            }
+        }
     }
 
     /// Takes `name` if the checkpoint has it (an optional bias).

@@ -37,12 +37,14 @@ mod checkpoint;
 pub mod layers;
 pub mod module;
 pub mod params;
+mod quantize;
 mod value_and_grad;
 
 pub use checkpoint::checkpoint;
 pub use ferrox_nn_derive::Module;
 pub use module::{path_matches, LoadReport, Module, ModuleState, UnaryModule};
 pub use params::Params;
+pub use quantize::{as_quantizable, dequantize, quantize, QuantPredicate, Quantizable, Quantize};
 pub use value_and_grad::{value_and_grad, value_and_grad_with_aux};
 
 /// What `#[derive(Module)]` expands to refers to these.

@@ -7,12 +7,12 @@
 use ferrox::fast::SdpaMask;
 use ferrox::{self as fx, Array, Dtype};
 use ferrox_nn::layers::activations::{gelu, gelu_approx};
-use ferrox_nn::layers::{Embedding, Linear, Rope};
+use ferrox_nn::layers::{AnyEmbedding, AnyLinear, Rope};
 use ferrox_nn::{Module, ModuleState};
 use serde::Deserialize;
 
 use super::attention::{attention, layer_masks, Reach};
-use super::llama::linear;
+use super::llama::{embedding, linear};
 use super::{rope_layer, LanguageModel};
 use crate::cache::KvCache;
 use crate::config::ModelConfig;
@@ -158,8 +158,9 @@ pub struct Spec {
     pub layers: Vec<(Reach, Rope)>,
 }
 
-/// Gemma's RMSNorm: `x / rms(x) · (1 + weight)`, computed in float32 and cast back (as
-/// transformers does); `weight` is the checkpoint's, zeros being the identity.
+/// Gemma's RMSNorm: `x / rms(x) · (1 + weight)`, computed in float32 and cast back to the
+/// input's dtype (promoted with the weight's); `weight` is the checkpoint's, zeros being the
+/// identity.
 #[derive(Module, Clone, Debug)]
 pub struct GemmaNorm {
     weight: Array,
@@ -171,17 +172,20 @@ pub struct GemmaNorm {
 impl GemmaNorm {
     fn forward(&self, x: &Array) -> Result<Array> {
         let scale = fx::add(&fx::astype(&self.weight, Dtype::F32)?, 1.0)?;
-        Ok(fx::astype(&fx::fast::rms_norm(x, Some(&scale), self.eps)?, x.dtype())?)
+        // The promoted dtype of x and the weight (as mlx-lm): the same as x's in a model of one
+        // dtype, float32 for the bfloat16 rows of an fp-quantized embedding in a float32 model.
+        let dtype = fx::promote_types(x.dtype(), self.weight.dtype());
+        Ok(fx::astype(&fx::fast::rms_norm(x, Some(&scale), self.eps)?, dtype)?)
     }
 }
 
 /// Attention with rotary embeddings over grouped key/value heads, a window or not.
 #[derive(Module, Clone, Debug)]
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
+    q_proj: AnyLinear,
+    k_proj: AnyLinear,
+    v_proj: AnyLinear,
+    o_proj: AnyLinear,
     q_norm: Option<GemmaNorm>,
     k_norm: Option<GemmaNorm>,
     #[module(skip)]
@@ -197,9 +201,9 @@ pub struct Attention {
 /// The gated MLP: `down(gelu(gate(x)) * up(x))`.
 #[derive(Module, Clone, Debug)]
 pub struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
+    gate_proj: AnyLinear,
+    up_proj: AnyLinear,
+    down_proj: AnyLinear,
     #[module(skip)]
     exact_gelu: bool,
 }
@@ -218,7 +222,7 @@ pub struct Block {
 /// The embedding, the blocks and the final norm (`model.*` in checkpoints).
 #[derive(Module, Clone, Debug)]
 pub struct Backbone {
-    embed_tokens: Embedding,
+    embed_tokens: AnyEmbedding,
     layers: Vec<Block>,
     norm: GemmaNorm,
 }
@@ -228,7 +232,7 @@ pub struct Backbone {
 pub struct Model {
     model: Backbone,
     /// The output head, unless tied to the embeddings.
-    lm_head: Option<Linear>,
+    lm_head: Option<AnyLinear>,
     #[module(skip)]
     reaches: Vec<Reach>,
     #[module(skip)]
@@ -360,7 +364,7 @@ impl Model {
                 post_feedforward_layernorm: gemma_norm(&mut w, &format!("{p}.post_feedforward_layernorm"), h, eps)?,
             });
         }
-        let embed_tokens = Embedding::from_weight(w.take("model.embed_tokens.weight", &[s.vocab_size, h])?)?;
+        let embed_tokens = embedding(&mut w, "model.embed_tokens", s.vocab_size, h)?;
         let norm = gemma_norm(&mut w, "model.norm", h, eps)?;
         let lm_head =
             if s.tie_word_embeddings { None } else { Some(linear(&mut w, "lm_head", s.vocab_size, h, false)?) };

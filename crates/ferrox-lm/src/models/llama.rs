@@ -6,7 +6,7 @@
 
 use ferrox::fast::SdpaMask;
 use ferrox::{self as fx, Array};
-use ferrox_nn::layers::{Embedding, Linear, RmsNorm, Rope};
+use ferrox_nn::layers::{AnyEmbedding, AnyLinear, RmsNorm, Rope};
 use ferrox_nn::Module;
 use serde::Deserialize;
 
@@ -106,10 +106,10 @@ pub enum MoeStyle {
 /// Attention with rotary embeddings over grouped key/value heads.
 #[derive(Module, Clone, Debug)]
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
+    q_proj: AnyLinear,
+    k_proj: AnyLinear,
+    v_proj: AnyLinear,
+    o_proj: AnyLinear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
     #[module(skip)]
@@ -121,9 +121,9 @@ pub struct Attention {
 /// The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`.
 #[derive(Module, Clone, Debug)]
 pub struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
+    gate_proj: AnyLinear,
+    up_proj: AnyLinear,
+    down_proj: AnyLinear,
 }
 
 /// The feed-forward part of a block under the name `mlp`: dense, or sparse (Qwen3-MoE).
@@ -149,7 +149,7 @@ pub struct Block {
 /// The embedding, the blocks and the final norm (`model.*` in checkpoints).
 #[derive(Module, Clone, Debug)]
 pub struct Backbone {
-    embed_tokens: Embedding,
+    embed_tokens: AnyEmbedding,
     layers: Vec<Block>,
     norm: RmsNorm,
 }
@@ -159,14 +159,10 @@ pub struct Backbone {
 pub struct Model {
     model: Backbone,
     /// The output head, unless tied to the embeddings.
-    lm_head: Option<Linear>,
+    lm_head: Option<AnyLinear>,
 }
 
-pub(crate) fn linear(w: &mut WeightMap, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
-    let weight = w.take(&format!("{name}.weight"), &[out, inp])?;
-    let bias = if bias { Some(w.take(&format!("{name}.bias"), &[out])?) } else { None };
-    Ok(Linear::from_weights(weight, bias)?)
-}
+pub(crate) use super::layers::{embedding, linear};
 
 fn norm(w: &mut WeightMap, name: &str, dims: usize, eps: f32) -> Result<RmsNorm> {
     let mut n = RmsNorm::new(dims, eps)?;
@@ -275,7 +271,7 @@ impl Model {
                 post_attention_layernorm: norm(&mut w, &format!("{p}.post_attention_layernorm"), h, eps)?,
             });
         }
-        let embed_tokens = Embedding::from_weight(w.take("model.embed_tokens.weight", &[a.vocab_size, h])?)?;
+        let embed_tokens = embedding(&mut w, "model.embed_tokens", a.vocab_size, h)?;
         let norm = norm(&mut w, "model.norm", h, eps)?;
         let lm_head =
             if a.tie_word_embeddings { None } else { Some(linear(&mut w, "lm_head", a.vocab_size, h, false)?) };

@@ -8,6 +8,7 @@
 pub mod attention;
 pub mod gemma2;
 pub mod gemma3;
+pub(crate) mod layers;
 pub mod llama;
 pub mod mixtral;
 pub mod moe;
@@ -23,6 +24,7 @@ use ferrox_nn::Module;
 use crate::cache::{make_prompt_cache, KvCache};
 use crate::config::{ModelConfig, RopeConfig};
 use crate::error::{Error, Result};
+use crate::quant::QuantConfig;
 use crate::weights::WeightMap;
 
 /// A causal language model.
@@ -54,8 +56,10 @@ pub const SUPPORTED: &[&str] =
     &["llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "gemma2", "gemma3", "gemma3_text", "phi3"];
 
 /// Builds the architecture `config` names from checkpoint `weights`; every tensor must be used
-/// and have its expected shape.
-pub fn build(config: &ModelConfig, weights: WeightMap) -> Result<Box<dyn LanguageModel>> {
+/// and have its expected shape. Layers are built quantized where config.json's quantization
+/// section and the checkpoint say so (`models/layers.rs`).
+pub fn build(config: &ModelConfig, mut weights: WeightMap) -> Result<Box<dyn LanguageModel>> {
+    weights.set_quantization(QuantConfig::from_config(config)?);
     match config.model_type.as_str() {
         "llama" | "mistral" => Ok(Box::new(llama::Model::build(config, weights)?)),
         "qwen2" => Ok(Box::new(qwen2::build(config, weights)?)),

@@ -6,13 +6,13 @@
 
 use ferrox::fast::SdpaMask;
 use ferrox::{self as fx, Array};
-use ferrox_nn::layers::{Embedding, Linear, RmsNorm, Rope, RopeScaling};
+use ferrox_nn::layers::{AnyEmbedding, AnyLinear, RmsNorm, Rope, RopeScaling};
 use ferrox_nn::Module;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::attention::{layer_masks, Reach};
-use super::llama::linear;
+use super::llama::{embedding, linear};
 use super::{rope_layer, LanguageModel};
 use crate::cache::KvCache;
 use crate::config::ModelConfig;
@@ -96,8 +96,8 @@ impl PhiRope {
 /// Attention over grouped key/value heads from one fused projection.
 #[derive(Module, Clone, Debug)]
 pub struct Attention {
-    qkv_proj: Linear,
-    o_proj: Linear,
+    qkv_proj: AnyLinear,
+    o_proj: AnyLinear,
     #[module(skip)]
     heads: (usize, usize, usize),
 }
@@ -105,8 +105,8 @@ pub struct Attention {
 /// The SwiGLU MLP from one fused projection: `down(silu(gate) * up)`, `[gate, up] = gate_up(x)`.
 #[derive(Module, Clone, Debug)]
 pub struct Mlp {
-    gate_up_proj: Linear,
-    down_proj: Linear,
+    gate_up_proj: AnyLinear,
+    down_proj: AnyLinear,
 }
 
 /// One pre-norm decoder block.
@@ -121,7 +121,7 @@ pub struct Block {
 /// The embedding, the blocks and the final norm (`model.*` in checkpoints).
 #[derive(Module, Clone, Debug)]
 pub struct Backbone {
-    embed_tokens: Embedding,
+    embed_tokens: AnyEmbedding,
     layers: Vec<Block>,
     norm: RmsNorm,
 }
@@ -131,7 +131,7 @@ pub struct Backbone {
 pub struct Model {
     model: Backbone,
     /// The output head, unless tied to the embeddings.
-    lm_head: Option<Linear>,
+    lm_head: Option<AnyLinear>,
     #[module(skip)]
     rope: PhiRope,
     #[module(skip)]
@@ -248,7 +248,7 @@ pub fn build(config: &ModelConfig, mut w: WeightMap) -> Result<Model> {
             post_attention_layernorm: norm(&mut w, &format!("{p}.post_attention_layernorm"), h, eps)?,
         });
     }
-    let embed_tokens = Embedding::from_weight(w.take("model.embed_tokens.weight", &[a.vocab_size, h])?)?;
+    let embed_tokens = embedding(&mut w, "model.embed_tokens", a.vocab_size, h)?;
     let norm = norm(&mut w, "model.norm", h, eps)?;
     let lm_head = if a.tie_word_embeddings { None } else { Some(linear(&mut w, "lm_head", a.vocab_size, h, false)?) };
     w.finish()?;
