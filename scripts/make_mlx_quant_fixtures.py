@@ -10,7 +10,8 @@ the test feeds token ids), and reference.safetensors with
 * `greedy`: 16 greedy tokens generated with mlx-lm's KV cache (int32), and `gaps`: the
   top-1/top-2 log-probability gap at each step (near-ties may flip between implementations).
 
-Usage: python3 scripts/make_mlx_quant_fixtures.py   (needs `pip install "mlx[cpu]" mlx-lm`)
+Usage: python3 scripts/make_mlx_quant_fixtures.py [case ...]   (needs `pip install "mlx[cpu]" mlx-lm`;
+       no case: all)
 """
 
 import json
@@ -38,6 +39,9 @@ CASES = [
     ("tiny-gemma2-mxfp4", "tiny-gemma2", ["-q", "--q-mode", "mxfp4"]),
     ("tiny-phi3-8bit", "tiny-phi3", ["-q", "--q-bits", "8", "--q-group-size", "32"]),
     ("tiny-phi3-swa-nvfp4", "tiny-phi3-swa", ["-q", "--q-mode", "nvfp4"]),
+    # Mixtures of experts: experts stacked and quantized under switch_mlp, routers quantized.
+    ("tiny-mixtral-4bit", "tiny-mixtral", ["-q", "--q-group-size", "32"]),
+    ("tiny-qwen3-moe-8bit", "tiny-qwen3-moe", ["-q", "--q-bits", "8", "--q-group-size", "32"]),
 ]
 
 GREEDY = 16
@@ -82,7 +86,10 @@ def reference(model, prompt):
 
 def main():
     os.makedirs(OUT, exist_ok=True)
+    chosen = sys.argv[1:]
     for case, source, flags in CASES:
+        if chosen and case not in chosen:
+            continue
         prompt = json.load(open(os.path.join(FIX, f"{source}.json")))["prompt_ids"]
         with tempfile.TemporaryDirectory() as tmp:
             dst, src = os.path.join(tmp, case), os.path.join(tmp, "source")

@@ -13,7 +13,7 @@ use ferrox_lm::weights::WeightMap;
 use ferrox_lm::ModelConfig;
 use ferrox_nn::Module;
 
-const CASES: [&str; 7] = [
+const CASES: [&str; 9] = [
     "tiny-llama-4bit",
     "tiny-qwen3-mixed_3_6",
     "tiny-qwen2-mixed_4_6",
@@ -21,6 +21,8 @@ const CASES: [&str; 7] = [
     "tiny-gemma2-mxfp4",
     "tiny-phi3-8bit",
     "tiny-phi3-swa-nvfp4",
+    "tiny-mixtral-4bit",
+    "tiny-qwen3-moe-8bit",
 ];
 
 fn case_dir(case: &str) -> PathBuf {

@@ -400,6 +400,12 @@ impl Buffer {
         unsafe { std::slice::from_raw_parts_mut(self.host_ptr() as *mut u8, self.nbytes) }
     }
 
+    /// True if the bytes live only in host memory this buffer owns (not a file map, no device
+    /// copy): the one kind of buffer a kernel may write in place once nothing else holds it.
+    pub(crate) fn is_owned_host_only(&self) -> bool {
+        matches!(self.host.get(), Some(HostStorage::Owned(..))) && self.device.get().is_none()
+    }
+
     /// The device copy, if there is one.
     pub fn device_memory(&self) -> Option<&Arc<dyn DeviceMemory>> {
         self.device.get()

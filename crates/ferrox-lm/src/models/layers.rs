@@ -59,7 +59,7 @@ fn take_quantized(
 
 /// How the checkpoint stores the layer `name` whose rows have `cols` elements: `None` for a
 /// float matrix.
-fn stored_spec(w: &WeightMap, name: &str, cols: usize) -> Result<Option<QuantSpec>> {
+pub(crate) fn stored_spec(w: &WeightMap, name: &str, cols: usize) -> Result<Option<QuantSpec>> {
     if let Some(entry) = w.quantization().and_then(|q| q.layers.get(name)) {
         return Ok(*entry);
     }

@@ -7,20 +7,31 @@
 //! three layouts load into this one form ([`load_switch_glu`]): mlx-lm's stacked
 //! `switch_mlp.{gate,up,down}_proj`, Hugging Face's per-expert `experts.{e}.*` (Mixtral's
 //! `w1`/`w3`/`w2` or Qwen's `gate_proj`/`up_proj`/`down_proj`), and transformers 5's fused
-//! `experts.gate_up_proj` / `experts.down_proj`.
+//! `experts.gate_up_proj` / `experts.down_proj`. Quantized experts (mlx-community's
+//! quantized mixtures: `weight`, `scales`, `biases` stacked per expert) run through
+//! [`fx::gather_qmm`], which reads the packed words directly.
 
-use ferrox::{self as fx, Array, Dtype};
-use ferrox_nn::layers::Linear;
+use ferrox::{self as fx, Array, Dtype, QuantMode};
+use ferrox_nn::layers::{AnyLinear, QuantSpec};
 use ferrox_nn::Module;
 
+use super::layers::{linear, stored_spec};
 use crate::error::{Error, Result};
 use crate::weights::WeightMap;
 
-/// A stack of linear maps without bias, one per expert: `weight` is `[experts, out, in]`.
+/// A stack of linear maps without bias, one per expert: `weight` is `[experts, out, in]`, or,
+/// quantized, the packed `[experts, out, in · bits / 32]` words with their `scales` (and
+/// affine `biases`) — mlx's names, so checkpoints map one to one.
 #[derive(Module, Clone, Debug)]
 pub struct SwitchLinear {
-    /// The experts' matrices.
+    /// The experts' matrices (packed when quantized).
     pub weight: Array,
+    /// Per-group scales of quantized experts.
+    pub scales: Option<Array>,
+    /// Per-group biases of affine-quantized experts.
+    pub biases: Option<Array>,
+    #[module(skip)]
+    spec: Option<QuantSpec>,
     state: ferrox_nn::ModuleState,
 }
 
@@ -33,14 +44,45 @@ impl SwitchLinear {
                 weight.shape()
             )));
         }
-        Ok(SwitchLinear { weight, state: Default::default() })
+        Ok(SwitchLinear { weight, scales: None, biases: None, spec: None, state: Default::default() })
     }
 
     /// `x [..., 1, 1, in]` (or `[..., k, 1, in]`) through the experts `indices [..., k]`:
     /// `[..., k, 1, out]`.
     pub fn forward(&self, x: &Array, indices: &Array) -> Result<Array> {
-        Ok(fx::gather_mm(x, &fx::swapaxes(&self.weight, -1, -2)?, None, Some(indices), false)?)
+        Ok(match (&self.spec, &self.scales) {
+            (Some(q), Some(scales)) => fx::gather_qmm(
+                x,
+                &self.weight,
+                scales,
+                self.biases.as_ref(),
+                None,
+                Some(indices),
+                true,
+                q.group_size,
+                q.bits,
+                q.mode,
+                false,
+            )?,
+            _ => fx::gather_mm(x, &fx::swapaxes(&self.weight, -1, -2)?, None, Some(indices), false)?,
+        })
     }
+}
+
+/// The stacked experts `name` (`[experts, out, in]`), dense or quantized as stored.
+fn switch_linear(w: &mut WeightMap, name: &str, [experts, out, inp]: [usize; 3]) -> Result<SwitchLinear> {
+    let Some(spec) = stored_spec(w, name, inp)? else {
+        return SwitchLinear::from_weight(w.take(&format!("{name}.weight"), &[experts, out, inp])?);
+    };
+    let (packed, scale_shape) = spec.shapes(out, inp);
+    let weight = w.take_typed(&format!("{name}.weight"), &[experts, packed[0], packed[1]], Dtype::U32)?;
+    let scale_shape = [experts, scale_shape[0], scale_shape[1]];
+    let (scales, biases) = if spec.mode == QuantMode::Affine {
+        (w.take(&format!("{name}.scales"), &scale_shape)?, Some(w.take(&format!("{name}.biases"), &scale_shape)?))
+    } else {
+        (w.take_typed(&format!("{name}.scales"), &scale_shape, Dtype::U8)?, None)
+    };
+    Ok(SwitchLinear { weight, scales: Some(scales), biases, spec: Some(spec), state: Default::default() })
 }
 
 /// The experts' SwiGLU: `down(silu(gate(x)) * up(x))` through each token's experts.
@@ -65,7 +107,7 @@ impl SwitchGlu {
 /// A router and its experts.
 #[derive(Module, Clone, Debug)]
 pub struct SparseMoe {
-    gate: Linear,
+    gate: AnyLinear,
     switch_mlp: SwitchGlu,
     #[module(skip)]
     top_k: usize,
@@ -119,13 +161,15 @@ pub fn load_switch_glu(
 ) -> Result<SwitchGlu> {
     let shapes = [[experts, inter, hidden], [experts, inter, hidden], [experts, hidden, inter]];
     let stacked = ["gate_proj", "up_proj", "down_proj"];
-    let mats: Vec<Array> = if w.contains(&format!("{prefix}.switch_mlp.gate_proj.weight")) {
-        stacked
-            .iter()
-            .zip(shapes)
-            .map(|(n, s)| w.take(&format!("{prefix}.switch_mlp.{n}.weight"), &s))
-            .collect::<Result<_>>()?
-    } else if w.contains(&format!("{prefix}.experts.gate_up_proj")) {
+    if w.contains(&format!("{prefix}.switch_mlp.gate_proj.weight")) {
+        let mut it = stacked.iter().zip(shapes).map(|(n, s)| switch_linear(w, &format!("{prefix}.switch_mlp.{n}"), s));
+        return Ok(SwitchGlu {
+            gate_proj: it.next().unwrap()?,
+            up_proj: it.next().unwrap()?,
+            down_proj: it.next().unwrap()?,
+        });
+    }
+    let mats: Vec<Array> = if w.contains(&format!("{prefix}.experts.gate_up_proj")) {
         let gate_up = w.take(&format!("{prefix}.experts.gate_up_proj"), &[experts, 2 * inter, hidden])?;
         let halves = fx::split(&gate_up, fx::SplitAt::Sections(2), 1)?;
         let down = w.take(&format!("{prefix}.experts.down_proj"), &shapes[2])?;
@@ -159,7 +203,7 @@ pub fn load_sparse_moe(
     if top_k == 0 || top_k > experts {
         return Err(Error::Invalid(format!("{top_k} experts per token out of {experts}")));
     }
-    let gate = Linear::from_weights(w.take(&format!("{prefix}.gate.weight"), &[experts, hidden])?, None)?;
+    let gate = linear(w, &format!("{prefix}.gate"), experts, hidden, false)?;
     let switch_mlp = load_switch_glu(w, prefix, names, experts, hidden, inter)?;
     Ok(SparseMoe { gate, switch_mlp, top_k, normalize })
 }

@@ -206,28 +206,59 @@ pub fn concatenate(inputs: &[Array], axis: usize, shape: &[usize], dtype: Dtype)
     })
 }
 
-/// A copy of `x` with `update` written at the window `start + i * step`.
+/// `x` with `update` written at the window `start + i * step`: into `x`'s own buffer when
+/// nothing else can see it ([`donated`]), else into a copy.
 pub fn slice_update(x: &Array, update: &Array, start: &[usize], step: &[isize]) -> Result<Data> {
-    let (dx, du) = (x.data()?, update.data()?);
     let shape = x.shape();
-    crate::dispatch_dtype!(x.dtype(), T => {
-        alloc_out::<T>(shape, |out| {
-            let ost = row_major_strides(shape);
-            let dst = MutPtr(out.as_mut_ptr());
-            // SAFETY: out is a fresh row-major buffer of x's shape.
-            unsafe { strided_copy(Ptr(dx.ptr::<T>()), &dx.strides, dst, &ost, shape) };
-            if update.size() > 0 {
-                let off: isize = start.iter().zip(&ost).map(|(&s, &st)| s as isize * st).sum();
-                let wst: Vec<isize> = ost.iter().zip(step).map(|(&s, &k)| s * k).collect();
-                let ust = broadcast_strides(update.shape(), &du.strides, &window_shape(update.shape(), shape.len()));
-                // SAFETY: the window lies inside out (checked by the op); steps are non-zero so
-                // window elements are distinct.
-                unsafe {
-                    strided_copy(Ptr(du.ptr::<T>()), &ust, MutPtr(out.as_mut_ptr().offset(off)), &wst, &window_shape(update.shape(), shape.len()))
-                };
-            }
-            Ok(())
-        })
+    let out = match donated(x) {
+        Some(d) => d,
+        None => {
+            let dx = x.data()?;
+            crate::dispatch_dtype!(x.dtype(), T => {
+                alloc_out::<T>(shape, |out| {
+                    // SAFETY: out is a fresh row-major buffer of x's shape.
+                    unsafe { strided_copy(Ptr(dx.ptr::<T>()), &dx.strides, MutPtr(out.as_mut_ptr()), &row_major_strides(shape), shape) };
+                    Ok(())
+                })
+            })?
+        }
+    };
+    write_window(&out, update, start, step, shape, x.dtype())?;
+    Ok(out)
+}
+
+/// The data of `x` if the node being computed may take it over and write into it: nothing
+/// but that node (and the evaluator's copy of its inputs) holds `x`, no view shares its
+/// buffer, and the buffer is row-major host memory of its own. A KV cache written one token
+/// at a time is this case: each update replaces the cache's buffer, so the old one is only
+/// the update's input, and writing in place saves a copy of the whole cache per token.
+fn donated(x: &Array) -> Option<Data> {
+    // The consumer's pending inputs and the evaluator's clone of them (eval::run).
+    if std::sync::Arc::strong_count(&x.0) != 2 {
+        return None;
+    }
+    let st = x.state();
+    let crate::array::State::Ready(d) = &*st else { return None };
+    let exclusive = std::sync::Arc::strong_count(&d.buffer) == 1 && d.buffer.is_owned_host_only();
+    (exclusive && d.offset == 0 && d.is_row_contiguous(x.shape())).then(|| d.clone())
+}
+
+/// Writes `update` into the window `start`/`step` of the row-major `dst` of `shape`.
+fn write_window(dst: &Data, update: &Array, start: &[usize], step: &[isize], shape: &[usize], dtype: Dtype) -> Result<()> {
+    if update.size() == 0 {
+        return Ok(());
+    }
+    let du = update.data()?;
+    let ost = row_major_strides(shape);
+    let off: isize = start.iter().zip(&ost).map(|(&s, &st)| s as isize * st).sum();
+    let wst: Vec<isize> = ost.iter().zip(step).map(|(&s, &k)| s * k).collect();
+    let window = window_shape(update.shape(), shape.len());
+    let ust = broadcast_strides(update.shape(), &du.strides, &window);
+    crate::dispatch_dtype!(dtype, T => {
+        // SAFETY: `dst` is row-major for `shape` and no one else reads it (see `donated`); the
+        // window lies inside it (checked by the op) and its elements are distinct.
+        unsafe { strided_copy(Ptr(du.ptr::<T>()), &ust, MutPtr((dst.ptr::<T>() as *mut T).offset(off)), &wst, &window) };
+        Ok(())
     })
 }
 
