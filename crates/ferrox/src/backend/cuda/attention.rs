@@ -47,7 +47,7 @@ pub(crate) struct Attn {
     dv: i32,
     mkind: i32,
     scale: f32,
-    pad: i32,
+    vec: i32,
 }
 
 // SAFETY: a plain #[repr(C)] struct matching the kernel's parameter type.
@@ -166,6 +166,9 @@ pub(crate) fn attention(
         }
     } else if t != Dtype::F32 && dmax <= 128 {
         let hd = if dmax <= 64 { 64 } else { 128 };
+        // Whole rows of K and V as 16-byte vectors when they are aligned and exactly hd wide.
+        let aligned = |ptr: u64, st: &[i64; 3]| ptr % 16 == 0 && st.iter().all(|s| s % 8 == 0);
+        p.vec = (d == hd && dv == hd && aligned(p.k, &p.ks) && aligned(p.v, &p.vs)) as i32;
         let blocks = b * hkv * rows.div_ceil(64);
         let f = func(&format!("attn_mma_{hd}"))?;
         let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };

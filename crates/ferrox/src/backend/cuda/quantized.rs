@@ -207,6 +207,10 @@ fn matmul(
         }
         let (_kx, px) = row_major(g, x)?;
         let f = function(g, dtype, p.bits, &format!("qmv_{rows}"))?;
+        // x staged in shared memory as f32 (one pad word per 32) when it fits in 48 KiB.
+        let smem_bytes = rows * (k + k / 32) * 4;
+        let staged = smem_bytes <= 48 << 10;
+        let smem = if staged { smem_bytes as u32 } else { 0 };
         let args = [
             Arg::U64(po),
             Arg::U64(px),
@@ -216,9 +220,11 @@ fn matmul(
             Arg::I64(n as i64),
             Arg::I64(k as i64),
             Arg::I64(p.group_size as i64),
+            Arg::I32(staged as i32),
         ];
         // Four warps per block, one output feature per warp at a time.
-        launch(g, &f, g.grid(n, 4), 128, &args)?;
+        let cfg = LaunchConfig { grid_dim: (g.grid(n, 4), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: smem };
+        launch_cfg(g, &f, cfg, &args)?;
         drop(m.keep);
         return Ok(Some(out));
     }

@@ -13,7 +13,7 @@ struct Attn {
   i32 B, Hq, Hkv, L, S, D, Dv;
   i32 mkind;  // 0 none, 1 causal, 2 additive (T), 3 bool
   float scale;
-  i32 pad;
+  i32 vec;  // k and v rows load as 16-byte vectors (aligned, D = Dv = the kernel's head size)
 };
 
 #define NEG_INF (-1.0f / 0.0f)
@@ -364,11 +364,19 @@ __device__ __forceinline__ void flash_mma_impl(const Attn& p) {
   for (int j0 = 0; j0 < kend; j0 += BK) {
     const int nk = min(BK, kend - j0);
     __syncthreads();
-    for (int e = threadIdx.x; e < BK * HD; e += 128) {
-      int jj = e / HD, d = e % HD;
-      bool in = jj < nk;
-      ks[jj * LD + d] = (in && d < p.D) ? kb[(i64)(j0 + jj) * p.ks[2] + d] : (u16)0;
-      vs[jj * LD + d] = (in && d < p.Dv) ? vb[(i64)(j0 + jj) * p.vs[2] + d] : (u16)0;
+    if (p.vec && nk == BK) {
+      for (int e = threadIdx.x; e < BK * HD / 8; e += 128) {
+        int jj = e / (HD / 8), c = 8 * (e % (HD / 8));
+        *(uint4*)&ks[jj * LD + c] = *(const uint4*)&kb[(i64)(j0 + jj) * p.ks[2] + c];
+        *(uint4*)&vs[jj * LD + c] = *(const uint4*)&vb[(i64)(j0 + jj) * p.vs[2] + c];
+      }
+    } else {
+      for (int e = threadIdx.x; e < BK * HD; e += 128) {
+        int jj = e / HD, d = e % HD;
+        bool in = jj < nk;
+        ks[jj * LD + d] = (in && d < p.D) ? kb[(i64)(j0 + jj) * p.ks[2] + d] : (u16)0;
+        vs[jj * LD + d] = (in && d < p.Dv) ? vb[(i64)(j0 + jj) * p.vs[2] + d] : (u16)0;
+      }
     }
     __syncthreads();
     float sc[BK / 8][4];

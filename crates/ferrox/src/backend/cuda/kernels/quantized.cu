@@ -20,12 +20,23 @@ __device__ __forceinline__ void unpack32(const u32* __restrict__ w, float* c) {
 }
 
 // y [M, N] = x [M, K] @ Wᵀ for M rows (decode): one warp per output feature, lanes taking
-// packs in turn; per pack, scale · (x · codes) + bias · Σx.
+// packs in turn; per pack, scale · (x · codes) + bias · Σx. With `staged`, the block first
+// copies x into shared memory as f32 with one pad word per 32 (lane p then reads words
+// 33 p + j: no bank conflicts), instead of each lane reading its own 64-byte run of x.
+extern __shared__ float qmv_x[];
 template <int M>
 __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict__ x, const u32* __restrict__ w,
                                          const T* __restrict__ scales, const T* __restrict__ biases, i64 n_out,
-                                         i64 k, i64 gs) {
+                                         i64 k, i64 gs, int staged) {
   const int lane = threadIdx.x & 31;
+  const i64 kp = k + (k >> 5);
+  if (staged) {
+    for (i64 e = threadIdx.x; e < M * k; e += blockDim.x) {
+      i64 m = e / k, kk = e - m * k;
+      qmv_x[m * kp + kk + (kk >> 5)] = to_acc<T>(x[e]);
+    }
+    __syncthreads();
+  }
   const i64 warps = (i64)gridDim.x * (blockDim.x >> 5);
   const i64 packs = k >> 5, groups = k / gs;
   for (i64 n = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); n < n_out; n += warps) {
@@ -41,10 +52,11 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
 #pragma unroll
       for (int m = 0; m < M; ++m) {
         const T* xr = x + m * k + (p << 5);
+        const float* xs = qmv_x + m * kp + (p << 5) + p;
         float d = 0.0f, sx = 0.0f;
 #pragma unroll
         for (int j = 0; j < 32; ++j) {
-          float xv = to_acc<T>(xr[j]);
+          float xv = staged ? xs[j] : to_acc<T>(xr[j]);
           d += xv * c[j];
           sx += xv;
         }
@@ -64,8 +76,8 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
 #define QMV(M)                                                                                               \
   extern "C" __global__ void qmv_##M(T* __restrict__ y, const T* __restrict__ x, const u32* __restrict__ w,     \
                                      const T* __restrict__ scales, const T* __restrict__ biases, i64 n_out, i64 k, \
-                                     i64 gs) {                                                               \
-    qmv_impl<M>(y, x, w, scales, biases, n_out, k, gs);                                                      \
+                                     i64 gs, int staged) {                                                   \
+    qmv_impl<M>(y, x, w, scales, biases, n_out, k, gs, staged);                                              \
   }
 // gather_qmm for few rows: blockIdx.y is the index pair; li is the index shape with the lhs
 // (st[0]) and rhs (st[1]) index arrays' strides; x holds nx matrices of M × k, W nw of
@@ -80,7 +92,7 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
     const i64 xi = min((i64)lhs[o[0]], nx - 1), wi = min((i64)rhs[o[1]], nw - 1);                       \
     const i64 groups = n_out * (k / gs);                                                                \
     qmv_impl<M>(y + (i64)blockIdx.y * M * n_out, x + xi * M * k, w + wi * n_out * (k / 32) * BITS,      \
-                scales + wi * groups, biases + wi * groups, n_out, k, gs);                              \
+                scales + wi * groups, biases + wi * groups, n_out, k, gs, 0);                           \
   }
 QMV(1)
 QMV(2)
