@@ -47,8 +47,9 @@ if "index" in want:
     for t in ["u8", "u16", "u32", "u64"]:
         ok &= fam(f"index {t} i32", {"T": t, "I": "i32"}, "index.cu")
 if "elementwise" in want:
-    for t in ["float", "bf16", "i32", "bool"]:
-        ok &= fam(f"copy {t}", {"T": t}, "elementwise.cu")
+    casts = "".join(f"CAST({d})\n" for d in ["float", "f16", "bf16", "double", "i32", "u8", "bool"])
+    for t in ["float", "bf16", "f16", "i32", "bool", "double"]:
+        ok &= fam(f"cast {t}", {"T": t}, "elementwise.cu", casts)
 if "reduce" in want:
     inst = ("REDUCE(Sum, A, (A)0, to_acc<T>(x), r_add<A>, T, from_acc<T>(acc))\nARGREDUCE(ArgMax, true)\n"
             "SCAN(Sum, (A)0, r_add<A>)\nSCAN(Prod, (A)1, r_mul<A>)\nSCAN(Max, lowest(), r_max<A>)\n"

@@ -167,7 +167,7 @@ pub(crate) fn attention(
     } else if t != Dtype::F32 && dmax <= 128 {
         let hd = if dmax <= 64 { 64 } else { 128 };
         // Whole rows of K and V as 16-byte vectors when they are aligned and exactly hd wide.
-        let aligned = |ptr: u64, st: &[i64; 3]| ptr % 16 == 0 && st.iter().all(|s| s % 8 == 0);
+        let aligned = |ptr: u64, st: &[i64; 3]| ptr.is_multiple_of(16) && st.iter().all(|s| s % 8 == 0);
         p.vec = (d == hd && dv == hd && aligned(p.k, &p.ks) && aligned(p.v, &p.vs)) as i32;
         let blocks = b * hkv * rows.div_ceil(64);
         let f = func(&format!("attn_mma_{hd}"))?;

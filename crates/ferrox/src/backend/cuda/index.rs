@@ -71,7 +71,8 @@ pub(crate) fn gather(
         istrides.push(broadcast_strides(i.shape(), &d.strides, idx_shape));
         keep.push(d);
     }
-    let (Some(li), Some(ls)) = (Layout::new(idx_shape, &istrides), Layout::new(slice_sizes, &[da.strides.clone()]))
+    let (Some(li), Some(ls)) =
+        (Layout::new(idx_shape, &istrides), Layout::new(slice_sizes, std::slice::from_ref(&da.strides)))
     else {
         return Ok(None);
     };

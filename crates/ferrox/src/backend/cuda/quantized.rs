@@ -62,7 +62,7 @@ fn stored_batch(g: &Gpu, inputs: &[Array], p: QuantParams, dtype: Dtype, batched
     if p.mode != QuantMode::Affine
         || !(1..=8).contains(&p.bits)
         || p.group_size < 32
-        || p.group_size % 32 != 0
+        || !p.group_size.is_multiple_of(32)
         || (wq.ndim() != 2 && !(batched && wq.ndim() > 2))
         || wq.dtype() != Dtype::U32
         || s.dtype() != dtype
@@ -73,7 +73,7 @@ fn stored_batch(g: &Gpu, inputs: &[Array], p: QuantParams, dtype: Dtype, batched
     }
     let rows = wq.shape()[wq.ndim() - 2];
     let cols = wq.shape()[wq.ndim() - 1] * 32 / p.bits;
-    if cols % p.group_size != 0 {
+    if !cols.is_multiple_of(p.group_size) {
         return Ok(None);
     }
     let (dw, pw) = row_major(g, wq)?;
