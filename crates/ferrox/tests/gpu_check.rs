@@ -741,6 +741,19 @@ fn llm_timings(c: &mut Checker, out: &mut Vec<(String, String)>) {
             format!("attention decode bf16 Hq32 Hkv8 D64 S{s_len}"),
             format!("{:.0} GB/s ({:.1} µs)", bytes / s / 1e9, s * 1e6),
         ));
+        // 20 decode attentions in one eval (each output the next query): the GPU's time per
+        // call once one eval's fixed host cost and synchronization are spread out.
+        let s = time(10, || {
+            let mut y = q.clone();
+            for _ in 0..20 {
+                y = sdpa(&y, &k, &v, 0.125, SdpaMask::None).unwrap();
+            }
+            y
+        });
+        out.push((
+            format!("attention decode S{s_len}, chain of 20 in one eval: per call"),
+            format!("{:.1} µs", s / 20.0 * 1e6),
+        ));
     }
     for l in [512usize, 2048] {
         let q = c.array(&[1, 32, l, 64], bf, -1.0, 1.0);
