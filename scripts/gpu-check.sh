@@ -11,6 +11,11 @@
 #                                      # DIR carried along): runs the check, which compares
 #                                      # every GPU kernel with the CPU backend, times a few ops
 #                                      # and prints a table last; exits non-zero on a failure
+#   bash DIR/gpu-check.sh llm [ARGS]   # there: makes a random-weight Llama-3.2-1B-shaped model
+#                                      # with torch (scripts/make_llama1b.py, tokenizer of
+#                                      # models/tiny-llama) in /tmp/m1b and runs `ferrox bench`
+#                                      # on it (ARGS default: -p 512 -g 128 -n 3), listing the
+#                                      # ops that fell back to the CPU
 #
 # With the device tool: `run` with carry=[DIR] and command `bash DIR/gpu-check.sh run`. DIR
 # must sit in the checkout the device tool sends and be ignored there (.git/info/exclude), and
@@ -42,11 +47,17 @@ for line in sys.stdin:
         cp "${CARGO_TARGET_DIR:-target}/$out/ferrox" "$dir/ferrox"
     fi
     strip "$dir"/gpu_check "$dir"/ferrox 2>/dev/null || strip "$dir"/gpu_check
+    # gzip: the two stripped binaries of a dev build (~100 MB) pass the 64 MiB a device call
+    # carries; `run` and `llm` unpack them there.
+    gzip -6 -f "$dir"/gpu_check
+    [ -f "$dir/ferrox" ] && gzip -6 -f "$dir/ferrox"
     cp "$0" "$dir/gpu-check.sh"
+    cp scripts/make_llama1b.py "$dir/make_llama1b.py"
     du -sh "$dir"
     ;;
 run)
     dir=$(cd "$(dirname "$0")" && pwd)
+    for f in "$dir"/*.gz; do [ -e "$f" ] && gunzip -f "$f" && chmod +x "${f%.gz}"; done
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     export FERROX_KERNEL_CACHE=${FERROX_KERNEL_CACHE:-/tmp/ferrox-kernels}
     if [ -x "$dir/ferrox" ]; then
@@ -56,8 +67,23 @@ run)
     echo "== GPU check"
     "$dir/gpu_check"
     ;;
+llm)
+    dir=$(cd "$(dirname "$0")" && pwd)
+    for f in "$dir"/*.gz; do [ -e "$f" ] && gunzip -f "$f" && chmod +x "${f%.gz}"; done
+    shift
+    export FERROX_KERNEL_CACHE=${FERROX_KERNEL_CACHE:-/tmp/ferrox-kernels}
+    if [ ! -f /tmp/m1b/config.json ]; then
+        python3 "$dir/make_llama1b.py" /tmp/m1b models/tiny-llama >/tmp/m1b.log 2>&1 || { cat /tmp/m1b.log; exit 1; }
+    fi
+    args=("$@")
+    [ ${#args[@]} -eq 0 ] && args=(-p 512 -g 128 -n 3)
+    echo "== ferrox bench --model /tmp/m1b ${args[*]}"
+    FERROX_LOG_FALLBACK=1 "$dir/ferrox" bench --model /tmp/m1b "${args[@]}" 2>/tmp/fallback.log
+    echo "ops that ran on the CPU (count, op):"
+    sort /tmp/fallback.log | uniq -c | sort -rn | head -20
+    ;;
 *)
-    echo "usage: $0 build [DIR] | run" >&2
+    echo "usage: $0 build [DIR] | run | llm [BENCH ARGS]" >&2
     exit 2
     ;;
 esac

@@ -84,8 +84,12 @@ impl Checker {
         ferrox::backend::cuda::synchronize().unwrap();
     }
 
-    /// Runs `f` on the CPU and on the GPU (poisoned first) and compares.
+    /// Runs `f` on the CPU and on the GPU (poisoned first) and compares; with
+    /// `GPU_CHECK_ONLY=prefix`, only checks whose name starts with it.
     fn check(&mut self, name: &str, bound: f64, f: impl Fn() -> fx::Result<Array>) {
+        if std::env::var("GPU_CHECK_ONLY").is_ok_and(|p| !name.starts_with(&p)) {
+            return;
+        }
         let want = match cpu(&f).and_then(|w| w.eval().map(|_| w)) {
             Ok(w) => w,
             Err(e) => {
@@ -172,6 +176,9 @@ fn main() {
     reductions(&mut c);
     matmuls(&mut c);
     fast(&mut c);
+    llm_ops(&mut c);
+    attention(&mut c);
+    quantized(&mut c);
     movement(&mut c);
     println!("checks took {:.1} s (kernels compiled on first use included)", t0.elapsed().as_secs_f64());
     let timings = timings(&mut c);
@@ -222,6 +229,13 @@ fn casts_and_copies(c: &mut Checker) {
     let x = c.array(&[300], Dtype::F64, -1e6, 1e6);
     for d in [Dtype::F16, Dtype::Bf16, Dtype::F32] {
         c.check(&format!("astype f64->{d} rounding"), 0.0, || fx::astype(&x, d));
+    }
+    // f32 just above a bf16 tie (low bits 0x8001..0x8007): rounded once, these go up; a cast
+    // that dropped the f32's last three bits first would see the tie and round to even.
+    let near_ties: Vec<f32> = (0..256u32).map(|i| f32::from_bits(0x3F80_8001 + (i % 7) + (i << 16))).collect();
+    let near = Array::from_slice(&near_ties, &[256]).unwrap();
+    for d in [Dtype::Bf16, Dtype::F16] {
+        c.check(&format!("astype float32->{d} near ties"), 0.0, || fx::astype(&near, d));
     }
 }
 
@@ -412,6 +426,22 @@ fn reductions(c: &mut Checker) {
     }
     let rows = c.array(&[4096, 3], Dtype::F32, -1.0, 1.0);
     c.check("reduce max f32 short rows", 0.0, || max(&rows, Some(&[1]), false));
+    // Scans: positive float sums (order-independent to rounding), products near 1.
+    for dt in [Dtype::F32, Dtype::Bf16, Dtype::I32, Dtype::U8, Dtype::I64, Dtype::F64] {
+        let (lo, hi) = if dt.is_float() { (0.0, 1.0) } else { (-3.0, 4.0) };
+        let x = c.array(&[5, 700, 3], dt, lo, hi);
+        let xp =
+            c.array(&[5, 300, 3], dt, if dt.is_float() { 0.99 } else { 1.0 }, if dt.is_float() { 1.01 } else { 2.0 });
+        let b = if dt == Dtype::Bf16 { 1e-2 } else { bound(dt).max(if dt.is_float() { 1e-5 } else { 0.0 }) };
+        for (rev, inc) in [(false, true), (true, false), (true, true)] {
+            c.check(&format!("scan cumsum {dt} rev={rev} inc={inc}"), b, || cumsum(&x, Some(1), rev, inc));
+            c.check(&format!("scan cummax {dt} rev={rev} inc={inc}"), 0.0, || cummax(&x, Some(1), rev, inc));
+            c.check(&format!("scan cummin {dt} last axis rev={rev}"), 0.0, || cummin(&x, Some(2), rev, inc));
+            if dt != Dtype::U8 && dt != Dtype::I32 {
+                c.check(&format!("scan cumprod {dt} rev={rev} inc={inc}"), b, || cumprod(&xp, Some(1), rev, inc));
+            }
+        }
+    }
 }
 
 fn matmuls(c: &mut Checker) {
@@ -458,6 +488,146 @@ fn fast(c: &mut Checker) {
             });
             c.check(&format!("fast rope {dt} partial traditional={trad}"), b, || {
                 fx::fast::rope(&q, 32, trad, Some(500000.0), 0.5, 3i32, None)
+            });
+        }
+    }
+}
+
+/// The ops an LLM step needs beside matmul and the norms: embedding gathers, KV-cache writes
+/// and growth, ranges, log-sum-exp, rope with custom frequencies.
+fn llm_ops(c: &mut Checker) {
+    for dt in [Dtype::F32, Dtype::Bf16, Dtype::F16, Dtype::I32, Dtype::U8] {
+        let w = c.array(&[500, 96], dt, -3.0, 3.0);
+        for it in [Dtype::I32, Dtype::U32, Dtype::I64] {
+            let lo = if it == Dtype::U32 { 0.0 } else { -500.0 };
+            let ids = c.array(&[3, 7], it, lo, 500.0);
+            c.check(&format!("index take {dt} ids {it}"), 0.0, || fx::take(&w, &ids, Some(0)));
+        }
+        let wt = fx::transpose(&w, &[1, 0]).unwrap();
+        let ids = c.array(&[11], Dtype::I32, 0.0, 96.0);
+        c.check(&format!("index take {dt} strided source"), 0.0, || fx::take(&wt, &ids, Some(0)));
+        let ids2 = c.array(&[4, 1], Dtype::I32, 0.0, 96.0);
+        let ids3 = c.array(&[1, 5], Dtype::I32, 0.0, 500.0);
+        c.check(&format!("index gather {dt} two axes"), 0.0, || {
+            fx::gather(&w, &[ids3.clone(), ids2.clone()], &[0, 1], &[1, 1])
+        });
+        let a = c.array(&[6, 40, 9], dt, -3.0, 3.0);
+        let idx = c.array(&[6, 5, 9], Dtype::I32, 0.0, 40.0);
+        c.check(&format!("index take_along_axis {dt}"), 0.0, || fx::take_along_axis(&a, &idx, Some(1)));
+        // A KV-cache write: one position into [B, H, S, D], and a strided window.
+        let buf = c.array(&[2, 4, 64, 32], dt, -3.0, 3.0);
+        let upd = c.array(&[2, 4, 1, 32], dt, -3.0, 3.0);
+        c.check(&format!("index slice_update {dt} cache write"), 0.0, || {
+            fx::slice_update(&buf, &upd, &[0, 0, 17, 0], &[2, 4, 18, 32], &[1, 1, 1, 1])
+        });
+        let upd2 = c.array(&[4, 8, 16], dt, -3.0, 3.0);
+        c.check(&format!("index slice_update {dt} stepped, broadcast"), 0.0, || {
+            fx::slice_update(&buf, &upd2, &[1, 0, 3, 0], &[2, 4, 19, 32], &[1, 1, 2, 2])
+        });
+        let p1 = c.array(&[2, 4, 5, 32], dt, -3.0, 3.0);
+        c.check(&format!("index concatenate {dt} cache growth"), 0.0, || {
+            let z = fx::zeros(&[2, 4, 16, 32], dt)?;
+            let view = fx::slice(&buf, &[0, 0, 0, 0], &[2, 4, 10, 32], &[1, 1, 1, 1])?;
+            fx::concatenate(&[view, p1.clone(), z], 2)
+        });
+        c.check(&format!("index arange {dt}"), 0.0, || fx::arange(-7.0, 90.0, 1.5, dt));
+    }
+    for dt in [Dtype::F32, Dtype::Bf16, Dtype::F16] {
+        let x = c.array(&[3, 7, 1000], dt, -8.0, 8.0);
+        c.check(&format!("fast logsumexp {dt}"), bound(dt), || fx::logsumexp(&x, Some(&[-1]), true));
+        let q = c.array(&[1, 4, 9, 64], dt, -1.0, 1.0);
+        let freqs = c.array(&[32], Dtype::F32, 1.0, 5000.0);
+        c.check(&format!("fast rope {dt} custom freqs"), bound(dt), || {
+            fx::fast::rope(&q, 64, false, None, 1.0, 40i32, Some(&freqs))
+        });
+    }
+}
+
+/// Attention: the split-KV decode kernel (few rows per kv head) and the flash kernel (many),
+/// with grouped heads, every mask kind, a KV-cache view (strided keys) and head sizes 64–256.
+fn attention(c: &mut Checker) {
+    use fx::fast::{scaled_dot_product_attention as sdpa, SdpaMask};
+    /// (name, B, Hq, Hkv, L, S, D, Dv)
+    type Case = (&'static str, usize, usize, usize, usize, usize, usize, usize);
+    let cases: [Case; 9] = [
+        ("decode", 2, 8, 2, 1, 37, 64, 64),
+        ("decode long", 1, 32, 8, 1, 1000, 64, 64),
+        ("decode d128", 1, 8, 8, 1, 300, 128, 128),
+        ("decode d256 L2", 1, 4, 2, 2, 200, 256, 256),
+        ("decode L3", 1, 8, 2, 3, 130, 64, 64),
+        ("prefill", 1, 8, 2, 100, 100, 64, 64),
+        ("prefill S>L", 2, 4, 4, 70, 90, 128, 128),
+        ("prefill dv96", 1, 6, 2, 40, 77, 80, 96),
+        ("prefill d256", 1, 2, 1, 45, 45, 256, 256),
+    ];
+    for dt in [Dtype::F32, Dtype::F16, Dtype::Bf16] {
+        let bd = bound(dt);
+        for (name, b, hq, hkv, l, s, d, dv) in cases {
+            let q = c.array(&[b, hq, l, d], dt, -1.0, 1.0);
+            let k = c.array(&[b, hkv, s, d], dt, -1.0, 1.0);
+            let v = c.array(&[b, hkv, s, dv], dt, -1.0, 1.0);
+            let scale = 1.0 / (d as f32).sqrt();
+            c.check(&format!("attention {name} {dt} none"), bd, || sdpa(&q, &k, &v, scale, SdpaMask::None));
+            c.check(&format!("attention {name} {dt} causal"), bd, || sdpa(&q, &k, &v, scale, SdpaMask::Causal));
+            let add = c.array(&[l, s], dt, -2.0, 2.0);
+            c.check(&format!("attention {name} {dt} additive"), bd, || {
+                sdpa(&q, &k, &v, scale, SdpaMask::Array(add.clone()))
+            });
+            let keep = c.array(&[b, 1, l, s], Dtype::Bool, 0.3, 2.0);
+            c.check(&format!("attention {name} {dt} bool"), bd, || {
+                sdpa(&q, &k, &v, scale, SdpaMask::Array(keep.clone()))
+            });
+        }
+        // Keys and values as a view of a larger cache buffer (positions 0..S of 256).
+        let q = c.array(&[1, 8, 1, 64], dt, -1.0, 1.0);
+        let kb = c.array(&[1, 2, 256, 64], dt, -1.0, 1.0);
+        let vb = c.array(&[1, 2, 256, 64], dt, -1.0, 1.0);
+        for (l, s) in [(1usize, 150usize), (60, 150)] {
+            let q = if l == 1 { q.clone() } else { c.array(&[1, 8, l, 64], dt, -1.0, 1.0) };
+            c.check(&format!("attention cache view L{l} {dt}"), bd, || {
+                let k = fx::slice(&kb, &[0, 0, 0, 0], &[1, 2, s as isize, 64], &[1, 1, 1, 1])?;
+                let v = fx::slice(&vb, &[0, 0, 0, 0], &[1, 2, s as isize, 64], &[1, 1, 1, 1])?;
+                sdpa(&q, &k, &v, 0.125, SdpaMask::Causal)
+            });
+        }
+    }
+}
+
+/// Affine quantized products: the matrix-vector kernel (1–8 rows) and dequantize + cuBLAS.
+fn quantized(c: &mut Checker) {
+    use fx::primitives::QuantMode;
+    for dt in [Dtype::F32, Dtype::Bf16, Dtype::F16] {
+        for (bits, gs) in [(4usize, 64usize), (8, 64), (2, 32), (3, 64), (5, 128), (6, 64), (4, 128), (8, 32)] {
+            let (n, k) = (128, 256);
+            let w = c.array(&[n, k], dt, -1.0, 1.0);
+            let (wq, s, b) = cpu(|| fx::quantize(&w, gs, bits, QuantMode::Affine)).unwrap();
+            let b = b.unwrap();
+            for rows in [1usize, 3, 8, 37] {
+                let x = c.array(&[rows, k], dt, -1.0, 1.0);
+                c.check(&format!("quantized qmm {dt} {bits}-bit g{gs} rows {rows}"), bound(dt), || {
+                    fx::quantized_matmul(&x, &wq, &s, Some(&b), true, gs, bits, QuantMode::Affine)
+                });
+            }
+            let x = c.array(&[5, n], dt, -1.0, 1.0);
+            let (wq2, s2, b2) =
+                cpu(|| fx::quantize(&fx::transpose(&w, &[1, 0])?, gs, bits, QuantMode::Affine)).unwrap();
+            let b2 = b2.unwrap();
+            c.check(&format!("quantized qmm {dt} {bits}-bit g{gs} not transposed"), bound(dt), || {
+                fx::quantized_matmul(&x, &wq2, &s2, Some(&b2), false, gs, bits, QuantMode::Affine)
+            });
+            c.check(&format!("quantized dequantize {dt} {bits}-bit g{gs}"), bound(dt), || {
+                fx::dequantize(&wq, &s, Some(&b), gs, bits, QuantMode::Affine, None)
+            });
+        }
+        // MoE experts: 6 stacked matrices, 4 tokens each routed to 2 of them.
+        let we = c.array(&[6, 64, 128], dt, -1.0, 1.0);
+        let (wq, s, b) = cpu(|| fx::quantize(&we, 64, 4, QuantMode::Affine)).unwrap();
+        let b = b.unwrap();
+        for rows in [1usize, 2] {
+            let x = c.array(&[4, 1, rows, 128], dt, -1.0, 1.0);
+            let idx = c.array(&[4, 2], Dtype::U32, 0.0, 6.0);
+            c.check(&format!("quantized gather_qmm {dt} rows {rows}"), bound(dt), || {
+                fx::gather_qmm(&x, &wq, &s, Some(&b), None, Some(&idx), true, 64, 4, QuantMode::Affine, false)
             });
         }
     }
@@ -542,6 +712,89 @@ fn timings(c: &mut Checker) -> Vec<(String, String)> {
         let small = c.array(&[1024], Dtype::F32, -1.0, 1.0);
         let s = time(200, || fx::add(&small, &small).unwrap());
         out.push(("one small add (launch + eval overhead)".into(), format!("{:.1} µs", s * 1e6)));
+        let s = time(20, || {
+            let mut y = small.clone();
+            for _ in 0..200 {
+                y = fx::add(&y, &small).unwrap();
+            }
+            y
+        });
+        out.push(("a chain of 200 small adds, one eval: per op".into(), format!("{:.2} µs", s / 200.0 * 1e6)));
+        llm_timings(c, &mut out);
     });
     out
+}
+
+/// Attention and quantized-product timings at Llama-3.2-1B shapes (32 query heads, 8 kv
+/// heads, head size 64; hidden 2048, MLP 8192).
+fn llm_timings(c: &mut Checker, out: &mut Vec<(String, String)>) {
+    use fx::fast::{scaled_dot_product_attention as sdpa, SdpaMask};
+    use fx::primitives::QuantMode;
+    let bf = Dtype::Bf16;
+    for s_len in [1024usize, 4096] {
+        let q = c.array(&[1, 32, 1, 64], bf, -1.0, 1.0);
+        let k = c.array(&[1, 8, s_len, 64], bf, -1.0, 1.0);
+        let v = c.array(&[1, 8, s_len, 64], bf, -1.0, 1.0);
+        let s = time(50, || sdpa(&q, &k, &v, 0.125, SdpaMask::None).unwrap());
+        let bytes = 2.0 * (8 * s_len * 64 * 2) as f64;
+        out.push((
+            format!("attention decode bf16 Hq32 Hkv8 D64 S{s_len}"),
+            format!("{:.0} GB/s ({:.1} µs)", bytes / s / 1e9, s * 1e6),
+        ));
+        // 20 decode attentions in one eval (each output the next query): the GPU's time per
+        // call once one eval's fixed host cost and synchronization are spread out.
+        let s = time(10, || {
+            let mut y = q.clone();
+            for _ in 0..20 {
+                y = sdpa(&y, &k, &v, 0.125, SdpaMask::None).unwrap();
+            }
+            y
+        });
+        out.push((
+            format!("attention decode S{s_len}, chain of 20 in one eval: per call"),
+            format!("{:.1} µs", s / 20.0 * 1e6),
+        ));
+    }
+    for l in [512usize, 2048] {
+        let q = c.array(&[1, 32, l, 64], bf, -1.0, 1.0);
+        let k = c.array(&[1, 8, l, 64], bf, -1.0, 1.0);
+        let v = c.array(&[1, 8, l, 64], bf, -1.0, 1.0);
+        let s = time(10, || sdpa(&q, &k, &v, 0.125, SdpaMask::Causal).unwrap());
+        let flops = 4.0 * (l * l) as f64 / 2.0 * 64.0 * 32.0;
+        out.push((
+            format!("attention prefill causal bf16 Hq32 Hkv8 D64 L=S={l}"),
+            format!("{:.1} TFLOP/s ({:.2} ms)", flops / s / 1e12, s * 1e3),
+        ));
+    }
+    for (n, k) in [(8192usize, 2048usize), (2048, 8192), (128256, 2048)] {
+        let w = c.array(&[n, k], bf, -1.0, 1.0);
+        for bits in [4usize, 8] {
+            let (wq, sc, bi) = cpu(|| fx::quantize(&w, 64, bits, QuantMode::Affine)).unwrap();
+            let bi = bi.unwrap();
+            for a in [&wq, &sc, &bi] {
+                a.eval().unwrap();
+            }
+            let bytes = (n * k * bits / 8 + 2 * 2 * n * k / 64) as f64;
+            for rows in [1usize, 8] {
+                let x = c.array(&[rows, k], bf, -1.0, 1.0);
+                let s = time(30, || {
+                    fx::quantized_matmul(&x, &wq, &sc, Some(&bi), true, 64, bits, QuantMode::Affine).unwrap()
+                });
+                out.push((
+                    format!("qmv {bits}-bit g64 bf16 N{n} K{k} rows {rows}"),
+                    format!("{:.0} GB/s ({:.1} µs)", bytes / s / 1e9, s * 1e6),
+                ));
+            }
+            if n == 8192 {
+                let x = c.array(&[2048, k], bf, -1.0, 1.0);
+                let s = time(10, || {
+                    fx::quantized_matmul(&x, &wq, &sc, Some(&bi), true, 64, bits, QuantMode::Affine).unwrap()
+                });
+                out.push((
+                    format!("qmm {bits}-bit g64 bf16 M2048 N{n} K{k} (dequantize + cuBLAS)"),
+                    format!("{:.0} TFLOP/s ({:.2} ms)", 2.0 * (2048 * n * k) as f64 / s / 1e12, s * 1e3),
+                ));
+            }
+        }
+    }
 }

@@ -102,10 +102,22 @@ impl Gpu {
     /// Function `name` of the module known as `module` (e.g. "elementwise f32"), whose source
     /// `src` makes on the first request.
     pub(crate) fn function(&self, module: &str, name: &str, src: impl FnOnce() -> String) -> Result<CudaFunction> {
-        let key = (module.to_string(), name.to_string());
-        if let Some(f) = self.functions.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return Ok(f.clone());
+        // The key "module\0name", built in a reused buffer: a hit allocates nothing.
+        thread_local! {
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
+        let hit = KEY.with(|k| {
+            let mut k = k.borrow_mut();
+            k.clear();
+            k.push_str(module);
+            k.push('\0');
+            k.push_str(name);
+            self.functions.lock().unwrap_or_else(|e| e.into_inner()).get(k.as_str()).cloned()
+        });
+        if let Some(f) = hit {
+            return Ok(f);
+        }
+        let key = format!("{module}\0{name}");
         let m = {
             let mut mods = self.modules.lock().unwrap_or_else(|e| e.into_inner());
             match mods.get(module) {

@@ -23,8 +23,8 @@ pub(crate) struct Gpu {
     pub sms: u32,
     /// Loaded modules by name ("elementwise f32").
     pub(crate) modules: Mutex<HashMap<String, Arc<CudaModule>>>,
-    /// Functions by (module, function name).
-    pub(crate) functions: Mutex<HashMap<(String, String), CudaFunction>>,
+    /// Functions by "module\0function name".
+    pub(crate) functions: Mutex<HashMap<String, CudaFunction>>,
     pub(crate) blas: Mutex<Option<CudaBlas>>,
 }
 

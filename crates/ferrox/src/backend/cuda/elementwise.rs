@@ -192,7 +192,7 @@ pub(crate) fn astype(g: &Gpu, x: &Array, dtype: Dtype) -> Result<Option<Data>> {
 }
 
 /// The unsigned type of a dtype's size: copies move bits.
-fn bits_type(d: Dtype) -> Dtype {
+pub(crate) fn bits_type(d: Dtype) -> Dtype {
     match d.size() {
         1 => Dtype::U8,
         2 => Dtype::U16,
@@ -227,9 +227,30 @@ pub(crate) fn copy_strided(
     dtype: Dtype,
     dst: u64,
 ) -> Result<bool> {
-    let Some(layout) = Layout::new(shape, &[strides.to_vec(), row_major_strides(shape)]) else { return Ok(false) };
+    copy_view(g, src, strides, shape, dtype, dst, &row_major_strides(shape))
+}
+
+/// Copies the strided view at `src` to the strided view at `dst` (element strides over
+/// `shape`; the destination's elements distinct); false (nothing done) past the kernels'
+/// axis limit.
+pub(crate) fn copy_view(
+    g: &Gpu,
+    src: u64,
+    src_strides: &[isize],
+    shape: &[usize],
+    dtype: Dtype,
+    dst: u64,
+    dst_strides: &[isize],
+) -> Result<bool> {
+    let Some(layout) = Layout::new(shape, &[src_strides.to_vec(), dst_strides.to_vec()]) else { return Ok(false) };
     run(g, "copy", bits_type(dtype), "copy", &[dst, src], &layout)?;
     Ok(true)
+}
+
+/// Runs kernel `name` of the copy family (module `copy <dtype>`) over `n` items with `args`.
+pub(crate) fn run_copy_family(g: &Gpu, t: Dtype, name: &str, n: usize, args: &[Arg]) -> Result<()> {
+    let f = g.function(&format!("copy {}", ctype(t)), name, || source("copy", t))?;
+    launch(g, &f, g.grid(n, BLOCK), BLOCK, args)
 }
 
 /// Reshape: a view where the strides allow, else a copy.

@@ -62,6 +62,27 @@ pub(crate) fn softmax(g: &Gpu, x: &Array, shape: &[usize]) -> Result<Option<Data
     Ok(Some(out))
 }
 
+/// log(sum(exp(x))) over the last axis (kept as size 1).
+pub(crate) fn logsumexp(g: &Gpu, x: &Array, shape: &[usize]) -> Result<Option<Data>> {
+    let t = x.dtype();
+    if !t.is_float() {
+        return Ok(None);
+    }
+    let n = *x.shape().last().unwrap_or(&1);
+    let r: usize = shape.iter().product();
+    if n == 0 && r > 0 {
+        return Ok(None);
+    }
+    let (out, po) = alloc_out(shape, t)?;
+    if r == 0 {
+        return Ok(Some(out));
+    }
+    let (_keep, px) = row_major(g, x)?;
+    let f = function(g, t, "logsumexp")?;
+    launch(g, &f, g.grid(r, 1), BLOCK, &[Arg::U64(po), Arg::U64(px), Arg::I64(r as i64), Arg::I64(n as i64)])?;
+    Ok(Some(out))
+}
+
 /// RMS normalization over the last axis, times an optional weight.
 pub(crate) fn rms_norm(g: &Gpu, x: &Array, w: Option<&Array>, eps: f32, shape: &[usize]) -> Result<Option<Data>> {
     let t = x.dtype();
@@ -118,13 +139,15 @@ pub(crate) fn layer_norm(
     Ok(Some(out))
 }
 
-/// Rotary position embedding of x [..., L, D] (built-in frequencies; the offset is read on
-/// the device, so a cache length computed there needs no round trip).
+/// Rotary position embedding of x [..., L, D] (built-in frequencies, or custom f32 ones in
+/// `freqs`; the offset is read on the device, so a cache length computed there needs no
+/// round trip).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn rope(
     g: &Gpu,
     x: &Array,
     offset: &Array,
+    freqs: Option<&Array>,
     dims: usize,
     traditional: bool,
     base: f32,
@@ -137,9 +160,17 @@ pub(crate) fn rope(
         Dtype::I64 => 1,
         _ => return Ok(None),
     };
-    if !t.is_float() || shape.len() < 2 || offset.size() != 1 {
+    if !t.is_float() || shape.len() < 2 || offset.size() != 1 || freqs.is_some_and(|f| f.dtype() != Dtype::F32) {
         return Ok(None);
     }
+    let (pf, fs, _keep_f) = match freqs {
+        Some(f) => {
+            let d = f.data()?;
+            let st = broadcast_strides(f.shape(), &d.strides, &[dims / 2]);
+            (device_ptr(g, &d, Dtype::F32)?, st[0] as i64, Some(d))
+        }
+        None => (0, 0, None),
+    };
     let nd = shape.len();
     let (l, d) = (shape[nd - 2], shape[nd - 1]);
     let total: usize = shape.iter().product();
@@ -148,14 +179,20 @@ pub(crate) fn rope(
         return Ok(Some(out));
     }
     let (_keep, px) = row_major(g, x)?;
+    // An offset only on the host (a Rust integer made into a scalar) goes in as a value.
     let od = offset.data()?;
-    let poff = device_ptr(g, &od, offset.dtype())?;
+    let (poff, off64, off_value) = if od.buffer.device_memory().is_none() {
+        (0, 2, offset.item::<i64>()?)
+    } else {
+        (device_ptr(g, &od, offset.dtype())?, off64, 0)
+    };
     let f = function(g, t, "rope")?;
     let args = [
         Arg::U64(po),
         Arg::U64(px),
         Arg::U64(poff),
         Arg::I32(off64),
+        Arg::I64(off_value),
         Arg::I64((total / d) as i64),
         Arg::I64(l as i64),
         Arg::I64(d as i64),
@@ -163,6 +200,8 @@ pub(crate) fn rope(
         Arg::I32(traditional as i32),
         Arg::F32(base),
         Arg::F32(scale),
+        Arg::U64(pf),
+        Arg::I64(fs),
     ];
     launch(g, &f, g.grid(total, BLOCK), BLOCK, &args)?;
     Ok(Some(out))

@@ -82,12 +82,24 @@ pub(crate) enum Arg<'a> {
     I32(i32),
     /// A float.
     F32(f32),
+    /// A double.
+    F64(f64),
     /// A strided layout.
     Layout(&'a Layout),
+    /// Gather's index arrays.
+    Indices(&'a super::index::Indices),
+    /// Attention's parameters.
+    Attn(&'a super::attention::Attn),
 }
 
 /// Launches `f` on the GPU's stream with `grid` blocks of `block` threads.
 pub(crate) fn launch(g: &Gpu, f: &CudaFunction, grid: u32, block: u32, args: &[Arg]) -> Result<()> {
+    let cfg = LaunchConfig { grid_dim: (grid.max(1), 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+    launch_cfg(g, f, cfg, args)
+}
+
+/// Launches `f` on the GPU's stream with the grid, block and dynamic shared memory of `cfg`.
+pub(crate) fn launch_cfg(g: &Gpu, f: &CudaFunction, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
     let mut b = g.stream.launch_builder(f);
     for a in args {
         match a {
@@ -95,10 +107,12 @@ pub(crate) fn launch(g: &Gpu, f: &CudaFunction, grid: u32, block: u32, args: &[A
             Arg::I64(v) => b.arg(v),
             Arg::I32(v) => b.arg(v),
             Arg::F32(v) => b.arg(v),
+            Arg::F64(v) => b.arg(v),
             Arg::Layout(v) => b.arg(*v),
+            Arg::Indices(v) => b.arg(*v),
+            Arg::Attn(v) => b.arg(*v),
         };
     }
-    let cfg = LaunchConfig { grid_dim: (grid.max(1), 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
     // SAFETY: each kernel's Rust caller passes the arguments its CUDA signature declares,
     // with device addresses of live buffers of the right sizes.
     unsafe { b.launch(cfg) }.map_err(|e| cuda_err("launching a kernel", e))?;

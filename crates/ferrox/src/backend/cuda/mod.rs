@@ -7,18 +7,22 @@
 //!   managed memory) counted in `active_memory` and friends; uploads and downloads.
 //! - [`compile`]: `.cu` sources compiled by NVRTC for the device's architecture at first use,
 //!   cached on disk.
-//! - [`elementwise`], [`reduce`], [`matmul`], [`fast`]: the kernels.
+//! - [`elementwise`], [`reduce`], [`matmul`], [`fast`], [`index`], [`attention`],
+//!   [`quantized`]: the kernels.
 //!
 //! An op this backend has no kernel for (or a dtype or layout it does not handle) returns
 //! `None` from [`eval`]; the dispatcher then runs it on the CPU ([`super::fallback`]).
 
 pub(crate) mod alloc;
+mod attention;
 pub(crate) mod compile;
 pub(crate) mod context;
 mod elementwise;
 mod fast;
+mod index;
 mod layout;
 mod matmul;
+mod quantized;
 mod reduce;
 
 use crate::array::{Array, Data};
@@ -51,7 +55,22 @@ pub(crate) fn eval(ordinal: usize, op: &Op, inputs: &[Array], shape: &[usize], d
         Op::Select => elementwise::select(gpu, &inputs[0], &inputs[1], &inputs[2], shape, dtype)?,
         Op::Reduce { op, axes } => reduce::reduce(gpu, *op, x.unwrap(), axes, shape, dtype)?,
         Op::ArgReduce { op, axis } => reduce::arg_reduce(gpu, *op, x.unwrap(), *axis, shape)?,
+        Op::Scan { op, axis, reverse, inclusive } => {
+            if dtype != x.unwrap().dtype() {
+                None
+            } else {
+                reduce::scan(gpu, *op, x.unwrap(), *axis, *reverse, *inclusive)?
+            }
+        }
         Op::Matmul { alpha, beta } => matmul::matmul(gpu, inputs, *alpha, *beta, shape, dtype)?,
+        Op::Arange { start, step } => index::arange(gpu, *start, *step, shape, dtype)?,
+        Op::Gather { axes, slice_sizes } => index::gather(gpu, inputs, axes, slice_sizes, shape, dtype)?,
+        Op::TakeAlongAxis(axis) => index::take_along_axis(gpu, &inputs[0], &inputs[1], *axis, shape, dtype)?,
+        Op::SliceUpdate { start, step } => index::slice_update(gpu, &inputs[0], &inputs[1], start, step)?,
+        Op::Concatenate(axis) => index::concatenate(gpu, inputs, *axis, shape, dtype)?,
+        Op::Attention { scale, mask } => attention::attention(gpu, inputs, *scale, *mask, shape)?,
+        Op::Quantized { op, params } => quantized::eval(gpu, *op, *params, inputs, shape, dtype)?,
+        Op::LogSumExp => fast::logsumexp(gpu, x.unwrap(), shape)?,
         Op::Softmax { .. } => fast::softmax(gpu, x.unwrap(), shape)?,
         Op::RmsNorm { eps, weight } => fast::rms_norm(gpu, &inputs[0], weight.then(|| &inputs[1]), *eps, shape)?,
         Op::LayerNorm { eps, weight, bias } => {
@@ -59,8 +78,9 @@ pub(crate) fn eval(ordinal: usize, op: &Op, inputs: &[Array], shape: &[usize], d
             let b = bias.then(|| &inputs[1 + *weight as usize]);
             fast::layer_norm(gpu, &inputs[0], w, b, *eps, shape)?
         }
-        Op::Rope { dims, traditional, base, scale, freqs: false } => {
-            fast::rope(gpu, &inputs[0], &inputs[1], *dims, *traditional, *base, *scale, shape)?
+        Op::Rope { dims, traditional, base, scale, freqs } => {
+            let f = freqs.then(|| &inputs[2]);
+            fast::rope(gpu, &inputs[0], &inputs[1], f, *dims, *traditional, *base, *scale, shape)?
         }
         _ => None,
     })

@@ -1,9 +1,10 @@
-//! Reductions over axes and arg-reductions: one block per output element.
+//! Reductions over axes, arg-reductions and scans: one block per output element (or line).
 
+use crate::array::row_major_strides;
 use crate::array::{Array, Data};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
-use crate::primitives::{ArgReduceOp, ReduceOp};
+use crate::primitives::{ArgReduceOp, ReduceOp, ScanOp};
 
 use super::alloc::{alloc_out, device_ptr, DeviceBlock};
 use super::compile::COMMON;
@@ -23,7 +24,9 @@ fn source(t: Dtype) -> String {
          REDUCE(Min, A, highest(), to_acc<T>(x), r_min<A>, T, from_acc<T>(acc))\n\
          REDUCE(All, bool, true, to_acc<T>(x) != (A)0, r_mul<bool>, bool, acc)\n\
          REDUCE(Any, bool, false, to_acc<T>(x) != (A)0, r_add<bool>, bool, acc)\n\
-         ARGREDUCE(ArgMax, true)\nARGREDUCE(ArgMin, false)\n",
+         ARGREDUCE(ArgMax, true)\nARGREDUCE(ArgMin, false)\n\
+         SCAN(Sum, (A)0, r_add<A>)\nSCAN(Prod, (A)1, r_mul<A>)\nSCAN(Max, lowest(), r_max<A>)\n\
+         SCAN(Min, highest(), r_min<A>)\n",
         ctype(t)
     )
 }
@@ -109,6 +112,42 @@ pub(crate) fn arg_reduce(
     let ip = device_ptr(g, &d, x.dtype())?;
     let f = function(g, x.dtype(), &format!("argreduce_{op:?}"))?;
     let args = [Arg::U64(po), Arg::U64(ip), Arg::Layout(&lo), Arg::I64(n as i64), Arg::I64(d.strides[axis] as i64)];
+    launch(g, &f, g.grid(lo.n(), 1), BLOCK, &args)?;
+    Ok(Some(out))
+}
+
+/// Cumulative `op` along `axis` (from the end if `reverse`; `inclusive` counts each element
+/// in its own output), into a row-major output of x's dtype.
+pub(crate) fn scan(
+    g: &Gpu,
+    op: ScanOp,
+    x: &Array,
+    axis: usize,
+    reverse: bool,
+    inclusive: bool,
+) -> Result<Option<Data>> {
+    let d = x.data()?;
+    let shape = x.shape();
+    let ost = row_major_strides(shape);
+    let mut lines = shape.to_vec();
+    lines[axis] = 1;
+    let Some(lo) = Layout::new(&lines, &[d.strides.clone(), ost.clone()]) else { return Ok(None) };
+    let (out, po) = alloc_out(shape, x.dtype())?;
+    if x.size() == 0 {
+        return Ok(Some(out));
+    }
+    let ip = device_ptr(g, &d, x.dtype())?;
+    let f = function(g, x.dtype(), &format!("scan_{op:?}"))?;
+    let args = [
+        Arg::U64(po),
+        Arg::U64(ip),
+        Arg::Layout(&lo),
+        Arg::I64(shape[axis] as i64),
+        Arg::I64(d.strides[axis] as i64),
+        Arg::I64(ost[axis] as i64),
+        Arg::I32(reverse as i32),
+        Arg::I32(inclusive as i32),
+    ];
     launch(g, &f, g.grid(lo.n(), 1), BLOCK, &args)?;
     Ok(Some(out))
 }

@@ -139,9 +139,18 @@ template <> __device__ __forceinline__ u64 from_f64<u64>(double d) {
   return (u64)d;
 }
 
-// astype: through f64 when either side is a float, else integer wrapping (bool: != 0).
+// Types whose every value f32 holds exactly (f32, f16, bf16).
+template <typename T> struct InF32 { static const bool v = false; };
+template <> struct InF32<float> { static const bool v = true; };
+template <> struct InF32<f16> { static const bool v = true; };
+template <> struct InF32<bf16> { static const bool v = true; };
+
+// astype: between f32, f16 and bf16 through f32 (rounded once, as the CPU does); else
+// through f64 when either side is a float, else integer wrapping (bool: != 0).
 template <typename S, typename D> __device__ __forceinline__ D cast(S v) {
-  if constexpr (Is<S>::flt || Is<D>::flt) {
+  if constexpr (InF32<S>::v && InF32<D>::v) {
+    return from_acc<D>((float)to_acc<S>(v));
+  } else if constexpr (Is<S>::flt || Is<D>::flt) {
     return from_f64<D>(to_f64<S>(v));
   } else if constexpr (Is<D>::bln) {
     return (D)(to_acc<S>(v) != 0);

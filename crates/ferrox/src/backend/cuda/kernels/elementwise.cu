@@ -254,3 +254,8 @@ extern "C" __global__ void copy(T* __restrict__ out, const T* __restrict__ in, L
       out[i] = cast<T, D>(in[o[0]]);                                                               \
     }                                                                                              \
   }
+
+// arange: start + i * step in f64 (no fused multiply-add: the CPU rounds the product first).
+extern "C" __global__ void arange(T* __restrict__ out, i64 n, double start, double step) {
+  GRID_LOOP(i, n) out[i] = from_f64<T>(__dadd_rn(start, __dmul_rn((double)i, step)));
+}

@@ -34,6 +34,8 @@ __device__ __forceinline__ V block_max(V v) {
 }
 __device__ __forceinline__ float f_exp(float x) { return expf(x); }
 __device__ __forceinline__ double f_exp(double x) { return exp(x); }
+__device__ __forceinline__ float f_log(float x) { return logf(x); }
+__device__ __forceinline__ double f_log(double x) { return log(x); }
 __device__ __forceinline__ float f_sqrt(float x) { return sqrtf(x); }
 __device__ __forceinline__ double f_sqrt(double x) { return sqrt(x); }
 
@@ -51,6 +53,30 @@ extern "C" __global__ void softmax(T* __restrict__ out, const T* __restrict__ x,
     for (i64 i = threadIdx.x; i < n; i += FBLOCK) s += f_exp(to_acc<T>(xr[i]) - m);
     A inv = (A)1 / block_sum(s);
     for (i64 i = threadIdx.x; i < n; i += FBLOCK) orow[i] = from_acc<T>(f_exp(to_acc<T>(xr[i]) - m) * inv);
+  }
+}
+
+// log(sum(exp(x))) of each row; a row whose max is not finite is summed directly in f64.
+extern "C" __global__ void logsumexp(T* __restrict__ out, const T* __restrict__ x, i64 rows, i64 n) {
+  for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + r * n;
+    A m = -1.0 / 0.0;
+    for (i64 i = threadIdx.x; i < n; i += FBLOCK) {
+      A v = to_acc<T>(xr[i]);
+      m = (m != m || v != v) ? m + v : (v > m ? v : m);
+    }
+    m = block_max(m);
+    if (m - m != 0) {
+      double s = 0;
+      for (i64 i = threadIdx.x; i < n; i += FBLOCK) s += exp((double)to_acc<T>(xr[i]));
+      s = block_sum(s);
+      if (threadIdx.x == 0) out[r] = from_acc<T>((A)log(s));
+      continue;
+    }
+    A s = 0;
+    for (i64 i = threadIdx.x; i < n; i += FBLOCK) s += f_exp(to_acc<T>(xr[i]) - m);
+    s = block_sum(s);
+    if (threadIdx.x == 0) out[r] = from_acc<T>(f_log(s) + m);
   }
 }
 
@@ -99,11 +125,14 @@ extern "C" __global__ void layer_norm(T* __restrict__ out, const T* __restrict__
 }
 
 // x [rows, d] row-major, rows cycling through l positions; the first `dims` features rotate.
-// The offset is an integer scalar on the device (i64 if off64, else i32). Angles in f64.
+// The offset is an integer scalar on the device (i64 if off64 is 1, i32 if 0), or, when
+// off64 is 2, the value off_value (an offset still on the host needs no upload). Angles in f64.
+// freqs: custom frequencies (f32, stride fs; the inverse frequency is 1 / freqs[i]), or null.
 extern "C" __global__ void rope(T* __restrict__ out, const T* __restrict__ x, const void* offset, int off64,
-                                i64 rows, i64 l, i64 d, i64 dims, int traditional, float base, float scale) {
+                                i64 off_value, i64 rows, i64 l, i64 d, i64 dims, int traditional, float base, float scale,
+                                const float* __restrict__ freqs, i64 fs) {
   i64 half = dims / 2;
-  double off = off64 ? (double)*(const i64*)offset : (double)*(const i32*)offset;
+  double off = off64 == 2 ? (double)off_value : off64 ? (double)*(const i64*)offset : (double)*(const i32*)offset;
   GRID_LOOP(t, rows * d) {
     i64 r = t / d, j = t % d;
     const T* xr = x + r * d;
@@ -124,7 +153,7 @@ extern "C" __global__ void rope(T* __restrict__ out, const T* __restrict__ x, co
       ib = i + half;
       first = j < half;
     }
-    double inv_freq = pow((double)base, -(2.0 * (double)i) / (double)dims);
+    double inv_freq = freqs ? 1.0 / (double)freqs[i * fs] : pow((double)base, -(2.0 * (double)i) / (double)dims);
     double ang = (off + (double)(r % l)) * (double)scale * inv_freq;
     A c = (A)cos(ang), s = (A)sin(ang);
     A a = to_acc<T>(xr[ia]), b = to_acc<T>(xr[ib]);

@@ -140,3 +140,37 @@ __device__ __forceinline__ Cand arg_pick(Cand a, Cand b) {
       if (threadIdx.x == 0) out[j] = (u32)best.i;                                                       \
     }                                                                                                   \
   }
+
+// Scans: one block per line (lo: the lines, st[0] the input's and st[1] the output's strides);
+// the line of n elements (strides si, so) is taken in chunks of RBLOCK, each scanned in
+// shared memory and joined to the running total. `reverse` runs from the end; `inclusive`
+// includes each element in its own output.
+#define SCAN(NAME, INIT, F)                                                                           \
+  extern "C" __global__ void scan_##NAME(T* __restrict__ out, const T* __restrict__ in, Layout lo, i64 n, \
+                                         i64 si, i64 so, int reverse, int inclusive) {               \
+    __shared__ A sh[RBLOCK];                                                                          \
+    for (i64 line = blockIdx.x; line < lo.n; line += gridDim.x) {                                     \
+      i64 base[2];                                                                                    \
+      offsets<2>(lo, line, base);                                                                     \
+      A carry = INIT;                                                                                 \
+      for (i64 c0 = 0; c0 < n; c0 += RBLOCK) {                                                        \
+        i64 k = c0 + threadIdx.x;                                                                     \
+        i64 pos = reverse ? n - 1 - k : k;                                                            \
+        A v = k < n ? to_acc<T>(in[base[0] + pos * si]) : (A)(INIT);                                  \
+        sh[threadIdx.x] = v;                                                                          \
+        __syncthreads();                                                                              \
+        for (int w = 1; w < RBLOCK; w <<= 1) {                                                        \
+          A add = threadIdx.x >= w ? sh[threadIdx.x - w] : (A)(INIT);                                 \
+          __syncthreads();                                                                            \
+          if (threadIdx.x >= w) sh[threadIdx.x] = F(add, sh[threadIdx.x]);                            \
+          __syncthreads();                                                                            \
+        }                                                                                             \
+        A incl = F(carry, sh[threadIdx.x]);                                                           \
+        A excl = threadIdx.x == 0 ? carry : F(carry, sh[threadIdx.x - 1]);                            \
+        if (k < n) out[base[1] + pos * so] = from_acc<T>(inclusive ? incl : excl);                    \
+        i64 last = (n - c0 < RBLOCK ? n - c0 : RBLOCK) - 1;                                           \
+        carry = F(carry, sh[last]);                                                                   \
+        __syncthreads();                                                                              \
+      }                                                                                               \
+    }                                                                                                 \
+  }

@@ -1,0 +1,190 @@
+//! Scaled dot-product attention (`Op::Attention`) without materialized scores: a split-KV
+//! kernel for decode (few query rows per key/value head: blocks split the keys, a second
+//! kernel joins their partial softmaxes) and a flash-attention-style kernel for prefill
+//! (tiles of query rows sweep key tiles with an online softmax; on the tensor cores through
+//! `mma.sync` for f16 and bf16 with head dims up to 128, else in f32 FMAs). Both group the query
+//! heads of one key/value head, take causal, additive or boolean masks, and read q, k and v
+//! through their strides (a KV-cache view needs no copy) as long as the feature axis is
+//! contiguous. f32, f16 and bf16, computed in f32; head dims up to 256.
+
+use cudarc::driver::{DeviceRepr, LaunchConfig};
+
+use crate::array::{Array, Data};
+use crate::dtype::Dtype;
+use crate::error::Result;
+use crate::primitives::AttentionMask;
+use crate::shape::broadcast_strides;
+
+use super::alloc::{alloc_out, device_ptr, DeviceBlock};
+use super::compile::COMMON;
+use super::context::Gpu;
+use super::elementwise::copy;
+use super::layout::{ctype, launch_cfg, Arg};
+
+const SRC: &str = include_str!("kernels/attention.cu");
+/// Rows of one (batch, kv head) up to which the decode kernel runs.
+const DECODE_ROWS: usize = 16;
+
+/// The kernel's parameters (`struct Attn` of attention.cu).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Attn {
+    q: u64,
+    k: u64,
+    v: u64,
+    mask: u64,
+    out: u64,
+    qs: [i64; 3],
+    ks: [i64; 3],
+    vs: [i64; 3],
+    ms: [i64; 4],
+    b: i32,
+    hq: i32,
+    hkv: i32,
+    l: i32,
+    s: i32,
+    d: i32,
+    dv: i32,
+    mkind: i32,
+    scale: f32,
+    vec: i32,
+}
+
+// SAFETY: a plain #[repr(C)] struct matching the kernel's parameter type.
+unsafe impl DeviceRepr for Attn {}
+
+/// An operand's data with a contiguous last axis (copied if it has none), and its address.
+fn operand(g: &Gpu, x: &Array) -> Result<(Data, u64)> {
+    let d = x.data()?;
+    let d = if x.shape()[3] > 1 && d.strides[3] != 1 { copy(g, x)? } else { d };
+    let p = device_ptr(g, &d, x.dtype())?;
+    Ok((d, p))
+}
+
+/// softmax(q kᵀ · scale + mask) v; `None` for dtypes or head sizes the kernels lack.
+pub(crate) fn attention(
+    g: &Gpu,
+    inputs: &[Array],
+    scale: f32,
+    mask: AttentionMask,
+    shape: &[usize],
+) -> Result<Option<Data>> {
+    let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+    let t = q.dtype();
+    let (b, hq, l, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+    let (hkv, s, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
+    let dmax = d.max(dv);
+    if !matches!(t, Dtype::F32 | Dtype::F16 | Dtype::Bf16) || k.dtype() != t || v.dtype() != t || dmax > 256 {
+        return Ok(None);
+    }
+    if [b, hq, l, s, d, dv].iter().any(|&x| x > i32::MAX as usize) {
+        return Ok(None);
+    }
+    let (out, po) = alloc_out(shape, t)?;
+    if out.buffer.nbytes() == 0 {
+        return Ok(Some(out));
+    }
+    let ((dq, pq), (dk, pk), (dvd, pv)) = (operand(g, q)?, operand(g, k)?, operand(g, v)?);
+    let mut p = Attn {
+        q: pq,
+        k: pk,
+        v: pv,
+        out: po,
+        b: b as i32,
+        hq: hq as i32,
+        hkv: hkv as i32,
+        l: l as i32,
+        s: s as i32,
+        d: d as i32,
+        dv: dv as i32,
+        scale,
+        ..Default::default()
+    };
+    for i in 0..3 {
+        p.qs[i] = dq.strides[i] as i64;
+        p.ks[i] = dk.strides[i] as i64;
+        p.vs[i] = dvd.strides[i] as i64;
+    }
+    let _keep_mask = match mask {
+        AttentionMask::None => None,
+        AttentionMask::Causal => {
+            p.mkind = 1;
+            None
+        }
+        AttentionMask::Array => {
+            let m = &inputs[3];
+            if m.dtype() != Dtype::Bool && m.dtype() != t {
+                return Ok(None);
+            }
+            let dm = m.data()?;
+            p.mask = device_ptr(g, &dm, m.dtype())?;
+            let st = broadcast_strides(m.shape(), &dm.strides, &[b, hq, l, s]);
+            for (i, &x) in st.iter().enumerate() {
+                p.ms[i] = x as i64;
+            }
+            p.mkind = if m.dtype() == Dtype::Bool { 3 } else { 2 };
+            Some(dm)
+        }
+    };
+    let name = ctype(t);
+    // Half types also get the tensor-core kernel (MMA_KIND names the mma operand type).
+    let mma = if t == Dtype::F32 { String::new() } else { format!("#define MMA_KIND \"{name}\"\n") };
+    let func =
+        |n: &str| g.function(&format!("attention {name}"), n, || format!("{COMMON}\n#define T {name}\n{mma}{SRC}\n"));
+    let rows = (hq / hkv.max(1)) * l;
+    if rows <= DECODE_ROWS {
+        let epl = if dmax <= 64 {
+            2
+        } else if dmax <= 128 {
+            4
+        } else {
+            8
+        };
+        let r = match rows {
+            1 => 1,
+            2 => 2,
+            3 | 4 => 4,
+            _ if epl == 8 => 4,
+            _ => 8,
+        };
+        let blocks = b * hkv * rows.div_ceil(r);
+        // Split the keys so that the grid fills the GPU about twice, each split at least 64 keys.
+        let nsplit = (2 * g.sms as usize).div_ceil(blocks).min(s.div_ceil(64)).max(1);
+        let chunk = s.div_ceil(nsplit);
+        let nsplit = s.div_ceil(chunk.max(1)).max(1);
+        let part = if nsplit > 1 { Some(DeviceBlock::new(b * hq * l * nsplit * (dv + 2) * 4)?) } else { None };
+        let ppart = part.as_ref().map_or(0, |x| x.addr);
+        let f = func(&format!("attn_decode_{epl}_{r}"))?;
+        let cfg =
+            LaunchConfig { grid_dim: (blocks as u32, nsplit as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        launch_cfg(g, &f, cfg, &[Arg::Attn(&p), Arg::U64(ppart), Arg::I32(nsplit as i32), Arg::I32(chunk as i32)])?;
+        if nsplit > 1 {
+            let f = func("attn_combine")?;
+            let cfg =
+                LaunchConfig { grid_dim: ((b * hq * l) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+            launch_cfg(g, &f, cfg, &[Arg::Attn(&p), Arg::U64(ppart), Arg::I32(nsplit as i32)])?;
+        }
+    } else if t != Dtype::F32 && dmax <= 128 {
+        let hd = if dmax <= 64 { 64 } else { 128 };
+        // Whole rows of K and V as 16-byte vectors when they are aligned and exactly hd wide.
+        let aligned = |ptr: u64, st: &[i64; 3]| ptr.is_multiple_of(16) && st.iter().all(|s| s % 8 == 0);
+        p.vec = (d == hd && dv == hd && aligned(p.k, &p.ks) && aligned(p.v, &p.vs)) as i32;
+        let blocks = b * hkv * rows.div_ceil(64);
+        let f = func(&format!("attn_mma_{hd}"))?;
+        let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        launch_cfg(g, &f, cfg, &[Arg::Attn(&p)])?;
+    } else {
+        let dm = if dmax <= 64 {
+            64
+        } else if dmax <= 128 {
+            128
+        } else {
+            256
+        };
+        let blocks = b * hkv * rows.div_ceil(32);
+        let f = func(&format!("attn_flash_{dm}"))?;
+        let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        launch_cfg(g, &f, cfg, &[Arg::Attn(&p)])?;
+    }
+    Ok(Some(out))
+}

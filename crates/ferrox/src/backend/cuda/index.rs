@@ -1,0 +1,206 @@
+//! Indexing and assembling kernels: gather (embedding lookups), take_along_axis,
+//! slice_update (KV-cache writes), concatenate and arange.
+//!
+//! Gathers move elements by size only. Index arrays of any integer dtype are read on the
+//! device: a negative index counts from the end, and an index out of range is clamped into
+//! it (a GPU kernel cannot stop to raise an error; the CPU backend reports one).
+
+use cudarc::driver::DeviceRepr;
+
+use crate::array::{row_major_strides, Array, Data};
+use crate::dtype::Dtype;
+use crate::error::Result;
+use crate::shape::broadcast_strides;
+
+use super::alloc::{alloc_out, device_ptr};
+use super::compile::COMMON;
+use super::context::Gpu;
+use super::elementwise::{bits_type, copy_view, run_copy_family};
+use super::layout::{ctype, launch, Arg, Layout};
+
+const SRC: &str = include_str!("kernels/index.cu");
+const BLOCK: u32 = 256;
+
+/// Gather's index arrays as the kernel takes them (`struct Indices` of index.cu).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Indices {
+    ptr: [u64; 4],
+    stride: [i64; 4],
+    size: [i64; 4],
+    n: i32,
+    pad: i32,
+}
+
+// SAFETY: a plain #[repr(C)] struct matching the kernel's parameter type.
+unsafe impl DeviceRepr for Indices {}
+
+/// Kernel `name` for elements of `t` (moved by size) and indices of `idx`.
+fn function(g: &Gpu, t: Dtype, idx: Dtype, name: &str) -> Result<cudarc::driver::CudaFunction> {
+    let (tb, ti) = (ctype(bits_type(t)), ctype(idx));
+    g.function(&format!("index {tb} {ti}"), name, || format!("{COMMON}\n#define T {tb}\n#define I {ti}\n{SRC}\n"))
+}
+
+/// `Gather`: output = index shape + `slice_sizes`, slice starts from the indices on `axes`.
+pub(crate) fn gather(
+    g: &Gpu,
+    inputs: &[Array],
+    axes: &[usize],
+    slice_sizes: &[usize],
+    shape: &[usize],
+    dtype: Dtype,
+) -> Result<Option<Data>> {
+    let (a, idxs) = (&inputs[0], &inputs[1..]);
+    let it = match idxs.first() {
+        Some(i) => i.dtype(),
+        None => Dtype::I32,
+    };
+    if idxs.len() > 4 || !it.is_integer() || idxs.iter().any(|i| i.dtype() != it) || a.shape().contains(&0) {
+        return Ok(None);
+    }
+    let idx_shape = &shape[..shape.len() - slice_sizes.len()];
+    let da = a.data()?;
+    let mut ix = Indices { n: idxs.len() as i32, ..Default::default() };
+    let mut istrides = Vec::new();
+    let mut keep = Vec::new();
+    for (k, (i, &ax)) in idxs.iter().zip(axes).enumerate() {
+        let d = i.data()?;
+        ix.ptr[k] = device_ptr(g, &d, it)?;
+        ix.stride[k] = da.strides[ax] as i64;
+        ix.size[k] = a.shape()[ax] as i64;
+        istrides.push(broadcast_strides(i.shape(), &d.strides, idx_shape));
+        keep.push(d);
+    }
+    let (Some(li), Some(ls)) =
+        (Layout::new(idx_shape, &istrides), Layout::new(slice_sizes, std::slice::from_ref(&da.strides)))
+    else {
+        return Ok(None);
+    };
+    let (out, po) = alloc_out(shape, dtype)?;
+    let n = li.n() * ls.n();
+    if n == 0 {
+        return Ok(Some(out));
+    }
+    let pa = device_ptr(g, &da, dtype)?;
+    let f = function(g, dtype, it, "gather")?;
+    launch(
+        g,
+        &f,
+        g.grid(n, BLOCK),
+        BLOCK,
+        &[Arg::U64(po), Arg::U64(pa), Arg::Indices(&ix), Arg::Layout(&li), Arg::Layout(&ls)],
+    )?;
+    Ok(Some(out))
+}
+
+/// `take_along_axis`: out[pos] = a[pos with `axis` replaced by idx[pos]].
+pub(crate) fn take_along_axis(
+    g: &Gpu,
+    a: &Array,
+    idx: &Array,
+    axis: usize,
+    shape: &[usize],
+    dtype: Dtype,
+) -> Result<Option<Data>> {
+    let it = idx.dtype();
+    if !it.is_integer() || a.shape()[axis] == 0 {
+        return Ok(None);
+    }
+    let (da, di) = (a.data()?, idx.data()?);
+    let mut sa = broadcast_strides(a.shape(), &da.strides, shape);
+    sa[axis] = 0;
+    let si = broadcast_strides(idx.shape(), &di.strides, shape);
+    let Some(l) = Layout::new(shape, &[sa, si]) else { return Ok(None) };
+    let (out, po) = alloc_out(shape, dtype)?;
+    if l.n() == 0 {
+        return Ok(Some(out));
+    }
+    let (pa, pi) = (device_ptr(g, &da, dtype)?, device_ptr(g, &di, it)?);
+    let f = function(g, dtype, it, "take_along_axis")?;
+    let args = [
+        Arg::U64(po),
+        Arg::U64(pa),
+        Arg::U64(pi),
+        Arg::Layout(&l),
+        Arg::I64(a.shape()[axis] as i64),
+        Arg::I64(da.strides[axis] as i64),
+    ];
+    launch(g, &f, g.grid(l.n(), BLOCK), BLOCK, &args)?;
+    Ok(Some(out))
+}
+
+/// `update` (broadcast to the window) written at `start + i * step` of a row-major copy of `x`.
+pub(crate) fn slice_update(
+    g: &Gpu,
+    x: &Array,
+    update: &Array,
+    start: &[usize],
+    step: &[isize],
+) -> Result<Option<Data>> {
+    let shape = x.shape();
+    let dtype = x.dtype();
+    if update.dtype() != dtype {
+        return Ok(None);
+    }
+    let (dx, du) = (x.data()?, update.data()?);
+    let (out, po) = alloc_out(shape, dtype)?;
+    let ost = row_major_strides(shape);
+    if x.size() > 0 {
+        let px = device_ptr(g, &dx, dtype)?;
+        if !copy_view(g, px, &dx.strides, shape, dtype, po, &ost)? {
+            return Ok(None);
+        }
+    }
+    if update.size() > 0 {
+        let mut window = vec![1usize; shape.len() - update.ndim()];
+        window.extend_from_slice(update.shape());
+        let off: isize = start.iter().zip(&ost).map(|(&s, &st)| s as isize * st).sum();
+        let wst: Vec<isize> = ost.iter().zip(step).map(|(&s, &k)| s * k).collect();
+        let ust = broadcast_strides(update.shape(), &du.strides, &window);
+        let pu = device_ptr(g, &du, dtype)?;
+        let dst = (po as i64 + off as i64 * dtype.size() as i64) as u64;
+        if !copy_view(g, pu, &ust, &window, dtype, dst, &wst)? {
+            return Ok(None);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Joins `inputs` along `axis` into a row-major output: one strided copy per input.
+pub(crate) fn concatenate(
+    g: &Gpu,
+    inputs: &[Array],
+    axis: usize,
+    shape: &[usize],
+    dtype: Dtype,
+) -> Result<Option<Data>> {
+    if inputs.iter().any(|a| a.dtype() != dtype) {
+        return Ok(None);
+    }
+    let (out, po) = alloc_out(shape, dtype)?;
+    let ost = row_major_strides(shape);
+    let mut at = 0usize;
+    for a in inputs {
+        if a.size() > 0 {
+            let d = a.data()?;
+            let pa = device_ptr(g, &d, dtype)?;
+            let dst = po + (at * ost[axis] as usize * dtype.size()) as u64;
+            if !copy_view(g, pa, &d.strides, a.shape(), dtype, dst, &ost)? {
+                return Ok(None);
+            }
+        }
+        at += a.shape()[axis];
+    }
+    Ok(Some(out))
+}
+
+/// `start + i * step` for i in 0..n, computed in f64 and converted as the CPU does.
+pub(crate) fn arange(g: &Gpu, start: f64, step: f64, shape: &[usize], dtype: Dtype) -> Result<Option<Data>> {
+    let (out, po) = alloc_out(shape, dtype)?;
+    let n: usize = shape.iter().product();
+    if n > 0 {
+        let args = [Arg::U64(po), Arg::I64(n as i64), Arg::F64(start), Arg::F64(step)];
+        run_copy_family(g, dtype, "arange", n, &args)?;
+    }
+    Ok(Some(out))
+}

@@ -1,0 +1,468 @@
+// Scaled dot-product attention: softmax(q kᵀ · scale + mask) v, computed in f32 for f32, f16
+// and bf16 inputs (T), never materializing the scores. Query heads of one key/value head are
+// consecutive (grouped-query attention), so the rows of one (batch, kv head) — group · L of
+// them, row r being head kvh · group + r / L and query r % L — share each pass over K and V.
+//
+// Masked keys (causal: key j > i + S - L; a false in a bool mask) are skipped, as the CPU
+// backend's lowest-value scores are; a row that sees no key gets zeros.
+
+struct Attn {
+  u64 q, k, v, mask, out;
+  i64 qs[3], ks[3], vs[3];  // element strides of axes 0-2 (the last axis is contiguous)
+  i64 ms[4];                // the mask's strides broadcast to [B, Hq, L, S]
+  i32 B, Hq, Hkv, L, S, D, Dv;
+  i32 mkind;  // 0 none, 1 causal, 2 additive (T), 3 bool
+  float scale;
+  i32 vec;  // k and v rows load as 16-byte vectors (aligned, D = Dv = the kernel's head size)
+};
+
+#define NEG_INF (-1.0f / 0.0f)
+
+// The score of key j for query i of head h in batch b after masking; -inf if masked.
+__device__ __forceinline__ float masked_score(const Attn& p, float s, int b, int h, int i, int j) {
+  s *= p.scale;
+  if (p.mkind == 1) {
+    if (j > i + p.S - p.L) return NEG_INF;
+  } else if (p.mkind >= 2) {
+    i64 o = b * p.ms[0] + h * p.ms[1] + i * p.ms[2] + j * p.ms[3];
+    if (p.mkind == 3) {
+      if (!((const bool*)p.mask)[o]) return NEG_INF;
+    } else {
+      s += to_acc<T>(((const T*)p.mask)[o]);
+    }
+  }
+  return s;
+}
+
+// Max that ignores a NaN on the right (the CPU's row max skips NaN scores).
+__device__ __forceinline__ float fmax_keep(float m, float s) { return s > m ? s : m; }
+
+// ---- decode: few rows per kv head, keys split across blocks ----
+// Block (b, kvh, chunk of R rows) × split y; 4 warps take the split's keys in turn, each lane
+// holding EPL dims (d = lane + 32 e) of each row's query and output. Each block leaves its
+// unnormalized output and (max, sum) in `part` [row, split, Dv + 2], or, with one split,
+// the final output.
+template <int EPL, int R>
+__device__ __forceinline__ void decode_impl(const Attn& p, float* __restrict__ part, int nsplit, int chunk) {
+  __shared__ float sm[4][R], sl[4][R];
+  __shared__ float sacc[4][R][EPL * 32];
+  const int group = p.Hq / p.Hkv, rows = group * p.L;
+  const int nchunks = (rows + R - 1) / R;
+  const int rc = blockIdx.x % nchunks, bk = blockIdx.x / nchunks;
+  const int kvh = bk % p.Hkv, b = bk / p.Hkv;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int s0 = blockIdx.y * chunk, s1 = min(p.S, s0 + chunk);
+  float q[R][EPL], acc[R][EPL], m[R], l[R];
+  int hh[R], ii[R];
+  bool valid[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    int row = rc * R + r;
+    valid[r] = row < rows;
+    hh[r] = kvh * group + (valid[r] ? row / p.L : 0);
+    ii[r] = valid[r] ? row % p.L : 0;
+    const T* qr = (const T*)p.q + b * p.qs[0] + hh[r] * p.qs[1] + ii[r] * p.qs[2];
+#pragma unroll
+    for (int e = 0; e < EPL; ++e) {
+      int d = lane + 32 * e;
+      q[r][e] = (valid[r] && d < p.D) ? to_acc<T>(qr[d]) : 0.0f;
+      acc[r][e] = 0.0f;
+    }
+    m[r] = NEG_INF;
+    l[r] = 0.0f;
+  }
+  const T* kb = (const T*)p.k + b * p.ks[0] + kvh * p.ks[1];
+  const T* vb = (const T*)p.v + b * p.vs[0] + kvh * p.vs[1];
+  for (int j = s0 + warp; j < s1; j += 4) {
+    const T* kr = kb + j * p.ks[2];
+    const T* vr = vb + j * p.vs[2];
+    float kv[EPL], vv[EPL];
+#pragma unroll
+    for (int e = 0; e < EPL; ++e) {
+      int d = lane + 32 * e;
+      kv[e] = d < p.D ? to_acc<T>(kr[d]) : 0.0f;
+      vv[e] = d < p.Dv ? to_acc<T>(vr[d]) : 0.0f;
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float s = 0.0f;
+#pragma unroll
+      for (int e = 0; e < EPL; ++e) s += q[r][e] * kv[e];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+      if (!valid[r]) continue;
+      s = masked_score(p, s, b, hh[r], ii[r], j);
+      if (s == NEG_INF) continue;
+      float mn = fmax_keep(m[r], s);
+      float corr = expf(m[r] - mn), pj = expf(s - mn);
+      l[r] = l[r] * corr + pj;
+#pragma unroll
+      for (int e = 0; e < EPL; ++e) acc[r][e] = acc[r][e] * corr + pj * vv[e];
+      m[r] = mn;
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (lane == 0) {
+      sm[warp][r] = m[r];
+      sl[warp][r] = l[r];
+    }
+#pragma unroll
+    for (int e = 0; e < EPL; ++e) sacc[warp][r][lane + 32 * e] = acc[r][e];
+  }
+  __syncthreads();
+  for (int r = 0; r < R; ++r) {
+    int row = rc * R + r;
+    if (row >= rows) break;
+    int h = kvh * group + row / p.L, i = row % p.L;
+    i64 orow = ((i64)(b * p.Hq + h) * p.L + i);
+    float M = NEG_INF;
+    for (int w = 0; w < 4; ++w) M = fmax_keep(M, sm[w][r]);
+    float Ls = 0.0f, f[4];
+    for (int w = 0; w < 4; ++w) {
+      f[w] = sm[w][r] == NEG_INF ? 0.0f : expf(sm[w][r] - M);
+      Ls += sl[w][r] * f[w];
+    }
+    for (int d = threadIdx.x; d < p.Dv; d += blockDim.x) {
+      float a = 0.0f;
+      for (int w = 0; w < 4; ++w) a += f[w] == 0.0f ? 0.0f : sacc[w][r][d] * f[w];
+      if (nsplit == 1) {
+        ((T*)p.out)[orow * p.Dv + d] = from_acc<T>(Ls > 0.0f ? a / Ls : 0.0f);
+      } else {
+        part[(orow * nsplit + blockIdx.y) * (p.Dv + 2) + 2 + d] = a;
+      }
+    }
+    if (nsplit > 1 && threadIdx.x == 0) {
+      part[(orow * nsplit + blockIdx.y) * (p.Dv + 2)] = M;
+      part[(orow * nsplit + blockIdx.y) * (p.Dv + 2) + 1] = Ls;
+    }
+  }
+}
+
+#define DECODE(EPL, R)                                                                                   \
+  extern "C" __global__ void __launch_bounds__(128) attn_decode_##EPL##_##R(Attn p, float* part, int nsplit, \
+                                                                            int chunk) {                 \
+    decode_impl<EPL, R>(p, part, nsplit, chunk);                                                         \
+  }
+DECODE(2, 1)
+DECODE(2, 2)
+DECODE(2, 4)
+DECODE(2, 8)
+DECODE(4, 1)
+DECODE(4, 2)
+DECODE(4, 4)
+DECODE(4, 8)
+DECODE(8, 1)
+DECODE(8, 2)
+DECODE(8, 4)
+
+// Joins the splits of each row: block per row (B · Hq · L of them).
+extern "C" __global__ void attn_combine(Attn p, const float* __restrict__ part, int nsplit) {
+  i64 orow = blockIdx.x;
+  const float* pr = part + orow * nsplit * (p.Dv + 2);
+  float M = NEG_INF;
+  for (int s = 0; s < nsplit; ++s) M = fmax_keep(M, pr[s * (p.Dv + 2)]);
+  float Ls = 0.0f;
+  for (int s = 0; s < nsplit; ++s) {
+    float ms = pr[s * (p.Dv + 2)];
+    if (ms != NEG_INF) Ls += pr[s * (p.Dv + 2) + 1] * expf(ms - M);
+  }
+  for (int d = threadIdx.x; d < p.Dv; d += blockDim.x) {
+    float a = 0.0f;
+    for (int s = 0; s < nsplit; ++s) {
+      float ms = pr[s * (p.Dv + 2)];
+      if (ms != NEG_INF) a += pr[s * (p.Dv + 2) + 2 + d] * expf(ms - M);
+    }
+    ((T*)p.out)[orow * p.Dv + d] = from_acc<T>(Ls > 0.0f ? a / Ls : 0.0f);
+  }
+}
+
+// ---- prefill: flash attention over tiles of 32 query rows and BK keys ----
+// Block of 128 threads per (b, kvh, 32 rows); 4 threads per row, thread tp holding dims
+// d = 16 c + 4 tp + u (u < 4) of its row's query and output. K and V tiles sit in shared
+// memory as f32; scores go through a small shared tile; softmax is online across tiles.
+template <int DMAX>
+__device__ __forceinline__ void flash_impl(const Attn& p) {
+  constexpr int BK = 32 * 128 / DMAX;
+  constexpr int C = DMAX / 16;
+  __shared__ __align__(16) float ks[BK][DMAX];
+  __shared__ __align__(16) float vs[BK][DMAX];
+  __shared__ float ps[32][BK + 1];
+  const int group = p.Hq / p.Hkv, rows = group * p.L;
+  const int nq = (rows + 31) / 32;
+  const int qb = blockIdx.x % nq, bk = blockIdx.x / nq;
+  const int kvh = bk % p.Hkv, b = bk / p.Hkv;
+  const int tid = threadIdx.x, rl = tid >> 2, tp = tid & 3;
+  const int row = qb * 32 + rl;
+  const bool valid = row < rows;
+  const int h = kvh * group + (valid ? row / p.L : 0), i = valid ? row % p.L : 0;
+  float4 q[C], acc[C];
+  const T* qr = (const T*)p.q + b * p.qs[0] + h * p.qs[1] + i * p.qs[2];
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    float t[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      int d = 16 * c + 4 * tp + u;
+      t[u] = (valid && d < p.D) ? to_acc<T>(qr[d]) : 0.0f;
+    }
+    q[c] = make_float4(t[0], t[1], t[2], t[3]);
+    acc[c] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  }
+  float m = NEG_INF, l = 0.0f;
+  // Keys any row of this block can see.
+  int kend = p.S;
+  if (p.mkind == 1) {
+    int first = qb * 32, last = min(rows, first + 32) - 1;
+    int maxi = (first / p.L != last / p.L) ? p.L - 1 : last % p.L;
+    kend = max(0, min(p.S, maxi + p.S - p.L + 1));
+  }
+  const T* kb = (const T*)p.k + b * p.ks[0] + kvh * p.ks[1];
+  const T* vb = (const T*)p.v + b * p.vs[0] + kvh * p.vs[1];
+  for (int j0 = 0; j0 < kend; j0 += BK) {
+    const int nk = min(BK, kend - j0);
+    __syncthreads();
+    for (int t = tid; t < BK * DMAX; t += 128) {
+      int jj = t / DMAX, d = t % DMAX;
+      bool in = jj < nk;
+      ks[jj][d] = (in && d < p.D) ? to_acc<T>(kb[(i64)(j0 + jj) * p.ks[2] + d]) : 0.0f;
+      vs[jj][d] = (in && d < p.Dv) ? to_acc<T>(vb[(i64)(j0 + jj) * p.vs[2] + d]) : 0.0f;
+    }
+    __syncthreads();
+    float mt = NEG_INF;
+    for (int jj = 0; jj < nk; ++jj) {
+      float s = 0.0f;
+#pragma unroll
+      for (int c = 0; c < C; ++c) {
+        float4 k4 = *(const float4*)&ks[jj][16 * c + 4 * tp];
+        s += q[c].x * k4.x + q[c].y * k4.y + q[c].z * k4.z + q[c].w * k4.w;
+      }
+      s += __shfl_xor_sync(0xffffffffu, s, 1);
+      s += __shfl_xor_sync(0xffffffffu, s, 2);
+      s = valid ? masked_score(p, s, b, h, i, j0 + jj) : NEG_INF;
+      if ((jj & 3) == tp) ps[rl][jj] = s;
+      mt = fmax_keep(mt, s);
+    }
+    const float mn = fmax_keep(m, mt);
+    __syncwarp();
+    float lp = 0.0f;
+    for (int jj = tp; jj < nk; jj += 4) {
+      float s = ps[rl][jj];
+      float e = (s == NEG_INF) ? 0.0f : expf(s - mn);
+      ps[rl][jj] = e;
+      lp += e;
+    }
+    lp += __shfl_xor_sync(0xffffffffu, lp, 1);
+    lp += __shfl_xor_sync(0xffffffffu, lp, 2);
+    __syncwarp();
+    if (mn == NEG_INF) continue;  // nothing seen yet
+    const float corr = expf(m - mn);
+    l = l * corr + lp;
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      acc[c].x *= corr;
+      acc[c].y *= corr;
+      acc[c].z *= corr;
+      acc[c].w *= corr;
+    }
+    for (int jj = 0; jj < nk; ++jj) {
+      float e = ps[rl][jj];
+#pragma unroll
+      for (int c = 0; c < C; ++c) {
+        float4 v4 = *(const float4*)&vs[jj][16 * c + 4 * tp];
+        acc[c].x += e * v4.x;
+        acc[c].y += e * v4.y;
+        acc[c].z += e * v4.z;
+        acc[c].w += e * v4.w;
+      }
+    }
+    m = mn;
+  }
+  if (!valid) return;
+  T* orow = (T*)p.out + ((i64)(b * p.Hq + h) * p.L + i) * p.Dv;
+  const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    float t[4] = {acc[c].x, acc[c].y, acc[c].z, acc[c].w};
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      int d = 16 * c + 4 * tp + u;
+      if (d < p.Dv) orow[d] = from_acc<T>(t[u] * inv);
+    }
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(128) attn_flash_64(Attn p) { flash_impl<64>(p); }
+extern "C" __global__ void __launch_bounds__(128) attn_flash_128(Attn p) { flash_impl<128>(p); }
+extern "C" __global__ void __launch_bounds__(128) attn_flash_256(Attn p) { flash_impl<256>(p); }
+
+// ---- prefill on tensor cores (f16 / bf16): mma.sync m16n8k16, f32 accumulation ----
+// Block of 4 warps per (b, kvh, 64 rows); warp w owns rows 16 w..16 w + 15, holding its query
+// tile as A fragments. Key tiles of 64 go through shared memory (rows padded by 8 halves so
+// fragment loads do not conflict). S = Q Kᵀ lands in C fragments, which after the online
+// softmax are, as half pairs, exactly the A fragments of P for P V. Lane = 4 g + t: C element
+// (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1) of each 16 × 8 tile.
+#if defined(MMA_KIND)
+__device__ __forceinline__ u32 pack2(float a, float b) {
+  T x = from_acc<T>(a), y = from_acc<T>(b);
+  return (u32)x.bits | ((u32)y.bits << 16);
+}
+__device__ __forceinline__ void mma16816(float* c, const u32* a, u32 b0, u32 b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." MMA_KIND "." MMA_KIND ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int HD>
+__device__ __forceinline__ void flash_mma_impl(const Attn& p) {
+  constexpr int BK = 64, LD = HD + 8, KS = HD / 16, NS = HD / 8;
+  __shared__ __align__(16) u16 ks[BK * LD];
+  __shared__ __align__(16) u16 vs[BK * LD];
+  const int group = p.Hq / p.Hkv, rows = group * p.L;
+  const int nq = (rows + 63) / 64;
+  const int qb = blockIdx.x % nq, bk = blockIdx.x / nq;
+  const int kvh = bk % p.Hkv, b = bk / p.Hkv;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  // This thread's two rows (g and g + 8 of the warp's 16).
+  int rr[2], hh[2], ii[2];
+  bool ok[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    rr[h] = qb * 64 + warp * 16 + g + 8 * h;
+    ok[h] = rr[h] < rows;
+    hh[h] = kvh * group + (ok[h] ? rr[h] / p.L : 0);
+    ii[h] = ok[h] ? rr[h] % p.L : 0;
+  }
+  // Query A fragments, scaled by nothing (the scale goes on the scores).
+  u32 qa[KS][4];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const u16* qr = (const u16*)((const T*)p.q + b * p.qs[0] + hh[h] * p.qs[1] + ii[h] * p.qs[2]);
+#pragma unroll
+    for (int s = 0; s < KS; ++s) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        int d = 16 * s + 8 * half + 2 * t;
+        u32 v = 0;
+        if (ok[h] && d < p.D) v = (u32)qr[d] | ((d + 1 < p.D ? (u32)qr[d + 1] : 0u) << 16);
+        qa[s][h + 2 * half] = v;
+      }
+    }
+  }
+  float o[NS][4];
+#pragma unroll
+  for (int n = 0; n < NS; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
+  int kend = p.S;
+  if (p.mkind == 1) {
+    int first = qb * 64, last = min(rows, first + 64) - 1;
+    int maxi = (first / p.L != last / p.L) ? p.L - 1 : last % p.L;
+    kend = max(0, min(p.S, maxi + p.S - p.L + 1));
+  }
+  const u16* kb = (const u16*)((const T*)p.k + b * p.ks[0] + kvh * p.ks[1]);
+  const u16* vb = (const u16*)((const T*)p.v + b * p.vs[0] + kvh * p.vs[1]);
+  for (int j0 = 0; j0 < kend; j0 += BK) {
+    const int nk = min(BK, kend - j0);
+    __syncthreads();
+    if (p.vec && nk == BK) {
+      for (int e = threadIdx.x; e < BK * HD / 8; e += 128) {
+        int jj = e / (HD / 8), c = 8 * (e % (HD / 8));
+        *(uint4*)&ks[jj * LD + c] = *(const uint4*)&kb[(i64)(j0 + jj) * p.ks[2] + c];
+        *(uint4*)&vs[jj * LD + c] = *(const uint4*)&vb[(i64)(j0 + jj) * p.vs[2] + c];
+      }
+    } else {
+      for (int e = threadIdx.x; e < BK * HD; e += 128) {
+        int jj = e / HD, d = e % HD;
+        bool in = jj < nk;
+        ks[jj * LD + d] = (in && d < p.D) ? kb[(i64)(j0 + jj) * p.ks[2] + d] : (u16)0;
+        vs[jj * LD + d] = (in && d < p.Dv) ? vb[(i64)(j0 + jj) * p.vs[2] + d] : (u16)0;
+      }
+    }
+    __syncthreads();
+    float sc[BK / 8][4];
+#pragma unroll
+    for (int n = 0; n < BK / 8; ++n) {
+      sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+#pragma unroll
+      for (int s = 0; s < KS; ++s) {
+        const u16* kr = ks + (8 * n + g) * LD + 16 * s + 2 * t;
+        mma16816(sc[n], qa[s], *(const u32*)kr, *(const u32*)(kr + 8));
+      }
+    }
+    // Mask, and each row's max over the tile (a quad holds a row).
+    float mt[2] = {NEG_INF, NEG_INF};
+#pragma unroll
+    for (int n = 0; n < BK / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        int h = e >> 1, j = j0 + 8 * n + 2 * t + (e & 1);
+        float s = (ok[h] && j < j0 + nk) ? masked_score(p, sc[n][e], b, hh[h], ii[h], j) : NEG_INF;
+        sc[n][e] = s;
+        mt[h] = fmax_keep(mt[h], s);
+      }
+    }
+    float corr[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mt[h] = fmax_keep(mt[h], __shfl_xor_sync(0xffffffffu, mt[h], 1));
+      mt[h] = fmax_keep(mt[h], __shfl_xor_sync(0xffffffffu, mt[h], 2));
+      float mn = fmax_keep(m[h], mt[h]);
+      corr[h] = mn == NEG_INF ? 1.0f : expf(m[h] - mn);
+      m[h] = mn;
+    }
+    float ls[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int n = 0; n < BK / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        int h = e >> 1;
+        float s = sc[n][e];
+        float x = s == NEG_INF ? 0.0f : expf(s - m[h]);
+        sc[n][e] = x;
+        ls[h] += x;
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      ls[h] += __shfl_xor_sync(0xffffffffu, ls[h], 1);
+      ls[h] += __shfl_xor_sync(0xffffffffu, ls[h], 2);
+      l[h] = l[h] * corr[h] + ls[h];
+    }
+#pragma unroll
+    for (int n = 0; n < NS; ++n) {
+      o[n][0] *= corr[0];
+      o[n][1] *= corr[0];
+      o[n][2] *= corr[1];
+      o[n][3] *= corr[1];
+    }
+    // O += P V, 16 keys per step.
+#pragma unroll
+    for (int s = 0; s < BK / 16; ++s) {
+      u32 pa[4] = {pack2(sc[2 * s][0], sc[2 * s][1]), pack2(sc[2 * s][2], sc[2 * s][3]),
+                   pack2(sc[2 * s + 1][0], sc[2 * s + 1][1]), pack2(sc[2 * s + 1][2], sc[2 * s + 1][3])};
+#pragma unroll
+      for (int n = 0; n < NS; ++n) {
+        const u16* v0 = vs + (16 * s + 2 * t) * LD + 8 * n + g;
+        u32 b0 = (u32)v0[0] | ((u32)v0[LD] << 16);
+        u32 b1 = (u32)v0[8 * LD] | ((u32)v0[9 * LD] << 16);
+        mma16816(o[n], pa, b0, b1);
+      }
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (!ok[h]) continue;
+    T* orow = (T*)p.out + ((i64)(b * p.Hq + hh[h]) * p.L + ii[h]) * p.Dv;
+    const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
+#pragma unroll
+    for (int n = 0; n < NS; ++n) {
+      int d = 8 * n + 2 * t;
+      if (d < p.Dv) orow[d] = from_acc<T>(o[n][2 * h] * inv);
+      if (d + 1 < p.Dv) orow[d + 1] = from_acc<T>(o[n][2 * h + 1] * inv);
+    }
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(128) attn_mma_64(Attn p) { flash_mma_impl<64>(p); }
+extern "C" __global__ void __launch_bounds__(128) attn_mma_128(Attn p) { flash_mma_impl<128>(p); }
+#endif

@@ -1,0 +1,59 @@
+"""Compiles ferrox's CUDA kernel sources with NVRTC for sm_90, here, without a GPU: catches
+syntax errors before a device run and prints each kernel's registers, spills and shared memory.
+
+    python3 scripts/nvrtc_check.py [FAMILY ...]   # attention quantized index fast reduce elementwise
+
+Needs the nvidia-cuda-nvrtc wheel (cuda-bindings); the sources are assembled as the Rust side
+does (common.cuh, #defines, the family's .cu, instantiations)."""
+import re, sys, pathlib, subprocess, tempfile
+from cuda.bindings import nvrtc
+
+K = pathlib.Path(__file__).resolve().parent.parent / "crates/ferrox/src/backend/cuda/kernels"
+COMMON = (K / "common.cuh").read_text()
+
+def compile_src(name, src, arch="sm_90"):
+    err, prog = nvrtc.nvrtcCreateProgram(src.encode(), name.encode(), 0, [], [])
+    opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17", b"-default-device", b"-Xptxas=-v"]
+    (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+    _, n = nvrtc.nvrtcGetProgramLogSize(prog)
+    log = b" " * n
+    nvrtc.nvrtcGetProgramLog(prog, log)
+    log = log.decode(errors="replace").rstrip("\x00")
+    ok = err == nvrtc.nvrtcResult.NVRTC_SUCCESS
+    print(f"{'ok  ' if ok else 'FAIL'} {name}")
+    for line in log.splitlines():
+        if not ok or re.search(r"error|warning|spill|Used", line):
+            if ok and "0 bytes spill" in line:
+                continue
+            print("   ", line)
+    return ok
+
+def fam(name, defines, body, extra=""):
+    d = "".join(f"#define {k} {v}\n" for k, v in defines.items())
+    return compile_src(name, f"{COMMON}\n{d}{(K / body).read_text()}\n{extra}")
+
+want = set(sys.argv[1:]) or {"attention", "quantized", "index", "fast", "reduce", "elementwise"}
+ok = True
+for t in ["float", "f16", "bf16"]:
+    if "attention" in want:
+        mma = {"f16": '"f16"', "bf16": '"bf16"'}.get(t)
+        ok &= fam(f"attention {t}", {"T": t, **({"MMA_KIND": mma} if mma else {})}, "attention.cu")
+    if "quantized" in want:
+        for bits in [2, 3, 4, 8]:
+            ok &= fam(f"quantized {t} {bits}", {"T": t, "BITS": bits}, "quantized.cu")
+    if "fast" in want:
+        ok &= fam(f"fast {t}", {"T": t}, "fast.cu")
+if "index" in want:
+    for t in ["u8", "u16", "u32", "u64"]:
+        ok &= fam(f"index {t} i32", {"T": t, "I": "i32"}, "index.cu")
+if "elementwise" in want:
+    casts = "".join(f"CAST({d})\n" for d in ["float", "f16", "bf16", "double", "i32", "u8", "bool"])
+    for t in ["float", "bf16", "f16", "i32", "bool", "double"]:
+        ok &= fam(f"cast {t}", {"T": t}, "elementwise.cu", casts)
+if "reduce" in want:
+    inst = ("REDUCE(Sum, A, (A)0, to_acc<T>(x), r_add<A>, T, from_acc<T>(acc))\nARGREDUCE(ArgMax, true)\n"
+            "SCAN(Sum, (A)0, r_add<A>)\nSCAN(Prod, (A)1, r_mul<A>)\nSCAN(Max, lowest(), r_max<A>)\n"
+            "SCAN(Min, highest(), r_min<A>)\n")
+    for t in ["float", "bf16", "i32", "u8", "bool"]:
+        ok &= fam(f"reduce {t}", {"T": t}, "reduce.cu", inst)
+sys.exit(0 if ok else 1)
