@@ -2,7 +2,11 @@
 //! dequantization, and matrix products that read packed matrices directly.
 
 mod formats;
+mod lanes;
 mod qmm;
+mod panel;
+mod qmv;
+mod view;
 mod quantize;
 
 use crate::array::{Array, Data};
