@@ -36,8 +36,8 @@ fn metadata_of_every_type() {
     assert_eq!(get("test.u64"), GgufValue::U64((1 << 63) + 5));
     assert_eq!(get("test.i64"), GgufValue::I64(-(1 << 62)));
     assert_eq!(get("test.f64"), GgufValue::F64(-2.5e-300));
-    let tokens: Vec<&str> = get("test.tokens").as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    let tokens: Vec<String> = tokens.into_iter().map(String::from).collect();
+    let tokens: Vec<String> =
+        get("test.tokens").as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
     assert_eq!(tokens, ["<s>", "</s>", "▁the", ""]);
     assert_eq!(get("test.ints"), GgufValue::Array(vec![GgufValue::I32(1), GgufValue::I32(-2), GgufValue::I32(3)]));
     assert_eq!(get("test.floats"), GgufValue::Array(vec![GgufValue::F32(0.5), GgufValue::F32(-1.5)]));
