@@ -306,7 +306,8 @@ fn quantized(t: &Table) -> fx::Result<()> {
     }
     let bw = read_bandwidth();
     let mut shares = Vec::new();
-    for (bits, dtype) in [(4usize, Dtype::Bf16), (4, Dtype::F32), (8, Dtype::Bf16), (3, Dtype::Bf16), (6, Dtype::Bf16)] {
+    for (bits, dtype) in [(4usize, Dtype::Bf16), (4, Dtype::F32), (8, Dtype::Bf16), (3, Dtype::Bf16), (6, Dtype::Bf16)]
+    {
         for (k, n) in QUANT_SHAPES {
             let w = data(&[n, k], dtype, 1)?;
             let (wq, s, b) = fx::quantize(&w, 64, bits, fx::QuantMode::Affine)?;
@@ -318,7 +319,11 @@ fn quantized(t: &Table) -> fx::Result<()> {
             let shape = format!("K{k} N{n}");
             let op = format!("qmv {bits}-bit g64");
             if let Some(rate) = t.op(&op, &shape, dname(dtype), 50, bytes, "GB/s", qmv)? {
-                shares.push(format!("| {op} {shape} {} | {rate:.1} GB/s | read {bw:.1} GB/s | {:.0}% |", dname(dtype), 100.0 * rate / bw));
+                shares.push(format!(
+                    "| {op} {shape} {} | {rate:.1} GB/s | read {bw:.1} GB/s | {:.0}% |",
+                    dname(dtype),
+                    100.0 * rate / bw
+                ));
             }
             if bits == 4 && dtype == Dtype::Bf16 {
                 let m = 512;
@@ -332,7 +337,10 @@ fn quantized(t: &Table) -> fx::Result<()> {
                 let dense = || fx::matmul(&xf, &wf.t());
                 let d = t.op("qm dense matmul", &shape, "f32", 5, flops, "GFLOP/s", dense)?;
                 if let (Some(q), Some(d)) = (q, d) {
-                    shares.push(format!("| qmm {bits}-bit g64 {shape} | {q:.1} GFLOP/s | dense f32 {d:.1} GFLOP/s | {:.0}% |", 100.0 * q / d));
+                    shares.push(format!(
+                        "| qmm {bits}-bit g64 {shape} | {q:.1} GFLOP/s | dense f32 {d:.1} GFLOP/s | {:.0}% |",
+                        100.0 * q / d
+                    ));
                 }
             }
         }

@@ -311,7 +311,8 @@ impl GgufFile {
         let mut tensors = BTreeMap::new();
         for (name, dims, ggml_type, offset) in infos {
             let bad = |msg: String| err(OP, path, format_args!("tensor {name:?}: {msg}"));
-            let numel = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(|| bad("size overflows".into()))?;
+            let numel =
+                dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(|| bad("size overflows".into()))?;
             let (block_elems, block_bytes) =
                 ggml_type.block().ok_or_else(|| bad(format!("unknown ggml type {}", ggml_type.id())))?;
             let row = dims.first().copied().unwrap_or(1);
@@ -392,7 +393,10 @@ impl GgufFile {
                 return Err(err(
                     OP,
                     &self.path,
-                    format_args!("tensor {name:?}: {} has no lossless affine form (only q4_0, q4_1, q8_0)", other.name()),
+                    format_args!(
+                        "tensor {name:?}: {} has no lossless affine form (only q4_0, q4_1, q8_0)",
+                        other.name()
+                    ),
                 ))
             }
         };
@@ -430,7 +434,7 @@ impl GgufFile {
             }
             scales[i] = d;
             for (w, chunk) in words[i * bits..(i + 1) * bits].iter_mut().zip(codes.chunks_exact(32 / bits)) {
-                *w = chunk.iter().enumerate().fold(0u32, |acc, (e, &c)| acc | (c as u32) << (bits * e));
+                *w = chunk.iter().enumerate().fold(0u32, |acc, (e, &c)| acc | ((c as u32) << (bits * e)));
             }
         }
         let rows = t.shape[..t.shape.len().saturating_sub(1)].to_vec();

@@ -149,4 +149,3 @@ pub fn decode_floats(mode: QuantMode, src: &[u8], out: &mut [f32]) {
         }
     }
 }
-
