@@ -173,10 +173,16 @@ pub fn decode_block(t: GgmlType, src: &[u8], out: &mut [f32]) {
                 *o = d * (q as i8) as f32;
             }
         }
-        GgmlType::Q4_0 | GgmlType::Q4_1 => {
+        GgmlType::Q4_0 => {
             let d = half_at(src, 0);
-            let (m, q) = if t == GgmlType::Q4_0 { (-8.0 * d, &src[2..18]) } else { (half_at(src, 2), &src[4..20]) };
-            for (j, &b) in q.iter().enumerate() {
+            for (j, &b) in src[2..18].iter().enumerate() {
+                out[j] = d * ((b & 15) as i32 - 8) as f32;
+                out[j + 16] = d * ((b >> 4) as i32 - 8) as f32;
+            }
+        }
+        GgmlType::Q4_1 => {
+            let (d, m) = (half_at(src, 0), half_at(src, 2));
+            for (j, &b) in src[4..20].iter().enumerate() {
                 out[j] = d * (b & 15) as f32 + m;
                 out[j + 16] = d * (b >> 4) as f32 + m;
             }
