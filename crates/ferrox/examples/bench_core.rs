@@ -62,6 +62,7 @@ impl Table {
     }
 
     /// Times `f` (iters runs) and prints a row; `amount` is bytes (unit GB/s) or flops (GFLOP/s).
+    /// Returns the rate (`None` when the case is filtered out).
     #[allow(clippy::too_many_arguments)]
     fn case(
         &self,
@@ -72,14 +73,15 @@ impl Table {
         amount: f64,
         unit: &str,
         f: impl FnMut(),
-    ) -> fx::Result<()> {
+    ) -> fx::Result<Option<f64>> {
         if !self.wants(op) {
-            return Ok(());
+            return Ok(None);
         }
         let warm = if iters <= 3 { 1 } else { 2 };
         let ms = median_ms(warm, iters, f);
-        println!("| {op} | {shape} | {dtype} | {ms:.3} | {:.1} | {unit} |", amount / ms / 1e6);
-        Ok(())
+        let rate = amount / ms / 1e6;
+        println!("| {op} | {shape} | {dtype} | {ms:.3} | {rate:.1} | {unit} |");
+        Ok(Some(rate))
     }
 
     /// Times an op given as a function building a lazy array that is evaluated each run.
@@ -93,9 +95,9 @@ impl Table {
         amount: f64,
         unit: &str,
         f: impl Fn() -> fx::Result<Array>,
-    ) -> fx::Result<()> {
+    ) -> fx::Result<Option<f64>> {
         if !self.wants(op) {
-            return Ok(());
+            return Ok(None);
         }
         // Surface errors once, outside the timed loop.
         f()?.eval()?;
@@ -272,13 +274,40 @@ fn fused(t: &Table) -> fx::Result<()> {
 /// (SmolLM2-135M's MLP 576 ↔ 1536, Qwen2.5-0.5B's 896 ↔ 4864).
 const QUANT_SHAPES: [(usize, usize); 4] = [(576, 1536), (1536, 576), (896, 4864), (4864, 896)];
 
+/// The all-threads read bandwidth (GB/s) of a plain Rust sum over 256 MiB: the roofline of
+/// the decode kernel.
+fn read_bandwidth() -> f64 {
+    let src: Vec<f32> = (0..64 << 20).map(|i| i as f32).collect();
+    let ms = median_ms(2, 7, || {
+        let s: f32 = src
+            .par_chunks(1 << 18)
+            .map(|c| {
+                let mut acc = [0f32; 16];
+                for v in c.chunks_exact(16) {
+                    for k in 0..16 {
+                        acc[k] += v[k];
+                    }
+                }
+                acc.iter().sum::<f32>()
+            })
+            .sum();
+        std::hint::black_box(s);
+    });
+    (src.len() * 4) as f64 / ms / 1e6
+}
+
 /// Quantized matmul (affine, group 64): decode (one row, rated by the bytes of the packed
-/// matrix with its scales and biases) and prefill (512 rows, rated in flops).
+/// matrix with its scales and biases, as a share of the read bandwidth) and prefill (512 rows,
+/// rated in flops, as a share of the dense float32 product of the same shape). The shares
+/// follow the table, in rows of four cells (which bench_core_compare.py skips).
 fn quantized(t: &Table) -> fx::Result<()> {
     if !t.wants("qm") {
         return Ok(());
     }
-    for (bits, dtype) in [(4usize, Dtype::Bf16), (4, Dtype::F32), (8, Dtype::Bf16)] {
+    let bw = read_bandwidth();
+    let mut shares = Vec::new();
+    for (bits, dtype) in [(4usize, Dtype::Bf16), (4, Dtype::F32), (8, Dtype::Bf16), (3, Dtype::Bf16), (6, Dtype::Bf16)]
+    {
         for (k, n) in QUANT_SHAPES {
             let w = data(&[n, k], dtype, 1)?;
             let (wq, s, b) = fx::quantize(&w, 64, bits, fx::QuantMode::Affine)?;
@@ -288,15 +317,39 @@ fn quantized(t: &Table) -> fx::Result<()> {
             let x1 = data(&[1, k], dtype, 2)?;
             let qmv = || fx::quantized_matmul(&x1, &wq, &s, Some(&b), true, 64, bits, fx::QuantMode::Affine);
             let shape = format!("K{k} N{n}");
-            t.op(&format!("qmv {bits}-bit g64"), &shape, dname(dtype), 50, bytes, "GB/s", qmv)?;
+            let op = format!("qmv {bits}-bit g64");
+            if let Some(rate) = t.op(&op, &shape, dname(dtype), 50, bytes, "GB/s", qmv)? {
+                shares.push(format!(
+                    "| {op} {shape} {} | {rate:.1} GB/s | read {bw:.1} GB/s | {:.0}% |",
+                    dname(dtype),
+                    100.0 * rate / bw
+                ));
+            }
             if bits == 4 && dtype == Dtype::Bf16 {
                 let m = 512;
                 let x = data(&[m, k], dtype, 3)?;
                 let qmm = || fx::quantized_matmul(&x, &wq, &s, Some(&b), true, 64, bits, fx::QuantMode::Affine);
                 let flops = 2.0 * (m * n * k) as f64;
-                t.op(&format!("qmm {bits}-bit g64"), &format!("M{m} {shape}"), dname(dtype), 5, flops, "GFLOP/s", qmm)?;
+                let shape = format!("M{m} {shape}");
+                let q = t.op(&format!("qmm {bits}-bit g64"), &shape, dname(dtype), 5, flops, "GFLOP/s", qmm)?;
+                let (xf, wf) = (fx::astype(&x, Dtype::F32)?, fx::astype(&w, Dtype::F32)?);
+                fx::eval(&[&xf, &wf])?;
+                let dense = || fx::matmul(&xf, &wf.t());
+                let d = t.op("qm dense matmul", &shape, "f32", 5, flops, "GFLOP/s", dense)?;
+                if let (Some(q), Some(d)) = (q, d) {
+                    shares.push(format!(
+                        "| qmm {bits}-bit g64 {shape} | {q:.1} GFLOP/s | dense f32 {d:.1} GFLOP/s | {:.0}% |",
+                        100.0 * q / d
+                    ));
+                }
             }
         }
+    }
+    println!();
+    println!("| case | rate | reference | share |");
+    println!("|---|---:|---:|---:|");
+    for s in shares {
+        println!("{s}");
     }
     Ok(())
 }

@@ -30,7 +30,7 @@ pub use dtype::{promote_types, Dtype};
 pub use element::Element;
 pub use error::{Error, Result};
 pub use eval::{async_eval, eval};
-pub use io::{load, load_npy, load_npz, load_safetensors, save, save_npy, save_npz, save_safetensors};
+pub use io::{load, load_gguf, load_npy, load_npz, load_safetensors, save, save_npy, save_npz, save_safetensors};
 pub use memory::{
     active_memory, cache_memory, clear_cache, peak_memory, reset_peak_memory, set_cache_limit, set_memory_limit,
 };

@@ -7,6 +7,10 @@
 //! - [`load_npy`] / [`save_npy`] read NumPy's `.npy` (versions 1.0–3.0, either byte order,
 //!   C or Fortran order) and write version 1.0 (2.0 for very long headers).
 //! - [`load_npz`] / [`save_npz`] read and write `.npz` archives, stored or deflated.
+//! - [`load_gguf`] / [`GgufFile`] read llama.cpp's GGUF (versions 2 and 3): metadata of every
+//!   value type, and tensors of types f32, f16, bf16, q8_0, q4_0, q4_1, q4_K, q5_K and q6_K,
+//!   memory-mapped and decoded to float32 / float16 / bfloat16 when evaluated; each tensor's
+//!   ggml type stays available ([`GgufTensorInfo`]) for re-quantization.
 //! - [`load`] / [`save`] pick the format from the file extension, like `mx.load` / `mx.save`.
 //!
 //! Every writer writes a temporary file beside the target and renames it into place, so an
@@ -18,6 +22,8 @@
 //! alive (that holds for every memory-mapped loader); replacing it with a new file, as the
 //! writers here do, is fine.
 
+mod ggml_blocks;
+mod gguf;
 mod npy;
 mod safetensors;
 
@@ -32,6 +38,8 @@ use crate::array::Array;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 
+pub use self::ggml_blocks::GgmlType;
+pub use self::gguf::{load_gguf, GgufFile, GgufTensorInfo, GgufValue};
 pub use self::npy::{load_npy, load_npz, save_npy, save_npz};
 pub use self::safetensors::{load_safetensors, save_safetensors};
 

@@ -2,8 +2,14 @@
 //! dequantization, and matrix products that read packed matrices directly.
 
 mod formats;
+#[cfg(test)]
+mod kernel_tests;
+mod lanes;
+mod panel;
 mod qmm;
+mod qmv;
 mod quantize;
+mod view;
 
 use crate::array::{Array, Data};
 use crate::dtype::Dtype;

@@ -1,11 +1,8 @@
 //! Matrix products with quantized matrices, reading the packed words directly.
 //!
-//! Two kernels. Decode (few rows of x, stored matrix transposed, the LLM layout): each output
-//! feature is a dot product of x with one packed row, unpacked group by group in registers,
-//! scaled once per group; affine 4- and 8-bit have unpacking loops the compiler vectorizes
-//! (4-bit reads x in an order matching the nibbles, so no shuffles are needed). Prefill (many
-//! rows): a panel of output features is dequantized into a small f32 buffer and multiplied
-//! with `gemm`, panels in parallel. Products of gathered matrices (MoE) group the index pairs
+//! Two kernels: decode (few rows of x, stored matrix transposed, the LLM layout; [`qmv`]) and
+//! prefill (many rows, or the matrix not transposed; [`panel`]). This module reads the
+//! operands and runs the products; products of gathered matrices (MoE) group the index pairs
 //! by matrix, so each matrix is read once for all the rows that use it.
 
 use std::borrow::Cow;
@@ -20,130 +17,64 @@ use crate::error::{Error, Result};
 use crate::primitives::{QuantMode, QuantParams};
 use crate::shape::broadcast_strides;
 
-use super::formats::{e8m0_to_f32, fp8_table, unpack_codes, FP4_VALUES};
 use super::row_major;
 use crate::array::Data;
-use crate::backend::cpu::iter::{alloc_out, row_offsets, MutPtr, Ptr};
-use crate::backend::cpu::simd::{dispatch, Isa};
+use crate::backend::cpu::iter::{alloc_out, row_offsets, Ptr};
+use crate::backend::cpu::simd::best_isa;
 
-/// Up to this many rows of x use the decode kernel.
-const QMV_MAX_ROWS: usize = 4;
-/// Output features per parallel task of the decode kernel.
-const QMV_CHUNK: usize = 16;
-/// Target size (f32 elements) of a dequantized panel of the prefill kernel.
-const PANEL_ELEMS: usize = 1 << 15;
+use super::panel::panel;
+use super::qmv::{qmv, QMV_MAX_ROWS};
+use super::view::ScaleSlice;
 
 /// A stored scale (or bias): a float in affine mode, a uint8 code in the other modes.
-trait Scale: Copy + Send + Sync {
-    /// Its value.
-    fn value(self) -> f32;
+pub(super) trait Scale: Copy + Send + Sync {
+    /// A slice of them, as the kernels read it.
+    fn slice(s: &[Self]) -> ScaleSlice<'_>;
 }
 impl Scale for f32 {
-    #[inline(always)]
-    fn value(self) -> f32 {
-        self
+    fn slice(s: &[Self]) -> ScaleSlice<'_> {
+        ScaleSlice::F32(s)
     }
 }
 impl Scale for f16 {
-    #[inline(always)]
-    fn value(self) -> f32 {
-        self.to_f32()
+    fn slice(s: &[Self]) -> ScaleSlice<'_> {
+        ScaleSlice::F16(s)
     }
 }
 impl Scale for bf16 {
-    #[inline(always)]
-    fn value(self) -> f32 {
-        self.to_f32()
+    fn slice(s: &[Self]) -> ScaleSlice<'_> {
+        ScaleSlice::Bf16(s)
     }
 }
 /// A power-of-two E8M0 scale code (mxfp4, mxfp8).
 #[derive(Clone, Copy)]
 #[repr(transparent)]
-struct E8m0(u8);
+pub(super) struct E8m0(pub(super) u8);
 impl Scale for E8m0 {
-    #[inline(always)]
-    fn value(self) -> f32 {
-        e8m0_to_f32(self.0)
+    fn slice(s: &[Self]) -> ScaleSlice<'_> {
+        // SAFETY: a repr(transparent) u8.
+        ScaleSlice::E8m0(unsafe { std::slice::from_raw_parts(s.as_ptr() as *const u8, s.len()) })
     }
 }
 /// An FP8 E4M3 scale code (nvfp4).
 #[derive(Clone, Copy)]
 #[repr(transparent)]
-struct E4m3(u8);
+pub(super) struct E4m3(pub(super) u8);
 impl Scale for E4m3 {
-    #[inline(always)]
-    fn value(self) -> f32 {
-        fp8_table()[self.0 as usize]
+    fn slice(s: &[Self]) -> ScaleSlice<'_> {
+        // SAFETY: a repr(transparent) u8.
+        ScaleSlice::E4m3(unsafe { std::slice::from_raw_parts(s.as_ptr() as *const u8, s.len()) })
     }
 }
 
 /// One quantized matrix [rows, cols], packed along cols, row-major.
-struct QMat<'a, S> {
-    words: &'a [u32],
-    scales: &'a [S],
-    biases: Option<&'a [S]>,
-    rows: usize,
-    cols: usize,
-    p: QuantParams,
-}
-
-impl<S: Scale> QMat<'_, S> {
-    fn words_per_row(&self) -> usize {
-        self.cols * self.p.bits / 32
-    }
-
-    fn groups_per_row(&self) -> usize {
-        self.cols / self.p.group_size
-    }
-
-    /// Dequantizes groups `g0..g1` of row `r` into `out` (f32; `codes` is scratch).
-    #[inline(always)]
-    fn dequant(&self, r: usize, g0: usize, g1: usize, out: &mut [f32], codes: &mut [u8]) {
-        let (gs, bits) = (self.p.group_size, self.p.bits);
-        let wpg = gs * bits / 32;
-        let gpr = self.groups_per_row();
-        let words = &self.words[r * self.words_per_row()..];
-        let fp8 = fp8_table();
-        for (g, o) in (g0..g1).zip(out.chunks_mut(gs)) {
-            let s = self.scales[r * gpr + g].value();
-            let gw = &words[g * wpg..(g + 1) * wpg];
-            match self.p.mode {
-                QuantMode::Affine => {
-                    let b = self.biases.expect("affine matrices have biases")[r * gpr + g].value();
-                    if bits == 4 {
-                        let bytes: &[u8] = bytemuck::cast_slice(gw);
-                        for (pair, &by) in o.chunks_exact_mut(2).zip(bytes) {
-                            pair[0] = (by & 15) as f32 * s + b;
-                            pair[1] = (by >> 4) as f32 * s + b;
-                        }
-                    } else if bits == 8 {
-                        let bytes: &[u8] = bytemuck::cast_slice(gw);
-                        for (v, &by) in o.iter_mut().zip(bytes) {
-                            *v = by as f32 * s + b;
-                        }
-                    } else {
-                        unpack_codes(gw, bits, codes);
-                        for (v, &c) in o.iter_mut().zip(codes.iter()) {
-                            *v = c as f32 * s + b;
-                        }
-                    }
-                }
-                QuantMode::Mxfp8 => {
-                    let bytes: &[u8] = bytemuck::cast_slice(gw);
-                    for (v, &c) in o.iter_mut().zip(bytes) {
-                        *v = fp8[c as usize] * s;
-                    }
-                }
-                QuantMode::Mxfp4 | QuantMode::Nvfp4 => {
-                    let bytes: &[u8] = bytemuck::cast_slice(gw);
-                    for (pair, &by) in o.chunks_exact_mut(2).zip(bytes) {
-                        pair[0] = FP4_VALUES[(by & 15) as usize] * s;
-                        pair[1] = FP4_VALUES[(by >> 4) as usize] * s;
-                    }
-                }
-            }
-        }
-    }
+pub(super) struct QMat<'a, S> {
+    pub words: &'a [u32],
+    pub scales: &'a [S],
+    pub biases: Option<&'a [S]>,
+    pub rows: usize,
+    pub cols: usize,
+    pub p: QuantParams,
 }
 
 /// `y = x @ Wᵀ` (`transpose`) or `x @ W` for `r` rows of `x` (f32, row-major); `y` is [r, N].
@@ -152,249 +83,10 @@ fn product<S: Scale>(x: &[f32], r: usize, q: &QMat<S>, transpose: bool, y: &mut 
         return;
     }
     if transpose && r <= QMV_MAX_ROWS {
-        match r {
-            1 => qmv::<S, 1>(x, q, y),
-            2 => qmv::<S, 2>(x, q, y),
-            3 => qmv::<S, 3>(x, q, y),
-            _ => qmv::<S, 4>(x, q, y),
-        }
+        qmv(best_isa(), x, r, q, y);
     } else {
-        panel(x, r, q, transpose, y);
+        panel(best_isa(), x, r, q, transpose, y);
     }
-}
-
-/// The decode kernel: `R` rows of x against the transposed stored matrix.
-fn qmv<S: Scale, const R: usize>(x: &[f32], q: &QMat<S>, y: &mut [f32]) {
-    let (k, n, gs) = (q.cols, q.rows, q.p.group_size);
-    let affine = q.p.mode == QuantMode::Affine;
-    let fast4 = affine && q.p.bits == 4;
-    let fast8 = affine && q.p.bits == 8;
-    // Per-group sums of x (the bias term), and for 4 bits x with each 32-element block
-    // reordered as its even elements then its odd ones (the low and high nibbles).
-    let xsum: Vec<f32> = if affine { x.chunks(gs).map(|c| c.iter().sum()).collect() } else { Vec::new() };
-    let xp: Cow<[f32]> = if fast4 {
-        let mut v = vec![0f32; x.len()];
-        for (d, s) in v.chunks_exact_mut(32).zip(x.chunks_exact(32)) {
-            for j in 0..16 {
-                d[j] = s[2 * j];
-                d[16 + j] = s[2 * j + 1];
-            }
-        }
-        Cow::Owned(v)
-    } else {
-        Cow::Borrowed(x)
-    };
-    let mut yt = vec![0f32; n * R];
-    let body = |(ci, yc): (usize, &mut [f32])| {
-        dispatch(
-            #[inline(always)]
-            |isa| {
-                let mut buf = vec![0f32; gs];
-                let mut codes = vec![0u8; gs];
-                for (i, out) in yc.chunks_exact_mut(R).enumerate() {
-                    let row = ci * QMV_CHUNK + i;
-                    if fast4 {
-                        dot_q4::<S, R>(isa, q, row, &xp, &xsum, out);
-                    } else if fast8 {
-                        dot_q8::<S, R>(isa, q, row, x, &xsum, out);
-                    } else {
-                        dot_generic::<S, R>(isa, q, row, x, &mut buf, &mut codes, out);
-                    }
-                }
-            },
-        )
-    };
-    if n * k >= 1 << 15 {
-        yt.par_chunks_mut(QMV_CHUNK * R).enumerate().for_each(body);
-    } else {
-        yt.chunks_mut(QMV_CHUNK * R).enumerate().for_each(body);
-    }
-    for (j, v) in yt.chunks_exact(R).enumerate() {
-        for m in 0..R {
-            y[m * n + j] = v[m];
-        }
-    }
-}
-
-/// Horizontal sum of a 16-lane accumulator.
-#[inline(always)]
-fn hsum(v: &[f32; 16]) -> f32 {
-    let mut s = [0f32; 8];
-    for j in 0..8 {
-        s[j] = v[j] + v[j + 8];
-    }
-    (s[0] + s[4]) + (s[1] + s[5]) + ((s[2] + s[6]) + (s[3] + s[7]))
-}
-
-/// Affine 4-bit row `row` against `R` rows of the reordered x.
-#[inline(always)]
-fn dot_q4<S: Scale, const R: usize>(isa: Isa, q: &QMat<S>, row: usize, xp: &[f32], xsum: &[f32], out: &mut [f32]) {
-    let (k, gs) = (q.cols, q.p.group_size);
-    let groups = k / gs;
-    let wpr = q.words_per_row();
-    let bytes: &[u8] = bytemuck::cast_slice(&q.words[row * wpr..(row + 1) * wpr]);
-    let sc = &q.scales[row * groups..(row + 1) * groups];
-    let bi = &q.biases.expect("affine matrices have biases")[row * groups..(row + 1) * groups];
-    let mut tot = [[0f32; 16]; R];
-    let mut bsum = [0f32; R];
-    for g in 0..groups {
-        let mut acc = [[0f32; 16]; R];
-        for blk in 0..gs / 32 {
-            let off = g * gs + blk * 32;
-            let by: &[u8; 16] = bytes[off / 2..off / 2 + 16].try_into().unwrap();
-            let mut lo = [0f32; 16];
-            let mut hi = [0f32; 16];
-            for j in 0..16 {
-                lo[j] = (by[j] & 15) as f32;
-                hi[j] = (by[j] >> 4) as f32;
-            }
-            for m in 0..R {
-                let xr: &[f32; 32] = xp[m * k + off..m * k + off + 32].try_into().unwrap();
-                for j in 0..16 {
-                    acc[m][j] = isa.mul_add(xr[j], lo[j], acc[m][j]);
-                }
-                for j in 0..16 {
-                    acc[m][j] = isa.mul_add(xr[16 + j], hi[j], acc[m][j]);
-                }
-            }
-        }
-        let (s, b) = (sc[g].value(), bi[g].value());
-        for m in 0..R {
-            for j in 0..16 {
-                tot[m][j] = isa.mul_add(s, acc[m][j], tot[m][j]);
-            }
-            bsum[m] = isa.mul_add(b, xsum[m * groups + g], bsum[m]);
-        }
-    }
-    for m in 0..R {
-        out[m] = hsum(&tot[m]) + bsum[m];
-    }
-}
-
-/// Affine 8-bit row `row` against `R` rows of x.
-#[inline(always)]
-fn dot_q8<S: Scale, const R: usize>(isa: Isa, q: &QMat<S>, row: usize, x: &[f32], xsum: &[f32], out: &mut [f32]) {
-    let (k, gs) = (q.cols, q.p.group_size);
-    let groups = k / gs;
-    let wpr = q.words_per_row();
-    let bytes: &[u8] = bytemuck::cast_slice(&q.words[row * wpr..(row + 1) * wpr]);
-    let sc = &q.scales[row * groups..(row + 1) * groups];
-    let bi = &q.biases.expect("affine matrices have biases")[row * groups..(row + 1) * groups];
-    let mut tot = [[0f32; 16]; R];
-    let mut bsum = [0f32; R];
-    for g in 0..groups {
-        let mut acc = [[0f32; 16]; R];
-        for blk in 0..gs / 16 {
-            let off = g * gs + blk * 16;
-            let by: &[u8; 16] = bytes[off..off + 16].try_into().unwrap();
-            let mut v = [0f32; 16];
-            for j in 0..16 {
-                v[j] = by[j] as f32;
-            }
-            for m in 0..R {
-                let xr: &[f32; 16] = x[m * k + off..m * k + off + 16].try_into().unwrap();
-                for j in 0..16 {
-                    acc[m][j] = isa.mul_add(xr[j], v[j], acc[m][j]);
-                }
-            }
-        }
-        let (s, b) = (sc[g].value(), bi[g].value());
-        for m in 0..R {
-            for j in 0..16 {
-                tot[m][j] = isa.mul_add(s, acc[m][j], tot[m][j]);
-            }
-            bsum[m] = isa.mul_add(b, xsum[m * groups + g], bsum[m]);
-        }
-    }
-    for m in 0..R {
-        out[m] = hsum(&tot[m]) + bsum[m];
-    }
-}
-
-/// Any format: each group dequantized into `buf`, then dotted with the rows of x.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn dot_generic<S: Scale, const R: usize>(
-    isa: Isa,
-    q: &QMat<S>,
-    row: usize,
-    x: &[f32],
-    buf: &mut [f32],
-    codes: &mut [u8],
-    out: &mut [f32],
-) {
-    let (k, gs) = (q.cols, q.p.group_size);
-    let mut acc = [[0f32; 16]; R];
-    for g in 0..k / gs {
-        q.dequant(row, g, g + 1, buf, codes);
-        for m in 0..R {
-            let xr = &x[m * k + g * gs..m * k + (g + 1) * gs];
-            for (wc, xc) in buf.chunks_exact(16).zip(xr.chunks_exact(16)) {
-                for j in 0..16 {
-                    acc[m][j] = isa.mul_add(xc[j], wc[j], acc[m][j]);
-                }
-            }
-        }
-    }
-    for m in 0..R {
-        out[m] = hsum(&acc[m]);
-    }
-}
-
-/// The prefill kernel: panels of output features dequantized to f32 and multiplied with
-/// `gemm`, panels in parallel.
-fn panel<S: Scale>(x: &[f32], r: usize, q: &QMat<S>, transpose: bool, y: &mut [f32]) {
-    let gs = q.p.group_size;
-    let (k, n) = if transpose { (q.cols, q.rows) } else { (q.rows, q.cols) };
-    // Panel width: output features whose f32 rows fit PANEL_ELEMS, a multiple of 8 (of the
-    // group size when the panel cuts across groups).
-    let unit = if transpose { 8 } else { gs };
-    let nb = ((PANEL_ELEMS / k.max(1)) / unit * unit).clamp(unit, 128.max(unit));
-    let yp = MutPtr(y.as_mut_ptr());
-    let xp = Ptr(x.as_ptr());
-    let blocks = n.div_ceil(nb);
-    (0..blocks).into_par_iter().for_each_init(
-        || (vec![0f32; nb * k], vec![0u8; gs]),
-        |(buf, codes), bi| {
-            let n0 = bi * nb;
-            let w = nb.min(n - n0);
-            let (rhs_rs, rhs_cs) = if transpose {
-                for j in 0..w {
-                    q.dequant(n0 + j, 0, k / gs, &mut buf[j * k..(j + 1) * k], codes);
-                }
-                (1, k as isize)
-            } else {
-                for kk in 0..k {
-                    q.dequant(kk, n0 / gs, (n0 + w) / gs, &mut buf[kk * w..(kk + 1) * w], codes);
-                }
-                (w as isize, 1)
-            };
-            // SAFETY: x is r×k, the panel k×w, and columns n0..n0+w of y belong to this task.
-            unsafe {
-                gemm::gemm(
-                    r,
-                    w,
-                    k,
-                    yp.get().add(n0),
-                    1,
-                    n as isize,
-                    false,
-                    xp.get(),
-                    1,
-                    k as isize,
-                    buf.as_ptr(),
-                    rhs_cs,
-                    rhs_rs,
-                    0.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                )
-            };
-        },
-    );
 }
 
 /// The operands of a product, read once: x as f32 rows, and the stored matrices.

@@ -1,0 +1,129 @@
+//! The decode and prefill kernels at every instruction set this CPU has (forced through their
+//! `isa` argument), against float64 products of the dequantized matrix: every bits value and
+//! mode, row counts 1–4 (decode) and more (prefill), output counts with tails, transposed or not.
+
+use super::formats::{e8m0_to_f32, fp8_table, pack_codes, FP4_VALUES};
+use super::lanes;
+use super::panel::panel;
+use super::qmm::{E4m3, E8m0, QMat};
+use super::qmv::{qmv, QMV_MAX_ROWS};
+use crate::primitives::{QuantMode, QuantParams};
+
+/// A deterministic pseudo-random sequence in [0, 1).
+fn rand(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect()
+}
+
+/// Runs the decode (`prefill` false; `transpose` must be true) or prefill kernel on the
+/// stored matrix `codes` ([n, k], packed here) with the given scales, into a fresh `y`.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    isa: crate::backend::cpu::simd::Isa,
+    prefill: bool,
+    transpose: bool,
+    p: QuantParams,
+    (n, k): (usize, usize),
+    codes: &[u8],
+    (scales, biases, codes8): (&[f32], &[f32], &[u8]),
+    x: &[f32],
+    r: usize,
+) -> Vec<f32> {
+    let mut words = vec![0u32; n * k * p.bits / 32];
+    pack_codes(codes, p.bits, &mut words);
+    let mut y = vec![f32::NAN; r * if transpose { n } else { k }];
+    macro_rules! go {
+        ($q:expr) => {{
+            let q = $q;
+            if prefill {
+                panel(isa, x, r, &q, transpose, &mut y)
+            } else {
+                qmv(isa, x, r, &q, &mut y)
+            }
+        }};
+    }
+    match p.mode {
+        QuantMode::Affine => go!(QMat { words: &words, scales, biases: Some(biases), rows: n, cols: k, p }),
+        QuantMode::Nvfp4 => {
+            // SAFETY: E4m3 is a repr(transparent) u8.
+            let s = unsafe { std::slice::from_raw_parts(codes8.as_ptr() as *const E4m3, codes8.len()) };
+            go!(QMat { words: &words, scales: s, biases: None, rows: n, cols: k, p })
+        }
+        _ => {
+            // SAFETY: E8m0 is a repr(transparent) u8.
+            let s = unsafe { std::slice::from_raw_parts(codes8.as_ptr() as *const E8m0, codes8.len()) };
+            go!(QMat { words: &words, scales: s, biases: None, rows: n, cols: k, p })
+        }
+    }
+    y
+}
+
+/// Every kind, row counts for both kernels, output counts with tails, transposed or not, at
+/// every instruction set this CPU has, against float64 products of the dequantized matrix.
+#[test]
+fn kernels_match_a_float64_reference_at_every_isa() {
+    let cases: Vec<(QuantMode, usize, usize)> = [1, 2, 3, 4, 5, 6, 8]
+        .into_iter()
+        .flat_map(|b| [32, 64, 128].map(|g| (QuantMode::Affine, b, g)))
+        .chain([(QuantMode::Mxfp4, 4, 32), (QuantMode::Nvfp4, 4, 16), (QuantMode::Mxfp8, 8, 32)])
+        .collect();
+    for (mode, bits, gs) in cases {
+        let p = QuantParams { group_size: gs, bits, mode };
+        for (n, k) in [(1, gs), (7, 2 * gs), (13, 384), (70, 256)] {
+            let codes: Vec<u8> = rand(n * k, 1).iter().map(|v| (v * (1 << bits) as f32) as u8).collect();
+            let groups = n * k / gs;
+            let scales: Vec<f32> = rand(groups, 2).iter().map(|v| v - 0.5).collect();
+            let biases: Vec<f32> = rand(groups, 3).iter().map(|v| v - 0.5).collect();
+            let codes8: Vec<u8> = match mode {
+                QuantMode::Nvfp4 => rand(groups, 5).iter().map(|v| 0x30 + (v * 40.0) as u8).collect(),
+                _ => rand(groups, 4).iter().map(|v| 120 + (v * 10.0) as u8).collect(),
+            };
+            // The dequantized matrix [n, k] in float64.
+            let w: Vec<f64> = (0..n * k)
+                .map(|i| {
+                    let (c, g) = (codes[i] as usize, i / gs);
+                    match mode {
+                        QuantMode::Affine => c as f64 * scales[g] as f64 + biases[g] as f64,
+                        QuantMode::Mxfp8 => fp8_table()[c] as f64 * e8m0_to_f32(codes8[g]) as f64,
+                        QuantMode::Mxfp4 => FP4_VALUES[c] as f64 * e8m0_to_f32(codes8[g]) as f64,
+                        QuantMode::Nvfp4 => FP4_VALUES[c] as f64 * fp8_table()[codes8[g] as usize] as f64,
+                    }
+                })
+                .collect();
+            // (kernel is prefill, transposed, rows of x)
+            let runs = (1..=QMV_MAX_ROWS).map(|r| (false, true, r)).chain([
+                (true, true, 1),
+                (true, true, 6),
+                (true, false, 5),
+            ]);
+            for (prefill, transpose, r) in runs {
+                let (inner, outer) = if transpose { (k, n) } else { (n, k) };
+                let x: Vec<f32> = rand(r * inner, 6).iter().map(|v| v * 2.0 - 1.0).collect();
+                let w_at = |o: usize, e: usize| if transpose { w[o * k + e] } else { w[e * k + o] };
+                let (xr, wr) = (&x, &w_at);
+                let terms = |m: usize, o: usize| (0..inner).map(move |e| xr[m * inner + e] as f64 * wr(o, e));
+                for isa in lanes::available_isas() {
+                    let y = run(isa, prefill, transpose, p, (n, k), &codes, (&scales, &biases, &codes8), &x, r);
+                    for (i, &got) in y.iter().enumerate() {
+                        let (m, o) = (i / outer, i % outer);
+                        let want: f64 = terms(m, o).sum();
+                        // f32 accumulation: errors of a few ulps of the sum of |terms|.
+                        let mag: f64 = terms(m, o).map(f64::abs).sum();
+                        assert!(
+                            (got as f64 - want).abs() <= 1e-6 * mag + 1e-30,
+                            "{mode:?} {bits}b g{gs} n{n} k{k} r{r} prefill {prefill} transpose {transpose} {isa:?} \
+                             [{i}]: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The decode kernel: a few rows of x (≤ [`QMV_MAX_ROWS`]) times the transposed stored
+//! matrix, reading the packed words directly, at close to the memory bandwidth.
+//!
+//! Each output feature is a dot product of x with one packed row. Groups are unpacked into
+//! SIMD registers ([`Lanes`]) and dotted with x as integer codes; the group's scale and bias
+//! are applied once per group through the precomputed group sums of x:
+//! `y = Σ_g s_g·(x_g·q_g) + b_g·Σx_g`. Several output features run per pass (independent
+//! accumulator chains, x loaded once for all), and threads take contiguous ranges of output
+//! features. 4-bit words are split into low and high nibbles without shuffles: x is reordered
+//! per 32-element block (even elements, then odd) to meet them. 8-bit codes are read as bytes;
+//! other widths are unpacked into bytes a group at a time; the floating-point modes decode a
+//! group's values (unscaled) into a small buffer first.
+
+use rayon::prelude::*;
+
+use super::lanes::{self, Lanes, LanesKernel};
+use super::qmm::{QMat, Scale};
+use super::view::{decode_floats, unpack_bytes, Kind, View, MAX_GROUP};
+use crate::backend::cpu::iter::MutPtr;
+use crate::backend::cpu::simd::Isa;
+use crate::primitives::QuantMode;
+
+/// Up to this many rows of x use the decode kernel.
+pub const QMV_MAX_ROWS: usize = 4;
+/// Below this many stored elements the kernel runs on one thread.
+const PAR_MIN_ELEMS: usize = 1 << 16;
+
+/// x prepared for a kernel pass: reordered for nibbles if needed, with its group sums.
+struct Prepared<'a> {
+    x: std::borrow::Cow<'a, [f32]>,
+    /// Σ over each group of each row of x ([r, groups]), for the bias term (affine).
+    xsum: Vec<f32>,
+}
+
+fn prepare<'a>(x: &'a [f32], v: &View) -> Prepared<'a> {
+    let gs = v.group_size;
+    let xsum = if v.mode == QuantMode::Affine { x.chunks(gs).map(|c| c.iter().sum()).collect() } else { Vec::new() };
+    let x = if v.kind == Kind::Nibbles {
+        let mut o = vec![0f32; x.len()];
+        for (d, s) in o.chunks_exact_mut(32).zip(x.chunks_exact(32)) {
+            for j in 0..16 {
+                d[j] = s[2 * j];
+                d[16 + j] = s[2 * j + 1];
+            }
+        }
+        std::borrow::Cow::Owned(o)
+    } else {
+        std::borrow::Cow::Borrowed(x)
+    };
+    Prepared { x, xsum }
+}
+
+/// `y = x @ Wᵀ` for the `r` (≤ [`QMV_MAX_ROWS`]) rows of `x` ([r, cols] f32), `y` [r, rows],
+/// with the vectors of `isa`.
+pub fn qmv<S: Scale>(isa: Isa, x: &[f32], r: usize, q: &QMat<S>, y: &mut [f32]) {
+    debug_assert!((1..=QMV_MAX_ROWS).contains(&r));
+    let v = View::of(q);
+    let prep = prepare(x, &v);
+    let n = v.rows;
+    let yp = MutPtr(y.as_mut_ptr());
+    let task = |j0: usize, j1: usize| {
+        lanes::run(isa, Rows { v: &v, x: &prep.x, xsum: &prep.xsum, r, j0, j1, y: yp });
+    };
+    let threads = rayon::current_num_threads();
+    if n * v.cols < PAR_MIN_ELEMS || threads == 1 {
+        task(0, n);
+    } else {
+        // A few ranges per thread (for balance), each a multiple of 4 features.
+        let chunk = n.div_ceil(threads * 4).next_multiple_of(4);
+        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| task(c * chunk, n.min((c + 1) * chunk)));
+    }
+}
+
+/// One thread's work: output features `j0..j1` for all rows of x.
+struct Rows<'a> {
+    v: &'a View<'a>,
+    x: &'a [f32],
+    xsum: &'a [f32],
+    r: usize,
+    j0: usize,
+    j1: usize,
+    y: MutPtr<f32>,
+}
+
+impl LanesKernel for Rows<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<V: Lanes>(self) {
+        // Output features per pass: enough independent accumulator chains to hide the FMA
+        // latency, few enough to stay in registers.
+        match self.r {
+            1 => rows::<V, 1, 4>(&self),
+            2 => rows::<V, 2, 2>(&self),
+            3 => rows::<V, 3, 1>(&self),
+            _ => rows::<V, 4, 1>(&self),
+        }
+    }
+}
+
+/// Scratch for the kinds decoded a group at a time.
+struct Scratch {
+    codes: Vec<u8>,
+    floats: Vec<f32>,
+}
+
+#[inline(always)]
+fn rows<V: Lanes, const R: usize, const NR: usize>(t: &Rows) {
+    let mut scratch = Scratch {
+        codes: if matches!(t.v.kind, Kind::Codes(_)) { vec![0; NR * MAX_GROUP] } else { Vec::new() },
+        floats: if t.v.kind == Kind::Floats { vec![0.0; NR * MAX_GROUP] } else { Vec::new() },
+    };
+    let mut j = t.j0;
+    while j + NR <= t.j1 {
+        block::<V, R, NR>(t, j, &mut scratch);
+        j += NR;
+    }
+    while j < t.j1 {
+        block::<V, R, 1>(t, j, &mut scratch);
+        j += 1;
+    }
+}
+
+/// Output features `j..j + NR` for the `R` rows of x.
+#[inline(always)]
+fn block<V: Lanes, const R: usize, const NR: usize>(t: &Rows, j: usize, scratch: &mut Scratch) {
+    let v = t.v;
+    let (k, gs, groups, bpr) = (v.cols, v.group_size, v.groups(), v.bytes_per_row());
+    let bpg = gs * v.bits / 8;
+    let row_bytes: [&[u8]; NR] = std::array::from_fn(|i| &v.bytes[(j + i) * bpr..(j + i + 1) * bpr]);
+    // SAFETY: every pointer below stays inside its row of the matrix, its row of x (k
+    // elements), or its scratch row (MAX_GROUP ≥ gs elements); `Lanes` reads N ≤ 16 elements
+    // at offsets that are multiples of N below the group's end (groups hold multiples of 16
+    // elements, of 32 for the integer kinds).
+    unsafe {
+        let mut tot = [[V::zero(); R]; NR];
+        let mut bsum = [[0f32; R]; NR];
+        for g in 0..groups {
+            let mut acc = [[V::zero(); R]; NR];
+            let xs: [*const f32; R] = std::array::from_fn(|m| t.x.as_ptr().add(m * k + g * gs));
+            match v.kind {
+                Kind::Nibbles => {
+                    let w = row_bytes.map(|b| b.as_ptr().add(g * bpg));
+                    dot_nibbles::<V, R, NR>(w, xs, gs, &mut acc);
+                }
+                Kind::Bytes => {
+                    let w = row_bytes.map(|b| b.as_ptr().add(g * bpg));
+                    dot_bytes::<V, R, NR>(w, xs, gs, &mut acc);
+                }
+                Kind::Codes(bits) => {
+                    for (i, rb) in row_bytes.iter().enumerate() {
+                        let out = &mut scratch.codes[i * MAX_GROUP..i * MAX_GROUP + gs];
+                        unpack_bytes(bits, &rb[g * bpg..(g + 1) * bpg], out);
+                    }
+                    let w = std::array::from_fn(|i| scratch.codes.as_ptr().add(i * MAX_GROUP));
+                    dot_bytes::<V, R, NR>(w, xs, gs, &mut acc);
+                }
+                Kind::Floats => {
+                    for (i, rb) in row_bytes.iter().enumerate() {
+                        let out = &mut scratch.floats[i * MAX_GROUP..i * MAX_GROUP + gs];
+                        decode_floats(v.mode, &rb[g * bpg..(g + 1) * bpg], out);
+                    }
+                    let w = std::array::from_fn(|i| scratch.floats.as_ptr().add(i * MAX_GROUP));
+                    dot_floats::<V, R, NR>(w, xs, gs, &mut acc);
+                }
+            }
+            for i in 0..NR {
+                let gi = (j + i) * groups + g;
+                let s = V::splat(v.scales.get(gi));
+                for m in 0..R {
+                    tot[i][m] = V::fma(s, acc[i][m], tot[i][m]);
+                }
+                if let Some(b) = v.biases {
+                    let b = b.get(gi);
+                    for m in 0..R {
+                        bsum[i][m] += b * t.xsum[m * groups + g];
+                    }
+                }
+            }
+        }
+        let n = v.rows;
+        for i in 0..NR {
+            for m in 0..R {
+                *t.y.get().add(m * n + j + i) = tot[i][m].sum() + bsum[i][m];
+            }
+        }
+    }
+}
+
+/// `acc[i][m] += x_m · q_i` over one group of 4-bit codes (`w[i]`: the group's bytes; x
+/// reordered per 32-element block, even elements then odd).
+#[inline(always)]
+unsafe fn dot_nibbles<V: Lanes, const R: usize, const NR: usize>(
+    w: [*const u8; NR],
+    x: [*const f32; R],
+    gs: usize,
+    acc: &mut [[V; R]; NR],
+) {
+    for blk in 0..gs / 32 {
+        for c in 0..16 / V::N {
+            for i in 0..NR {
+                let (lo, hi) = V::nibbles(w[i].add(blk * 16 + c * V::N));
+                for m in 0..R {
+                    let xp = x[m].add(blk * 32 + c * V::N);
+                    acc[i][m] = V::fma(V::load(xp), lo, acc[i][m]);
+                    acc[i][m] = V::fma(V::load(xp.add(16)), hi, acc[i][m]);
+                }
+            }
+        }
+    }
+}
+
+/// `acc[i][m] += x_m · q_i` over one group of byte codes.
+#[inline(always)]
+unsafe fn dot_bytes<V: Lanes, const R: usize, const NR: usize>(
+    w: [*const u8; NR],
+    x: [*const f32; R],
+    gs: usize,
+    acc: &mut [[V; R]; NR],
+) {
+    for e in (0..gs).step_by(V::N) {
+        for i in 0..NR {
+            let q = V::bytes(w[i].add(e));
+            for m in 0..R {
+                acc[i][m] = V::fma(V::load(x[m].add(e)), q, acc[i][m]);
+            }
+        }
+    }
+}
+
+/// `acc[i][m] += x_m · w_i` over one group of decoded values.
+#[inline(always)]
+unsafe fn dot_floats<V: Lanes, const R: usize, const NR: usize>(
+    w: [*const f32; NR],
+    x: [*const f32; R],
+    gs: usize,
+    acc: &mut [[V; R]; NR],
+) {
+    for e in (0..gs).step_by(V::N) {
+        for i in 0..NR {
+            let q = V::load(w[i].add(e));
+            for m in 0..R {
+                acc[i][m] = V::fma(V::load(x[m].add(e)), q, acc[i][m]);
+            }
+        }
+    }
+}
