@@ -239,7 +239,7 @@ impl<'a> Cursor<'a> {
                 let min_size = match elem {
                     0 | 1 | 7 => 1,
                     2 | 3 => 2,
-                    4 | 5 | 6 => 4,
+                    4..=6 => 4,
                     8..=12 => 8,
                     _ => return Err(self.err(format_args!("unknown array element type {elem}"))),
                 };
@@ -487,7 +487,7 @@ impl LazySource for GgufTensor {
             (t.ggml_type, self.dtype),
             (GgmlType::F32, Dtype::F32) | (GgmlType::F16, Dtype::F16) | (GgmlType::Bf16, Dtype::Bf16)
         );
-        if same && t.offset % self.dtype.size() == 0 && cfg!(target_endian = "little") {
+        if same && t.offset.is_multiple_of(self.dtype.size()) && cfg!(target_endian = "little") {
             return Ok(Data::contiguous(Buffer::mapped(self.map.clone(), t.offset, t.nbytes), &t.shape));
         }
         let numel: usize = t.shape.iter().product();

@@ -244,7 +244,14 @@ fn donated(x: &Array) -> Option<Data> {
 }
 
 /// Writes `update` into the window `start`/`step` of the row-major `dst` of `shape`.
-fn write_window(dst: &Data, update: &Array, start: &[usize], step: &[isize], shape: &[usize], dtype: Dtype) -> Result<()> {
+fn write_window(
+    dst: &Data,
+    update: &Array,
+    start: &[usize],
+    step: &[isize],
+    shape: &[usize],
+    dtype: Dtype,
+) -> Result<()> {
     if update.size() == 0 {
         return Ok(());
     }

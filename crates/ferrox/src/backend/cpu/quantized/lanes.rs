@@ -54,11 +54,7 @@ pub fn available_isas() -> Vec<Isa> {
 
 /// Whether this CPU can run code compiled for `isa`.
 fn supports(isa: Isa) -> bool {
-    match (best_isa(), isa) {
-        (_, Isa::Baseline) | (Isa::Avx512, _) => true,
-        (Isa::Avx2, Isa::Avx2) => true,
-        _ => false,
-    }
+    matches!((best_isa(), isa), (_, Isa::Baseline) | (Isa::Avx512, _) | (Isa::Avx2, Isa::Avx2))
 }
 
 /// Runs `k` with the vectors of `isa` (which the CPU must support; else the portable ones).

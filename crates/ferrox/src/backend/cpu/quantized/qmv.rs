@@ -171,8 +171,8 @@ fn block<V: Lanes, const R: usize, const NR: usize>(t: &Rows, j: usize, scratch:
                 }
                 if let Some(b) = v.biases {
                     let b = b.get(gi);
-                    for m in 0..R {
-                        bsum[i][m] += b * t.xsum[m * groups + g];
+                    for (m, bs) in bsum[i].iter_mut().enumerate() {
+                        *bs += b * t.xsum[m * groups + g];
                     }
                 }
             }
