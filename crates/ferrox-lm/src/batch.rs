@@ -12,11 +12,11 @@
 
 use std::time::Instant;
 
-use ferrox::{self as fx, Array, Dtype};
+use ferrox as fx;
 
-use crate::cache::{make_prompt_cache, KvCache};
+use crate::cache::make_prompt_cache;
 use crate::error::{Error, Result};
-use crate::generate::{FinishReason, GenerateOptions, TextEmitter};
+use crate::generate::{eval_caches, forward, last_rows, token_rows, FinishReason, GenerateOptions, TextEmitter};
 use crate::models::LanguageModel;
 use crate::sample::{Sampler, SamplerConfig};
 use crate::tokenizer::Tokenizer;
@@ -48,21 +48,6 @@ pub struct BatchStats {
     pub generation_tps: f64,
     /// Peak memory, in GB.
     pub peak_memory: f64,
-}
-
-/// Last-position logits of each row after running `ids` `[B, n]` through the model.
-fn last_rows(model: &dyn LanguageModel, ids: &Array, cache: &mut [KvCache]) -> Result<Vec<Vec<f32>>> {
-    let logits = model.forward(ids, Some(cache))?;
-    let (b, l, v) = (logits.shape()[0], logits.shape()[1], logits.shape()[2]);
-    let last = fx::slice_axis(&logits, 1, l as isize - 1, l as isize)?;
-    let flat = fx::astype(&last, Dtype::F32)?.to_vec::<f32>()?;
-    Ok((0..b).map(|r| flat[r * v..(r + 1) * v].to_vec()).collect())
-}
-
-fn token_rows(rows: &[Vec<u32>]) -> Result<Array> {
-    let n = rows.first().map_or(0, Vec::len);
-    let flat: Vec<i32> = rows.iter().flat_map(|r| r.iter().map(|&t| t as i32)).collect();
-    Ok(fx::reshape_usize(&Array::from_vec(flat), &[rows.len(), n])?)
 }
 
 /// One prompt's state while it is in the batch.
@@ -140,14 +125,13 @@ pub fn batch_generate(
     let mut start = 0;
     while start + 1 < longest {
         let end = (start + step).min(longest - 1);
-        let chunk: Vec<Vec<u32>> = padded.iter().map(|r| r[start..end].to_vec()).collect();
-        model.forward(&token_rows(&chunk)?, Some(&mut cache))?;
-        let arrays: Vec<&Array> = cache.iter().flat_map(KvCache::arrays).collect();
-        fx::eval(&arrays)?;
+        let chunk: Vec<&[u32]> = padded.iter().map(|r| &r[start..end]).collect();
+        let logits = forward(model, &token_rows(&chunk)?, &mut cache, None)?;
+        eval_caches(&cache, &logits)?;
         start = end;
     }
-    let last: Vec<Vec<u32>> = padded.iter().map(|r| r[longest - 1..].to_vec()).collect();
-    let mut logits = last_rows(model, &token_rows(&last)?, &mut cache)?;
+    let last: Vec<&[u32]> = padded.iter().map(|r| &r[longest - 1..]).collect();
+    let mut logits = last_rows(&forward(model, &token_rows(&last)?, &mut cache, None)?)?;
     let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
     let prompt_tps = prompt_tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9);
 
@@ -170,7 +154,7 @@ pub fn batch_generate(
                 }
                 None => {
                     keep.push(i);
-                    next.push(vec![token]);
+                    next.push(token);
                 }
             }
         }
@@ -183,7 +167,8 @@ pub fn batch_generate(
                 c.select_rows(&keep)?;
             }
         }
-        logits = last_rows(model, &token_rows(&next)?, &mut cache)?;
+        let next: Vec<&[u32]> = next.iter().map(std::slice::from_ref).collect();
+        logits = last_rows(&forward(model, &token_rows(&next)?, &mut cache, None)?)?;
     }
     let generation_tps = generated as f64 / t1.elapsed().as_secs_f64().max(1e-9);
     let mut out = BatchResult {

@@ -238,7 +238,7 @@ pub(crate) fn positions(a: &Array, start: usize, stop: usize) -> Result<Array> {
 }
 
 /// Writes `update` into `buf[..., at:at+S, :]`.
-pub(crate) fn write_at(buf: &Array, update: &Array, at: usize) -> Result<Array> {
+fn write_at(buf: &Array, update: &Array, at: usize) -> Result<Array> {
     let s = update.shape()[2];
     let start = [0, 0, at as isize, 0];
     let stop = [buf.shape()[0] as isize, buf.shape()[1] as isize, (at + s) as isize, buf.shape()[3] as isize];
@@ -261,32 +261,32 @@ fn check_kv(keys: &Array, values: &Array) -> Result<()> {
     Ok(())
 }
 
+/// `buf` with `update` (`[B, H, S, ·]`) written at positions `at..at + S` of axis 2; a
+/// buffer that is absent or too short is first replaced by its first `at` positions followed
+/// by zeros for whole [`STEP`]s of new ones.
+pub(crate) fn append_at(buf: Option<&Array>, update: &Array, at: usize) -> Result<Array> {
+    let s = update.shape()[2];
+    let buf = match buf {
+        Some(b) if at + s <= b.shape()[2] => b.clone(),
+        old => {
+            let more = zeros_positions(update, s.div_ceil(STEP) * STEP)?;
+            match old {
+                Some(b) => fx::concatenate(&[positions(b, 0, at)?, more], 2)?,
+                None => more,
+            }
+        }
+    };
+    write_at(&buf, update, at)
+}
+
 impl StandardCache {
     /// See [`KvCache::update_and_fetch`].
     pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
         check_kv(keys, values)?;
         let prev = self.offset;
-        let s = keys.shape()[2];
-        let capacity = self.keys.as_ref().map_or(0, |k| k.shape()[2]);
-        if self.keys.is_none() || prev + s > capacity {
-            let grow = s.div_ceil(STEP) * STEP;
-            let (new_k, new_v) = (zeros_positions(keys, grow)?, zeros_positions(values, grow)?);
-            match (self.keys.take(), self.values.take()) {
-                (Some(k), Some(v)) => {
-                    let (k, v) = (positions(&k, 0, prev)?, positions(&v, 0, prev)?);
-                    self.keys = Some(fx::concatenate(&[k, new_k], 2)?);
-                    self.values = Some(fx::concatenate(&[v, new_v], 2)?);
-                }
-                _ => {
-                    self.keys = Some(new_k);
-                    self.values = Some(new_v);
-                }
-            }
-        }
-        let (k, v) = (self.keys.as_ref().expect("allocated"), self.values.as_ref().expect("allocated"));
-        let k = write_at(k, keys, prev)?;
-        let v = write_at(v, values, prev)?;
-        self.offset += s;
+        let k = append_at(self.keys.as_ref(), keys, prev)?;
+        let v = append_at(self.values.as_ref(), values, prev)?;
+        self.offset += keys.shape()[2];
         let out = (positions(&k, 0, self.offset)?, positions(&v, 0, self.offset)?);
         self.keys = Some(k);
         self.values = Some(v);

@@ -85,23 +85,54 @@ pub struct GenerationResponse {
     pub finish_reason: Option<FinishReason>,
 }
 
-/// The last-position logits of running `ids` (appended to `cache`) as f32 on the host; the
-/// caches are quantized afterwards if `kv` says so.
+/// Token id rows (all of one length) as the model's `[B, L]` int32 input.
+pub(crate) fn token_rows(rows: &[&[u32]]) -> Result<Array> {
+    let n = rows.first().map_or(0, |r| r.len());
+    let flat: Vec<i32> = rows.iter().flat_map(|r| r.iter().map(|&t| t as i32)).collect();
+    Ok(fx::reshape_usize(&Array::from_vec(flat), &[rows.len(), n])?)
+}
+
+/// The logits of running `ids` `[B, L]` (appended to `cache`); the caches are quantized
+/// afterwards if `kv` says so (mlx-lm checks `quantized_kv_start` after every pass).
+pub(crate) fn forward(
+    model: &dyn LanguageModel,
+    ids: &Array,
+    cache: &mut [KvCache],
+    kv: Option<&KvQuantization>,
+) -> Result<Array> {
+    let logits = model.forward(ids, Some(cache))?;
+    if let Some(q) = kv {
+        maybe_quantize(cache, q)?;
+    }
+    Ok(logits)
+}
+
+/// Evaluates the caches (or, before any holds arrays, `logits`), so a prompt run chunk by
+/// chunk keeps its graph and memory small.
+pub(crate) fn eval_caches(cache: &[KvCache], logits: &Array) -> Result<()> {
+    let mut arrays: Vec<&Array> = cache.iter().flat_map(KvCache::arrays).collect();
+    if arrays.is_empty() {
+        arrays.push(logits);
+    }
+    Ok(fx::eval(&arrays)?)
+}
+
+/// Each row's last-position logits, as f32 on the host.
+pub(crate) fn last_rows(logits: &Array) -> Result<Vec<Vec<f32>>> {
+    let (l, v) = (logits.shape()[1], logits.shape()[2]);
+    let last = fx::slice_axis(logits, 1, l as isize - 1, l as isize)?;
+    Ok(fx::astype(&last, Dtype::F32)?.to_vec::<f32>()?.chunks(v.max(1)).map(<[f32]>::to_vec).collect())
+}
+
+/// The last-position logits of running `ids` (appended to `cache`), as f32 on the host.
 fn last_logits(
     model: &dyn LanguageModel,
     ids: &[u32],
     cache: &mut [KvCache],
     kv: Option<&KvQuantization>,
 ) -> Result<Vec<f32>> {
-    let x = Array::from_vec(ids.iter().map(|&t| t as i32).collect::<Vec<_>>());
-    let x = fx::reshape_usize(&x, &[1, ids.len()])?;
-    let logits = model.forward(&x, Some(cache))?;
-    if let Some(q) = kv {
-        maybe_quantize(cache, q)?;
-    }
-    let l = logits.shape()[1];
-    let last = fx::slice_axis(&logits, 1, l as isize - 1, l as isize)?;
-    Ok(fx::astype(&last, Dtype::F32)?.to_vec::<f32>()?)
+    let logits = forward(model, &token_rows(&[ids])?, cache, kv)?;
+    Ok(last_rows(&logits)?.pop().unwrap_or_default())
 }
 
 /// Runs `prompt` through the model into `cache`, `step` tokens at a time, except its last
@@ -137,20 +168,8 @@ pub fn prefill_quantizing(
     }
     let (head, tail) = body.split_at(step.max(need).min(body.len()));
     for chunk in std::iter::once(head).filter(|c| !c.is_empty()).chain(tail.chunks(step)) {
-        let x = fx::reshape_usize(
-            &Array::from_vec(chunk.iter().map(|&t| t as i32).collect::<Vec<_>>()),
-            &[1, chunk.len()],
-        )?;
-        let logits = model.forward(&x, Some(cache))?;
-        if let Some(q) = kv {
-            maybe_quantize(cache, q)?;
-        }
-        // Evaluate the caches chunk by chunk so the graph (and memory) stays small.
-        let mut arrays: Vec<&Array> = cache.iter().flat_map(KvCache::arrays).collect();
-        if arrays.is_empty() {
-            arrays.push(&logits);
-        }
-        fx::eval(&arrays)?;
+        let logits = forward(model, &token_rows(&[chunk])?, cache, kv)?;
+        eval_caches(cache, &logits)?;
     }
     last_logits(model, last, cache, kv)
 }

@@ -5,12 +5,12 @@
 //!
 //! A standard cache turns into a quantized one once it holds `start` positions
 //! ([`maybe_quantize`], checked after every forward pass as mlx-lm does); from then on each
-//! update quantizes the new positions into buffers grown [`STEP`] positions at a time, and
+//! update quantizes the new positions into buffers grown [`crate::cache::STEP`] positions at a time, and
 //! attention reads the dequantized keys and values.
 
 use ferrox::{self as fx, Array, QuantMode};
 
-use crate::cache::{positions, write_at, KvCache, STEP};
+use crate::cache::{append_at, positions, KvCache};
 use crate::error::{Error, Result};
 
 /// When and how caches are quantized (mlx-lm's `kv_bits`, `kv_group_size`,
@@ -90,42 +90,13 @@ impl QuantizedCache {
         let (gs, bits) = (self.group_size, self.bits);
         let (nk, nv) = (quantize(keys, gs, bits)?, quantize(values, gs, bits)?);
         let prev = self.offset;
-        let s = keys.shape()[2];
-        let capacity = self.keys.as_ref().map_or(0, |k| k[0].shape()[2]);
-        if prev + s > capacity {
-            let grow = s.div_ceil(STEP) * STEP;
-            let fresh = |t: &[Array; 3]| -> Result<[Array; 3]> {
-                let z = |a: &Array| -> Result<Array> {
-                    let sh = a.shape();
-                    Ok(fx::zeros(&[sh[0], sh[1], grow, sh[3]], a.dtype())?)
-                };
-                Ok([z(&t[0])?, z(&t[1])?, z(&t[2])?])
-            };
-            let extend = |old: Option<[Array; 3]>, new: &[Array; 3]| -> Result<[Array; 3]> {
-                let more = fresh(new)?;
-                Ok(match old {
-                    None => more,
-                    Some(old) => {
-                        let join = |o: &Array, m: &Array| -> Result<Array> {
-                            Ok(fx::concatenate(&[positions(o, 0, prev)?, m.clone()], 2)?)
-                        };
-                        [join(&old[0], &more[0])?, join(&old[1], &more[1])?, join(&old[2], &more[2])?]
-                    }
-                })
-            };
-            self.keys = Some(extend(self.keys.take(), &nk)?);
-            self.values = Some(extend(self.values.take(), &nv)?);
-        }
-        let write = |buf: &[Array; 3], new: &[Array; 3]| -> Result<[Array; 3]> {
-            Ok([
-                write_at(&buf[0], &new[0], prev)?,
-                write_at(&buf[1], &new[1], prev)?,
-                write_at(&buf[2], &new[2], prev)?,
-            ])
+        let append = |buf: &Option<[Array; 3]>, new: &[Array; 3]| -> Result<[Array; 3]> {
+            let part = |i: usize| append_at(buf.as_ref().map(|t| &t[i]), &new[i], prev);
+            Ok([part(0)?, part(1)?, part(2)?])
         };
-        let k = write(self.keys.as_ref().expect("allocated"), &nk)?;
-        let v = write(self.values.as_ref().expect("allocated"), &nv)?;
-        self.offset += s;
+        let k = append(&self.keys, &nk)?;
+        let v = append(&self.values, &nv)?;
+        self.offset += keys.shape()[2];
         let deq = |t: &[Array; 3]| -> Result<Array> {
             let part = |a: &Array| positions(a, 0, self.offset);
             Ok(fx::dequantize(&part(&t[0])?, &part(&t[1])?, Some(&part(&t[2])?), gs, bits, QuantMode::Affine, None)?)

@@ -161,19 +161,29 @@ pub fn load_switch_glu(
 ) -> Result<SwitchGlu> {
     let shapes = [[experts, inter, hidden], [experts, inter, hidden], [experts, hidden, inter]];
     let stacked = ["gate_proj", "up_proj", "down_proj"];
-    if w.contains(&format!("{prefix}.switch_mlp.gate_proj.weight")) {
-        let mut it = stacked.iter().zip(shapes).map(|(n, s)| switch_linear(w, &format!("{prefix}.switch_mlp.{n}"), s));
-        return Ok(SwitchGlu {
-            gate_proj: it.next().unwrap()?,
-            up_proj: it.next().unwrap()?,
-            down_proj: it.next().unwrap()?,
-        });
-    }
-    let mats: Vec<Array> = if w.contains(&format!("{prefix}.experts.gate_up_proj")) {
+    let layers: Vec<SwitchLinear> = if w.contains(&format!("{prefix}.switch_mlp.gate_proj.weight")) {
+        stacked
+            .iter()
+            .zip(shapes)
+            .map(|(n, s)| switch_linear(w, &format!("{prefix}.switch_mlp.{n}"), s))
+            .collect::<Result<_>>()?
+    } else {
+        hf_experts(w, prefix, names, shapes)?.into_iter().map(SwitchLinear::from_weight).collect::<Result<_>>()?
+    };
+    let [gate_proj, up_proj, down_proj]: [SwitchLinear; 3] =
+        layers.try_into().map_err(|_| Error::Invalid("three expert projections expected".into()))?;
+    Ok(SwitchGlu { gate_proj, up_proj, down_proj })
+}
+
+/// The experts' three matrices from Hugging Face's layouts (per expert, or transformers 5's
+/// fused `gate_up_proj`), stacked `[experts, out, in]`.
+fn hf_experts(w: &mut WeightMap, prefix: &str, names: ExpertNames, shapes: [[usize; 3]; 3]) -> Result<Vec<Array>> {
+    let [experts, inter, hidden] = shapes[0];
+    if w.contains(&format!("{prefix}.experts.gate_up_proj")) {
         let gate_up = w.take(&format!("{prefix}.experts.gate_up_proj"), &[experts, 2 * inter, hidden])?;
         let halves = fx::split(&gate_up, fx::SplitAt::Sections(2), 1)?;
         let down = w.take(&format!("{prefix}.experts.down_proj"), &shapes[2])?;
-        vec![halves[0].clone(), halves[1].clone(), down]
+        Ok(vec![halves[0].clone(), halves[1].clone(), down])
     } else {
         names
             .hf
@@ -185,10 +195,8 @@ pub fn load_switch_glu(
                     .collect::<Result<_>>()?;
                 Ok(fx::stack(&per, 0)?)
             })
-            .collect::<Result<_>>()?
-    };
-    let mut it = mats.into_iter().map(SwitchLinear::from_weight);
-    Ok(SwitchGlu { gate_proj: it.next().unwrap()?, up_proj: it.next().unwrap()?, down_proj: it.next().unwrap()? })
+            .collect()
+    }
 }
 
 /// Loads a router (`{prefix}.gate.weight`, `[experts, hidden]`) and its experts.

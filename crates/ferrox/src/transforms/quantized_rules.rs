@@ -4,7 +4,7 @@
 //! group), so those get exact gradients; the packed integers and the uint8 scales of the
 //! floating-point modes get none. Quantization itself is a rounding: it has no gradient rule.
 
-use super::vjp_rules::unbroadcast;
+use super::vjp_rules::{scatter_pairs, unbroadcast};
 use super::vmap::Batched;
 use super::vmap_rules::{example_shape, fold_batch, front, front_as, with_batch};
 use crate::array::Array;
@@ -142,9 +142,7 @@ pub(crate) fn vjp(op: QuantOp, p: QuantParams, inputs: &[Array], g: &Array) -> R
             let gx =
                 fx::gather_qmm(g, q.w, q.s, q.b, None, Some(rhs), !transpose, p.group_size, p.bits, p.mode, false)?;
             let gx = fx::reshape_usize(&gx, &[pairs, m, k])?;
-            let l3 = fx::reshape_usize(lhs, &[pairs, 1, 1])?;
-            let zeros = fx::zeros(&[bx, m, k], gx.dtype())?;
-            let spread = fx::scatter_along_axis(&zeros, &l3, &gx, Some(0), crate::primitives::ScatterMode::Add)?;
+            let spread = scatter_pairs(&gx, &fx::reshape_usize(lhs, &[pairs])?, bx)?;
             grads[0] = Some(fx::reshape_usize(&spread, x.shape())?);
             if affine {
                 let xs = fx::take(&fx::reshape_usize(x, &[bx, m, k])?, &fx::reshape_usize(lhs, &[pairs])?, Some(0))?;
@@ -155,11 +153,7 @@ pub(crate) fn vjp(op: QuantOp, p: QuantParams, inputs: &[Array], g: &Array) -> R
                     s
                 };
                 let bw = q.w.size() / (q.w.shape()[q.w.ndim() - 2] * q.w.shape()[q.w.ndim() - 1]).max(1);
-                let mut flat = vec![bw];
-                flat.extend_from_slice(&dwp.shape()[1..]);
-                let r3 = fx::reshape_usize(rhs, &[pairs, 1, 1])?;
-                let zeros = fx::zeros(&flat, dwp.dtype())?;
-                let dw = fx::scatter_along_axis(&zeros, &r3, &dwp, Some(0), crate::primitives::ScatterMode::Add)?;
+                let dw = scatter_pairs(&dwp, &fx::reshape_usize(rhs, &[pairs])?, bw)?;
                 let (gs, gb) = scale_bias_grads(p, &q, &fx::reshape_usize(&dw, &wshape)?)?;
                 grads[si] = Some(gs);
                 grads[bi] = Some(gb);

@@ -633,7 +633,7 @@ pub(crate) fn norm_vjp_composed(inputs: &[Array], eps: f32, has_w: bool, centere
 }
 
 /// Sums each of `parts` [pairs, r, c] into row `idx[p]` of a zero [count, r, c] array.
-fn scatter_pairs(parts: &Array, idx: &Array, count: usize) -> Result<Array> {
+pub(crate) fn scatter_pairs(parts: &Array, idx: &Array, count: usize) -> Result<Array> {
     let pairs = parts.shape()[0];
     let mut full = vec![count];
     full.extend_from_slice(&parts.shape()[1..]);

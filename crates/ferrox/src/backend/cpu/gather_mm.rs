@@ -46,7 +46,7 @@ pub(super) fn index_pairs(
 
 /// The positions of `pairs` grouped by their second index: (matrix, positions) for each
 /// matrix that has any, in matrix order.
-pub(super) fn group_by_matrix(pairs: &[(usize, usize)], count: usize) -> Vec<(usize, Vec<usize>)> {
+fn group_by_matrix(pairs: &[(usize, usize)], count: usize) -> Vec<(usize, Vec<usize>)> {
     let mut groups: Vec<Vec<usize>> = vec![Vec::new(); count];
     for (i, &(_, b)) in pairs.iter().enumerate() {
         groups[b].push(i);

@@ -13,13 +13,13 @@ use rayon::prelude::*;
 use crate::array::{row_major_strides, Array};
 use crate::dtype::Dtype;
 use crate::element::Element;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::primitives::{QuantMode, QuantParams};
 use crate::shape::broadcast_strides;
 
 use super::row_major;
 use crate::array::Data;
-use crate::backend::cpu::iter::{alloc_out, row_offsets, Ptr};
+use crate::backend::cpu::iter::{alloc_out, row_offsets};
 use crate::backend::cpu::simd::best_isa;
 
 use super::panel::panel;
@@ -271,23 +271,6 @@ pub fn gather_qmm(inputs: &[Array], p: QuantParams, transpose: bool, shape: &[us
     let nd = x.ndim();
     let (m, k) = (x.shape()[nd - 2], x.shape()[nd - 1]);
     let x_count = x.size() / (m * k).max(1);
-    let (ld, rd) = (lhs.data()?, rhs.data()?);
-    let idx_shape = lhs.shape();
-    let strides = [ld.strides.clone(), rd.strides.clone()];
-    let (lp, rp) = (Ptr(ld.ptr::<u32>()), Ptr(rd.ptr::<u32>()));
-    let pairs = (0..lhs.size())
-        .map(|i| {
-            let [lo, ro] = row_offsets::<2>(idx_shape, &strides, i);
-            // SAFETY: offsets inside each index array's view.
-            let (xi, wi) = unsafe { (lp.at(lo) as usize, rp.at(ro) as usize) };
-            if xi >= x_count || wi >= ops.count {
-                return Err(Error::invalid(
-                    "gather_qmm",
-                    format!("index pair ({xi}, {wi}) out of range: x has {x_count} matrices, w has {}", ops.count),
-                ));
-            }
-            Ok((xi, wi))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let pairs = crate::backend::cpu::gather_mm::index_pairs("gather_qmm", lhs, rhs, x_count, ops.count)?;
     run_pairs(&ops, p, transpose, &pairs, m, shape, dtype)
 }
