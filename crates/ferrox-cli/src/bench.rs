@@ -8,6 +8,9 @@ use ferrox_lm::{batch_generate, Error, Result};
 use crate::common::{load_model, ModelArgs};
 
 /// Measure prompt and generation speed.
+///
+/// With FERROX_PROFILE=1 in the environment, also prints the time each kind of op took over the
+/// timed trials (prompt and generation together; use a short -p to see the decode step).
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     #[command(flatten)]
@@ -69,6 +72,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Ok((r.prompt_tps, r.generation_tps, r.peak_memory))
     };
     trial()?; // warm-up
+    fx::profile::report(true); // time only the trials
     let mut sums = (0.0, 0.0, 0.0);
     for i in 0..args.num_trials {
         let (p, g, m) = trial()?;
@@ -77,5 +81,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let n = args.num_trials.max(1) as f64;
     println!("Averages: prompt_tps={:.3}, generation_tps={:.3}, peak_memory={:.3}", sums.0 / n, sums.1 / n, sums.2 / n);
+    if fx::profile::enabled() {
+        eprint!("{}", fx::profile::format_report(&fx::profile::report(true)));
+    }
     Ok(())
 }

@@ -184,6 +184,24 @@ fn matmuls(t: &Table) -> fx::Result<()> {
     Ok(())
 }
 
+/// Matrix-vector products of the decode step (one row times a transposed weight, as a Linear
+/// layer stores it), rated by the bytes of the weight: the SmolLM2-135M and Qwen2.5-0.5B
+/// projections and the 135M model's tied 49152 × 576 head.
+fn matvecs(t: &Table) -> fx::Result<()> {
+    for dtype in [Dtype::Bf16, Dtype::F32] {
+        for (k, n) in QUANT_SHAPES.into_iter().chain([(576, 49152)]) {
+            if !t.wants("matvec") {
+                return Ok(());
+            }
+            let w = data(&[n, k], dtype, 1)?;
+            let x = data(&[1, k], dtype, 2)?;
+            let bytes = (n * k * dtype.size()) as f64;
+            t.op("matvec", &format!("K{k} N{n}"), dname(dtype), 50, bytes, "GB/s", || fx::matmul(&x, &w.t()))?;
+        }
+    }
+    Ok(())
+}
+
 fn elementwise(t: &Table) -> fx::Result<()> {
     let shape = [4096usize, 4096];
     let n = (shape[0] * shape[1]) as f64;
@@ -360,6 +378,7 @@ fn main() -> fx::Result<()> {
     let t = Table::new(filter);
     bandwidth(&t)?;
     matmuls(&t)?;
+    matvecs(&t)?;
     elementwise(&t)?;
     reductions(&t)?;
     fused(&t)?;

@@ -78,10 +78,30 @@ impl Drop for EvalGuard {
 pub fn eval(outputs: &[&Array]) -> Result<()> {
     let _guard = EvalGuard::acquire();
     let order = topological_order(outputs)?;
-    for node in order {
-        run(&node)?;
+    run_in_pool(order)
+}
+
+/// Runs the ops of `order` in turn on a thread of the compute pool (rayon's), stopping at the
+/// first error. A kernel that splits its work then shares it with the pool's other threads by
+/// work stealing, and they stay awake between the ops of a step; called from outside the pool,
+/// each op would instead hand its pieces to sleeping workers and sleep until they finish,
+/// which costs more than a small op (a decode step runs hundreds).
+///
+/// Each node is dropped as soon as it ran, so an intermediate is freed once its last consumer
+/// ran (and its memory is reused while still in cache).
+fn run_in_pool(order: Vec<Array>) -> Result<()> {
+    let run_all = |order: Vec<Array>| order.into_iter().try_for_each(|node| run(&node));
+    if rayon::current_thread_index().is_some() {
+        return run_all(order);
     }
-    Ok(())
+    rayon::scope(|_| {
+        // The worker now holds this thread's evaluation lock: nested evaluations in kernels
+        // must not take it again.
+        let was_in_eval = IN_EVAL.with(|f| f.replace(true));
+        let result = run_all(order);
+        IN_EVAL.with(|f| f.set(was_in_eval));
+        result
+    })
 }
 
 /// Starts computing `outputs` on a background thread and returns at once. A later
@@ -94,11 +114,7 @@ pub fn async_eval(outputs: &[&Array]) {
         let _ = started_tx.send(());
         // An error is reported again by the eval that waits for these arrays.
         let order = topological_order(&outputs.iter().collect::<Vec<_>>()).unwrap_or_default();
-        for node in order {
-            if run(&node).is_err() {
-                break;
-            }
-        }
+        let _ = run_in_pool(order);
         drop(guard);
     });
     // Return only once the worker holds the lock, so a following eval waits for it.
@@ -154,7 +170,11 @@ fn run(a: &Array) -> Result<()> {
             State::Pending(p) => Pending { op: p.op.clone(), inputs: p.inputs.clone(), stream: p.stream },
         }
     };
+    let start = crate::profile::enabled().then(std::time::Instant::now);
     let data = crate::backend::run(&pending, a)?;
+    if let Some(start) = start {
+        crate::profile::record(&pending.op, a.dtype(), start.elapsed());
+    }
     // Detach: dropping the pending state releases the inputs.
     let old = std::mem::replace(&mut *a.state(), State::Ready(data));
     drop(pending);

@@ -21,6 +21,7 @@ pub mod memory;
 pub mod ops;
 pub mod primitives;
 mod print;
+pub mod profile;
 pub mod shape;
 pub mod transforms;
 

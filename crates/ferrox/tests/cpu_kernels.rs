@@ -357,6 +357,78 @@ fn attention_decode_and_blocked_prefill() {
 }
 
 #[test]
+fn attention_reads_kv_cache_prefix_views() {
+    // K and V as a KV cache holds them: the first S positions of a [1, Hkv, capacity, D]
+    // buffer whose unused tail is garbage, read in place (decode) and by blocks (prefill).
+    let (hq, hkv, s, cap, d) = (6usize, 3usize, 50usize, 64usize, 32usize);
+    let k = values(hkv * s * d, 31, -1.0, 1.0);
+    let v = values(hkv * s * d, 32, -1.0, 1.0);
+    let in_buffer = |x: &[f64]| -> Array {
+        let full: Vec<f32> = (0..hkv * cap * d)
+            .map(|i| {
+                let (h, p, t) = (i / (cap * d), (i / d) % cap, i % d);
+                if p < s {
+                    x[(h * s + p) * d + t] as f32
+                } else {
+                    1e4
+                }
+            })
+            .collect();
+        let buf = Array::from_slice(&full, &[1, hkv, cap, d]).unwrap();
+        fx::slice(&buf, &[0, 0, 0, 0], &[1, hkv as isize, s as isize, d as isize], &[1, 1, 1, 1]).unwrap()
+    };
+    let (kc, vc) = (in_buffer(&k), in_buffer(&v));
+    let r = |x: &[f64]| f32s(x).iter().map(|&x| x as f64).collect::<Vec<_>>();
+    for l in [1usize, 40] {
+        let q = values(hq * l * d, 33, -1.0, 1.0);
+        let scale = 1.0 / (d as f32).sqrt();
+        let got = fx::fast::scaled_dot_product_attention(
+            &Array::from_slice(&f32s(&q), &[1, hq, l, d]).unwrap(),
+            &kc,
+            &vc,
+            scale,
+            SdpaMask::Causal,
+        )
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+        let got: Vec<f64> = got.iter().map(|&x| x as f64).collect();
+        let want = attention_ref(&r(&q), &r(&k), &r(&v), hq, hkv, l, s, d, true);
+        assert_close(&got, &want, 1e-4, 1e-5, &format!("attention over cache views, L={l}"));
+    }
+}
+
+#[test]
+fn f32_single_row_matmul_layouts() {
+    // One row of a times b stored three ways: row-major [k, n], the transpose of a row-major
+    // [n, k] (a Linear weight), and a strided view (every other column of a wider matrix);
+    // plus addmm's scaled addend. Against sums in f64.
+    let (k, n) = (1100usize, 70usize);
+    let xv = values(k, 21, -1.0, 1.0);
+    let bv = values(k * n, 22, -1.0, 1.0);
+    let cv = values(n, 23, -1.0, 1.0);
+    let f32_array = |v: &[f64], shape: &[usize]| Array::from_slice(&f32s(v), shape).unwrap();
+    let r = |v: &[f64]| f32s(v).iter().map(|&x| x as f64).collect::<Vec<_>>();
+    let (xr, br, cr) = (r(&xv), r(&bv), r(&cv));
+    let x = f32_array(&xv, &[1, k]);
+    let b_rows = f32_array(&bv, &[k, n]);
+    let bt: Vec<f64> = (0..n * k).map(|i| bv[(i % k) * n + i / k]).collect();
+    let b_cols = f32_array(&bt, &[n, k]).t();
+    let wide: Vec<f64> = (0..k * 2 * n).map(|i| if i % 2 == 0 { bv[i / 2] } else { 9.0 }).collect();
+    let b_strided = fx::slice(&f32_array(&wide, &[k, 2 * n]), &[0, 0], &[k as isize, 2 * n as isize], &[1, 2]).unwrap();
+    let want: Vec<f64> = (0..n).map(|j| (0..k).map(|t| xr[t] * br[t * n + j]).sum()).collect();
+    for (name, b) in [("rows", &b_rows), ("columns", &b_cols), ("strided", &b_strided)] {
+        let got: Vec<f64> = fx::matmul(&x, b).unwrap().to_vec::<f32>().unwrap().iter().map(|&g| g as f64).collect();
+        assert_close(&got, &want, 1e-5, 1e-4, &format!("f32 single-row matmul, b {name}"));
+        let c = f32_array(&cv, &[n]);
+        let got: Vec<f64> =
+            fx::addmm(&c, &x, b, 0.5, -2.0).unwrap().to_vec::<f32>().unwrap().iter().map(|&g| g as f64).collect();
+        let want_mm: Vec<f64> = want.iter().zip(&cr).map(|(p, c)| 0.5 * p - 2.0 * c).collect();
+        assert_close(&got, &want_mm, 1e-5, 1e-4, &format!("f32 single-row addmm, b {name}"));
+    }
+}
+
+#[test]
 fn bf16_matmul_panels_and_layouts() {
     let (m, k, n) = (33usize, 1100usize, 70usize);
     let av = values(m * k, 16, -1.0, 1.0);

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::primitives::AttentionMask;
 use crate::shape::broadcast_strides;
 
-use super::iter::{alloc_out, fold_slice, row_offsets, PAR_CHUNK, PAR_THRESHOLD};
+use super::iter::{alloc_out, fold_slice, host_values, row_offsets, Ptr, PAR_CHUNK, PAR_THRESHOLD};
 use super::math::exp_f32;
 use super::simd::{dispatch, inline_always, Isa};
 
@@ -73,6 +73,20 @@ pub(super) fn row_major(x: &Array) -> Result<Data> {
     } else {
         super::copy::copy(x)
     }
+}
+
+/// A [B, H, S, D] attention operand whose (batch, head) blocks are each a row-major S×D run
+/// (a KV cache's prefix view is one, with its heads `capacity × D` apart): its data, copied
+/// only when a block is not such a run, and each block's offset from the data's first element.
+fn head_blocks(x: &Array) -> Result<(Data, Vec<isize>)> {
+    let sh = x.shape();
+    let d = x.data()?;
+    let runs = (sh[2] <= 1 || d.strides[2] == sh[3] as isize) && (sh[3] <= 1 || d.strides[3] == 1);
+    let d = if runs { d } else { super::copy::copy(x)? };
+    let offsets = (0..sh[0] * sh[1])
+        .map(|bh| (bh / sh[1]) as isize * d.strides[0] + (bh % sh[1]) as isize * d.strides[1])
+        .collect();
+    Ok((d, offsets))
 }
 
 /// Runs `f(row_in, row_out, scratch, isa)` over the rows of the last axis, in parallel when
@@ -169,10 +183,7 @@ pub fn logsumexp(x: &Array, shape: &[usize]) -> Result<Data> {
 fn vector<A: Real>(a: Option<&Array>, n: usize) -> Result<Option<Vec<A>>> {
     match a {
         None => Ok(None),
-        Some(w) => {
-            let w = crate::ops::broadcast_to(w, &[n])?;
-            Ok(Some(w.to_vec::<f64>()?.into_iter().map(A::of).collect()))
-        }
+        Some(w) => Ok(Some(host_values::<f64>(w, &[n])?.into_iter().map(A::of).collect())),
     }
 }
 
@@ -315,10 +326,11 @@ pub fn rope(
     let nd = shape.len();
     let (l, d) = (shape[nd - 2], shape[nd - 1]);
     let half = dims / 2;
-    let offset = offset.item::<i64>()? as f64;
+    // The op checked that the offset holds one integer.
+    let offset = host_values::<i64>(offset, offset.shape())?[0] as f64;
     // Inverse frequencies: base^(-2i/dims), or 1 / freqs[i].
     let inv_freq: Vec<f64> = match freqs {
-        Some(f) => f.to_vec::<f64>()?.into_iter().map(|p| 1.0 / p).collect(),
+        Some(f) => host_values::<f64>(f, &[half])?.into_iter().map(|p| 1.0 / p).collect(),
         None => (0..half).map(|i| (base as f64).powf(-(2.0 * i as f64) / dims as f64)).collect(),
     };
     // cos/sin table for the L positions (shared by every sequence and head), in f64. Each run
@@ -464,15 +476,14 @@ fn attention_in<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
     let (hkv, s) = (k.shape()[1], k.shape()[2]);
     let dv = v.shape()[3];
     let group = hq / hkv.max(1);
-    let (dq, dkd, dvd) = (row_major(q)?, row_major(k)?, row_major(v)?);
-    // SAFETY: row-major data of each array's size.
-    let (qs, ks, vs) = unsafe {
-        (
-            std::slice::from_raw_parts(dq.ptr::<T>(), q.size()),
-            std::slice::from_raw_parts(dkd.ptr::<T>(), k.size()),
-            std::slice::from_raw_parts(dvd.ptr::<T>(), v.size()),
-        )
-    };
+    let dq = row_major(q)?;
+    // SAFETY: row-major data of q's size.
+    let qs = unsafe { std::slice::from_raw_parts(dq.ptr::<T>(), q.size()) };
+    let ((dkd, koff), (dvd, voff)) = (head_blocks(k)?, head_blocks(v)?);
+    let (kp, vp) = (Ptr(dkd.ptr::<T>()), Ptr(dvd.ptr::<T>()));
+    // SAFETY: block bk of K (V) is a row-major S×Dk (S×Dv) run at its offset.
+    let kblock = |bk: usize| unsafe { std::slice::from_raw_parts(kp.get().offset(koff[bk]), s * dk) };
+    let vblock = |bk: usize| unsafe { std::slice::from_raw_parts(vp.get().offset(voff[bk]), s * dv) };
     // The query heads of one key/value head are consecutive, so for each (batch, kv head) its
     // queries form one (group · L) × D matrix, and its outputs one (group · L) × Dv matrix:
     // grouped queries share one pass over K and V. Tasks take QUERY_BLOCK rows of it.
@@ -486,8 +497,7 @@ fn attention_in<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
         |bk: usize, o: &mut [T], isa: Isa| {
             let mut qbuf = Vec::new();
             let qh = as_compute(&qs[bk * rows * dk..(bk + 1) * rows * dk], &mut qbuf);
-            let kt = &ks[bk * s * dk..(bk + 1) * s * dk];
-            let vt = &vs[bk * s * dv..(bk + 1) * s * dv];
+            let (kt, vt) = (kblock(bk), vblock(bk));
             let mut scores = vec![F::ZERO; rows * s];
             if dk > 0 {
                 for (j, krow) in kt.chunks_exact(dk).enumerate() {
@@ -611,12 +621,7 @@ fn attention_in<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
             let (mut kbuf, mut vbuf) = (Vec::new(), Vec::new());
             let (kf, vf) = dispatch(
                 #[inline(always)]
-                |_| {
-                    (
-                        as_compute(&ks[bk * s * dk..(bk + 1) * s * dk], &mut kbuf),
-                        as_compute(&vs[bk * s * dv..(bk + 1) * s * dv], &mut vbuf),
-                    )
-                },
+                |_| (as_compute(kblock(bk), &mut kbuf), as_compute(vblock(bk), &mut vbuf)),
             );
             ob.par_chunks_mut(QUERY_BLOCK * dv).enumerate().for_each(|(blk, o)| {
                 dispatch(
@@ -651,9 +656,12 @@ impl<F: Real + Element<Acc = F>> ScoreMask<F> {
             AttentionMask::Array => {
                 let m = &inputs[3];
                 let vals: Vec<F> = if m.dtype() == Dtype::Bool {
-                    m.to_vec::<bool>()?.into_iter().map(|keep| if keep { F::ZERO } else { F::MIN }).collect()
+                    host_values::<bool>(m, m.shape())?
+                        .into_iter()
+                        .map(|keep| if keep { F::ZERO } else { F::MIN })
+                        .collect()
                 } else {
-                    m.to_vec::<T>()?.into_iter().map(|x| x.to_acc()).collect()
+                    host_values::<T>(m, m.shape())?.into_iter().map(|x| x.to_acc()).collect()
                 };
                 let st = broadcast_strides(m.shape(), &crate::array::row_major_strides(m.shape()), &[b, hq, l, s]);
                 (vals, st)

@@ -13,13 +13,12 @@ use crate::error::{Error, Result};
 use crate::primitives::ScatterMode;
 use crate::shape::broadcast_strides;
 
-use super::iter::{alloc_out, map_rows, row_offsets, MutPtr, Ptr, PAR_THRESHOLD};
+use super::iter::{alloc_out, host_values, map_rows, row_offsets, MutPtr, Ptr, PAR_THRESHOLD};
 
 /// Reads an index array as row-major i64, broadcast to `shape`, each checked against `n` and
 /// wrapped if negative.
 fn read_indices(idx: &Array, shape: &[usize], n: usize, op: &'static str) -> Result<Vec<i64>> {
-    let b = crate::ops::broadcast_to(idx, shape)?;
-    let v = b.to_vec::<i64>()?;
+    let v = host_values::<i64>(idx, shape)?;
     let n = n as i64;
     v.into_iter()
         .map(|i| {

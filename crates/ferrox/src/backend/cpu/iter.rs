@@ -388,3 +388,18 @@ pub fn alloc_out<T: crate::Element>(
     }
     Ok(Data::contiguous(buf, shape))
 }
+
+/// The values of an evaluated input broadcast to `shape`, row-major, cast to `U` as `astype`
+/// casts: read straight from its buffer through its strides. Kernels use it for small
+/// operands they need on the host (a norm's weight, rope's offset, indices); reading them
+/// through `to_vec` would build and evaluate a cast and a copy of them on every call.
+pub fn host_values<U: crate::Element>(a: &crate::Array, shape: &[usize]) -> crate::Result<Vec<U>> {
+    let d = a.data()?;
+    let n: usize = shape.iter().product();
+    let mut out = vec![U::default(); n];
+    crate::dispatch_dtype!(a.dtype(), T => {
+        let (p, s) = operand::<T>(&d, a.shape(), shape);
+        map1(p, s, shape, &mut out, |v: T, _| crate::Element::cast::<U>(v));
+    });
+    Ok(out)
+}

@@ -201,6 +201,8 @@ pub fn matmul(inputs: &[Array], alpha: f64, beta: f64, shape: &[usize], dtype: D
     }
 
     match dtype {
+        // One row (decode): the direct matrix-vector kernel.
+        Dtype::F32 if m == 1 => half_matmul::<f32>(inputs, alpha, beta, shape),
         Dtype::F32 => run!(f32, |v| v as f32),
         Dtype::F64 => run!(f64, |v| v),
         Dtype::F16 if m > 1 => run!(f16, f16::from_f64),
@@ -259,7 +261,7 @@ unsafe fn convert_rows<T: Element<Acc = f32>>(
     }
 }
 
-/// Half-precision matmul computing in f32: for a single row, `b` is read in its own dtype
+/// Matmul computing in f32 for f16 / bf16 (and f32 with a single row): for a single row, `b` is read in its own dtype
 /// (matrix-vector); otherwise `a` and `b` are converted to f32 in panels of up to 512 of the
 /// k axis (never a whole-matrix copy of `b`) and multiplied with `gemm`. A panel of `b` keeps
 /// the source's layout (rows or columns contiguous), so the conversion reads contiguous runs.

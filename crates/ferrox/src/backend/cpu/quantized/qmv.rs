@@ -97,90 +97,124 @@ impl LanesKernel for Rows<'_> {
     }
 }
 
-/// Scratch for the kinds decoded a group at a time.
+/// Scratch of one task: codes or values of the kinds decoded a group at a time, and the
+/// scales and biases of the rows in flight as f32.
 struct Scratch {
     codes: Vec<u8>,
     floats: Vec<f32>,
+    scales: Vec<f32>,
+    biases: Vec<f32>,
 }
 
 #[inline(always)]
 fn rows<V: Lanes, const R: usize, const NR: usize>(t: &Rows) {
+    let groups = t.v.groups();
     let mut scratch = Scratch {
         codes: if matches!(t.v.kind, Kind::Codes(_)) { vec![0; NR * MAX_GROUP] } else { Vec::new() },
         floats: if t.v.kind == Kind::Floats { vec![0.0; NR * MAX_GROUP] } else { Vec::new() },
+        scales: vec![0.0; NR * groups],
+        biases: vec![0.0; if t.v.biases.is_some() { NR * groups } else { 0 }],
     };
+    // One loop per kind, so the group loop carries no dispatch on it.
+    macro_rules! with_dot {
+        ($dot:ident, $W:ty) => {
+            rows_of::<V, R, NR, $W>(
+                t,
+                &mut scratch,
+                #[inline(always)]
+                |w, x, gs, acc| unsafe { $dot::<V, R, NR>(w, x, gs, acc) },
+                #[inline(always)]
+                |w, x, gs, acc| unsafe { $dot::<V, R, 1>(w, x, gs, acc) },
+            )
+        };
+    }
+    match t.v.kind {
+        Kind::Nibbles => with_dot!(dot_nibbles, u8),
+        Kind::Bytes | Kind::Codes(_) => with_dot!(dot_bytes, u8),
+        Kind::Floats => with_dot!(dot_floats, f32),
+    }
+}
+
+#[inline(always)]
+fn rows_of<V: Lanes, const R: usize, const NR: usize, W>(
+    t: &Rows,
+    scratch: &mut Scratch,
+    dot: impl Fn([*const W; NR], [*const f32; R], usize, &mut [[V; R]; NR]),
+    dot1: impl Fn([*const W; 1], [*const f32; R], usize, &mut [[V; R]; 1]),
+) {
     let mut j = t.j0;
     while j + NR <= t.j1 {
-        block::<V, R, NR>(t, j, &mut scratch);
+        block::<V, R, NR, W>(t, j, scratch, &dot);
         j += NR;
     }
     while j < t.j1 {
-        block::<V, R, 1>(t, j, &mut scratch);
+        block::<V, R, 1, W>(t, j, scratch, &dot1);
         j += 1;
     }
 }
 
 /// Output features `j..j + NR` for the `R` rows of x.
 #[inline(always)]
-fn block<V: Lanes, const R: usize, const NR: usize>(t: &Rows, j: usize, scratch: &mut Scratch) {
+fn block<V: Lanes, const R: usize, const NR: usize, W>(
+    t: &Rows,
+    j: usize,
+    scratch: &mut Scratch,
+    dot: &impl Fn([*const W; NR], [*const f32; R], usize, &mut [[V; R]; NR]),
+) {
     let v = t.v;
     let (k, gs, groups, bpr) = (v.cols, v.group_size, v.groups(), v.bytes_per_row());
     let bpg = gs * v.bits / 8;
     let row_bytes: [&[u8]; NR] = std::array::from_fn(|i| &v.bytes[(j + i) * bpr..(j + i + 1) * bpr]);
+    let scales = &mut scratch.scales[..NR * groups];
+    v.scales.read(j * groups, scales);
+    if let Some(b) = v.biases {
+        b.read(j * groups, &mut scratch.biases[..NR * groups]);
+    }
     // SAFETY: every pointer below stays inside its row of the matrix, its row of x (k
     // elements), or its scratch row (MAX_GROUP ≥ gs elements); `Lanes` reads N ≤ 16 elements
     // at offsets that are multiples of N below the group's end (groups hold multiples of 16
     // elements, of 32 for the integer kinds).
     unsafe {
         let mut tot = [[V::zero(); R]; NR];
-        let mut bsum = [[0f32; R]; NR];
         for g in 0..groups {
             let mut acc = [[V::zero(); R]; NR];
             let xs: [*const f32; R] = std::array::from_fn(|m| t.x.as_ptr().add(m * k + g * gs));
-            match v.kind {
-                Kind::Nibbles => {
-                    let w = row_bytes.map(|b| b.as_ptr().add(g * bpg));
-                    dot_nibbles::<V, R, NR>(w, xs, gs, &mut acc);
-                }
-                Kind::Bytes => {
-                    let w = row_bytes.map(|b| b.as_ptr().add(g * bpg));
-                    dot_bytes::<V, R, NR>(w, xs, gs, &mut acc);
-                }
+            let w: [*const W; NR] = match v.kind {
+                Kind::Nibbles | Kind::Bytes => std::array::from_fn(|i| row_bytes[i].as_ptr().add(g * bpg) as *const W),
                 Kind::Codes(bits) => {
                     for (i, rb) in row_bytes.iter().enumerate() {
                         let out = &mut scratch.codes[i * MAX_GROUP..i * MAX_GROUP + gs];
                         unpack_bytes(bits, &rb[g * bpg..(g + 1) * bpg], out);
                     }
-                    let w = std::array::from_fn(|i| scratch.codes.as_ptr().add(i * MAX_GROUP));
-                    dot_bytes::<V, R, NR>(w, xs, gs, &mut acc);
+                    std::array::from_fn(|i| scratch.codes.as_ptr().add(i * MAX_GROUP) as *const W)
                 }
                 Kind::Floats => {
                     for (i, rb) in row_bytes.iter().enumerate() {
                         let out = &mut scratch.floats[i * MAX_GROUP..i * MAX_GROUP + gs];
                         decode_floats(v.mode, &rb[g * bpg..(g + 1) * bpg], out);
                     }
-                    let w = std::array::from_fn(|i| scratch.floats.as_ptr().add(i * MAX_GROUP));
-                    dot_floats::<V, R, NR>(w, xs, gs, &mut acc);
+                    std::array::from_fn(|i| scratch.floats.as_ptr().add(i * MAX_GROUP) as *const W)
                 }
-            }
+            };
+            dot(w, xs, gs, &mut acc);
             for i in 0..NR {
-                let gi = (j + i) * groups + g;
-                let s = V::splat(v.scales.get(gi));
+                let s = V::splat(*scales.get_unchecked(i * groups + g));
                 for m in 0..R {
                     tot[i][m] = V::fma(s, acc[i][m], tot[i][m]);
-                }
-                if let Some(b) = v.biases {
-                    let b = b.get(gi);
-                    for (m, bs) in bsum[i].iter_mut().enumerate() {
-                        *bs += b * t.xsum[m * groups + g];
-                    }
                 }
             }
         }
         let n = v.rows;
         for i in 0..NR {
             for m in 0..R {
-                *t.y.get().add(m * n + j + i) = tot[i][m].sum() + bsum[i][m];
+                // The bias term Σ_g b_g · Σx_g, once per row.
+                let bsum = if v.biases.is_some() {
+                    let b = &scratch.biases[i * groups..(i + 1) * groups];
+                    b.iter().zip(&t.xsum[m * groups..(m + 1) * groups]).map(|(b, x)| b * x).sum()
+                } else {
+                    0.0
+                };
+                *t.y.get().add(m * n + j + i) = tot[i][m].sum() + bsum;
             }
         }
     }

@@ -37,6 +37,26 @@ impl ScaleSlice<'_> {
             ScaleSlice::E4m3(s) => fp8_table()[s[i] as usize],
         }
     }
+
+    /// Elements `start..start + out.len()` as f32, into `out` (one dispatch on the stored
+    /// type for the whole run, so the conversion loop vectorizes).
+    #[inline(always)]
+    pub fn read(&self, start: usize, out: &mut [f32]) {
+        let end = start + out.len();
+        match self {
+            ScaleSlice::F32(s) => out.copy_from_slice(&s[start..end]),
+            ScaleSlice::F16(s) => out.iter_mut().zip(&s[start..end]).for_each(|(o, v)| *o = v.to_f32()),
+            // bf16 → f32 is exact as a shift of the bits (NaNs stay NaNs).
+            ScaleSlice::Bf16(s) => {
+                out.iter_mut().zip(&s[start..end]).for_each(|(o, v)| *o = f32::from_bits((v.to_bits() as u32) << 16))
+            }
+            ScaleSlice::E8m0(s) => out.iter_mut().zip(&s[start..end]).for_each(|(o, &v)| *o = e8m0_to_f32(v)),
+            ScaleSlice::E4m3(s) => {
+                let table = fp8_table();
+                out.iter_mut().zip(&s[start..end]).for_each(|(o, &v)| *o = table[v as usize])
+            }
+        }
+    }
 }
 
 /// How a group's codes reach the registers.
