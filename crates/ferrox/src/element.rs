@@ -652,6 +652,21 @@ pub fn bf16_to_f32(v: bf16) -> f32 {
     f32::from_bits((b | quiet) << 16)
 }
 
+/// A half or single float widened to f32 for a product that is summed (dot products, matrix
+/// products): as `to_acc`, except that bf16 skips the NaN quieting (a plain shift of the bits,
+/// which leaves a NaN a NaN, and so the sum NaN), two instructions a vector fewer in the
+/// kernels' inner loops.
+#[inline(always)]
+pub fn widen_for_sum<T: Element<Acc = f32>>(v: T) -> f32 {
+    if T::DTYPE == Dtype::Bf16 {
+        // SAFETY: T is bf16, two bytes.
+        let bits: u16 = unsafe { std::mem::transmute_copy(&v) };
+        f32::from_bits((bits as u32) << 16)
+    } else {
+        v.to_acc()
+    }
+}
+
 /// f32 to bfloat16, rounding to nearest with ties to even, branch-free so that loops over it
 /// vectorize; overflow rounds to infinity and a NaN stays a (quiet) NaN, bit for bit as
 /// `half::bf16::from_f32`.

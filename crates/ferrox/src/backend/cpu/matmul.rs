@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use crate::array::{row_major_strides, Array, Data};
 use crate::dtype::Dtype;
-use crate::element::Element;
+use crate::element::{widen_for_sum, Element};
 use crate::error::{Error, Result};
 use crate::shape::broadcast_strides;
 
@@ -73,12 +73,12 @@ fn gemv<T: Element<Acc = f32>>(x: &[f32], b: Mat<T>, n: usize, k: usize, y: &mut
                 let mut xc = x.chunks_exact(L);
                 for (c, xv) in (&mut cc).zip(&mut xc) {
                     for l in 0..L {
-                        acc[l] += c[l].to_acc() * xv[l];
+                        acc[l] += widen_for_sum(c[l]) * xv[l];
                     }
                 }
                 let mut s = 0f32;
                 for (c, xv) in cc.remainder().iter().zip(xc.remainder()) {
-                    s += c.to_acc() * xv;
+                    s += widen_for_sum(*c) * xv;
                 }
                 // A barrier between the vector loop and the horizontal sum (see fold_slice).
                 s + std::hint::black_box(acc).iter().sum::<f32>()
@@ -115,7 +115,7 @@ fn gemv<T: Element<Acc = f32>>(x: &[f32], b: Mat<T>, n: usize, k: usize, y: &mut
                             std::slice::from_raw_parts(b.ptr.get().offset(kk as isize * b.rs + j0 as isize), yc.len())
                         };
                         for (yv, bv) in yc.iter_mut().zip(row) {
-                            *yv += xv * bv.to_acc();
+                            *yv += xv * widen_for_sum(*bv);
                         }
                     }
                 },
