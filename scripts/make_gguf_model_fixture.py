@@ -23,7 +23,9 @@ Writes crates/ferrox-lm/tests/fixtures/gguf/:
   token types, special ids) of a small BPE model trained here with sentencepiece, written as
   llama.cpp's converter writes one; reference.json holds sentencepiece's own encodings (of each
   stretch between user-defined tokens, with a space prefix each, as llama.cpp runs it).
-(tiny-llama-f32.gguf's reference is the existing tests/fixtures/tiny-llama.{json,safetensors}.)
+- tiny-qwen3-f32.gguf: models/tiny-qwen3 converted the same way (no Q/K reordering for Qwen;
+  per-head q/k norms; head_dim from attention.key_length).
+(The f32 files' references are the existing tests/fixtures/tiny-{llama,qwen3}.{json,safetensors}.)
 """
 
 import io
@@ -52,7 +54,7 @@ TEXTS = [
 ]
 
 
-def convert(llama_cpp, outtype, outfile):
+def convert(llama_cpp, outtype, outfile, model=MODEL):
     """Runs llama.cpp's convert_hf_to_gguf.py in this process (see the module docs)."""
     sys.path.insert(0, str(llama_cpp))
     import conversion.base as base
@@ -67,7 +69,7 @@ def convert(llama_cpp, outtype, outfile):
 
     base.TextModel.get_vocab_base_pre = pre
     argv = sys.argv
-    sys.argv = ["convert_hf_to_gguf.py", str(MODEL), "--outtype", outtype, "--outfile", str(outfile)]
+    sys.argv = ["convert_hf_to_gguf.py", str(model), "--outtype", outtype, "--outfile", str(outfile)]
     try:
         runpy.run_path(str(Path(llama_cpp) / "convert_hf_to_gguf.py"), run_name="__main__")
     finally:
@@ -254,6 +256,7 @@ def main():
     # First, so that the converter imports its own gguf-py.
     convert(llama_cpp, "f32", OUT / "tiny-llama-f32.gguf")
     convert(llama_cpp, "q8_0", OUT / "tiny-llama-q8_0.gguf")
+    convert(llama_cpp, "f32", OUT / "tiny-qwen3-f32.gguf", ROOT / "models/tiny-qwen3")
 
     from gguf import GGMLQuantizationType as T
     from safetensors.numpy import save_file

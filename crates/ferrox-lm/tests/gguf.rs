@@ -1,7 +1,7 @@
 //! GGUF models (scripts/make_gguf_model_fixture.py): models/tiny-llama converted by llama.cpp's
 //! convert_hf_to_gguf.py (f32, q8_0) and re-quantized by gguf-py (q4_0, a mix of q4_1 / f16 /
-//! bf16 / q8_0 / q4_0), and a SentencePiece vocabulary. The f32 file must give transformers'
-//! logits and greedy tokens for tiny-llama itself; the quantized ones those of transformers
+//! bf16 / q8_0 / q4_0), models/tiny-qwen3 converted to f32, and a SentencePiece vocabulary. The
+//! f32 files must give transformers' logits and greedy tokens for the original models; the quantized ones those of transformers
 //! running the weights gguf-py dequantizes (so the affine re-packing must be exact); the
 //! tokenizers must encode and decode as the original tokenizer.json and sentencepiece do.
 
@@ -51,16 +51,20 @@ fn greedy(m: &mut Loaded, prompt: &[u32], n: usize) -> Vec<u32> {
 }
 
 #[test]
-fn f32_gguf_matches_transformers() {
-    let reference = json(fixtures().join("tiny-llama.json"));
-    let (arrays, _) = fx::load_safetensors(fixtures().join("tiny-llama.safetensors")).unwrap();
-    let mut m = load("tiny-llama-f32.gguf");
-    assert_eq!(m.config.model_type, "llama");
-    let prompt = ids(&reference["prompt_ids"]);
-    assert_eq!(m.tokenizer.encode_prompt("Once upon a time").unwrap(), prompt);
-    let e = rel_err(&last_logits(m.model.as_ref(), &prompt), &arrays["logits"].to_vec::<f32>().unwrap());
-    assert!(e < 1e-4, "relative error {e}");
-    assert_eq!(greedy(&mut m, &prompt, 24), ids(&reference["greedy"]));
+fn f32_ggufs_match_transformers() {
+    for (file, model, model_type) in
+        [("tiny-llama-f32.gguf", "tiny-llama", "llama"), ("tiny-qwen3-f32.gguf", "tiny-qwen3", "qwen3")]
+    {
+        let reference = json(fixtures().join(format!("{model}.json")));
+        let (arrays, _) = fx::load_safetensors(fixtures().join(format!("{model}.safetensors"))).unwrap();
+        let mut m = load(file);
+        assert_eq!(m.config.model_type, model_type);
+        let prompt = ids(&reference["prompt_ids"]);
+        assert_eq!(m.tokenizer.encode_prompt("Once upon a time").unwrap(), prompt, "{file}");
+        let e = rel_err(&last_logits(m.model.as_ref(), &prompt), &arrays["logits"].to_vec::<f32>().unwrap());
+        assert!(e < 1e-4, "{file}: relative error {e}");
+        assert_eq!(greedy(&mut m, &prompt, 24), ids(&reference["greedy"]), "{file}");
+    }
 }
 
 #[test]

@@ -419,7 +419,13 @@ impl GgufFile {
         let mut codes = vec![0u8; block_elems];
         for (i, b) in bytes.chunks_exact(bb).enumerate() {
             let g = i * groups_per_block;
-            affine_block(t.ggml_type, b, &mut codes, &mut scales[g..g + groups_per_block], &mut biases[g..g + groups_per_block]);
+            affine_block(
+                t.ggml_type,
+                b,
+                &mut codes,
+                &mut scales[g..g + groups_per_block],
+                &mut biases[g..g + groups_per_block],
+            );
             pack_codes(&codes, bits, &mut words[g * bits..(g + groups_per_block) * bits]);
         }
         let rows = t.shape[..t.shape.len().saturating_sub(1)].to_vec();
