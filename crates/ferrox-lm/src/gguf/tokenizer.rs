@@ -3,8 +3,9 @@
 //! chat templates work as for any model directory.
 //!
 //! - `gpt2` (byte-level BPE): `tokens` and `merges` make the BPE model; `tokenizer.ggml.pre`
-//!   picks the pre-tokenizer's split regex (`gpt2`/`default`, `llama-bpe`/`llama3`,
-//!   `qwen2`, `smollm`; others are an error naming them), followed by the byte-level mapping;
+//!   picks the pre-tokenizer's split regexes as llama.cpp's (`gpt2`, `default`,
+//!   `llama-bpe`/`llama3`, `qwen2`, `smollm`; others are an error naming them), followed by
+//!   the byte-level mapping;
 //!   Llama 3's vocabulary is looked up whole before merging (`ignore_merges`), as llama.cpp
 //!   does for it.
 //! - `llama` (SentencePiece): a BPE model with byte fallback whose merges are every split of a
@@ -41,13 +42,17 @@ const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{
 const QWEN2: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-/// The split regex of a `tokenizer.ggml.pre` value, and whether whole words are looked up
-/// before merging.
-fn pre_tokenizer(pre: &str) -> Option<(&'static str, bool)> {
+/// The split regexes (applied in turn, each to the pieces the one before left, as llama.cpp
+/// does) of a `tokenizer.ggml.pre` value, and whether whole words are looked up before
+/// merging.
+fn pre_tokenizer(pre: &str) -> Option<(&'static [&'static str], bool)> {
     Some(match pre {
-        "gpt2" | "default" | "smollm" => (GPT2, false),
-        "llama-bpe" | "llama3" => (LLAMA3, true),
-        "qwen2" => (QWEN2, false),
+        "gpt2" => (&[GPT2], false),
+        // llama.cpp's fallback for BPE vocabularies it does not recognize.
+        "default" => (&[r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"], false),
+        "smollm" => (&[r"\p{N}", GPT2], false),
+        "llama-bpe" | "llama3" => (&[LLAMA3], true),
+        "qwen2" => (&[QWEN2], false),
         _ => return None,
     })
 }
@@ -144,13 +149,19 @@ pub fn load_tokenizer(file: &GgufFile, path: &Path) -> Result<Tokenizer> {
         spm_json(&tokens, &types, &scores, vocab, unk, prefix)
     } else {
         let pre = m.get("tokenizer.ggml.pre").and_then(GgufValue::as_str).unwrap_or("default");
-        let (regex, ignore_merges) = pre_tokenizer(pre).ok_or_else(|| {
+        let (regexes, ignore_merges) = pre_tokenizer(pre).ok_or_else(|| {
             m.bad(format_args!(
                 "BPE pre-tokenizer {pre:?} is not supported (gpt2, default, smollm, llama-bpe, llama3, qwen2 are)"
             ))
         })?;
         let merges =
             m.strings("tokenizer.ggml.merges")?.ok_or_else(|| m.bad("a BPE vocabulary needs tokenizer.ggml.merges"))?;
+        let mut pretokenizers: Vec<Value> = regexes
+            .iter()
+            .map(|r| json!({"type": "Split", "pattern": {"Regex": r}, "behavior": "Isolated", "invert": false}))
+            .collect();
+        pretokenizers
+            .push(json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}));
         let merges: Vec<Value> = merges
             .iter()
             .map(|s| {
@@ -161,9 +172,7 @@ pub fn load_tokenizer(file: &GgufFile, path: &Path) -> Result<Tokenizer> {
             .collect::<Result<_>>()?;
         json!({
             "normalizer": null,
-            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
-                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]},
+            "pre_tokenizer": {"type": "Sequence", "pretokenizers": pretokenizers},
             "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
             "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
                       "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
@@ -259,4 +268,37 @@ fn post_processor(bos: Option<(u32, String)>, eos: Option<(u32, String)>) -> Val
     let specials: serde_json::Map<String, Value> =
         bos.iter().chain(eos.iter()).map(|(id, t)| (t.clone(), json!({"id": t, "ids": [id], "tokens": [t]}))).collect();
     json!({"type": "TemplateProcessing", "single": wrap("A"), "pair": pair, "special_tokens": specials})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenizers::{PreTokenizedString, PreTokenizer, PreTokenizerWrapper};
+
+    /// The pieces each named pre-tokenizer's regexes cut a text into (before byte mapping).
+    fn pieces(pre: &str, text: &str) -> Vec<String> {
+        let (regexes, _) = pre_tokenizer(pre).unwrap();
+        let splits: Vec<Value> = regexes
+            .iter()
+            .map(|r| json!({"type": "Split", "pattern": {"Regex": r}, "behavior": "Isolated", "invert": false}))
+            .collect();
+        let p: PreTokenizerWrapper =
+            serde_json::from_value(json!({"type": "Sequence", "pretokenizers": splits})).unwrap();
+        let mut s = PreTokenizedString::from(text);
+        p.pre_tokenize(&mut s).unwrap();
+        s.get_splits(tokenizers::OffsetReferential::Original, tokenizers::OffsetType::Byte)
+            .into_iter()
+            .map(|(t, _, _)| t.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn pre_tokenizers_split_as_llama_cpp() {
+        assert_eq!(pieces("gpt2", "I'll pay 12345!"), ["I", "'ll", " pay", " 12345", "!"]);
+        assert_eq!(pieces("llama-bpe", "I'll pay 12345!"), ["I", "'ll", " pay", " ", "123", "45", "!"]);
+        assert_eq!(pieces("qwen2", "pay 123"), ["pay", " ", "1", "2", "3"]);
+        assert_eq!(pieces("smollm", "pay 123"), ["pay", " ", "1", "2", "3"]);
+        assert_eq!(pieces("default", "a+b 1234"), ["a", "+", "b", " ", "123", "4"]);
+        assert!(pre_tokenizer("deepseek-llm").is_none());
+    }
 }
