@@ -126,3 +126,53 @@ impl SwitchLinear {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{dequantize, quantize};
+
+    #[derive(Module)]
+    struct Experts {
+        up: SwitchLinear,
+    }
+
+    #[test]
+    fn quantize_swaps_experts_in_place_and_back() {
+        let w = fx::random::normal(&[3, 8, 64], fx::Dtype::F32, 0.0f32, 1.0f32, Some(&fx::random::key(1))).unwrap();
+        let mut m = Experts { up: SwitchLinear::from_weight(w.clone()).unwrap() };
+        let spec = QuantSpec::new(Some(32), Some(4), fx::QuantMode::Affine);
+        assert_eq!(quantize(&mut m, spec, None).unwrap(), 1);
+        let p = m.parameters();
+        assert_eq!(p["up.weight"].shape(), [3, 8, 8]);
+        assert_eq!(p["up.scales"].shape(), [3, 8, 2]);
+        // Each expert quantized as mx.quantize quantizes its matrix alone.
+        let (w1, s1, b1) = fx::quantize(&fx::slice_axis(&w, 0, 1, 2).unwrap(), 32, 4, fx::QuantMode::Affine).unwrap();
+        let got = |a: &Array| fx::slice_axis(a, 0, 1, 2).unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(
+            fx::slice_axis(&p["up.weight"], 0, 1, 2).unwrap().to_vec::<u32>().unwrap(),
+            w1.to_vec::<u32>().unwrap()
+        );
+        assert_eq!(got(&p["up.scales"]), s1.to_vec::<f32>().unwrap());
+        assert_eq!(got(p.get("up.biases").unwrap()), b1.unwrap().to_vec::<f32>().unwrap());
+        // The quantized forward pass is gather_mm over the dequantized experts.
+        let x = fx::random::normal(&[2, 1, 1, 64], fx::Dtype::F32, 0.0f32, 1.0f32, Some(&fx::random::key(2))).unwrap();
+        let idx = Array::from_slice(&[2i32, 0], &[2, 1]).unwrap();
+        let want = fx::gather_mm(
+            &x,
+            &fx::swapaxes(&m.up.dequantized_weight().unwrap(), -1, -2).unwrap(),
+            None,
+            Some(&idx),
+            false,
+        )
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+        let y = m.up.forward(&x, &idx).unwrap().to_vec::<f32>().unwrap();
+        for (a, b) in y.iter().zip(&want) {
+            assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+        }
+        assert_eq!(dequantize(&mut m).unwrap(), 1);
+        assert!(m.up.spec().is_none() && m.up.scales.is_none() && m.up.weight.shape() == [3, 8, 64]);
+    }
+}
