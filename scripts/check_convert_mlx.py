@@ -47,6 +47,10 @@ CASES = [
     ("tiny-phi3-swa-8bit", "tiny-phi3-swa", ["-q", "--q-bits", "8", "--q-group-size", "32"]),
     ("tiny-phi3-nvfp4", "tiny-phi3", ["-q", "--q-mode", "nvfp4"]),
     ("tiny-llama-bf16", "tiny-llama", ["--dtype", "bfloat16"]),
+    # Mixtures of experts: the stacked experts (SwitchLinear) quantized too; Qwen3-MoE's routers
+    # at 8 bits (mlx-lm's per-model predicate).
+    ("tiny-mixtral-4bit", "tiny-mixtral", ["-q"]),
+    ("tiny-qwen3-moe-4bit", "tiny-qwen3-moe", ["-q", "--q-group-size", "32"]),
 ]
 
 

@@ -9,7 +9,8 @@ use ferrox_lm::{Loaded, Result, SamplerConfig, Tokenizer};
 /// The model to load.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// A model directory (Hugging Face layout) or a Hugging Face hub id. Defaults to the tiny
+    /// A model directory (Hugging Face layout), a Hugging Face hub id, or a GGUF file
+    /// (llama.cpp's: llama, mistral, mixtral, qwen2, qwen3, qwen3moe). Defaults to the tiny
     /// random-weight Llama the repository ships (models/tiny-llama): it runs everywhere, and
     /// its text is gibberish.
     #[arg(long)]

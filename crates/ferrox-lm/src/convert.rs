@@ -227,7 +227,13 @@ fn quantize_model(
         }
         let chosen = match (recipe, index_at) {
             (Some(r), Some(at)) => QuantSpec { bits: r.layer_bits(path, num_layers, at), ..spec },
-            _ => spec,
+            _ => match architecture_override(&config.model_type, path) {
+                Some(fixed) => {
+                    section.layers.insert(path.to_string(), Some(fixed));
+                    return Quantize::With(fixed);
+                }
+                None => spec,
+            },
         };
         if recipe.is_some() || fine_grained {
             section.layers.insert(path.to_string(), Some(chosen));
@@ -236,6 +242,15 @@ fn quantize_model(
     };
     let n = ferrox_nn::quantize(model.as_dyn_mut(), spec, Some(&mut predicate))?;
     Ok((section, n))
+}
+
+/// The settings an architecture fixes for some layers when no recipe is given (mlx-lm's
+/// per-model `quant_predicate`): Qwen3-MoE's routers (`mlp.gate`) at 8 bits in groups of 64.
+fn architecture_override(model_type: &str, path: &str) -> Option<QuantSpec> {
+    match model_type {
+        "qwen3_moe" if path.ends_with("mlp.gate") => Some(QuantSpec::new(Some(64), Some(8), QuantMode::Affine)),
+        _ => None,
+    }
 }
 
 /// Which component of a layer path is the block index (`model.layers.3.mlp.down_proj` → 2),
@@ -255,11 +270,12 @@ fn block_index_position(model: &dyn Module) -> Result<usize> {
 fn bits_per_weight(model: &dyn Module) -> f64 {
     let (mut bits, mut weights) = (0usize, 0usize);
     model.apply_to_modules(&mut |_, m| {
-        let spec = m
-            .as_any()
+        let any = m.as_any();
+        let spec = any
             .downcast_ref::<ferrox_nn::layers::AnyLinear>()
             .and_then(|l| l.quant_spec())
-            .or_else(|| m.as_any().downcast_ref::<ferrox_nn::layers::AnyEmbedding>().and_then(|e| e.quant_spec()));
+            .or_else(|| any.downcast_ref::<ferrox_nn::layers::AnyEmbedding>().and_then(|e| e.quant_spec()))
+            .or_else(|| any.downcast_ref::<ferrox_nn::layers::SwitchLinear>().and_then(|e| e.spec()));
         for (name, a) in m.own_params() {
             bits += a.nbytes() * 8;
             weights += match (spec, name.as_str()) {

@@ -10,6 +10,7 @@ pub mod convert;
 pub mod detokenizer;
 pub mod error;
 pub mod generate;
+pub mod gguf;
 pub mod kv_quant;
 pub mod load;
 pub mod loader;

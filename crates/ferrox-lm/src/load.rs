@@ -19,13 +19,18 @@ pub struct Loaded {
     pub tokenizer: Tokenizer,
     /// Its config.json.
     pub config: ModelConfig,
-    /// The local directory it came from.
+    /// The local directory (or GGUF file) it came from.
     pub dir: PathBuf,
 }
 
 /// Loads a model directory or hub id ([`resolve_model_dir`]): config.json, the weights (cast
-/// to `dtype` if given), and the tokenizer.
+/// to `dtype` if given), and the tokenizer. A GGUF file loads through
+/// [`crate::gguf::load_gguf_model`].
 pub fn load(model: &str, dtype: Option<Dtype>) -> Result<Loaded> {
+    let path = std::path::Path::new(model);
+    if crate::gguf::is_gguf(path) {
+        return crate::gguf::load_gguf_model(path, dtype);
+    }
     let dir = resolve_model_dir(model)?;
     let config = ModelConfig::load(dir.join("config.json"))?;
     // Check the architecture before touching the weights.

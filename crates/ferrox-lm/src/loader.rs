@@ -34,7 +34,7 @@ pub fn resolve_model_dir(model: &str) -> Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     if path.exists() {
-        return Err(Error::file(path, "is a file; give the model's directory (with config.json and *.safetensors)"));
+        return Err(Error::file(path, "is a file but not a GGUF file; give the model's directory (with config.json and *.safetensors) or a .gguf file"));
     }
     let looks_like_id = model.split('/').count() == 2
         && !model.starts_with(['.', '/', '~'])

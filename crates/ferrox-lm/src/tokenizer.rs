@@ -112,6 +112,20 @@ impl Tokenizer {
         Ok(Tokenizer { inner, bos_token, eos_token, eos_token_ids, chat_template })
     }
 
+    /// A tokenizer from its parts (a GGUF file's vocabulary builds one: `crate::gguf`);
+    /// duplicate end ids are dropped.
+    pub fn from_parts(
+        inner: tokenizers::Tokenizer,
+        bos_token: Option<String>,
+        eos_token: Option<String>,
+        mut eos_token_ids: Vec<u32>,
+        chat_template: Option<ChatTemplate>,
+    ) -> Tokenizer {
+        let mut seen = std::collections::HashSet::new();
+        eos_token_ids.retain(|id| seen.insert(*id));
+        Tokenizer { inner, bos_token, eos_token, eos_token_ids, chat_template }
+    }
+
     /// Token ids of `text`; `add_special_tokens` adds what the tokenizer's post-processor adds
     /// (a BOS token, typically).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {

@@ -173,6 +173,8 @@ fn ferrox_converted_checkpoints_give_mlx_lm_logits() {
         ("tiny-phi3-swa-8bit", "tiny-phi3-swa", quantized(Some(32), Some(8), None, None)),
         ("tiny-phi3-nvfp4", "tiny-phi3", quantized(None, None, Some(QuantMode::Nvfp4), None)),
         ("tiny-llama-bf16", "tiny-llama", ConvertOptions { dtype: Some(Dtype::Bf16), ..Default::default() }),
+        ("tiny-mixtral-4bit", "tiny-mixtral", quantized(None, None, None, None)),
+        ("tiny-qwen3-moe-4bit", "tiny-qwen3-moe", quantized(Some(32), None, None, None)),
     ];
     let fix = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ferrox_convert");
     for (case, source, opts) in cases {

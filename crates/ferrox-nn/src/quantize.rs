@@ -31,7 +31,7 @@
 
 use ferrox::{Array, Error, Result};
 
-use crate::layers::{AnyEmbedding, AnyLinear, QuantSpec, QuantizedEmbedding, QuantizedLinear};
+use crate::layers::{AnyEmbedding, AnyLinear, QuantSpec, QuantizedEmbedding, QuantizedLinear, SwitchLinear};
 use crate::Module;
 
 /// What a [`quantize()`] predicate decides for one layer (MLX's `bool` or parameter dict).
@@ -122,10 +122,30 @@ impl Quantizable for AnyEmbedding {
     }
 }
 
+/// Mixture-of-experts stacks: the dense weight is `[experts, rows, cols]`, each expert's
+/// matrix quantized on its own.
+impl Quantizable for SwitchLinear {
+    fn dense_weight(&self) -> Option<&Array> {
+        self.spec().is_none().then_some(&self.weight)
+    }
+    fn quant_spec(&self) -> Option<QuantSpec> {
+        self.spec()
+    }
+    fn quantize_with(&mut self, spec: QuantSpec) -> Result<()> {
+        SwitchLinear::quantize(self, spec)
+    }
+    fn dequantize(&mut self) -> Result<()> {
+        SwitchLinear::dequantize(self)
+    }
+}
+
 /// The module as a swappable layer, if it is one.
 pub fn as_quantizable(m: &mut dyn Module) -> Option<&mut dyn Quantizable> {
     if m.as_any().is::<AnyLinear>() {
         return m.as_any_mut().downcast_mut::<AnyLinear>().map(|l| l as &mut dyn Quantizable);
+    }
+    if m.as_any().is::<SwitchLinear>() {
+        return m.as_any_mut().downcast_mut::<SwitchLinear>().map(|l| l as &mut dyn Quantizable);
     }
     m.as_any_mut().downcast_mut::<AnyEmbedding>().map(|e| e as &mut dyn Quantizable)
 }

@@ -103,10 +103,12 @@ fn every_tensor_type_matches_gguf_py() {
 }
 
 #[test]
-fn q4_0_q4_1_q8_0_convert_to_affine_losslessly() {
+fn q4_0_q4_1_q8_0_q4_k_q5_k_convert_to_affine_losslessly() {
     let f = GgufFile::open(fixture("tiny.gguf")).unwrap();
     let (want, _) = fx::load_safetensors(fixture("tiny_gguf_expected.safetensors")).unwrap();
-    for (name, want_bits) in [("t.q4_0", 4), ("t.q4_1", 4), ("t.q8_0", 8), ("t.q8_0_3d", 8)] {
+    for (name, want_bits) in
+        [("t.q4_0", 4), ("t.q4_1", 4), ("t.q8_0", 8), ("t.q8_0_3d", 8), ("t.q4_k", 4), ("t.q5_k", 5)]
+    {
         let (wq, s, b, bits) = f.affine(name, Dtype::F32).unwrap();
         assert_eq!(bits, want_bits);
         let w = &want[name];
@@ -117,7 +119,7 @@ fn q4_0_q4_1_q8_0_convert_to_affine_losslessly() {
             assert!((a - e).abs() <= 1e-6 * e.abs().max(1e-3), "{name}[{i}]: {a} vs {e}");
         }
     }
-    let err = f.affine("t.q4_k", Dtype::F32).unwrap_err().to_string();
+    let err = f.affine("t.q6_k", Dtype::F32).unwrap_err().to_string();
     assert!(err.contains("no lossless affine form"), "{err}");
 }
 

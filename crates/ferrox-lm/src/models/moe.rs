@@ -9,70 +9,21 @@
 //! `w1`/`w3`/`w2` or Qwen's `gate_proj`/`up_proj`/`down_proj`), and transformers 5's fused
 //! `experts.gate_up_proj` / `experts.down_proj`. Quantized experts (mlx-community's
 //! quantized mixtures: `weight`, `scales`, `biases` stacked per expert) run through
-//! [`fx::gather_qmm`], which reads the packed words directly.
+//! [`fx::gather_qmm`], which reads the packed words directly; [`SwitchLinear`] (ferrox-nn) is
+//! quantizable in place, so `quantize(model)` and `ferrox convert -q` quantize experts too.
 
 use ferrox::{self as fx, Array, Dtype, QuantMode};
-use ferrox_nn::layers::{AnyLinear, QuantSpec};
+use ferrox_nn::layers::{AnyLinear, SwitchLinear};
 use ferrox_nn::Module;
 
 use super::layers::{linear, stored_spec};
 use crate::error::{Error, Result};
 use crate::weights::WeightMap;
 
-/// A stack of linear maps without bias, one per expert: `weight` is `[experts, out, in]`, or,
-/// quantized, the packed `[experts, out, in · bits / 32]` words with their `scales` (and
-/// affine `biases`) — mlx's names, so checkpoints map one to one.
-#[derive(Module, Clone, Debug)]
-pub struct SwitchLinear {
-    /// The experts' matrices (packed when quantized).
-    pub weight: Array,
-    /// Per-group scales of quantized experts.
-    pub scales: Option<Array>,
-    /// Per-group biases of affine-quantized experts.
-    pub biases: Option<Array>,
-    #[module(skip)]
-    spec: Option<QuantSpec>,
-    state: ferrox_nn::ModuleState,
-}
-
-impl SwitchLinear {
-    /// The layer over a stacked `[experts, out, in]` weight.
-    pub fn from_weight(weight: Array) -> Result<SwitchLinear> {
-        if weight.ndim() != 3 {
-            return Err(Error::Invalid(format!(
-                "a switch linear weight is [experts, out, in]; got {:?}",
-                weight.shape()
-            )));
-        }
-        Ok(SwitchLinear { weight, scales: None, biases: None, spec: None, state: Default::default() })
-    }
-
-    /// `x [..., 1, 1, in]` (or `[..., k, 1, in]`) through the experts `indices [..., k]`:
-    /// `[..., k, 1, out]`.
-    pub fn forward(&self, x: &Array, indices: &Array) -> Result<Array> {
-        Ok(match (&self.spec, &self.scales) {
-            (Some(q), Some(scales)) => fx::gather_qmm(
-                x,
-                &self.weight,
-                scales,
-                self.biases.as_ref(),
-                None,
-                Some(indices),
-                true,
-                q.group_size,
-                q.bits,
-                q.mode,
-                false,
-            )?,
-            _ => fx::gather_mm(x, &fx::swapaxes(&self.weight, -1, -2)?, None, Some(indices), false)?,
-        })
-    }
-}
-
 /// The stacked experts `name` (`[experts, out, in]`), dense or quantized as stored.
 fn switch_linear(w: &mut WeightMap, name: &str, [experts, out, inp]: [usize; 3]) -> Result<SwitchLinear> {
     let Some(spec) = stored_spec(w, name, inp)? else {
-        return SwitchLinear::from_weight(w.take(&format!("{name}.weight"), &[experts, out, inp])?);
+        return Ok(SwitchLinear::from_weight(w.take(&format!("{name}.weight"), &[experts, out, inp])?)?);
     };
     let (packed, scale_shape) = spec.shapes(out, inp);
     let weight = w.take_typed(&format!("{name}.weight"), &[experts, packed[0], packed[1]], Dtype::U32)?;
@@ -82,7 +33,7 @@ fn switch_linear(w: &mut WeightMap, name: &str, [experts, out, inp]: [usize; 3])
     } else {
         (w.take_typed(&format!("{name}.scales"), &scale_shape, Dtype::U8)?, None)
     };
-    Ok(SwitchLinear { weight, scales: Some(scales), biases, spec: Some(spec), state: Default::default() })
+    Ok(SwitchLinear::from_quantized(weight, scales, biases, spec)?)
 }
 
 /// The experts' SwiGLU: `down(silu(gate(x)) * up(x))` through each token's experts.
@@ -168,7 +119,10 @@ pub fn load_switch_glu(
             .map(|(n, s)| switch_linear(w, &format!("{prefix}.switch_mlp.{n}"), s))
             .collect::<Result<_>>()?
     } else {
-        hf_experts(w, prefix, names, shapes)?.into_iter().map(SwitchLinear::from_weight).collect::<Result<_>>()?
+        hf_experts(w, prefix, names, shapes)?
+            .into_iter()
+            .map(|a| Ok(SwitchLinear::from_weight(a)?))
+            .collect::<Result<_>>()?
     };
     let [gate_proj, up_proj, down_proj]: [SwitchLinear; 3] =
         layers.try_into().map_err(|_| Error::Invalid("three expert projections expected".into()))?;

@@ -22,6 +22,7 @@ mod recurrent;
 mod rms_norm;
 mod rope;
 mod sequential;
+mod switch_linear;
 mod transformer;
 mod upsample;
 
@@ -48,6 +49,7 @@ pub use recurrent::{Gru, Lstm, Rnn};
 pub use rms_norm::RmsNorm;
 pub use rope::{yarn_attention_scale, Rope, RopeScaling};
 pub use sequential::Sequential;
+pub use switch_linear::SwitchLinear;
 pub use transformer::{
     Activation, Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer,
 };

@@ -65,13 +65,20 @@ pub enum RopeScaling {
         /// The input scale; by default `sqrt(1 + ln(s) / ln(original))`, `s` the stretch.
         long_mscale: Option<f32>,
     },
+    /// A divisor per rotated pair of the plain frequencies (llama.cpp's `rope_freqs` tensor,
+    /// which GGUF files carry for Llama 3's scaling): pair `i` turns by
+    /// `position / (base^(2i/dims) · factors[i])`. ferrox's config name: `freq_factors`.
+    FreqFactors {
+        /// One factor per rotated pair.
+        factors: Vec<f32>,
+    },
 }
 
 impl RopeScaling {
     /// The scaling a Hugging Face `rope_scaling` object describes (`null` → [`RopeScaling::Default`]),
     /// with mlx-lm's defaults for absent fields. The kind is read from `type` or `rope_type`:
     /// `default`, `linear`, `dynamic`, `llama3`, `yarn` (and `deepseek_yarn`, `telechat3-yarn`),
-    /// `longrope`; `mrope` rotates as `default`.
+    /// `longrope`, `freq_factors` (with a `factors` list); `mrope` rotates as `default`.
     pub fn from_config(config: &serde_json::Value) -> Result<RopeScaling> {
         if config.is_null() {
             return Ok(RopeScaling::Default);
@@ -118,6 +125,7 @@ impl RopeScaling {
                 long_factor: list("long_factor")?,
                 long_mscale: None,
             },
+            "freq_factors" => RopeScaling::FreqFactors { factors: list("factors")? },
             other => return Err(Error::invalid("RopeScaling", format!("unsupported RoPE scaling type {other:?}"))),
         })
     }
@@ -265,6 +273,16 @@ impl Rope {
                 let stretch = max_position_embeddings as f32 / orig;
                 let default_scale = if stretch <= 1.0 { 1.0 } else { (1.0 + stretch.ln() / orig.ln()).sqrt() };
                 Rope::with_freqs(dims, false, freqs, long_mscale.unwrap_or(default_scale))
+            }
+            RopeScaling::FreqFactors { factors } => {
+                if factors.len() != dims / 2 {
+                    return Err(Error::invalid(
+                        "Rope",
+                        format!("{} frequency factors for dims={dims} (need {})", factors.len(), dims / 2),
+                    ));
+                }
+                let freqs = periods(dims, base).into_iter().zip(factors).map(|(f, d)| f * d).collect();
+                Rope::with_freqs(dims, traditional, freqs, 1.0)
             }
         }
     }

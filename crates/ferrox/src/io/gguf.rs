@@ -21,7 +21,7 @@ use memmap2::Mmap;
 use rayon::prelude::*;
 
 use super::err;
-use super::ggml_blocks::{decode_block, GgmlType};
+use super::ggml_blocks::{decode_block, scale_min_k4, GgmlType};
 use crate::array::{Array, Data};
 use crate::dtype::Dtype;
 use crate::element::Element;
@@ -379,22 +379,28 @@ impl GgufFile {
         Ok(Array::from_op(t.shape.clone(), dtype, Op::Load(Arc::new(src)), vec![]))
     }
 
-    /// Tensor `name` of type q4_0, q4_1 or q8_0 as MLX's affine quantization, losslessly:
-    /// `(packed, scales, biases, bits)` with group size 32 — packed uint32 `[rows, cols·bits/32]`,
-    /// scales and biases `[rows, cols/32]` of `dtype` (the blocks' float16 scales converted;
-    /// exact for float32 and float16). Feed them to `quantized_matmul(.., 32, bits, Affine)`.
-    /// Other types are an error (dequantize them, or re-quantize the result).
+    /// Tensor `name` as MLX's affine quantization with group size 32, losslessly:
+    /// `(packed, scales, biases, bits)` — packed uint32 `[rows, cols·bits/32]` (MLX's
+    /// little-endian bit stream), scales and biases `[rows, cols/32]` of `dtype`. Feed them to
+    /// `quantized_matmul(.., 32, bits, Affine)`.
+    ///
+    /// q8_0 → 8 bits (codes `q + 128`, bias `−128·d`); q4_0 → 4 bits (bias `−8·d`); q4_1 → 4
+    /// bits (bias `m`); q4_K / q5_K → 4 / 5 bits, one group per 32-element sub-block (scale
+    /// `d·sc`, bias `−dmin·m`). Every value is exact in float32; in float16 the scales of q8_0,
+    /// q4_0 and q4_1 stay exact, the K-quants' products `d·sc` round. Other types (q6_K's
+    /// sub-blocks are 16 wide) are an error: dequantize them, or re-quantize the result.
     pub fn affine(&self, name: &str, dtype: Dtype) -> Result<(Array, Array, Array, usize)> {
         let t = self.info(name)?;
         let bits = match t.ggml_type {
-            GgmlType::Q4_0 | GgmlType::Q4_1 => 4,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4K => 4,
+            GgmlType::Q5K => 5,
             GgmlType::Q8_0 => 8,
             other => {
                 return Err(err(
                     OP,
                     &self.path,
                     format_args!(
-                        "tensor {name:?}: {} has no lossless affine form (only q4_0, q4_1, q8_0)",
+                        "tensor {name:?}: {} has no lossless affine form (only q4_0, q4_1, q8_0, q4_K, q5_K)",
                         other.name()
                     ),
                 ))
@@ -403,39 +409,24 @@ impl GgufFile {
         if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::Bf16) {
             return Err(Error::dtype(OP, "affine scales and biases are float32, float16 or bfloat16", dtype));
         }
-        let (_, bb) = t.ggml_type.block().expect("a known type");
+        let (block_elems, bb) = t.ggml_type.block().expect("a known type");
+        let groups_per_block = block_elems / 32;
         let blocks = t.nbytes / bb;
-        let mut words = vec![0u32; blocks * bits];
-        let (mut scales, mut biases) = (vec![0f32; blocks], vec![0f32; blocks]);
+        let groups = blocks * groups_per_block;
+        let mut words = vec![0u32; groups * bits];
+        let (mut scales, mut biases) = (vec![0f32; groups], vec![0f32; groups]);
         let bytes = self.raw(name)?;
+        let mut codes = vec![0u8; block_elems];
         for (i, b) in bytes.chunks_exact(bb).enumerate() {
-            let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
-            let mut codes = [0u8; 32];
-            match t.ggml_type {
-                GgmlType::Q8_0 => {
-                    // value = d·q = d·(q + 128) − 128·d
-                    for (c, &q) in codes.iter_mut().zip(&b[2..34]) {
-                        *c = (q as i8 as i16 + 128) as u8;
-                    }
-                    biases[i] = -128.0 * d;
-                }
-                _ => {
-                    let (m, q) = if t.ggml_type == GgmlType::Q4_0 {
-                        (-8.0 * d, &b[2..18])
-                    } else {
-                        (f16::from_le_bytes([b[2], b[3]]).to_f32(), &b[4..20])
-                    };
-                    for (j, &v) in q.iter().enumerate() {
-                        codes[j] = v & 15;
-                        codes[j + 16] = v >> 4;
-                    }
-                    biases[i] = m;
-                }
-            }
-            scales[i] = d;
-            for (w, chunk) in words[i * bits..(i + 1) * bits].iter_mut().zip(codes.chunks_exact(32 / bits)) {
-                *w = chunk.iter().enumerate().fold(0u32, |acc, (e, &c)| acc | ((c as u32) << (bits * e)));
-            }
+            let g = i * groups_per_block;
+            affine_block(
+                t.ggml_type,
+                b,
+                &mut codes,
+                &mut scales[g..g + groups_per_block],
+                &mut biases[g..g + groups_per_block],
+            );
+            pack_codes(&codes, bits, &mut words[g * bits..(g + groups_per_block) * bits]);
         }
         let rows = t.shape[..t.shape.len().saturating_sub(1)].to_vec();
         let cols = t.shape.last().copied().unwrap_or(1);
@@ -460,6 +451,68 @@ pub fn load_gguf(path: impl AsRef<Path>) -> Result<(GgufFile, HashMap<String, Ar
     let f = GgufFile::open(path)?;
     let arrays = f.arrays(None)?;
     Ok((f, arrays))
+}
+
+/// The unsigned codes of one block of `t` (a type [`GgufFile::affine`] accepts) and the scale
+/// and bias of each of its groups of 32, such that element = scale · code + bias.
+fn affine_block(t: GgmlType, b: &[u8], codes: &mut [u8], scales: &mut [f32], biases: &mut [f32]) {
+    let nibbles = |q: &[u8], codes: &mut [u8]| {
+        for (j, &v) in q.iter().enumerate() {
+            codes[j] = v & 15;
+            codes[j + q.len()] = v >> 4;
+        }
+    };
+    let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+    match t {
+        GgmlType::Q8_0 => {
+            // value = d·q = d·(q + 128) − 128·d
+            for (c, &q) in codes.iter_mut().zip(&b[2..34]) {
+                *c = (q as i8 as i16 + 128) as u8;
+            }
+            (scales[0], biases[0]) = (d, -128.0 * d);
+        }
+        GgmlType::Q4_0 => {
+            nibbles(&b[2..18], codes);
+            (scales[0], biases[0]) = (d, -8.0 * d);
+        }
+        GgmlType::Q4_1 => {
+            nibbles(&b[4..20], codes);
+            (scales[0], biases[0]) = (d, f16::from_le_bytes([b[2], b[3]]).to_f32());
+        }
+        _ => {
+            // q4_K / q5_K: eight sub-blocks of 32 (layouts in ggml_blocks.rs).
+            let dmin = f16::from_le_bytes([b[2], b[3]]).to_f32();
+            let sm = &b[4..16];
+            let (qh, q) = if t == GgmlType::Q5K { (Some(&b[16..48]), &b[48..176]) } else { (None, &b[16..144]) };
+            for pair in 0..4 {
+                nibbles(&q[32 * pair..32 * pair + 32], &mut codes[64 * pair..64 * pair + 64]);
+            }
+            if let Some(qh) = qh {
+                for (j, c) in codes.iter_mut().enumerate() {
+                    *c |= ((qh[j % 32] >> (j / 32)) & 1) << 4;
+                }
+            }
+            for j in 0..8 {
+                let (sc, m) = scale_min_k4(j, sm);
+                (scales[j], biases[j]) = (d * sc, -(dmin * m));
+            }
+        }
+    }
+}
+
+/// Appends `codes` of `bits` bits to `words` as MLX packs them: one little-endian bit stream.
+fn pack_codes(codes: &[u8], bits: usize, words: &mut [u32]) {
+    let (mut acc, mut filled, mut out) = (0u64, 0, 0);
+    for &c in codes {
+        acc |= (c as u64) << filled;
+        filled += bits;
+        if filled >= 32 {
+            words[out] = acc as u32;
+            out += 1;
+            acc >>= 32;
+            filled -= 32;
+        }
+    }
 }
 
 /// One tensor in a mapped GGUF file, decoded when evaluated.
