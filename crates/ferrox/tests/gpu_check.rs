@@ -614,7 +614,7 @@ fn quantized(c: &mut Checker) {
                     fx::quantized_matmul(&x, &wq, &s, Some(&b), true, gs, bits, QuantMode::Affine)
                 });
             }
-            let x = c.array(&[5, n], dt, -1.0, 1.0);
+            let x = c.array(&[5, k], dt, -1.0, 1.0);
             let (wq2, s2, b2) =
                 cpu(|| fx::quantize(&fx::transpose(&w, &[1, 0])?, gs, bits, QuantMode::Affine)).unwrap();
             let b2 = b2.unwrap();
@@ -639,7 +639,7 @@ fn quantized(c: &mut Checker) {
                 });
             }
             let (wq2, s2, _) = cpu(|| fx::quantize(&fx::transpose(&w, &[1, 0])?, gs, bits, mode)).unwrap();
-            let x = c.array(&[5, n], dt, -1.0, 1.0);
+            let x = c.array(&[5, k], dt, -1.0, 1.0);
             c.check(&format!("quantized qmm {dt} {m} not transposed"), bound(dt), || {
                 fx::quantized_matmul(&x, &wq2, &s2, None, false, gs, bits, mode)
             });
@@ -945,8 +945,9 @@ fn movement(c: &mut Checker) {
     let x = c.array(&[4, 6, 10], Dtype::F32, -1.0, 1.0);
     c.check("views reshape-of-transpose", 0.0, || fx::reshape(&fx::transpose(&x, &[2, 1, 0])?, &[10, 24]));
     c.check("views broadcast+add", 1e-6, || fx::add(&fx::broadcast_to(&x, &[3, 4, 6, 10])?, 1.0f32));
+    let wf = c.array(&[4, 64], Dtype::F32, -1.0, 1.0);
     c.check("fallback quantize (CPU) then xor (GPU)", 0.0, || {
-        let (wq, _, _) = fx::quantize(&fx::reshape(&x, &[4, 60])?, 32, 4, fx::primitives::QuantMode::Affine)?;
+        let (wq, _, _) = fx::quantize(&wf, 32, 4, fx::primitives::QuantMode::Affine)?;
         fx::bitwise_xor(&wq, 0x5555u32)
     });
     // Memory figures count device memory.
@@ -1031,8 +1032,63 @@ fn timings(c: &mut Checker) -> Vec<(String, String)> {
         });
         out.push(("a chain of 200 small adds, one eval: per op".into(), format!("{:.2} µs", s / 200.0 * 1e6)));
         llm_timings(c, &mut out);
+        new_family_timings(c, &mut out);
     });
     out
+}
+
+/// The sampling, convolution and backward kernels at LLM-ish shapes.
+fn new_family_timings(c: &mut Checker, out: &mut Vec<(String, String)>) {
+    use fx::fast::{scaled_dot_product_attention as sdpa, SdpaMask};
+    let us = |s: f64| format!("{:.1} µs", s * 1e6);
+    let logits = c.array(&[1, 151_936], Dtype::Bf16, -10.0, 10.0);
+    out.push((
+        "argsort bf16 [1, 151936] (a vocabulary)".into(),
+        us(time(10, || fx::argsort(&logits, Some(-1)).unwrap())),
+    ));
+    out.push(("topk 50 bf16 [1, 151936]".into(), us(time(10, || fx::topk(&logits, 50, Some(-1)).unwrap()))));
+    let rows = c.array(&[4096, 1024], Dtype::F32, -1.0, 1.0);
+    out.push(("sort f32 [4096, 1024] last axis".into(), us(time(10, || fx::sort(&rows, Some(-1)).unwrap()))));
+    let key = fx::random::key(7);
+    let s = time(10, || fx::random::uniform(0.0f32, 1.0f32, &[1 << 24], Dtype::F32, Some(&key)).unwrap());
+    out.push(("random uniform f32 16M".into(), format!("{:.0} GB/s ({})", 4.0 * (1 << 24) as f64 / s / 1e9, us(s))));
+    let a = c.array(&[1 << 20, 8], Dtype::F32, -1.0, 1.0);
+    let idx = c.array(&[1 << 16], Dtype::I32, 0.0, (1 << 20) as f64);
+    let upd = c.array(&[1 << 16, 1, 8], Dtype::F32, -1.0, 1.0);
+    let sa = |f: fn(&Array, &[Array], &Array, &[isize]) -> fx::Result<Array>| {
+        time(10, || f(&a, std::slice::from_ref(&idx), &upd, &[0]).unwrap())
+    };
+    out.push(("scatter f32 64K rows of 8 into [1M, 8]".into(), us(sa(fx::scatter))));
+    out.push(("scatter_add f32 64K rows of 8 into [1M, 8]".into(), us(sa(fx::scatter_add))));
+    let x = c.array(&[1, 3000, 80], Dtype::F32, -1.0, 1.0);
+    let w = c.array(&[384, 3, 80], Dtype::F32, -1.0, 1.0);
+    let s = time(10, || fx::conv1d(&x, &w, 1, 1, 1, 1).unwrap());
+    out.push((
+        "conv1d f32 [1, 3000, 80] * [384, 3, 80] (Whisper's stem)".into(),
+        format!("{:.1} TFLOP/s ({})", 2.0 * 3000.0 * 384.0 * 240.0 / s / 1e12, us(s)),
+    ));
+    let x = c.array(&[8, 56, 56, 64], Dtype::Bf16, -1.0, 1.0);
+    let w = c.array(&[64, 3, 3, 64], Dtype::Bf16, -1.0, 1.0);
+    let s = time(10, || fx::conv2d(&x, &w, (1, 1), (1, 1), (1, 1), 1).unwrap());
+    out.push((
+        "conv2d bf16 [8, 56, 56, 64] * 3x3x64x64".into(),
+        format!("{:.1} TFLOP/s ({})", 2.0 * 8.0 * 56.0 * 56.0 * 64.0 * 576.0 / s / 1e12, us(s)),
+    ));
+    let (l, d) = (512usize, 64usize);
+    let q = c.array(&[1, 32, l, d], Dtype::Bf16, -1.0, 1.0);
+    let k = c.array(&[1, 8, l, d], Dtype::Bf16, -1.0, 1.0);
+    let v = c.array(&[1, 8, l, d], Dtype::Bf16, -1.0, 1.0);
+    let ct = c.array(&[1, 32, l, d], Dtype::Bf16, -1.0, 1.0);
+    let s = time(5, || {
+        let f = |a: &[Array]| Ok(vec![sdpa(&a[0], &a[1], &a[2], 0.125, SdpaMask::Causal)?]);
+        let (_, g) = fx::vjp(f, &[q.clone(), k.clone(), v.clone()], std::slice::from_ref(&ct)).unwrap();
+        g[0].clone() // dq, dk and dv come from one kernel run
+    });
+    // Causal: about half of the 4 products of L·L·D each (forward recomputed, dq, dk, dv).
+    out.push((
+        "attention vjp causal bf16 Hq32 Hkv8 D64 L=S=512 (forward included)".into(),
+        format!("{:.2} TFLOP/s ({})", 0.5 * 5.0 * 2.0 * 32.0 * (l * l * d) as f64 / s / 1e12, us(s)),
+    ));
 }
 
 /// Attention and quantized-product timings at Llama-3.2-1B shapes (32 query heads, 8 kv

@@ -97,9 +97,10 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
     for (i64 p = lane; p < packs; p += 32) {
       float c[32];
       unpack32(wr + p * BITS, c);
-      const i64 g0 = n * groups + (p << 5) / gs, g1 = n * groups + ((p << 5) + 16) / gs;
-      const float s0 = scale_value(scales, g0), s1 = scale_value(scales, g1);
-      const float b0 = bias_value(biases, g0), b1 = bias_value(biases, g1);
+      // The second half's scale is another only for groups of 16 (no second load otherwise).
+      const i64 g0 = n * groups + (p << 5) / gs, g1 = g0 + (gs == 16);
+      const float s0 = scale_value(scales, g0), s1 = gs == 16 ? scale_value(scales, g1) : s0;
+      const float b0 = bias_value(biases, g0), b1 = gs == 16 ? bias_value(biases, g1) : b0;
 #pragma unroll
       for (int m = 0; m < M; ++m) {
         const T* xr = x + m * k + (p << 5);
