@@ -502,6 +502,11 @@ __device__ __forceinline__ float vjp_dot(const float* a, const T* row, int n, in
   return warp_sum(s);
 }
 
+// The keys query i may see: all, or with the causal mask those up to i + S - L.
+__device__ __forceinline__ int vjp_key_end(const Attn& p, int i) {
+  return p.mkind == 1 ? min(p.S, max(0, i + p.S - p.L + 1)) : p.S;
+}
+
 // Query row `row` of [B, Hq, L] as (b, h, i), and its q and g rows.
 struct VjpRow {
   int b, h, i, kh;
@@ -531,7 +536,7 @@ extern "C" __global__ void attn_vjp_rows(Attn p, const T* __restrict__ g, float*
     const T* k = (const T*)p.k + r.b * p.ks[0] + r.kh * p.ks[1];
     const T* v = (const T*)p.v + r.b * p.vs[0] + r.kh * p.vs[1];
     float m = NEG_INF, l = 0.f, dsum = 0.f;
-    for (int j = 0; j < p.S; ++j) {
+    for (int j = 0, end = vjp_key_end(p, r.i); j < end; ++j) {
       float s = masked_score(p, vjp_dot(qr, k + j * p.ks[2], p.D, lane), r.b, r.h, r.i, j);
       if (!(s > NEG_INF)) continue;
       float dp = vjp_dot(gr, v + j * p.vs[2], p.Dv, lane);
@@ -567,7 +572,7 @@ extern "C" __global__ void attn_vjp_dq(Attn p, const T* __restrict__ g, const fl
     float m = stat[3 * row], inv = stat[3 * row + 1], delta = stat[3 * row + 2];
     const T* k = (const T*)p.k + r.b * p.ks[0] + r.kh * p.ks[1];
     const T* v = (const T*)p.v + r.b * p.vs[0] + r.kh * p.vs[1];
-    for (int j = 0; inv > 0.f && j < p.S; ++j) {
+    for (int j = 0, end = inv > 0.f ? vjp_key_end(p, r.i) : 0; j < end; ++j) {
       const T* kj = k + j * p.ks[2];
       float s = masked_score(p, vjp_dot(qr, kj, p.D, lane), r.b, r.h, r.i, j);
       if (!(s > NEG_INF)) continue;
@@ -604,7 +609,7 @@ extern "C" __global__ void attn_vjp_dkv(Attn p, const T* __restrict__ g, const f
 #pragma unroll
     for (int e = 0; e < VJP_E; ++e) dk[e] = dv[e] = 0.f;
     for (int h = kh * group; h < (kh + 1) * group; ++h) {
-      for (int i = 0; i < p.L; ++i) {
+      for (int i = p.mkind == 1 ? max(0, j - p.S + p.L) : 0; i < p.L; ++i) {
         i64 row = ((i64)b * p.Hq + h) * p.L + i;
         float inv = stat[3 * row + 1];
         if (!(inv > 0.f)) continue;
