@@ -2,6 +2,7 @@
 syntax errors before a device run and prints each kernel's registers, spills and shared memory.
 
     python3 scripts/nvrtc_check.py [FAMILY ...]   # attention quantized index fast reduce elementwise
+                                                # sort scatter random conv
 
 Needs the nvidia-cuda-nvrtc wheel (cuda-bindings); the sources are assembled as the Rust side
 does (common.cuh, #defines, the family's .cu, instantiations)."""
@@ -32,7 +33,8 @@ def fam(name, defines, body, extra=""):
     d = "".join(f"#define {k} {v}\n" for k, v in defines.items())
     return compile_src(name, f"{COMMON}\n{d}{(K / body).read_text()}\n{extra}")
 
-want = set(sys.argv[1:]) or {"attention", "quantized", "index", "fast", "reduce", "elementwise"}
+want = set(sys.argv[1:]) or {"attention", "quantized", "index", "fast", "reduce", "elementwise", "sort", "scatter",
+                             "random", "conv"}
 ok = True
 for t in ["float", "f16", "bf16"]:
     if "attention" in want:
@@ -40,7 +42,9 @@ for t in ["float", "f16", "bf16"]:
         ok &= fam(f"attention {t}", {"T": t, **({"MMA_KIND": mma} if mma else {})}, "attention.cu")
     if "quantized" in want:
         for bits in [2, 3, 4, 8]:
-            ok &= fam(f"quantized {t} {bits}", {"T": t, "BITS": bits}, "quantized.cu")
+            ok &= fam(f"quantized {t} {bits}", {"T": t, "BITS": bits, "FMT": 0}, "quantized.cu")
+        for fmt, bits in [(1, 4), (2, 4), (3, 8)]:
+            ok &= fam(f"quantized {t} {bits} fmt {fmt}", {"T": t, "BITS": bits, "FMT": fmt}, "quantized.cu")
     if "fast" in want:
         ok &= fam(f"fast {t}", {"T": t}, "fast.cu")
 if "index" in want:
@@ -56,4 +60,15 @@ if "reduce" in want:
             "SCAN(Min, highest(), r_min<A>)\n")
     for t in ["float", "bf16", "i32", "u8", "bool"]:
         ok &= fam(f"reduce {t}", {"T": t}, "reduce.cu", inst)
+if "sort" in want:
+    for t in ["float", "bf16", "f16", "double", "i8", "u64", "bool"]:
+        ok &= fam(f"sort {t}", {"T": t}, "sort.cu")
+if "scatter" in want:
+    for t in ["float", "bf16", "f16", "double", "i8", "u16", "i64", "bool"]:
+        ok &= fam(f"scatter {t} i32", {"T": t, "I": "i32"}, "scatter.cu")
+if "conv" in want:
+    for t in ["float", "bf16", "f16", "double"]:
+        ok &= fam(f"conv {t}", {"T": t}, "conv.cu")
+if "random" in want:
+    ok &= fam("random", {}, "random.cu")
 sys.exit(0 if ok else 1)

@@ -179,6 +179,11 @@ fn main() {
     llm_ops(&mut c);
     attention(&mut c);
     quantized(&mut c);
+    sorting(&mut c);
+    scatters(&mut c);
+    random(&mut c);
+    convolutions(&mut c);
+    backward(&mut c);
     movement(&mut c);
     println!("checks took {:.1} s (kernels compiled on first use included)", t0.elapsed().as_secs_f64());
     let timings = timings(&mut c);
@@ -593,7 +598,8 @@ fn attention(c: &mut Checker) {
     }
 }
 
-/// Affine quantized products: the matrix-vector kernel (1–8 rows) and dequantize + cuBLAS.
+/// Quantized products (affine, mxfp4, nvfp4, mxfp8): the matrix-vector kernel (1–8 rows) and
+/// dequantize + cuBLAS.
 fn quantized(c: &mut Checker) {
     use fx::primitives::QuantMode;
     for dt in [Dtype::F32, Dtype::Bf16, Dtype::F16] {
@@ -608,7 +614,7 @@ fn quantized(c: &mut Checker) {
                     fx::quantized_matmul(&x, &wq, &s, Some(&b), true, gs, bits, QuantMode::Affine)
                 });
             }
-            let x = c.array(&[5, n], dt, -1.0, 1.0);
+            let x = c.array(&[5, k], dt, -1.0, 1.0);
             let (wq2, s2, b2) =
                 cpu(|| fx::quantize(&fx::transpose(&w, &[1, 0])?, gs, bits, QuantMode::Affine)).unwrap();
             let b2 = b2.unwrap();
@@ -617,6 +623,35 @@ fn quantized(c: &mut Checker) {
             });
             c.check(&format!("quantized dequantize {dt} {bits}-bit g{gs}"), bound(dt), || {
                 fx::dequantize(&wq, &s, Some(&b), gs, bits, QuantMode::Affine, None)
+            });
+        }
+        // The floating-point formats (no biases): FP4 / FP8 codes with E8M0 or FP8 scales.
+        for mode in [QuantMode::Mxfp4, QuantMode::Nvfp4, QuantMode::Mxfp8] {
+            let (gs, bits) = mode.defaults();
+            let (n, k) = (96, 256);
+            let w = c.array(&[n, k], dt, -1.0, 1.0);
+            let (wq, s, _) = cpu(|| fx::quantize(&w, gs, bits, mode)).unwrap();
+            let m = mode.name();
+            for rows in [1usize, 3, 8, 37] {
+                let x = c.array(&[rows, k], dt, -1.0, 1.0);
+                c.check(&format!("quantized qmm {dt} {m} rows {rows}"), bound(dt), || {
+                    fx::quantized_matmul(&x, &wq, &s, None, true, gs, bits, mode)
+                });
+            }
+            let (wq2, s2, _) = cpu(|| fx::quantize(&fx::transpose(&w, &[1, 0])?, gs, bits, mode)).unwrap();
+            let x = c.array(&[5, k], dt, -1.0, 1.0);
+            c.check(&format!("quantized qmm {dt} {m} not transposed"), bound(dt), || {
+                fx::quantized_matmul(&x, &wq2, &s2, None, false, gs, bits, mode)
+            });
+            c.check(&format!("quantized dequantize {dt} {m}"), bound(dt), || {
+                fx::dequantize(&wq, &s, None, gs, bits, mode, None)
+            });
+            let we = c.array(&[6, 64, 128], dt, -1.0, 1.0);
+            let (wqe, se, _) = cpu(|| fx::quantize(&we, gs, bits, mode)).unwrap();
+            let x = c.array(&[4, 1, 2, 128], dt, -1.0, 1.0);
+            let idx = c.array(&[4, 2], Dtype::U32, 0.0, 6.0);
+            c.check(&format!("quantized gather_qmm {dt} {m}"), bound(dt), || {
+                fx::gather_qmm(&x, &wqe, &se, None, None, Some(&idx), true, gs, bits, mode, false)
             });
         }
         // MoE experts: 6 stacked matrices, 4 tokens each routed to 2 of them.
@@ -633,12 +668,288 @@ fn quantized(c: &mut Checker) {
     }
 }
 
-/// Views, reshapes and an op with no GPU kernel (sort): it falls back to the CPU by itself.
+/// Values with many ties (for stability) and, for floats, NaN and signed zeros.
+fn tied(c: &mut Checker, shape: &[usize], dt: Dtype) -> Array {
+    let (lo, hi) = match dt {
+        Dtype::Bool => (0.0, 2.0),
+        d if d.is_float() => (-2.0, 2.0),
+        Dtype::U8 | Dtype::U16 | Dtype::U32 | Dtype::U64 => (0.0, 9.0),
+        _ => (-5.0, 5.0),
+    };
+    let x = c.array(shape, dt, lo, hi);
+    if !dt.is_float() {
+        return x;
+    }
+    cpu(|| {
+        // Quarters (ties), some NaN, some -0.
+        let q = fx::divide(&fx::floor(&fx::multiply(&x, 4.0f32)?)?, 4.0f32)?;
+        let q = fx::where_(&fx::greater(&x, 1.7f32)?, f32::NAN, &q)?;
+        let q = fx::where_(&fx::equal(&q, 0.0f32)?, -0.0f32, &q)?;
+        let q = fx::astype(&q, dt)?;
+        q.eval()?;
+        Ok::<_, fx::Error>(q)
+    })
+    .unwrap()
+}
+
+/// Whether `p` is partitioned around position `k` of `axis` (a bool scalar): nothing before
+/// it greater, nothing after it less.
+fn partitioned(p: &Array, k: usize, axis: usize) -> fx::Result<Array> {
+    let n = p.shape()[axis] as isize;
+    let k = k as isize;
+    let at = fx::slice_axis(p, axis as isize, k, k + 1)?;
+    let before = fx::slice_axis(p, axis as isize, 0, k)?;
+    let after = fx::slice_axis(p, axis as isize, k + 1, n)?;
+    let ok_before = fx::all(&fx::less_equal(&before, &at)?, None, false)?;
+    let ok_after = fx::all(&fx::greater_equal(&after, &at)?, None, false)?;
+    fx::logical_and(&ok_before, &ok_after)
+}
+
+/// Sort, argsort (stable: with ties, the CPU's order exactly), partition and argpartition
+/// (checked by the partition property and as permutations), topk; short lines (one block),
+/// long ones (merges across blocks) and vocabulary-sized ones.
+fn sorting(c: &mut Checker) {
+    for dt in Dtype::ALL {
+        let x = tied(c, &[6, 130, 9], dt);
+        for ax in [0isize, 1, 2] {
+            c.check(&format!("sort sort {dt} axis {ax}"), 0.0, || fx::sort(&x, Some(ax)));
+            c.check(&format!("sort argsort {dt} axis {ax}"), 0.0, || fx::argsort(&x, Some(ax)));
+        }
+        c.check(&format!("sort sort {dt} flattened"), 0.0, || fx::sort(&x, None));
+        if dt == Dtype::Bool {
+            continue;
+        }
+        // No NaN for the partition property (NaN compares false).
+        let y = c.array(&[6, 130, 9], dt, if dt.is_float() { -2.0 } else { 0.0 }, 9.0);
+        for k in [0usize, 17, 129] {
+            c.check(&format!("sort partition {dt} k={k} property"), 0.0, || {
+                partitioned(&fx::partition(&y, k, Some(1))?, k, 1)
+            });
+            c.check(&format!("sort partition {dt} k={k} permutation"), 0.0, || {
+                fx::sort(&fx::partition(&y, k, Some(1))?, Some(1))
+            });
+            c.check(&format!("sort argpartition {dt} k={k} property"), 0.0, || {
+                partitioned(&fx::take_along_axis(&y, &fx::argpartition(&y, k, Some(1))?, Some(1))?, k, 1)
+            });
+            c.check(&format!("sort argpartition {dt} k={k} permutation"), 0.0, || {
+                fx::sort(&fx::argpartition(&y, k, Some(1))?, Some(1))
+            });
+        }
+    }
+    for (dt, n) in [(Dtype::F32, 5000usize), (Dtype::Bf16, 3000), (Dtype::I64, 70_000), (Dtype::F64, 4097)] {
+        let x = tied(c, &[3, n], dt);
+        c.check(&format!("sort argsort {dt} long {n}"), 0.0, || fx::argsort(&x, Some(1)));
+        c.check(&format!("sort sort {dt} long {n} strided"), 0.0, || fx::sort(&fx::transpose(&x, &[1, 0])?, Some(0)));
+    }
+    for dt in [Dtype::F32, Dtype::Bf16] {
+        let logits = c.array(&[2, 151_936], dt, -10.0, 10.0);
+        c.check(&format!("sort topk {dt} vocab k=50"), 0.0, || fx::sort(&fx::topk(&logits, 50, Some(-1))?, Some(-1)));
+        c.check(&format!("sort argsort {dt} vocab"), 0.0, || fx::argsort(&logits, Some(-1)));
+    }
+}
+
+/// Scatters in every mode with repeated and negative indices: assignments must keep the
+/// CPU's last-wins order exactly.
+fn scatters(c: &mut Checker) {
+    use fx::primitives::ScatterMode;
+    let modes = [
+        ("assign", ScatterMode::Assign),
+        ("add", ScatterMode::Add),
+        ("prod", ScatterMode::Prod),
+        ("max", ScatterMode::Max),
+        ("min", ScatterMode::Min),
+    ];
+    for dt in
+        [Dtype::F32, Dtype::F16, Dtype::Bf16, Dtype::F64, Dtype::I32, Dtype::U8, Dtype::I64, Dtype::I16, Dtype::Bool]
+    {
+        let (lo, hi) = match dt {
+            Dtype::Bool => (0.0, 2.0),
+            d if d.is_float() => (0.8, 1.25),
+            _ => (-3.0, 4.0),
+        };
+        let b = if dt.is_float() { bound(dt) } else { 0.0 };
+        let a = c.array(&[20, 7, 5], dt, lo, hi);
+        let idx = c.array(&[12], Dtype::I32, -20.0, 20.0);
+        let upd = c.array(&[12, 1, 7, 5], dt, lo, hi);
+        let upd_part = c.array(&[12, 1, 3, 5], dt, lo, hi);
+        let i0 = c.array(&[4, 1], Dtype::I64, 0.0, 20.0);
+        let i2 = c.array(&[1, 3], Dtype::I64, -5.0, 5.0);
+        let upd2 = c.array(&[4, 3, 1, 7, 1], dt, lo, hi);
+        let t = c.array(&[6, 40, 9], dt, lo, hi);
+        let ti = c.array(&[6, 5, 9], Dtype::I32, -40.0, 40.0);
+        let tv = c.array(&[6, 5, 9], dt, lo, hi);
+        let row = c.array(&[1, 5, 1], Dtype::U32, 0.0, 40.0);
+        for (name, mode) in modes {
+            if dt == Dtype::Bool && mode == ScatterMode::Prod {
+                continue;
+            }
+            let f = move |a: &Array, i: &[Array], u: &Array, ax: &[isize]| match mode {
+                ScatterMode::Assign => fx::scatter(a, i, u, ax),
+                ScatterMode::Add => fx::scatter_add(a, i, u, ax),
+                ScatterMode::Prod => fx::scatter_prod(a, i, u, ax),
+                ScatterMode::Max => fx::scatter_max(a, i, u, ax),
+                ScatterMode::Min => fx::scatter_min(a, i, u, ax),
+            };
+            c.check(&format!("scatter {name} {dt} axis 0"), b, || f(&a, std::slice::from_ref(&idx), &upd, &[0]));
+            c.check(&format!("scatter {name} {dt} partial slice"), b, || {
+                f(&a, std::slice::from_ref(&idx), &upd_part, &[0])
+            });
+            c.check(&format!("scatter {name} {dt} two axes"), b, || f(&a, &[i0.clone(), i2.clone()], &upd2, &[0, 2]));
+            c.check(&format!("scatter put_along_axis {name} {dt}"), b, || {
+                fx::scatter_along_axis(&t, &ti, &tv, Some(1), mode)
+            });
+            c.check(&format!("scatter put_along_axis {name} {dt} broadcast"), b, || {
+                fx::scatter_along_axis(&t, &row, &tv, Some(1), mode)
+            });
+        }
+    }
+}
+
+/// Random bits bit for bit, and the samplers built on them.
+fn random(c: &mut Checker) {
+    use fx::random;
+    let key = random::key(c.rng.next());
+    for (shape, width) in [
+        (vec![1000usize, 37], 4usize),
+        (vec![7], 4),
+        (vec![1], 4),
+        (vec![3, 333], 1),
+        (vec![1001], 2),
+        (vec![3], 1),
+        (vec![5], 2),
+    ] {
+        c.check(&format!("random bits {shape:?} width {width}"), 0.0, || random::bits(&shape, width, Some(&key)));
+    }
+    c.check("random split", 0.0, || random::split(&key, 7));
+    for dt in [Dtype::F32, Dtype::Bf16, Dtype::F16] {
+        c.check(&format!("random uniform {dt}"), bound(dt), || {
+            random::uniform(-2.0f32, 3.0f32, &[64, 129], dt, Some(&key))
+        });
+        c.check(&format!("random normal {dt}"), bound(dt), || {
+            random::normal(&[64, 129], dt, 0.5f32, 2.0f32, Some(&key))
+        });
+    }
+    c.check("random randint i32", 0.0, || random::randint(-50i32, 50i32, &[999], Dtype::I32, Some(&key)));
+}
+
+/// Convolutions through im2col + cuBLAS: 1-D (a Whisper-style stem), 2-D with strides,
+/// padding, dilation, groups and depthwise, transposed (input dilation, flipped kernel),
+/// 3-D, and a strided input.
+fn convolutions(c: &mut Checker) {
+    for dt in [Dtype::F32, Dtype::F16, Dtype::Bf16, Dtype::F64] {
+        let b = bound(dt);
+        let x1 = c.array(&[2, 100, 80], dt, -1.0, 1.0);
+        let w1 = c.array(&[64, 3, 80], dt, -1.0, 1.0);
+        c.check(&format!("conv conv1d {dt} pad 1"), b, || fx::conv1d(&x1, &w1, 1, 1, 1, 1));
+        c.check(&format!("conv conv1d {dt} stride 2 dilation 2"), b, || fx::conv1d(&x1, &w1, 2, 3, 2, 1));
+        let w1g = c.array(&[64, 5, 20], dt, -1.0, 1.0);
+        c.check(&format!("conv conv1d {dt} groups 4"), b, || fx::conv1d(&x1, &w1g, 1, 2, 1, 4));
+        let xt = fx::transpose(&c.array(&[100, 2, 80], dt, -1.0, 1.0), &[1, 0, 2]).unwrap();
+        c.check(&format!("conv conv1d {dt} strided input"), b, || fx::conv1d(&xt, &w1, 1, 0, 1, 1));
+        let wt = c.array(&[16, 4, 80], dt, -1.0, 1.0);
+        c.check(&format!("conv conv_transpose1d {dt}"), b, || fx::conv_transpose1d(&x1, &wt, 2, 1, 1, 1, 1));
+        let x2 = c.array(&[2, 17, 19, 6], dt, -1.0, 1.0);
+        let w2 = c.array(&[8, 3, 3, 6], dt, -1.0, 1.0);
+        c.check(&format!("conv conv2d {dt}"), b, || fx::conv2d(&x2, &w2, (1, 1), (1, 1), (1, 1), 1));
+        c.check(&format!("conv conv2d {dt} stride pad dilation"), b, || {
+            fx::conv2d(&x2, &w2, (2, 1), (1, 2), (1, 2), 1)
+        });
+        let w2g = c.array(&[8, 3, 3, 3], dt, -1.0, 1.0);
+        c.check(&format!("conv conv2d {dt} groups 2"), b, || fx::conv2d(&x2, &w2g, (1, 2), (0, 1), (1, 1), 2));
+        let w2d = c.array(&[6, 3, 3, 1], dt, -1.0, 1.0);
+        c.check(&format!("conv conv2d {dt} depthwise"), b, || fx::conv2d(&x2, &w2d, (1, 1), (1, 1), (1, 1), 6));
+        let w2p = c.array(&[12, 1, 1, 6], dt, -1.0, 1.0);
+        c.check(&format!("conv conv2d {dt} 1x1"), b, || fx::conv2d(&x2, &w2p, (1, 1), (0, 0), (1, 1), 1));
+        let x3 = c.array(&[1, 6, 7, 8, 4], dt, -1.0, 1.0);
+        let w3 = c.array(&[5, 2, 3, 2, 4], dt, -1.0, 1.0);
+        c.check(&format!("conv conv3d {dt}"), b, || fx::conv3d(&x3, &w3, (1, 2, 1), (1, 0, 1), (1, 1, 2), 1));
+    }
+}
+
+/// The fused backward kernels: the input gradients of rms_norm and layer_norm (NormVjp) with
+/// the weight gradients made from them by ordinary ops, and attention's (AttentionVjp).
+fn backward(c: &mut Checker) {
+    type Norm = fn(&Array, Option<&Array>) -> fx::Result<Array>;
+    let norms: [(&str, Norm); 2] = [
+        ("rms_norm", |x, w| fx::fast::rms_norm(x, w, 1e-5)),
+        ("layer_norm", |x, w| fx::fast::layer_norm(x, w, None, 1e-5)),
+    ];
+    for dt in [Dtype::F32, Dtype::F16, Dtype::Bf16, Dtype::F64] {
+        let x = c.array(&[3, 5, 777], dt, -2.0, 2.0);
+        let w = c.array(&[777], dt, 0.5, 1.5);
+        let ct = c.array(&[3, 5, 777], dt, -1.0, 1.0);
+        for (name, norm) in norms {
+            let b = bound(dt);
+            c.check(&format!("backward {name} vjp {dt} dx"), b, || {
+                let (_, g) = fx::vjp(
+                    |a| Ok(vec![norm(&a[0], Some(&a[1]))?]),
+                    &[x.clone(), w.clone()],
+                    std::slice::from_ref(&ct),
+                )?;
+                Ok(g[0].clone())
+            });
+            c.check(&format!("backward {name} vjp {dt} dw"), b, || {
+                let (_, g) = fx::vjp(
+                    |a| Ok(vec![norm(&a[0], Some(&a[1]))?]),
+                    &[x.clone(), w.clone()],
+                    std::slice::from_ref(&ct),
+                )?;
+                Ok(g[1].clone())
+            });
+            c.check(&format!("backward {name} vjp {dt} dx no weight"), b, || {
+                let (_, g) =
+                    fx::vjp(|a| Ok(vec![norm(&a[0], None)?]), std::slice::from_ref(&x), std::slice::from_ref(&ct))?;
+                Ok(g[0].clone())
+            });
+        }
+    }
+    // Attention's gradients (AttentionVjp): grouped heads, every mask kind, S > L, Dv != D.
+    use fx::fast::{scaled_dot_product_attention as sdpa, SdpaMask};
+    /// (name, B, Hq, Hkv, L, S, D, Dv, mask: 0 none, 1 causal, 2 additive, 3 bool)
+    type Case = (&'static str, usize, usize, usize, usize, usize, usize, usize, u8);
+    let cases: [Case; 5] = [
+        ("causal gqa", 1, 4, 2, 33, 33, 64, 64, 1),
+        ("none", 2, 2, 2, 20, 45, 32, 32, 0),
+        ("additive dv96", 1, 3, 1, 17, 40, 80, 96, 2),
+        ("bool d128", 1, 2, 2, 9, 70, 128, 128, 3),
+        ("decode d256", 2, 8, 2, 1, 50, 256, 256, 1),
+    ];
+    for dt in [Dtype::F32, Dtype::F16, Dtype::Bf16] {
+        for (name, b, hq, hkv, l, s, d, dv, mk) in cases {
+            let q = c.array(&[b, hq, l, d], dt, -1.0, 1.0);
+            let k = c.array(&[b, hkv, s, d], dt, -1.0, 1.0);
+            let v = c.array(&[b, hkv, s, dv], dt, -1.0, 1.0);
+            let ct = c.array(&[b, hq, l, dv], dt, -1.0, 1.0);
+            let add = c.array(&[l, s], dt, -2.0, 2.0);
+            let keep = c.array(&[b, 1, l, s], Dtype::Bool, 0.3, 2.0);
+            let scale = 1.0 / (d as f32).sqrt();
+            for (gi, gname) in ["dq", "dk", "dv"].into_iter().enumerate() {
+                c.check(&format!("backward attention {name} {dt} {gname}"), bound(dt), || {
+                    let mask = match mk {
+                        0 => SdpaMask::None,
+                        1 => SdpaMask::Causal,
+                        2 => SdpaMask::Array(add.clone()),
+                        _ => SdpaMask::Array(keep.clone()),
+                    };
+                    let f = |a: &[Array]| Ok(vec![sdpa(&a[0], &a[1], &a[2], scale, mask.clone())?]);
+                    let (_, g) = fx::vjp(f, &[q.clone(), k.clone(), v.clone()], std::slice::from_ref(&ct))?;
+                    Ok(g[gi].clone())
+                });
+            }
+        }
+    }
+}
+
+/// Views, reshapes and an op with no GPU kernel (quantize): it falls back to the CPU by itself.
 fn movement(c: &mut Checker) {
     let x = c.array(&[4, 6, 10], Dtype::F32, -1.0, 1.0);
     c.check("views reshape-of-transpose", 0.0, || fx::reshape(&fx::transpose(&x, &[2, 1, 0])?, &[10, 24]));
     c.check("views broadcast+add", 1e-6, || fx::add(&fx::broadcast_to(&x, &[3, 4, 6, 10])?, 1.0f32));
-    c.check("fallback sort (CPU) then exp (GPU)", 1e-5, || fx::exp(&fx::sort(&x, Some(-1))?));
+    let wf = c.array(&[4, 64], Dtype::F32, -1.0, 1.0);
+    c.check("fallback quantize (CPU) then xor (GPU)", 0.0, || {
+        let (wq, _, _) = fx::quantize(&wf, 32, 4, fx::primitives::QuantMode::Affine)?;
+        fx::bitwise_xor(&wq, 0x5555u32)
+    });
     // Memory figures count device memory.
     let before = fx::active_memory();
     let host = c.array(&[1 << 20], Dtype::F32, 0.0, 1.0);
@@ -721,8 +1032,63 @@ fn timings(c: &mut Checker) -> Vec<(String, String)> {
         });
         out.push(("a chain of 200 small adds, one eval: per op".into(), format!("{:.2} µs", s / 200.0 * 1e6)));
         llm_timings(c, &mut out);
+        new_family_timings(c, &mut out);
     });
     out
+}
+
+/// The sampling, convolution and backward kernels at LLM-ish shapes.
+fn new_family_timings(c: &mut Checker, out: &mut Vec<(String, String)>) {
+    use fx::fast::{scaled_dot_product_attention as sdpa, SdpaMask};
+    let us = |s: f64| format!("{:.1} µs", s * 1e6);
+    let logits = c.array(&[1, 151_936], Dtype::Bf16, -10.0, 10.0);
+    out.push((
+        "argsort bf16 [1, 151936] (a vocabulary)".into(),
+        us(time(10, || fx::argsort(&logits, Some(-1)).unwrap())),
+    ));
+    out.push(("topk 50 bf16 [1, 151936]".into(), us(time(10, || fx::topk(&logits, 50, Some(-1)).unwrap()))));
+    let rows = c.array(&[4096, 1024], Dtype::F32, -1.0, 1.0);
+    out.push(("sort f32 [4096, 1024] last axis".into(), us(time(10, || fx::sort(&rows, Some(-1)).unwrap()))));
+    let key = fx::random::key(7);
+    let s = time(10, || fx::random::uniform(0.0f32, 1.0f32, &[1 << 24], Dtype::F32, Some(&key)).unwrap());
+    out.push(("random uniform f32 16M".into(), format!("{:.0} GB/s ({})", 4.0 * (1 << 24) as f64 / s / 1e9, us(s))));
+    let a = c.array(&[1 << 20, 8], Dtype::F32, -1.0, 1.0);
+    let idx = c.array(&[1 << 16], Dtype::I32, 0.0, (1 << 20) as f64);
+    let upd = c.array(&[1 << 16, 1, 8], Dtype::F32, -1.0, 1.0);
+    let sa = |f: fn(&Array, &[Array], &Array, &[isize]) -> fx::Result<Array>| {
+        time(10, || f(&a, std::slice::from_ref(&idx), &upd, &[0]).unwrap())
+    };
+    out.push(("scatter f32 64K rows of 8 into [1M, 8]".into(), us(sa(fx::scatter))));
+    out.push(("scatter_add f32 64K rows of 8 into [1M, 8]".into(), us(sa(fx::scatter_add))));
+    let x = c.array(&[1, 3000, 80], Dtype::F32, -1.0, 1.0);
+    let w = c.array(&[384, 3, 80], Dtype::F32, -1.0, 1.0);
+    let s = time(10, || fx::conv1d(&x, &w, 1, 1, 1, 1).unwrap());
+    out.push((
+        "conv1d f32 [1, 3000, 80] * [384, 3, 80] (Whisper's stem)".into(),
+        format!("{:.1} TFLOP/s ({})", 2.0 * 3000.0 * 384.0 * 240.0 / s / 1e12, us(s)),
+    ));
+    let x = c.array(&[8, 56, 56, 64], Dtype::Bf16, -1.0, 1.0);
+    let w = c.array(&[64, 3, 3, 64], Dtype::Bf16, -1.0, 1.0);
+    let s = time(10, || fx::conv2d(&x, &w, (1, 1), (1, 1), (1, 1), 1).unwrap());
+    out.push((
+        "conv2d bf16 [8, 56, 56, 64] * 3x3x64x64".into(),
+        format!("{:.1} TFLOP/s ({})", 2.0 * 8.0 * 56.0 * 56.0 * 64.0 * 576.0 / s / 1e12, us(s)),
+    ));
+    let (l, d) = (512usize, 64usize);
+    let q = c.array(&[1, 32, l, d], Dtype::Bf16, -1.0, 1.0);
+    let k = c.array(&[1, 8, l, d], Dtype::Bf16, -1.0, 1.0);
+    let v = c.array(&[1, 8, l, d], Dtype::Bf16, -1.0, 1.0);
+    let ct = c.array(&[1, 32, l, d], Dtype::Bf16, -1.0, 1.0);
+    let s = time(5, || {
+        let f = |a: &[Array]| Ok(vec![sdpa(&a[0], &a[1], &a[2], 0.125, SdpaMask::Causal)?]);
+        let (_, g) = fx::vjp(f, &[q.clone(), k.clone(), v.clone()], std::slice::from_ref(&ct)).unwrap();
+        g[0].clone() // dq, dk and dv come from one kernel run
+    });
+    // Causal: about half of the 4 products of L·L·D each (forward recomputed, dq, dk, dv).
+    out.push((
+        "attention vjp causal bf16 Hq32 Hkv8 D64 L=S=512 (forward included)".into(),
+        format!("{:.2} TFLOP/s ({})", 0.5 * 5.0 * 2.0 * 32.0 * (l * l * d) as f64 / s / 1e12, us(s)),
+    ));
 }
 
 /// Attention and quantized-product timings at Llama-3.2-1B shapes (32 query heads, 8 kv

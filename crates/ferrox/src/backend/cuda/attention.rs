@@ -61,35 +61,19 @@ fn operand(g: &Gpu, x: &Array) -> Result<(Data, u64)> {
     Ok((d, p))
 }
 
-/// softmax(q kᵀ · scale + mask) v; `None` for dtypes or head sizes the kernels lack.
-pub(crate) fn attention(
-    g: &Gpu,
-    inputs: &[Array],
-    scale: f32,
-    mask: AttentionMask,
-    shape: &[usize],
-) -> Result<Option<Data>> {
+/// The kernels' parameters for q, k, v (and the mask array) of `inputs`, writing to `out`,
+/// with the data they read (kept alive by the caller); `None` for a mask of another dtype.
+fn params(g: &Gpu, inputs: &[Array], scale: f32, mask: AttentionMask, out: u64) -> Result<Option<(Attn, Vec<Data>)>> {
     let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
     let t = q.dtype();
     let (b, hq, l, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
     let (hkv, s, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
-    let dmax = d.max(dv);
-    if !matches!(t, Dtype::F32 | Dtype::F16 | Dtype::Bf16) || k.dtype() != t || v.dtype() != t || dmax > 256 {
-        return Ok(None);
-    }
-    if [b, hq, l, s, d, dv].iter().any(|&x| x > i32::MAX as usize) {
-        return Ok(None);
-    }
-    let (out, po) = alloc_out(shape, t)?;
-    if out.buffer.nbytes() == 0 {
-        return Ok(Some(out));
-    }
     let ((dq, pq), (dk, pk), (dvd, pv)) = (operand(g, q)?, operand(g, k)?, operand(g, v)?);
     let mut p = Attn {
         q: pq,
         k: pk,
         v: pv,
-        out: po,
+        out,
         b: b as i32,
         hq: hq as i32,
         hkv: hkv as i32,
@@ -105,12 +89,10 @@ pub(crate) fn attention(
         p.ks[i] = dk.strides[i] as i64;
         p.vs[i] = dvd.strides[i] as i64;
     }
-    let _keep_mask = match mask {
-        AttentionMask::None => None,
-        AttentionMask::Causal => {
-            p.mkind = 1;
-            None
-        }
+    let mut keep = vec![dq, dk, dvd];
+    match mask {
+        AttentionMask::None => {}
+        AttentionMask::Causal => p.mkind = 1,
         AttentionMask::Array => {
             let m = &inputs[3];
             if m.dtype() != Dtype::Bool && m.dtype() != t {
@@ -123,14 +105,91 @@ pub(crate) fn attention(
                 p.ms[i] = x as i64;
             }
             p.mkind = if m.dtype() == Dtype::Bool { 3 } else { 2 };
-            Some(dm)
+            keep.push(dm);
         }
-    };
-    let name = ctype(t);
+    }
+    Ok(Some((p, keep)))
+}
+
+/// The checks both directions share: f32, f16 or bf16 throughout, head dims up to 256, sizes
+/// that fit the kernels' 32-bit indices.
+fn supported(inputs: &[Array]) -> bool {
+    let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+    let t = q.dtype();
+    let dims = [q.shape(), k.shape(), v.shape()].concat();
+    matches!(t, Dtype::F32 | Dtype::F16 | Dtype::Bf16)
+        && k.dtype() == t
+        && v.dtype() == t
+        && q.shape()[3].max(v.shape()[3]) <= 256
+        && dims.iter().all(|&x| x <= i32::MAX as usize)
+}
+
+/// The function `name` of the attention module for `t`.
+fn function(g: &Gpu, t: Dtype, name: &str) -> Result<cudarc::driver::CudaFunction> {
+    let c = ctype(t);
     // Half types also get the tensor-core kernel (MMA_KIND names the mma operand type).
-    let mma = if t == Dtype::F32 { String::new() } else { format!("#define MMA_KIND \"{name}\"\n") };
-    let func =
-        |n: &str| g.function(&format!("attention {name}"), n, || format!("{COMMON}\n#define T {name}\n{mma}{SRC}\n"));
+    let mma = if t == Dtype::F32 { String::new() } else { format!("#define MMA_KIND \"{c}\"\n") };
+    g.function(&format!("attention {c}"), name, || format!("{COMMON}\n#define T {c}\n{mma}{SRC}\n"))
+}
+
+/// The gradients of attention (`Op::AttentionVjp`): inputs q, k, v, the mask array if any,
+/// and the cotangent of the output; dq, dk and dv flattened into one output of `shape`.
+pub(crate) fn attention_vjp(
+    g: &Gpu,
+    inputs: &[Array],
+    scale: f32,
+    mask: AttentionMask,
+    shape: &[usize],
+) -> Result<Option<Data>> {
+    let ct = &inputs[inputs.len() - 1];
+    let t = inputs[0].dtype();
+    let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+    let want_ct = [q.shape()[0], q.shape()[1], q.shape()[2], v.shape()[3]];
+    if !supported(inputs) || ct.dtype() != t || ct.shape() != want_ct {
+        return Ok(None);
+    }
+    let (out, po) = alloc_out(shape, t)?;
+    if out.buffer.nbytes() == 0 {
+        return Ok(Some(out));
+    }
+    let Some((p, _keep)) = params(g, inputs, scale, mask, po)? else { return Ok(None) };
+    let dc = ct.data()?;
+    let dc = if dc.is_row_contiguous(ct.shape()) { dc } else { copy(g, ct)? };
+    let pg = device_ptr(g, &dc, t)?;
+    let rows = q.size() / q.shape()[3].max(1);
+    let keys = k.size() / k.shape()[3].max(1);
+    let stat = DeviceBlock::new(rows.max(1) * 3 * 4)?;
+    let blocks = |n: usize| g.grid(n, 4);
+    let cfg = |n: usize| LaunchConfig { grid_dim: (blocks(n), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let args = [Arg::Attn(&p), Arg::U64(pg), Arg::U64(stat.addr)];
+    launch_cfg(g, &function(g, t, "attn_vjp_rows")?, cfg(rows), &args)?;
+    launch_cfg(g, &function(g, t, "attn_vjp_dq")?, cfg(rows), &args)?;
+    launch_cfg(g, &function(g, t, "attn_vjp_dkv")?, cfg(keys), &args)?;
+    Ok(Some(out))
+}
+
+/// softmax(q kᵀ · scale + mask) v; `None` for dtypes or head sizes the kernels lack.
+pub(crate) fn attention(
+    g: &Gpu,
+    inputs: &[Array],
+    scale: f32,
+    mask: AttentionMask,
+    shape: &[usize],
+) -> Result<Option<Data>> {
+    let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+    let t = q.dtype();
+    let (b, hq, l, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+    let (hkv, s, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
+    let dmax = d.max(dv);
+    if !supported(inputs) {
+        return Ok(None);
+    }
+    let (out, po) = alloc_out(shape, t)?;
+    if out.buffer.nbytes() == 0 {
+        return Ok(Some(out));
+    }
+    let Some((mut p, _keep)) = params(g, inputs, scale, mask, po)? else { return Ok(None) };
+    let func = |n: &str| function(g, t, n);
     let rows = (hq / hkv.max(1)) * l;
     if rows <= DECODE_ROWS {
         let epl = if dmax <= 64 {

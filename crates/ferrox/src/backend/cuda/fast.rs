@@ -1,4 +1,5 @@
-//! Row kernels over the last axis: softmax, rms_norm, layer_norm, rope.
+//! Row kernels over the last axis: softmax, logsumexp, rms_norm, layer_norm, the norms' input
+//! gradient (`NormVjp`), and rope.
 
 use crate::array::{Array, Data};
 use crate::dtype::Dtype;
@@ -45,62 +46,45 @@ fn vector(g: &Gpu, v: Option<&Array>, n: usize, t: Dtype) -> Result<Option<(u64,
     Ok(Some((device_ptr(g, &d, t)?, st[0] as i64)))
 }
 
-/// Softmax over the last axis.
-pub(crate) fn softmax(g: &Gpu, x: &Array, shape: &[usize]) -> Result<Option<Data>> {
+/// Runs row kernel `name` (one block per row of x's last axis; fast.cu's row kernels) into a
+/// fresh output of `out_shape` and x's dtype, with arguments (out, x, rows, n, `extra`...).
+/// `None` for a non-float x.
+fn row_kernel(g: &Gpu, name: &str, x: &Array, out_shape: &[usize], extra: &[Arg]) -> Result<Option<Data>> {
     let t = x.dtype();
     if !t.is_float() {
         return Ok(None);
     }
-    let (r, n) = rows(shape);
-    let (out, po) = alloc_out(shape, t)?;
+    let (r, n) = rows(x.shape());
+    let (out, po) = alloc_out(out_shape, t)?;
     if r * n == 0 {
         return Ok(Some(out));
     }
     let (_keep, px) = row_major(g, x)?;
-    let f = function(g, t, "softmax")?;
-    launch(g, &f, g.grid(r, 1), BLOCK, &[Arg::U64(po), Arg::U64(px), Arg::I64(r as i64), Arg::I64(n as i64)])?;
+    let f = function(g, t, name)?;
+    let mut args = vec![Arg::U64(po), Arg::U64(px), Arg::I64(r as i64), Arg::I64(n as i64)];
+    args.extend_from_slice(extra);
+    launch(g, &f, g.grid(r, 1), BLOCK, &args)?;
     Ok(Some(out))
+}
+
+/// Softmax over the last axis.
+pub(crate) fn softmax(g: &Gpu, x: &Array, shape: &[usize]) -> Result<Option<Data>> {
+    row_kernel(g, "softmax", x, shape, &[])
 }
 
 /// log(sum(exp(x))) over the last axis (kept as size 1).
 pub(crate) fn logsumexp(g: &Gpu, x: &Array, shape: &[usize]) -> Result<Option<Data>> {
-    let t = x.dtype();
-    if !t.is_float() {
+    if x.shape().last() == Some(&0) && x.size() == 0 && shape.iter().product::<usize>() > 0 {
         return Ok(None);
     }
-    let n = *x.shape().last().unwrap_or(&1);
-    let r: usize = shape.iter().product();
-    if n == 0 && r > 0 {
-        return Ok(None);
-    }
-    let (out, po) = alloc_out(shape, t)?;
-    if r == 0 {
-        return Ok(Some(out));
-    }
-    let (_keep, px) = row_major(g, x)?;
-    let f = function(g, t, "logsumexp")?;
-    launch(g, &f, g.grid(r, 1), BLOCK, &[Arg::U64(po), Arg::U64(px), Arg::I64(r as i64), Arg::I64(n as i64)])?;
-    Ok(Some(out))
+    row_kernel(g, "logsumexp", x, shape, &[])
 }
 
 /// RMS normalization over the last axis, times an optional weight.
 pub(crate) fn rms_norm(g: &Gpu, x: &Array, w: Option<&Array>, eps: f32, shape: &[usize]) -> Result<Option<Data>> {
-    let t = x.dtype();
-    let (r, n) = rows(shape);
-    let Some((pw, ws)) = vector(g, w, n, t)? else { return Ok(None) };
-    if !t.is_float() {
-        return Ok(None);
-    }
-    let (out, po) = alloc_out(shape, t)?;
-    if r * n == 0 {
-        return Ok(Some(out));
-    }
-    let (_keep, px) = row_major(g, x)?;
-    let f = function(g, t, "rms_norm")?;
-    let args =
-        [Arg::U64(po), Arg::U64(px), Arg::U64(pw), Arg::I64(ws), Arg::I64(r as i64), Arg::I64(n as i64), Arg::F32(eps)];
-    launch(g, &f, g.grid(r, 1), BLOCK, &args)?;
-    Ok(Some(out))
+    let (_, n) = rows(shape);
+    let Some((pw, ws)) = vector(g, w, n, x.dtype())? else { return Ok(None) };
+    row_kernel(g, "rms_norm", x, shape, &[Arg::U64(pw), Arg::I64(ws), Arg::F32(eps)])
 }
 
 /// Layer normalization over the last axis, with optional weight and bias.
@@ -112,31 +96,32 @@ pub(crate) fn layer_norm(
     eps: f32,
     shape: &[usize],
 ) -> Result<Option<Data>> {
+    let (_, n) = rows(shape);
     let t = x.dtype();
-    let (r, n) = rows(shape);
     let (Some((pw, ws)), Some((pb, bs))) = (vector(g, w, n, t)?, vector(g, b, n, t)?) else { return Ok(None) };
-    if !t.is_float() {
+    row_kernel(g, "layer_norm", x, shape, &[Arg::U64(pw), Arg::I64(ws), Arg::U64(pb), Arg::I64(bs), Arg::F32(eps)])
+}
+
+/// The input gradient of rms_norm (`centered` false) or layer_norm over the last axis, for
+/// the cotangent `ct` (shaped like x) and an optional weight.
+pub(crate) fn norm_vjp(
+    g: &Gpu,
+    x: &Array,
+    w: Option<&Array>,
+    ct: &Array,
+    eps: f32,
+    centered: bool,
+    shape: &[usize],
+) -> Result<Option<Data>> {
+    let (_, n) = rows(shape);
+    let t = x.dtype();
+    if ct.dtype() != t || ct.shape() != x.shape() {
         return Ok(None);
     }
-    let (out, po) = alloc_out(shape, t)?;
-    if r * n == 0 {
-        return Ok(Some(out));
-    }
-    let (_keep, px) = row_major(g, x)?;
-    let f = function(g, t, "layer_norm")?;
-    let args = [
-        Arg::U64(po),
-        Arg::U64(px),
-        Arg::U64(pw),
-        Arg::I64(ws),
-        Arg::U64(pb),
-        Arg::I64(bs),
-        Arg::I64(r as i64),
-        Arg::I64(n as i64),
-        Arg::F32(eps),
-    ];
-    launch(g, &f, g.grid(r, 1), BLOCK, &args)?;
-    Ok(Some(out))
+    let Some((pw, ws)) = vector(g, w, n, t)? else { return Ok(None) };
+    let (_keep, pg) = row_major(g, ct)?;
+    let extra = [Arg::U64(pg), Arg::U64(pw), Arg::I64(ws), Arg::F32(eps), Arg::I32(centered as i32)];
+    row_kernel(g, "norm_vjp", x, shape, &extra)
 }
 
 /// Rotary position embedding of x [..., L, D] (built-in frequencies, or custom f32 ones in

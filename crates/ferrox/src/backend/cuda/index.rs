@@ -21,15 +21,21 @@ use super::layout::{ctype, launch, Arg, Layout};
 const SRC: &str = include_str!("kernels/index.cu");
 const BLOCK: u32 = 256;
 
-/// Gather's index arrays as the kernel takes them (`struct Indices` of index.cu).
+/// The index arrays of gather and scatter as the kernels take them (`struct Indices` of
+/// common.cuh).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Indices {
-    ptr: [u64; 4],
-    stride: [i64; 4],
-    size: [i64; 4],
-    n: i32,
-    pad: i32,
+    /// Each index array's device address.
+    pub ptr: [u64; 4],
+    /// The stride of the axis each indexes (in the source, or the scatter's output).
+    pub stride: [i64; 4],
+    /// The size of that axis.
+    pub size: [i64; 4],
+    /// How many index arrays.
+    pub n: i32,
+    /// Alignment padding.
+    pub pad: i32,
 }
 
 // SAFETY: a plain #[repr(C)] struct matching the kernel's parameter type.

@@ -73,6 +73,7 @@ pub(crate) fn ctype(d: Dtype) -> &'static str {
 }
 
 /// Kernel arguments, pushed in order.
+#[derive(Clone, Copy)]
 pub(crate) enum Arg<'a> {
     /// A device address or any 64-bit integer.
     U64(u64),
@@ -90,6 +91,8 @@ pub(crate) enum Arg<'a> {
     Indices(&'a super::index::Indices),
     /// Attention's parameters.
     Attn(&'a super::attention::Attn),
+    /// A convolution's geometry.
+    Conv(&'a super::conv::ConvGeom),
 }
 
 /// Launches `f` on the GPU's stream with `grid` blocks of `block` threads.
@@ -111,6 +114,7 @@ pub(crate) fn launch_cfg(g: &Gpu, f: &CudaFunction, cfg: LaunchConfig, args: &[A
             Arg::Layout(v) => b.arg(*v),
             Arg::Indices(v) => b.arg(*v),
             Arg::Attn(v) => b.arg(*v),
+            Arg::Conv(v) => b.arg(*v),
         };
     }
     // SAFETY: each kernel's Rust caller passes the arguments its CUDA signature declares,

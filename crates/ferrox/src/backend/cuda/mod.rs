@@ -7,8 +7,8 @@
 //!   managed memory) counted in `active_memory` and friends; uploads and downloads.
 //! - [`compile`]: `.cu` sources compiled by NVRTC for the device's architecture at first use,
 //!   cached on disk.
-//! - [`elementwise`], [`reduce`], [`matmul`], [`fast`], [`index`], [`attention`],
-//!   [`quantized`]: the kernels.
+//! - [`elementwise`], [`reduce`], [`matmul`], [`fast`], [`index`], [`scatter`], [`sort`],
+//!   [`random`], [`conv`], [`attention`], [`quantized`]: the kernels.
 //!
 //! An op this backend has no kernel for (or a dtype or layout it does not handle) returns
 //! `None` from [`eval`]; the dispatcher then runs it on the CPU ([`super::fallback`]).
@@ -17,13 +17,17 @@ pub(crate) mod alloc;
 mod attention;
 pub(crate) mod compile;
 pub(crate) mod context;
+mod conv;
 mod elementwise;
 mod fast;
 mod index;
 mod layout;
 mod matmul;
 mod quantized;
+mod random;
 mod reduce;
+mod scatter;
+mod sort;
 
 use crate::array::{Array, Data};
 use crate::dtype::Dtype;
@@ -67,12 +71,22 @@ pub(crate) fn eval(ordinal: usize, op: &Op, inputs: &[Array], shape: &[usize], d
         Op::Gather { axes, slice_sizes } => index::gather(gpu, inputs, axes, slice_sizes, shape, dtype)?,
         Op::TakeAlongAxis(axis) => index::take_along_axis(gpu, &inputs[0], &inputs[1], *axis, shape, dtype)?,
         Op::SliceUpdate { start, step } => index::slice_update(gpu, &inputs[0], &inputs[1], start, step)?,
+        Op::Scatter { axes, mode } => scatter::scatter(gpu, inputs, axes, *mode, shape, dtype)?,
+        Op::PutAlongAxis { axis, mode } => scatter::put_along_axis(gpu, inputs, *axis, *mode, shape, dtype)?,
+        Op::Sort { kind, axis } => sort::sort(gpu, *kind, x.unwrap(), *axis, shape)?,
+        Op::Conv(p) => conv::conv(gpu, inputs, p, shape, dtype)?,
+        Op::RandomBits => random::random_bits(gpu, x.unwrap(), shape, dtype)?,
         Op::Concatenate(axis) => index::concatenate(gpu, inputs, *axis, shape, dtype)?,
         Op::Attention { scale, mask } => attention::attention(gpu, inputs, *scale, *mask, shape)?,
+        Op::AttentionVjp { scale, mask } => attention::attention_vjp(gpu, inputs, *scale, *mask, shape)?,
         Op::Quantized { op, params } => quantized::eval(gpu, *op, *params, inputs, shape, dtype)?,
         Op::LogSumExp => fast::logsumexp(gpu, x.unwrap(), shape)?,
         Op::Softmax { .. } => fast::softmax(gpu, x.unwrap(), shape)?,
         Op::RmsNorm { eps, weight } => fast::rms_norm(gpu, &inputs[0], weight.then(|| &inputs[1]), *eps, shape)?,
+        Op::NormVjp { eps, weight, centered } => {
+            let w = weight.then(|| &inputs[1]);
+            fast::norm_vjp(gpu, &inputs[0], w, &inputs[inputs.len() - 1], *eps, *centered, shape)?
+        }
         Op::LayerNorm { eps, weight, bias } => {
             let w = weight.then(|| &inputs[1]);
             let b = bias.then(|| &inputs[1 + *weight as usize]);

@@ -1,10 +1,10 @@
-//! Affine quantized matrices (1–8 bits, groups of 32 or more): dequantize, and
-//! `quantized_matmul` — a matrix-vector kernel reading the packed words directly for decode
-//! (up to 8 rows of x against the transposed stored matrix), and for prefill the matrix
-//! dequantized into a temporary of x's dtype and multiplied on the tensor cores by cuBLAS.
-//! `gather_qmm` (MoE experts) with up to 8 rows per x matrix runs the decode kernel with its
-//! index pair read on the device. Other formats (mxfp4, nvfp4, mxfp8), gather_qmm with more
-//! rows and batched `quantized_matmul` run on the CPU.
+//! Quantized matrices — affine (1–8 bits, groups of 32 or more) and the floating-point
+//! formats mxfp4, nvfp4 and mxfp8: dequantize, and `quantized_matmul` — a matrix-vector
+//! kernel reading the packed words directly for decode (up to 8 rows of x against the
+//! transposed stored matrix), and for prefill the matrix dequantized into a temporary of x's
+//! dtype and multiplied on the tensor cores by cuBLAS. `gather_qmm` (MoE experts) with up to
+//! 8 rows per x matrix runs the decode kernel with its index pair read on the device.
+//! gather_qmm with more rows and batched `quantized_matmul` run on the CPU.
 
 use cudarc::driver::LaunchConfig;
 
@@ -23,10 +23,20 @@ const SRC: &str = include_str!("kernels/quantized.cu");
 /// Rows of x up to which the matrix-vector kernel runs.
 const QMV_MAX_ROWS: usize = 8;
 
-fn function(g: &Gpu, t: Dtype, bits: usize, name: &str) -> Result<cudarc::driver::CudaFunction> {
-    let c = ctype(t);
-    g.function(&format!("quantized {c} {bits}"), name, || {
-        format!("{COMMON}\n#define T {c}\n#define BITS {bits}\n{SRC}\n")
+/// FMT of quantized.cu for a format.
+fn fmt(mode: QuantMode) -> u32 {
+    match mode {
+        QuantMode::Affine => 0,
+        QuantMode::Mxfp4 => 1,
+        QuantMode::Nvfp4 => 2,
+        QuantMode::Mxfp8 => 3,
+    }
+}
+
+fn function(g: &Gpu, t: Dtype, p: QuantParams, name: &str) -> Result<cudarc::driver::CudaFunction> {
+    let (c, bits, f) = (ctype(t), p.bits, fmt(p.mode));
+    g.function(&format!("quantized {c} {bits} {f}"), name, || {
+        format!("{COMMON}\n#define T {c}\n#define BITS {bits}\n#define FMT {f}\n{SRC}\n")
     })
 }
 
@@ -38,8 +48,8 @@ fn row_major(g: &Gpu, x: &Array) -> Result<(Data, u64)> {
     Ok((d, p))
 }
 
-/// The stored matrix: packed words, scales, biases (each row-major, kept alive), its rows
-/// and columns.
+/// The stored matrix: packed words, scales, biases (each row-major, kept alive; no biases in
+/// the floating-point formats: address 0), its rows and columns.
 struct Stored {
     keep: Vec<Data>,
     w: u64,
@@ -49,37 +59,60 @@ struct Stored {
     cols: usize,
 }
 
-/// The stored matrix of an affine op over `inputs` (packed, scales, biases at 1..4), if the
-/// kernels handle it: one matrix, scales and biases of `dtype`, groups of 32 or more.
-fn stored(g: &Gpu, inputs: &[Array], p: QuantParams, dtype: Dtype) -> Result<Option<Stored>> {
-    stored_batch(g, inputs, p, dtype, false)
+impl Stored {
+    /// The kernels' leading arguments: the packed words, scales and biases.
+    fn args(&self) -> [Arg<'static>; 3] {
+        [Arg::U64(self.w), Arg::U64(self.scales), Arg::U64(self.biases)]
+    }
 }
 
-/// [`stored`], also taking a stack of matrices [..., rows, words] when `batched` (`rows` is
-/// then that of one matrix).
-fn stored_batch(g: &Gpu, inputs: &[Array], p: QuantParams, dtype: Dtype, batched: bool) -> Result<Option<Stored>> {
-    let (wq, s, b) = (&inputs[1], &inputs[2], &inputs[3]);
-    if p.mode != QuantMode::Affine
+/// How many inputs a product of format `mode` has before any index arrays: x, the packed
+/// matrix, scales, and biases if affine.
+fn product_inputs(mode: QuantMode) -> usize {
+    if mode == QuantMode::Affine {
+        4
+    } else {
+        3
+    }
+}
+
+/// The stored matrix of an op over `inputs` (x, packed, scales, then biases if affine), if
+/// the kernels handle it: one matrix (a stack [..., rows, words] when `batched`; `rows` is
+/// then that of one matrix), affine scales and biases of `dtype` or uint8 scale codes, groups
+/// of 16 or a multiple of 32.
+fn stored(g: &Gpu, inputs: &[Array], p: QuantParams, dtype: Dtype, batched: bool) -> Result<Option<Stored>> {
+    let (wq, s) = (&inputs[1], &inputs[2]);
+    let affine = p.mode == QuantMode::Affine;
+    let scales_ok = if affine {
+        s.dtype() == dtype && inputs.get(3).is_some_and(|b| b.dtype() == dtype)
+    } else {
+        s.dtype() == Dtype::U8
+    };
+    if !scales_ok
         || !(1..=8).contains(&p.bits)
-        || p.group_size < 32
-        || !p.group_size.is_multiple_of(32)
+        || !(p.group_size == 16 || (p.group_size >= 32 && p.group_size.is_multiple_of(32)))
         || (wq.ndim() != 2 && !(batched && wq.ndim() > 2))
         || wq.dtype() != Dtype::U32
-        || s.dtype() != dtype
-        || b.dtype() != dtype
         || !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::Bf16)
     {
         return Ok(None);
     }
     let rows = wq.shape()[wq.ndim() - 2];
     let cols = wq.shape()[wq.ndim() - 1] * 32 / p.bits;
-    if !cols.is_multiple_of(p.group_size) {
+    if !cols.is_multiple_of(p.group_size.max(32)) {
         return Ok(None);
     }
     let (dw, pw) = row_major(g, wq)?;
     let (ds, ps) = row_major(g, s)?;
-    let (db, pb) = row_major(g, b)?;
-    Ok(Some(Stored { keep: vec![dw, ds, db], w: pw, scales: ps, biases: pb, rows, cols }))
+    let mut keep = vec![dw, ds];
+    let pb = if affine {
+        let (db, pb) = row_major(g, &inputs[3])?;
+        keep.push(db);
+        pb
+    } else {
+        0
+    };
+    Ok(Some(Stored { keep, w: pw, scales: ps, biases: pb, rows, cols }))
 }
 
 /// Dequantizes the stored matrix into a fresh row-major [rows, cols] array of `dtype`.
@@ -87,16 +120,10 @@ fn dequantize_into(g: &Gpu, m: &Stored, p: QuantParams, dtype: Dtype) -> Result<
     let (out, po) = alloc_out(&[m.rows, m.cols], dtype)?;
     let n = m.rows * m.cols / 32;
     if n > 0 {
-        let f = function(g, dtype, p.bits, "dequantize")?;
-        let args = [
-            Arg::U64(po),
-            Arg::U64(m.w),
-            Arg::U64(m.scales),
-            Arg::U64(m.biases),
-            Arg::I64(m.rows as i64),
-            Arg::I64(m.cols as i64),
-            Arg::I64(p.group_size as i64),
-        ];
+        let f = function(g, dtype, p, "dequantize")?;
+        let [w, s, b] = m.args();
+        let args =
+            [Arg::U64(po), w, s, b, Arg::I64(m.rows as i64), Arg::I64(m.cols as i64), Arg::I64(p.group_size as i64)];
         launch(g, &f, g.grid(n, 256), 256, &args)?;
     }
     Ok(out)
@@ -113,11 +140,12 @@ pub(crate) fn eval(
 ) -> Result<Option<Data>> {
     match op {
         QuantOp::Dequantize => {
-            if inputs.len() < 3 {
+            // As a product's inputs, with a placeholder for x.
+            let ins: Vec<Array> = std::iter::once(inputs[0].clone()).chain(inputs.iter().cloned()).collect();
+            if ins.len() < product_inputs(p.mode) {
                 return Ok(None);
             }
-            let ins = [inputs[0].clone(), inputs[0].clone(), inputs[1].clone(), inputs[2].clone()];
-            let Some(m) = stored(g, &ins, p, dtype)? else { return Ok(None) };
+            let Some(m) = stored(g, &ins, p, dtype, false)? else { return Ok(None) };
             if shape != [m.rows, m.cols] {
                 return Ok(None);
             }
@@ -135,10 +163,15 @@ fn gather_qmv(g: &Gpu, inputs: &[Array], p: QuantParams, shape: &[usize], dtype:
     let x = &inputs[0];
     let n_in = inputs.len();
     let (lhs, rhs) = (&inputs[n_in - 2], &inputs[n_in - 1]);
-    if x.dtype() != dtype || n_in != 6 || x.ndim() < 2 || lhs.dtype() != Dtype::U32 || rhs.dtype() != Dtype::U32 {
+    if x.dtype() != dtype
+        || n_in != product_inputs(p.mode) + 2
+        || x.ndim() < 2
+        || lhs.dtype() != Dtype::U32
+        || rhs.dtype() != Dtype::U32
+    {
         return Ok(None);
     }
-    let Some(m) = stored_batch(g, inputs, p, dtype, true)? else { return Ok(None) };
+    let Some(m) = stored(g, inputs, p, dtype, true)? else { return Ok(None) };
     let (rows, k) = (x.shape()[x.ndim() - 2], x.shape()[x.ndim() - 1]);
     let n = m.rows;
     let nw = inputs[1].size() / (m.rows * m.cols * p.bits / 32).max(1);
@@ -155,13 +188,14 @@ fn gather_qmv(g: &Gpu, inputs: &[Array], p: QuantParams, shape: &[usize], dtype:
     let (dl, dr) = (lhs.data()?, rhs.data()?);
     let Some(li) = Layout::new(lhs.shape(), &[dl.strides.clone(), dr.strides.clone()]) else { return Ok(None) };
     let (pl, pr) = (device_ptr(g, &dl, Dtype::U32)?, device_ptr(g, &dr, Dtype::U32)?);
-    let f = function(g, dtype, p.bits, &format!("gather_qmv_{rows}"))?;
+    let f = function(g, dtype, p, &format!("gather_qmv_{rows}"))?;
+    let [w, s, b] = m.args();
     let args = [
         Arg::U64(po),
         Arg::U64(px),
-        Arg::U64(m.w),
-        Arg::U64(m.scales),
-        Arg::U64(m.biases),
+        w,
+        s,
+        b,
         Arg::I64(n as i64),
         Arg::I64(k as i64),
         Arg::I64(p.group_size as i64),
@@ -190,10 +224,10 @@ fn matmul(
     dtype: Dtype,
 ) -> Result<Option<Data>> {
     let x = &inputs[0];
-    if x.dtype() != dtype || inputs.len() < 4 {
+    if x.dtype() != dtype || inputs.len() != product_inputs(p.mode) {
         return Ok(None);
     }
-    let Some(m) = stored(g, inputs, p, dtype)? else { return Ok(None) };
+    let Some(m) = stored(g, inputs, p, dtype, false)? else { return Ok(None) };
     let k = *x.shape().last().unwrap_or(&0);
     let (kk, n) = if transpose { (m.cols, m.rows) } else { (m.rows, m.cols) };
     if k != kk {
@@ -206,17 +240,18 @@ fn matmul(
             return Ok(Some(out));
         }
         let (_kx, px) = row_major(g, x)?;
-        let f = function(g, dtype, p.bits, &format!("qmv_{rows}"))?;
+        let f = function(g, dtype, p, &format!("qmv_{rows}"))?;
         // x staged in shared memory as f32 (one pad word per 32) when it fits in 48 KiB.
         let smem_bytes = rows * (k + k / 32) * 4;
         let staged = smem_bytes <= 48 << 10;
         let smem = if staged { smem_bytes as u32 } else { 0 };
+        let [w, s, b] = m.args();
         let args = [
             Arg::U64(po),
             Arg::U64(px),
-            Arg::U64(m.w),
-            Arg::U64(m.scales),
-            Arg::U64(m.biases),
+            w,
+            s,
+            b,
             Arg::I64(n as i64),
             Arg::I64(k as i64),
             Arg::I64(p.group_size as i64),

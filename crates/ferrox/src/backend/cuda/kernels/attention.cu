@@ -466,3 +466,172 @@ __device__ __forceinline__ void flash_mma_impl(const Attn& p) {
 extern "C" __global__ void __launch_bounds__(128) attn_mma_64(Attn p) { flash_mma_impl<64>(p); }
 extern "C" __global__ void __launch_bounds__(128) attn_mma_128(Attn p) { flash_mma_impl<128>(p); }
 #endif
+
+// ---- The backward pass (Op::AttentionVjp): with P = softmax(S), S the masked scores, and g
+// the cotangent of the output: dv = Pᵀ g, dS = P ⊙ (g vᵀ − δ) with δ_i = Σ_j P_ij (g_i · v_j),
+// dq = dS k · scale, dk = dSᵀ q · scale. A warp per row, lanes holding head dims lane + 32 e:
+// attn_vjp_rows finds each query row's max, 1 / sum and δ (online, one sweep over the keys);
+// attn_vjp_dq then sweeps the keys again for dq, and attn_vjp_dkv, a warp per key row, sweeps
+// the query rows of its kv head's group for dk and dv. g is row-major [B, Hq, L, Dv]; the
+// output holds dq, dk and dv row-major one after the other (p.out, then + B·Hq·L·D, then
+// + B·Hkv·S·D). A row whose every key is masked gets zero probabilities.
+#define VJP_E 8
+#define VJP_WARPS 4
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// r[e] = row[lane + 32 e] (0 past n).
+__device__ __forceinline__ void vjp_load(float* r, const T* row, int n, int lane) {
+#pragma unroll
+  for (int e = 0; e < VJP_E; ++e) {
+    int d = lane + 32 * e;
+    r[e] = d < n ? to_acc<T>(row[d]) : 0.f;
+  }
+}
+
+__device__ __forceinline__ float vjp_dot(const float* a, const T* row, int n, int lane) {
+  float s = 0.f;
+#pragma unroll
+  for (int e = 0; e < VJP_E; ++e) {
+    int d = lane + 32 * e;
+    if (d < n) s += a[e] * to_acc<T>(row[d]);
+  }
+  return warp_sum(s);
+}
+
+// The keys query i may see: all, or with the causal mask those up to i + S - L.
+__device__ __forceinline__ int vjp_key_end(const Attn& p, int i) {
+  return p.mkind == 1 ? min(p.S, max(0, i + p.S - p.L + 1)) : p.S;
+}
+
+// Query row `row` of [B, Hq, L] as (b, h, i), and its q and g rows.
+struct VjpRow {
+  int b, h, i, kh;
+  const T* q;
+  const T* g;
+};
+__device__ __forceinline__ VjpRow vjp_row(const Attn& p, const T* g, i64 row) {
+  VjpRow r;
+  r.i = (int)(row % p.L);
+  i64 bh = row / p.L;
+  r.h = (int)(bh % p.Hq);
+  r.b = (int)(bh / p.Hq);
+  r.kh = r.h / (p.Hq / p.Hkv);
+  r.q = (const T*)p.q + r.b * p.qs[0] + r.h * p.qs[1] + r.i * p.qs[2];
+  r.g = g + row * p.Dv;
+  return r;
+}
+
+extern "C" __global__ void attn_vjp_rows(Attn p, const T* __restrict__ g, float* __restrict__ stat) {
+  int lane = threadIdx.x % 32;
+  i64 rows = (i64)p.B * p.Hq * p.L;
+  for (i64 row = (i64)blockIdx.x * VJP_WARPS + threadIdx.x / 32; row < rows; row += (i64)gridDim.x * VJP_WARPS) {
+    VjpRow r = vjp_row(p, g, row);
+    float qr[VJP_E], gr[VJP_E];
+    vjp_load(qr, r.q, p.D, lane);
+    vjp_load(gr, r.g, p.Dv, lane);
+    const T* k = (const T*)p.k + r.b * p.ks[0] + r.kh * p.ks[1];
+    const T* v = (const T*)p.v + r.b * p.vs[0] + r.kh * p.vs[1];
+    float m = NEG_INF, l = 0.f, dsum = 0.f;
+    for (int j = 0, end = vjp_key_end(p, r.i); j < end; ++j) {
+      float s = masked_score(p, vjp_dot(qr, k + j * p.ks[2], p.D, lane), r.b, r.h, r.i, j);
+      if (!(s > NEG_INF)) continue;
+      float dp = vjp_dot(gr, v + j * p.vs[2], p.Dv, lane);
+      if (s > m) {
+        float c = expf(m - s);
+        l = l * c + 1.f;
+        dsum = dsum * c + dp;
+        m = s;
+      } else {
+        float w = expf(s - m);
+        l += w;
+        dsum += w * dp;
+      }
+    }
+    if (lane == 0) {
+      stat[3 * row] = m;
+      stat[3 * row + 1] = l > 0.f ? 1.f / l : 0.f;
+      stat[3 * row + 2] = l > 0.f ? dsum / l : 0.f;
+    }
+  }
+}
+
+extern "C" __global__ void attn_vjp_dq(Attn p, const T* __restrict__ g, const float* __restrict__ stat) {
+  int lane = threadIdx.x % 32;
+  i64 rows = (i64)p.B * p.Hq * p.L;
+  for (i64 row = (i64)blockIdx.x * VJP_WARPS + threadIdx.x / 32; row < rows; row += (i64)gridDim.x * VJP_WARPS) {
+    VjpRow r = vjp_row(p, g, row);
+    float qr[VJP_E], gr[VJP_E], dq[VJP_E];
+    vjp_load(qr, r.q, p.D, lane);
+    vjp_load(gr, r.g, p.Dv, lane);
+#pragma unroll
+    for (int e = 0; e < VJP_E; ++e) dq[e] = 0.f;
+    float m = stat[3 * row], inv = stat[3 * row + 1], delta = stat[3 * row + 2];
+    const T* k = (const T*)p.k + r.b * p.ks[0] + r.kh * p.ks[1];
+    const T* v = (const T*)p.v + r.b * p.vs[0] + r.kh * p.vs[1];
+    for (int j = 0, end = inv > 0.f ? vjp_key_end(p, r.i) : 0; j < end; ++j) {
+      const T* kj = k + j * p.ks[2];
+      float s = masked_score(p, vjp_dot(qr, kj, p.D, lane), r.b, r.h, r.i, j);
+      if (!(s > NEG_INF)) continue;
+      float pr = expf(s - m) * inv;
+      float ds = pr * (vjp_dot(gr, v + j * p.vs[2], p.Dv, lane) - delta);
+#pragma unroll
+      for (int e = 0; e < VJP_E; ++e) {
+        int d = lane + 32 * e;
+        if (d < p.D) dq[e] += ds * to_acc<T>(kj[d]);
+      }
+    }
+    T* out = (T*)p.out + row * p.D;
+#pragma unroll
+    for (int e = 0; e < VJP_E; ++e) {
+      int d = lane + 32 * e;
+      if (d < p.D) out[d] = from_acc<T>(dq[e] * p.scale);
+    }
+  }
+}
+
+extern "C" __global__ void attn_vjp_dkv(Attn p, const T* __restrict__ g, const float* __restrict__ stat) {
+  int lane = threadIdx.x % 32;
+  i64 keys = (i64)p.B * p.Hkv * p.S;
+  int group = p.Hq / p.Hkv;
+  T* dk_out = (T*)p.out + (i64)p.B * p.Hq * p.L * p.D;
+  T* dv_out = dk_out + keys * p.D;
+  for (i64 key = (i64)blockIdx.x * VJP_WARPS + threadIdx.x / 32; key < keys; key += (i64)gridDim.x * VJP_WARPS) {
+    int j = (int)(key % p.S);
+    i64 bk = key / p.S;
+    int kh = (int)(bk % p.Hkv), b = (int)(bk / p.Hkv);
+    float kr[VJP_E], vr[VJP_E], dk[VJP_E], dv[VJP_E];
+    vjp_load(kr, (const T*)p.k + b * p.ks[0] + kh * p.ks[1] + j * p.ks[2], p.D, lane);
+    vjp_load(vr, (const T*)p.v + b * p.vs[0] + kh * p.vs[1] + j * p.vs[2], p.Dv, lane);
+#pragma unroll
+    for (int e = 0; e < VJP_E; ++e) dk[e] = dv[e] = 0.f;
+    for (int h = kh * group; h < (kh + 1) * group; ++h) {
+      for (int i = p.mkind == 1 ? max(0, j - p.S + p.L) : 0; i < p.L; ++i) {
+        i64 row = ((i64)b * p.Hq + h) * p.L + i;
+        float inv = stat[3 * row + 1];
+        if (!(inv > 0.f)) continue;
+        const T* q = (const T*)p.q + b * p.qs[0] + h * p.qs[1] + i * p.qs[2];
+        const T* gr = g + row * p.Dv;
+        float s = masked_score(p, vjp_dot(kr, q, p.D, lane), b, h, i, j);
+        if (!(s > NEG_INF)) continue;
+        float pr = expf(s - stat[3 * row]) * inv;
+        float ds = pr * (vjp_dot(vr, gr, p.Dv, lane) - stat[3 * row + 2]);
+#pragma unroll
+        for (int e = 0; e < VJP_E; ++e) {
+          int d = lane + 32 * e;
+          if (d < p.D) dk[e] += ds * to_acc<T>(q[d]);
+          if (d < p.Dv) dv[e] += pr * to_acc<T>(gr[d]);
+        }
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < VJP_E; ++e) {
+      int d = lane + 32 * e;
+      if (d < p.D) dk_out[key * p.D + d] = from_acc<T>(dk[e] * p.scale);
+      if (d < p.Dv) dv_out[key * p.Dv + d] = from_acc<T>(dv[e]);
+    }
+  }
+}

@@ -158,3 +158,43 @@ template <typename S, typename D> __device__ __forceinline__ D cast(S v) {
     return (D)to_acc<S>(v);
   }
 }
+
+// The combiners of reductions, scans and scatters in the compute type A (ferrox's Acc rules:
+// integers wrap, bool adds with `or` and multiplies with `and`, float max/min propagate NaN).
+template <typename A> __device__ __forceinline__ A r_add(A x, A y) {
+  if constexpr (Is<A>::bln) return x | y;
+  else if constexpr (Is<A>::flt) return x + y;
+  else return (A)((u64)x + (u64)y);
+}
+template <typename A> __device__ __forceinline__ A r_mul(A x, A y) {
+  if constexpr (Is<A>::bln) return x & y;
+  else if constexpr (Is<A>::flt) return x * y;
+  else return (A)((u64)x * (u64)y);
+}
+template <typename A> __device__ __forceinline__ A r_max(A x, A y) {
+  if constexpr (Is<A>::bln) return x | y;
+  else if constexpr (Is<A>::flt) return (x != x || y != y) ? x + y : (x > y ? x : y);
+  else return x > y ? x : y;
+}
+template <typename A> __device__ __forceinline__ A r_min(A x, A y) {
+  if constexpr (Is<A>::bln) return x & y;
+  else if constexpr (Is<A>::flt) return (x != x || y != y) ? x + y : (x < y ? x : y);
+  else return x < y ? x : y;
+}
+
+// Index arrays (gather, scatter): up to 4, each with the stride and size of the axis it
+// indexes. A negative index counts from the end; one out of range is clamped into it (the
+// GPU cannot stop to raise an error; the CPU backend, which can, reports one instead).
+struct Indices {
+  u64 ptr[4];
+  i64 stride[4];
+  i64 size[4];
+  i32 n;
+  i32 pad;
+};
+
+__device__ __forceinline__ i64 wrap_index(i64 v, i64 n) {
+  if (v < 0) v += n;
+  return v < 0 ? 0 : (v >= n ? n - 1 : v);
+}
+

@@ -1,5 +1,6 @@
-// Row kernels over the last axis of a row-major input: softmax, rms_norm, layer_norm, rope.
-// One block of FBLOCK threads per row, computing in the compute type A (f32 for half types).
+// Row kernels over the last axis of a row-major input: softmax, logsumexp, rms_norm,
+// layer_norm and the norms' input gradient, each taking (out, x, rows, n, ...): one block of
+// FBLOCK threads per row, computing in the compute type A (f32 for half types). And rope.
 #define FBLOCK 256
 typedef acc_t<T> A;
 
@@ -81,8 +82,8 @@ extern "C" __global__ void logsumexp(T* __restrict__ out, const T* __restrict__ 
 }
 
 // w: the weight (stride ws; null for none).
-extern "C" __global__ void rms_norm(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ w, i64 ws,
-                                    i64 rows, i64 n, float eps) {
+extern "C" __global__ void rms_norm(T* __restrict__ out, const T* __restrict__ x, i64 rows, i64 n,
+                                    const T* __restrict__ w, i64 ws, float eps) {
   for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = x + r * n;
     A ss = 0;
@@ -100,8 +101,8 @@ extern "C" __global__ void rms_norm(T* __restrict__ out, const T* __restrict__ x
 }
 
 // w, b: weight and bias (strides ws, bs; null for none).
-extern "C" __global__ void layer_norm(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ w, i64 ws,
-                                      const T* __restrict__ b, i64 bs, i64 rows, i64 n, float eps) {
+extern "C" __global__ void layer_norm(T* __restrict__ out, const T* __restrict__ x, i64 rows, i64 n,
+                                      const T* __restrict__ w, i64 ws, const T* __restrict__ b, i64 bs, float eps) {
   for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = x + r * n;
     A s = 0;
@@ -120,6 +121,45 @@ extern "C" __global__ void layer_norm(T* __restrict__ out, const T* __restrict__
       A v = (to_acc<T>(xr[i]) - mean) * scale * wv;
       if (b) v = v + to_acc<T>(b[i * bs]);
       out[r * n + i] = from_acc<T>(v);
+    }
+  }
+}
+
+// The input gradient of rms_norm (centered 0) or layer_norm (centered 1) for the cotangent
+// gr (row-major like x) and the weight w (stride ws; null for none). With h = gr * w,
+// x̂ = (x - mean) r and r = 1 / sqrt(var + eps): dx = r (h - mean(h) - x̂ mean(h x̂)), where
+// the first mean is left out for rms_norm (whose mean is 0).
+extern "C" __global__ void norm_vjp(T* __restrict__ out, const T* __restrict__ x, i64 rows, i64 n,
+                                    const T* __restrict__ gr, const T* __restrict__ w, i64 ws, float eps, int centered) {
+  A inv_n = (A)1 / (A)n;
+  for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + r * n;
+    const T* gw = gr + r * n;
+    A mean = 0;
+    if (centered) {
+      A s = 0;
+      for (i64 i = threadIdx.x; i < n; i += FBLOCK) s += to_acc<T>(xr[i]);
+      mean = block_sum(s) * inv_n;
+    }
+    A ss = 0;
+    for (i64 i = threadIdx.x; i < n; i += FBLOCK) {
+      A c = to_acc<T>(xr[i]) - mean;
+      ss += c * c;
+    }
+    ss = block_sum(ss);
+    A rs = (A)1 / f_sqrt(ss * inv_n + (A)eps);
+    A sh = 0, shx = 0;
+    for (i64 i = threadIdx.x; i < n; i += FBLOCK) {
+      A h = to_acc<T>(gw[i]) * (w ? to_acc<T>(w[i * ws]) : (A)1);
+      sh += h;
+      shx += h * ((to_acc<T>(xr[i]) - mean) * rs);
+    }
+    A m1 = centered ? block_sum(sh) * inv_n : (A)0;
+    A m2 = block_sum(shx) * inv_n;
+    for (i64 i = threadIdx.x; i < n; i += FBLOCK) {
+      A h = to_acc<T>(gw[i]) * (w ? to_acc<T>(w[i * ws]) : (A)1);
+      A xhat = (to_acc<T>(xr[i]) - mean) * rs;
+      out[r * n + i] = from_acc<T>(rs * (h - m1 - xhat * m2));
     }
   }
 }

@@ -3,21 +3,6 @@
 // Indices wrap once if negative and are clamped into range (the GPU cannot stop to raise
 // an error; the CPU backend, which can, reports an out-of-range index instead).
 
-// Up to 4 index arrays for gather: their addresses, and for each the stride and size of the
-// axis of `a` it indexes.
-struct Indices {
-  u64 ptr[4];
-  i64 stride[4];
-  i64 size[4];
-  i32 n;
-  i32 pad;
-};
-
-__device__ __forceinline__ i64 wrap_index(i64 v, i64 n) {
-  if (v < 0) v += n;
-  return v < 0 ? 0 : (v >= n ? n - 1 : v);
-}
-
 // out [index shape..., slice...]: li is the index shape (st[k]: index array k's strides), ls
 // the slice shape (st[0]: a's strides); slice_n elements per index position.
 extern "C" __global__ void gather(T* __restrict__ out, const T* __restrict__ a, Indices ix, Layout li, Layout ls) {

@@ -19,26 +19,6 @@ __device__ __forceinline__ V block_combine(V v, F f) {
 
 typedef acc_t<T> A;
 
-template <typename A> __device__ __forceinline__ A r_add(A x, A y) {
-  if constexpr (Is<A>::bln) return x | y;
-  else if constexpr (Is<A>::flt) return x + y;
-  else return (A)((u64)x + (u64)y);
-}
-template <typename A> __device__ __forceinline__ A r_mul(A x, A y) {
-  if constexpr (Is<A>::bln) return x & y;
-  else if constexpr (Is<A>::flt) return x * y;
-  else return (A)((u64)x * (u64)y);
-}
-template <typename A> __device__ __forceinline__ A r_max(A x, A y) {
-  if constexpr (Is<A>::bln) return x | y;
-  else if constexpr (Is<A>::flt) return (x != x || y != y) ? x + y : (x > y ? x : y);
-  else return x > y ? x : y;
-}
-template <typename A> __device__ __forceinline__ A r_min(A x, A y) {
-  if constexpr (Is<A>::bln) return x & y;
-  else if constexpr (Is<A>::flt) return (x != x || y != y) ? x + y : (x < y ? x : y);
-  else return x < y ? x : y;
-}
 // The identities of max and min: -inf / +inf for floats, the element type's extremes for
 // integers (not the compute type's), false / true for bool.
 __device__ __forceinline__ A lowest() {
