@@ -205,8 +205,8 @@ fn block<V: Lanes, const R: usize, const NR: usize, W>(
             }
         }
         let n = v.rows;
-        for i in 0..NR {
-            for m in 0..R {
+        for (i, row) in tot.iter().enumerate() {
+            for (m, lanes) in row.iter().enumerate() {
                 // The bias term Σ_g b_g · Σx_g, once per row.
                 let bsum = if v.biases.is_some() {
                     let b = &scratch.biases[i * groups..(i + 1) * groups];
@@ -214,7 +214,7 @@ fn block<V: Lanes, const R: usize, const NR: usize, W>(
                 } else {
                     0.0
                 };
-                *t.y.get().add(m * n + j + i) = tot[i][m].sum() + bsum;
+                *t.y.get().add(m * n + j + i) = lanes.sum() + bsum;
             }
         }
     }
