@@ -198,3 +198,15 @@ __device__ __forceinline__ i64 wrap_index(i64 v, i64 n) {
   return v < 0 ? 0 : (v >= n ? n - 1 : v);
 }
 
+// The element offset the index arrays select at one index position: oi[k] is index array k's
+// element offset there (IT: the index arrays' type).
+template <typename IT>
+__device__ __forceinline__ i64 indexed_offset(const Indices& ix, const i64* oi) {
+  i64 base = 0;
+  for (int k = 0; k < ix.n; ++k) {
+    i64 v = (i64)((const IT*)ix.ptr[k])[oi[k]];
+    base += wrap_index(v, ix.size[k]) * ix.stride[k];
+  }
+  return base;
+}
+

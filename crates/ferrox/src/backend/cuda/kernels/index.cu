@@ -11,11 +11,7 @@ extern "C" __global__ void gather(T* __restrict__ out, const T* __restrict__ a, 
     i64 pos = i / slice_n, j = i - pos * slice_n;
     i64 oi[4];
     offsets<4>(li, pos, oi);
-    i64 base = 0;
-    for (int k = 0; k < ix.n; ++k) {
-      i64 v = (i64)((const I*)ix.ptr[k])[oi[k]];
-      base += wrap_index(v, ix.size[k]) * ix.stride[k];
-    }
+    i64 base = indexed_offset<I>(ix, oi);
     i64 os[1];
     offsets<1>(ls, j, os);
     out[i] = a[base + os[0]];
