@@ -10,6 +10,7 @@ use crate::element::{widen_for_sum, Element};
 use crate::error::{Error, Result};
 use crate::shape::broadcast_strides;
 
+use super::bf16_gemm;
 use super::iter::{alloc_out, map1, operand, row_offsets, MutPtr, Ptr, PAR_CHUNK, PAR_THRESHOLD};
 use super::simd::{dispatch, inline_always};
 
@@ -22,6 +23,13 @@ pub(super) struct Mat<T> {
     pub rs: isize,
     /// Column stride.
     pub cs: isize,
+}
+
+impl<T> Mat<T> {
+    /// The same view, its elements read as another type of the same size.
+    fn cast<U>(self) -> Mat<U> {
+        Mat { ptr: Ptr(self.ptr.0 as *const U), rs: self.rs, cs: self.cs }
+    }
 }
 
 fn parallelism(flops: usize) -> gemm::Parallelism {
@@ -308,18 +316,23 @@ fn half_matmul<T: Element<Acc = f32>>(inputs: &[Array], alpha: f64, beta: f64, s
             let [oa, ob] = row_offsets::<2>(batch_shape, &bstrides, bi);
             let (a_rs, a_cs) = (sa[nd - 2], sa[nd - 1]);
             let bm = Mat { ptr: Ptr(unsafe { pb.get().offset(ob) }), rs: sb[nd - 2], cs: sb[nd - 1] };
-            // SAFETY: panels of a (m × kb) read inside batch bi's view; b is batch bi's matrix.
-            unsafe {
-                f32_product(
-                    m,
-                    n,
-                    k,
-                    |k0, kb, ap| convert_rows(pa, oa + k0 as isize * a_cs, a_rs, a_cs, kb, ap),
-                    bm,
-                    &mut acc,
-                    &mut scratch,
-                )
-            };
+            if T::DTYPE == Dtype::Bf16 && m > 1 && k % 2 == 0 && bf16_gemm::cpu_supported() {
+                // SAFETY: a's rows and b are batch bi's views (bf16: T is bf16 here).
+                unsafe { bf16_product(pa.get().offset(oa) as *const u16, a_rs, a_cs, m, k, bm.cast(), n, &mut acc) };
+            } else {
+                // SAFETY: panels of a (m × kb) read inside batch bi's view; b is batch bi's matrix.
+                unsafe {
+                    f32_product(
+                        m,
+                        n,
+                        k,
+                        |k0, kb, ap| convert_rows(pa, oa + k0 as isize * a_cs, a_rs, a_cs, kb, ap),
+                        bm,
+                        &mut acc,
+                        &mut scratch,
+                    )
+                };
+            }
             let o = &mut out[bi * m * n..(bi + 1) * m * n];
             let c = cvals.as_ref().map(|c| &c[bi * m * n..(bi + 1) * m * n]);
             let (alpha, beta) = (alpha as f32, beta as f32);
@@ -348,6 +361,32 @@ fn half_matmul<T: Element<Acc = f32>>(inputs: &[Array], alpha: f64, beta: f64, s
         }
         Ok(())
     })
+}
+
+/// `acc = a @ b` for bf16 operands through [`bf16_gemm`]: `a` (m × k at `a`, strides `a_rs`,
+/// `a_cs`) is read in place when its rows are contiguous, else copied into rows first.
+///
+/// # Safety
+/// The views must be valid for m × k and k × n bf16 elements (as bits).
+#[allow(clippy::too_many_arguments)]
+unsafe fn bf16_product(
+    a: *const u16,
+    a_rs: isize,
+    a_cs: isize,
+    m: usize,
+    k: usize,
+    b: Mat<u16>,
+    n: usize,
+    acc: &mut [f32],
+) {
+    let packed_b = bf16_gemm::Bf16Matrix { ptr: b.ptr.get(), k, n, rs: b.rs, cs: b.cs };
+    if a_cs == 1 && a_rs >= k as isize {
+        let a = std::slice::from_raw_parts(a, (m - 1) * a_rs as usize + k);
+        bf16_gemm::gemm(a, a_rs as usize, m, &packed_b, acc);
+    } else {
+        let rows: Vec<u16> = (0..m * k).map(|e| *a.offset((e / k) as isize * a_rs + (e % k) as isize * a_cs)).collect();
+        bf16_gemm::gemm(&rows, k, m, &packed_b, acc);
+    }
 }
 
 /// Reusable f32 buffers of [`f32_product`].

@@ -127,3 +127,100 @@ fn kernels_match_a_float64_reference_at_every_isa() {
         }
     }
 }
+
+/// The bf16-activation 4-bit decode kernel (where the CPU has AVX512-BF16), against float64
+/// products: every group size, row lengths that end inside a 128-element chunk, output counts
+/// with tails, 1–4 rows of x.
+#[test]
+fn bf16_decode_kernel_matches_a_float64_reference() {
+    if !crate::backend::cpu::bf16_gemm::cpu_supported() {
+        eprintln!("skipped: this CPU has no AVX512-BF16");
+        return;
+    }
+    let round_bf16 = |v: f32| half::bf16::from_f32(v).to_f32();
+    for gs in [32, 64, 128] {
+        let p = QuantParams { group_size: gs, bits: 4, mode: QuantMode::Affine };
+        for (n, k) in [(1, gs), (5, 2 * gs), (13, 576), (70, 384), (9, 1088)] {
+            if k % gs != 0 {
+                continue;
+            }
+            let codes: Vec<u8> = rand(n * k, 11).iter().map(|v| (v * 16.0) as u8).collect();
+            let groups = n * k / gs;
+            let scales: Vec<f32> = rand(groups, 12).iter().map(|v| v - 0.5).collect();
+            let biases: Vec<f32> = rand(groups, 13).iter().map(|v| v * 4.0 - 2.0).collect();
+            let mut words = vec![0u32; n * k / 8];
+            pack_codes(&codes, 4, &mut words);
+            let q = QMat { words: &words, scales: &scales, biases: Some(&biases), rows: n, cols: k, p };
+            let v = super::view::View::of(&q);
+            for r in 1..=4 {
+                let x: Vec<f32> = rand(r * k, 14 + r as u64).iter().map(|v| round_bf16(v * 2.0 - 1.0)).collect();
+                let mut y = vec![f32::NAN; r * n];
+                super::qmv_bf16::qmv_bf16(&x, r, &v, &mut y);
+                for (i, &got) in y.iter().enumerate() {
+                    let (m, o) = (i / n, i % n);
+                    let (mut want, mut mag) = (0f64, 0f64);
+                    for e in 0..k {
+                        let g = (o * k + e) / gs;
+                        let w = codes[o * k + e] as f64 * scales[g] as f64 + biases[g] as f64;
+                        let xe = x[m * k + e] as f64;
+                        want += xe * w;
+                        // The kernel sums x·(code + 128)·s: errors scale with those terms.
+                        mag += xe.abs() * (w.abs() + 144.0 * (scales[g] as f64).abs());
+                    }
+                    assert!(
+                        (got as f64 - want).abs() <= 1e-6 * mag,
+                        "g{gs} n{n} k{k} r{r} [{i}]: {got} vs {want} (tolerance {})",
+                        1e-6 * mag
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The bf16-activation prefill kernel (where the CPU has AVX512-BF16) against float64 products:
+/// every affine bits value and group size, row counts around its micro-tile, output counts
+/// around its panel width.
+#[test]
+fn bf16_prefill_kernel_matches_a_float64_reference() {
+    if !crate::backend::cpu::bf16_gemm::cpu_supported() {
+        eprintln!("skipped: this CPU has no AVX512-BF16");
+        return;
+    }
+    let round_bf16 = |v: f32| half::bf16::from_f32(v).to_f32();
+    for bits in [2, 3, 4, 5, 6, 8] {
+        for gs in [32, 64, 128] {
+            let p = QuantParams { group_size: gs, bits, mode: QuantMode::Affine };
+            for (n, k, r) in [(33, 2 * gs, 7), (70, 384, 13)] {
+                let codes: Vec<u8> = rand(n * k, 21).iter().map(|v| (v * (1 << bits) as f32) as u8).collect();
+                let groups = n * k / gs;
+                let scales: Vec<f32> = rand(groups, 22).iter().map(|v| v - 0.5).collect();
+                let biases: Vec<f32> = rand(groups, 23).iter().map(|v| v * 4.0 - 2.0).collect();
+                let mut words = vec![0u32; n * k * bits / 32];
+                pack_codes(&codes, bits, &mut words);
+                let q = QMat { words: &words, scales: &scales, biases: Some(&biases), rows: n, cols: k, p };
+                let v = super::view::View::of(&q);
+                let x: Vec<f32> = rand(r * k, 24).iter().map(|v| round_bf16(v * 2.0 - 1.0)).collect();
+                let mut y = vec![f32::NAN; r * n];
+                super::qmm_bf16::qmm_bf16(&x, r, &v, &mut y);
+                for (i, &got) in y.iter().enumerate() {
+                    let (m, o) = (i / n, i % n);
+                    let (mut want, mut mag) = (0f64, 0f64);
+                    for e in 0..k {
+                        let g = (o * k + e) / gs;
+                        let w = codes[o * k + e] as f64 * scales[g] as f64 + biases[g] as f64;
+                        let xe = x[m * k + e] as f64;
+                        want += xe * w;
+                        // Codes and biases are summed apart: errors scale with each's terms.
+                        mag +=
+                            xe.abs() * (codes[o * k + e] as f64 * (scales[g] as f64).abs() + (biases[g] as f64).abs());
+                    }
+                    assert!(
+                        (got as f64 - want).abs() <= 1e-6 * mag,
+                        "{bits}b g{gs} n{n} k{k} r{r} [{i}]: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}

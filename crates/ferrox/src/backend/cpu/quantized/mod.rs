@@ -7,7 +7,9 @@ mod kernel_tests;
 mod lanes;
 mod panel;
 mod qmm;
+mod qmm_bf16;
 mod qmv;
+mod qmv_bf16;
 mod quantize;
 mod view;
 

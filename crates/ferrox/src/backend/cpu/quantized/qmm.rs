@@ -24,7 +24,8 @@ use crate::backend::cpu::simd::best_isa;
 
 use super::panel::panel;
 use super::qmv::{qmv, QMV_MAX_ROWS};
-use super::view::ScaleSlice;
+use super::view::{ScaleSlice, View};
+use super::{qmm_bf16, qmv_bf16};
 
 /// A stored scale (or bias): a float in affine mode, a uint8 code in the other modes.
 pub(super) trait Scale: Copy + Send + Sync {
@@ -78,12 +79,20 @@ pub(super) struct QMat<'a, S> {
 }
 
 /// `y = x @ Wᵀ` (`transpose`) or `x @ W` for `r` rows of `x` (f32, row-major); `y` is [r, N].
-fn product<S: Scale>(x: &[f32], r: usize, q: &QMat<S>, transpose: bool, y: &mut [f32]) {
+/// `x_bf16`: x holds bfloat16 values (widened), which the bf16 decode kernel takes exactly.
+fn product<S: Scale>(x: &[f32], x_bf16: bool, r: usize, q: &QMat<S>, transpose: bool, y: &mut [f32]) {
     if r == 0 || y.is_empty() {
         return;
     }
     if transpose && r <= QMV_MAX_ROWS {
-        qmv(best_isa(), x, r, q, y);
+        let v = View::of(q);
+        if x_bf16 && qmv_bf16::applies(&v) {
+            qmv_bf16::qmv_bf16(x, r, &v, y);
+        } else {
+            qmv(best_isa(), x, r, q, y);
+        }
+    } else if transpose && x_bf16 && qmm_bf16::applies(&View::of(q)) {
+        qmm_bf16::qmm_bf16(x, r, &View::of(q), y);
     } else {
         panel(best_isa(), x, r, q, transpose, y);
     }
@@ -92,6 +101,8 @@ fn product<S: Scale>(x: &[f32], r: usize, q: &QMat<S>, transpose: bool, y: &mut 
 /// The operands of a product, read once: x as f32 rows, and the stored matrices.
 struct Operands<'a> {
     x: Cow<'a, [f32]>,
+    /// x was bfloat16 (its f32 values are exactly bf16 ones).
+    x_bf16: bool,
     words: &'a [u32],
     scales: Data,
     biases: Option<Data>,
@@ -142,7 +153,7 @@ fn with_matrices<R>(
                     cols: ops.cols,
                     p,
                 };
-                product(x, r, &q, transpose, y)
+                product(x, ops.x_bf16, r, &q, transpose, y)
             };
             f(&run)
         }};
@@ -221,6 +232,7 @@ fn operands<'a>(inputs: &[Array], p: QuantParams, xd: &'a Data, wd: &'a Data) ->
     let count = wq.size() / (rows * (cols * p.bits / 32)).max(1);
     Ok(Operands {
         x: x_f32(xd, x.size(), x.dtype()),
+        x_bf16: x.dtype() == Dtype::Bf16,
         // SAFETY: row-major data of wq.size() words.
         words: unsafe { std::slice::from_raw_parts(wd.ptr::<u32>(), wq.size()) },
         scales: row_major(&inputs[2])?,

@@ -1,0 +1,228 @@
+//! The 4-bit decode kernel for bfloat16 activations, on CPUs with AVX512-BF16
+//! (`vdpbf16ps`: 32 products of bf16 pairs summed into 16 f32 lanes by one instruction).
+//!
+//! x is bf16 already (a bf16 model's activations), so it enters the dot products exactly; the
+//! packed codes become bf16 without a conversion: a 16-bit word of the packed row holds four
+//! codes, and `(word >> 4k) & 15 | 0x4300` is the bf16 bit pattern of `128 + code` (128 has
+//! seven mantissa bits below its leading one, one per code value). So one 64-byte load, three
+//! shifts and four ternary-logic ops give the 128 weights of a chunk as bf16, and four
+//! `vdpbf16ps` dot them with x, whose chunk was reordered once per call to meet them
+//! (element `4j + k` of a chunk at position `32k + j`). Lane `i` of the chunk's sum covers
+//! elements `8i..8i + 8`, all of one group, so the group scales multiply the lanes as one
+//! vector. The offset of 128 comes back out through x's group sums, with the bias term:
+//! `y = Σ_g s_g·(x_g·(q_g + 128)) + (b_g − 128·s_g)·Σx_g`. Products of bf16 values are exact
+//! in f32; the offset enlarges the terms summed by at most 16×, far below bf16's precision.
+
+use rayon::prelude::*;
+
+use super::view::{Kind, View};
+use crate::backend::cpu::bf16_gemm;
+use crate::backend::cpu::iter::MutPtr;
+use crate::primitives::QuantMode;
+
+/// Elements of x (and of a packed row) one pass of the inner loop reads.
+const CHUNK: usize = 128;
+/// Below this many stored elements the kernel runs on one thread.
+const PAR_MIN_ELEMS: usize = 1 << 16;
+
+/// Whether the kernel computes products with `v` (affine 4-bit) on this CPU.
+pub fn applies(v: &View) -> bool {
+    v.kind == Kind::Nibbles && v.mode == QuantMode::Affine && v.biases.is_some() && bf16_gemm::cpu_supported()
+}
+
+/// x reordered per chunk as bf16 bits, and its group sums.
+struct Prepared {
+    /// `[r, chunks * CHUNK]`: element `c·CHUNK + 4j + k` of a row at `c·CHUNK + 32k + j`; zero
+    /// past the row's end.
+    x: Vec<u16>,
+    /// Σ over each group of each row of x (`[r, groups]`).
+    xsum: Vec<f32>,
+    /// Elements of one prepared row.
+    stride: usize,
+}
+
+fn prepare(x: &[f32], r: usize, cols: usize, gs: usize) -> Prepared {
+    let stride = cols.div_ceil(CHUNK) * CHUNK;
+    let mut xp = vec![0u16; r * stride];
+    for (dst, src) in xp.chunks_exact_mut(stride).zip(x.chunks_exact(cols)) {
+        for (e, &v) in src.iter().enumerate() {
+            let (c, within) = (e / CHUNK, e % CHUNK);
+            // x holds bf16 values (widened to f32), so the top half of the bits is exact.
+            dst[c * CHUNK + (within % 4) * 32 + within / 4] = (v.to_bits() >> 16) as u16;
+        }
+    }
+    let xsum = x.chunks(gs).map(|g| g.iter().sum()).collect();
+    Prepared { x: xp, xsum, stride }
+}
+
+/// `y = x @ Wᵀ` for the `r` (1 to 4) rows of `x` ([r, cols], bf16 values held as f32), `y`
+/// [r, rows]; `v` must be one the kernel [`applies`] to.
+pub fn qmv_bf16(x: &[f32], r: usize, v: &View, y: &mut [f32]) {
+    debug_assert!(applies(v) && (1..=4).contains(&r));
+    let prep = prepare(x, r, v.cols, v.group_size);
+    let n = v.rows;
+    let yp = MutPtr(y.as_mut_ptr());
+    let task = |j0: usize, j1: usize| {
+        let t = Task { v, prep: &prep, r, y: yp };
+        // SAFETY: `applies` checked the CPU's features.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            x86::run(&t, j0, j1)
+        }
+    };
+    let threads = rayon::current_num_threads();
+    if n * v.cols < PAR_MIN_ELEMS || threads == 1 {
+        task(0, n);
+    } else {
+        // A few ranges per thread (for balance), each a multiple of 4 features.
+        let chunk = n.div_ceil(threads * 4).next_multiple_of(4);
+        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| task(c * chunk, n.min((c + 1) * chunk)));
+    }
+}
+
+/// What every range of output features shares.
+struct Task<'a> {
+    v: &'a View<'a>,
+    prep: &'a Prepared,
+    r: usize,
+    y: MutPtr<f32>,
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{Task, CHUNK};
+
+    /// Output features `j0..j1` of every row of x.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub unsafe fn run(t: &Task, j0: usize, j1: usize) {
+        // Output features per pass: enough independent accumulator chains to hide the
+        // latency, few enough to stay in registers.
+        match t.r {
+            1 => rows::<1, 4>(t, j0, j1),
+            2 => rows::<2, 2>(t, j0, j1),
+            3 => rows::<3, 1>(t, j0, j1),
+            _ => rows::<4, 1>(t, j0, j1),
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn rows<const R: usize, const NR: usize>(t: &Task, j0: usize, j1: usize) {
+        let groups = t.v.groups();
+        // Each row's scales and biases as f32, with 16 zeros after them: the last chunk's
+        // scale vector may read past the row's groups (its lanes there multiply zeros).
+        let stride = groups + 16;
+        let mut scales = vec![0f32; NR * stride];
+        let mut biases = vec![0f32; NR * stride];
+        let mut j = j0;
+        while j + NR <= j1 {
+            block::<R, NR>(t, j, stride, &mut scales, &mut biases);
+            j += NR;
+        }
+        while j < j1 {
+            block::<R, 1>(t, j, stride, &mut scales, &mut biases);
+            j += 1;
+        }
+    }
+
+    /// The bits as 32 bf16 values.
+    #[inline(always)]
+    unsafe fn as_bf16(v: __m512i) -> __m512bh {
+        std::mem::transmute::<__m512i, __m512bh>(v)
+    }
+
+    /// The low four bits of each 16-bit lane of `shifted`, as bf16 `128 + code`: the bits
+    /// `shifted & low4 | magic` (one ternary-logic op: 0xEA is `(a & b) | c`).
+    #[inline(always)]
+    unsafe fn codes(shifted: __m512i, low4: __m512i, magic: __m512i) -> __m512bh {
+        as_bf16(_mm512_ternarylogic_epi32::<0xEA>(shifted, low4, magic))
+    }
+
+    /// Output features `j..j + NR` for the `R` rows of x.
+    #[inline(always)]
+    unsafe fn block<const R: usize, const NR: usize>(
+        t: &Task,
+        j: usize,
+        stride: usize,
+        scales: &mut [f32],
+        biases: &mut [f32],
+    ) {
+        let v = t.v;
+        let (cols, gs, groups, bpr) = (v.cols, v.group_size, v.groups(), v.bytes_per_row());
+        for i in 0..NR {
+            v.scales.read((j + i) * groups, &mut scales[i * stride..i * stride + groups]);
+            if let Some(b) = v.biases {
+                b.read((j + i) * groups, &mut biases[i * stride..i * stride + groups]);
+            }
+        }
+        let chunks = cols.div_ceil(CHUNK);
+        // Bytes of the last chunk (a full chunk is 64).
+        let tail_bytes = (cols - (chunks - 1) * CHUNK) / 2;
+        let tail_mask: u64 = if tail_bytes == 64 { u64::MAX } else { (1u64 << tail_bytes) - 1 };
+        // Lane i of a chunk's sums covers its elements 8i..8i + 8: group 8i / gs of the chunk.
+        let lane_group = _mm512_set_epi32(
+            (120 / gs) as i32,
+            (112 / gs) as i32,
+            (104 / gs) as i32,
+            (96 / gs) as i32,
+            (88 / gs) as i32,
+            (80 / gs) as i32,
+            (72 / gs) as i32,
+            (64 / gs) as i32,
+            (56 / gs) as i32,
+            (48 / gs) as i32,
+            (40 / gs) as i32,
+            (32 / gs) as i32,
+            (24 / gs) as i32,
+            (16 / gs) as i32,
+            (8 / gs) as i32,
+            0,
+        );
+        let (low4, magic) = (_mm512_set1_epi16(0x000F), _mm512_set1_epi16(0x4300));
+        let mut tot = [[_mm512_setzero_ps(); R]; NR];
+        let mut xs = [[as_bf16(_mm512_setzero_si512()); 4]; R];
+        for c in 0..chunks {
+            // SAFETY (whole loop): x rows hold `chunks · CHUNK` elements; packed reads stay
+            // inside the row (the last chunk's through a mask); scale reads stay inside the
+            // row's `groups + 16` floats.
+            for (m, x) in xs.iter_mut().enumerate() {
+                for (k, xk) in x.iter_mut().enumerate() {
+                    let p = t.prep.x.as_ptr().add(m * t.prep.stride + c * CHUNK + 32 * k);
+                    *xk = as_bf16(_mm512_loadu_si512(p as *const __m512i));
+                }
+            }
+            for i in 0..NR {
+                let wp = v.bytes.as_ptr().add((j + i) * bpr + c * (CHUNK / 2));
+                let w = if c + 1 < chunks {
+                    _mm512_loadu_si512(wp as *const __m512i)
+                } else {
+                    _mm512_maskz_loadu_epi8(tail_mask, wp as *const i8)
+                };
+                let q0 = codes(w, low4, magic);
+                let q1 = codes(_mm512_srli_epi16::<4>(w), low4, magic);
+                let q2 = codes(_mm512_srli_epi16::<8>(w), low4, magic);
+                let q3 = codes(_mm512_srli_epi16::<12>(w), low4, magic);
+                let first = c * CHUNK / gs;
+                let sv = _mm512_permutexvar_ps(lane_group, _mm512_loadu_ps(scales.as_ptr().add(i * stride + first)));
+                for m in 0..R {
+                    let a = _mm512_dpbf16_ps(_mm512_setzero_ps(), q0, xs[m][0]);
+                    let b = _mm512_dpbf16_ps(_mm512_setzero_ps(), q1, xs[m][1]);
+                    let a = _mm512_dpbf16_ps(a, q2, xs[m][2]);
+                    let b = _mm512_dpbf16_ps(b, q3, xs[m][3]);
+                    tot[i][m] = _mm512_fmadd_ps(_mm512_add_ps(a, b), sv, tot[i][m]);
+                }
+            }
+        }
+        let n = v.rows;
+        for (i, row) in tot.iter().enumerate() {
+            let (s, b) = (&scales[i * stride..i * stride + groups], &biases[i * stride..i * stride + groups]);
+            for (m, lanes) in row.iter().enumerate() {
+                // The bias term, less the 128 the codes carried: Σ_g (b_g − 128·s_g)·Σx_g.
+                let xsum = &t.prep.xsum[m * groups..(m + 1) * groups];
+                let offset: f32 = s.iter().zip(b).zip(xsum).map(|((s, b), x)| (b - 128.0 * s) * x).sum();
+                *t.y.get().add(m * n + j + i) = _mm512_reduce_add_ps(*lanes) + offset;
+            }
+        }
+    }
+}
