@@ -111,7 +111,7 @@ fn run<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
                         // P = softmax(q kᵀ·scale + mask).
                         let mut p = vec![F::ZERO; nr * s];
                         gemm((nr, s, dk), &mut p, false, qf, (dk, 1), kf, (1, dk), scale, F::ONE);
-                        masked.softmax_rows(bk, r0, &mut p, isa);
+                        masked.softmax_rows(bk, r0, s, &mut p, isa);
                         // dv += Pᵀ g.
                         gemm((s, dv, nr), &mut dv_acc, true, &p, (1, s), gf, (dv, 1), F::ONE, F::ONE);
                         // dS = P ⊙ (g vᵀ − rowsum(g vᵀ ⊙ P)), in place of g vᵀ.

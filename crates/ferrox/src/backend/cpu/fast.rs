@@ -426,7 +426,7 @@ pub fn attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape: &[usi
 }
 
 /// Query rows per attention task: bounds the score matrix at `QUERY_BLOCK × S`.
-pub(super) const QUERY_BLOCK: usize = 256;
+pub(super) const QUERY_BLOCK: usize = 128;
 
 /// Up to this many query rows per key/value head (decode), attention reads K and V directly.
 const DIRECT_ROWS: usize = 8;
@@ -489,7 +489,9 @@ fn attention_in<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
     // grouped queries share one pass over K and V. Tasks take QUERY_BLOCK rows of it.
     let rows = group * l;
     let masked = ScoreMask::new::<T>(inputs, mask, [b, hq, hkv, l, s])?;
-    let softmax_rows = |bk: usize, r0: usize, scores: &mut [F], isa: Isa| masked.softmax_rows(bk, r0, scores, isa);
+    let softmax_rows = |bk: usize, r0: usize, width: usize, scores: &mut [F], isa: Isa| {
+        masked.softmax_rows(bk, r0, width, scores, isa)
+    };
     // Few query rows (decode): dot products and row updates that read K and V in their own
     // dtype, once, with no conversion pass and no copy.
     let direct = inline_always(
@@ -506,7 +508,7 @@ fn attention_in<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
                     }
                 }
             }
-            softmax_rows(bk, 0, &mut scores, isa);
+            softmax_rows(bk, 0, s, &mut scores, isa);
             let mut acc = vec![F::ZERO; rows * dv];
             for (j, vrow) in vt.chunks_exact(dv).enumerate() {
                 for (r, orow) in acc.chunks_exact_mut(dv).enumerate() {
@@ -529,6 +531,9 @@ fn attention_in<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
         #[inline(always)]
         |bk: usize, kf: &[F], vf: &[F], r0: usize, o: &mut [T], isa: Isa| {
             let nr = o.len() / dv;
+            // Keys past the last one these rows can see (causal) are never read.
+            let s = masked.keys_visible(r0, nr);
+            let (kf, vf) = (&kf[..s * dk], &vf[..s * dv]);
             let mut qbuf = Vec::new();
             let qh = as_compute(&qs[(bk * rows + r0) * dk..(bk * rows + r0 + nr) * dk], &mut qbuf);
             let mut scores = vec![F::ZERO; nr * s];
@@ -564,7 +569,7 @@ fn attention_in<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
                     }
                 }
             }
-            softmax_rows(bk, r0, &mut scores, isa);
+            softmax_rows(bk, r0, s, &mut scores, isa);
             let mut acc = vec![F::ZERO; nr * dv];
             if nr * s * dv >= 1 << 14 {
                 // SAFETY: row-major nr×s, s×dv and nr×dv buffers.
@@ -671,20 +676,36 @@ impl<F: Real + Element<Acc = F>> ScoreMask<F> {
         Ok(ScoreMask { mask, values, strides, dims })
     }
 
-    /// Masked softmax, in place, of the scores (rows of S) of query rows `r0..` of (batch,
-    /// kv head) `bk`, whose query heads are consecutive (row `r` is head `r / L`, query
-    /// `r % L` of the group).
+    /// How many leading keys query rows `r0..r0 + nr` (as in [`Self::softmax_rows`]) can
+    /// see: all S, except under a causal mask, where no row sees past its own position.
+    pub(super) fn keys_visible(&self, r0: usize, nr: usize) -> usize {
+        let [_, _, _, l, s] = self.dims;
+        if self.mask != AttentionMask::Causal || nr == 0 || l == 0 {
+            return s;
+        }
+        // Within one query head the last row sees the most; rows across a head boundary
+        // include a head's last query, which sees all S.
+        let (first, last) = (r0 % l, (r0 + nr - 1) % l);
+        if (r0 + nr - 1) / l != r0 / l || last < first {
+            return s;
+        }
+        (last + 1 + s.saturating_sub(l)).min(s)
+    }
+
+    /// Masked softmax, in place, of the scores (rows of the first `width` ≥
+    /// [`Self::keys_visible`] keys) of query rows `r0..` of (batch, kv head) `bk`, whose query
+    /// heads are consecutive (row `r` is head `r / L`, query `r % L` of the group).
     #[inline(always)]
-    pub(super) fn softmax_rows(&self, bk: usize, r0: usize, scores: &mut [F], isa: Isa) {
-        let [b, hq, hkv, l, s] = self.dims;
+    pub(super) fn softmax_rows(&self, bk: usize, r0: usize, width: usize, scores: &mut [F], isa: Isa) {
+        let [b, hq, hkv, l, keys] = self.dims;
         let group = hq / hkv.max(1);
         let (bi, kh) = (bk / hkv, bk % hkv);
-        for (ri, row) in scores.chunks_exact_mut(s.max(1)).enumerate() {
+        for (ri, row) in scores.chunks_exact_mut(width.max(1)).enumerate() {
             let (g, i) = ((r0 + ri) / l, (r0 + ri) % l);
             let h = kh * group + g;
             match self.mask {
                 AttentionMask::Causal => {
-                    let limit = i + s.saturating_sub(l);
+                    let limit = i + keys.saturating_sub(l);
                     for x in row.iter_mut().skip(limit + 1) {
                         *x = F::MIN;
                     }
