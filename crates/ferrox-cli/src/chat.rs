@@ -28,6 +28,9 @@ pub struct ChatArgs {
     /// A system message that starts the conversation.
     #[arg(long)]
     pub system_prompt: Option<String>,
+    /// Tokens per forward pass while processing each turn's prompt.
+    #[arg(long, default_value_t = 2048)]
+    pub prefill_step_size: usize,
 }
 
 const HELP: &str = "Type a message and press enter. Commands: 'q' quits, 'r' resets the conversation, 'h' shows this.";
@@ -85,6 +88,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
             max_tokens: args.max_tokens,
             sampler: args.sampling.to_config(tokenizer),
             max_kv_size: args.max_kv_size,
+            prefill_step_size: args.prefill_step_size,
             ..Default::default()
         };
         let caches = std::mem::take(&mut cache.caches);
