@@ -25,9 +25,9 @@ fn alone(m: &Loaded, prompt: &[u32], options: &GenerateOptions) -> (Vec<u32>, St
 
 /// Generates `PROMPTS` with `model` as one batch and one by one under `options`, and checks
 /// that every row's tokens, text and finish reason agree.
-fn check_batch(name: &str, options: &GenerateOptions) {
+fn check_batch(name: &str, options: &GenerateOptions, texts: &[&str]) -> Vec<Vec<u32>> {
     let mut m = tiny(name);
-    let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| m.tokenizer.encode_prompt(p).unwrap()).collect();
+    let prompts: Vec<Vec<u32>> = texts.iter().map(|p| m.tokenizer.encode_prompt(p).unwrap()).collect();
     // Make the first prompt's 4th greedy token an end id, so that row stops early while
     // the others go on (and leave the batch at different steps).
     m.tokenizer.eos_token_ids.clear();
@@ -44,13 +44,14 @@ fn check_batch(name: &str, options: &GenerateOptions) {
     assert_eq!(batch.tokens[0].len(), 4);
     assert_eq!(batch.stats.prompt_tokens, prompts.iter().map(Vec::len).sum::<usize>());
     assert_eq!(batch.stats.generation_tokens, batch.tokens.iter().map(Vec::len).sum::<usize>());
+    batch.tokens
 }
 
 #[test]
 fn batch_equals_one_by_one() {
     // tiny-gemma2 has sliding-window layers (window 8, shorter than the long prompt).
     for name in ["tiny-llama", "tiny-gemma2", "tiny-qwen3-moe"] {
-        check_batch(name, &GenerateOptions { max_tokens: 16, prefill_step_size: 5, ..Default::default() });
+        check_batch(name, &GenerateOptions { max_tokens: 16, prefill_step_size: 5, ..Default::default() }, &PROMPTS);
     }
 }
 
@@ -62,25 +63,29 @@ fn batch_with_rotating_caches_equals_one_by_one() {
     for name in ["tiny-llama", "tiny-gemma2"] {
         let options =
             GenerateOptions { max_tokens: 16, prefill_step_size: 5, max_kv_size: Some(12), ..Default::default() };
-        check_batch(name, &options);
+        check_batch(name, &options, &PROMPTS);
     }
 }
 
 #[test]
 fn batch_with_quantized_caches_equals_one_by_one() {
-    // Quantized from the start (tiny-qwen3-moe's heads of 32 hold one group). The prompt runs
-    // in one pass, which quantizes every row's positions at the same point as alone; a
-    // quantization start inside a prompt would come at different points for differently
-    // padded rows (the batch counts its padded positions).
+    // Quantized from the start (tiny-qwen3-moe's heads of 32 hold one group); the prompts run
+    // in one pass, so every row's positions are quantized at the same point as alone.
     use ferrox_lm::cache::KvQuantization;
-    for bits in [4, 8] {
-        let options = GenerateOptions {
-            max_tokens: 16,
-            kv_quantization: Some(KvQuantization::new(bits, 32, 0).unwrap()),
-            ..Default::default()
-        };
-        check_batch("tiny-qwen3-moe", &options);
-    }
+    let quantized = |bits| GenerateOptions {
+        max_tokens: 16,
+        kv_quantization: Some(KvQuantization::new(bits, 32, 0).unwrap()),
+        ..Default::default()
+    };
+    // Prompts of one length (no padding) agree token for token at 4 bits, where quantizing
+    // changes the greedy tokens.
+    let same = ["Once upon a time", "A fox ran far away.", "The crow sat down on ice"];
+    let tokens = check_batch("tiny-qwen3-moe", &quantized(4), &same);
+    let plain = GenerateOptions { max_tokens: 16, ..Default::default() };
+    assert_ne!(tokens[0], check_batch("tiny-qwen3-moe", &plain, &same)[0], "4-bit keys change these tokens");
+    // Padded rows sit at shifted positions: rotary embeddings turn their keys differently before
+    // they are quantized, so they agree to within quantization error — token for token at 8 bits.
+    check_batch("tiny-qwen3-moe", &quantized(8), &PROMPTS);
 }
 
 #[test]
