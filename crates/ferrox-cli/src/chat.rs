@@ -36,6 +36,8 @@ pub struct ChatArgs {
 const HELP: &str = "Type a message and press enter. Commands: 'q' quits, 'r' resets the conversation, 'h' shows this.";
 
 pub fn run(args: ChatArgs) -> Result<()> {
+    GenerateOptions { max_kv_size: args.max_kv_size, prefill_step_size: args.prefill_step_size, ..Default::default() }
+        .validate()?;
     let loaded = load_model(&args.model)?;
     let (model, tokenizer) = (loaded.model.as_ref(), &loaded.tokenizer);
     let template = tokenizer
@@ -81,7 +83,8 @@ pub fn run(args: ChatArgs) -> Result<()> {
         }
         messages.push(serde_json::json!({"role": "user", "content": line}));
         let prompt = template.render(&messages, &ChatOptions { add_generation_prompt: true, ..Default::default() })?;
-        let ids = tokenizer.encode_prompt(&prompt)?;
+        // A rendered template carries its own special tokens (as transformers' tokenize=True).
+        let ids = tokenizer.encode(&prompt, false)?;
         let new = cache.reuse(&ids, || model.make_cache(args.max_kv_size)).to_vec();
         let kept = ids.len() - new.len();
         let options = GenerateOptions {

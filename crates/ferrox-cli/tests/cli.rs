@@ -207,6 +207,7 @@ fn bad_input_is_an_error_not_a_panic() {
             "at least 1",
         ),
         (vec!["bench", "--model", &m, "-p", "0"], "must be at least 1"),
+        (vec!["chat", "--model", &m, "--max-kv-size", "0"], "max_kv_size must be at least 1"),
     ];
     for (args, message) in cases {
         let out = ferrox(&args, "");
