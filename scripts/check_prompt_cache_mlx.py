@@ -200,7 +200,9 @@ def main():
                 shown = shown or fx_text
             if len(shown) < 10:
                 problems.append(f"the continuation {shown!r} is too short to tell anything")
-            shutil.copy(theirs, os.path.join(OUT, f"{case}.safetensors"))
+            # The fixture names the repo's model rather than this run's temporary copy of it.
+            arrays, meta = mx.load(theirs, return_metadata=True)
+            mx.save_safetensors(os.path.join(OUT, f"{case}.safetensors"), arrays, {**meta, "0.model": source})
             fixture = {"model": source, "flags": flags, "prompt": PROMPT, "query": QUERY,
                        "cached_ids": cached, "suffix_ids": suffix, "greedy": mlx_greedy(model, theirs, suffix, flags)}
             with open(os.path.join(OUT, f"{case}.json"), "w") as f:

@@ -9,6 +9,14 @@
 //! (end id, stop string, `max_tokens`), and leaves the batch when it does, its cache rows
 //! dropped ([`KvCache::select_rows`]). Sliding-window layers use standard caches with
 //! window masks here (rotating caches hold one position layout for every row).
+//!
+//! With `max_kv_size`, rotating caches are needed after all: the rows are then prefilled one
+//! by one and stacked for decoding ([`crate::cache_batch`]), still at the shifted positions.
+//! With `kv_quantization`, the padded standard caches become quantized ones (padding kept)
+//! once the batch holds `start` positions, padding included. A padded row's keys are rotated
+//! to shifted positions before they are quantized, so its quantization error differs from
+//! that of the same prompt alone: rows without padding agree with one-by-one generation token
+//! for token, padded ones to within quantization error.
 
 use std::time::Instant;
 

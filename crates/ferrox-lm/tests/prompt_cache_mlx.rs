@@ -42,7 +42,9 @@ fn mlx_lm_prompt_caches_continue_as_in_mlx_lm() {
         let suffix = encode_user_prompt(&m.tokenizer, &request).unwrap();
         assert_eq!(suffix, ids(&want["suffix_ids"]), "{case}: follow-up tokens");
 
-        let (caches, _) = load_prompt_cache(fixtures.join(format!("{case}.safetensors"))).unwrap();
+        let (caches, meta) = load_prompt_cache(fixtures.join(format!("{case}.safetensors"))).unwrap();
+        assert_eq!(meta.get("model"), want.get("model").and_then(Value::as_str).map(str::to_string).as_ref());
+        assert_eq!(meta.get("tokenizer_config").map(String::as_str), Some(r#"{"trust_remote_code": false}"#));
         assert_eq!(caches.len(), m.model.num_layers());
         assert!(caches.iter().all(|c| c.offset() == cached.len()), "{case}");
         let kv = flag("--kv-bits")
