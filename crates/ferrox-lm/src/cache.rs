@@ -614,7 +614,49 @@ pub fn load_prompt_cache(path: impl AsRef<Path>) -> Result<(Vec<KvCache>, HashMa
             }
         });
     }
+    for (l, c) in caches.iter().enumerate() {
+        c.check_loaded().map_err(|m| bad(format!("layer {l}: {m}")))?;
+    }
     Ok((caches, user))
+}
+
+impl KvCache {
+    /// Whether a cache read from a file is consistent: keys and values `[B, H, S, D]` alike
+    /// in B, H and S, holding at least the positions the counters say.
+    fn check_loaded(&self) -> std::result::Result<(), String> {
+        let (k, v): (Option<&Array>, Option<&Array>) = match self {
+            KvCache::Standard(c) => (c.keys.as_ref(), c.values.as_ref()),
+            KvCache::Rotating(c) => (c.keys.as_ref(), c.values.as_ref()),
+            KvCache::Quantized(c) => (c.keys.as_ref().map(|t| &t[0]), c.values.as_ref().map(|t| &t[0])),
+            KvCache::BatchRotating(_) => return Ok(()),
+        };
+        let slots = match (k, v) {
+            (Some(k), Some(v)) => {
+                let (ks, vs) = (k.shape(), v.shape());
+                if ks.len() != 4 || vs.len() != 4 || ks[..3] != vs[..3] {
+                    return Err(format!("keys {ks:?} and values {vs:?} are not [B, H, S, D] alike"));
+                }
+                ks[2]
+            }
+            (None, None) => 0,
+            _ => return Err("keys without values or values without keys".into()),
+        };
+        match self {
+            KvCache::Rotating(c) => {
+                if c.max_size == 0 || c.keep > c.max_size || c.idx > slots || (c.offset > 0) != (slots > 0) {
+                    return Err(format!(
+                        "rotating cache with {slots} slots, offset {}, keep {}, max_size {}, idx {}",
+                        c.offset, c.keep, c.max_size, c.idx
+                    ));
+                }
+            }
+            _ if self.offset() > slots => {
+                return Err(format!("offset {} but only {slots} cached positions", self.offset()));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
 /// Caches together with the tokens they hold, so a new prompt that extends (or shares a
