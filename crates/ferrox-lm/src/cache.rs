@@ -642,20 +642,18 @@ impl KvCache {
             _ => return Err("keys without values or values without keys".into()),
         };
         match self {
-            KvCache::Rotating(c) => {
-                if c.max_size == 0 || c.keep > c.max_size || c.idx > slots || (c.offset > 0) != (slots > 0) {
-                    return Err(format!(
-                        "rotating cache with {slots} slots, offset {}, keep {}, max_size {}, idx {}",
-                        c.offset, c.keep, c.max_size, c.idx
-                    ));
-                }
+            KvCache::Rotating(c)
+                if c.max_size == 0 || c.keep > c.max_size || c.idx > slots || (c.offset > 0) != (slots > 0) =>
+            {
+                Err(format!(
+                    "rotating cache with {slots} slots, offset {}, keep {}, max_size {}, idx {}",
+                    c.offset, c.keep, c.max_size, c.idx
+                ))
             }
-            _ if self.offset() > slots => {
-                return Err(format!("offset {} but only {slots} cached positions", self.offset()));
-            }
-            _ => {}
+            KvCache::Rotating(_) => Ok(()),
+            _ if self.offset() > slots => Err(format!("offset {} but only {slots} cached positions", self.offset())),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
