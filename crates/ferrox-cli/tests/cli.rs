@@ -223,3 +223,28 @@ fn bad_input_is_an_error_not_a_panic() {
     std::fs::remove_file(&cache).ok();
     assert!(text(&out.stderr).contains("4 layers cached, the model has 2"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn prompt_cache_names_its_model() {
+    // `generate --prompt-cache-file` without --model uses the model the file names (as
+    // mlx_lm.generate does; the default model would be tiny-llama), and continues the cache
+    // as with --model.
+    let qwen = root().join("models/tiny-qwen3").display().to_string();
+    let cache = std::env::temp_dir().join(format!("ferrox-cli-pc-{}.safetensors", std::process::id()));
+    let cache = cache.display().to_string();
+    let made =
+        ferrox(&["cache-prompt", "--model", &qwen, "--prompt", "Once upon a time", "--prompt-cache-file", &cache], "");
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let run = |model: Option<&str>| {
+        let mut args =
+            vec!["generate", "--prompt-cache-file", &cache, "--prompt", "and then", "-m", "12", "--verbose", "false"];
+        args.extend(model.map(|m| ["--model", m]).into_iter().flatten());
+        let out = ferrox(&args, "");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let named = run(None);
+    assert_eq!(named, run(Some(&qwen)));
+    std::fs::remove_file(&cache).ok();
+    assert!(named.len() > 1);
+}
