@@ -59,8 +59,9 @@ fn batch_equals_one_by_one() {
 fn batch_with_rotating_caches_equals_one_by_one() {
     // 12 positions with 4 sink tokens: the long prompt (about 25 tokens) rotates during its
     // chunked prefill, the short ones (4 and 3 tokens: fewer than the sinks) while decoding.
-    // tiny-gemma2's sliding layers keep their own rotating caches of 8.
-    for name in ["tiny-llama", "tiny-gemma2"] {
+    // The sliding layers of tiny-gemma2, tiny-gemma3 and tiny-phi3-swa keep their own rotating
+    // caches of 8.
+    for name in ["tiny-llama", "tiny-gemma2", "tiny-gemma3", "tiny-phi3-swa"] {
         let options =
             GenerateOptions { max_tokens: 16, prefill_step_size: 5, max_kv_size: Some(12), ..Default::default() };
         check_batch(name, &options, &PROMPTS);
