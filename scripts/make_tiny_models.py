@@ -14,6 +14,9 @@ models/tiny-<arch>/. Then, from transformers and tokenizers (never from ferrox):
   crates/ferrox-lm/tests/fixtures/tiny-<arch>.json          prompt ids, 24 greedy ids, top-1/top-2 gaps (and
                                                             the long / short prompt ids)
   crates/ferrox-lm/tests/fixtures/chat.json                 apply_chat_template renderings
+                                                            (`python3 -c "import make_tiny_models as m;
+                                                            m.chat_fixtures('../models/tiny-llama')"` in
+                                                            scripts/ remakes only these)
   crates/ferrox-lm/tests/fixtures/detok.json                tokenizers' decode of random id streams
   crates/ferrox-lm/tests/fixtures/tokenizer_spm/            a SentencePiece-style tokenizer for the same
 
@@ -393,9 +396,19 @@ def chat_fixtures(model_dir):
             "tools": tools,
             "add_generation_prompt": True,
         },
+        # The last message left open (what mlx_lm.cache_prompt and --prefill-response render);
+        # the template trims the content, so its trailing spaces go too.
+        {"messages": [{"role": "user", "content": "Once upon a time  "}], "add_generation_prompt": False, "continue_final_message": True},
+        {
+            "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Well, the fox"}],
+            "add_generation_prompt": False,
+            "continue_final_message": True,
+        },
     ]
     for c in cases:
-        c["expected"] = t.apply_chat_template(c["messages"], tools=c.get("tools"), add_generation_prompt=c["add_generation_prompt"], tokenize=False)
+        c["expected"] = t.apply_chat_template(
+            c["messages"], tools=c.get("tools"), add_generation_prompt=c["add_generation_prompt"],
+            continue_final_message=c.get("continue_final_message", False), tokenize=False)
     with open(os.path.join(FIX, "chat.json"), "w") as f:
         json.dump(cases, f, indent=1, ensure_ascii=False)
 

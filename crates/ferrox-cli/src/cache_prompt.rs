@@ -1,23 +1,24 @@
 //! `ferrox cache-prompt`: run a prompt once and save its KV cache (mlx_lm.cache_prompt's
-//! file format), for `ferrox generate --prompt-cache-file` to continue.
+//! file format), for `ferrox generate --prompt-cache-file` (or mlx_lm.generate) to continue.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use clap::Args;
-use ferrox_lm::cache::save_prompt_cache;
-use ferrox_lm::generate::prefill;
+use ferrox_lm::cache::{save_prompt_cache, KvQuantization};
+use ferrox_lm::generate::prefill_quantizing;
+use ferrox_lm::prompt::encode_cached_prompt;
 use ferrox_lm::Result;
 
 use crate::common::{load_model, ModelArgs};
-use crate::generate::render_prompt;
 
 /// Save a prompt's KV cache to a file.
 #[derive(Args, Debug)]
 pub struct CachePromptArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The prompt to cache; `-` reads it from standard input.
+    /// The prompt to cache; `-` reads it from standard input. With a chat template it becomes
+    /// the start of a user message that `generate --prompt-cache-file --prompt ...` continues.
     #[arg(long, short = 'p')]
     pub prompt: String,
     /// Where to write the cache (safetensors).
@@ -26,32 +27,41 @@ pub struct CachePromptArgs {
     /// Feed the prompt as it is, without the chat template.
     #[arg(long)]
     pub ignore_chat_template: bool,
-    /// Keep at most this many positions (a rotating cache).
+    /// Keep at most this many positions (a rotating cache keeping 4 sink tokens).
     #[arg(long)]
     pub max_kv_size: Option<usize>,
+    /// Quantize the KV cache to this many bits (2-6 or 8).
+    #[arg(long)]
+    pub kv_bits: Option<usize>,
+    /// Group size of the KV-cache quantization.
+    #[arg(long, default_value_t = 64)]
+    pub kv_group_size: usize,
+    /// Quantize the KV cache only once it holds this many positions.
+    #[arg(long, default_value_t = 5000)]
+    pub quantized_kv_start: usize,
     /// Tokens per forward pass.
     #[arg(long, default_value_t = 2048)]
     pub prefill_step_size: usize,
 }
 
 pub fn run(args: CachePromptArgs) -> Result<()> {
+    let kv = args.kv_bits.map(|b| KvQuantization::new(b, args.kv_group_size, args.quantized_kv_start)).transpose()?;
     let loaded = load_model(&args.model)?;
-    // The cached text is the start of a conversation: no assistant cue at its end.
-    let prompt = render_prompt(&loaded.tokenizer, &args.prompt, None, true, None)?;
-    let text = match loaded.tokenizer.chat_template.as_ref().filter(|_| !args.ignore_chat_template) {
-        Some(template) => {
-            let msgs = [serde_json::json!({"role": "user", "content": prompt})];
-            template.render(&msgs, &ferrox_lm::chat::ChatOptions::default())?
-        }
-        None => prompt,
-    };
-    let ids = loaded.tokenizer.encode_prompt(&text)?;
+    // As mlx_lm.cache_prompt: standard input for `-`, else the text as given (no escapes).
+    let prompt = if args.prompt == "-" { crate::generate::read_prompt("-")? } else { args.prompt.clone() };
+    let ids = encode_cached_prompt(&loaded.tokenizer, &prompt, args.ignore_chat_template)?;
+    if ids.is_empty() {
+        return Err(ferrox_lm::Error::Invalid("the prompt encodes to no tokens".into()));
+    }
     let mut cache = loaded.model.make_cache(args.max_kv_size);
     let started = std::time::Instant::now();
-    prefill(loaded.model.as_ref(), &ids, &mut cache, args.prefill_step_size)?;
+    prefill_quantizing(loaded.model.as_ref(), &ids, &mut cache, args.prefill_step_size, kv.as_ref())?;
     let secs = started.elapsed().as_secs_f64();
+    // The metadata mlx_lm.cache_prompt writes: the model, and the tokenizer settings that
+    // mlx_lm.generate reads back.
     let mut meta = HashMap::new();
     meta.insert("model".to_string(), args.model.model.clone().unwrap_or_else(|| loaded.dir.display().to_string()));
+    meta.insert("tokenizer_config".to_string(), r#"{"trust_remote_code": false}"#.to_string());
     save_prompt_cache(&args.prompt_cache_file, &cache, &meta)?;
     println!(
         "Cached {} prompt tokens ({:.3} tokens-per-sec) to {}",

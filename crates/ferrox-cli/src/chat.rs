@@ -28,11 +28,16 @@ pub struct ChatArgs {
     /// A system message that starts the conversation.
     #[arg(long)]
     pub system_prompt: Option<String>,
+    /// Tokens per forward pass while processing each turn's prompt.
+    #[arg(long, default_value_t = 2048)]
+    pub prefill_step_size: usize,
 }
 
 const HELP: &str = "Type a message and press enter. Commands: 'q' quits, 'r' resets the conversation, 'h' shows this.";
 
 pub fn run(args: ChatArgs) -> Result<()> {
+    GenerateOptions { max_kv_size: args.max_kv_size, prefill_step_size: args.prefill_step_size, ..Default::default() }
+        .validate()?;
     let loaded = load_model(&args.model)?;
     let (model, tokenizer) = (loaded.model.as_ref(), &loaded.tokenizer);
     let template = tokenizer
@@ -78,13 +83,15 @@ pub fn run(args: ChatArgs) -> Result<()> {
         }
         messages.push(serde_json::json!({"role": "user", "content": line}));
         let prompt = template.render(&messages, &ChatOptions { add_generation_prompt: true, ..Default::default() })?;
-        let ids = tokenizer.encode_prompt(&prompt)?;
+        // A rendered template carries its own special tokens (as transformers' tokenize=True).
+        let ids = tokenizer.encode(&prompt, false)?;
         let new = cache.reuse(&ids, || model.make_cache(args.max_kv_size)).to_vec();
         let kept = ids.len() - new.len();
         let options = GenerateOptions {
             max_tokens: args.max_tokens,
             sampler: args.sampling.to_config(tokenizer),
             max_kv_size: args.max_kv_size,
+            prefill_step_size: args.prefill_step_size,
             ..Default::default()
         };
         let caches = std::mem::take(&mut cache.caches);

@@ -41,7 +41,7 @@ pub fn load_model(args: &ModelArgs) -> Result<Loaded> {
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {
     /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub temp: f32,
     /// Nucleus sampling: keep the most likely tokens up to this probability mass (1 = off).
     #[arg(long, default_value_t = 1.0)]
@@ -67,11 +67,11 @@ pub struct SamplingArgs {
     /// How many recent tokens the repetition penalty looks at.
     #[arg(long, default_value_t = 20)]
     pub repetition_context_size: usize,
-    /// Subtracted from the logit of any recently seen token.
-    #[arg(long)]
+    /// Subtracted from the logit of any recently seen token (negative: encouraged).
+    #[arg(long, allow_negative_numbers = true)]
     pub presence_penalty: Option<f32>,
-    /// Subtracted from a token's logit per recent occurrence.
-    #[arg(long)]
+    /// Subtracted from a token's logit per recent occurrence (negative: encouraged).
+    #[arg(long, allow_negative_numbers = true)]
     pub frequency_penalty: Option<f32>,
     /// Random seed: the same seed gives the same text (default: from the clock).
     #[arg(long)]

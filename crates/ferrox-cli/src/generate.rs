@@ -4,8 +4,8 @@ use std::io::{Read, Write};
 
 use clap::Args;
 use ferrox_lm::cache::{load_prompt_cache, KvCache, KvQuantization};
-use ferrox_lm::chat::ChatOptions;
 use ferrox_lm::generate::{stream_generate_with_cache, GenerateOptions};
+use ferrox_lm::prompt::{encode_user_prompt, UserPrompt};
 use ferrox_lm::{Error, Result, SamplerConfig};
 
 use crate::common::{load_model, ModelArgs, SamplingArgs};
@@ -21,6 +21,9 @@ pub struct GenerateArgs {
     /// A system message put before the prompt (with the chat template).
     #[arg(long)]
     pub system_prompt: Option<String>,
+    /// The start of the assistant's reply, for the model to continue (with the chat template).
+    #[arg(long)]
+    pub prefill_response: Option<String>,
     /// The most tokens to generate.
     #[arg(long, short = 'm', default_value_t = 100)]
     pub max_tokens: usize,
@@ -53,52 +56,58 @@ pub struct GenerateArgs {
     /// Stop when the output contains this text (repeatable).
     #[arg(long = "stop")]
     pub stop: Vec<String>,
-    /// Also stop on these tokens (repeatable).
-    #[arg(long)]
+    /// Also stop on these tokens (one or more, or the flag repeated).
+    #[arg(long, num_args = 1..)]
     pub extra_eos_token: Vec<String>,
     /// Print the prompt, separators and statistics (`--verbose false` prints only the text).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub verbose: bool,
 }
 
-/// The prompt text (stdin for `-`), with the chat template applied unless disabled.
-pub fn render_prompt(
-    tokenizer: &ferrox_lm::Tokenizer,
-    prompt: &str,
-    system: Option<&str>,
-    ignore_template: bool,
-    template_config: Option<&str>,
-) -> Result<String> {
-    let prompt = if prompt == "-" {
+/// The prompt text: standard input for `-`, else the argument with `\\n` and `\\t` turned into
+/// a newline and a tab (as mlx_lm.generate does).
+pub fn read_prompt(prompt: &str) -> Result<String> {
+    if prompt == "-" {
         let mut s = String::new();
         std::io::stdin()
             .read_to_string(&mut s)
             .map_err(|e| Error::Invalid(format!("reading the prompt from stdin: {e}")))?;
-        s
-    } else {
-        prompt.replace("\\n", "\n").replace("\\t", "\t")
-    };
-    let Some(template) = tokenizer.chat_template.as_ref().filter(|_| !ignore_template) else {
-        return Ok(prompt);
-    };
-    let mut messages = Vec::new();
-    if let Some(s) = system {
-        messages.push(serde_json::json!({"role": "system", "content": s}));
+        return Ok(s);
     }
-    messages.push(serde_json::json!({"role": "user", "content": prompt}));
-    let extra = match template_config {
-        Some(s) => match serde_json::from_str(s) {
-            Ok(serde_json::Value::Object(m)) => m,
-            _ => return Err(Error::Invalid(format!("--chat-template-config must be a JSON object, got {s:?}"))),
-        },
-        None => Default::default(),
-    };
-    template.render(&messages, &ChatOptions { add_generation_prompt: true, tools: None, extra })
+    Ok(prompt.replace("\\n", "\n").replace("\\t", "\t"))
 }
 
-pub fn run(args: GenerateArgs) -> Result<()> {
+/// `--chat-template-config`: a JSON object of template variables.
+fn template_config(s: Option<&str>) -> Result<serde_json::Map<String, serde_json::Value>> {
+    match s {
+        Some(s) => match serde_json::from_str(s) {
+            Ok(serde_json::Value::Object(m)) => Ok(m),
+            _ => Err(Error::Invalid(format!("--chat-template-config must be a JSON object, got {s:?}"))),
+        },
+        None => Ok(Default::default()),
+    }
+}
+
+pub fn run(mut args: GenerateArgs) -> Result<()> {
     let kv_quantization =
         args.kv_bits.map(|b| KvQuantization::new(b, args.kv_group_size, args.quantized_kv_start)).transpose()?;
+    // A prompt cache names the model that made it; it is the default model here.
+    let prompt_cache = args.prompt_cache_file.as_ref().map(load_prompt_cache).transpose()?;
+    if let Some((cache, meta)) = &prompt_cache {
+        if args.model.model.is_none() {
+            args.model.model = meta.get("model").cloned();
+        }
+        if let Some(KvCache::Quantized(q)) = cache.first() {
+            let (group_size, bits) = q.quantization();
+            if args.kv_bits.is_some_and(|b| b != bits) || args.kv_group_size != group_size {
+                return Err(Error::Invalid(format!(
+                    "the prompt cache is quantized to {bits} bits in groups of {group_size}; \
+                     --kv-bits / --kv-group-size say {:?} / {}",
+                    args.kv_bits, args.kv_group_size
+                )));
+            }
+        }
+    }
     let mut loaded = load_model(&args.model)?;
     for t in &args.extra_eos_token {
         let id = loaded
@@ -107,17 +116,18 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             .ok_or_else(|| Error::Invalid(format!("--extra-eos-token {t:?} is not a token")))?;
         loaded.tokenizer.eos_token_ids.push(id);
     }
-    let text = render_prompt(
-        &loaded.tokenizer,
-        &args.prompt,
-        args.system_prompt.as_deref(),
-        args.ignore_chat_template,
-        args.chat_template_config.as_deref(),
-    )?;
-    let mut ids = loaded.tokenizer.encode_prompt(&text)?;
-    let cache: Vec<KvCache> = match &args.prompt_cache_file {
-        Some(path) => {
-            let (cache, _meta) = load_prompt_cache(path)?;
+    let request = UserPrompt {
+        prompt: read_prompt(&args.prompt)?,
+        system: args.system_prompt.clone(),
+        prefill_response: args.prefill_response.clone(),
+        ignore_chat_template: args.ignore_chat_template,
+        template_config: template_config(args.chat_template_config.as_deref())?,
+        continues_cache: prompt_cache.is_some(),
+    };
+    let ids = encode_user_prompt(&loaded.tokenizer, &request)?;
+    let cache: Vec<KvCache> = match prompt_cache {
+        Some((cache, _)) => {
+            let path = args.prompt_cache_file.as_ref().expect("a cache was loaded from it");
             if cache.len() != loaded.model.num_layers() {
                 return Err(Error::Invalid(format!(
                     "{}: {} layers cached, the model has {}",
@@ -125,12 +135,6 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                     cache.len(),
                     loaded.model.num_layers()
                 )));
-            }
-            // mlx-lm's convention: the cached prompt's tokens are not repeated; the new prompt
-            // is what follows them (without a second BOS).
-            let bos = loaded.tokenizer.bos_token.as_deref().and_then(|b| loaded.tokenizer.token_to_id(b));
-            if bos.is_some() && bos == ids.first().copied() && cache[0].offset() > 0 {
-                ids.remove(0);
             }
             cache
         }

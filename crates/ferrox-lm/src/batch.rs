@@ -9,14 +9,24 @@
 //! (end id, stop string, `max_tokens`), and leaves the batch when it does, its cache rows
 //! dropped ([`KvCache::select_rows`]). Sliding-window layers use standard caches with
 //! window masks here (rotating caches hold one position layout for every row).
+//!
+//! With `max_kv_size`, rotating caches are needed after all: the rows are then prefilled one
+//! by one and stacked for decoding ([`crate::cache_batch`]), still at the shifted positions.
+//! With `kv_quantization`, the padded standard caches become quantized ones (padding kept)
+//! once the batch holds `start` positions, padding included. A padded row's keys are rotated
+//! to shifted positions before they are quantized, so its quantization error differs from
+//! that of the same prompt alone: rows without padding agree with one-by-one generation token
+//! for token, padded ones to within quantization error.
 
 use std::time::Instant;
 
 use ferrox as fx;
 
-use crate::cache::make_prompt_cache;
+use crate::cache::{make_prompt_cache, BatchRotatingCache, KvCache};
 use crate::error::{Error, Result};
-use crate::generate::{eval_caches, forward, last_rows, token_rows, FinishReason, GenerateOptions, TextEmitter};
+use crate::generate::{
+    eval_caches, forward, last_rows, prefill, token_rows, FinishReason, GenerateOptions, TextEmitter,
+};
 use crate::models::LanguageModel;
 use crate::sample::{Sampler, SamplerConfig};
 use crate::tokenizer::Tokenizer;
@@ -61,24 +71,21 @@ struct Row<'a> {
 }
 
 /// Generates from each of `prompts` (token ids) at once; see the module docs.
-/// `options.max_kv_size` (rotating caches) and `options.kv_quantization` are not supported
-/// in a batch.
+/// With `options.max_kv_size` the rows are prefilled one by one into rotating caches and then
+/// decoded together ([`crate::cache_batch`]); with `options.kv_quantization` the caches are
+/// quantized once the batch (padding included) holds `start` positions.
 pub fn batch_generate(
     model: &dyn LanguageModel,
     tokenizer: &Tokenizer,
     prompts: &[Vec<u32>],
     options: &GenerateOptions,
 ) -> Result<BatchResult> {
+    options.validate()?;
     if prompts.is_empty() {
         return Err(Error::Invalid("batch_generate: no prompts".into()));
     }
     if let Some(i) = prompts.iter().position(Vec::is_empty) {
         return Err(Error::Invalid(format!("batch_generate: prompt {i} is empty")));
-    }
-    if options.max_kv_size.is_some() || options.kv_quantization.is_some() {
-        return Err(Error::Invalid(
-            "batch_generate: max_kv_size (a rotating cache) and kv_bits are not supported in a batch".into(),
-        ));
     }
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     if let Some(n) = model.switch_length() {
@@ -90,10 +97,6 @@ pub fn batch_generate(
         }
     }
     let padding: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
-    let mut cache = make_prompt_cache(model.num_layers(), None);
-    for c in &mut cache {
-        c.set_left_padding(&padding)?;
-    }
     let mut rows: Vec<Row> = prompts
         .iter()
         .enumerate()
@@ -112,29 +115,15 @@ pub fn batch_generate(
             })
         })
         .collect::<Result<_>>()?;
-    // Any valid id pads (its positions are masked): each row repeats its first token.
-    let padded: Vec<Vec<u32>> = prompts
-        .iter()
-        .zip(&padding)
-        .map(|(p, &n)| std::iter::repeat_n(p[0], n).chain(p.iter().copied()).collect())
-        .collect();
-
-    // Prefill all but the last column in chunks, then the last column gives the first logits.
     let t0 = Instant::now();
-    let step = options.prefill_step_size.max(1);
-    let mut start = 0;
-    while start + 1 < longest {
-        let end = (start + step).min(longest - 1);
-        let chunk: Vec<&[u32]> = padded.iter().map(|r| &r[start..end]).collect();
-        let logits = forward(model, &token_rows(&chunk)?, &mut cache, None)?;
-        eval_caches(&cache, &logits)?;
-        start = end;
-    }
-    let last: Vec<&[u32]> = padded.iter().map(|r| &r[longest - 1..]).collect();
-    let mut logits = last_rows(&forward(model, &token_rows(&last)?, &mut cache, None)?)?;
+    let (mut cache, mut logits) = match options.max_kv_size {
+        None => padded_prefill(model, prompts, &padding, options)?,
+        Some(m) => rowwise_prefill(model, prompts, &padding, m, options)?,
+    };
     let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
     let prompt_tps = prompt_tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9);
 
+    let kv = options.kv_quantization.as_ref();
     let t1 = Instant::now();
     let mut results: Vec<Option<(String, Vec<u32>, FinishReason)>> = vec![None; prompts.len()];
     let mut generated = 0;
@@ -168,7 +157,7 @@ pub fn batch_generate(
             }
         }
         let next: Vec<&[u32]> = next.iter().map(std::slice::from_ref).collect();
-        logits = last_rows(&forward(model, &token_rows(&next)?, &mut cache, None)?)?;
+        logits = last_rows(&forward(model, &token_rows(&next)?, &mut cache, kv)?)?;
     }
     let generation_tps = generated as f64 / t1.elapsed().as_secs_f64().max(1e-9);
     let mut out = BatchResult {
@@ -190,4 +179,68 @@ pub fn batch_generate(
         out.finish_reasons.push(finish);
     }
     Ok(out)
+}
+
+/// Runs the left-padded prompts through the model as one batch into standard caches that mask
+/// each row's padding; returns the caches and each row's last logits.
+fn padded_prefill(
+    model: &dyn LanguageModel,
+    prompts: &[Vec<u32>],
+    padding: &[usize],
+    options: &GenerateOptions,
+) -> Result<(Vec<KvCache>, Vec<Vec<f32>>)> {
+    let mut cache = make_prompt_cache(model.num_layers(), None);
+    for c in &mut cache {
+        c.set_left_padding(padding)?;
+    }
+    // Any valid id pads (its positions are masked): each row repeats its first token.
+    let padded: Vec<Vec<u32>> = prompts
+        .iter()
+        .zip(padding)
+        .map(|(p, &n)| std::iter::repeat_n(p[0], n).chain(p.iter().copied()).collect())
+        .collect();
+    let longest = padded[0].len();
+    let kv = options.kv_quantization.as_ref();
+    // Prefill all but the last column in chunks, then the last column gives the first logits.
+    let step = options.prefill_step_size.max(1);
+    let mut start = 0;
+    while start + 1 < longest {
+        let end = (start + step).min(longest - 1);
+        let chunk: Vec<&[u32]> = padded.iter().map(|r| &r[start..end]).collect();
+        let logits = forward(model, &token_rows(&chunk)?, &mut cache, kv)?;
+        eval_caches(&cache, &logits)?;
+        start = end;
+    }
+    let last: Vec<&[u32]> = padded.iter().map(|r| &r[longest - 1..]).collect();
+    let logits = last_rows(&forward(model, &token_rows(&last)?, &mut cache, kv)?)?;
+    Ok((cache, logits))
+}
+
+/// Runs each prompt alone into rotating caches of `max_kv_size` positions (numbered from the
+/// row's padding, so all rows end at one position), then stacks them into one batch cache per
+/// layer ([`BatchRotatingCache`]); returns the caches and each row's last logits.
+fn rowwise_prefill(
+    model: &dyn LanguageModel,
+    prompts: &[Vec<u32>],
+    padding: &[usize],
+    max_kv_size: usize,
+    options: &GenerateOptions,
+) -> Result<(Vec<KvCache>, Vec<Vec<f32>>)> {
+    let mut layers: Vec<Vec<KvCache>> = (0..model.num_layers()).map(|_| Vec::new()).collect();
+    let mut logits = Vec::with_capacity(prompts.len());
+    for (p, &pad) in prompts.iter().zip(padding) {
+        let mut row = model.make_cache(Some(max_kv_size));
+        for c in &mut row {
+            c.set_start(pad)?;
+        }
+        logits.push(prefill(model, p, &mut row, options.prefill_step_size)?);
+        for (layer, c) in layers.iter_mut().zip(row) {
+            layer.push(c);
+        }
+    }
+    let cache = layers
+        .into_iter()
+        .map(|rows| Ok(KvCache::BatchRotating(BatchRotatingCache::merge(rows)?)))
+        .collect::<Result<_>>()?;
+    Ok((cache, logits))
 }

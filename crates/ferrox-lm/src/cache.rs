@@ -16,6 +16,7 @@ use std::path::Path;
 use ferrox::fast::SdpaMask;
 use ferrox::{self as fx, Array, Dtype};
 
+pub use crate::cache_batch::BatchRotatingCache;
 use crate::error::{Error, Result};
 pub use crate::kv_quant::{maybe_quantize, KvQuantization, QuantizedCache};
 
@@ -31,6 +32,8 @@ pub enum KvCache {
     Rotating(RotatingCache),
     /// Keeps everything, quantized.
     Quantized(QuantizedCache),
+    /// Rotating caches of a batch's rows, decoded together (see [`crate::cache_batch`]).
+    BatchRotating(BatchRotatingCache),
 }
 
 /// Fresh caches for `layers` layers: rotating ones of `max_kv_size` positions (keeping 4 sink
@@ -55,6 +58,10 @@ impl KvCache {
                 check_kv(keys, values)?;
                 c.update_and_fetch(keys, values)
             }
+            KvCache::BatchRotating(c) => {
+                check_kv(keys, values)?;
+                c.update_and_fetch(keys, values)
+            }
         }
     }
 
@@ -62,17 +69,19 @@ impl KvCache {
     pub fn offset(&self) -> usize {
         match self {
             KvCache::Standard(c) => c.offset,
-            KvCache::Rotating(c) => c.offset,
+            KvCache::Rotating(c) => c.start + c.offset,
             KvCache::Quantized(c) => c.offset,
+            KvCache::BatchRotating(c) => c.position,
         }
     }
 
-    /// How many positions attention will see.
+    /// How many positions attention will see (the most over a batch's rows).
     pub fn len(&self) -> usize {
         match self {
             KvCache::Standard(c) => c.offset,
             KvCache::Rotating(c) => c.offset.min(c.max_size),
             KvCache::Quantized(c) => c.offset,
+            KvCache::BatchRotating(c) => c.visible().into_iter().max().unwrap_or(0),
         }
     }
 
@@ -85,20 +94,21 @@ impl KvCache {
     /// windowed to `window` positions when given, or to a rotating cache's size).
     pub fn mask(&self, n: usize, window: Option<usize>) -> Result<SdpaMask> {
         match self {
-            KvCache::Standard(c) if c.left_padding.iter().any(|&p| p > 0) => {
-                Ok(SdpaMask::Array(padded_causal_mask(n, c.offset, window, &c.left_padding)?))
+            KvCache::Standard(_) | KvCache::Quantized(_) if self.left_padding().iter().any(|&p| p > 0) => {
+                Ok(SdpaMask::Array(padded_causal_mask(n, self.offset(), window, self.left_padding())?))
             }
             KvCache::Standard(_) | KvCache::Quantized(_) => match window {
                 Some(w) if self.offset() + n > w => Ok(SdpaMask::Array(causal_mask(n, self.offset(), Some(w))?)),
                 _ if n > 1 => Ok(SdpaMask::Causal),
                 _ => Ok(SdpaMask::None),
             },
+            KvCache::BatchRotating(c) => c.mask(n, window),
             KvCache::Rotating(c) => {
                 if n == 1 {
                     return Ok(SdpaMask::None);
                 }
                 let window = window.unwrap_or(c.max_size);
-                let offset = c.offset.min(c.max_size - 1);
+                let offset = c.offset.min(c.max_size.saturating_sub(1));
                 if offset + n > window {
                     Ok(SdpaMask::Array(causal_mask(n, offset, Some(window))?))
                 } else {
@@ -121,19 +131,39 @@ impl KvCache {
         }
     }
 
+    /// Makes an empty rotating cache number its positions from `start`: a row of a
+    /// left-padded batch whose rotating caches are filled one row at a time (positions shifted
+    /// by the row's padding, as the rows of a padded batch are), then merged
+    /// ([`BatchRotatingCache::merge`]).
+    pub fn set_start(&mut self, start: usize) -> Result<()> {
+        match self {
+            KvCache::Rotating(c) if c.offset == 0 => {
+                c.start = start;
+                Ok(())
+            }
+            _ => Err(Error::Invalid("only an empty rotating kv cache takes a start position".into())),
+        }
+    }
+
     /// Keeps only the batch rows `rows` (in that order): sequences that finished leave a
     /// batch this way.
     pub fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
         let idx = Array::from_vec(rows.iter().map(|&r| r as u32).collect::<Vec<_>>());
         let arrays: Vec<&mut Array> = match self {
             KvCache::Standard(c) => {
-                if !c.left_padding.is_empty() {
-                    c.left_padding = rows.iter().map(|&r| c.left_padding[r]).collect();
-                }
+                select(&mut c.left_padding, rows);
                 c.keys.iter_mut().chain(&mut c.values).collect()
             }
             KvCache::Rotating(c) => c.keys.iter_mut().chain(&mut c.values).collect(),
-            KvCache::Quantized(c) => c.keys.iter_mut().chain(&mut c.values).flatten().collect(),
+            KvCache::Quantized(c) => {
+                select(&mut c.left_padding, rows);
+                c.keys.iter_mut().chain(&mut c.values).flatten().collect()
+            }
+            KvCache::BatchRotating(c) => {
+                select(&mut c.counts, rows);
+                select(&mut c.idx, rows);
+                vec![&mut c.keys, &mut c.values]
+            }
         };
         for a in arrays {
             if let Some(&r) = rows.iter().find(|&&r| r >= a.shape()[0]) {
@@ -142,6 +172,15 @@ impl KvCache {
             *a = fx::take(a, &idx, Some(0))?;
         }
         Ok(())
+    }
+
+    /// Each batch row's left padding (empty for an unpadded cache).
+    fn left_padding(&self) -> &[usize] {
+        match self {
+            KvCache::Standard(c) => &c.left_padding,
+            KvCache::Quantized(c) => &c.left_padding,
+            KvCache::Rotating(_) | KvCache::BatchRotating(_) => &[],
+        }
     }
 
     /// Drops the last `n` positions if the cache can (a rotating cache that has wrapped
@@ -159,7 +198,7 @@ impl KvCache {
                 c.idx -= n;
                 n
             }
-            KvCache::Rotating(_) => 0,
+            KvCache::Rotating(_) | KvCache::BatchRotating(_) => 0,
             KvCache::Quantized(c) => {
                 let n = n.min(c.offset);
                 c.offset -= n;
@@ -175,6 +214,7 @@ impl KvCache {
             KvCache::Standard(c) => (&c.keys, &c.values),
             KvCache::Rotating(c) => (&c.keys, &c.values),
             KvCache::Quantized(_) => return None,
+            KvCache::BatchRotating(c) => return Some((&c.keys, &c.values)),
         };
         Some((k.as_ref()?, v.as_ref()?))
     }
@@ -185,12 +225,20 @@ impl KvCache {
             KvCache::Standard(c) => c.keys.iter().chain(&c.values).collect(),
             KvCache::Rotating(c) => c.keys.iter().chain(&c.values).collect(),
             KvCache::Quantized(c) => c.keys.iter().chain(&c.values).flatten().collect(),
+            KvCache::BatchRotating(c) => vec![&c.keys, &c.values],
         }
     }
 
     /// Bytes held by the cached keys and values.
     pub fn nbytes(&self) -> usize {
         self.arrays().into_iter().map(Array::nbytes).sum()
+    }
+}
+
+/// Keeps the entries `rows` of a per-row list (if it is not empty).
+fn select<T: Copy>(per_row: &mut Vec<T>, rows: &[usize]) {
+    if !per_row.is_empty() {
+        *per_row = rows.iter().filter_map(|&r| per_row.get(r).copied()).collect();
     }
 }
 
@@ -224,12 +272,12 @@ pub fn padded_causal_mask(n: usize, offset: usize, window: Option<usize>, paddin
 /// A cache that keeps every position, in a buffer grown [`STEP`] positions at a time.
 #[derive(Clone, Debug, Default)]
 pub struct StandardCache {
-    keys: Option<Array>,
-    values: Option<Array>,
-    offset: usize,
+    pub(crate) keys: Option<Array>,
+    pub(crate) values: Option<Array>,
+    pub(crate) offset: usize,
     /// For a batch of left-padded sequences: each row's padding, positions no query of that
     /// row may see (empty when unbatched).
-    left_padding: Vec<usize>,
+    pub(crate) left_padding: Vec<usize>,
 }
 
 /// `a[..., start:stop, :]` on axis 2.
@@ -297,19 +345,23 @@ impl StandardCache {
 /// A cache of at most `max_size` positions that always keeps the first `keep`.
 #[derive(Clone, Debug)]
 pub struct RotatingCache {
-    keys: Option<Array>,
-    values: Option<Array>,
-    offset: usize,
-    max_size: usize,
-    keep: usize,
+    pub(crate) keys: Option<Array>,
+    pub(crate) values: Option<Array>,
+    /// Positions written so far.
+    pub(crate) offset: usize,
+    pub(crate) max_size: usize,
+    pub(crate) keep: usize,
     /// Where the next single-token write goes.
-    idx: usize,
+    pub(crate) idx: usize,
+    /// The position of the first token (0, except for a row of a left-padded batch, whose
+    /// positions start after its padding).
+    pub(crate) start: usize,
 }
 
 impl RotatingCache {
     /// An empty cache of `max_size` positions keeping `keep` sink tokens.
     pub fn new(max_size: usize, keep: usize) -> RotatingCache {
-        RotatingCache { keys: None, values: None, offset: 0, max_size, keep: keep.min(max_size), idx: 0 }
+        RotatingCache { keys: None, values: None, offset: 0, max_size, keep: keep.min(max_size), idx: 0, start: 0 }
     }
 
     /// See [`KvCache::update_and_fetch`]. One token is written in place (rotating over the
@@ -452,6 +504,11 @@ pub fn save_prompt_cache(path: impl AsRef<Path>, caches: &[KvCache], metadata: &
                 [c.keys.as_ref().map(|t| t.iter().collect()), c.values.as_ref().map(|t| t.iter().collect())],
                 vec![c.offset, c.group_size, c.bits],
             ),
+            KvCache::BatchRotating(_) => {
+                return Err(Error::Invalid(format!(
+                    "layer {l}: a batch's rotating caches cannot be saved as a prompt cache"
+                )))
+            }
         };
         meta.insert(format!("1.{l}"), class.to_string());
         for (i, a) in kv.into_iter().enumerate() {
@@ -529,6 +586,7 @@ pub fn load_prompt_cache(path: impl AsRef<Path>) -> Result<(Vec<KvCache>, HashMa
                 keep: int(format!("{l}.3"))?,
                 max_size: int(format!("{l}.4"))?,
                 idx: int(format!("{l}.5"))?,
+                start: 0,
             }),
             "QuantizedKVCache" => {
                 let triple = |i: usize| -> Result<Option<[Array; 3]>> {
@@ -546,6 +604,7 @@ pub fn load_prompt_cache(path: impl AsRef<Path>) -> Result<(Vec<KvCache>, HashMa
                     offset: int(format!("{l}.2"))?,
                     group_size: int(format!("{l}.3"))?,
                     bits: int(format!("{l}.4"))?,
+                    left_padding: vec![],
                 })
             }
             other => {
@@ -555,7 +614,47 @@ pub fn load_prompt_cache(path: impl AsRef<Path>) -> Result<(Vec<KvCache>, HashMa
             }
         });
     }
+    for (l, c) in caches.iter().enumerate() {
+        c.check_loaded().map_err(|m| bad(format!("layer {l}: {m}")))?;
+    }
     Ok((caches, user))
+}
+
+impl KvCache {
+    /// Whether a cache read from a file is consistent: keys and values `[B, H, S, D]` alike
+    /// in B, H and S, holding at least the positions the counters say.
+    fn check_loaded(&self) -> std::result::Result<(), String> {
+        let (k, v): (Option<&Array>, Option<&Array>) = match self {
+            KvCache::Standard(c) => (c.keys.as_ref(), c.values.as_ref()),
+            KvCache::Rotating(c) => (c.keys.as_ref(), c.values.as_ref()),
+            KvCache::Quantized(c) => (c.keys.as_ref().map(|t| &t[0]), c.values.as_ref().map(|t| &t[0])),
+            KvCache::BatchRotating(_) => return Ok(()),
+        };
+        let slots = match (k, v) {
+            (Some(k), Some(v)) => {
+                let (ks, vs) = (k.shape(), v.shape());
+                if ks.len() != 4 || vs.len() != 4 || ks[..3] != vs[..3] {
+                    return Err(format!("keys {ks:?} and values {vs:?} are not [B, H, S, D] alike"));
+                }
+                ks[2]
+            }
+            (None, None) => 0,
+            _ => return Err("keys without values or values without keys".into()),
+        };
+        match self {
+            KvCache::Rotating(c)
+                if c.max_size == 0 || c.keep > c.max_size || c.idx > slots || (c.offset > 0) != (slots > 0) =>
+            {
+                Err(format!(
+                    "rotating cache with {slots} slots, offset {}, keep {}, max_size {}, idx {}",
+                    c.offset, c.keep, c.max_size, c.idx
+                ))
+            }
+            KvCache::Rotating(_) => Ok(()),
+            _ if self.offset() > slots => Err(format!("offset {} but only {slots} cached positions", self.offset())),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Caches together with the tokens they hold, so a new prompt that extends (or shares a

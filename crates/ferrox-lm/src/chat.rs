@@ -24,7 +24,15 @@ pub struct ChatOptions {
     pub tools: Option<Vec<serde_json::Value>>,
     /// Extra template variables (mlx-lm's `--chat-template-config`, e.g. `enable_thinking`).
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// End the text right after the last message's content, leaving that message open for
+    /// the model to continue (transformers' `continue_final_message`; what
+    /// `mlx_lm.cache_prompt` renders and `--prefill-response` needs).
+    pub continue_final_message: bool,
 }
+
+/// Marks the end of the final message's content when it is to be continued (the tag
+/// transformers uses, trailing space included, so a template that trims it shows).
+const CONTINUE_TAG: &str = "CONTINUE_FINAL_MESSAGE_TAG ";
 
 impl ChatTemplate {
     /// Compiles `source`; `special` are the special tokens made visible to it by name.
@@ -49,7 +57,19 @@ impl ChatTemplate {
         for (k, v) in &self.special {
             ctx.insert(k.clone(), serde_json::Value::String(v.clone()));
         }
-        ctx.insert("messages".into(), serde_json::Value::Array(messages.to_vec()));
+        let mut messages = messages.to_vec();
+        if options.continue_final_message {
+            let content = messages.last_mut().and_then(|m| m.get_mut("content"));
+            match content {
+                Some(serde_json::Value::String(s)) => s.push_str(CONTINUE_TAG),
+                _ => {
+                    return Err(Error::Template(
+                        "continue_final_message: the last message has no text content to continue".into(),
+                    ))
+                }
+            }
+        }
+        ctx.insert("messages".into(), serde_json::Value::Array(messages));
         ctx.insert("add_generation_prompt".into(), options.add_generation_prompt.into());
         if let Some(tools) = &options.tools {
             ctx.insert("tools".into(), serde_json::Value::Array(tools.clone()));
@@ -58,7 +78,20 @@ impl ChatTemplate {
             ctx.insert(k.clone(), v.clone());
         }
         let template = self.env.get_template("chat").map_err(|e| Error::Template(describe(&e)))?;
-        template.render(Value::from_serialize(&ctx)).map_err(|e| Error::Template(describe(&e)))
+        let text = template.render(Value::from_serialize(&ctx)).map_err(|e| Error::Template(describe(&e)))?;
+        if !options.continue_final_message {
+            return Ok(text);
+        }
+        // Cut at the tag; if the template trimmed the content (and the tag's space), whatever
+        // whitespace the message ended with goes too.
+        let tag = CONTINUE_TAG.trim_end();
+        match text.rfind(tag) {
+            Some(at) if text[at..].starts_with(CONTINUE_TAG) => Ok(text[..at].to_string()),
+            Some(at) => Ok(text[..at].trim_end().to_string()),
+            None => Err(Error::Template(
+                "continue_final_message: the template does not show the last message's content".into(),
+            )),
+        }
     }
 }
 

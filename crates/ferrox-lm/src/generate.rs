@@ -62,6 +62,20 @@ impl Default for GenerateOptions {
     }
 }
 
+impl GenerateOptions {
+    /// Checks the settings that have no meaning: an empty rotating cache or prefill step (the
+    /// sampler checks its own when it is made).
+    pub fn validate(&self) -> Result<()> {
+        if self.max_kv_size == Some(0) {
+            return Err(Error::Invalid("max_kv_size must be at least 1".into()));
+        }
+        if self.prefill_step_size == 0 {
+            return Err(Error::Invalid("prefill_step_size must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
 /// One step of [`stream_generate`].
 #[derive(Clone, Debug)]
 pub struct GenerationResponse {
@@ -269,6 +283,7 @@ pub fn stream_generate_with_cache<'a>(
     if cache.len() != model.num_layers() {
         return Err(Error::Invalid(format!("{} caches for a model of {} layers", cache.len(), model.num_layers())));
     }
+    options.validate()?;
     let sampler = Sampler::new(options.sampler.clone())?;
     Ok(StreamGenerate {
         model,

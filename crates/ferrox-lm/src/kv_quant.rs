@@ -46,6 +46,9 @@ pub struct QuantizedCache {
     pub(crate) offset: usize,
     pub(crate) group_size: usize,
     pub(crate) bits: usize,
+    /// For a batch of left-padded sequences, each row's padding (see
+    /// [`KvCache::set_left_padding`]); empty when unbatched.
+    pub(crate) left_padding: Vec<usize>,
 }
 
 /// `fx::quantize` of `a` as a (packed, scales, biases) triple.
@@ -59,7 +62,14 @@ fn quantize(a: &Array, group_size: usize, bits: usize) -> Result<[Array; 3]> {
 impl QuantizedCache {
     /// An empty cache.
     pub fn new(q: KvQuantization) -> QuantizedCache {
-        QuantizedCache { keys: None, values: None, offset: 0, group_size: q.group_size, bits: q.bits }
+        QuantizedCache {
+            keys: None,
+            values: None,
+            offset: 0,
+            group_size: q.group_size,
+            bits: q.bits,
+            left_padding: vec![],
+        }
     }
 
     /// A cache from stored keys and values (whole buffers, as mlx-lm's `to_quantized` takes
@@ -109,12 +119,17 @@ impl QuantizedCache {
 }
 
 /// Turns every standard cache that holds at least `q.start` positions into a quantized one
-/// (mlx-lm's `maybe_quantize_kv_cache`). Rotating caches, already bounded, stay as they are.
+/// (mlx-lm's `maybe_quantize_kv_cache`), keeping a batch's left padding. Rotating caches,
+/// already bounded, stay as they are.
 pub fn maybe_quantize(caches: &mut [KvCache], q: &KvQuantization) -> Result<()> {
     for c in caches.iter_mut() {
-        if matches!(c, KvCache::Standard(_)) && c.offset() >= q.start {
-            let (k, v) = c.buffers().map_or((None, None), |(k, v)| (Some(k.clone()), Some(v.clone())));
-            *c = KvCache::Quantized(QuantizedCache::from_buffers(k.as_ref(), v.as_ref(), c.offset(), *q)?);
+        if let KvCache::Standard(s) = c {
+            if s.offset < q.start {
+                continue;
+            }
+            let mut quantized = QuantizedCache::from_buffers(s.keys.as_ref(), s.values.as_ref(), s.offset, *q)?;
+            quantized.left_padding = std::mem::take(&mut s.left_padding);
+            *c = KvCache::Quantized(quantized);
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod cache;
+pub mod cache_batch;
 pub mod chat;
 pub mod config;
 pub mod convert;
@@ -15,6 +16,7 @@ pub mod kv_quant;
 pub mod load;
 pub mod loader;
 pub mod models;
+pub mod prompt;
 pub mod quant;
 pub mod sample;
 pub mod tokenizer;

@@ -197,3 +197,29 @@ fn quantized_prompt_cache_loads_from_mlx_lm_and_round_trips() {
     std::fs::remove_file(&tmp).ok();
     assert_eq!(fetch(again[0].clone()), (k, v));
 }
+
+#[test]
+fn inconsistent_prompt_cache_files_are_errors() {
+    // A standard cache of 3 positions (in a buffer of 256) saved, then its offset (tensor
+    // `0.2`) or its values replaced: loading names the layer and what is wrong.
+    let mut c = KvCache::Standard(StandardCache::default());
+    c.update_and_fetch(&randn(&[1, 2, 3, 4], 1), &randn(&[1, 2, 3, 4], 2)).unwrap();
+    let good = std::env::temp_dir().join(format!("ferrox-good-{}.safetensors", std::process::id()));
+    save_prompt_cache(&good, &[c], &HashMap::new()).unwrap();
+    let (arrays, meta) = fx::load_safetensors(&good).unwrap();
+    let bad = std::env::temp_dir().join(format!("ferrox-bad-{}.safetensors", std::process::id()));
+    let cases = [
+        ("0.2", Array::scalar(1000i32), "offset 1000 but only 256"),
+        ("0.1", randn(&[1, 3, 8, 4], 3), "not [B, H, S, D] alike"),
+    ];
+    for (name, replacement, message) in cases {
+        let mut changed = arrays.clone();
+        changed.insert(name.to_string(), replacement);
+        fx::save_safetensors(&bad, changed.iter().map(|(k, v)| (k.as_str(), v)), Some(&meta)).unwrap();
+        let e = load_prompt_cache(&bad).unwrap_err().to_string();
+        assert!(e.contains("layer 0") && e.contains(message), "{e}");
+    }
+    assert!(load_prompt_cache(&good).is_ok());
+    std::fs::remove_file(&good).ok();
+    std::fs::remove_file(&bad).ok();
+}

@@ -258,6 +258,7 @@ fn caches_follow_layer_types() {
                 KvCache::Standard(_) => 'S',
                 KvCache::Rotating(_) => 'R',
                 KvCache::Quantized(_) => 'Q',
+                KvCache::BatchRotating(_) => 'B',
             })
             .collect()
     };

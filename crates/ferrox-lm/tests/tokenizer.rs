@@ -42,6 +42,7 @@ fn chat_template_renders_as_transformers() {
         let options = ChatOptions {
             add_generation_prompt: case["add_generation_prompt"].as_bool().unwrap(),
             tools: case.get("tools").and_then(Value::as_array).cloned(),
+            continue_final_message: case.get("continue_final_message").and_then(Value::as_bool).unwrap_or(false),
             ..Default::default()
         };
         let got = template.render(case["messages"].as_array().unwrap(), &options).unwrap();
