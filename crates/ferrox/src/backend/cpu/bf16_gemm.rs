@@ -53,7 +53,7 @@ pub fn cpu_supported() -> bool {
 /// overwritten. The CPU must have AVX512-BF16 ([`cpu_supported`]).
 pub fn gemm(a: &[u16], lda: usize, m: usize, b: &impl PackB, acc: &mut [f32]) {
     let (k, n) = b.dims();
-    assert!(cpu_supported() && k % 2 == 0 && acc.len() >= m * n && (m == 0 || a.len() >= (m - 1) * lda + k));
+    assert!(cpu_supported() && k > 0 && k % 2 == 0 && acc.len() >= m * n && (m == 0 || a.len() >= (m - 1) * lda + k));
     if let Some(gs) = b.group_size() {
         assert!(gs % 2 == 0 && k % gs == 0);
     }

@@ -316,7 +316,7 @@ fn half_matmul<T: Element<Acc = f32>>(inputs: &[Array], alpha: f64, beta: f64, s
             let [oa, ob] = row_offsets::<2>(batch_shape, &bstrides, bi);
             let (a_rs, a_cs) = (sa[nd - 2], sa[nd - 1]);
             let bm = Mat { ptr: Ptr(unsafe { pb.get().offset(ob) }), rs: sb[nd - 2], cs: sb[nd - 1] };
-            if T::DTYPE == Dtype::Bf16 && m > 1 && k % 2 == 0 && bf16_gemm::cpu_supported() {
+            if T::DTYPE == Dtype::Bf16 && m > 1 && k > 0 && k % 2 == 0 && bf16_gemm::cpu_supported() {
                 // SAFETY: a's rows and b are batch bi's views (bf16: T is bf16 here).
                 unsafe { bf16_product(pa.get().offset(oa) as *const u16, a_rs, a_cs, m, k, bm.cast(), n, &mut acc) };
             } else {

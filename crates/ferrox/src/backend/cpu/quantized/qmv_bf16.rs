@@ -157,6 +157,8 @@ mod x86 {
             }
         }
         let chunks = cols.div_ceil(CHUNK);
+        // Groups a chunk spans (gs divides CHUNK): hoisted, as the divisor is not a constant.
+        let chunk_groups = CHUNK / gs;
         // Bytes of the last chunk (a full chunk is 64).
         let tail_bytes = (cols - (chunks - 1) * CHUNK) / 2;
         let tail_mask: u64 = if tail_bytes == 64 { u64::MAX } else { (1u64 << tail_bytes) - 1 };
@@ -203,7 +205,7 @@ mod x86 {
                 let q1 = codes(_mm512_srli_epi16::<4>(w), low4, magic);
                 let q2 = codes(_mm512_srli_epi16::<8>(w), low4, magic);
                 let q3 = codes(_mm512_srli_epi16::<12>(w), low4, magic);
-                let first = c * CHUNK / gs;
+                let first = c * chunk_groups;
                 let sv = _mm512_permutexvar_ps(lane_group, _mm512_loadu_ps(scales.as_ptr().add(i * stride + first)));
                 for m in 0..R {
                     let a = _mm512_dpbf16_ps(_mm512_setzero_ps(), q0, xs[m][0]);
