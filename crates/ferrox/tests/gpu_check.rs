@@ -1181,6 +1181,16 @@ fn llm_timings(c: &mut Checker, out: &mut Vec<(String, String)>) {
     }
     for (n, k) in [(8192usize, 2048usize), (2048, 8192), (128256, 2048)] {
         let w = c.array(&[n, k], bf, -1.0, 1.0);
+        // The dense decode product (the matrix-vector kernel): 1 and 8 rows against Wᵀ.
+        let wt = fx::transpose(&w, &[1, 0]).unwrap();
+        for rows in [1usize, 8] {
+            let x = c.array(&[rows, k], bf, -1.0, 1.0);
+            let s = time(30, || fx::matmul(&x, &wt).unwrap());
+            out.push((
+                format!("matmul bf16 rows {rows} x ({n} x {k})ᵀ (gemv)"),
+                format!("{:.0} GB/s ({:.1} µs)", (2 * n * k) as f64 / s / 1e9, s * 1e6),
+            ));
+        }
         for bits in [4usize, 8] {
             let (wq, sc, bi) = cpu(|| fx::quantize(&w, 64, bits, QuantMode::Affine)).unwrap();
             let bi = bi.unwrap();

@@ -116,7 +116,9 @@ fn gemv(g: &Gpu, a: &Array, b: &Array, alpha: f64, shape: &[usize], dtype: Dtype
     if pa % 16 != 0 || pb % 16 != 0 {
         return Ok(false);
     }
-    let f = g.function(&format!("gemv {}", ctype(dtype)), "gemv", || format!("{COMMON}\n#define T {}\n{GEMV_SRC}\n", ctype(dtype)))?;
+    let f = g.function(&format!("gemv {}", ctype(dtype)), "gemv", || {
+        format!("{COMMON}\n#define T {}\n{GEMV_SRC}\n", ctype(dtype))
+    })?;
     let warps = (GEMV_BLOCK / 32) as usize;
     let args = [
         Arg::U64(po),
