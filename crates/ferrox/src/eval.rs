@@ -63,6 +63,13 @@ impl EvalGuard {
     }
 }
 
+impl EvalGuard {
+    /// True for the evaluation that took the lock (not one nested inside a kernel).
+    fn outermost(&self) -> bool {
+        self._lock.is_some()
+    }
+}
+
 impl Drop for EvalGuard {
     fn drop(&mut self) {
         if self._lock.is_some() {
@@ -77,7 +84,7 @@ impl Drop for EvalGuard {
 /// behind it is freed. On error, the arrays that were not computed stay as they were.
 pub fn eval(outputs: &[&Array]) -> Result<()> {
     let guard = EvalGuard::acquire();
-    let outer = guard._lock.is_some() && crate::profile::enabled();
+    let outer = guard.outermost() && crate::profile::enabled();
     let start = outer.then(|| {
         let now = std::time::Instant::now();
         if let Some(t) = LAST_EVAL_END.lock().unwrap_or_else(|e| e.into_inner()).take() {

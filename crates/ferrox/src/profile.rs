@@ -88,7 +88,7 @@ pub fn report(reset: bool) -> Vec<OpTime> {
 }
 
 /// `report` as a text table: op, count, total ms, µs per call, share of the recorded total.
-/// Rows in parentheses are host steps around the ops (see [`record_step`]): the graph walk,
+/// Rows in parentheses are host steps around the ops, not ops: the graph walk,
 /// the time between evaluations (building the next graph, reading results, sampling), and on a
 /// GPU the host's reads of device data (waiting for the GPU, then copying).
 pub fn format_report(rows: &[OpTime]) -> String {
@@ -105,5 +105,5 @@ pub fn format_report(rows: &[OpTime]) -> String {
             if sum > 0.0 { 100.0 * t / sum } else { 0.0 }
         );
     }
-    out + &format!("{:<32} {:>9} {:>11.2}\n", "all ops", "", sum * 1e3)
+    out + &format!("{:<32} {:>9} {:>11.2}\n", "total (all rows)", "", sum * 1e3)
 }
