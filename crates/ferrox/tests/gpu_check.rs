@@ -526,7 +526,7 @@ fn fast(c: &mut Checker) {
         });
         c.check(&format!("fast rope {dt} transposed view, computed offset"), b, || {
             let v = fx::transpose(&qt, &[0, 2, 1, 3])?;
-            let off = fx::add(&Array::scalar(20i32), &Array::scalar(5i32))?;
+            let off = fx::add(Array::scalar(20i32), Array::scalar(5i32))?;
             fx::fast::rope(&v, 32, true, Some(10000.0), 1.0, &off, None)
         });
         // Rows not contiguous (features strided): through a row-major copy.

@@ -95,7 +95,11 @@ fn gemv(g: &Gpu, a: &Array, b: &Array, alpha: f64, shape: &[usize], dtype: Dtype
     let (n, k) = (shape[nd - 1], a.shape()[a.ndim() - 1]);
     let rows = shape[..nd - 1].iter().product::<usize>();
     let chunk = 16 / dtype.size();
-    if rows == 0 || rows > GEMV_ROWS || k % chunk != 0 || a.shape()[..a.ndim() - 1].iter().product::<usize>() != rows {
+    if rows == 0
+        || rows > GEMV_ROWS
+        || !k.is_multiple_of(chunk)
+        || a.shape()[..a.ndim() - 1].iter().product::<usize>() != rows
+    {
         return Ok(false);
     }
     let (da, db) = (a.data()?, b.data()?);
@@ -109,7 +113,7 @@ fn gemv(g: &Gpu, a: &Array, b: &Array, alpha: f64, shape: &[usize], dtype: Dtype
     }
     let (sk, sn) = (db.strides[bn - 2], db.strides[bn - 1]);
     let ws = if n > 1 { sn } else { k as isize };
-    if (sk != 1 && k > 1) || ws < k as isize || ws as usize % chunk != 0 {
+    if (sk != 1 && k > 1) || ws < k as isize || !(ws as usize).is_multiple_of(chunk) {
         return Ok(false);
     }
     let (pa, pb) = (device_ptr(g, &da, dtype)?, device_ptr(g, &db, dtype)?);
