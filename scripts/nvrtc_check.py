@@ -1,7 +1,7 @@
 """Compiles ferrox's CUDA kernel sources with NVRTC for sm_90, here, without a GPU: catches
 syntax errors before a device run and prints each kernel's registers, spills and shared memory.
 
-    python3 scripts/nvrtc_check.py [FAMILY ...]   # attention quantized index fast reduce elementwise
+    python3 scripts/nvrtc_check.py [FAMILY ...]   # attention quantized index fast reduce elementwise gemv
                                                 # sort scatter random conv
 
 Needs the nvidia-cuda-nvrtc wheel (cuda-bindings); the sources are assembled as the Rust side
@@ -34,7 +34,7 @@ def fam(name, defines, body, extra=""):
     return compile_src(name, f"{COMMON}\n{d}{(K / body).read_text()}\n{extra}")
 
 want = set(sys.argv[1:]) or {"attention", "quantized", "index", "fast", "reduce", "elementwise", "sort", "scatter",
-                             "random", "conv"}
+                             "random", "conv", "gemv"}
 ok = True
 for t in ["float", "f16", "bf16"]:
     if "attention" in want:
@@ -47,6 +47,8 @@ for t in ["float", "f16", "bf16"]:
             ok &= fam(f"quantized {t} {bits} fmt {fmt}", {"T": t, "BITS": bits, "FMT": fmt}, "quantized.cu")
     if "fast" in want:
         ok &= fam(f"fast {t}", {"T": t}, "fast.cu")
+    if "gemv" in want:
+        ok &= fam(f"gemv {t}", {"T": t}, "gemv.cu")
 if "index" in want:
     for t in ["u8", "u16", "u32", "u64"]:
         ok &= fam(f"index {t} i32", {"T": t, "I": "i32"}, "index.cu")

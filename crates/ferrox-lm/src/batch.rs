@@ -28,7 +28,7 @@ use crate::generate::{
     eval_caches, forward, last_rows, prefill, token_rows, FinishReason, GenerateOptions, TextEmitter,
 };
 use crate::models::LanguageModel;
-use crate::sample::{Sampler, SamplerConfig};
+use crate::sample::{greedy_rows, Sampler, SamplerConfig};
 use crate::tokenizer::Tokenizer;
 
 /// What [`batch_generate`] returns: each prompt's text, tokens and finish reason, in the
@@ -58,6 +58,13 @@ pub struct BatchStats {
     pub generation_tps: f64,
     /// Peak memory, in GB.
     pub peak_memory: f64,
+}
+
+/// One step's outcome for every row: logits on the host to sample from, or tokens already
+/// picked where the logits are (plain greedy sampling on a GPU).
+enum Picks {
+    Logits(Vec<Vec<f32>>),
+    Tokens(Vec<u32>),
 }
 
 /// One prompt's state while it is in the batch.
@@ -116,9 +123,19 @@ pub fn batch_generate(
         })
         .collect::<Result<_>>()?;
     let t0 = Instant::now();
-    let (mut cache, mut logits) = match options.max_kv_size {
+    let (mut cache, first) = match options.max_kv_size {
         None => padded_prefill(model, prompts, &padding, options)?,
         Some(m) => rowwise_prefill(model, prompts, &padding, m, options)?,
+    };
+    let mut logits = Picks::Logits(first);
+    // Plain greedy sampling on a GPU picks the tokens there (only the ids come back).
+    let on_device = fx::default_device() != fx::Device::Cpu && rows.iter().all(|r| r.sampler.is_plain_greedy());
+    let picks = |logits: fx::Array| -> Result<Picks> {
+        Ok(if on_device {
+            Picks::Tokens(greedy_rows(&logits)?.into_iter().map(|s| s.token).collect())
+        } else {
+            Picks::Logits(last_rows(&logits)?)
+        })
     };
     let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
     let prompt_tps = prompt_tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9);
@@ -130,8 +147,11 @@ pub fn batch_generate(
     while !rows.is_empty() && options.max_tokens > 0 {
         let mut keep = Vec::with_capacity(rows.len());
         let mut next = Vec::with_capacity(rows.len());
-        for (i, (row, l)) in rows.iter_mut().zip(&logits).enumerate() {
-            let token = row.sampler.sample(l, &row.history)?.token;
+        for (i, row) in rows.iter_mut().enumerate() {
+            let token = match &logits {
+                Picks::Logits(l) => row.sampler.sample(&l[i], &row.history)?.token,
+                Picks::Tokens(t) => t[i],
+            };
             generated += 1;
             row.history.push(token);
             row.tokens.push(token);
@@ -157,7 +177,7 @@ pub fn batch_generate(
             }
         }
         let next: Vec<&[u32]> = next.iter().map(std::slice::from_ref).collect();
-        logits = last_rows(&forward(model, &token_rows(&next)?, &mut cache, kv)?)?;
+        logits = picks(forward(model, &token_rows(&next)?, &mut cache, kv)?)?;
     }
     let generation_tps = generated as f64 / t1.elapsed().as_secs_f64().max(1e-9);
     let mut out = BatchResult {

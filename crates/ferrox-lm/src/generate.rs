@@ -10,7 +10,7 @@ use crate::cache::{maybe_quantize, KvCache, KvQuantization};
 use crate::detokenizer::Detokenizer;
 use crate::error::{Error, Result};
 use crate::models::LanguageModel;
-use crate::sample::{Sampled, Sampler, SamplerConfig};
+use crate::sample::{greedy_rows, Sampled, Sampler, SamplerConfig};
 use crate::tokenizer::Tokenizer;
 
 /// Why generation ended.
@@ -200,8 +200,17 @@ pub struct StreamGenerate<'a> {
     prompt_tps: f64,
     generated: usize,
     first_token_at: Option<Instant>,
-    next_logits: Option<Vec<f32>>,
+    next_logits: Option<NextLogits>,
+    /// Pick tokens where the logits are ([`greedy_rows`]): plain greedy sampling on a GPU.
+    pick_on_device: bool,
     done: bool,
+}
+
+/// The logits the next pick reads: on the host, or the model's output `[1, L, V]` as an
+/// array (for [`greedy_rows`], which reads back only the pick).
+enum NextLogits {
+    Host(Vec<f32>),
+    Array(Array),
 }
 
 /// Turns one sequence's sampled tokens into text: streaming detokenization, and the end on an
@@ -285,6 +294,7 @@ pub fn stream_generate_with_cache<'a>(
     }
     options.validate()?;
     let sampler = Sampler::new(options.sampler.clone())?;
+    let pick_on_device = sampler.is_plain_greedy() && fx::default_device() != fx::Device::Cpu;
     Ok(StreamGenerate {
         model,
         emitter: TextEmitter::new(tokenizer, &options),
@@ -296,6 +306,7 @@ pub fn stream_generate_with_cache<'a>(
         generated: 0,
         first_token_at: None,
         next_logits: None,
+        pick_on_device,
         done: options.max_tokens == 0,
         options,
     })
@@ -325,10 +336,17 @@ impl StreamGenerate<'_> {
                 let (step, kv) = (self.options.prefill_step_size, self.options.kv_quantization.as_ref());
                 let logits = prefill_quantizing(self.model, &self.history, &mut self.cache, step, kv)?;
                 self.prompt_tps = self.prompt_tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-                logits
+                NextLogits::Host(logits)
             }
         };
-        let sampled = self.sampler.sample(&logits, &self.history)?;
+        let sampled = match logits {
+            NextLogits::Host(l) => self.sampler.sample(&l, &self.history)?,
+            NextLogits::Array(a) => {
+                let l = a.shape()[1];
+                let last = fx::slice_axis(&a, 1, l as isize - 1, l as isize)?;
+                greedy_rows(&last)?.pop().ok_or_else(|| Error::Invalid("no logits to sample".into()))?
+            }
+        };
         let token = sampled.token;
         self.generated += 1;
         self.history.push(token);
@@ -343,9 +361,11 @@ impl StreamGenerate<'_> {
             let (step, kv) = (self.options.prefill_step_size, self.options.kv_quantization.as_ref());
             self.next_logits = Some(if rerun {
                 self.cache = self.model.make_cache(self.options.max_kv_size);
-                prefill_quantizing(self.model, &self.history, &mut self.cache, step, kv)?
+                NextLogits::Host(prefill_quantizing(self.model, &self.history, &mut self.cache, step, kv)?)
+            } else if self.pick_on_device {
+                NextLogits::Array(forward(self.model, &token_rows(&[&[token]])?, &mut self.cache, kv)?)
             } else {
-                last_logits(self.model, &[token], &mut self.cache, kv)?
+                NextLogits::Host(last_logits(self.model, &[token], &mut self.cache, kv)?)
             });
         }
         // As mlx-lm counts it: tokens so far over the time since the first one was sampled.

@@ -63,6 +63,13 @@ impl EvalGuard {
     }
 }
 
+impl EvalGuard {
+    /// True for the evaluation that took the lock (not one nested inside a kernel).
+    fn outermost(&self) -> bool {
+        self._lock.is_some()
+    }
+}
+
 impl Drop for EvalGuard {
     fn drop(&mut self) {
         if self._lock.is_some() {
@@ -76,10 +83,28 @@ impl Drop for EvalGuard {
 /// Each op runs once. An evaluated array keeps its data and drops its inputs, so the graph
 /// behind it is freed. On error, the arrays that were not computed stay as they were.
 pub fn eval(outputs: &[&Array]) -> Result<()> {
-    let _guard = EvalGuard::acquire();
+    let guard = EvalGuard::acquire();
+    let outer = guard.outermost() && crate::profile::enabled();
+    let start = outer.then(|| {
+        let now = std::time::Instant::now();
+        if let Some(t) = LAST_EVAL_END.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            crate::profile::record_step("between evals: graph building, reads, sampling", now - t);
+        }
+        now
+    });
     let order = topological_order(outputs)?;
-    run_in_pool(order)
+    if let Some(t) = start {
+        crate::profile::record_step("eval: graph walk", t.elapsed());
+    }
+    let result = run_in_pool(order);
+    if outer {
+        *LAST_EVAL_END.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+    }
+    result
 }
+
+/// When the last outermost evaluation ended (recorded only while profiling).
+static LAST_EVAL_END: Mutex<Option<std::time::Instant>> = Mutex::new(None);
 
 /// Runs the ops of `order` in turn on a thread of the compute pool (rayon's), stopping at the
 /// first error. A kernel that splits its work then shares it with the pool's other threads by

@@ -406,6 +406,13 @@ impl Buffer {
         matches!(self.host.get(), Some(HostStorage::Owned(..))) && self.device.get().is_none()
     }
 
+    /// True if the bytes live only in device memory (no host copy): the one kind of buffer a
+    /// GPU kernel may write in place once nothing else holds it.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn is_device_only(&self) -> bool {
+        self.host.get().is_none() && self.device.get().is_some()
+    }
+
     /// The device copy, if there is one.
     pub fn device_memory(&self) -> Option<&Arc<dyn DeviceMemory>> {
         self.device.get()

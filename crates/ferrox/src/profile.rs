@@ -46,7 +46,16 @@ fn op_name(op: &Op) -> String {
 
 /// Adds one evaluation of `op` producing `dtype` that took `elapsed`.
 pub(crate) fn record(op: &Op, dtype: Dtype, elapsed: Duration) {
-    let key = format!("{} {dtype}", op_name(op));
+    add(format!("{} {dtype}", op_name(op)), elapsed);
+}
+
+/// Adds `elapsed` under a host step that is not an op, named in parentheses so it sorts
+/// apart from the ops: "(eval: graph walk)", "(GPU → host reads)", ….
+pub(crate) fn record_step(name: &str, elapsed: Duration) {
+    add(format!("({name})"), elapsed);
+}
+
+fn add(key: String, elapsed: Duration) {
     let mut table = TABLE.lock().unwrap_or_else(|e| e.into_inner());
     let entry = table.get_or_insert_with(HashMap::new).entry(key).or_default();
     entry.0 += 1;
@@ -79,6 +88,9 @@ pub fn report(reset: bool) -> Vec<OpTime> {
 }
 
 /// `report` as a text table: op, count, total ms, µs per call, share of the recorded total.
+/// Rows in parentheses are host steps around the ops, not ops: the graph walk,
+/// the time between evaluations (building the next graph, reading results, sampling), and on a
+/// GPU the host's reads of device data (waiting for the GPU, then copying).
 pub fn format_report(rows: &[OpTime]) -> String {
     let sum: f64 = rows.iter().map(|r| r.total.as_secs_f64()).sum();
     let mut out = format!("{:<32} {:>9} {:>11} {:>10} {:>7}\n", "op", "count", "total ms", "µs/call", "share");
@@ -93,5 +105,5 @@ pub fn format_report(rows: &[OpTime]) -> String {
             if sum > 0.0 { 100.0 * t / sum } else { 0.0 }
         );
     }
-    out + &format!("{:<32} {:>9} {:>11.2}\n", "all ops", "", sum * 1e3)
+    out + &format!("{:<32} {:>9} {:>11.2}\n", "total (all rows)", "", sum * 1e3)
 }

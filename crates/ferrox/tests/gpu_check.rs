@@ -85,9 +85,9 @@ impl Checker {
     }
 
     /// Runs `f` on the CPU and on the GPU (poisoned first) and compares; with
-    /// `GPU_CHECK_ONLY=prefix`, only checks whose name starts with it.
+    /// `GPU_CHECK_ONLY=prefix[,prefix...]`, only checks whose name starts with one of them.
     fn check(&mut self, name: &str, bound: f64, f: impl Fn() -> fx::Result<Array>) {
-        if std::env::var("GPU_CHECK_ONLY").is_ok_and(|p| !name.starts_with(&p)) {
+        if std::env::var("GPU_CHECK_ONLY").is_ok_and(|p| !p.split(',').any(|p| name.starts_with(p))) {
             return;
         }
         let want = match cpu(&f).and_then(|w| w.eval().map(|_| w)) {
@@ -470,6 +470,28 @@ fn matmuls(c: &mut Checker) {
         let bias = c.array(&[47], dt, -1.0, 1.0);
         let a2 = c.array(&[33, 130], dt, -1.0, 1.0);
         c.check(&format!("matmul {dt} addmm"), b, || fx::addmm(&bias, &a2, &w, 0.5, 2.0));
+        if dt == Dtype::F64 {
+            continue;
+        }
+        // Decode products (the matrix-vector kernel): a few rows against a Linear weight's
+        // transpose, one row, eight rows over batch axes, alpha, a weight view with padded
+        // rows, a large output.
+        let wl = c.array(&[100, 264], dt, -1.0, 1.0);
+        let wlt = fx::transpose(&wl, &[1, 0]).unwrap();
+        let x1 = c.array(&[1, 1, 264], dt, -1.0, 1.0);
+        c.check(&format!("matmul {dt} gemv 1 row"), b, || fx::matmul(&x1, &wlt));
+        let x8 = c.array(&[4, 2, 264], dt, -1.0, 1.0);
+        c.check(&format!("matmul {dt} gemv 8 rows batched"), b, || fx::matmul(&x8, &wlt));
+        let z = c.array(&[100], dt, -1.0, 1.0);
+        c.check(&format!("matmul {dt} gemv alpha"), b, || fx::addmm(&z, &x8, &wlt, -0.75, 0.0));
+        let wp = c.array(&[100, 320], dt, -1.0, 1.0);
+        c.check(&format!("matmul {dt} gemv padded weight rows"), b, || {
+            let v = fx::slice(&wp, &[0, 8], &[100, 272], &[1, 1])?;
+            fx::matmul(&x1, &fx::transpose(&v, &[1, 0])?)
+        });
+        let wbig = c.array(&[5003, 2048], dt, -1.0, 1.0);
+        let xbig = c.array(&[3, 2048], dt, -1.0, 1.0);
+        c.check(&format!("matmul {dt} gemv 5003 x 2048"), b, || fx::matmul(&xbig, &fx::transpose(&wbig, &[1, 0])?));
     }
 }
 
@@ -495,6 +517,23 @@ fn fast(c: &mut Checker) {
                 fx::fast::rope(&q, 32, trad, Some(500000.0), 0.5, 3i32, None)
             });
         }
+        // As attention's q and k arrive: a transposed view [B, H, L, D] of [B, L, H, D], read
+        // in place; the offset an i64 scalar on the host, or one computed on the device.
+        let qt = c.array(&[2, 9, 4, 64], dt, -1.0, 1.0);
+        c.check(&format!("fast rope {dt} transposed view, i64 offset"), b, || {
+            let v = fx::transpose(&qt, &[0, 2, 1, 3])?;
+            fx::fast::rope(&v, 64, false, Some(10000.0), 1.0, &Array::scalar(21i64), None)
+        });
+        c.check(&format!("fast rope {dt} transposed view, computed offset"), b, || {
+            let v = fx::transpose(&qt, &[0, 2, 1, 3])?;
+            let off = fx::add(Array::scalar(20i32), Array::scalar(5i32))?;
+            fx::fast::rope(&v, 32, true, Some(10000.0), 1.0, &off, None)
+        });
+        // Rows not contiguous (features strided): through a row-major copy.
+        c.check(&format!("fast rope {dt} strided features"), b, || {
+            let v = fx::transpose(&qt, &[0, 3, 2, 1])?;
+            fx::fast::rope(&v, 4, false, Some(10000.0), 1.0, 2i32, None)
+        });
     }
 }
 
@@ -528,6 +567,14 @@ fn llm_ops(c: &mut Checker) {
         let upd2 = c.array(&[4, 8, 16], dt, -3.0, 3.0);
         c.check(&format!("index slice_update {dt} stepped, broadcast"), 0.0, || {
             fx::slice_update(&buf, &upd2, &[1, 0, 3, 0], &[2, 4, 19, 32], &[1, 1, 2, 2])
+        });
+        // Into an intermediate nothing else holds: written in place (donated), twice in a row
+        // as a KV cache is, the second from the first's output.
+        let upd3 = c.array(&[2, 4, 1, 32], dt, -3.0, 3.0);
+        c.check(&format!("index slice_update {dt} in place, chained"), 0.0, || {
+            let t = fx::maximum(&buf, &upd3)?;
+            let a = fx::slice_update(&t, &upd, &[0, 0, 17, 0], &[2, 4, 18, 32], &[1, 1, 1, 1])?;
+            fx::slice_update(&a, &upd3, &[0, 0, 18, 0], &[2, 4, 19, 32], &[1, 1, 1, 1])
         });
         let p1 = c.array(&[2, 4, 5, 32], dt, -3.0, 3.0);
         c.check(&format!("index concatenate {dt} cache growth"), 0.0, || {
@@ -1134,6 +1181,16 @@ fn llm_timings(c: &mut Checker, out: &mut Vec<(String, String)>) {
     }
     for (n, k) in [(8192usize, 2048usize), (2048, 8192), (128256, 2048)] {
         let w = c.array(&[n, k], bf, -1.0, 1.0);
+        // The dense decode product (the matrix-vector kernel): 1 and 8 rows against Wᵀ.
+        let wt = fx::transpose(&w, &[1, 0]).unwrap();
+        for rows in [1usize, 8] {
+            let x = c.array(&[rows, k], bf, -1.0, 1.0);
+            let s = time(30, || fx::matmul(&x, &wt).unwrap());
+            out.push((
+                format!("matmul bf16 rows {rows} x ({n} x {k})ᵀ (gemv)"),
+                format!("{:.0} GB/s ({:.1} µs)", (2 * n * k) as f64 / s / 1e9, s * 1e6),
+            ));
+        }
         for bits in [4usize, 8] {
             let (wq, sc, bi) = cpu(|| fx::quantize(&w, 64, bits, QuantMode::Affine)).unwrap();
             let bi = bi.unwrap();

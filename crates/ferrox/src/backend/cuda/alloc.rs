@@ -78,6 +78,9 @@ impl DeviceMemory for DeviceBlock {
     fn copy_to_host(&self, dst: &mut [u8]) -> Result<()> {
         let g = gpu(0)?;
         g.bind()?;
+        let start = crate::profile::enabled().then(std::time::Instant::now);
+        let _record =
+            start.map(|t| Finally(move || crate::profile::record_step("GPU → host reads: wait + copy", t.elapsed())));
         // SAFETY: the block holds at least dst.len() bytes; the stream orders the copy after
         // the kernels that write the block, and we wait for it before returning.
         unsafe {
@@ -89,6 +92,15 @@ impl DeviceMemory for DeviceBlock {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+}
+
+/// Runs its closure when dropped.
+struct Finally<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Finally<F> {
+    fn drop(&mut self) {
+        (self.0)();
     }
 }
 

@@ -10,7 +10,7 @@ use super::alloc::{alloc_out, device_ptr};
 use super::compile::COMMON;
 use super::context::Gpu;
 use super::elementwise::copy;
-use super::layout::{ctype, launch, Arg};
+use super::layout::{ctype, launch, Arg, Layout};
 
 const SRC: &str = include_str!("kernels/fast.cu");
 /// Threads per block (FBLOCK in fast.cu).
@@ -163,11 +163,30 @@ pub(crate) fn rope(
     if total == 0 {
         return Ok(Some(out));
     }
-    let (_keep, px) = row_major(g, x)?;
-    // An offset only on the host (a Rust integer made into a scalar) goes in as a value.
+    // Rows are read in place through their strides (q and k arrive as transposed views) when
+    // each row is contiguous; otherwise from a row-major copy.
+    let dx = x.data()?;
+    let in_place = dx.strides[nd - 1] == 1 || d == 1;
+    let row_strides = |st: &[isize]| Layout::new(&shape[..nd - 1], &[st[..nd - 1].to_vec()]);
+    let (keep, rows_layout) = match row_strides(&dx.strides).filter(|_| in_place) {
+        Some(lay) => (dx, lay),
+        None => {
+            let c = copy(g, x)?;
+            let lay = row_strides(&c.strides).expect("row-major rows collapse to one axis");
+            (c, lay)
+        }
+    };
+    let px = device_ptr(g, &keep, t)?;
+    // An offset only on the host (a Rust integer made into a scalar) goes in as a value, read
+    // here: converting it with an op would run a kernel and wait for the GPU, every call.
     let od = offset.data()?;
     let (poff, off64, off_value) = if od.buffer.device_memory().is_none() {
-        (0, 2, offset.item::<i64>()?)
+        let bytes = &od.buffer.as_bytes()[od.offset * offset.dtype().size()..];
+        let v = match offset.dtype() {
+            Dtype::I32 => i32::from_ne_bytes(bytes[..4].try_into().expect("4 bytes")) as i64,
+            _ => i64::from_ne_bytes(bytes[..8].try_into().expect("8 bytes")),
+        };
+        (0, 2, v)
     } else {
         (device_ptr(g, &od, offset.dtype())?, off64, 0)
     };
@@ -175,6 +194,7 @@ pub(crate) fn rope(
     let args = [
         Arg::U64(po),
         Arg::U64(px),
+        Arg::Layout(&rows_layout),
         Arg::U64(poff),
         Arg::I32(off64),
         Arg::I64(off_value),

@@ -148,15 +148,25 @@ pub(crate) fn slice_update(
     if update.dtype() != dtype {
         return Ok(None);
     }
-    let (dx, du) = (x.data()?, update.data()?);
-    let (out, po) = alloc_out(shape, dtype)?;
+    let du = update.data()?;
     let ost = row_major_strides(shape);
-    if x.size() > 0 {
-        let px = device_ptr(g, &dx, dtype)?;
-        if !copy_view(g, px, &dx.strides, shape, dtype, po, &ost)? {
-            return Ok(None);
+    let (out, po) = match donated(x) {
+        Some(d) => {
+            let p = device_ptr(g, &d, dtype)?;
+            (d, p)
         }
-    }
+        None => {
+            let dx = x.data()?;
+            let (out, po) = alloc_out(shape, dtype)?;
+            if x.size() > 0 {
+                let px = device_ptr(g, &dx, dtype)?;
+                if !copy_view(g, px, &dx.strides, shape, dtype, po, &ost)? {
+                    return Ok(None);
+                }
+            }
+            (out, po)
+        }
+    };
     if update.size() > 0 {
         let mut window = vec![1usize; shape.len() - update.ndim()];
         window.extend_from_slice(update.shape());
@@ -170,6 +180,22 @@ pub(crate) fn slice_update(
         }
     }
     Ok(Some(out))
+}
+
+/// The data of `x` if the slice_update being computed may write into it: nothing but that
+/// node (and the evaluator's copy of its inputs) holds `x`, no view shares its buffer, and the
+/// buffer is row-major device memory of its own (the CPU backend's rule, for device
+/// buffers). A KV cache written one token at a time is this case, and writing in place saves
+/// a copy of the whole cache (a kernel and its bytes) per layer and token. Kernels still
+/// reading the old contents ran earlier on the same stream, so the write comes after them.
+fn donated(x: &Array) -> Option<Data> {
+    if std::sync::Arc::strong_count(&x.0) != 2 {
+        return None;
+    }
+    let st = x.state();
+    let crate::array::State::Ready(d) = &*st else { return None };
+    let exclusive = std::sync::Arc::strong_count(&d.buffer) == 1 && d.buffer.is_device_only();
+    (exclusive && d.offset == 0 && d.is_row_contiguous(x.shape())).then(|| d.clone())
 }
 
 /// Joins `inputs` along `axis` into a row-major output: one strided copy per input.

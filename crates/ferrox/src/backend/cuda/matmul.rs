@@ -15,8 +15,10 @@ use crate::error::Result;
 use crate::shape::broadcast_strides;
 
 use super::alloc::{alloc_out, device_ptr};
+use super::compile::COMMON;
 use super::context::{cuda_err, Gpu};
 use super::elementwise::{copy, copy_strided};
+use super::layout::{ctype, launch, Arg};
 
 /// How cuBLAS (column-major) reads a row-major `rows × cols` view with strides `(rs, cs)`:
 /// the operation and leading dimension, or `None` if neither axis is unit-stride.
@@ -74,6 +76,69 @@ fn operand(g: &Gpu, x: &Array, batch: &[usize], rows: usize, cols: usize) -> Res
     Ok(Operand { ptr: device_ptr(g, &d, x.dtype())?, op, ld, batch: bs, _keep: d })
 }
 
+const GEMV_SRC: &str = include_str!("kernels/gemv.cu");
+/// The most rows of `a` the matrix-vector kernel takes (GEMV_ROWS in gemv.cu).
+const GEMV_ROWS: usize = 8;
+/// Threads per block of the matrix-vector kernel: a warp per output column.
+const GEMV_BLOCK: u32 = 256;
+
+/// `alpha * a @ b` into the row-major output at `po` with the matrix-vector kernel, when it
+/// fits: a decode step's products (a few contiguous rows of `a` against a weight `b` whose
+/// columns are contiguous rows in memory — a Linear layer's transposed weight — shared by
+/// every batch). One launch with no library overhead, where cuBLAS runs a general product
+/// (often two kernels) for one row. False (nothing done) otherwise.
+fn gemv(g: &Gpu, a: &Array, b: &Array, alpha: f64, shape: &[usize], dtype: Dtype, po: u64) -> Result<bool> {
+    if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::Bf16) {
+        return Ok(false);
+    }
+    let nd = shape.len();
+    let (n, k) = (shape[nd - 1], a.shape()[a.ndim() - 1]);
+    let rows = shape[..nd - 1].iter().product::<usize>();
+    let chunk = 16 / dtype.size();
+    if rows == 0
+        || rows > GEMV_ROWS
+        || !k.is_multiple_of(chunk)
+        || a.shape()[..a.ndim() - 1].iter().product::<usize>() != rows
+    {
+        return Ok(false);
+    }
+    let (da, db) = (a.data()?, b.data()?);
+    if !da.is_row_contiguous(a.shape()) {
+        return Ok(false);
+    }
+    // b as [k, n], one matrix for every batch: unit stride along k, columns `ws` apart.
+    let bn = b.ndim();
+    if bn < 2 || b.shape()[..bn - 2].iter().product::<usize>() != 1 {
+        return Ok(false);
+    }
+    let (sk, sn) = (db.strides[bn - 2], db.strides[bn - 1]);
+    let ws = if n > 1 { sn } else { k as isize };
+    if (sk != 1 && k > 1) || ws < k as isize || !(ws as usize).is_multiple_of(chunk) {
+        return Ok(false);
+    }
+    let (pa, pb) = (device_ptr(g, &da, dtype)?, device_ptr(g, &db, dtype)?);
+    if pa % 16 != 0 || pb % 16 != 0 {
+        return Ok(false);
+    }
+    let f = g.function(&format!("gemv {}", ctype(dtype)), "gemv", || {
+        format!("{COMMON}\n#define T {}\n{GEMV_SRC}\n", ctype(dtype))
+    })?;
+    let warps = (GEMV_BLOCK / 32) as usize;
+    let args = [
+        Arg::U64(po),
+        Arg::U64(pa),
+        Arg::I64(k as i64),
+        Arg::U64(pb),
+        Arg::I64(ws as i64),
+        Arg::I32(rows as i32),
+        Arg::I64(n as i64),
+        Arg::I64(k as i64),
+        Arg::F32(alpha as f32),
+    ];
+    launch(g, &f, n.div_ceil(warps) as u32, GEMV_BLOCK, &args)?;
+    Ok(true)
+}
+
 /// `alpha * a @ b + beta * c` over the batch axes of `shape`.
 pub(crate) fn matmul(
     g: &Gpu,
@@ -104,6 +169,9 @@ pub(crate) fn matmul(
     let nbatch: usize = batch.iter().product();
     let (out, po) = alloc_out(shape, dtype)?;
     if m * n * nbatch == 0 {
+        return Ok(Some(out));
+    }
+    if (beta == 0.0 || inputs.len() < 3) && gemv(g, a, b, alpha, shape, dtype, po)? {
         return Ok(Some(out));
     }
     // The addend goes into the output first (broadcast), and the product accumulates onto it.

@@ -168,14 +168,16 @@ extern "C" __global__ void norm_vjp(T* __restrict__ out, const T* __restrict__ x
 // The offset is an integer scalar on the device (i64 if off64 is 1, i32 if 0), or, when
 // off64 is 2, the value off_value (an offset still on the host needs no upload). Angles in f64.
 // freqs: custom frequencies (f32, stride fs; the inverse frequency is 1 / freqs[i]), or null.
-extern "C" __global__ void rope(T* __restrict__ out, const T* __restrict__ x, const void* offset, int off64,
+// x's rows (all axes but the last) are at the offsets `rows_l` gives; each row is contiguous.
+extern "C" __global__ void rope(T* __restrict__ out, const T* __restrict__ x, Layout rows_l, const void* offset, int off64,
                                 i64 off_value, i64 rows, i64 l, i64 d, i64 dims, int traditional, float base, float scale,
                                 const float* __restrict__ freqs, i64 fs) {
   i64 half = dims / 2;
   double off = off64 == 2 ? (double)off_value : off64 ? (double)*(const i64*)offset : (double)*(const i32*)offset;
   GRID_LOOP(t, rows * d) {
-    i64 r = t / d, j = t % d;
-    const T* xr = x + r * d;
+    i64 r = t / d, j = t % d, xo;
+    offsets<1>(rows_l, r, &xo);
+    const T* xr = x + xo;
     if (j >= 2 * half) {
       out[t] = xr[j];
       continue;
