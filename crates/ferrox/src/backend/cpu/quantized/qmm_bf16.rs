@@ -13,7 +13,11 @@ use crate::primitives::QuantMode;
 
 /// Whether the kernel computes `x @ Wᵀ` with `v` on this CPU.
 pub fn applies(v: &View) -> bool {
-    v.mode == QuantMode::Affine && v.biases.is_some() && v.cols > 0 && v.cols % 2 == 0 && bf16_gemm::cpu_supported()
+    v.mode == QuantMode::Affine
+        && v.biases.is_some()
+        && v.cols > 0
+        && v.cols.is_multiple_of(2)
+        && bf16_gemm::cpu_supported()
 }
 
 /// `y = x @ Wᵀ` for the `r` rows of `x` ([r, cols], bf16 values held as f32), `y` [r, rows];

@@ -194,7 +194,7 @@ mod x86 {
                     *xk = as_bf16(_mm512_loadu_si512(p as *const __m512i));
                 }
             }
-            for i in 0..NR {
+            for (i, row_tot) in tot.iter_mut().enumerate() {
                 let wp = v.bytes.as_ptr().add((j + i) * bpr + c * (CHUNK / 2));
                 let w = if c + 1 < chunks {
                     _mm512_loadu_si512(wp as *const __m512i)
@@ -207,12 +207,12 @@ mod x86 {
                 let q3 = codes(_mm512_srli_epi16::<12>(w), low4, magic);
                 let first = c * chunk_groups;
                 let sv = _mm512_permutexvar_ps(lane_group, _mm512_loadu_ps(scales.as_ptr().add(i * stride + first)));
-                for m in 0..R {
-                    let a = _mm512_dpbf16_ps(_mm512_setzero_ps(), q0, xs[m][0]);
-                    let b = _mm512_dpbf16_ps(_mm512_setzero_ps(), q1, xs[m][1]);
-                    let a = _mm512_dpbf16_ps(a, q2, xs[m][2]);
-                    let b = _mm512_dpbf16_ps(b, q3, xs[m][3]);
-                    tot[i][m] = _mm512_fmadd_ps(_mm512_add_ps(a, b), sv, tot[i][m]);
+                for (t, x) in row_tot.iter_mut().zip(&xs) {
+                    let a = _mm512_dpbf16_ps(_mm512_setzero_ps(), q0, x[0]);
+                    let b = _mm512_dpbf16_ps(_mm512_setzero_ps(), q1, x[1]);
+                    let a = _mm512_dpbf16_ps(a, q2, x[2]);
+                    let b = _mm512_dpbf16_ps(b, q3, x[3]);
+                    *t = _mm512_fmadd_ps(_mm512_add_ps(a, b), sv, *t);
                 }
             }
         }
