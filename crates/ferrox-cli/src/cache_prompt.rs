@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use clap::Args;
-use ferrox_lm::cache::{save_prompt_cache, KvQuantization};
+use ferrox_lm::cache::save_prompt_cache;
 use ferrox_lm::generate::prefill_quantizing;
 use ferrox_lm::prompt::encode_cached_prompt;
 use ferrox_lm::Result;
 
-use crate::common::{load_model, ModelArgs};
+use crate::common::{load_model, KvQuantArgs, ModelArgs};
 
 /// Save a prompt's KV cache to a file.
 #[derive(Args, Debug)]
@@ -30,22 +30,15 @@ pub struct CachePromptArgs {
     /// Keep at most this many positions (a rotating cache keeping 4 sink tokens).
     #[arg(long)]
     pub max_kv_size: Option<usize>,
-    /// Quantize the KV cache to this many bits (2-6 or 8).
-    #[arg(long)]
-    pub kv_bits: Option<usize>,
-    /// Group size of the KV-cache quantization.
-    #[arg(long, default_value_t = 64)]
-    pub kv_group_size: usize,
-    /// Quantize the KV cache only once it holds this many positions.
-    #[arg(long, default_value_t = 5000)]
-    pub quantized_kv_start: usize,
+    #[command(flatten)]
+    pub kv: KvQuantArgs,
     /// Tokens per forward pass.
     #[arg(long, default_value_t = 2048)]
     pub prefill_step_size: usize,
 }
 
 pub fn run(args: CachePromptArgs) -> Result<()> {
-    let kv = args.kv_bits.map(|b| KvQuantization::new(b, args.kv_group_size, args.quantized_kv_start)).transpose()?;
+    let kv = args.kv.quantization()?;
     let loaded = load_model(&args.model)?;
     // As mlx_lm.cache_prompt: standard input for `-`, else the text as given (no escapes).
     let prompt = if args.prompt == "-" { crate::generate::read_prompt("-")? } else { args.prompt.clone() };

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use ferrox_lm::cache::KvQuantization;
 use ferrox_lm::config::parse_dtype;
 use ferrox_lm::{Loaded, Result, SamplerConfig, Tokenizer};
 
@@ -35,6 +36,27 @@ pub fn load_model(args: &ModelArgs) -> Result<Loaded> {
     let dtype = args.dtype.as_deref().map(parse_dtype).transpose()?;
     let model = args.model.clone().unwrap_or_else(default_model);
     ferrox_lm::load(&model, dtype)
+}
+
+/// mlx-lm's KV-cache quantization flags.
+#[derive(Args, Debug, Clone)]
+pub struct KvQuantArgs {
+    /// Quantize the KV cache to this many bits (2-6 or 8; affine, as mlx-lm does).
+    #[arg(long)]
+    pub kv_bits: Option<usize>,
+    /// Group size of the KV-cache quantization.
+    #[arg(long, default_value_t = 64)]
+    pub kv_group_size: usize,
+    /// Quantize the KV cache only once it holds this many positions.
+    #[arg(long, default_value_t = 5000)]
+    pub quantized_kv_start: usize,
+}
+
+impl KvQuantArgs {
+    /// The quantization the flags ask for (`None` without --kv-bits).
+    pub fn quantization(&self) -> Result<Option<KvQuantization>> {
+        self.kv_bits.map(|b| KvQuantization::new(b, self.kv_group_size, self.quantized_kv_start)).transpose()
+    }
 }
 
 /// mlx-lm's sampling flags.

@@ -3,12 +3,12 @@
 use std::io::{Read, Write};
 
 use clap::Args;
-use ferrox_lm::cache::{load_prompt_cache, KvCache, KvQuantization};
+use ferrox_lm::cache::{load_prompt_cache, KvCache};
 use ferrox_lm::generate::{stream_generate_with_cache, GenerateOptions};
 use ferrox_lm::prompt::{encode_user_prompt, UserPrompt};
 use ferrox_lm::{Error, Result, SamplerConfig};
 
-use crate::common::{load_model, ModelArgs, SamplingArgs};
+use crate::common::{load_model, KvQuantArgs, ModelArgs, SamplingArgs};
 
 /// Generate text from a prompt.
 #[derive(Args, Debug)]
@@ -38,15 +38,8 @@ pub struct GenerateArgs {
     /// Keep at most this many positions in the KV cache (a rotating cache keeping 4 sink tokens).
     #[arg(long)]
     pub max_kv_size: Option<usize>,
-    /// Quantize the KV cache to this many bits (2-6 or 8; affine, as mlx-lm does).
-    #[arg(long)]
-    pub kv_bits: Option<usize>,
-    /// Group size of the KV-cache quantization.
-    #[arg(long, default_value_t = 64)]
-    pub kv_group_size: usize,
-    /// Quantize the KV cache only after this many positions.
-    #[arg(long, default_value_t = 5000)]
-    pub quantized_kv_start: usize,
+    #[command(flatten)]
+    pub kv: KvQuantArgs,
     /// A prompt cache (from `ferrox cache-prompt` or mlx_lm.cache_prompt) the prompt continues.
     #[arg(long)]
     pub prompt_cache_file: Option<std::path::PathBuf>,
@@ -89,8 +82,7 @@ fn template_config(s: Option<&str>) -> Result<serde_json::Map<String, serde_json
 }
 
 pub fn run(mut args: GenerateArgs) -> Result<()> {
-    let kv_quantization =
-        args.kv_bits.map(|b| KvQuantization::new(b, args.kv_group_size, args.quantized_kv_start)).transpose()?;
+    let kv_quantization = args.kv.quantization()?;
     // A prompt cache names the model that made it; it is the default model here.
     let prompt_cache = args.prompt_cache_file.as_ref().map(load_prompt_cache).transpose()?;
     if let Some((cache, meta)) = &prompt_cache {
@@ -99,11 +91,11 @@ pub fn run(mut args: GenerateArgs) -> Result<()> {
         }
         if let Some(KvCache::Quantized(q)) = cache.first() {
             let (group_size, bits) = q.quantization();
-            if args.kv_bits.is_some_and(|b| b != bits) || args.kv_group_size != group_size {
+            if args.kv.kv_bits.is_some_and(|b| b != bits) || args.kv.kv_group_size != group_size {
                 return Err(Error::Invalid(format!(
                     "the prompt cache is quantized to {bits} bits in groups of {group_size}; \
                      --kv-bits / --kv-group-size say {:?} / {}",
-                    args.kv_bits, args.kv_group_size
+                    args.kv.kv_bits, args.kv.kv_group_size
                 )));
             }
         }

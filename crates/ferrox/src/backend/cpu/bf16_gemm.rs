@@ -213,15 +213,7 @@ mod tests {
 
     /// Pseudo-random bf16 values in [-1, 1).
     fn values(n: usize, seed: u64) -> Vec<u16> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                bf16::from_f32((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0).to_bits()
-            })
-            .collect()
+        crate::backend::cpu::test_rand(n, seed).iter().map(|v| bf16::from_f32(v * 2.0 - 1.0).to_bits()).collect()
     }
 
     /// Row counts around the micro-tile, column counts around the panel width, b with either

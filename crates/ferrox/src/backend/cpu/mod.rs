@@ -90,3 +90,17 @@ impl Backend for CpuBackend {
         }
     }
 }
+
+#[cfg(test)]
+/// A deterministic pseudo-random sequence in [0, 1).
+pub(crate) fn test_rand(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect()
+}

@@ -7,20 +7,8 @@ use super::lanes;
 use super::panel::panel;
 use super::qmm::{E4m3, E8m0, QMat};
 use super::qmv::{qmv, QMV_MAX_ROWS};
+use crate::backend::cpu::test_rand as rand;
 use crate::primitives::{QuantMode, QuantParams};
-
-/// A deterministic pseudo-random sequence in [0, 1).
-fn rand(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32
-        })
-        .collect()
-}
 
 /// Runs the decode (`prefill` false; `transpose` must be true) or prefill kernel on the
 /// stored matrix `codes` ([n, k], packed here) with the given scales, into a fresh `y`.
@@ -152,21 +140,15 @@ fn bf16_decode_kernel_matches_a_float64_reference() {
             pack_codes(&codes, 4, &mut words);
             let q = QMat { words: &words, scales: &scales, biases: Some(&biases), rows: n, cols: k, p };
             let v = super::view::View::of(&q);
+            let affine = (&codes[..], &scales[..], &biases[..], k, gs);
             for r in 1..=4 {
                 let x: Vec<f32> = rand(r * k, 14 + r as u64).iter().map(|v| round_bf16(v * 2.0 - 1.0)).collect();
                 let mut y = vec![f32::NAN; r * n];
                 super::qmv_bf16::qmv_bf16(&x, r, &v, &mut y);
                 for (i, &got) in y.iter().enumerate() {
-                    let (m, o) = (i / n, i % n);
-                    let (mut want, mut mag) = (0f64, 0f64);
-                    for e in 0..k {
-                        let g = (o * k + e) / gs;
-                        let w = codes[o * k + e] as f64 * scales[g] as f64 + biases[g] as f64;
-                        let xe = x[m * k + e] as f64;
-                        want += xe * w;
-                        // The kernel sums x·(code + 128)·s: errors scale with those terms.
-                        mag += xe.abs() * (w.abs() + 144.0 * (scales[g] as f64).abs());
-                    }
+                    // The kernel sums x·(code + 128)·s: errors scale with those terms.
+                    let (want, mag) =
+                        affine_reference(affine, &x, i / n, i % n, |c, s, b| (c * s + b).abs() + 144.0 * s.abs());
                     assert!(
                         (got as f64 - want).abs() <= 1e-6 * mag,
                         "g{gs} n{n} k{k} r{r} [{i}]: {got} vs {want} (tolerance {})",
@@ -200,21 +182,13 @@ fn bf16_prefill_kernel_matches_a_float64_reference() {
                 pack_codes(&codes, bits, &mut words);
                 let q = QMat { words: &words, scales: &scales, biases: Some(&biases), rows: n, cols: k, p };
                 let v = super::view::View::of(&q);
+                let affine = (&codes[..], &scales[..], &biases[..], k, gs);
                 let x: Vec<f32> = rand(r * k, 24).iter().map(|v| round_bf16(v * 2.0 - 1.0)).collect();
                 let mut y = vec![f32::NAN; r * n];
                 super::qmm_bf16::qmm_bf16(&x, r, &v, &mut y);
                 for (i, &got) in y.iter().enumerate() {
-                    let (m, o) = (i / n, i % n);
-                    let (mut want, mut mag) = (0f64, 0f64);
-                    for e in 0..k {
-                        let g = (o * k + e) / gs;
-                        let w = codes[o * k + e] as f64 * scales[g] as f64 + biases[g] as f64;
-                        let xe = x[m * k + e] as f64;
-                        want += xe * w;
-                        // Codes and biases are summed apart: errors scale with each's terms.
-                        mag +=
-                            xe.abs() * (codes[o * k + e] as f64 * (scales[g] as f64).abs() + (biases[g] as f64).abs());
-                    }
+                    // Codes and biases are summed apart: errors scale with each's terms.
+                    let (want, mag) = affine_reference(affine, &x, i / n, i % n, |c, s, b| c * s.abs() + b.abs());
                     assert!(
                         (got as f64 - want).abs() <= 1e-6 * mag,
                         "{bits}b g{gs} n{n} k{k} r{r} [{i}]: {got} vs {want}"
@@ -223,4 +197,23 @@ fn bf16_prefill_kernel_matches_a_float64_reference() {
             }
         }
     }
+}
+
+/// An affine matrix for [`affine_reference`]: codes `[n, k]`, per-group scales and biases, k,
+/// group size.
+type Affine<'a> = (&'a [u8], &'a [f32], &'a [f32], usize, usize);
+
+/// Output `(m, o)` of `x @ Wᵀ` in float64 for the affine matrix `w`, and the sum over the row
+/// of `|x| · term(code, scale, bias)`, the magnitude a kernel's rounding errors scale with.
+fn affine_reference(w: Affine, x: &[f32], m: usize, o: usize, term: impl Fn(f64, f64, f64) -> f64) -> (f64, f64) {
+    let (codes, scales, biases, k, gs) = w;
+    let (mut want, mut mag) = (0f64, 0f64);
+    for e in 0..k {
+        let g = (o * k + e) / gs;
+        let (c, s, b) = (codes[o * k + e] as f64, scales[g] as f64, biases[g] as f64);
+        let xe = x[m * k + e] as f64;
+        want += xe * (c * s + b);
+        mag += xe.abs() * term(c, s, b);
+    }
+    (want, mag)
 }

@@ -61,11 +61,17 @@ pub fn qmv<S: Scale>(isa: Isa, x: &[f32], r: usize, q: &QMat<S>, y: &mut [f32]) 
     let task = |j0: usize, j1: usize| {
         lanes::run(isa, Rows { v: &v, x: &prep.x, xsum: &prep.xsum, r, j0, j1, y: yp });
     };
+    for_feature_ranges(n, v.cols, task);
+}
+
+/// Runs `task(j0, j1)` over ranges covering the `n` output features of a matrix of `n × cols`
+/// stored elements: one range on one thread when it is small, else a few ranges per thread
+/// (for balance), each a multiple of 4 features.
+pub(super) fn for_feature_ranges(n: usize, cols: usize, task: impl Fn(usize, usize) + Sync) {
     let threads = rayon::current_num_threads();
-    if n * v.cols < PAR_MIN_ELEMS || threads == 1 {
+    if n * cols < PAR_MIN_ELEMS || threads == 1 {
         task(0, n);
     } else {
-        // A few ranges per thread (for balance), each a multiple of 4 features.
         let chunk = n.div_ceil(threads * 4).next_multiple_of(4);
         (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| task(c * chunk, n.min((c + 1) * chunk)));
     }

@@ -13,8 +13,7 @@
 //! `y = Σ_g s_g·(x_g·(q_g + 128)) + (b_g − 128·s_g)·Σx_g`. Products of bf16 values are exact
 //! in f32; the offset enlarges the terms summed by at most 16×, far below bf16's precision.
 
-use rayon::prelude::*;
-
+use super::qmv::for_feature_ranges;
 use super::view::{Kind, View};
 use crate::backend::cpu::bf16_gemm;
 use crate::backend::cpu::iter::MutPtr;
@@ -22,8 +21,6 @@ use crate::primitives::QuantMode;
 
 /// Elements of x (and of a packed row) one pass of the inner loop reads.
 const CHUNK: usize = 128;
-/// Below this many stored elements the kernel runs on one thread.
-const PAR_MIN_ELEMS: usize = 1 << 16;
 
 /// Whether the kernel computes products with `v` (affine 4-bit) on this CPU.
 pub fn applies(v: &View) -> bool {
@@ -70,14 +67,7 @@ pub fn qmv_bf16(x: &[f32], r: usize, v: &View, y: &mut [f32]) {
             x86::run(&t, j0, j1)
         }
     };
-    let threads = rayon::current_num_threads();
-    if n * v.cols < PAR_MIN_ELEMS || threads == 1 {
-        task(0, n);
-    } else {
-        // A few ranges per thread (for balance), each a multiple of 4 features.
-        let chunk = n.div_ceil(threads * 4).next_multiple_of(4);
-        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| task(c * chunk, n.min((c + 1) * chunk)));
-    }
+    for_feature_ranges(n, v.cols, task);
 }
 
 /// What every range of output features shares.
