@@ -2,6 +2,7 @@
 
 mod attention_vjp;
 mod bf16_gemm;
+mod bf16_gemv;
 mod binary;
 mod conv;
 pub(crate) mod copy;
@@ -88,6 +89,23 @@ impl Backend for CpuBackend {
             Op::Checkpoint(_) => inputs.last().expect("the forward result is the last input").data(),
             Op::RandomBits => random::random_bits(x.unwrap(), shape, dtype),
         }
+    }
+}
+
+/// Below this many stored elements a matrix-vector kernel runs on one thread.
+const FEATURE_PAR_MIN_ELEMS: usize = 1 << 16;
+
+/// Runs `task(j0, j1)` over ranges covering the `n` output features of a matrix of `n × cols`
+/// stored elements: one range on one thread when it is small, else a few ranges per thread
+/// (for balance), each a multiple of 4 features.
+fn for_feature_ranges(n: usize, cols: usize, task: impl Fn(usize, usize) + Sync) {
+    let threads = rayon::current_num_threads();
+    if n * cols < FEATURE_PAR_MIN_ELEMS || threads == 1 {
+        task(0, n);
+    } else {
+        let chunk = n.div_ceil(threads * 4).next_multiple_of(4);
+        use rayon::prelude::*;
+        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| task(c * chunk, n.min((c + 1) * chunk)));
     }
 }
 

@@ -11,19 +11,16 @@
 //! other widths are unpacked into bytes a group at a time; the floating-point modes decode a
 //! group's values (unscaled) into a small buffer first.
 
-use rayon::prelude::*;
-
 use super::lanes::{self, Lanes, LanesKernel};
 use super::qmm::{QMat, Scale};
 use super::view::{decode_floats, unpack_bytes, Kind, View, MAX_GROUP};
+use crate::backend::cpu::for_feature_ranges;
 use crate::backend::cpu::iter::MutPtr;
 use crate::backend::cpu::simd::Isa;
 use crate::primitives::QuantMode;
 
 /// Up to this many rows of x use the decode kernel.
 pub const QMV_MAX_ROWS: usize = 4;
-/// Below this many stored elements the kernel runs on one thread.
-const PAR_MIN_ELEMS: usize = 1 << 16;
 
 /// x prepared for a kernel pass: reordered for nibbles if needed, with its group sums.
 struct Prepared<'a> {
@@ -62,19 +59,6 @@ pub fn qmv<S: Scale>(isa: Isa, x: &[f32], r: usize, q: &QMat<S>, y: &mut [f32]) 
         lanes::run(isa, Rows { v: &v, x: &prep.x, xsum: &prep.xsum, r, j0, j1, y: yp });
     };
     for_feature_ranges(n, v.cols, task);
-}
-
-/// Runs `task(j0, j1)` over ranges covering the `n` output features of a matrix of `n × cols`
-/// stored elements: one range on one thread when it is small, else a few ranges per thread
-/// (for balance), each a multiple of 4 features.
-pub(super) fn for_feature_ranges(n: usize, cols: usize, task: impl Fn(usize, usize) + Sync) {
-    let threads = rayon::current_num_threads();
-    if n * cols < PAR_MIN_ELEMS || threads == 1 {
-        task(0, n);
-    } else {
-        let chunk = n.div_ceil(threads * 4).next_multiple_of(4);
-        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| task(c * chunk, n.min((c + 1) * chunk)));
-    }
 }
 
 /// One thread's work: output features `j0..j1` for all rows of x.

@@ -13,9 +13,9 @@
 //! `y = Σ_g s_g·(x_g·(q_g + 128)) + (b_g − 128·s_g)·Σx_g`. Products of bf16 values are exact
 //! in f32; the offset enlarges the terms summed by at most 16×, far below bf16's precision.
 
-use super::qmv::for_feature_ranges;
 use super::view::{Kind, View};
 use crate::backend::cpu::bf16_gemm;
+use crate::backend::cpu::for_feature_ranges;
 use crate::backend::cpu::iter::MutPtr;
 use crate::primitives::QuantMode;
 
