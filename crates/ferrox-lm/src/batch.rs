@@ -128,8 +128,8 @@ pub fn batch_generate(
         Some(m) => rowwise_prefill(model, prompts, &padding, m, options)?,
     };
     let mut logits = Picks::Logits(first);
-    // Plain greedy sampling on a GPU picks the tokens there (only the ids come back).
-    let on_device = fx::default_device() != fx::Device::Cpu && rows.iter().all(|r| r.sampler.is_plain_greedy());
+    // Plain greedy sampling picks the tokens with ops (only the ids come back).
+    let on_device = rows.iter().all(|r| r.sampler.is_plain_greedy());
     let picks = |logits: fx::Array| -> Result<Picks> {
         Ok(if on_device {
             Picks::Tokens(greedy_rows(&logits)?.into_iter().map(|s| s.token).collect())

@@ -201,7 +201,8 @@ pub struct StreamGenerate<'a> {
     generated: usize,
     first_token_at: Option<Instant>,
     next_logits: Option<NextLogits>,
-    /// Pick tokens where the logits are ([`greedy_rows`]): plain greedy sampling on a GPU.
+    /// Pick tokens with ops where the logits are ([`greedy_rows`]): plain greedy sampling (on
+    /// the CPU too: the ops' vectorized reductions beat a host pass over the vocabulary).
     pick_on_device: bool,
     done: bool,
 }
@@ -294,7 +295,7 @@ pub fn stream_generate_with_cache<'a>(
     }
     options.validate()?;
     let sampler = Sampler::new(options.sampler.clone())?;
-    let pick_on_device = sampler.is_plain_greedy() && fx::default_device() != fx::Device::Cpu;
+    let pick_on_device = sampler.is_plain_greedy();
     Ok(StreamGenerate {
         model,
         emitter: TextEmitter::new(tokenizer, &options),

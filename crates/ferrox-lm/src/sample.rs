@@ -188,7 +188,7 @@ impl Sampler {
                 x[check(t)?] -= p;
             }
         }
-        let logprobs = log_softmax(&x);
+        let logprobs = log_softmax(&x)?;
         let top_logprobs =
             top_indices(&logprobs, c.top_logprobs).into_iter().map(|i| (i as u32, logprobs[i])).collect();
 
@@ -203,7 +203,7 @@ impl Sampler {
                 min_p(&mut lp, c.min_p, c.min_tokens_to_keep);
             }
             if c.xtc_probability > 0.0 && self.rng.uniform() <= c.xtc_probability as f64 {
-                xtc(&mut lp, c.xtc_threshold, &c.xtc_special_tokens);
+                xtc(&mut lp, c.xtc_threshold, &c.xtc_special_tokens)?;
             }
             if c.top_k > 0 && c.top_k < n {
                 top_k(&mut lp, c.top_k);
@@ -238,15 +238,14 @@ pub fn greedy_rows(logits: &fx::Array) -> Result<Vec<Sampled>> {
         .collect())
 }
 
-/// `x - logsumexp(x)`.
-pub fn log_softmax(x: &[f32]) -> Vec<f32> {
-    let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if m == f32::NEG_INFINITY {
-        return x.to_vec();
+/// `x - logsumexp(x)`; the log-sum-exp is the core's vectorized reduction (a vocabulary's
+/// exponentials one at a time cost a third of a millisecond a token).
+pub fn log_softmax(x: &[f32]) -> Result<Vec<f32>> {
+    let lse = fx::logsumexp(&fx::Array::from_slice(x, &[x.len()])?, None, false)?.item::<f32>()?;
+    if lse == f32::NEG_INFINITY {
+        return Ok(x.to_vec());
     }
-    let s: f64 = x.iter().map(|&v| ((v - m) as f64).exp()).sum();
-    let lse = m + s.ln() as f32;
-    x.iter().map(|&v| v - lse).collect()
+    Ok(x.iter().map(|&v| v - lse).collect())
 }
 
 /// The index of the largest value (the first of ties).
@@ -328,14 +327,15 @@ fn min_p(lp: &mut [f32], p: f32, min_keep: usize) {
 }
 
 /// Removes every token above `threshold` probability except the least likely of them.
-fn xtc(lp: &mut [f32], threshold: f32, special: &[u32]) {
-    let probs: Vec<f32> = log_softmax(lp).iter().map(|v| v.exp()).collect();
+fn xtc(lp: &mut [f32], threshold: f32, special: &[u32]) -> Result<()> {
+    let probs: Vec<f32> = log_softmax(lp)?.iter().map(|v| v.exp()).collect();
     let floor = probs.iter().copied().filter(|&q| q > threshold).fold(f32::INFINITY, f32::min);
     for (i, (v, &q)) in lp.iter_mut().zip(&probs).enumerate() {
         if q > floor && !special.contains(&(i as u32)) {
             *v = f32::NEG_INFINITY;
         }
     }
+    Ok(())
 }
 
 /// xoshiro256** seeded through splitmix64: small, fast, and the same on every platform.
@@ -419,7 +419,7 @@ mod tests {
     fn filters_match_mlx_lm() {
         let f = fixture();
         let lp = floats(&f["logprobs"]);
-        assert_close(&log_softmax(&floats(&f["logits"])), &lp, "logprobs");
+        assert_close(&log_softmax(&floats(&f["logits"])).unwrap(), &lp, "logprobs");
         let run = |name: &str, apply: &dyn Fn(&mut Vec<f32>)| {
             let mut x = lp.clone();
             apply(&mut x);
@@ -430,7 +430,7 @@ mod tests {
         run("min_p_0.1_keep1", &|x| min_p(x, 0.1, 1));
         run("min_p_0.9_keep3", &|x| min_p(x, 0.9, 3));
         run("top_k_5", &|x| top_k(x, 5));
-        run("xtc_0.05", &|x| xtc(x, 0.05, &[7]));
+        run("xtc_0.05", &|x| xtc(x, 0.05, &[7]).unwrap());
     }
 
     #[test]
@@ -455,7 +455,7 @@ mod tests {
             // The processed logits are visible through the chosen token's logprob and the top-k.
             let mut s = Sampler::new(SamplerConfig { top_logprobs: 64, ..config }).unwrap();
             let got = s.sample(&logits, &history).unwrap();
-            let want_lp = log_softmax(&want);
+            let want_lp = log_softmax(&want).unwrap();
             assert_eq!(got.token as usize, argmax(&want), "{name}");
             for (t, lp) in got.top_logprobs {
                 assert!((lp - want_lp[t as usize]).abs() < 1e-5, "{name}: token {t}: {lp} vs {}", want_lp[t as usize]);
@@ -496,7 +496,7 @@ mod tests {
         let a = draw(7);
         assert_eq!(a, draw(7));
         assert_ne!(a, draw(8));
-        let p: Vec<f32> = log_softmax(&logits).iter().map(|v| v.exp()).collect();
+        let p: Vec<f32> = log_softmax(&logits).unwrap().iter().map(|v| v.exp()).collect();
         for (t, &pt) in p.iter().enumerate() {
             let freq = a.iter().filter(|&&x| x as usize == t).count() as f32 / a.len() as f32;
             assert!((freq - pt).abs() < 0.015, "token {t}: frequency {freq} vs probability {pt}");
@@ -505,7 +505,7 @@ mod tests {
         let mut s = Sampler::new(SamplerConfig { temp: 0.5, seed: Some(1), ..Default::default() }).unwrap();
         let n = 20000;
         let hits = (0..n).filter(|_| s.sample(&logits, &[]).unwrap().token == 2).count() as f32 / n as f32;
-        let q = log_softmax(&logits.map(|x| 2.0 * x))[2].exp();
+        let q = log_softmax(&logits.map(|x| 2.0 * x)).unwrap()[2].exp();
         assert!((hits - q).abs() < 0.015, "{hits} vs {q}");
     }
 
@@ -513,7 +513,7 @@ mod tests {
     fn greedy_logprobs_and_errors() {
         let mut s = Sampler::new(SamplerConfig { top_logprobs: 2, ..Default::default() }).unwrap();
         let got = s.sample(&[0.0, 3.0, 1.0], &[]).unwrap();
-        let lp = log_softmax(&[0.0, 3.0, 1.0]);
+        let lp = log_softmax(&[0.0, 3.0, 1.0]).unwrap();
         assert_eq!(got, Sampled { token: 1, logprob: lp[1], top_logprobs: vec![(1, lp[1]), (2, lp[2])] });
         assert!(s.sample(&[0.0; 3], &[5]).is_ok(), "no penalty: history is not read");
         let mut p = Sampler::new(SamplerConfig { presence_penalty: Some(1.0), ..Default::default() }).unwrap();

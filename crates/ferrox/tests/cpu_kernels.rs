@@ -363,7 +363,7 @@ fn attention_reads_kv_cache_prefix_views() {
     let (hq, hkv, s, cap, d) = (6usize, 3usize, 50usize, 64usize, 32usize);
     let k = values(hkv * s * d, 31, -1.0, 1.0);
     let v = values(hkv * s * d, 32, -1.0, 1.0);
-    let in_buffer = |x: &[f64]| -> Array {
+    let in_buffer = |x: &[f64], dtype: Dtype| -> Array {
         let full: Vec<f32> = (0..hkv * cap * d)
             .map(|i| {
                 let (h, p, t) = (i / (cap * d), (i / d) % cap, i % d);
@@ -374,10 +374,11 @@ fn attention_reads_kv_cache_prefix_views() {
                 }
             })
             .collect();
-        let buf = Array::from_slice(&full, &[1, hkv, cap, d]).unwrap();
+        let buf = fx::astype(&Array::from_slice(&full, &[1, hkv, cap, d]).unwrap(), dtype).unwrap();
+        fx::eval(&[&buf]).unwrap();
         fx::slice(&buf, &[0, 0, 0, 0], &[1, hkv as isize, s as isize, d as isize], &[1, 1, 1, 1]).unwrap()
     };
-    let (kc, vc) = (in_buffer(&k), in_buffer(&v));
+    let (kc, vc) = (in_buffer(&k, Dtype::F32), in_buffer(&v, Dtype::F32));
     let r = |x: &[f64]| f32s(x).iter().map(|&x| x as f64).collect::<Vec<_>>();
     for l in [1usize, 40] {
         let q = values(hq * l * d, 33, -1.0, 1.0);
@@ -396,6 +397,23 @@ fn attention_reads_kv_cache_prefix_views() {
         let want = attention_ref(&r(&q), &r(&k), &r(&v), hq, hkv, l, s, d, true);
         assert_close(&got, &want, 1e-4, 1e-5, &format!("attention over cache views, L={l}"));
     }
+    // bf16 decode reads the views in place too.
+    let (kb, vb) = (in_buffer(&k, Dtype::Bf16), in_buffer(&v, Dtype::Bf16));
+    let q = values(hq * d, 34, -1.0, 1.0);
+    let got = fx::fast::scaled_dot_product_attention(
+        &bf16_array(&q, &[1, hq, 1, d]),
+        &kb,
+        &vb,
+        1.0 / (d as f32).sqrt(),
+        SdpaMask::Causal,
+    )
+    .unwrap()
+    .to_vec::<bf16>()
+    .unwrap();
+    let got: Vec<f64> = got.iter().map(|g| g.to_f64()).collect();
+    // The cache holds the values rounded to f32, then to bf16.
+    let want = attention_ref(&bf16_values(&q), &bf16_values(&r(&k)), &bf16_values(&r(&v)), hq, hkv, 1, s, d, true);
+    assert_close(&got, &want, 2f64.powi(-8) * 1.05, 1e-4, "bf16 attention over cache views");
 }
 
 #[test]

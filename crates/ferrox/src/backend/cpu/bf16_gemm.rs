@@ -96,14 +96,14 @@ struct Tile<'a> {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use std::arch::x86_64::*;
 
     use super::{Tile, MR, NR};
 
     /// All row tiles of one column panel.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    pub unsafe fn panel_rows(t: &Tile, m: usize) {
+    pub(super) unsafe fn panel_rows(t: &Tile, m: usize) {
         let mut i = 0;
         while i + MR <= m {
             tile::<MR>(t, i);
@@ -117,6 +117,19 @@ mod x86 {
             5 => tile::<5>(t, i),
             _ => {}
         }
+    }
+
+    /// The sums of the lanes of `a`, `b`, `c` and `d`, in that order.
+    #[inline(always)]
+    pub unsafe fn reduce4(a: __m512, b: __m512, c: __m512, d: __m512) -> __m128 {
+        // Within each 128-bit quarter: pairs of a and b, of c and d, then one of each.
+        let ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+        let cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+        let abcd = _mm512_add_ps(_mm512_shuffle_ps::<0x44>(ab, cd), _mm512_shuffle_ps::<0xEE>(ab, cd));
+        // The four quarters.
+        let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(abcd)));
+        let half = _mm256_add_ps(_mm512_castps512_ps256(abcd), high);
+        _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps::<1>(half))
     }
 
     /// Rows `i..i + R` of the panel.

@@ -60,6 +60,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{RowMatrix, ROWS};
+    use crate::backend::cpu::bf16_gemm::x86::reduce4;
     use crate::backend::cpu::iter::MutPtr;
 
     /// Rows `j0..j1` of `w` dotted with x into `y`.
@@ -109,8 +110,13 @@ mod x86 {
             }
             c += 32;
         }
-        for (r, a) in acc.iter().enumerate() {
-            *y.get().add(j + r) = _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1]));
+        let sums: [__m512; R] = std::array::from_fn(|r| _mm512_add_ps(acc[r][0], acc[r][1]));
+        if R == 4 {
+            _mm_storeu_ps(y.get().add(j), reduce4(sums[0], sums[1], sums[2], sums[3]));
+        } else {
+            for (r, s) in sums.iter().enumerate() {
+                *y.get().add(j + r) = _mm512_reduce_add_ps(*s);
+            }
         }
     }
 }

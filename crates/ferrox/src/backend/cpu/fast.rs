@@ -13,6 +13,7 @@ use crate::error::Result;
 use crate::primitives::AttentionMask;
 use crate::shape::broadcast_strides;
 
+use super::bf16_attention;
 use super::iter::{alloc_out, fold_slice, host_values, row_offsets, Ptr, PAR_CHUNK, PAR_THRESHOLD};
 use super::math::exp_f32;
 use super::simd::{dispatch, inline_always, Isa};
@@ -420,9 +421,61 @@ pub fn attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape: &[usi
         Dtype::F64 => attention_in::<f64, f64>(inputs, scale as f64, mask, shape),
         Dtype::F32 => attention_in::<f32, f32>(inputs, scale, mask, shape),
         Dtype::F16 => attention_in::<f16, f32>(inputs, scale, mask, shape),
+        Dtype::Bf16 if decode_rows(inputs) <= DIRECT_ROWS && bf16_attention::applies() => {
+            bf16_decode_attention(inputs, scale, mask, shape)
+        }
         Dtype::Bf16 => attention_in::<bf16, f32>(inputs, scale, mask, shape),
         dtype => unreachable!("attention on {dtype}"),
     }
+}
+
+/// Query rows per (batch, key/value head): the grouped query heads times the queries.
+fn decode_rows(inputs: &[Array]) -> usize {
+    let (q, k) = (inputs[0].shape(), inputs[1].shape());
+    q[1] / k[1].max(1) * q[2]
+}
+
+/// [`attention`] of few query rows (decode) for bf16 inputs through [`bf16_attention`]: one
+/// task per query row (balanced across threads even with few key/value heads), reading that
+/// head's K and V in place.
+fn bf16_decode_attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape: &[usize]) -> Result<Data> {
+    let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+    let (b, hq, l, dk) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+    let (hkv, s, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
+    let rows = decode_rows(inputs);
+    let dq = row_major(q)?;
+    // SAFETY: row-major data of q's size; bf16 values read as their bits.
+    let qs = unsafe { std::slice::from_raw_parts(dq.ptr::<u16>(), q.size()) };
+    let ((dkd, koff), (dvd, voff)) = (head_blocks(k)?, head_blocks(v)?);
+    let (kp, vp) = (Ptr(dkd.ptr::<u16>()), Ptr(dvd.ptr::<u16>()));
+    let masked = ScoreMask::<f32>::new::<bf16>(inputs, mask, [b, hq, hkv, l, s])?;
+    alloc_out::<bf16>(shape, |out| {
+        if dv == 0 {
+            return Ok(());
+        }
+        out.par_chunks_mut(dv).enumerate().for_each(|(i, o)| {
+            let (bk, r) = (i / rows, i % rows);
+            // SAFETY: block bk of K (V) is a row-major S×Dk (S×Dv) run at its offset.
+            let (kt, vt) = unsafe {
+                (
+                    std::slice::from_raw_parts(kp.get().offset(koff[bk]), s * dk),
+                    std::slice::from_raw_parts(vp.get().offset(voff[bk]), s * dv),
+                )
+            };
+            let mut p = vec![0f32; s];
+            bf16_attention::scores(&qs[i * dk..(i + 1) * dk], kt, dk, scale, &mut p);
+            dispatch(
+                #[inline(always)]
+                |isa| masked.softmax_rows(bk, r, s, &mut p, isa),
+            );
+            let mut acc = vec![0f32; dv];
+            bf16_attention::weighted_sum(&p, vt, &mut acc);
+            for (ov, a) in o.iter_mut().zip(acc) {
+                *ov = bf16::from_acc(a);
+            }
+        });
+        Ok(())
+    })
 }
 
 /// Query rows per attention task: bounds the score matrix at `QUERY_BLOCK × S`.

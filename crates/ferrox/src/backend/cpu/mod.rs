@@ -1,6 +1,7 @@
 //! The CPU backend: rayon-parallel kernels over strided data.
 
 mod attention_vjp;
+mod bf16_attention;
 mod bf16_gemm;
 mod bf16_gemv;
 mod binary;

@@ -32,10 +32,14 @@ struct Prepared {
     /// `[r, chunks * CHUNK]`: element `c·CHUNK + 4j + k` of a row at `c·CHUNK + 32k + j`; zero
     /// past the row's end.
     x: Vec<u16>,
-    /// Σ over each group of each row of x (`[r, groups]`).
+    /// Σ over each group of each row of x, then the same times −128: `[r, 2, sums_stride]`,
+    /// zero past the row's groups.
     xsum: Vec<f32>,
     /// Elements of one prepared row.
     stride: usize,
+    /// Elements of one row's group sums (the groups and 16 zeros, so vectors of 16 read past
+    /// the last group stay inside).
+    sums_stride: usize,
 }
 
 fn prepare(x: &[f32], r: usize, cols: usize, gs: usize) -> Prepared {
@@ -48,8 +52,17 @@ fn prepare(x: &[f32], r: usize, cols: usize, gs: usize) -> Prepared {
             dst[c * CHUNK + (within % 4) * 32 + within / 4] = (v.to_bits() >> 16) as u16;
         }
     }
-    let xsum = x.chunks(gs).map(|g| g.iter().sum()).collect();
-    Prepared { x: xp, xsum, stride }
+    let groups = cols / gs;
+    let sums_stride = groups + 16;
+    let mut xsum = vec![0f32; r * 2 * sums_stride];
+    for (dst, src) in xsum.chunks_exact_mut(2 * sums_stride).zip(x.chunks_exact(cols)) {
+        let (sums, offsets) = dst.split_at_mut(sums_stride);
+        for ((sum, offset), g) in sums.iter_mut().zip(offsets.iter_mut()).zip(src.chunks(gs)) {
+            *sum = g.iter().sum();
+            *offset = -128.0 * *sum;
+        }
+    }
+    Prepared { x: xp, xsum, stride, sums_stride }
 }
 
 /// `y = x @ Wᵀ` for the `r` (1 to 4) rows of `x` ([r, cols], bf16 values held as f32), `y`
@@ -83,6 +96,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{Task, CHUNK};
+    use crate::backend::cpu::bf16_gemm::x86::reduce4;
 
     /// Output features `j0..j1` of every row of x.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
@@ -206,14 +220,30 @@ mod x86 {
                 }
             }
         }
+        // The bias term, less the 128 the codes carried: Σ_g b_g·Σx_g − 128·s_g·Σx_g, into the
+        // lanes of each sum, 16 groups at a time.
+        for (i, row) in tot.iter_mut().enumerate() {
+            for (m, lanes) in row.iter_mut().enumerate() {
+                let sums = t.prep.xsum.as_ptr().add(m * 2 * t.prep.sums_stride);
+                let mut g = 0;
+                while g < groups {
+                    let (s, b) = (scales.as_ptr().add(i * stride + g), biases.as_ptr().add(i * stride + g));
+                    *lanes = _mm512_fmadd_ps(_mm512_loadu_ps(b), _mm512_loadu_ps(sums.add(g)), *lanes);
+                    *lanes =
+                        _mm512_fmadd_ps(_mm512_loadu_ps(s), _mm512_loadu_ps(sums.add(t.prep.sums_stride + g)), *lanes);
+                    g += 16;
+                }
+            }
+        }
         let n = v.rows;
-        for (i, row) in tot.iter().enumerate() {
-            let (s, b) = (&scales[i * stride..i * stride + groups], &biases[i * stride..i * stride + groups]);
-            for (m, lanes) in row.iter().enumerate() {
-                // The bias term, less the 128 the codes carried: Σ_g (b_g − 128·s_g)·Σx_g.
-                let xsum = &t.prep.xsum[m * groups..(m + 1) * groups];
-                let offset: f32 = s.iter().zip(b).zip(xsum).map(|((s, b), x)| (b - 128.0 * s) * x).sum();
-                *t.y.get().add(m * n + j + i) = _mm512_reduce_add_ps(*lanes) + offset;
+        if R == 1 && NR == 4 {
+            let sums = reduce4(tot[0][0], tot[1][0], tot[2][0], tot[3][0]);
+            _mm_storeu_ps(t.y.get().add(j), sums);
+        } else {
+            for (i, row) in tot.iter().enumerate() {
+                for (m, lanes) in row.iter().enumerate() {
+                    *t.y.get().add(m * n + j + i) = _mm512_reduce_add_ps(*lanes);
+                }
             }
         }
     }

@@ -1,0 +1,166 @@
+//! Decode attention of a bf16 model on CPUs with AVX512-BF16: a few query rows against a
+//! KV cache, with the scores and the weighted sum of values computed straight from the bf16
+//! keys and values.
+//!
+//! Scores take four keys at a time: `vdpbf16ps` dots 32 bf16 pairs per instruction into f32
+//! lanes (products exact), and one transposing reduction sums the four keys' lanes together,
+//! instead of a horizontal sum per key. The weighted sum widens 16 values of a key at a time
+//! (a bf16 value is the top half of its f32) and accumulates four keys in independent chains.
+//! Probabilities stay f32, so the result is what the widening kernel gives, up to f32 sums.
+
+use super::bf16_gemm::cpu_supported;
+
+/// Whether this CPU runs the kernels.
+pub fn applies() -> bool {
+    cpu_supported()
+}
+
+/// `out[j] = scale · Σ_d q[d] · k[j·dk + d]` for the `out.len()` keys of `k` (rows of `dk`
+/// bf16 values, as bits). The CPU must have AVX512-BF16 ([`applies`]).
+pub fn scores(q: &[u16], k: &[u16], dk: usize, scale: f32, out: &mut [f32]) {
+    assert!(applies() && q.len() >= dk && k.len() >= out.len() * dk);
+    // SAFETY: features checked; the lengths bound every read.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        x86::scores(q, k, dk, scale, out)
+    }
+}
+
+/// `out[d] = Σ_j p[j] · v[j·dv + d]` for the `p.len()` rows of `v` (rows of `dv = out.len()`
+/// bf16 values, as bits). The CPU must have AVX512-BF16 ([`applies`]).
+pub fn weighted_sum(p: &[f32], v: &[u16], out: &mut [f32]) {
+    assert!(applies() && v.len() >= p.len() * out.len());
+    // SAFETY: features checked; the lengths bound every read.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        x86::weighted_sum(p, v, out)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use crate::backend::cpu::bf16_gemm::x86::reduce4;
+
+    /// 32 bf16 values (bits) from `p`, the lanes past `mask` zero.
+    #[inline(always)]
+    unsafe fn load_bf16(p: *const u16, mask: u32) -> __m512bh {
+        std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi16(mask, p as *const i16))
+    }
+
+    /// 16 bf16 values (bits) from `p` widened to f32, the lanes past `mask` zero.
+    #[inline(always)]
+    unsafe fn load_f32(p: *const u16, mask: u16) -> __m512 {
+        let bits = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p as *const i16));
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(bits))
+    }
+
+    /// The mask of the first `n` (at most 32) lanes.
+    #[inline(always)]
+    fn first(n: usize) -> u32 {
+        if n >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << n) - 1
+        }
+    }
+
+    /// Σ q·k over one key row for the `R` rows starting at `rows`.
+    #[inline(always)]
+    unsafe fn dots<const R: usize>(q: *const u16, rows: *const u16, dk: usize) -> [__m512; R] {
+        let mut acc = [_mm512_setzero_ps(); R];
+        let mut c = 0;
+        while c < dk {
+            let mask = first(dk - c);
+            let qv = load_bf16(q.add(c), mask);
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_dpbf16_ps(*a, load_bf16(rows.add(r * dk + c), mask), qv);
+            }
+            c += 32;
+        }
+        acc
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub unsafe fn scores(q: &[u16], k: &[u16], dk: usize, scale: f32, out: &mut [f32]) {
+        let n = out.len();
+        let mut j = 0;
+        while j + 4 <= n {
+            let [a, b, c, d] = dots::<4>(q.as_ptr(), k.as_ptr().add(j * dk), dk);
+            _mm_storeu_ps(out.as_mut_ptr().add(j), _mm_mul_ps(reduce4(a, b, c, d), _mm_set1_ps(scale)));
+            j += 4;
+        }
+        while j < n {
+            let [a] = dots::<1>(q.as_ptr(), k.as_ptr().add(j * dk), dk);
+            out[j] = _mm512_reduce_add_ps(a) * scale;
+            j += 1;
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub unsafe fn weighted_sum(p: &[f32], v: &[u16], out: &mut [f32]) {
+        let (s, dv) = (p.len(), out.len());
+        let mut c = 0;
+        while c < dv {
+            let mask = first(dv - c) as u16;
+            let col = v.as_ptr().add(c);
+            let mut acc = [_mm512_setzero_ps(); 4];
+            let mut j = 0;
+            while j + 4 <= s {
+                for (r, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(_mm512_set1_ps(p[j + r]), load_f32(col.add((j + r) * dv), mask), *a);
+                }
+                j += 4;
+            }
+            while j < s {
+                acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), load_f32(col.add(j * dv), mask), acc[0]);
+                j += 1;
+            }
+            let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+            _mm512_mask_storeu_ps(out.as_mut_ptr().add(c), mask, sum);
+            c += 16;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use half::bf16;
+
+    use super::*;
+
+    /// Pseudo-random bf16 values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<u16> {
+        crate::backend::cpu::test_rand(n, seed).iter().map(|v| bf16::from_f32(v * 2.0 - 1.0).to_bits()).collect()
+    }
+
+    /// Key counts around the four-key step, head sizes around the 32- and 16-lane steps:
+    /// against float64 sums.
+    #[test]
+    fn kernels_match_a_float64_reference() {
+        if !applies() {
+            eprintln!("skipped: this CPU has no AVX512-BF16");
+            return;
+        }
+        let f = |b: u16| bf16::from_bits(b).to_f32() as f64;
+        for (s, d) in [(1, 1), (3, 17), (5, 64), (9, 80), (130, 128)] {
+            let (q, k) = (values(d, 1), values(s * d, 2));
+            let mut sc = vec![f32::NAN; s];
+            scores(&q, &k, d, 0.5, &mut sc);
+            for (j, &got) in sc.iter().enumerate() {
+                let terms = (0..d).map(|e| 0.5 * f(q[e]) * f(k[j * d + e]));
+                let (want, mag): (f64, f64) = (terms.clone().sum(), terms.map(f64::abs).sum());
+                assert!((got as f64 - want).abs() <= 1e-6 * mag, "scores s{s} d{d} key {j}: {got} vs {want}");
+            }
+            let p: Vec<f32> = crate::backend::cpu::test_rand(s, 3);
+            let mut o = vec![f32::NAN; d];
+            weighted_sum(&p, &k, &mut o);
+            for (e, &got) in o.iter().enumerate() {
+                let terms = (0..s).map(|j| p[j] as f64 * f(k[j * d + e]));
+                let (want, mag): (f64, f64) = (terms.clone().sum(), terms.map(f64::abs).sum());
+                assert!((got as f64 - want).abs() <= 1e-6 * mag, "weighted sum s{s} d{d} column {e}: {got} vs {want}");
+            }
+        }
+    }
+}
