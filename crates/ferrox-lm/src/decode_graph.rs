@@ -184,3 +184,48 @@ impl DecodeGraph {
         Ok(Some(picked))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::{forward, prefill, token_rows};
+    use crate::sample::greedy_rows;
+
+    /// The replayable step (on the CPU it is built and evaluated every token: only a GPU
+    /// records) picks what the usual step picks, through a cache that fills its first
+    /// 256-position block and grows.
+    #[test]
+    fn device_position_steps_match_the_usual_ones() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/tiny-llama");
+        let m = crate::load(dir.to_str().unwrap(), None).unwrap();
+        let model = m.model.as_ref();
+        let prompt = m.tokenizer.encode_prompt("Once upon a time, the fox").unwrap();
+        let steps = 256 + 8 - prompt.len();
+        let run = |replayable: bool| -> Vec<(u32, f32)> {
+            let mut cache = model.make_cache(None);
+            let logits = prefill(model, &prompt, &mut cache, 512).unwrap();
+            let mut token = logits.iter().enumerate().fold(0, |b, (i, &v)| if v > logits[b] { i } else { b }) as u32;
+            let mut graph = DecodeGraph::new(replayable);
+            let mut out = Vec::new();
+            for _ in 0..steps {
+                let picked = match graph.step(model, &mut cache, &[token]).unwrap() {
+                    Some(mut p) => p.pop().unwrap(),
+                    None => {
+                        let l = forward(model, &token_rows(&[&[token]]).unwrap(), &mut cache, None).unwrap();
+                        greedy_rows(&l).unwrap().pop().unwrap()
+                    }
+                };
+                out.push((picked.token, picked.logprob));
+                token = picked.token;
+            }
+            assert_eq!(cache[0].offset(), prompt.len() + steps);
+            out
+        };
+        let (usual, replayable) = (run(false), run(true));
+        assert_eq!(usual.len(), steps);
+        for (i, (a, b)) in usual.iter().zip(&replayable).enumerate() {
+            assert_eq!(a.0, b.0, "token {i}");
+            assert!((a.1 - b.1).abs() < 1e-4, "logprob {i}: {} vs {}", a.1, b.1);
+        }
+    }
+}

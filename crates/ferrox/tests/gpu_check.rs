@@ -428,6 +428,12 @@ fn reductions(c: &mut Checker) {
             min(&fx::transpose(&long, &[1, 0])?, Some(&[0]), false)
         });
         c.check(&format!("reduce any {dt} split"), 0.0, || any(&long, Some(&[1]), false));
+        // Arg-reductions of long rows are split too (ties — common in bf16 and u8 — go to the
+        // first index, as one pass gives).
+        c.check(&format!("argreduce argmax {dt} split"), 0.0, || argmax(&long, Some(1), false));
+        c.check(&format!("argreduce argmin {dt} split strided"), 0.0, || {
+            argmin(&fx::transpose(&long, &[1, 0])?, Some(0), true)
+        });
         c.check(&format!("reduce all {dt} split"), 0.0, || all(&long, None, false));
     }
     let rows = c.array(&[4096, 3], Dtype::F32, -1.0, 1.0);
