@@ -120,10 +120,20 @@ fn gemv(g: &Gpu, a: &Array, b: &Array, alpha: f64, shape: &[usize], dtype: Dtype
     if pa % 16 != 0 || pb % 16 != 0 {
         return Ok(false);
     }
-    let f = g.function(&format!("gemv {}", ctype(dtype)), "gemv", || {
+    let warps = (GEMV_BLOCK / 32) as usize;
+    // With several rows, a warp takes 4 (or 2) columns — each x chunk it reads then serves
+    // them all — as long as that still gives the multiprocessors enough blocks.
+    let blocks = |cols: usize| n.div_ceil(cols * warps);
+    let sms = g.sms as usize;
+    let (name, cols) = match rows {
+        1 | 2 => ("gemv", 1),
+        _ if blocks(4) >= sms => ("gemv_cols4", 4),
+        _ if blocks(2) >= sms / 2 => ("gemv_cols2", 2),
+        _ => ("gemv", 1),
+    };
+    let f = g.function(&format!("gemv {}", ctype(dtype)), name, || {
         format!("{COMMON}\n#define T {}\n{GEMV_SRC}\n", ctype(dtype))
     })?;
-    let warps = (GEMV_BLOCK / 32) as usize;
     let args = [
         Arg::U64(po),
         Arg::U64(pa),
@@ -135,7 +145,7 @@ fn gemv(g: &Gpu, a: &Array, b: &Array, alpha: f64, shape: &[usize], dtype: Dtype
         Arg::I64(k as i64),
         Arg::F32(alpha as f32),
     ];
-    launch(g, &f, n.div_ceil(warps) as u32, GEMV_BLOCK, &args)?;
+    launch(g, &f, blocks(cols) as u32, GEMV_BLOCK, &args)?;
     Ok(true)
 }
 
