@@ -1008,7 +1008,7 @@ fn replay_step(emb: &Array, w: &Array, tok: &Array, pos: &Array, cache: Array) -
     let s = cache.shape()[2];
     let x = fx::reshape_usize(&fx::take(emb, tok, Some(0))?, &[1, 2, 1, 32])?;
     let q = rope(&x, 32, false, Some(10000.0), 1.0, pos, None)?;
-    let k = fx::multiply(&q, &Array::scalar(0.5f32))?;
+    let k = fx::multiply(&q, Array::scalar(0.5f32))?;
     let at = fx::reshape_usize(pos, &[1, 1, 1, 1])?;
     let cache = fx::put_along_axis(&cache, &at, &k, Some(2))?;
     let keys = fx::arange(0.0, s as f64, 1.0, Dtype::I32)?;
