@@ -87,7 +87,7 @@ fn buffers(cache: &[KvCache]) -> Result<Vec<usize>> {
 /// bytes live in device memory, where a replay's input must).
 fn device_ints(values: Vec<i32>, shape: &[usize]) -> Result<Array> {
     let host = fx::reshape_usize(&Array::from_vec(values), shape)?;
-    let a = fx::add(&host, &Array::scalar(0i32))?;
+    let a = fx::add(&host, Array::scalar(0i32))?;
     a.eval()?;
     Ok(a)
 }

@@ -121,16 +121,11 @@ fn gemv(g: &Gpu, a: &Array, b: &Array, alpha: f64, shape: &[usize], dtype: Dtype
         return Ok(false);
     }
     let warps = (GEMV_BLOCK / 32) as usize;
-    // With several rows, a warp takes 4 (or 2) columns — each x chunk it reads then serves
-    // them all — as long as that still gives the multiprocessors enough blocks.
+    // With several rows, a warp takes 4 columns — each x chunk it reads then serves them
+    // all — as long as that still gives every multiprocessor a block (two columns a warp on
+    // 2048 columns was slower than one: too few blocks).
     let blocks = |cols: usize| n.div_ceil(cols * warps);
-    let sms = g.sms as usize;
-    let (name, cols) = match rows {
-        1 | 2 => ("gemv", 1),
-        _ if blocks(4) >= sms => ("gemv_cols4", 4),
-        _ if blocks(2) >= sms / 2 => ("gemv_cols2", 2),
-        _ => ("gemv", 1),
-    };
+    let (name, cols) = if rows > 2 && blocks(4) >= g.sms as usize { ("gemv_cols4", 4) } else { ("gemv", 1) };
     let f = g.function(&format!("gemv {}", ctype(dtype)), name, || {
         format!("{COMMON}\n#define T {}\n{GEMV_SRC}\n", ctype(dtype))
     })?;

@@ -3,8 +3,8 @@
 // a Linear layer's weight, read once for all rows). A warp per COLS output columns; its lanes
 // take 16-byte chunks of the weight rows in turn (several loads in flight), multiply them with
 // the same chunk of each x row (shared by the block's warps through L1) in f32, and sum with
-// shuffles. With several rows, each x chunk a lane reads serves COLS columns (`gemv_cols2`,
-// `gemv_cols4`): reading x through L1, not the weights, bounds the one-column kernel there.
+// shuffles. With several rows, each x chunk a lane reads serves COLS columns (`gemv_cols4`):
+// reading x through L1, not the weights, bounds the one-column kernel there.
 // Each column's sum is taken in the same order whatever COLS is. k, xs, ws and the addresses
 // are multiples of a chunk (the host checks).
 #define GEMV_ROWS 8
@@ -68,9 +68,4 @@ extern "C" __global__ void gemv(T* __restrict__ out, const T* __restrict__ x, i6
 extern "C" __global__ void gemv_cols4(T* __restrict__ out, const T* __restrict__ x, i64 xs,
                                       const T* __restrict__ w, i64 ws, int rows, i64 n, i64 k, float alpha) {
   gemv_impl<4>(out, x, xs, w, ws, rows, n, k, alpha);
-}
-
-extern "C" __global__ void gemv_cols2(T* __restrict__ out, const T* __restrict__ x, i64 xs,
-                                      const T* __restrict__ w, i64 ws, int rows, i64 n, i64 k, float alpha) {
-  gemv_impl<2>(out, x, xs, w, ws, rows, n, k, alpha);
 }
