@@ -11,6 +11,11 @@
 #                                      # DIR carried along): runs the check, which compares
 #                                      # every GPU kernel with the CPU backend, times a few ops
 #                                      # and prints a table last; exits non-zero on a failure
+#   bash DIR/gpu-check.sh decode       # there: the tiny f32 Llama's greedy tokens on the CPU, on
+#                                      # the GPU with replayed decode steps and without
+#                                      # (FERROX_DECODE_REPLAY=0), for a short prompt and one
+#                                      # whose generation fills the first 256-position cache
+#                                      # block (a new recording); exits non-zero if they differ
 #   bash DIR/gpu-check.sh llm [ARGS]   # there: makes a random-weight Llama-3.2-1B-shaped model
 #                                      # with torch (scripts/make_llama1b.py, tokenizer of
 #                                      # models/tiny-llama) in /tmp/m1b and runs `ferrox bench`
@@ -67,6 +72,25 @@ run)
     echo "== GPU check"
     "$dir/gpu_check"
     ;;
+decode)
+    dir=$(cd "$(dirname "$0")" && pwd)
+    for f in "$dir"/*.gz; do [ -e "$f" ] && gunzip -f "$f" && chmod +x "${f%.gz}"; done
+    export FERROX_KERNEL_CACHE=${FERROX_KERNEL_CACHE:-/tmp/ferrox-kernels}
+    status=0
+    for reps in 1 40; do
+        prompt=$(python3 -c "print('Once upon a time, ' * $reps)")
+        gen() { "$dir/ferrox" generate --model models/tiny-llama -p "$prompt" -m 120 --ignore-chat-template --verbose false; }
+        FERROX_DEVICE=cpu gen >/tmp/dec_cpu.txt
+        FERROX_DEVICE=gpu FERROX_LOG_REPLAY=1 gen >/tmp/dec_gpu.txt 2>/tmp/dec_gpu.log
+        FERROX_DEVICE=gpu FERROX_DECODE_REPLAY=0 gen >/tmp/dec_gpu0.txt
+        echo "== prompt x$reps: $(wc -c </tmp/dec_cpu.txt) bytes of text; replay log:"
+        cat /tmp/dec_gpu.log
+        for f in dec_gpu dec_gpu0; do
+            if cmp -s /tmp/dec_cpu.txt /tmp/$f.txt; then echo "ok   $f = cpu"; else echo "FAIL $f differs from cpu"; status=1; fi
+        done
+    done
+    exit $status
+    ;;
 llm)
     dir=$(cd "$(dirname "$0")" && pwd)
     for f in "$dir"/*.gz; do [ -e "$f" ] && gunzip -f "$f" && chmod +x "${f%.gz}"; done
@@ -83,7 +107,7 @@ llm)
     sort /tmp/fallback.log | uniq -c | sort -rn | head -20
     ;;
 *)
-    echo "usage: $0 build [DIR] | run | llm [BENCH ARGS]" >&2
+    echo "usage: $0 build [DIR] | run | decode | llm [BENCH ARGS]" >&2
     exit 2
     ;;
 esac

@@ -58,6 +58,7 @@ if "elementwise" in want:
         ok &= fam(f"cast {t}", {"T": t}, "elementwise.cu", casts)
 if "reduce" in want:
     inst = ("REDUCE(Sum, A, (A)0, to_acc<T>(x), r_add<A>, T, from_acc<T>(acc))\nARGREDUCE(ArgMax, true)\n"
+            "ARGREDUCE_SPLIT(ArgMax, true)\nARGREDUCE_SPLIT(ArgMin, false)\n"
             "SCAN(Sum, (A)0, r_add<A>)\nSCAN(Prod, (A)1, r_mul<A>)\nSCAN(Max, lowest(), r_max<A>)\n"
             "SCAN(Min, highest(), r_min<A>)\n")
     for t in ["float", "bf16", "i32", "u8", "bool"]:

@@ -23,6 +23,7 @@ use std::time::Instant;
 use ferrox as fx;
 
 use crate::cache::{make_prompt_cache, BatchRotatingCache, KvCache};
+use crate::decode_graph::DecodeGraph;
 use crate::error::{Error, Result};
 use crate::generate::{
     eval_caches, forward, last_rows, prefill, token_rows, FinishReason, GenerateOptions, TextEmitter,
@@ -141,6 +142,9 @@ pub fn batch_generate(
     let prompt_tps = prompt_tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9);
 
     let kv = options.kv_quantization.as_ref();
+    // Greedy steps on a GPU replay a recorded step where they can.
+    let on_gpu = fx::default_device() != fx::Device::Cpu;
+    let mut graph = DecodeGraph::new(on_device && on_gpu && model.replays_decode() && kv.is_none());
     let t1 = Instant::now();
     let mut results: Vec<Option<(String, Vec<u32>, FinishReason)>> = vec![None; prompts.len()];
     let mut generated = 0;
@@ -175,6 +179,10 @@ pub fn batch_generate(
             for c in &mut cache {
                 c.select_rows(&keep)?;
             }
+        }
+        if let Some(p) = graph.step(model, &mut cache, &next)? {
+            logits = Picks::Tokens(p.into_iter().map(|s| s.token).collect());
+            continue;
         }
         let next: Vec<&[u32]> = next.iter().map(std::slice::from_ref).collect();
         logits = picks(forward(model, &token_rows(&next)?, &mut cache, kv)?)?;

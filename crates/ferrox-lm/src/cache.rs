@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use ferrox::fast::SdpaMask;
+use ferrox::fast::{RopeOffset, SdpaMask};
 use ferrox::{self as fx, Array, Dtype};
 
 pub use crate::cache_batch::BatchRotatingCache;
@@ -75,6 +75,15 @@ impl KvCache {
         }
     }
 
+    /// The position of the next token as rope takes it: the device array of a replayable
+    /// decode step (the `decode_graph` module) while one is built, else [`KvCache::offset`].
+    pub fn rope_offset(&self) -> RopeOffset {
+        match self {
+            KvCache::Standard(StandardCache { device_pos: Some(pos), .. }) => RopeOffset::Array(pos.clone()),
+            _ => RopeOffset::Int(self.offset() as i64),
+        }
+    }
+
     /// How many positions attention will see (the most over a batch's rows).
     pub fn len(&self) -> usize {
         match self {
@@ -94,6 +103,21 @@ impl KvCache {
     /// windowed to `window` positions when given, or to a rotating cache's size).
     pub fn mask(&self, n: usize, window: Option<usize>) -> Result<SdpaMask> {
         match self {
+            KvCache::Standard(StandardCache { device_pos: Some(pos), keys: Some(k), left_padding, .. })
+                if window.is_none() =>
+            {
+                // Keys up to the new token's position, read on the device (and past each row's
+                // padding: a constant of the batch).
+                let s = k.shape()[2];
+                let keys = fx::reshape_usize(&fx::arange(0.0, s as f64, 1.0, Dtype::I32)?, &[1, 1, 1, s])?;
+                let seen = fx::less_equal(&keys, pos)?;
+                if left_padding.iter().all(|&p| p == 0) {
+                    return Ok(SdpaMask::Array(seen));
+                }
+                let pads: Vec<i32> = left_padding.iter().map(|&p| p as i32).collect();
+                let pads = fx::reshape_usize(&Array::from_vec(pads), &[left_padding.len(), 1, 1, 1])?;
+                Ok(SdpaMask::Array(fx::logical_and(&seen, &fx::greater_equal(&keys, &pads)?)?))
+            }
             KvCache::Standard(_) | KvCache::Quantized(_) if self.left_padding().iter().any(|&p| p > 0) => {
                 Ok(SdpaMask::Array(padded_causal_mask(n, self.offset(), window, self.left_padding())?))
             }
@@ -278,6 +302,11 @@ pub struct StandardCache {
     /// For a batch of left-padded sequences: each row's padding, positions no query of that
     /// row may see (empty when unbatched).
     pub(crate) left_padding: Vec<usize>,
+    /// While a replayable decode step is built (the `decode_graph` module): the new token's
+    /// position as an i32 `[1]` array on the device. The write, the mask and rope then read
+    /// the position there, and attention reads the whole buffer (keys past it masked), so the
+    /// step's kernels do not change from one token to the next.
+    pub(crate) device_pos: Option<Array>,
 }
 
 /// `a[..., start:stop, :]` on axis 2.
@@ -331,6 +360,9 @@ impl StandardCache {
     /// See [`KvCache::update_and_fetch`].
     pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
         check_kv(keys, values)?;
+        if let Some(pos) = self.device_pos.clone() {
+            return self.write_at_device_pos(keys, values, &pos);
+        }
         let prev = self.offset;
         let k = append_at(self.keys.as_ref(), keys, prev)?;
         let v = append_at(self.values.as_ref(), values, prev)?;
@@ -339,6 +371,31 @@ impl StandardCache {
         self.keys = Some(k);
         self.values = Some(v);
         Ok(out)
+    }
+}
+
+impl StandardCache {
+    /// One token's keys and values written at the device position `pos` into the buffers
+    /// (which must have room), in place; attention reads the whole buffers.
+    fn write_at_device_pos(&mut self, keys: &Array, values: &Array, pos: &Array) -> Result<(Array, Array)> {
+        let (Some(k), Some(v)) = (self.keys.take(), self.values.take()) else {
+            return Err(Error::Invalid("kv cache: a device-position write needs an allocated cache".into()));
+        };
+        if keys.shape()[2] != 1 || self.offset >= k.shape()[2] {
+            return Err(Error::Invalid(format!(
+                "kv cache: a device-position write takes one token into a buffer with room (offset {}, {} positions)",
+                self.offset,
+                k.shape()[2]
+            )));
+        }
+        let at = fx::reshape_usize(pos, &[1, 1, 1, 1])?;
+        // The old buffers are held by nothing else once these ops hold them: written in place.
+        let k = fx::put_along_axis(&k, &at, keys, Some(2))?;
+        let v = fx::put_along_axis(&v, &at, values, Some(2))?;
+        self.offset += 1;
+        self.keys = Some(k.clone());
+        self.values = Some(v.clone());
+        Ok((k, v))
     }
 }
 
@@ -577,7 +634,13 @@ pub fn load_prompt_cache(path: impl AsRef<Path>) -> Result<(Vec<KvCache>, HashMa
         caches.push(match class.as_str() {
             "KVCache" => {
                 let (keys, values) = kv()?;
-                KvCache::Standard(StandardCache { keys, values, offset: int(format!("{l}.2"))?, left_padding: vec![] })
+                KvCache::Standard(StandardCache {
+                    keys,
+                    values,
+                    offset: int(format!("{l}.2"))?,
+                    left_padding: vec![],
+                    device_pos: None,
+                })
             }
             "RotatingKVCache" => KvCache::Rotating(RotatingCache {
                 keys: kv()?.0,

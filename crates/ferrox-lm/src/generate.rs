@@ -7,6 +7,7 @@ use std::time::Instant;
 use ferrox::{self as fx, Array, Dtype};
 
 use crate::cache::{maybe_quantize, KvCache, KvQuantization};
+use crate::decode_graph::DecodeGraph;
 use crate::detokenizer::Detokenizer;
 use crate::error::{Error, Result};
 use crate::models::LanguageModel;
@@ -204,6 +205,8 @@ pub struct StreamGenerate<'a> {
     /// Pick tokens with ops where the logits are ([`greedy_rows`]): plain greedy sampling (on
     /// the CPU too: the ops' vectorized reductions beat a host pass over the vocabulary).
     pick_on_device: bool,
+    /// Replays recorded decode steps where it can (plain greedy on a GPU).
+    graph: DecodeGraph,
     done: bool,
 }
 
@@ -212,6 +215,8 @@ pub struct StreamGenerate<'a> {
 enum NextLogits {
     Host(Vec<f32>),
     Array(Array),
+    /// Already picked (by a replayed step).
+    Picked(Sampled),
 }
 
 /// Turns one sequence's sampled tokens into text: streaming detokenization, and the end on an
@@ -296,6 +301,10 @@ pub fn stream_generate_with_cache<'a>(
     options.validate()?;
     let sampler = Sampler::new(options.sampler.clone())?;
     let pick_on_device = sampler.is_plain_greedy();
+    // Recorded decode steps replay on a GPU only (on the CPU a step's ops are the work).
+    let on_gpu = fx::default_device() != fx::Device::Cpu;
+    let graph =
+        DecodeGraph::new(pick_on_device && on_gpu && model.replays_decode() && options.kv_quantization.is_none());
     Ok(StreamGenerate {
         model,
         emitter: TextEmitter::new(tokenizer, &options),
@@ -308,6 +317,7 @@ pub fn stream_generate_with_cache<'a>(
         first_token_at: None,
         next_logits: None,
         pick_on_device,
+        graph,
         done: options.max_tokens == 0,
         options,
     })
@@ -347,6 +357,7 @@ impl StreamGenerate<'_> {
                 let last = fx::slice_axis(&a, 1, l as isize - 1, l as isize)?;
                 greedy_rows(&last)?.pop().ok_or_else(|| Error::Invalid("no logits to sample".into()))?
             }
+            NextLogits::Picked(s) => s,
         };
         let token = sampled.token;
         self.generated += 1;
@@ -364,7 +375,10 @@ impl StreamGenerate<'_> {
                 self.cache = self.model.make_cache(self.options.max_kv_size);
                 NextLogits::Host(prefill_quantizing(self.model, &self.history, &mut self.cache, step, kv)?)
             } else if self.pick_on_device {
-                NextLogits::Array(forward(self.model, &token_rows(&[&[token]])?, &mut self.cache, kv)?)
+                match self.graph.step(self.model, &mut self.cache, &[token])?.and_then(|mut p| p.pop()) {
+                    Some(picked) => NextLogits::Picked(picked),
+                    None => NextLogits::Array(forward(self.model, &token_rows(&[&[token]])?, &mut self.cache, kv)?),
+                }
             } else {
                 NextLogits::Host(last_logits(self.model, &[token], &mut self.cache, kv)?)
             });

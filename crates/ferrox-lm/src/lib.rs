@@ -8,6 +8,7 @@ pub mod cache_batch;
 pub mod chat;
 pub mod config;
 pub mod convert;
+mod decode_graph;
 pub mod detokenizer;
 pub mod error;
 pub mod generate;

@@ -225,11 +225,22 @@ impl Sampler {
 /// over them). The picks of a plain greedy [`Sampler`] ([`Sampler::is_plain_greedy`]); the
 /// log-probabilities agree to f32 rounding.
 pub fn greedy_rows(logits: &fx::Array) -> Result<Vec<Sampled>> {
+    let (token, logprob) = greedy_arrays(logits)?;
+    fx::eval(&[&token, &logprob])?;
+    read_picks(&token, &logprob)
+}
+
+/// The arrays of [`greedy_rows`], not evaluated: each row's id (u32) and log-probability.
+pub(crate) fn greedy_arrays(logits: &fx::Array) -> Result<(fx::Array, fx::Array)> {
     let x = fx::astype(logits, fx::Dtype::F32)?;
     let token = fx::argmax(&x, Some(-1), true)?;
     let best = fx::take_along_axis(&x, &token, Some(-1))?;
     let logprob = fx::subtract(&best, &fx::logsumexp(&x, Some(&[-1]), true)?)?;
-    fx::eval(&[&token, &logprob])?;
+    Ok((token, logprob))
+}
+
+/// The picks of evaluated [`greedy_arrays`].
+pub(crate) fn read_picks(token: &fx::Array, logprob: &fx::Array) -> Result<Vec<Sampled>> {
     let (tokens, logprobs) = (token.to_vec::<u32>()?, logprob.to_vec::<f32>()?);
     Ok(tokens
         .into_iter()

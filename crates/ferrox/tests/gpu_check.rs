@@ -185,6 +185,7 @@ fn main() {
     convolutions(&mut c);
     backward(&mut c);
     movement(&mut c);
+    replay(&mut c);
     println!("checks took {:.1} s (kernels compiled on first use included)", t0.elapsed().as_secs_f64());
     let timings = timings(&mut c);
 
@@ -427,6 +428,12 @@ fn reductions(c: &mut Checker) {
             min(&fx::transpose(&long, &[1, 0])?, Some(&[0]), false)
         });
         c.check(&format!("reduce any {dt} split"), 0.0, || any(&long, Some(&[1]), false));
+        // Arg-reductions of long rows are split too (ties — common in bf16 and u8 — go to the
+        // first index, as one pass gives).
+        c.check(&format!("argreduce argmax {dt} split"), 0.0, || argmax(&long, Some(1), false));
+        c.check(&format!("argreduce argmin {dt} split strided"), 0.0, || {
+            argmin(&fx::transpose(&long, &[1, 0])?, Some(0), true)
+        });
         c.check(&format!("reduce all {dt} split"), 0.0, || all(&long, None, false));
     }
     let rows = c.array(&[4096, 3], Dtype::F32, -1.0, 1.0);
@@ -489,6 +496,11 @@ fn matmuls(c: &mut Checker) {
             let v = fx::slice(&wp, &[0, 8], &[100, 272], &[1, 1])?;
             fx::matmul(&x1, &fx::transpose(&v, &[1, 0])?)
         });
+        // Eight rows against 4301 columns: four columns a warp (the last warp's last three
+        // past the end).
+        let wmid = c.array(&[4301, 264], dt, -1.0, 1.0);
+        let x8f = c.array(&[8, 264], dt, -1.0, 1.0);
+        c.check(&format!("matmul {dt} gemv 8 rows x 4301"), b, || fx::matmul(&x8f, &fx::transpose(&wmid, &[1, 0])?));
         let wbig = c.array(&[5003, 2048], dt, -1.0, 1.0);
         let xbig = c.array(&[3, 2048], dt, -1.0, 1.0);
         c.check(&format!("matmul {dt} gemv 5003 x 2048"), b, || fx::matmul(&xbig, &fx::transpose(&wbig, &[1, 0])?));
@@ -987,6 +999,130 @@ fn backward(c: &mut Checker) {
     }
 }
 
+/// A decode-shaped step for [`replay`]: token `tok` (i32 `[1]`) and position `pos` (i32 `[1]`)
+/// arrays; embedding, rope at `pos`, the key written into `cache` (`[1, 2, S, 32]`) at `pos`
+/// in place, attention over the cache with keys past `pos` masked, a product and the pick.
+/// Returns (logits row, argmax, the updated cache).
+fn replay_step(emb: &Array, w: &Array, tok: &Array, pos: &Array, cache: Array) -> fx::Result<(Array, Array, Array)> {
+    use fx::fast::{rope, scaled_dot_product_attention as sdpa, SdpaMask};
+    let s = cache.shape()[2];
+    let x = fx::reshape_usize(&fx::take(emb, tok, Some(0))?, &[1, 2, 1, 32])?;
+    let q = rope(&x, 32, false, Some(10000.0), 1.0, pos, None)?;
+    let k = fx::multiply(&q, Array::scalar(0.5f32))?;
+    let at = fx::reshape_usize(pos, &[1, 1, 1, 1])?;
+    let cache = fx::put_along_axis(&cache, &at, &k, Some(2))?;
+    let keys = fx::arange(0.0, s as f64, 1.0, Dtype::I32)?;
+    let mask = fx::reshape_usize(&fx::less_equal(&keys, pos)?, &[1, 1, 1, s])?;
+    let o = sdpa(&q, &cache, &cache, 0.2, SdpaMask::Array(mask))?;
+    let logits = fx::matmul(&fx::reshape_usize(&o, &[1, 64])?, w)?;
+    let pick = fx::argmax(&logits, Some(-1), false)?;
+    Ok((logits, pick, cache))
+}
+
+/// Recorded steps ([`fx::Replay`]): a decode-shaped step recorded once at position 0 and
+/// replayed at positions 1.. with new inputs written to the device must give what the CPU
+/// computes step by step (the KV cache carried in place); then the host time of a chain of
+/// small ops, evaluated and replayed.
+fn replay(c: &mut Checker) {
+    if std::env::var("GPU_CHECK_ONLY").is_ok_and(|p| !p.split(',').any(|p| "replay decode step".starts_with(p))) {
+        return;
+    }
+    let (emb, w) = (c.array(&[50, 64], Dtype::F32, -1.0, 1.0), c.array(&[64, 40], Dtype::F32, -1.0, 1.0));
+    let cache0 = c.array(&[1, 2, 16, 32], Dtype::F32, -1.0, 1.0);
+    let tokens: Vec<i32> = (0..6).map(|_| c.rng.uniform(0.0, 50.0) as i32).collect();
+    // The CPU, step by step.
+    let mut want = Vec::new();
+    let mut cache = cache0.clone();
+    for (p, &t) in tokens.iter().enumerate() {
+        let (l, _, k) =
+            cpu(|| replay_step(&emb, &w, &Array::from_vec(vec![t]), &Array::from_vec(vec![p as i32]), cache)).unwrap();
+        cpu(|| fx::eval(&[&l, &k])).unwrap();
+        want.push(l);
+        cache = k;
+    }
+    // The GPU: inputs computed there (device memory), the cache a fresh device buffer.
+    let on_gpu = |a: &Array| {
+        let r = gpu(|| fx::add(a, &fx::zeros(&[], a.dtype())?)).unwrap();
+        r.eval().unwrap();
+        r
+    };
+    let tok = on_gpu(&Array::from_vec(vec![tokens[0]]));
+    let pos = on_gpu(&Array::from_vec(vec![0i32]));
+    let result = gpu(|| {
+        let (l, pick, k) = replay_step(&emb, &w, &tok, &pos, on_gpu(&cache0))?;
+        let rec = fx::Replay::record(&[&l, &pick, &k])?.expect("a GPU records");
+        // Outputs are read at once (copied to the host): the next replay overwrites them.
+        let read = |l: &Array, k: &Array| -> fx::Result<(Array, Array)> {
+            let zero = || fx::zeros(&[], Dtype::F32);
+            let (l, k) = cpu(|| Ok::<_, fx::Error>((fx::add(l, &zero()?)?, fx::add(k, &zero()?)?)))?;
+            fx::eval(&[&l, &k])?;
+            Ok((l, k))
+        };
+        let mut got = vec![read(&l, &k)?];
+        for (p, &t) in tokens.iter().enumerate().skip(1) {
+            rec.write(&tok, &t.to_ne_bytes())?;
+            rec.write(&pos, &(p as i32).to_ne_bytes())?;
+            let outs = rec.replay()?;
+            got.push(read(&outs[0], &outs[2])?);
+        }
+        Ok::<_, fx::Error>(got)
+    });
+    match result {
+        Err(e) => {
+            println!("FAIL replay decode step: {e}");
+            c.results.push(("replay decode step".into(), f64::NAN, 1e-5, false));
+        }
+        Ok(got) => {
+            for (p, ((gl, _), wl)) in got.iter().zip(&want).enumerate() {
+                let (err, norm, ok) = compare(wl, gl, 1e-5);
+                println!(
+                    "{} replay decode step {p}: rel err {err:.2e} (|ref| {norm:.3e})",
+                    if ok { "ok  " } else { "FAIL" }
+                );
+                c.results.push((format!("replay decode step {p} logits"), err, 1e-5, ok));
+            }
+            let (err, _, ok) = compare(&cache, &got.last().unwrap().1, 1e-5);
+            println!(
+                "{} replay decode cache after {} steps: rel err {err:.2e}",
+                if ok { "ok  " } else { "FAIL" },
+                got.len()
+            );
+            c.results.push(("replay decode cache".into(), err, 1e-5, ok));
+        }
+    }
+}
+
+/// Host time of a chain of `n` small adds: evaluated each time, and replayed (per op, µs).
+fn replay_timings(c: &mut Checker, out: &mut Vec<(String, String)>) {
+    let n = 200;
+    let x0 = c.array(&[1024], Dtype::F32, -1.0, 1.0);
+    let one = c.array(&[1024], Dtype::F32, -1.0, 1.0);
+    let chain = || {
+        let mut y = x0.clone();
+        for _ in 0..n {
+            y = fx::add(&y, &one).unwrap();
+        }
+        y
+    };
+    let s = time(20, chain);
+    out.push((format!("chain of {n} small adds, eval: per op"), format!("{:.2} µs", s / n as f64 * 1e6)));
+    let y = chain();
+    let rec = fx::Replay::record(&[&y]).unwrap().expect("a GPU records");
+    let mut ts = Vec::new();
+    for i in 0..22 {
+        let t = Instant::now();
+        let outs = rec.replay().unwrap();
+        ferrox::backend::cuda::synchronize().unwrap();
+        drop(outs);
+        if i >= 2 {
+            ts.push(t.elapsed().as_secs_f64());
+        }
+    }
+    ts.sort_by(f64::total_cmp);
+    let s = ts[ts.len() / 2];
+    out.push((format!("chain of {n} small adds, replayed: per op"), format!("{:.2} µs", s / n as f64 * 1e6)));
+}
+
 /// Views, reshapes and an op with no GPU kernel (quantize): it falls back to the CPU by itself.
 fn movement(c: &mut Checker) {
     let x = c.array(&[4, 6, 10], Dtype::F32, -1.0, 1.0);
@@ -1080,6 +1216,7 @@ fn timings(c: &mut Checker) -> Vec<(String, String)> {
         out.push(("a chain of 200 small adds, one eval: per op".into(), format!("{:.2} µs", s / 200.0 * 1e6)));
         llm_timings(c, &mut out);
         new_family_timings(c, &mut out);
+        replay_timings(c, &mut out);
     });
     out
 }

@@ -4,7 +4,7 @@
 //! small changes ([`Variant`]; the mixtures of experts replace the MLP with a
 //! [`SparseMoe`]), built from their own files.
 
-use ferrox::fast::SdpaMask;
+use ferrox::fast::{RopeOffset, SdpaMask};
 use ferrox::{self as fx, Array};
 use ferrox_nn::layers::{AnyEmbedding, AnyLinear, RmsNorm, Rope};
 use ferrox_nn::Module;
@@ -294,8 +294,8 @@ impl Attention {
         let q = split(self.q_proj.forward(x)?, heads, self.q_norm.as_ref())?;
         let k = split(self.k_proj.forward(x)?, kv_heads, self.k_norm.as_ref())?;
         let v = split(self.v_proj.forward(x)?, kv_heads, None)?;
-        let offset = cache.as_ref().map_or(0, |c| c.offset());
-        let q = self.rope.forward(&q, offset)?;
+        let offset = cache.as_ref().map_or(RopeOffset::Int(0), |c| c.rope_offset());
+        let q = self.rope.forward(&q, offset.clone())?;
         let k = self.rope.forward(&k, offset)?;
         let (k, v) = match cache {
             Some(c) => c.update_and_fetch(&k, &v)?,
@@ -357,5 +357,10 @@ impl LanguageModel for Model {
 
     fn num_layers(&self) -> usize {
         self.model.layers.len()
+    }
+
+    fn replays_decode(&self) -> bool {
+        let dense = |b: &Block| matches!(b.mlp, Some(FeedForward::Dense(_))) && b.block_sparse_moe.is_none();
+        self.model.layers.iter().all(|b| dense(b) && !b.self_attn.rope.is_dynamic())
     }
 }

@@ -45,6 +45,13 @@ pub trait LanguageModel: Module + Send + Sync {
         None
     }
 
+    /// Whether a decode step can be recorded and replayed (the `decode_graph` module): the
+    /// model takes rope's position from [`KvCache::rope_offset`] and its mask from
+    /// [`KvCache::mask`], so nothing in its step depends on the position on the host.
+    fn replays_decode(&self) -> bool {
+        false
+    }
+
     /// Fresh caches for this model: rotating ones of `max_kv_size` positions if given.
     fn make_cache(&self, max_kv_size: Option<usize>) -> Vec<KvCache> {
         make_prompt_cache(self.num_layers(), max_kv_size)

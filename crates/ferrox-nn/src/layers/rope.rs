@@ -298,6 +298,12 @@ impl Rope {
         self.input_scale
     }
 
+    /// Whether the base depends on the sequence length (dynamic NTK scaling), which then
+    /// needs the offset as a number on the host.
+    pub fn is_dynamic(&self) -> bool {
+        self.dynamic.is_some()
+    }
+
     /// `x` (`[..., L, D]`) with token `l` rotated to position `offset + l`.
     pub fn forward(&self, x: &Array, offset: impl Into<RopeOffset>) -> Result<Array> {
         let offset = offset.into();

@@ -18,15 +18,23 @@ use crate::error::Result;
 use crate::memory::{Buffer, DeviceMemory, Pool};
 
 use super::context::{cuda_err, gpu, started, Gpu};
+use super::graph;
 
 fn sys_alloc(size: usize) -> Option<usize> {
     let g = started()?;
     g.bind().ok()?;
+    if graph::capturing() {
+        return graph::sync_alloc(size);
+    }
     // SAFETY: an allocation on our live stream.
     unsafe { cu::malloc_async(g.stream.cu_stream(), size) }.ok().map(|p| p as usize)
 }
 
-fn sys_free(addr: usize, _size: usize) {
+/// Gives a pool block back to the system (stream-ordered, unless a capture says otherwise).
+pub(crate) fn sys_free(addr: usize, size: usize) {
+    if graph::sys_free_special(addr, size) {
+        return;
+    }
     if let Some(g) = started() {
         if g.bind().is_ok() {
             // SAFETY: addr came from malloc_async; freeing is ordered after the work that used it.
@@ -66,8 +74,15 @@ impl DeviceBlock {
 
 impl Drop for DeviceBlock {
     fn drop(&mut self) {
-        pool().free(self.addr as usize, self.size);
+        if !graph::park_freed(self.addr, self.size) {
+            pool().free(self.addr as usize, self.size);
+        }
     }
+}
+
+/// Returns a block to the pool's cache (a recorded step's parked blocks, when it goes).
+pub(crate) fn free_to_pool(addr: u64, size: usize) {
+    pool().free(addr as usize, size);
 }
 
 impl DeviceMemory for DeviceBlock {
@@ -112,7 +127,13 @@ pub(crate) fn device_ptr(g: &Gpu, d: &Data, dtype: Dtype) -> Result<u64> {
         Some(m) => m,
         None => {
             let block = DeviceBlock::new(buf.nbytes())?;
-            if buf.nbytes() > 0 {
+            if buf.nbytes() > 0 && graph::capturing() {
+                // A copy from pageable memory cannot be recorded: copy now (the bytes are
+                // fixed for the graph's life, like the weights).
+                // SAFETY: the block holds nbytes.
+                unsafe { cu::memcpy_htod_sync(block.addr, buf.as_bytes()) }
+                    .map_err(|e| cuda_err("copying to the GPU", e))?;
+            } else if buf.nbytes() > 0 {
                 // SAFETY: the block holds nbytes; a copy from pageable memory returns once the
                 // source has been read, so the host buffer may go at any time after.
                 unsafe {
@@ -123,6 +144,7 @@ pub(crate) fn device_ptr(g: &Gpu, d: &Data, dtype: Dtype) -> Result<u64> {
             buf.set_device_memory(Arc::new(block))
         }
     };
+    graph::hold(mem);
     let block = mem
         .as_any()
         .downcast_ref::<DeviceBlock>()
@@ -135,10 +157,8 @@ pub(crate) fn alloc_out(shape: &[usize], dtype: Dtype) -> Result<(Data, u64)> {
     let nbytes = shape.iter().product::<usize>() * dtype.size();
     let block = DeviceBlock::new(nbytes)?;
     let addr = block.addr;
-    let data = Data {
-        buffer: Arc::new(Buffer::on_device(nbytes, Arc::new(block))),
-        offset: 0,
-        strides: row_major_strides(shape),
-    };
+    let mem: Arc<dyn DeviceMemory> = Arc::new(block);
+    graph::hold(&mem);
+    let data = Data { buffer: Arc::new(Buffer::on_device(nbytes, mem)), offset: 0, strides: row_major_strides(shape) };
     Ok((data, addr))
 }

@@ -207,8 +207,11 @@ pub(crate) fn attention(
             _ => 8,
         };
         let blocks = b * hkv * rows.div_ceil(r);
-        // Split the keys so that the grid fills the GPU about twice, each split at least 64 keys.
-        let nsplit = (2 * g.sms as usize).div_ceil(blocks).min(s.div_ceil(64)).max(1);
+        // Split the keys so that the grid fills the GPU about eight times over, each split at
+        // least 16 keys: a warp walks its keys one after another (a chain of dependent loads
+        // and softmax updates), so short splits keep the chain short (at 768 keys and one
+        // sequence: 40+ µs a call with splits of ≥ 64 keys).
+        let nsplit = (8 * g.sms as usize).div_ceil(blocks).min(s.div_ceil(16)).max(1);
         let chunk = s.div_ceil(nsplit);
         let nsplit = s.div_ceil(chunk.max(1)).max(1);
         let part = if nsplit > 1 { Some(DeviceBlock::new(b * hq * l * nsplit * (dv + 2) * 4)?) } else { None };

@@ -188,7 +188,7 @@ pub(crate) fn slice_update(
 /// buffers). A KV cache written one token at a time is this case, and writing in place saves
 /// a copy of the whole cache (a kernel and its bytes) per layer and token. Kernels still
 /// reading the old contents ran earlier on the same stream, so the write comes after them.
-fn donated(x: &Array) -> Option<Data> {
+pub(crate) fn donated(x: &Array) -> Option<Data> {
     if std::sync::Arc::strong_count(&x.0) != 2 {
         return None;
     }

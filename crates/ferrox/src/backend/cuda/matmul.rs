@@ -120,10 +120,15 @@ fn gemv(g: &Gpu, a: &Array, b: &Array, alpha: f64, shape: &[usize], dtype: Dtype
     if pa % 16 != 0 || pb % 16 != 0 {
         return Ok(false);
     }
-    let f = g.function(&format!("gemv {}", ctype(dtype)), "gemv", || {
+    let warps = (GEMV_BLOCK / 32) as usize;
+    // With several rows, a warp takes 4 columns — each x chunk it reads then serves them
+    // all — as long as that still gives every multiprocessor a block (two columns a warp on
+    // 2048 columns was slower than one: too few blocks).
+    let blocks = |cols: usize| n.div_ceil(cols * warps);
+    let (name, cols) = if rows > 2 && blocks(4) >= g.sms as usize { ("gemv_cols4", 4) } else { ("gemv", 1) };
+    let f = g.function(&format!("gemv {}", ctype(dtype)), name, || {
         format!("{COMMON}\n#define T {}\n{GEMV_SRC}\n", ctype(dtype))
     })?;
-    let warps = (GEMV_BLOCK / 32) as usize;
     let args = [
         Arg::U64(po),
         Arg::U64(pa),
@@ -135,7 +140,7 @@ fn gemv(g: &Gpu, a: &Array, b: &Array, alpha: f64, shape: &[usize], dtype: Dtype
         Arg::I64(k as i64),
         Arg::F32(alpha as f32),
     ];
-    launch(g, &f, n.div_ceil(warps) as u32, GEMV_BLOCK, &args)?;
+    launch(g, &f, blocks(cols) as u32, GEMV_BLOCK, &args)?;
     Ok(true)
 }
 

@@ -5,6 +5,7 @@
 //! - [`context`]: the device, its one stream (all work is ordered on it), cuBLAS.
 //! - [`alloc`]: device memory — a caching, stream-ordered pool (`cuMemAllocAsync`, never
 //!   managed memory) counted in `active_memory` and friends; uploads and downloads.
+//! - [`graph`]: recording a step's work as a CUDA graph and replaying it ([`crate::Replay`]).
 //! - [`compile`]: `.cu` sources compiled by NVRTC for the device's architecture at first use,
 //!   cached on disk.
 //! - [`elementwise`], [`reduce`], [`matmul`], [`fast`], [`index`], [`scatter`], [`sort`],
@@ -20,6 +21,7 @@ pub(crate) mod context;
 mod conv;
 mod elementwise;
 mod fast;
+pub(crate) mod graph;
 mod index;
 mod layout;
 mod matmul;

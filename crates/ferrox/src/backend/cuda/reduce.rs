@@ -1,5 +1,7 @@
 //! Reductions over axes, arg-reductions and scans: one block per output element (or line).
 
+use cudarc::driver::LaunchConfig;
+
 use crate::array::row_major_strides;
 use crate::array::{Array, Data};
 use crate::dtype::Dtype;
@@ -9,11 +11,17 @@ use crate::primitives::{ArgReduceOp, ReduceOp, ScanOp};
 use super::alloc::{alloc_out, device_ptr, DeviceBlock};
 use super::compile::COMMON;
 use super::context::Gpu;
-use super::layout::{ctype, launch, Arg, Layout};
+use super::layout::{ctype, launch, launch_cfg, Arg, Layout};
 
 const SRC: &str = include_str!("kernels/reduce.cu");
 /// Threads per block (RBLOCK in reduce.cu).
 const BLOCK: u32 = 256;
+/// Arg-reductions split lines of at least twice this many elements into parts of it, when
+/// there are at most `SPLIT_LINES` lines (`ARGREDUCE_SPLIT` in reduce.cu).
+const SPLIT_CHUNK: usize = 2048;
+const SPLIT_LINES: usize = 4096;
+/// Room for one `Cand` of reduce.cu (value, i64 index, NaN flag: 24 bytes with padding).
+const CAND_BYTES: usize = 32;
 
 fn source(t: Dtype) -> String {
     format!(
@@ -25,6 +33,7 @@ fn source(t: Dtype) -> String {
          REDUCE(All, bool, true, to_acc<T>(x) != (A)0, r_mul<bool>, bool, acc)\n\
          REDUCE(Any, bool, false, to_acc<T>(x) != (A)0, r_add<bool>, bool, acc)\n\
          ARGREDUCE(ArgMax, true)\nARGREDUCE(ArgMin, false)\n\
+         ARGREDUCE_SPLIT(ArgMax, true)\nARGREDUCE_SPLIT(ArgMin, false)\n\
          SCAN(Sum, (A)0, r_add<A>)\nSCAN(Prod, (A)1, r_mul<A>)\nSCAN(Max, lowest(), r_max<A>)\n\
          SCAN(Min, highest(), r_min<A>)\n",
         ctype(t)
@@ -110,8 +119,30 @@ pub(crate) fn arg_reduce(
         return Ok(Some(out));
     }
     let ip = device_ptr(g, &d, x.dtype())?;
+    let s = d.strides[axis] as i64;
+    if lo.n() <= SPLIT_LINES && n >= 2 * SPLIT_CHUNK {
+        // Few long lines (a greedy pick over a vocabulary): one block per line would walk it
+        // alone (~120 µs for 128k elements); parts of SPLIT_CHUNK go to their own blocks.
+        let parts = n.div_ceil(SPLIT_CHUNK);
+        let part = DeviceBlock::new(lo.n() * parts * CAND_BYTES)?;
+        let f = function(g, x.dtype(), &format!("argreduce_part_{op:?}"))?;
+        let cfg =
+            LaunchConfig { grid_dim: (parts as u32, lo.n() as u32, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+        let args = [
+            Arg::U64(part.addr),
+            Arg::U64(ip),
+            Arg::Layout(&lo),
+            Arg::I64(n as i64),
+            Arg::I64(s),
+            Arg::I64(SPLIT_CHUNK as i64),
+        ];
+        launch_cfg(g, &f, cfg, &args)?;
+        let f = function(g, x.dtype(), &format!("argreduce_join_{op:?}"))?;
+        launch(g, &f, lo.n() as u32, BLOCK, &[Arg::U64(po), Arg::U64(part.addr), Arg::I64(parts as i64)])?;
+        return Ok(Some(out));
+    }
     let f = function(g, x.dtype(), &format!("argreduce_{op:?}"))?;
-    let args = [Arg::U64(po), Arg::U64(ip), Arg::Layout(&lo), Arg::I64(n as i64), Arg::I64(d.strides[axis] as i64)];
+    let args = [Arg::U64(po), Arg::U64(ip), Arg::Layout(&lo), Arg::I64(n as i64), Arg::I64(s)];
     launch(g, &f, g.grid(lo.n(), 1), BLOCK, &args)?;
     Ok(Some(out))
 }

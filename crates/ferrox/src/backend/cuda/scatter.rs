@@ -19,7 +19,7 @@ use super::alloc::{alloc_out, device_ptr, DeviceBlock};
 use super::compile::COMMON;
 use super::context::{cuda_err, Gpu};
 use super::elementwise::copy_strided;
-use super::index::Indices;
+use super::index::{donated, Indices};
 use super::layout::{ctype, launch, Arg, Layout};
 
 const SRC: &str = include_str!("kernels/scatter.cu");
@@ -28,6 +28,7 @@ const BLOCK: u32 = 256;
 const CLAIM: i32 = 0;
 const WRITE: i32 = 1;
 const COMBINE: i32 = 2;
+const PLAIN: i32 = 3;
 
 fn function(g: &Gpu, t: Dtype, idx: Dtype, name: &str) -> Result<cudarc::driver::CudaFunction> {
     let (tc, ic) = (ctype(t), ctype(idx));
@@ -35,8 +36,13 @@ fn function(g: &Gpu, t: Dtype, idx: Dtype, name: &str) -> Result<cudarc::driver:
 }
 
 /// A row-major copy of `a` on the device to scatter into, and its address; `None` past the
-/// kernels' axis limit.
+/// kernels' axis limit. An `a` nobody else holds is written in place instead (a KV cache
+/// written at a position computed on the device: see `index::donated`).
 fn start_from(g: &Gpu, a: &Array) -> Result<Option<(Data, u64)>> {
+    if let Some(d) = donated(a) {
+        let p = device_ptr(g, &d, a.dtype())?;
+        return Ok(Some((d, p)));
+    }
     let (out, po) = alloc_out(a.shape(), a.dtype())?;
     if a.size() > 0 {
         let d = a.data()?;
@@ -49,7 +55,8 @@ fn start_from(g: &Gpu, a: &Array) -> Result<Option<(Data, u64)>> {
 }
 
 /// Runs kernel `name` over `n` updates with `args` (the step and the claims' address are
-/// appended): one combining pass, or for assignments a claiming pass and a writing one.
+/// appended): one combining pass, or for assignments a claiming pass and a writing one — or
+/// one plain writing pass when the caller knows no two updates share a destination.
 fn run(
     g: &Gpu,
     f: &cudarc::driver::CudaFunction,
@@ -57,6 +64,7 @@ fn run(
     out_n: usize,
     n: usize,
     args: &[Arg],
+    distinct: bool,
 ) -> Result<()> {
     let grid = g.grid(n, BLOCK);
     let with = |win: u64, step: i32| -> Vec<Arg> {
@@ -66,6 +74,9 @@ fn run(
     };
     if mode != ScatterMode::Assign {
         return launch(g, f, grid, BLOCK, &with(0, COMBINE));
+    }
+    if distinct {
+        return launch(g, f, grid, BLOCK, &with(0, PLAIN));
     }
     let win = DeviceBlock::new(out_n * 8)?;
     // SAFETY: the block holds out_n * 8 bytes; the memset is ordered on the GPU's stream.
@@ -126,7 +137,7 @@ pub(crate) fn scatter(
     let pu = device_ptr(g, &du, dtype)?;
     let f = function(g, dtype, it, "scatter")?;
     let args = [Arg::U64(po), Arg::U64(pu), Arg::Indices(&ix), Arg::Layout(&li), Arg::Layout(&ls)];
-    run(g, &f, mode, a.size(), n, &args)?;
+    run(g, &f, mode, a.size(), n, &args, false)?;
     Ok(Some(out))
 }
 
@@ -166,6 +177,7 @@ pub(crate) fn put_along_axis(
         Arg::I64(a.shape()[axis] as i64),
         Arg::I64(ost[axis] as i64),
     ];
-    run(g, &f, mode, a.size(), l.n(), &args)?;
+    // One index per lane off the axis: every update has its own destination.
+    run(g, &f, mode, a.size(), l.n(), &args, upd_shape[axis] == 1)?;
     Ok(Some(out))
 }

@@ -121,6 +121,43 @@ __device__ __forceinline__ Cand arg_pick(Cand a, Cand b) {
     }                                                                                                   \
   }
 
+// Arg-reductions of few long lines, split: block (p, j) picks among elements [p * chunk,
+// (p + 1) * chunk) of line j into part[j * parts + p], then argreduce_join_NAME picks among a
+// line's parts. arg_pick is a total order (ties to the lower index), so the split picks what
+// one pass would.
+#define ARGREDUCE_SPLIT(NAME, MAX)                                                                    \
+  extern "C" __global__ void argreduce_part_##NAME(Cand* __restrict__ part, const T* __restrict__ in, \
+                                                   Layout lo, i64 n, i64 s, i64 chunk) {             \
+    const i64 j = blockIdx.y, p = blockIdx.x;                                                         \
+    i64 base[1];                                                                                      \
+    offsets<1>(lo, j, base);                                                                          \
+    Cand best;                                                                                        \
+    best.i = -1;                                                                                      \
+    best.nan = false;                                                                                 \
+    best.v = (A)0;                                                                                    \
+    const i64 r1 = (p + 1) * chunk < n ? (p + 1) * chunk : n;                                         \
+    for (i64 r = p * chunk + threadIdx.x; r < r1; r += RBLOCK) {                                      \
+      Cand c;                                                                                         \
+      c.v = to_acc<T>(in[base[0] + r * s]);                                                           \
+      c.i = r;                                                                                        \
+      c.nan = c.v != c.v;                                                                             \
+      best = arg_pick<MAX>(best, c);                                                                  \
+    }                                                                                                 \
+    best = block_combine(best, [](Cand a, Cand b) { return arg_pick<MAX>(a, b); });                   \
+    if (threadIdx.x == 0) part[j * gridDim.x + p] = best;                                             \
+  }                                                                                                   \
+  extern "C" __global__ void argreduce_join_##NAME(u32* __restrict__ out, const Cand* __restrict__ part, \
+                                                   i64 parts) {                                       \
+    const i64 j = blockIdx.x;                                                                         \
+    Cand best;                                                                                        \
+    best.i = -1;                                                                                      \
+    best.nan = false;                                                                                 \
+    best.v = (A)0;                                                                                    \
+    for (i64 p = threadIdx.x; p < parts; p += RBLOCK) best = arg_pick<MAX>(best, part[j * parts + p]); \
+    best = block_combine(best, [](Cand a, Cand b) { return arg_pick<MAX>(a, b); });                   \
+    if (threadIdx.x == 0) out[j] = (u32)best.i;                                                       \
+  }
+
 // Scans: one block per line (lo: the lines, st[0] the input's and st[1] the output's strides);
 // the line of n elements (strides si, so) is taken in chunks of RBLOCK, each scanned in
 // shared memory and joined to the running total. `reverse` runs from the end; `inclusive`

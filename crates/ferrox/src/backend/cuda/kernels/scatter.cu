@@ -13,6 +13,8 @@
 #define STEP_CLAIM 0
 #define STEP_WRITE 1
 #define STEP_COMBINE 2
+// Destinations known to be distinct (one update per output element): write directly.
+#define STEP_PLAIN 3
 
 // ScatterMode's order: assign, add, prod, max, min.
 template <typename V> __device__ __forceinline__ V combine(int mode, V old, V v) {
@@ -66,7 +68,9 @@ __device__ __forceinline__ void apply(T* out, i64 o, T v, i64 pos, u64* win, int
     atomicMax((unsigned long long*)&win[o], (unsigned long long)(pos + 1));
   else if (step == STEP_WRITE) {
     if (win[o] == (u64)(pos + 1)) out[o] = v;
-  } else
+  } else if (step == STEP_PLAIN)
+    out[o] = v;
+  else
     atomic_combine<T>(out + o, v, mode);
 }
 
