@@ -41,13 +41,7 @@ pub fn weighted_sum(p: &[f32], v: &[u16], out: &mut [f32]) {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use crate::backend::cpu::bf16_gemm::x86::reduce4;
-
-    /// 32 bf16 values (bits) from `p`, the lanes past `mask` zero.
-    #[inline(always)]
-    unsafe fn load_bf16(p: *const u16, mask: u32) -> __m512bh {
-        std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi16(mask, p as *const i16))
-    }
+    use crate::backend::cpu::bf16_gemm::x86::{first_lanes, load_bf16, reduce4};
 
     /// 16 bf16 values (bits) from `p` widened to f32, the lanes past `mask` zero.
     #[inline(always)]
@@ -56,23 +50,13 @@ mod x86 {
         _mm512_castsi512_ps(_mm512_slli_epi32::<16>(bits))
     }
 
-    /// The mask of the first `n` (at most 32) lanes.
-    #[inline(always)]
-    fn first(n: usize) -> u32 {
-        if n >= 32 {
-            u32::MAX
-        } else {
-            (1u32 << n) - 1
-        }
-    }
-
     /// Σ q·k over one key row for the `R` rows starting at `rows`.
     #[inline(always)]
     unsafe fn dots<const R: usize>(q: *const u16, rows: *const u16, dk: usize) -> [__m512; R] {
         let mut acc = [_mm512_setzero_ps(); R];
         let mut c = 0;
         while c < dk {
-            let mask = first(dk - c);
+            let mask = first_lanes(dk - c);
             let qv = load_bf16(q.add(c), mask);
             for (r, a) in acc.iter_mut().enumerate() {
                 *a = _mm512_dpbf16_ps(*a, load_bf16(rows.add(r * dk + c), mask), qv);
@@ -103,7 +87,7 @@ mod x86 {
         let (s, dv) = (p.len(), out.len());
         let mut c = 0;
         while c < dv {
-            let mask = first(dv - c) as u16;
+            let mask = first_lanes(dv - c) as u16;
             let col = v.as_ptr().add(c);
             let mut acc = [_mm512_setzero_ps(); 4];
             let mut j = 0;
@@ -129,11 +113,7 @@ mod tests {
     use half::bf16;
 
     use super::*;
-
-    /// Pseudo-random bf16 values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<u16> {
-        crate::backend::cpu::test_rand(n, seed).iter().map(|v| bf16::from_f32(v * 2.0 - 1.0).to_bits()).collect()
-    }
+    use crate::backend::cpu::test_bf16_bits;
 
     /// Key counts around the four-key step, head sizes around the 32- and 16-lane steps:
     /// against float64 sums.
@@ -145,7 +125,7 @@ mod tests {
         }
         let f = |b: u16| bf16::from_bits(b).to_f32() as f64;
         for (s, d) in [(1, 1), (3, 17), (5, 64), (9, 80), (130, 128)] {
-            let (q, k) = (values(d, 1), values(s * d, 2));
+            let (q, k) = (test_bf16_bits(d, 1), test_bf16_bits(s * d, 2));
             let mut sc = vec![f32::NAN; s];
             scores(&q, &k, d, 0.5, &mut sc);
             for (j, &got) in sc.iter().enumerate() {

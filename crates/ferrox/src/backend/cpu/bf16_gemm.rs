@@ -119,6 +119,22 @@ pub(super) mod x86 {
         }
     }
 
+    /// 32 bf16 values (bits) from `p` as a `vdpbf16ps` operand, the lanes past `mask` zero.
+    #[inline(always)]
+    pub unsafe fn load_bf16(p: *const u16, mask: u32) -> __m512bh {
+        std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi16(mask, p as *const i16))
+    }
+
+    /// The mask of the first `n` (at most 32, more count as 32) lanes.
+    #[inline(always)]
+    pub fn first_lanes(n: usize) -> u32 {
+        if n >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << n) - 1
+        }
+    }
+
     /// The sums of the lanes of `a`, `b`, `c` and `d`, in that order.
     #[inline(always)]
     pub unsafe fn reduce4(a: __m512, b: __m512, c: __m512, d: __m512) -> __m128 {
@@ -223,11 +239,7 @@ mod tests {
     use half::bf16;
 
     use super::*;
-
-    /// Pseudo-random bf16 values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<u16> {
-        crate::backend::cpu::test_rand(n, seed).iter().map(|v| bf16::from_f32(v * 2.0 - 1.0).to_bits()).collect()
-    }
+    use crate::backend::cpu::test_bf16_bits;
 
     /// Row counts around the micro-tile, column counts around the panel width, b with either
     /// axis contiguous: against float64 sums of the products.
@@ -240,8 +252,8 @@ mod tests {
         let f = |b: u16| bf16::from_bits(b).to_f32() as f64;
         for (m, n, k) in [(1, 1, 2), (2, 31, 64), (7, 33, 130), (13, 70, 256), (6, 32, 512)] {
             let lda = k + 3;
-            let a = values(m * lda, 1);
-            let b = values(k * n, 2);
+            let a = test_bf16_bits(m * lda, 1);
+            let b = test_bf16_bits(k * n, 2);
             for column_major in [false, true] {
                 // b[kk, j] at kk * rs + j * cs.
                 let (rs, cs) = if column_major { (1, k as isize) } else { (n as isize, 1) };

@@ -60,7 +60,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{RowMatrix, ROWS};
-    use crate::backend::cpu::bf16_gemm::x86::reduce4;
+    use crate::backend::cpu::bf16_gemm::x86::{first_lanes, load_bf16, reduce4};
     use crate::backend::cpu::iter::MutPtr;
 
     /// Rows `j0..j1` of `w` dotted with x into `y`.
@@ -77,12 +77,6 @@ mod x86 {
         }
     }
 
-    /// 32 bf16 values from `p`, the lanes past `mask` zero.
-    #[inline(always)]
-    unsafe fn load(p: *const u16, mask: u32) -> __m512bh {
-        std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi16(mask, p as *const i16))
-    }
-
     /// Rows `j..j + R`.
     #[inline(always)]
     unsafe fn block<const R: usize>(x: &[u16], w: RowMatrix, j: usize, y: MutPtr<f32>) {
@@ -93,20 +87,20 @@ mod x86 {
         let mut c = 0;
         // SAFETY (whole function): reads stay inside x and the rows (the last through masks).
         while c + 64 <= k {
-            let x0 = load(x.as_ptr().add(c), full);
-            let x1 = load(x.as_ptr().add(c + 32), full);
+            let x0 = load_bf16(x.as_ptr().add(c), full);
+            let x1 = load_bf16(x.as_ptr().add(c + 32), full);
             for (a, row) in acc.iter_mut().zip(&rows) {
-                a[0] = _mm512_dpbf16_ps(a[0], load(row.add(c), full), x0);
-                a[1] = _mm512_dpbf16_ps(a[1], load(row.add(c + 32), full), x1);
+                a[0] = _mm512_dpbf16_ps(a[0], load_bf16(row.add(c), full), x0);
+                a[1] = _mm512_dpbf16_ps(a[1], load_bf16(row.add(c + 32), full), x1);
             }
             c += 64;
         }
         while c < k {
             let left = k - c;
-            let mask = if left >= 32 { full } else { (1u32 << left) - 1 };
-            let xv = load(x.as_ptr().add(c), mask);
+            let mask = first_lanes(left);
+            let xv = load_bf16(x.as_ptr().add(c), mask);
             for (a, row) in acc.iter_mut().zip(&rows) {
-                a[0] = _mm512_dpbf16_ps(a[0], load(row.add(c), mask), xv);
+                a[0] = _mm512_dpbf16_ps(a[0], load_bf16(row.add(c), mask), xv);
             }
             c += 32;
         }
@@ -126,11 +120,7 @@ mod tests {
     use half::bf16;
 
     use super::*;
-
-    /// Pseudo-random bf16 values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<u16> {
-        crate::backend::cpu::test_rand(n, seed).iter().map(|v| bf16::from_f32(v * 2.0 - 1.0).to_bits()).collect()
-    }
+    use crate::backend::cpu::test_bf16_bits;
 
     /// Row counts around the pass width and the threading split, lengths around the step
     /// (odd ones too), rows apart by more than their length: against float64 sums.
@@ -143,8 +133,8 @@ mod tests {
         let f = |b: u16| bf16::from_bits(b).to_f32() as f64;
         for (n, k) in [(1, 1), (3, 31), (5, 64), (9, 97), (130, 576), (1100, 130)] {
             let ld = k + 5;
-            let x = values(k, 1);
-            let w = values(n * ld, 2);
+            let x = test_bf16_bits(k, 1);
+            let w = test_bf16_bits(n * ld, 2);
             let mut y = vec![f32::NAN; n];
             // SAFETY: w holds n rows of ld ≥ k elements.
             unsafe { gemv(&x, RowMatrix { ptr: w.as_ptr(), ld, n, k }, &mut y) };

@@ -111,6 +111,12 @@ fn for_feature_ranges(n: usize, cols: usize, task: impl Fn(usize, usize) + Sync)
 }
 
 #[cfg(test)]
+/// Pseudo-random bf16 values in [-1, 1), as bits (the bf16 kernels' tests).
+pub(crate) fn test_bf16_bits(n: usize, seed: u64) -> Vec<u16> {
+    test_rand(n, seed).iter().map(|v| half::bf16::from_f32(v * 2.0 - 1.0).to_bits()).collect()
+}
+
+#[cfg(test)]
 /// A deterministic pseudo-random sequence in [0, 1).
 pub(crate) fn test_rand(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
