@@ -113,14 +113,13 @@ mod tests {
     use half::bf16;
 
     use super::*;
-    use crate::backend::cpu::test_bf16_bits;
+    use crate::backend::cpu::{assert_sum_close, skip_without_bf16, test_bf16_bits};
 
     /// Key counts around the four-key step, head sizes around the 32- and 16-lane steps:
     /// against float64 sums.
     #[test]
     fn kernels_match_a_float64_reference() {
-        if !applies() {
-            eprintln!("skipped: this CPU has no AVX512-BF16");
+        if skip_without_bf16() {
             return;
         }
         let f = |b: u16| bf16::from_bits(b).to_f32() as f64;
@@ -130,16 +129,14 @@ mod tests {
             scores(&q, &k, d, 0.5, &mut sc);
             for (j, &got) in sc.iter().enumerate() {
                 let terms = (0..d).map(|e| 0.5 * f(q[e]) * f(k[j * d + e]));
-                let (want, mag): (f64, f64) = (terms.clone().sum(), terms.map(f64::abs).sum());
-                assert!((got as f64 - want).abs() <= 1e-6 * mag, "scores s{s} d{d} key {j}: {got} vs {want}");
+                assert_sum_close(got, terms, format!("scores s{s} d{d} key {j}"));
             }
             let p: Vec<f32> = crate::backend::cpu::test_rand(s, 3);
             let mut o = vec![f32::NAN; d];
             weighted_sum(&p, &k, &mut o);
             for (e, &got) in o.iter().enumerate() {
                 let terms = (0..s).map(|j| p[j] as f64 * f(k[j * d + e]));
-                let (want, mag): (f64, f64) = (terms.clone().sum(), terms.map(f64::abs).sum());
-                assert!((got as f64 - want).abs() <= 1e-6 * mag, "weighted sum s{s} d{d} column {e}: {got} vs {want}");
+                assert_sum_close(got, terms, format!("weighted sum s{s} d{d} column {e}"));
             }
         }
     }

@@ -239,14 +239,13 @@ mod tests {
     use half::bf16;
 
     use super::*;
-    use crate::backend::cpu::test_bf16_bits;
+    use crate::backend::cpu::{assert_sum_close, skip_without_bf16, test_bf16_bits};
 
     /// Row counts around the micro-tile, column counts around the panel width, b with either
     /// axis contiguous: against float64 sums of the products.
     #[test]
     fn products_match_a_float64_reference() {
-        if !cpu_supported() {
-            eprintln!("skipped: this CPU has no AVX512-BF16");
+        if skip_without_bf16() {
             return;
         }
         let f = |b: u16| bf16::from_bits(b).to_f32() as f64;
@@ -264,10 +263,7 @@ mod tests {
                     for j in 0..n {
                         let terms =
                             (0..k).map(|kk| f(a[i * lda + kk]) * f(b[(kk as isize * rs + j as isize * cs) as usize]));
-                        let want: f64 = terms.clone().sum();
-                        let mag: f64 = terms.map(f64::abs).sum();
-                        let got = acc[i * n + j] as f64;
-                        assert!((got - want).abs() <= 1e-6 * mag, "m{m} n{n} k{k} [{i}, {j}]: {got} vs {want}");
+                        assert_sum_close(acc[i * n + j], terms, format!("m{m} n{n} k{k} [{i}, {j}]"));
                     }
                 }
             }

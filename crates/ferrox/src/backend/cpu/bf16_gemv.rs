@@ -120,14 +120,13 @@ mod tests {
     use half::bf16;
 
     use super::*;
-    use crate::backend::cpu::test_bf16_bits;
+    use crate::backend::cpu::{assert_sum_close, skip_without_bf16, test_bf16_bits};
 
     /// Row counts around the pass width and the threading split, lengths around the step
     /// (odd ones too), rows apart by more than their length: against float64 sums.
     #[test]
     fn products_match_a_float64_reference() {
-        if !applies() {
-            eprintln!("skipped: this CPU has no AVX512-BF16");
+        if skip_without_bf16() {
             return;
         }
         let f = |b: u16| bf16::from_bits(b).to_f32() as f64;
@@ -140,9 +139,7 @@ mod tests {
             unsafe { gemv(&x, RowMatrix { ptr: w.as_ptr(), ld, n, k }, &mut y) };
             for (j, &got) in y.iter().enumerate() {
                 let terms = (0..k).map(|kk| f(x[kk]) * f(w[j * ld + kk]));
-                let want: f64 = terms.clone().sum();
-                let mag: f64 = terms.map(f64::abs).sum();
-                assert!((got as f64 - want).abs() <= 1e-6 * mag, "n{n} k{k} row {j}: {got} vs {want}");
+                assert_sum_close(got, terms, format!("n{n} k{k} row {j}"));
             }
         }
     }

@@ -111,6 +111,23 @@ fn for_feature_ranges(n: usize, cols: usize, task: impl Fn(usize, usize) + Sync)
 }
 
 #[cfg(test)]
+/// True (after saying so) when this CPU lacks AVX512-BF16, so the bf16 kernels' tests skip.
+pub(crate) fn skip_without_bf16() -> bool {
+    let skip = !bf16_gemm::cpu_supported();
+    if skip {
+        eprintln!("skipped: this CPU has no AVX512-BF16");
+    }
+    skip
+}
+
+#[cfg(test)]
+/// Asserts that `got` is the sum of `terms` within f32 summation error (1e-6 of Σ|term|).
+pub(crate) fn assert_sum_close(got: f32, terms: impl Iterator<Item = f64> + Clone, what: impl std::fmt::Display) {
+    let (want, mag): (f64, f64) = (terms.clone().sum(), terms.map(f64::abs).sum());
+    assert!((got as f64 - want).abs() <= 1e-6 * mag, "{what}: {got} vs {want}");
+}
+
+#[cfg(test)]
 /// Pseudo-random bf16 values in [-1, 1), as bits (the bf16 kernels' tests).
 pub(crate) fn test_bf16_bits(n: usize, seed: u64) -> Vec<u16> {
     test_rand(n, seed).iter().map(|v| half::bf16::from_f32(v * 2.0 - 1.0).to_bits()).collect()

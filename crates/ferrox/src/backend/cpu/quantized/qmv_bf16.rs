@@ -32,8 +32,7 @@ struct Prepared {
     /// `[r, chunks * CHUNK]`: element `c·CHUNK + 4j + k` of a row at `c·CHUNK + 32k + j`; zero
     /// past the row's end.
     x: Vec<u16>,
-    /// Σ over each group of each row of x, then the same times −128: `[r, 2, sums_stride]`,
-    /// zero past the row's groups.
+    /// Σ over each group of each row of x: `[r, sums_stride]`, zero past the row's groups.
     xsum: Vec<f32>,
     /// Elements of one prepared row.
     stride: usize,
@@ -54,12 +53,10 @@ fn prepare(x: &[f32], r: usize, cols: usize, gs: usize) -> Prepared {
     }
     let groups = cols / gs;
     let sums_stride = groups + 16;
-    let mut xsum = vec![0f32; r * 2 * sums_stride];
-    for (dst, src) in xsum.chunks_exact_mut(2 * sums_stride).zip(x.chunks_exact(cols)) {
-        let (sums, offsets) = dst.split_at_mut(sums_stride);
-        for ((sum, offset), g) in sums.iter_mut().zip(offsets.iter_mut()).zip(src.chunks(gs)) {
+    let mut xsum = vec![0f32; r * sums_stride];
+    for (dst, src) in xsum.chunks_exact_mut(sums_stride).zip(x.chunks_exact(cols)) {
+        for (sum, g) in dst.iter_mut().zip(src.chunks(gs)) {
             *sum = g.iter().sum();
-            *offset = -128.0 * *sum;
         }
     }
     Prepared { x: xp, xsum, stride, sums_stride }
@@ -220,17 +217,17 @@ mod x86 {
                 }
             }
         }
-        // The bias term, less the 128 the codes carried: Σ_g b_g·Σx_g − 128·s_g·Σx_g, into the
+        // The bias term, less the 128 the codes carried: Σ_g (b_g − 128·s_g)·Σx_g, into the
         // lanes of each sum, 16 groups at a time.
+        let minus_128 = _mm512_set1_ps(-128.0);
         for (i, row) in tot.iter_mut().enumerate() {
             for (m, lanes) in row.iter_mut().enumerate() {
-                let sums = t.prep.xsum.as_ptr().add(m * 2 * t.prep.sums_stride);
+                let sums = t.prep.xsum.as_ptr().add(m * t.prep.sums_stride);
                 let mut g = 0;
                 while g < groups {
                     let (s, b) = (scales.as_ptr().add(i * stride + g), biases.as_ptr().add(i * stride + g));
-                    *lanes = _mm512_fmadd_ps(_mm512_loadu_ps(b), _mm512_loadu_ps(sums.add(g)), *lanes);
-                    *lanes =
-                        _mm512_fmadd_ps(_mm512_loadu_ps(s), _mm512_loadu_ps(sums.add(t.prep.sums_stride + g)), *lanes);
+                    let offset = _mm512_fmadd_ps(_mm512_loadu_ps(s), minus_128, _mm512_loadu_ps(b));
+                    *lanes = _mm512_fmadd_ps(offset, _mm512_loadu_ps(sums.add(g)), *lanes);
                     g += 16;
                 }
             }
