@@ -613,9 +613,12 @@ fn attention(c: &mut Checker) {
     use fx::fast::{scaled_dot_product_attention as sdpa, SdpaMask};
     /// (name, B, Hq, Hkv, L, S, D, Dv)
     type Case = (&'static str, usize, usize, usize, usize, usize, usize, usize);
-    let cases: [Case; 9] = [
+    let cases: [Case; 11] = [
         ("decode", 2, 8, 2, 1, 37, 64, 64),
         ("decode long", 1, 32, 8, 1, 1000, 64, 64),
+        // One kv head: the most key splits (the combine pass's 256), and its scalar path (Dv 35).
+        ("decode many splits", 1, 2, 1, 1, 5000, 64, 64),
+        ("decode dv35", 1, 4, 1, 1, 700, 40, 35),
         ("decode d128", 1, 8, 8, 1, 300, 128, 128),
         ("decode d256 L2", 1, 4, 2, 2, 200, 256, 256),
         ("decode L3", 1, 8, 2, 3, 130, 64, 64),

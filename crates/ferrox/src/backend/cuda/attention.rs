@@ -1,6 +1,6 @@
 //! Scaled dot-product attention (`Op::Attention`) without materialized scores: a split-KV
 //! kernel for decode (few query rows per key/value head: blocks split the keys, a second
-//! kernel joins their partial softmaxes) and a flash-attention-style kernel for prefill
+//! kernel joins their partial softmaxes, a block a row with a thread a split) and a flash-attention-style kernel for prefill
 //! (tiles of query rows sweep key tiles with an online softmax; on the tensor cores through
 //! `mma.sync` for f16 and bf16 with head dims up to 128, else in f32 FMAs). Both group the query
 //! heads of one key/value head, take causal, additive or boolean masks, and read q, k and v
@@ -24,6 +24,9 @@ use super::layout::{ctype, launch_cfg, Arg};
 const SRC: &str = include_str!("kernels/attention.cu");
 /// Rows of one (batch, kv head) up to which the decode kernel runs.
 const DECODE_ROWS: usize = 16;
+/// The decode kernel's most key splits: the combine pass's threads a row (COMBINE of
+/// attention.cu).
+const COMBINE_SPLITS: usize = 256;
 
 /// The kernel's parameters (`struct Attn` of attention.cu).
 #[repr(C)]
@@ -211,7 +214,8 @@ pub(crate) fn attention(
         // least 16 keys: a warp walks its keys one after another (a chain of dependent loads
         // and softmax updates), so short splits keep the chain short (at 768 keys and one
         // sequence: 40+ µs a call with splits of ≥ 64 keys).
-        let nsplit = (8 * g.sms as usize).div_ceil(blocks).min(s.div_ceil(16)).max(1);
+        // At most COMBINE_SPLITS: the combine pass gives each split one thread.
+        let nsplit = (8 * g.sms as usize).div_ceil(blocks).min(s.div_ceil(16)).clamp(1, COMBINE_SPLITS);
         let chunk = s.div_ceil(nsplit);
         let nsplit = s.div_ceil(chunk.max(1)).max(1);
         let part = if nsplit > 1 { Some(DeviceBlock::new(b * hq * l * nsplit * (dv + 2) * 4)?) } else { None };
@@ -221,9 +225,12 @@ pub(crate) fn attention(
             LaunchConfig { grid_dim: (blocks as u32, nsplit as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         launch_cfg(g, &f, cfg, &[Arg::Attn(&p), Arg::U64(ppart), Arg::I32(nsplit as i32), Arg::I32(chunk as i32)])?;
         if nsplit > 1 {
-            let f = func("attn_combine")?;
-            let cfg =
-                LaunchConfig { grid_dim: ((b * hq * l) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+            let f = func(if dv.is_multiple_of(4) { "attn_combine_4" } else { "attn_combine_1" })?;
+            let cfg = LaunchConfig {
+                grid_dim: ((b * hq * l) as u32, 1, 1),
+                block_dim: (COMBINE_SPLITS as u32, 1, 1),
+                shared_mem_bytes: 0,
+            };
             launch_cfg(g, &f, cfg, &[Arg::Attn(&p), Arg::U64(ppart), Arg::I32(nsplit as i32)])?;
         }
     } else if t != Dtype::F32 && dmax <= 128 {

@@ -39,9 +39,10 @@ __device__ __forceinline__ float fmax_keep(float m, float s) { return s > m ? s 
 
 // ---- decode: few rows per kv head, keys split across blocks ----
 // Block (b, kvh, chunk of R rows) × split y; 4 warps take the split's keys in turn, each lane
-// holding EPL dims (d = lane + 32 e) of each row's query and output. Each block leaves its
-// unnormalized output and (max, sum) in `part` [row, split, Dv + 2], or, with one split,
-// the final output.
+// holding EPL dims (d = lane + 32 e) of each row's query and output, the next key's k and v
+// loaded while the current one is scored. Each block leaves its unnormalized output in
+// part[row, split, Dv] and its (max, sum) in the stats after it ([rows, split, 2], rows =
+// B · Hq · L), or, with one split, the final output.
 template <int EPL, int R>
 __device__ __forceinline__ void decode_impl(const Attn& p, float* __restrict__ part, int nsplit, int chunk) {
   __shared__ float sm[4][R], sl[4][R];
@@ -73,16 +74,26 @@ __device__ __forceinline__ void decode_impl(const Attn& p, float* __restrict__ p
   }
   const T* kb = (const T*)p.k + b * p.ks[0] + kvh * p.ks[1];
   const T* vb = (const T*)p.v + b * p.vs[0] + kvh * p.vs[1];
-  for (int j = s0 + warp; j < s1; j += 4) {
+  float kn[EPL], vn[EPL];
+  auto load = [&](int j) {
     const T* kr = kb + j * p.ks[2];
     const T* vr = vb + j * p.vs[2];
-    float kv[EPL], vv[EPL];
 #pragma unroll
     for (int e = 0; e < EPL; ++e) {
       int d = lane + 32 * e;
-      kv[e] = d < p.D ? to_acc<T>(kr[d]) : 0.0f;
-      vv[e] = d < p.Dv ? to_acc<T>(vr[d]) : 0.0f;
+      kn[e] = d < p.D ? to_acc<T>(kr[d]) : 0.0f;
+      vn[e] = d < p.Dv ? to_acc<T>(vr[d]) : 0.0f;
     }
+  };
+  if (s0 + warp < s1) load(s0 + warp);
+  for (int j = s0 + warp; j < s1; j += 4) {
+    float kv[EPL], vv[EPL];
+#pragma unroll
+    for (int e = 0; e < EPL; ++e) {
+      kv[e] = kn[e];
+      vv[e] = vn[e];
+    }
+    if (j + 4 < s1) load(j + 4);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       float s = 0.0f;
@@ -129,12 +140,13 @@ __device__ __forceinline__ void decode_impl(const Attn& p, float* __restrict__ p
       if (nsplit == 1) {
         ((T*)p.out)[orow * p.Dv + d] = from_acc<T>(Ls > 0.0f ? a / Ls : 0.0f);
       } else {
-        part[(orow * nsplit + blockIdx.y) * (p.Dv + 2) + 2 + d] = a;
+        part[(orow * nsplit + blockIdx.y) * p.Dv + d] = a;
       }
     }
     if (nsplit > 1 && threadIdx.x == 0) {
-      part[(orow * nsplit + blockIdx.y) * (p.Dv + 2)] = M;
-      part[(orow * nsplit + blockIdx.y) * (p.Dv + 2) + 1] = Ls;
+      float* st = part + (i64)p.B * p.Hq * p.L * nsplit * p.Dv + (orow * nsplit + blockIdx.y) * 2;
+      st[0] = M;
+      st[1] = Ls;
     }
   }
 }
@@ -156,25 +168,77 @@ DECODE(8, 1)
 DECODE(8, 2)
 DECODE(8, 4)
 
-// Joins the splits of each row: block per row (B · Hq · L of them).
-extern "C" __global__ void attn_combine(Attn p, const float* __restrict__ part, int nsplit) {
-  i64 orow = blockIdx.x;
-  const float* pr = part + orow * nsplit * (p.Dv + 2);
-  float M = NEG_INF;
-  for (int s = 0; s < nsplit; ++s) M = fmax_keep(M, pr[s * (p.Dv + 2)]);
+// Joins the splits of each row: a block of COMBINE threads per row (B · Hq · L of them),
+// nsplit ≤ COMBINE. Thread s takes split s's (max, sum) and the block reduces them to the row's
+// max and sum, leaving each split's weight exp(max_s − max) in shared memory; then the
+// threads tile (dims as W-float vectors) × (splits): each sums its vector over every
+// slice-th split, and the slices' sums meet in shared memory.
+#define COMBINE 256
+template <int W>
+__device__ __forceinline__ void combine_impl(const Attn& p, const float* __restrict__ part, int nsplit) {
+  __shared__ float w[COMBINE], rmax[COMBINE / 32], rsum[COMBINE / 32];
+  __shared__ float sacc[COMBINE * W];
+  const i64 row = blockIdx.x;
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  const float* st = part + (i64)p.B * p.Hq * p.L * nsplit * p.Dv + row * nsplit * 2;
+  const float ms = t < nsplit ? st[2 * t] : NEG_INF;
+  const float ls = t < nsplit ? st[2 * t + 1] : 0.0f;
+  float M = ms;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) M = fmax_keep(M, __shfl_xor_sync(0xffffffffu, M, o));
+  if (lane == 0) rmax[warp] = M;
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < COMBINE / 32; ++i) M = fmax_keep(M, rmax[i]);
+  const float ws = ms == NEG_INF ? 0.0f : expf(ms - M);
+  w[t] = ws;
+  float lw = ls * ws;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) lw += __shfl_xor_sync(0xffffffffu, lw, o);
+  if (lane == 0) rsum[warp] = lw;
+  __syncthreads();
   float Ls = 0.0f;
-  for (int s = 0; s < nsplit; ++s) {
-    float ms = pr[s * (p.Dv + 2)];
-    if (ms != NEG_INF) Ls += pr[s * (p.Dv + 2) + 1] * expf(ms - M);
-  }
-  for (int d = threadIdx.x; d < p.Dv; d += blockDim.x) {
-    float a = 0.0f;
-    for (int s = 0; s < nsplit; ++s) {
-      float ms = pr[s * (p.Dv + 2)];
-      if (ms != NEG_INF) a += pr[s * (p.Dv + 2) + 2 + d] * expf(ms - M);
+#pragma unroll
+  for (int i = 0; i < COMBINE / 32; ++i) Ls += rsum[i];
+  const int nv = p.Dv / W, slices = COMBINE / nv;
+  const int vi = t % nv, slice = t / nv;
+  const float* acc = part + row * nsplit * p.Dv;
+  float a[W];
+#pragma unroll
+  for (int u = 0; u < W; ++u) a[u] = 0.0f;
+  if (slice < slices) {
+#pragma unroll 4
+    for (int s = slice; s < nsplit; s += slices) {
+      const float f = w[s];
+      float x[W];
+      if constexpr (W == 4) {
+        float4 v = *(const float4*)(acc + (i64)s * p.Dv + 4 * vi);
+        x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
+      } else {
+        x[0] = acc[(i64)s * p.Dv + vi];
+      }
+#pragma unroll
+      for (int u = 0; u < W; ++u) a[u] += f == 0.0f ? 0.0f : f * x[u];
     }
-    ((T*)p.out)[orow * p.Dv + d] = from_acc<T>(Ls > 0.0f ? a / Ls : 0.0f);
   }
+#pragma unroll
+  for (int u = 0; u < W; ++u) sacc[t * W + u] = a[u];
+  __syncthreads();
+  const float inv = Ls > 0.0f ? 1.0f / Ls : 0.0f;
+  for (int d = t; d < p.Dv; d += COMBINE) {
+    const int v = d / W, u = d % W;
+    float sum = 0.0f;
+    for (int sl = 0; sl < slices; ++sl) sum += sacc[(sl * nv + v) * W + u];
+    ((T*)p.out)[row * p.Dv + d] = from_acc<T>(sum * inv);
+  }
+}
+
+// W = 4 (float4 loads) when Dv is a multiple of 4, else 1.
+extern "C" __global__ void __launch_bounds__(COMBINE) attn_combine_4(Attn p, const float* part, int nsplit) {
+  combine_impl<4>(p, part, nsplit);
+}
+extern "C" __global__ void __launch_bounds__(COMBINE) attn_combine_1(Attn p, const float* part, int nsplit) {
+  combine_impl<1>(p, part, nsplit);
 }
 
 // ---- prefill: flash attention over tiles of 32 query rows and BK keys ----

@@ -98,6 +98,27 @@ __device__ __forceinline__ Cand arg_pick(Cand a, Cand b) {
   if (a_better) return a;
   return a.i < b.i ? a : b;
 }
+// No element yet.
+__device__ __forceinline__ Cand no_cand() {
+  Cand c;
+  c.i = -1;
+  c.nan = false;
+  c.v = (A)0;
+  return c;
+}
+// The block's pick among elements [r0, r1) of the line at `base` (stride s), in thread 0.
+template <bool MAX>
+__device__ __forceinline__ Cand arg_scan(const T* __restrict__ in, i64 base, i64 s, i64 r0, i64 r1) {
+  Cand best = no_cand();
+  for (i64 r = r0 + threadIdx.x; r < r1; r += RBLOCK) {
+    Cand c;
+    c.v = to_acc<T>(in[base + r * s]);
+    c.i = r;
+    c.nan = c.v != c.v;
+    best = arg_pick<MAX>(best, c);
+  }
+  return block_combine(best, [](Cand a, Cand b) { return arg_pick<MAX>(a, b); });
+}
 // lo: outputs (st[0] the input's strides over the kept axes); the axis has n elements, stride s.
 #define ARGREDUCE(NAME, MAX)                                                                          \
   extern "C" __global__ void argreduce_##NAME(u32* __restrict__ out, const T* __restrict__ in, Layout lo, \
@@ -105,18 +126,7 @@ __device__ __forceinline__ Cand arg_pick(Cand a, Cand b) {
     for (i64 j = blockIdx.x; j < lo.n; j += gridDim.x) {                                                \
       i64 base[1];                                                                                      \
       offsets<1>(lo, j, base);                                                                          \
-      Cand best;                                                                                        \
-      best.i = -1;                                                                                      \
-      best.nan = false;                                                                                 \
-      best.v = (A)0;                                                                                    \
-      for (i64 r = threadIdx.x; r < n; r += RBLOCK) {                                                   \
-        Cand c;                                                                                         \
-        c.v = to_acc<T>(in[base[0] + r * s]);                                                           \
-        c.i = r;                                                                                        \
-        c.nan = c.v != c.v;                                                                             \
-        best = arg_pick<MAX>(best, c);                                                                  \
-      }                                                                                                 \
-      best = block_combine(best, [](Cand a, Cand b) { return arg_pick<MAX>(a, b); });                   \
+      Cand best = arg_scan<MAX>(in, base[0], s, 0, n);                                                  \
       if (threadIdx.x == 0) out[j] = (u32)best.i;                                                       \
     }                                                                                                   \
   }
@@ -131,28 +141,14 @@ __device__ __forceinline__ Cand arg_pick(Cand a, Cand b) {
     const i64 j = blockIdx.y, p = blockIdx.x;                                                         \
     i64 base[1];                                                                                      \
     offsets<1>(lo, j, base);                                                                          \
-    Cand best;                                                                                        \
-    best.i = -1;                                                                                      \
-    best.nan = false;                                                                                 \
-    best.v = (A)0;                                                                                    \
     const i64 r1 = (p + 1) * chunk < n ? (p + 1) * chunk : n;                                         \
-    for (i64 r = p * chunk + threadIdx.x; r < r1; r += RBLOCK) {                                      \
-      Cand c;                                                                                         \
-      c.v = to_acc<T>(in[base[0] + r * s]);                                                           \
-      c.i = r;                                                                                        \
-      c.nan = c.v != c.v;                                                                             \
-      best = arg_pick<MAX>(best, c);                                                                  \
-    }                                                                                                 \
-    best = block_combine(best, [](Cand a, Cand b) { return arg_pick<MAX>(a, b); });                   \
+    Cand best = arg_scan<MAX>(in, base[0], s, p * chunk, r1);                                         \
     if (threadIdx.x == 0) part[j * gridDim.x + p] = best;                                             \
   }                                                                                                   \
   extern "C" __global__ void argreduce_join_##NAME(u32* __restrict__ out, const Cand* __restrict__ part, \
                                                    i64 parts) {                                       \
     const i64 j = blockIdx.x;                                                                         \
-    Cand best;                                                                                        \
-    best.i = -1;                                                                                      \
-    best.nan = false;                                                                                 \
-    best.v = (A)0;                                                                                    \
+    Cand best = no_cand();                                                                            \
     for (i64 p = threadIdx.x; p < parts; p += RBLOCK) best = arg_pick<MAX>(best, part[j * parts + p]); \
     best = block_combine(best, [](Cand a, Cand b) { return arg_pick<MAX>(a, b); });                   \
     if (threadIdx.x == 0) out[j] = (u32)best.i;                                                       \
