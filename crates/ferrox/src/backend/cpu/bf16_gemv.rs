@@ -1,17 +1,20 @@
-//! The decode product of a bf16 model on CPUs with AVX512-BF16: one row of bf16 activations
-//! times a matrix whose rows (output features) hold k contiguous bf16 values — a Linear
-//! layer's weight, or the tied embedding as the output head.
+//! The decode product of a bf16 model: one row of bf16 activations times a matrix whose rows
+//! (output features) hold k contiguous bf16 values — a Linear layer's weight, or the tied
+//! embedding as the output head.
 //!
-//! Each pass dots [`ROWS`] weight rows with x at once, two accumulators a row, 64 elements a
-//! step with `vdpbf16ps` (32 exact products of bf16 pairs into 16 f32 lanes per instruction):
-//! eight independent chains hide the instruction's latency, and the rows' four streams keep
-//! enough reads in flight for the product to run at the memory's speed. The last step of a
-//! row loads under a mask, so any k works. Products are exact and sums are f32, as in the
-//! widening kernel this replaces.
+//! Each pass dots [`ROWS`] weight rows with x at once, two accumulators a row: eight
+//! independent chains hide the latency, and the rows' four streams keep enough reads in flight
+//! for the product to run at the memory's speed. With AVX512-BF16 a step is 64 elements
+//! through `vdpbf16ps` (32 exact products of bf16 pairs into 16 f32 lanes per instruction),
+//! the last one loaded under a mask, so any k works. With AVX2 a step is 16 elements, each
+//! bf16 widened to f32 by a shift of its bits (exact) and multiplied-added in f32; the last
+//! `k mod 16` elements are summed one at a time. Products are exact and sums are f32 either
+//! way.
 
 use super::bf16_gemm::cpu_supported;
 use super::for_feature_ranges;
 use super::iter::MutPtr;
+use super::simd::{best_isa, Isa};
 
 /// Weight rows one pass reads.
 const ROWS: usize = 4;
@@ -32,24 +35,29 @@ pub struct RowMatrix {
 // SAFETY: a read-only view of memory that outlives the product.
 unsafe impl Sync for RowMatrix {}
 
-/// Whether this CPU runs [`gemv`].
+/// Whether this CPU runs [`gemv`] (AVX512-BF16, or AVX2 with FMA).
 pub fn applies() -> bool {
-    cpu_supported()
+    cpu_supported() || best_isa() != Isa::Baseline
 }
 
 /// `y[j] = Σ_k x[k] · w[j, k]` for the `w.n` rows of `w`; `x` holds `w.k` bf16 values (bits).
-/// The CPU must have AVX512-BF16 ([`applies`]).
+/// The CPU must have AVX512-BF16 or AVX2 ([`applies`]).
 ///
 /// # Safety
 /// `w` must be valid for its `n` rows of `k` elements.
 pub unsafe fn gemv(x: &[u16], w: RowMatrix, y: &mut [f32]) {
     assert!(applies() && x.len() >= w.k && y.len() >= w.n);
     let out = MutPtr(y.as_mut_ptr());
+    let dpbf16 = cpu_supported();
     let task = |j0: usize, j1: usize| {
         // SAFETY: features checked; rows j0..j1 of w and of y belong to this range only.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            x86::rows(x, w, j0, j1, out)
+            if dpbf16 {
+                x86::rows(x, w, j0, j1, out)
+            } else {
+                x86::rows_avx2(x, w, j0, j1, out)
+            }
         }
     };
     for_feature_ranges(w.n, w.k, task);
@@ -58,6 +66,8 @@ pub unsafe fn gemv(x: &[u16], w: RowMatrix, y: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    use crate::backend::cpu::simd::hsum_avx2;
 
     use super::{RowMatrix, ROWS};
     use crate::backend::cpu::bf16_gemm::x86::{first_lanes, load_bf16, reduce4};
@@ -74,6 +84,51 @@ mod x86 {
         while j < j1 {
             block::<1>(x, w, j, y);
             j += 1;
+        }
+    }
+
+    /// Rows `j0..j1` of `w` dotted with x into `y`, with AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn rows_avx2(x: &[u16], w: RowMatrix, j0: usize, j1: usize, y: MutPtr<f32>) {
+        let mut j = j0;
+        while j + ROWS <= j1 {
+            block_avx2::<ROWS>(x, w, j, y);
+            j += ROWS;
+        }
+        while j < j1 {
+            block_avx2::<1>(x, w, j, y);
+            j += 1;
+        }
+    }
+
+    /// Eight bf16 values at `p` widened to f32 (exact: the bits shifted into the top half).
+    #[inline(always)]
+    unsafe fn widen8(p: *const u16) -> __m256 {
+        let v = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v))
+    }
+
+    /// Rows `j..j + R`, with AVX2.
+    #[inline(always)]
+    unsafe fn block_avx2<const R: usize>(x: &[u16], w: RowMatrix, j: usize, y: MutPtr<f32>) {
+        let k = w.k;
+        let rows: [*const u16; R] = std::array::from_fn(|r| w.ptr.add((j + r) * w.ld));
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        let mut c = 0;
+        // SAFETY (whole function): reads stay inside x and the rows.
+        while c + 16 <= k {
+            let x0 = widen8(x.as_ptr().add(c));
+            let x1 = widen8(x.as_ptr().add(c + 8));
+            for (a, row) in acc.iter_mut().zip(&rows) {
+                a[0] = _mm256_fmadd_ps(widen8(row.add(c)), x0, a[0]);
+                a[1] = _mm256_fmadd_ps(widen8(row.add(c + 8)), x1, a[1]);
+            }
+            c += 16;
+        }
+        let widen = |b: u16| f32::from_bits((b as u32) << 16);
+        for (r, a) in acc.iter().enumerate() {
+            let tail: f32 = (c..k).map(|e| widen(*rows[r].add(e)) * widen(x[e])).sum();
+            *y.get().add(j + r) = hsum_avx2(_mm256_add_ps(a[0], a[1])) + tail;
         }
     }
 
@@ -120,13 +175,14 @@ mod tests {
     use half::bf16;
 
     use super::*;
-    use crate::backend::cpu::{assert_sum_close, skip_without_bf16, test_bf16_bits};
+    use crate::backend::cpu::{assert_sum_close, test_bf16_bits};
 
     /// Row counts around the pass width and the threading split, lengths around the step
     /// (odd ones too), rows apart by more than their length: against float64 sums.
     #[test]
     fn products_match_a_float64_reference() {
-        if skip_without_bf16() {
+        if !applies() {
+            eprintln!("skipped: this CPU has neither AVX512-BF16 nor AVX2");
             return;
         }
         let f = |b: u16| bf16::from_bits(b).to_f32() as f64;
@@ -134,12 +190,26 @@ mod tests {
             let ld = k + 5;
             let x = test_bf16_bits(k, 1);
             let w = test_bf16_bits(n * ld, 2);
+            let w = RowMatrix { ptr: w.as_ptr(), ld, n, k };
             let mut y = vec![f32::NAN; n];
             // SAFETY: w holds n rows of ld ≥ k elements.
-            unsafe { gemv(&x, RowMatrix { ptr: w.as_ptr(), ld, n, k }, &mut y) };
-            for (j, &got) in y.iter().enumerate() {
-                let terms = (0..k).map(|kk| f(x[kk]) * f(w[j * ld + kk]));
-                assert_sum_close(got, terms, format!("n{n} k{k} row {j}"));
+            unsafe { gemv(&x, w, &mut y) };
+            let mut ys = vec![("dispatched", y)];
+            #[cfg(target_arch = "x86_64")]
+            if crate::backend::cpu::simd::best_isa() != crate::backend::cpu::simd::Isa::Baseline {
+                // The AVX2 kernel too, where a CPU with AVX512-BF16 would skip it.
+                let mut y = vec![f32::NAN; n];
+                // SAFETY: the CPU has AVX2 and FMA; w holds n rows.
+                unsafe { x86::rows_avx2(&x, w, 0, n, MutPtr(y.as_mut_ptr())) };
+                ys.push(("avx2", y));
+            }
+            for (name, y) in ys {
+                for (j, &got) in y.iter().enumerate() {
+                    // SAFETY: row j of w.
+                    let row = unsafe { std::slice::from_raw_parts(w.ptr.add(j * ld), k) };
+                    let terms = (0..k).map(|kk| f(x[kk]) * f(row[kk]));
+                    assert_sum_close(got, terms, format!("{name} n{n} k{k} row {j}"));
+                }
             }
         }
     }

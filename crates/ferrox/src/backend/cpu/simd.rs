@@ -117,3 +117,16 @@ unsafe fn run_avx512<R>(f: impl FnOnce(Isa) -> R) -> R {
 unsafe fn run_avx2<R>(f: impl FnOnce(Isa) -> R) -> R {
     f(Isa::Avx2)
 }
+
+/// The sum of the eight f32 lanes of an AVX2 register (pairs of halves, then of quarters).
+///
+/// # Safety
+/// The CPU must have AVX (inline into code compiled with AVX2).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn hsum_avx2(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps::<1>(h, h)))
+}

@@ -237,9 +237,7 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn sum(self) -> f32 {
-            let h = _mm_add_ps(_mm256_castps256_ps128(self.0), _mm256_extractf128_ps::<1>(self.0));
-            let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-            _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps::<1>(h, h)))
+            crate::backend::cpu::simd::hsum_avx2(self.0)
         }
     }
 }

@@ -213,12 +213,12 @@ fn run_pairs(
         }),
         Dtype::F16 => alloc_out::<f16>(shape, |out| {
             compute(&mut y);
-            out.par_iter_mut().zip(&y).for_each(|(o, &v)| *o = f16::from_f32(v));
+            out.par_iter_mut().with_min_len(1 << 14).zip(&y).for_each(|(o, &v)| *o = f16::from_f32(v));
             Ok(())
         }),
         _ => alloc_out::<bf16>(shape, |out| {
             compute(&mut y);
-            out.par_iter_mut().zip(&y).for_each(|(o, &v)| *o = bf16::from_f32(v));
+            out.par_iter_mut().with_min_len(1 << 14).zip(&y).for_each(|(o, &v)| *o = bf16::from_f32(v));
             Ok(())
         }),
     }
