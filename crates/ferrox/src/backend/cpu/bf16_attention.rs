@@ -123,13 +123,7 @@ mod x86 {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use crate::backend::cpu::simd::hsum_avx2;
-
-    /// Eight bf16 values (bits) from `p` widened to f32.
-    #[inline(always)]
-    unsafe fn widen8(p: *const u16) -> __m256 {
-        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i))))
-    }
+    use crate::backend::cpu::simd::{hsum_avx2, widen8_bf16};
 
     /// One bf16 value widened to f32.
     #[inline(always)]
@@ -144,9 +138,9 @@ mod avx2 {
         let mut acc = [_mm256_setzero_ps(); R];
         let mut c = 0;
         while c + 8 <= dk {
-            let qv = widen8(q.add(c));
+            let qv = widen8_bf16(q.add(c));
             for (r, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(widen8(rows.add(r * dk + c)), qv, *a);
+                *a = _mm256_fmadd_ps(widen8_bf16(rows.add(r * dk + c)), qv, *a);
             }
             c += 8;
         }
@@ -183,12 +177,12 @@ mod avx2 {
             let mut j = 0;
             while j + 4 <= s {
                 for (r, a) in acc.iter_mut().enumerate() {
-                    *a = _mm256_fmadd_ps(_mm256_set1_ps(p[j + r]), widen8(col.add((j + r) * dv)), *a);
+                    *a = _mm256_fmadd_ps(_mm256_set1_ps(p[j + r]), widen8_bf16(col.add((j + r) * dv)), *a);
                 }
                 j += 4;
             }
             while j < s {
-                acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), widen8(col.add(j * dv)), acc[0]);
+                acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), widen8_bf16(col.add(j * dv)), acc[0]);
                 j += 1;
             }
             let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));

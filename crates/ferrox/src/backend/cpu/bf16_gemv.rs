@@ -67,7 +67,7 @@ pub unsafe fn gemv(x: &[u16], w: RowMatrix, y: &mut [f32]) {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use crate::backend::cpu::simd::hsum_avx2;
+    use crate::backend::cpu::simd::{hsum_avx2, widen8_bf16};
 
     use super::{RowMatrix, ROWS};
     use crate::backend::cpu::bf16_gemm::x86::{first_lanes, load_bf16, reduce4};
@@ -101,13 +101,6 @@ mod x86 {
         }
     }
 
-    /// Eight bf16 values at `p` widened to f32 (exact: the bits shifted into the top half).
-    #[inline(always)]
-    unsafe fn widen8(p: *const u16) -> __m256 {
-        let v = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
-        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v))
-    }
-
     /// Rows `j..j + R`, with AVX2.
     #[inline(always)]
     unsafe fn block_avx2<const R: usize>(x: &[u16], w: RowMatrix, j: usize, y: MutPtr<f32>) {
@@ -117,11 +110,11 @@ mod x86 {
         let mut c = 0;
         // SAFETY (whole function): reads stay inside x and the rows.
         while c + 16 <= k {
-            let x0 = widen8(x.as_ptr().add(c));
-            let x1 = widen8(x.as_ptr().add(c + 8));
+            let x0 = widen8_bf16(x.as_ptr().add(c));
+            let x1 = widen8_bf16(x.as_ptr().add(c + 8));
             for (a, row) in acc.iter_mut().zip(&rows) {
-                a[0] = _mm256_fmadd_ps(widen8(row.add(c)), x0, a[0]);
-                a[1] = _mm256_fmadd_ps(widen8(row.add(c + 8)), x1, a[1]);
+                a[0] = _mm256_fmadd_ps(widen8_bf16(row.add(c)), x0, a[0]);
+                a[1] = _mm256_fmadd_ps(widen8_bf16(row.add(c + 8)), x1, a[1]);
             }
             c += 16;
         }

@@ -130,3 +130,14 @@ pub(crate) unsafe fn hsum_avx2(v: std::arch::x86_64::__m256) -> f32 {
     let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps::<1>(h, h)))
 }
+
+/// Eight bf16 values (bits) at `p` widened to f32: exact, the bits shifted into the top half.
+///
+/// # Safety
+/// The CPU must have AVX2 (inline into code compiled with it); `p` must be valid for 8 values.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn widen8_bf16(p: *const u16) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i))))
+}
