@@ -193,6 +193,27 @@ fn activations() {
         assert_close(&m.call(&x).unwrap(), &get(&f, key), TOL, key);
     }
     assert!(act::glu(&fx::ones(&[2, 3], Dtype::F32).unwrap(), -1).is_err());
+
+    // swiglu (compiled: one fused program): silu(gate) · x against torch's silu, bit for bit
+    // the unfused ops, and its gradient with respect to x (silu(gate) again).
+    let g = get(&f, "act.silu.x");
+    let silu_ref = get(&f, "act.silu.out");
+    let ones = fx::ones(g.shape(), Dtype::F32).unwrap();
+    assert_close(&act::swiglu(&g, &ones).unwrap(), &silu_ref, TOL, "swiglu");
+    for dtype in [Dtype::F32, Dtype::Bf16] {
+        let gd = fx::astype(&g, dtype).unwrap();
+        let u = fx::astype(&fx::sin(&fx::multiply(&g, 3.0).unwrap()).unwrap(), dtype).unwrap();
+        let fused = fx::astype(&act::swiglu(&gd, &u).unwrap(), Dtype::F32).unwrap().to_vec::<f32>().unwrap();
+        let plain = fx::multiply(act::silu(&gd).unwrap(), &u).unwrap();
+        let plain = fx::astype(&plain, Dtype::F32).unwrap().to_vec::<f32>().unwrap();
+        assert!(
+            fused.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "swiglu {dtype} differs from silu(g) * x"
+        );
+    }
+    let gx =
+        fx::grad(|a: &[Array]| fx::sum(&act::swiglu(&a[0], &a[1])?, None, false), &[g.clone(), ones], &[1]).unwrap();
+    assert_close(&gx[0], &silu_ref, TOL, "swiglu gradient");
 }
 
 #[test]

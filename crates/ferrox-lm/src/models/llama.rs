@@ -6,6 +6,7 @@
 
 use ferrox::fast::{RopeOffset, SdpaMask};
 use ferrox::{self as fx, Array};
+use ferrox_nn::layers::activations::swiglu;
 use ferrox_nn::layers::{AnyEmbedding, AnyLinear, RmsNorm, Rope};
 use ferrox_nn::Module;
 use serde::Deserialize;
@@ -309,9 +310,8 @@ impl Attention {
 
 impl Mlp {
     fn forward(&self, x: &Array) -> Result<Array> {
-        let g = self.gate_proj.forward(x)?;
-        let act = fx::multiply(&g, &fx::sigmoid(&g)?)?;
-        Ok(self.down_proj.forward(&fx::multiply(&act, &self.up_proj.forward(x)?)?)?)
+        let act = swiglu(&self.gate_proj.forward(x)?, &self.up_proj.forward(x)?)?;
+        Ok(self.down_proj.forward(&act)?)
     }
 }
 

@@ -13,6 +13,7 @@
 //! quantizable in place, so `quantize(model)` and `ferrox convert -q` quantize experts too.
 
 use ferrox::{self as fx, Array, Dtype, QuantMode};
+use ferrox_nn::layers::activations::swiglu;
 use ferrox_nn::layers::{AnyLinear, SwitchLinear};
 use ferrox_nn::Module;
 
@@ -49,7 +50,7 @@ impl SwitchGlu {
     pub fn forward(&self, x: &Array, indices: &Array) -> Result<Array> {
         let x = fx::expand_dims(x, &[-2, -3])?;
         let g = self.gate_proj.forward(&x, indices)?;
-        let act = fx::multiply(&fx::multiply(&g, &fx::sigmoid(&g)?)?, &self.up_proj.forward(&x, indices)?)?;
+        let act = swiglu(&g, &self.up_proj.forward(&x, indices)?)?;
         let y = self.down_proj.forward(&act, indices)?;
         Ok(fx::squeeze(&y, Some(&[-2]))?)
     }

@@ -6,6 +6,7 @@
 
 use ferrox::fast::SdpaMask;
 use ferrox::{self as fx, Array};
+use ferrox_nn::layers::activations::swiglu;
 use ferrox_nn::layers::{AnyEmbedding, AnyLinear, RmsNorm, Rope, RopeScaling};
 use ferrox_nn::Module;
 use serde::Deserialize;
@@ -289,8 +290,7 @@ impl Mlp {
         let i = gu.shape()[2] / 2;
         let g = fx::slice_axis(&gu, 2, 0, i as isize)?;
         let up = fx::slice_axis(&gu, 2, i as isize, (2 * i) as isize)?;
-        let act = fx::multiply(&g, &fx::sigmoid(&g)?)?;
-        Ok(self.down_proj.forward(&fx::multiply(&act, &up)?)?)
+        Ok(self.down_proj.forward(&swiglu(&g, &up)?)?)
     }
 }
 

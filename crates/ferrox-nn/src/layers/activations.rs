@@ -66,6 +66,17 @@ pub fn silu(x: &Array) -> Result<Array> {
     fx::multiply(x, &fx::sigmoid(x)?)
 }
 
+/// `silu(gate) · x`, the gate of SwiGLU feed-forward blocks; compiled once for the process
+/// (shapeless, as mlx-lm compiles its `swiglu`), so it runs as one fused kernel that reads
+/// each input once. Bit for bit `silu(gate) * x`.
+pub fn swiglu(gate: &Array, x: &Array) -> Result<Array> {
+    type Program = fn(&[Array]) -> Result<Vec<Array>>;
+    static COMPILED: std::sync::OnceLock<fx::Compiled<Program>> = std::sync::OnceLock::new();
+    let program: Program = |a| Ok(vec![fx::multiply(&silu(&a[0])?, &a[1])?]);
+    let f = COMPILED.get_or_init(|| fx::compile(program).shapeless(true));
+    Ok(f.call(&[gate.clone(), x.clone()])?.remove(0))
+}
+
 /// `x · tanh(softplus(x))`.
 pub fn mish(x: &Array) -> Result<Array> {
     fx::multiply(x, &fx::tanh(&softplus(x)?)?)

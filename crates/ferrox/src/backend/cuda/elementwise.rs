@@ -12,39 +12,111 @@ use super::compile::COMMON;
 use super::context::Gpu;
 use super::layout::{ctype, launch, Arg, Layout};
 
-const SRC: &str = include_str!("kernels/elementwise.cu");
+/// The elementwise kernels and the functions they compute with (also the fused kernels').
+pub(super) const SRC: &str = include_str!("kernels/elementwise.cu");
 const BLOCK: u32 = 256;
 
-/// Float-only unary ops (the kernel calls `op_<Name>`), beside Abs, Negative, Sign, Square.
-const FLOAT_UNARY: [&str; 27] = [
-    "Exp",
-    "Expm1",
-    "Log",
-    "Log1p",
-    "Log2",
-    "Log10",
-    "Sqrt",
-    "Rsqrt",
-    "Reciprocal",
-    "Sin",
-    "Cos",
-    "Tan",
-    "ArcSin",
-    "ArcCos",
-    "ArcTan",
-    "Sinh",
-    "Cosh",
-    "Tanh",
-    "ArcSinh",
-    "ArcCosh",
-    "ArcTanh",
-    "Sigmoid",
-    "Erf",
-    "ErfInv",
-    "Floor",
-    "Ceil",
-    "Round",
-];
+/// Every unary op (the "unary" module of a dtype instantiates those [`unary_kernel`] takes).
+const UNARY_OPS: [UnaryOp; 36] = {
+    use UnaryOp::*;
+    [
+        Abs,
+        Negative,
+        Sign,
+        Exp,
+        Expm1,
+        Log,
+        Log1p,
+        Log2,
+        Log10,
+        Sqrt,
+        Rsqrt,
+        Square,
+        Reciprocal,
+        Sin,
+        Cos,
+        Tan,
+        ArcSin,
+        ArcCos,
+        ArcTan,
+        Sinh,
+        Cosh,
+        Tanh,
+        ArcSinh,
+        ArcCosh,
+        ArcTanh,
+        Sigmoid,
+        Erf,
+        ErfInv,
+        Floor,
+        Ceil,
+        Round,
+        LogicalNot,
+        IsNan,
+        IsInf,
+        IsFinite,
+        BitwiseInvert,
+    ]
+};
+
+/// How the unary kernel of an op computes on element type `t`.
+pub(super) enum UnaryKernel {
+    /// `from_acc(f(to_acc(x)))` with `f` a function of elementwise.cu on the compute type.
+    Func(&'static str),
+    /// A bool from an expression of `x`, the value as f64.
+    Predicate(&'static str),
+    /// The value itself (integer floor, ceil and round).
+    Identity,
+}
+
+/// The unary kernel of `op` for element type `t`, or `None` if there is none.
+pub(super) fn unary_kernel(op: UnaryOp, t: Dtype) -> Option<UnaryKernel> {
+    use UnaryKernel::*;
+    use UnaryOp::*;
+    let float = t.is_float();
+    let math = match op {
+        IsNan => return Some(Predicate("x != x")),
+        IsInf => return Some(Predicate("x == 1.0 / 0.0 || x == -1.0 / 0.0")),
+        IsFinite => return Some(Predicate("x - x == 0.0")),
+        LogicalNot => return Some(Predicate("x == 0.0")),
+        Abs => return Some(Func("op_Abs")),
+        Negative => return Some(Func("op_Negative")),
+        Sign => return Some(Func("op_Sign")),
+        Square => return Some(Func(if float { "op_Square" } else { "op_ISquare" })),
+        BitwiseInvert => return (!float).then_some(Func("op_BitwiseInvert")),
+        Floor | Ceil | Round if !float => return Some(Identity),
+        Exp => "op_Exp",
+        Expm1 => "op_Expm1",
+        Log => "op_Log",
+        Log1p => "op_Log1p",
+        Log2 => "op_Log2",
+        Log10 => "op_Log10",
+        Sqrt => "op_Sqrt",
+        Rsqrt => "op_Rsqrt",
+        Reciprocal => "op_Reciprocal",
+        Sin => "op_Sin",
+        Cos => "op_Cos",
+        Tan => "op_Tan",
+        ArcSin => "op_ArcSin",
+        ArcCos => "op_ArcCos",
+        ArcTan => "op_ArcTan",
+        Sinh => "op_Sinh",
+        Cosh => "op_Cosh",
+        Tanh => "op_Tanh",
+        ArcSinh => "op_ArcSinh",
+        ArcCosh => "op_ArcCosh",
+        ArcTanh => "op_ArcTanh",
+        Sigmoid => "op_Sigmoid",
+        Erf => "op_Erf",
+        ErfInv => "op_ErfInv",
+        Floor => "op_Floor",
+        Ceil => "op_Ceil",
+        Round => "op_Round",
+    };
+    // The rest are float math.
+    float.then_some(Func(math))
+}
+
 const ARITH: [&str; 11] = [
     "Add",
     "Subtract",
@@ -62,24 +134,31 @@ const INT_ARITH: [&str; 5] = ["BitwiseAnd", "BitwiseOr", "BitwiseXor", "LeftShif
 const COMPARE: [&str; 8] =
     ["Equal", "NotEqual", "Less", "LessEqual", "Greater", "GreaterEqual", "LogicalAnd", "LogicalOr"];
 
+/// Whether `op` has a binary kernel for element type `t`: `Some(true)` for a comparison
+/// (bool output), `Some(false)` for arithmetic, `None` if it has none.
+pub(super) fn binary_kernel(op: BinaryOp, t: Dtype) -> Option<bool> {
+    let name = format!("{op:?}");
+    if COMPARE.contains(&name.as_str()) {
+        Some(true)
+    } else {
+        (ARITH.contains(&name.as_str()) || (!t.is_float() && INT_ARITH.contains(&name.as_str()))).then_some(false)
+    }
+}
+
 /// The source of one family's kernels for element type `t`.
 fn source(family: &str, t: Dtype) -> String {
     let mut s = format!("{COMMON}\n#define T {}\n{SRC}\n", ctype(t));
     let float = t.is_float();
     match family {
         "unary" => {
-            if float {
-                for op in FLOAT_UNARY {
-                    s += &format!("UNARY({op}, op_{op})\n");
+            for op in UNARY_OPS {
+                match unary_kernel(op, t) {
+                    Some(UnaryKernel::Func(f)) => s += &format!("UNARY({op:?}, {f})\n"),
+                    Some(UnaryKernel::Predicate(e)) => s += &format!("PREDICATE({op:?}, {e})\n"),
+                    Some(UnaryKernel::Identity) => s += &format!("IDENTITY({op:?})\n"),
+                    None => {}
                 }
-                s += "UNARY(Square, op_Square)\n";
-            } else {
-                s += "UNARY(Square, op_ISquare)\nUNARY(BitwiseInvert, op_BitwiseInvert)\n";
-                s += "IDENTITY(Floor)\nIDENTITY(Ceil)\nIDENTITY(Round)\n";
             }
-            s += "UNARY(Abs, op_Abs)\nUNARY(Negative, op_Negative)\nUNARY(Sign, op_Sign)\n";
-            s += "PREDICATE(IsNan, x != x)\nPREDICATE(IsInf, x == 1.0 / 0.0 || x == -1.0 / 0.0)\n";
-            s += "PREDICATE(IsFinite, x - x == 0.0)\nPREDICATE(LogicalNot, x == 0.0)\n";
         }
         "binary" => {
             for op in ARITH {
@@ -127,12 +206,8 @@ fn operand(g: &Gpu, x: &Array, shape: &[usize]) -> Result<(u64, Vec<isize>)> {
 pub(crate) fn unary(g: &Gpu, op: UnaryOp, x: &Array, shape: &[usize], dtype: Dtype) -> Result<Option<Data>> {
     let name = format!("{op:?}");
     let t = x.dtype();
-    let predicate = matches!(op, UnaryOp::IsNan | UnaryOp::IsInf | UnaryOp::IsFinite | UnaryOp::LogicalNot);
-    let supported = predicate
-        || matches!(op, UnaryOp::Abs | UnaryOp::Negative | UnaryOp::Sign | UnaryOp::Square)
-        || (t.is_float() && FLOAT_UNARY.contains(&name.as_str()))
-        || (!t.is_float() && matches!(op, UnaryOp::BitwiseInvert | UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Round));
-    if !supported || (!predicate && dtype != t) {
+    let Some(kernel) = unary_kernel(op, t) else { return Ok(None) };
+    if !matches!(kernel, UnaryKernel::Predicate(_)) && dtype != t {
         return Ok(None);
     }
     let (ip, is) = operand(g, x, shape)?;
@@ -153,10 +228,7 @@ pub(crate) fn binary(
 ) -> Result<Option<Data>> {
     let name = format!("{op:?}");
     let t = a.dtype();
-    let supported = ARITH.contains(&name.as_str())
-        || COMPARE.contains(&name.as_str())
-        || (!t.is_float() && INT_ARITH.contains(&name.as_str()));
-    if !supported || b.dtype() != t {
+    if binary_kernel(op, t).is_none() || b.dtype() != t {
         return Ok(None);
     }
     let (pa, sa) = operand(g, a, shape)?;

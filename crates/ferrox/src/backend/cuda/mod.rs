@@ -8,6 +8,7 @@
 //! - [`graph`]: recording a step's work as a CUDA graph and replaying it ([`crate::Replay`]).
 //! - [`compile`]: `.cu` sources compiled by NVRTC for the device's architecture at first use,
 //!   cached on disk.
+//! - [`fused`]: `compile`'s fused programs as one generated kernel each.
 //! - [`elementwise`], [`reduce`], [`matmul`], [`fast`], [`index`], [`scatter`], [`sort`],
 //!   [`random`], [`conv`], [`attention`], [`quantized`]: the kernels.
 //!
@@ -21,6 +22,7 @@ pub(crate) mod context;
 mod conv;
 mod elementwise;
 mod fast;
+mod fused;
 pub(crate) mod graph;
 mod index;
 mod layout;
@@ -82,6 +84,7 @@ pub(crate) fn eval(ordinal: usize, op: &Op, inputs: &[Array], shape: &[usize], d
         Op::Attention { scale, mask } => attention::attention(gpu, inputs, *scale, *mask, shape)?,
         Op::AttentionVjp { scale, mask } => attention::attention_vjp(gpu, inputs, *scale, *mask, shape)?,
         Op::Quantized { op, params } => quantized::eval(gpu, *op, *params, inputs, shape, dtype)?,
+        Op::Fused(graph) => fused::fused(gpu, ordinal, graph, inputs, shape, dtype)?,
         Op::LogSumExp => fast::logsumexp(gpu, x.unwrap(), shape)?,
         Op::Softmax { .. } => fast::softmax(gpu, x.unwrap(), shape)?,
         Op::RmsNorm { eps, weight } => fast::rms_norm(gpu, &inputs[0], weight.then(|| &inputs[1]), *eps, shape)?,
