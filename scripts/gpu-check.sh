@@ -36,28 +36,28 @@ build)
     profile=${GPU_CHECK_PROFILE:-release}
     pflag=(--release)
     [ "$profile" = dev ] && pflag=()
-    cargo test "${pflag[@]}" -p ferrox --features cuda --test gpu_check --no-run --message-format=json 2>/dev/null |
+    # One cargo invocation for the check and the CLI: the ferrox crate compiles once, with
+    # the features of both (two invocations resolve them differently and compile it twice).
+    targets=(-p ferrox --test gpu_check --features ferrox/cuda)
+    [ "${GPU_CHECK_CLI:-1}" != 0 ] && targets+=(-p ferrox-cli --bin ferrox --features ferrox-cli/cuda)
+    cargo build "${pflag[@]}" "${targets[@]}" --message-format=json-render-diagnostics |
         python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "gpu_check":
-        print(m["executable"])' >"$dir/.exe"
-    cp "$(cat "$dir/.exe")" "$dir/gpu_check"
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["target"]["name"], m["executable"])' >"$dir/.exe"
+    while read -r name exe; do
+        case "$name" in gpu_check | ferrox) cp "$exe" "$dir/$name" ;; esac
+    done <"$dir/.exe"
     rm "$dir/.exe"
-    if [ "${GPU_CHECK_CLI:-1}" != 0 ]; then
-        cargo build "${pflag[@]}" -p ferrox-cli --features cuda
-        out=$profile
-        [ "$profile" = dev ] && out=debug
-        cp "${CARGO_TARGET_DIR:-target}/$out/ferrox" "$dir/ferrox"
-    fi
     strip "$dir"/gpu_check "$dir"/ferrox 2>/dev/null || strip "$dir"/gpu_check
     # gzip: the two stripped binaries of a dev build (~100 MB) pass the 64 MiB a device call
     # carries; `run` and `llm` unpack them there.
     gzip -6 -f "$dir"/gpu_check
     [ -f "$dir/ferrox" ] && gzip -6 -f "$dir/ferrox"
     cp "$0" "$dir/gpu-check.sh"
-    cp scripts/make_llama1b.py "$dir/make_llama1b.py"
+    cp scripts/make_llama1b.py scripts/gpu-decode-bench.sh scripts/gpu-profile-step.py "$dir/"
     du -sh "$dir"
     ;;
 run)

@@ -3,16 +3,18 @@
 # "CUDA decode, session 8").
 #
 # Here: `GPU_CHECK_PROFILE=release scripts/gpu-check.sh build DIR` (the GPU check and the CLI
-# with --features cuda), plus the CLI to compare against as DIR/ferrox-before.gz (built the same
-# way from the older commit, stripped and gzipped); copy this script into DIR. DIR must be an
+# with --features cuda), optionally the CLI to compare against as DIR/ferrox-before.gz (built
+# the same way from the older commit, stripped and gzipped); copy this script and
+# gpu-profile-step.py into DIR. DIR must be an
 # ignored folder of the checkout the device tool sends. There (device tool `run`, carry DIR):
 #
-#   [Q4=1] [B32=1] bash DIR/gpu-decode-bench.sh [bench|check|all]
+#   [Q4=1] [B32=1] [PROFILE=1] bash DIR/gpu-decode-bench.sh [bench|check|all]
 #
 # bench: gpu-check.sh decode (greedy tokens of the tiny f32 Llama: CPU, GPU replayed, GPU not
 # replayed), then `ferrox bench` on a random Llama-3.2-1B-shaped bf16 model at batch 1, 8 (and
-# 32 with B32=1), and its 4-bit conversion with Q4=1: the "before" CLI, this CLI with
-# FERROX_DECODE_REPLAY=0 and this CLI. check: the GPU check (GPU_CHECK_ONLY narrows it).
+# 32 with B32=1), and its 4-bit conversion with Q4=1: the "before" CLI (if there is one), this
+# CLI with FERROX_DECODE_REPLAY=0 and this CLI; with PROFILE=1, the kernels of one batch-1
+# decode step under Nsight Compute (gpu-profile-step.py). check: the GPU check (GPU_CHECK_ONLY narrows it).
 D=$(dirname "$0")
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -24,8 +26,10 @@ t0=$(date +%s)
 trio() { # model, bench args
     local m=$1
     shift
-    echo "== $m $*: before"
-    timeout 120 "$D/ferrox-before" bench --model "$m" "$@" 2>&1 | grep -E "Averages|Trial|rror"
+    if [ -x "$D/ferrox-before" ]; then
+        echo "== $m $*: before"
+        timeout 120 "$D/ferrox-before" bench --model "$m" "$@" 2>&1 | grep -E "Averages|Trial|rror"
+    fi
     echo "== $m $*: after, FERROX_DECODE_REPLAY=0"
     FERROX_DECODE_REPLAY=0 timeout 120 "$D/ferrox" bench --model "$m" "$@" 2>&1 | grep -E "Averages|Trial|rror"
     echo "== $m $*: after"
@@ -44,6 +48,12 @@ if [ "$what" != check ]; then
         [ -f /tmp/m1b-q4/config.json ] || "$D/ferrox" convert --hf-path /tmp/m1b --mlx-path /tmp/m1b-q4 -q >/tmp/q4.log 2>&1 ||
             tail -3 /tmp/q4.log
         trio /tmp/m1b-q4 -p 512 -g 128 -n 3
+    fi
+    if [ -n "$PROFILE" ]; then
+        echo "== kernels of one batch-1 bf16 decode step (ncu, replay off)"
+        FERROX_DECODE_REPLAY=0 timeout 300 ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+            "$D/ferrox" bench --model /tmp/m1b -p 512 -g 6 -n 1 >"$OUT/ncu.csv" 2>"$OUT/ncu.err" || tail -3 "$OUT/ncu.err"
+        python3 "$D/gpu-profile-step.py" "$OUT/ncu.csv"
     fi
     echo "benches done at $(($(date +%s) - t0)) s"
 fi

@@ -185,6 +185,7 @@ fn main() {
     convolutions(&mut c);
     backward(&mut c);
     movement(&mut c);
+    fused(&mut c);
     replay(&mut c);
     println!("checks took {:.1} s (kernels compiled on first use included)", t0.elapsed().as_secs_f64());
     let timings = timings(&mut c);
@@ -496,11 +497,20 @@ fn matmuls(c: &mut Checker) {
             let v = fx::slice(&wp, &[0, 8], &[100, 272], &[1, 1])?;
             fx::matmul(&x1, &fx::transpose(&v, &[1, 0])?)
         });
-        // Eight rows against 4301 columns: four columns a warp (the last warp's last three
-        // past the end).
+        // Eight rows against 4301 columns: two columns a block (the last block's second past
+        // the end); two rows (the 2-row kernel).
         let wmid = c.array(&[4301, 264], dt, -1.0, 1.0);
         let x8f = c.array(&[8, 264], dt, -1.0, 1.0);
         c.check(&format!("matmul {dt} gemv 8 rows x 4301"), b, || fx::matmul(&x8f, &fx::transpose(&wmid, &[1, 0])?));
+        let x2 = c.array(&[2, 264], dt, -1.0, 1.0);
+        c.check(&format!("matmul {dt} gemv 2 rows x 4301"), b, || fx::matmul(&x2, &fx::transpose(&wmid, &[1, 0])?));
+        // Eight rows against 1000 columns of k 512: the tensor-core kernel for f16 / bf16 (16
+        // columns a block, the last one past the end).
+        let wmma = c.array(&[1000, 512], dt, -1.0, 1.0);
+        let x8m = c.array(&[8, 512], dt, -1.0, 1.0);
+        c.check(&format!("matmul {dt} gemv 8 rows x 1000 (mma)"), b, || {
+            fx::matmul(&x8m, &fx::transpose(&wmma, &[1, 0])?)
+        });
         let wbig = c.array(&[5003, 2048], dt, -1.0, 1.0);
         let xbig = c.array(&[3, 2048], dt, -1.0, 1.0);
         c.check(&format!("matmul {dt} gemv 5003 x 2048"), b, || fx::matmul(&xbig, &fx::transpose(&wbig, &[1, 0])?));
@@ -599,6 +609,30 @@ fn llm_ops(c: &mut Checker) {
     for dt in [Dtype::F32, Dtype::Bf16, Dtype::F16] {
         let x = c.array(&[3, 7, 1000], dt, -8.0, 8.0);
         c.check(&format!("fast logsumexp {dt}"), bound(dt), || fx::logsumexp(&x, Some(&[-1]), true));
+        // Two vocabulary-long rows (split across blocks), the second all -inf but one +inf
+        // key, and a third all -inf.
+        let v = c.array(&[3, 50001], dt, -8.0, 8.0);
+        c.check(&format!("fast logsumexp {dt} split rows"), bound(dt), || {
+            let inf = fx::full(&[1, 1], f64::INFINITY, dt)?;
+            let ninf = fx::full(&[2, 50001], f64::NEG_INFINITY, dt)?;
+            let row1 = fx::concatenate(
+                &[
+                    fx::slice(&ninf, &[0, 0], &[1, 30000], &[1, 1])?,
+                    inf,
+                    fx::slice(&ninf, &[0, 0], &[1, 20000], &[1, 1])?,
+                ],
+                1,
+            )?;
+            let x = fx::concatenate(
+                &[
+                    fx::slice(&v, &[0, 0], &[1, 50001], &[1, 1])?,
+                    row1,
+                    fx::slice(&ninf, &[1, 0], &[2, 50001], &[1, 1])?,
+                ],
+                0,
+            )?;
+            fx::logsumexp(&x, Some(&[-1]), true)
+        });
         let q = c.array(&[1, 4, 9, 64], dt, -1.0, 1.0);
         let freqs = c.array(&[32], Dtype::F32, 1.0, 5000.0);
         c.check(&format!("fast rope {dt} custom freqs"), bound(dt), || {
@@ -613,8 +647,10 @@ fn attention(c: &mut Checker) {
     use fx::fast::{scaled_dot_product_attention as sdpa, SdpaMask};
     /// (name, B, Hq, Hkv, L, S, D, Dv)
     type Case = (&'static str, usize, usize, usize, usize, usize, usize, usize);
-    let cases: [Case; 11] = [
+    let cases: [Case; 12] = [
         ("decode", 2, 8, 2, 1, 37, 64, 64),
+        // Sixteen rows of one kv head: four blocks of the keys-across-lanes kernel.
+        ("decode 16 rows", 1, 16, 1, 1, 333, 128, 128),
         ("decode long", 1, 32, 8, 1, 1000, 64, 64),
         // One kv head: the most key splits (the combine pass's 256), and its scalar path (Dv 35).
         ("decode many splits", 1, 2, 1, 1, 5000, 64, 64),
@@ -685,6 +721,22 @@ fn quantized(c: &mut Checker) {
             });
             c.check(&format!("quantized dequantize {dt} {bits}-bit g{gs}"), bound(dt), || {
                 fx::dequantize(&wq, &s, Some(&b), gs, bits, QuantMode::Affine, None)
+            });
+        }
+        // The decode kernel with features past a block's end (100, 8 a block), k of 64 packs
+        // split between warps, and x a view that starts off a 16-byte boundary.
+        let w = c.array(&[100, 2048], dt, -1.0, 1.0);
+        let xs = c.array(&[3, 2049], dt, -1.0, 1.0);
+        for bits in [4usize, 3] {
+            let (wq, s, b) = cpu(|| fx::quantize(&w, 64, bits, QuantMode::Affine)).unwrap();
+            let b = b.unwrap();
+            c.check(&format!("quantized qmm {dt} {bits}-bit 100 x 2048, 3 rows"), bound(dt), || {
+                let x = fx::slice(&xs, &[0, 0], &[3, 2048], &[1, 1])?;
+                fx::quantized_matmul(&fx::contiguous(&x)?, &wq, &s, Some(&b), true, 64, bits, QuantMode::Affine)
+            });
+            c.check(&format!("quantized qmm {dt} {bits}-bit 100 x 2048, x off 16 bytes"), bound(dt), || {
+                let x = fx::slice(&xs, &[1, 1], &[2, 2049], &[1, 1])?;
+                fx::quantized_matmul(&x, &wq, &s, Some(&b), true, 64, bits, QuantMode::Affine)
             });
         }
         // The floating-point formats (no biases): FP4 / FP8 codes with E8M0 or FP8 scales.
@@ -1155,6 +1207,62 @@ fn movement(c: &mut Checker) {
 }
 
 /// Median seconds of `reps` runs of `f` (after two warm-ups), synchronized.
+/// `compile`'s fused programs: one generated kernel (swiglu as mlx-lm compiles it; a chain of
+/// compare, select, casts and integer math over broadcast and transposed inputs), an
+/// elementwise prologue fused into a reduction, and a program of more inputs than a generated
+/// kernel takes (run step by step). None may fall back to the CPU.
+fn fused(c: &mut Checker) {
+    let before = fused_fallbacks();
+    let swiglu = fx::compile(|a: &[Array]| Ok(vec![fx::multiply(&fx::multiply(&a[0], &fx::sigmoid(&a[0])?)?, &a[1])?]))
+        .shapeless(true);
+    for dt in [Dtype::F32, Dtype::Bf16, Dtype::F16] {
+        let g = c.array(&[3, 4099], dt, -6.0, 6.0);
+        let u = c.array(&[3, 4099], dt, -1.0, 1.0);
+        c.check(&format!("fused {dt} swiglu"), bound(dt), || Ok(swiglu.call(&[g.clone(), u.clone()])?.remove(0)));
+    }
+    let mixed = fx::compile(|a: &[Array]| {
+        let (x, y, n) = (&a[0], &a[1], &a[2]);
+        let picked = fx::where_(&fx::greater(x, y)?, &fx::exp(x)?, &fx::negative(y)?)?;
+        let count = fx::astype(&fx::multiply(&fx::add(n, n)?, n)?, Dtype::F32)?;
+        let flags = fx::logical_not(&fx::isnan(&fx::sqrt(x)?)?)?;
+        Ok(vec![fx::add(&fx::multiply(&picked, &count)?, &fx::astype(&flags, Dtype::F32)?)?])
+    });
+    let x = c.array(&[64, 33], Dtype::F32, -2.0, 2.0);
+    let yt = fx::transpose(&c.array(&[33, 64], Dtype::F32, -2.0, 2.0), &[1, 0]).unwrap();
+    let n = c.array(&[33], Dtype::I32, -5.0, 5.0);
+    c.check("fused float32 select, casts, int math (broadcast, transposed)", 1e-5, || {
+        Ok(mixed.call(&[x.clone(), yt.clone(), n.clone()])?.remove(0))
+    });
+    let reduce = fx::compile(|a: &[Array]| {
+        Ok(vec![fx::sum(&fx::exp(&fx::minimum(&fx::multiply(&a[0], &a[1])?, 2.0)?)?, Some(&[-1]), true)?])
+    });
+    for dt in [Dtype::F32, Dtype::Bf16] {
+        let a = c.array(&[17, 515], dt, -1.0, 1.0);
+        let b = c.array(&[515], dt, -1.0, 1.0);
+        c.check(&format!("fused {dt} prologue into sum"), bound(dt), || {
+            Ok(reduce.call(&[a.clone(), b.clone()])?.remove(0))
+        });
+    }
+    let wide = fx::compile(|a: &[Array]| {
+        let mut acc = fx::multiply(&a[0], &a[1])?;
+        for x in &a[2..] {
+            acc = fx::add(&fx::tanh(&acc)?, x)?;
+        }
+        Ok(vec![acc])
+    });
+    let ins: Vec<Array> = (0..6).map(|_| c.array(&[5, 301], Dtype::F32, -1.0, 1.0)).collect();
+    c.check("fused float32 six inputs (step by step)", 1e-5, || Ok(wide.call(&ins)?.remove(0)));
+    let after = fused_fallbacks();
+    let ok = after == before;
+    println!("{} fused programs never fell back to the CPU ({before} -> {after})", if ok { "ok  " } else { "FAIL" });
+    c.results.push(("fused: no CPU fallback".into(), 0.0, 0.0, ok));
+}
+
+/// How many fused programs (or steps of one) ran on the CPU for the GPU so far.
+fn fused_fallbacks() -> usize {
+    ferrox::backend::fallback::fallbacks().iter().filter(|(name, _)| name.starts_with("Fused")).map(|(_, n)| n).sum()
+}
+
 fn time(reps: usize, f: impl Fn() -> Array) -> f64 {
     let mut ts = Vec::new();
     for i in 0..reps + 2 {

@@ -171,6 +171,34 @@ pub(crate) fn attention_vjp(
     Ok(Some(out))
 }
 
+/// Launches decode kernel `name` (element type `t`) over (blocks, key splits) with `chunk` keys a split,
+/// then, with several splits, the combine pass over the output's `rows` rows of `dv` values.
+fn decode_launch(
+    g: &Gpu,
+    t: Dtype,
+    p: &Attn,
+    name: &str,
+    (blocks, nsplit): (usize, usize),
+    chunk: usize,
+    (rows, dv): (usize, usize),
+) -> Result<()> {
+    let part = if nsplit > 1 { Some(DeviceBlock::new(rows * nsplit * (dv + 2) * 4)?) } else { None };
+    let ppart = part.as_ref().map_or(0, |x| x.addr);
+    let cfg = LaunchConfig { grid_dim: (blocks as u32, nsplit as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let args = [Arg::Attn(p), Arg::U64(ppart), Arg::I32(nsplit as i32), Arg::I32(chunk as i32)];
+    launch_cfg(g, &function(g, t, name)?, cfg, &args)?;
+    if nsplit > 1 {
+        let f = function(g, t, if dv.is_multiple_of(4) { "attn_combine_4" } else { "attn_combine_1" })?;
+        let cfg = LaunchConfig {
+            grid_dim: (rows as u32, 1, 1),
+            block_dim: (COMBINE_SPLITS as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch_cfg(g, &f, cfg, &[Arg::Attn(p), Arg::U64(ppart), Arg::I32(nsplit as i32)])?;
+    }
+    Ok(())
+}
+
 /// softmax(q kᵀ · scale + mask) v; `None` for dtypes or head sizes the kernels lack.
 pub(crate) fn attention(
     g: &Gpu,
@@ -194,7 +222,22 @@ pub(crate) fn attention(
     let Some((mut p, _keep)) = params(g, inputs, scale, mask, po)? else { return Ok(None) };
     let func = |n: &str| function(g, t, n);
     let rows = (hq / hkv.max(1)) * l;
-    if rows <= DECODE_ROWS {
+    let per16 = (16 / t.size()) as i64;
+    let rows_kernel = (d == 64 || d == 128)
+        && dv == d
+        && p.k.is_multiple_of(16)
+        && p.v.is_multiple_of(16)
+        && p.ks.iter().chain(&p.vs).all(|s| s % per16 == 0);
+    if rows <= DECODE_ROWS && rows_kernel {
+        // Keys across lanes, a warp a row: split the keys (tiles of 32) so that the grid
+        // holds about 16 blocks a multiprocessor (measured best at 128 to 8k keys, one and
+        // eight sequences; scripts/cuda-bench/attn_bench.cu).
+        let blocks = b * hkv * rows.div_ceil(4);
+        let nsplit = (16 * g.sms as usize).div_ceil(blocks).min(s.div_ceil(32)).clamp(1, COMBINE_SPLITS);
+        let chunk = s.div_ceil(nsplit).next_multiple_of(32);
+        let nsplit = s.div_ceil(chunk).max(1);
+        decode_launch(g, t, &p, &format!("attn_decode_rows_{d}"), (blocks, nsplit), chunk, (b * hq * l, dv))?;
+    } else if rows <= DECODE_ROWS {
         let epl = if dmax <= 64 {
             2
         } else if dmax <= 128 {
@@ -218,21 +261,7 @@ pub(crate) fn attention(
         let nsplit = (8 * g.sms as usize).div_ceil(blocks).min(s.div_ceil(16)).clamp(1, COMBINE_SPLITS);
         let chunk = s.div_ceil(nsplit);
         let nsplit = s.div_ceil(chunk.max(1)).max(1);
-        let part = if nsplit > 1 { Some(DeviceBlock::new(b * hq * l * nsplit * (dv + 2) * 4)?) } else { None };
-        let ppart = part.as_ref().map_or(0, |x| x.addr);
-        let f = func(&format!("attn_decode_{epl}_{r}"))?;
-        let cfg =
-            LaunchConfig { grid_dim: (blocks as u32, nsplit as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-        launch_cfg(g, &f, cfg, &[Arg::Attn(&p), Arg::U64(ppart), Arg::I32(nsplit as i32), Arg::I32(chunk as i32)])?;
-        if nsplit > 1 {
-            let f = func(if dv.is_multiple_of(4) { "attn_combine_4" } else { "attn_combine_1" })?;
-            let cfg = LaunchConfig {
-                grid_dim: ((b * hq * l) as u32, 1, 1),
-                block_dim: (COMBINE_SPLITS as u32, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            launch_cfg(g, &f, cfg, &[Arg::Attn(&p), Arg::U64(ppart), Arg::I32(nsplit as i32)])?;
-        }
+        decode_launch(g, t, &p, &format!("attn_decode_{epl}_{r}"), (blocks, nsplit), chunk, (b * hq * l, dv))?;
     } else if t != Dtype::F32 && dmax <= 128 {
         let hd = if dmax <= 64 { 64 } else { 128 };
         // Whole rows of K and V as 16-byte vectors when they are aligned and exactly hd wide.

@@ -1,18 +1,24 @@
 //! Row kernels over the last axis: softmax, logsumexp, rms_norm, layer_norm, the norms' input
 //! gradient (`NormVjp`), and rope.
 
+use cudarc::driver::LaunchConfig;
+
 use crate::array::{Array, Data};
 use crate::dtype::Dtype;
 use crate::error::Result;
 use crate::shape::broadcast_strides;
 
-use super::alloc::{alloc_out, device_ptr};
+use super::alloc::{alloc_out, device_ptr, DeviceBlock};
 use super::compile::COMMON;
 use super::context::Gpu;
 use super::elementwise::copy;
-use super::layout::{ctype, launch, Arg, Layout};
+use super::layout::{ctype, launch, launch_cfg, Arg, Layout};
 
 const SRC: &str = include_str!("kernels/fast.cu");
+/// Elements of a row one block of the split logsumexp takes (about).
+const SPLIT_ROW: usize = 4096;
+/// Threads per block of rope.
+const ROPE_BLOCK: u32 = 64;
 /// Threads per block (FBLOCK in fast.cu).
 const BLOCK: u32 = 256;
 
@@ -76,6 +82,22 @@ pub(crate) fn softmax(g: &Gpu, x: &Array, shape: &[usize]) -> Result<Option<Data
 pub(crate) fn logsumexp(g: &Gpu, x: &Array, shape: &[usize]) -> Result<Option<Data>> {
     if x.shape().last() == Some(&0) && x.size() == 0 && shape.iter().product::<usize>() > 0 {
         return Ok(None);
+    }
+    let (r, n) = rows(x.shape());
+    let t = x.dtype();
+    // A few long rows (a vocabulary's logits): blocks split each row, a second kernel joins.
+    if t.is_float() && n >= 2 * SPLIT_ROW && r < g.sms as usize {
+        let parts = n.div_ceil(SPLIT_ROW).min(BLOCK as usize);
+        let (out, po) = alloc_out(shape, t)?;
+        let (_keep, px) = row_major(g, x)?;
+        let acc = if t == Dtype::F64 { 8 } else { 4 };
+        let part = DeviceBlock::new(r * parts * 2 * acc)?;
+        let cfg = LaunchConfig { grid_dim: (parts as u32, r as u32, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+        let args = [Arg::U64(part.addr), Arg::U64(px), Arg::I64(n as i64), Arg::I64(parts as i64)];
+        launch_cfg(g, &function(g, t, "logsumexp_part")?, cfg, &args)?;
+        let args = [Arg::U64(po), Arg::U64(part.addr), Arg::I64(parts as i64)];
+        launch(g, &function(g, t, "logsumexp_join")?, r as u32, BLOCK, &args)?;
+        return Ok(Some(out));
     }
     row_kernel(g, "logsumexp", x, shape, &[])
 }
@@ -208,6 +230,9 @@ pub(crate) fn rope(
         Arg::U64(pf),
         Arg::I64(fs),
     ];
-    launch(g, &f, g.grid(total, BLOCK), BLOCK, &args)?;
+    // A thread per rotated pair or unrotated feature, in small blocks: a decode step's few
+    // thousand threads spread over many multiprocessors (each does f64 trigonometry).
+    let items = total / d * (d - dims / 2);
+    launch(g, &f, g.grid(items, ROPE_BLOCK), ROPE_BLOCK, &args)?;
     Ok(Some(out))
 }

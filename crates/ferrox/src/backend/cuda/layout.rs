@@ -1,6 +1,8 @@
 //! Strided views as kernel arguments, and kernel launches.
 
-use cudarc::driver::{CudaFunction, DeviceRepr, LaunchConfig, PushKernelArg};
+use std::ffi::c_void;
+
+use cudarc::driver::{sys, CudaFunction, DeviceRepr, LaunchConfig, PushKernelArg};
 
 use crate::backend::cpu::iter::collapse;
 use crate::dtype::Dtype;
@@ -99,6 +101,56 @@ pub(crate) enum Arg<'a> {
 pub(crate) fn launch(g: &Gpu, f: &CudaFunction, grid: u32, block: u32, args: &[Arg]) -> Result<()> {
     let cfg = LaunchConfig { grid_dim: (grid.max(1), 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
     launch_cfg(g, f, cfg, args)
+}
+
+/// Launches `f` like [`launch_cfg`], allowed to start while the kernel before it in the stream
+/// finishes (programmatic dependent launch, sm_90 and later): its blocks may begin as that
+/// kernel's blocks drain, and must call `wait_for_previous_kernel()` (common.cuh) before
+/// reading anything an earlier kernel wrote — the matrix-vector products prefetch their
+/// weights first. Older GPUs launch it plainly.
+pub(crate) fn launch_overlapped(g: &Gpu, f: &CudaFunction, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
+    let major: u32 = g.arch.trim_start_matches("sm_").parse::<u32>().unwrap_or(0) / 10;
+    if major < 9 {
+        return launch_cfg(g, f, cfg, args);
+    }
+    let mut params: Vec<*mut c_void> = args
+        .iter()
+        .map(|a| match a {
+            Arg::U64(v) => v as *const u64 as *mut c_void,
+            Arg::I64(v) => v as *const i64 as *mut c_void,
+            Arg::I32(v) => v as *const i32 as *mut c_void,
+            Arg::F32(v) => v as *const f32 as *mut c_void,
+            Arg::F64(v) => v as *const f64 as *mut c_void,
+            Arg::Layout(v) => *v as *const Layout as *mut c_void,
+            Arg::Indices(v) => *v as *const super::index::Indices as *mut c_void,
+            Arg::Attn(v) => *v as *const super::attention::Attn as *mut c_void,
+            Arg::Conv(v) => *v as *const super::conv::ConvGeom as *mut c_void,
+        })
+        .collect();
+    let mut attr = sys::CUlaunchAttribute {
+        id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+        pad: [0; 4],
+        // SAFETY: a zeroed union is a valid value of every member.
+        value: unsafe { std::mem::zeroed() },
+    };
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    let config = sys::CUlaunchConfig {
+        gridDimX: cfg.grid_dim.0.max(1),
+        gridDimY: cfg.grid_dim.1,
+        gridDimZ: cfg.grid_dim.2,
+        blockDimX: cfg.block_dim.0,
+        blockDimY: cfg.block_dim.1,
+        blockDimZ: cfg.block_dim.2,
+        sharedMemBytes: cfg.shared_mem_bytes,
+        hStream: g.stream.cu_stream(),
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    // SAFETY: `params` points at each argument's value (alive for the call), in the order the
+    // kernel declares them; the function and stream belong to this GPU's bound context.
+    unsafe { sys::cuLaunchKernelEx(&config, f.cu_function(), params.as_mut_ptr(), std::ptr::null_mut()) }
+        .result()
+        .map_err(|e| cuda_err("launching a kernel", e))
 }
 
 /// Launches `f` on the GPU's stream with the grid, block and dynamic shared memory of `cfg`.

@@ -7,6 +7,7 @@ use std::ffi::c_void;
 use cudarc::cublas::result as blas;
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 use cudarc::cublas::CudaBlas;
+use cudarc::driver::LaunchConfig;
 
 use crate::array::{Array, Data};
 use crate::backend::cpu::iter::collapse;
@@ -18,7 +19,7 @@ use super::alloc::{alloc_out, device_ptr};
 use super::compile::COMMON;
 use super::context::{cuda_err, Gpu};
 use super::elementwise::{copy, copy_strided};
-use super::layout::{ctype, launch, Arg};
+use super::layout::{ctype, launch_overlapped, Arg};
 
 /// How cuBLAS (column-major) reads a row-major `rows × cols` view with strides `(rs, cs)`:
 /// the operation and leading dimension, or `None` if neither axis is unit-stride.
@@ -79,8 +80,10 @@ fn operand(g: &Gpu, x: &Array, batch: &[usize], rows: usize, cols: usize) -> Res
 const GEMV_SRC: &str = include_str!("kernels/gemv.cu");
 /// The most rows of `a` the matrix-vector kernel takes (GEMV_ROWS in gemv.cu).
 const GEMV_ROWS: usize = 8;
-/// Threads per block of the matrix-vector kernel: a warp per output column.
-const GEMV_BLOCK: u32 = 256;
+/// Threads per block of the matrix-vector kernel: GEMV_SPLIT warps, each a slice of k.
+const GEMV_BLOCK: u32 = 128;
+/// Output columns a block of the matrix-vector kernel takes (GEMV_COLS in gemv.cu).
+const GEMV_COLS: usize = 2;
 
 /// `alpha * a @ b` into the row-major output at `po` with the matrix-vector kernel, when it
 /// fits: a decode step's products (a few contiguous rows of `a` against a weight `b` whose
@@ -120,14 +123,17 @@ fn gemv(g: &Gpu, a: &Array, b: &Array, alpha: f64, shape: &[usize], dtype: Dtype
     if pa % 16 != 0 || pb % 16 != 0 {
         return Ok(false);
     }
-    let warps = (GEMV_BLOCK / 32) as usize;
-    // With several rows, a warp takes 4 columns — each x chunk it reads then serves them
-    // all — as long as that still gives every multiprocessor a block (two columns a warp on
-    // 2048 columns was slower than one: too few blocks).
-    let blocks = |cols: usize| n.div_ceil(cols * warps);
-    let (name, cols) = if rows > 2 && blocks(4) >= g.sms as usize { ("gemv_cols4", 4) } else { ("gemv", 1) };
-    let f = g.function(&format!("gemv {}", ctype(dtype)), name, || {
-        format!("{COMMON}\n#define T {}\n{GEMV_SRC}\n", ctype(dtype))
+    // Three or more rows of f16 / bf16 on the tensor cores (16 columns a block; ~1.85x the
+    // FMA kernel's bandwidth at 8 rows, scripts/cuda-bench), else the FMA kernels for 1, 2, 4
+    // and 8 rows (fewer rows run the next size up).
+    let half = matches!(dtype, Dtype::F16 | Dtype::Bf16);
+    let mma = half && rows > 2 && k.is_multiple_of(32);
+    let (name, cols) =
+        if mma { ("gemv_mma".to_string(), 16) } else { (format!("gemv_{}", rows.next_power_of_two()), GEMV_COLS) };
+    let f = g.function(&format!("gemv {}", ctype(dtype)), &name, || {
+        let c = ctype(dtype);
+        let mma_kind = if half { format!("#define MMA_KIND \"{c}\"\n") } else { String::new() };
+        format!("{COMMON}\n#define T {c}\n{mma_kind}{GEMV_SRC}\n")
     })?;
     let args = [
         Arg::U64(po),
@@ -140,7 +146,9 @@ fn gemv(g: &Gpu, a: &Array, b: &Array, alpha: f64, shape: &[usize], dtype: Dtype
         Arg::I64(k as i64),
         Arg::F32(alpha as f32),
     ];
-    launch(g, &f, blocks(cols) as u32, GEMV_BLOCK, &args)?;
+    let cfg =
+        LaunchConfig { grid_dim: (n.div_ceil(cols) as u32, 1, 1), block_dim: (GEMV_BLOCK, 1, 1), shared_mem_bytes: 0 };
+    launch_overlapped(g, &f, cfg, &args)?;
     Ok(true)
 }
 

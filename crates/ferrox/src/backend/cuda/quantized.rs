@@ -17,11 +17,15 @@ use super::alloc::{alloc_out, device_ptr};
 use super::compile::COMMON;
 use super::context::Gpu;
 use super::elementwise::copy;
-use super::layout::{ctype, launch, launch_cfg, Arg, Layout};
+use super::layout::{ctype, launch, launch_cfg, launch_overlapped, Arg, Layout};
 
 const SRC: &str = include_str!("kernels/quantized.cu");
 /// Rows of x up to which the matrix-vector kernel runs.
 const QMV_MAX_ROWS: usize = 8;
+/// Threads of a block of the matrix-vector kernel (QMV_WARPS of quantized.cu).
+const QMV_THREADS: u32 = 128;
+/// Output features a block of the matrix-vector kernel takes (QMV_WARPS / QMV_SPLIT · QMV_COLS).
+const QMV_FEATURES: usize = 8;
 
 /// FMT of quantized.cu for a format.
 fn fmt(mode: QuantMode) -> u32 {
@@ -33,10 +37,13 @@ fn fmt(mode: QuantMode) -> u32 {
     }
 }
 
-fn function(g: &Gpu, t: Dtype, p: QuantParams, name: &str) -> Result<cudarc::driver::CudaFunction> {
+/// Kernel `name` of the quantized module for `t` and `p`; `qmv_m` > 0 selects the module of
+/// the matrix-vector kernels for up to that many rows (QMV_M of quantized.cu).
+fn function(g: &Gpu, t: Dtype, p: QuantParams, name: &str, qmv_m: usize) -> Result<cudarc::driver::CudaFunction> {
     let (c, bits, f) = (ctype(t), p.bits, fmt(p.mode));
-    g.function(&format!("quantized {c} {bits} {f}"), name, || {
-        format!("{COMMON}\n#define T {c}\n#define BITS {bits}\n#define FMT {f}\n{SRC}\n")
+    let m = if qmv_m > 0 { format!("#define QMV_M {qmv_m}\n") } else { String::new() };
+    g.function(&format!("quantized {c} {bits} {f} {qmv_m}"), name, || {
+        format!("{COMMON}\n#define T {c}\n#define BITS {bits}\n#define FMT {f}\n{m}{SRC}\n")
     })
 }
 
@@ -44,6 +51,18 @@ fn function(g: &Gpu, t: Dtype, p: QuantParams, name: &str) -> Result<cudarc::dri
 fn row_major(g: &Gpu, x: &Array) -> Result<(Data, u64)> {
     let d = x.data()?;
     let d = if d.is_row_contiguous(x.shape()) { d } else { copy(g, x)? };
+    let p = device_ptr(g, &d, x.dtype())?;
+    Ok((d, p))
+}
+
+/// Row-major data of `x` on the device at a 16-byte aligned address (copied if a view starts
+/// elsewhere), and that address: the matrix-vector kernels read rows of x as 16-byte vectors.
+fn aligned_rows(g: &Gpu, x: &Array) -> Result<(Data, u64)> {
+    let (d, p) = row_major(g, x)?;
+    if p.is_multiple_of(16) {
+        return Ok((d, p));
+    }
+    let d = copy(g, x)?;
     let p = device_ptr(g, &d, x.dtype())?;
     Ok((d, p))
 }
@@ -120,7 +139,7 @@ fn dequantize_into(g: &Gpu, m: &Stored, p: QuantParams, dtype: Dtype) -> Result<
     let (out, po) = alloc_out(&[m.rows, m.cols], dtype)?;
     let n = m.rows * m.cols / 32;
     if n > 0 {
-        let f = function(g, dtype, p, "dequantize")?;
+        let f = function(g, dtype, p, "dequantize", 0)?;
         let [w, s, b] = m.args();
         let args =
             [Arg::U64(po), w, s, b, Arg::I64(m.rows as i64), Arg::I64(m.cols as i64), Arg::I64(p.group_size as i64)];
@@ -184,11 +203,15 @@ fn gather_qmv(g: &Gpu, inputs: &[Array], p: QuantParams, shape: &[usize], dtype:
     if pairs * n == 0 || nx == 0 || nw == 0 {
         return Ok(if pairs * n == 0 { Some(out) } else { None });
     }
-    let (_kx, px) = row_major(g, x)?;
+    let (_kx, px) = aligned_rows(g, x)?;
+    if m.w % 16 != 0 {
+        return Ok(None);
+    }
     let (dl, dr) = (lhs.data()?, rhs.data()?);
     let Some(li) = Layout::new(lhs.shape(), &[dl.strides.clone(), dr.strides.clone()]) else { return Ok(None) };
     let (pl, pr) = (device_ptr(g, &dl, Dtype::U32)?, device_ptr(g, &dr, Dtype::U32)?);
-    let f = function(g, dtype, p, &format!("gather_qmv_{rows}"))?;
+    let mr = rows.next_power_of_two();
+    let f = function(g, dtype, p, &format!("gather_qmv_{mr}"), mr)?;
     let [w, s, b] = m.args();
     let args = [
         Arg::U64(po),
@@ -204,10 +227,11 @@ fn gather_qmv(g: &Gpu, inputs: &[Array], p: QuantParams, shape: &[usize], dtype:
         Arg::Layout(&li),
         Arg::I64(nx as i64),
         Arg::I64(nw as i64),
+        Arg::I32(rows as i32),
     ];
     let cfg = LaunchConfig {
-        grid_dim: (n.div_ceil(4).min(g.sms as usize * 8) as u32, pairs as u32, 1),
-        block_dim: (128, 1, 1),
+        grid_dim: (n.div_ceil(QMV_FEATURES) as u32, pairs as u32, 1),
+        block_dim: (QMV_THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
     launch_cfg(g, &f, cfg, &args)?;
@@ -239,12 +263,12 @@ fn matmul(
         if rows * n == 0 {
             return Ok(Some(out));
         }
-        let (_kx, px) = row_major(g, x)?;
-        let f = function(g, dtype, p, &format!("qmv_{rows}"))?;
-        // x staged in shared memory as f32 (one pad word per 32) when it fits in 48 KiB.
-        let smem_bytes = rows * (k + k / 32) * 4;
-        let staged = smem_bytes <= 48 << 10;
-        let smem = if staged { smem_bytes as u32 } else { 0 };
+        let (_kx, px) = aligned_rows(g, x)?;
+        if m.w % 16 != 0 {
+            return Ok(None);
+        }
+        let mr = rows.next_power_of_two();
+        let f = function(g, dtype, p, &format!("qmv_{mr}"), mr)?;
         let [w, s, b] = m.args();
         let args = [
             Arg::U64(po),
@@ -255,11 +279,14 @@ fn matmul(
             Arg::I64(n as i64),
             Arg::I64(k as i64),
             Arg::I64(p.group_size as i64),
-            Arg::I32(staged as i32),
+            Arg::I32(rows as i32),
         ];
-        // Four warps per block, one output feature per warp at a time.
-        let cfg = LaunchConfig { grid_dim: (g.grid(n, 4), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: smem };
-        launch_cfg(g, &f, cfg, &args)?;
+        let cfg = LaunchConfig {
+            grid_dim: (n.div_ceil(QMV_FEATURES) as u32, 1, 1),
+            block_dim: (QMV_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch_overlapped(g, &f, cfg, &args)?;
         drop(m.keep);
         return Ok(Some(out));
     }

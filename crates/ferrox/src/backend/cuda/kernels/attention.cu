@@ -168,6 +168,124 @@ DECODE(8, 1)
 DECODE(8, 2)
 DECODE(8, 4)
 
+// ---- decode, keys across lanes: the fast path ----
+// For head sizes D = Dv = HD (64 or 128) with K and V rows 16-byte aligned, any mask.
+// Block (b, kvh, chunk of 4 rows) × split y: warp w takes row 4·chunk + w alone (no join
+// inside the block), walking the split's keys in tiles of 32. Lane j scores key j of a tile
+// (k as 16-byte loads against the row's q, in shared memory read as broadcasts; then scaled
+// and masked); the tile's max updates the running softmax once per tile; then each lane,
+// holding HD/32 dims of the tile's value rows (loaded with the key, before either is used:
+// one memory latency a tile), sums them weighted by the tile's probabilities (shared through
+// shared memory). A warp's chain of dependent instructions is short, so many warps in flight
+// hide each other's latency. Leaves the partials attn_combine joins (as decode_impl does).
+// Measured on an H100 (scripts/cuda-bench/attn_bench.cu).
+template <int BYTES> struct VecOf;
+template <> struct VecOf<4> { typedef u32 type; };
+template <> struct VecOf<8> { typedef uint2 type; };
+template <> struct VecOf<16> { typedef uint4 type; };
+
+template <int HD>
+__device__ __forceinline__ void decode_rows_impl(const Attn& p, float* __restrict__ part, int nsplit, int chunk) {
+  constexpr int EPL = HD / 32, PER16 = 16 / (int)sizeof(T);
+  typedef typename VecOf<EPL * sizeof(T)>::type VChunk;
+  // Value rows loaded at once: the whole tile's while that is at most 8 bytes a row a lane.
+  constexpr int VB = EPL * sizeof(T) <= 8 ? 32 : 16;
+  __shared__ float qs[4][HD];
+  __shared__ float ps[4][32];
+  const int group = p.Hq / p.Hkv, rows = group * p.L;
+  const int nchunks = (rows + 3) / 4;
+  const int rc = blockIdx.x % nchunks, bk = blockIdx.x / nchunks;
+  const int kvh = bk % p.Hkv, b = bk / p.Hkv;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row = rc * 4 + warp;
+  if (row >= rows) return;  // whole warps; nothing below synchronizes the block
+  const int h = kvh * group + row / p.L, i = row % p.L;
+  const T* qr = (const T*)p.q + b * p.qs[0] + h * p.qs[1] + i * p.qs[2];
+  for (int d = lane; d < HD; d += 32) qs[warp][d] = to_acc<T>(qr[d]);
+  __syncwarp();
+  const int s0 = blockIdx.y * chunk, s1 = min(p.S, s0 + chunk);
+  float m = NEG_INF, l = 0.0f, acc[EPL];
+#pragma unroll
+  for (int e = 0; e < EPL; ++e) acc[e] = 0.0f;
+  const T* kb = (const T*)p.k + b * p.ks[0] + kvh * p.ks[1];
+  const T* vb = (const T*)p.v + b * p.vs[0] + kvh * p.vs[1];
+  for (int t0 = s0; t0 < s1; t0 += 32) {
+    const int j = t0 + lane, nk = min(32, s1 - t0);
+    uint4 kv[HD / PER16];
+    if (j < s1) {
+      const uint4* kr = (const uint4*)(kb + (i64)j * p.ks[2]);
+#pragma unroll
+      for (int c = 0; c < HD / PER16; ++c) kv[c] = __ldg(kr + c);
+    }
+    VChunk vc[VB];
+    const T* vr = vb + (i64)t0 * p.vs[2] + lane * EPL;
+#pragma unroll
+    for (int jj = 0; jj < VB; ++jj)
+      if (jj < nk) vc[jj] = __ldg((const VChunk*)(vr + (i64)jj * p.vs[2]));
+    float sc = 0.0f;
+    if (j < s1) {
+#pragma unroll
+      for (int c = 0; c < HD / PER16; ++c) {
+        const T* ke = (const T*)&kv[c];
+#pragma unroll
+        for (int e = 0; e < PER16; ++e) sc = fmaf(qs[warp][c * PER16 + e], to_acc<T>(ke[e]), sc);
+      }
+    }
+    const float sr = j < s1 ? masked_score(p, sc, b, h, i, j) : NEG_INF;
+    float tm = sr;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) tm = fmax_keep(tm, __shfl_xor_sync(0xffffffffu, tm, o));
+    const float mn = fmax_keep(m, tm);
+    const float corr = m == NEG_INF ? 0.0f : expf(m - mn);
+    const float pj = sr == NEG_INF ? 0.0f : expf(sr - mn);
+    l = l * corr + pj;
+#pragma unroll
+    for (int e = 0; e < EPL; ++e) acc[e] *= corr;
+    if (mn != NEG_INF) m = mn;
+    ps[warp][lane] = pj;
+    __syncwarp();
+    for (int j0 = 0; j0 < nk; j0 += VB) {
+      if (j0 > 0) {
+#pragma unroll
+        for (int jj = 0; jj < VB; ++jj)
+          if (j0 + jj < nk) vc[jj] = __ldg((const VChunk*)(vr + (i64)(j0 + jj) * p.vs[2]));
+      }
+#pragma unroll
+      for (int jj = 0; jj < VB; ++jj) {
+        if (j0 + jj < nk) {
+          const T* ve = (const T*)&vc[jj];
+          const float pr = ps[warp][j0 + jj];
+#pragma unroll
+          for (int e = 0; e < EPL; ++e) acc[e] = fmaf(pr, to_acc<T>(ve[e]), acc[e]);
+        }
+      }
+    }
+    __syncwarp();
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
+  const i64 orow = (i64)(b * p.Hq + h) * p.L + i;
+  if (nsplit == 1) {
+#pragma unroll
+    for (int e = 0; e < EPL; ++e) ((T*)p.out)[orow * HD + lane * EPL + e] = from_acc<T>(l > 0.0f ? acc[e] / l : 0.0f);
+  } else {
+#pragma unroll
+    for (int e = 0; e < EPL; ++e) part[(orow * nsplit + blockIdx.y) * HD + lane * EPL + e] = acc[e];
+    if (lane == 0) {
+      float* st = part + (i64)p.B * p.Hq * p.L * nsplit * HD + (orow * nsplit + blockIdx.y) * 2;
+      st[0] = m;
+      st[1] = l;
+    }
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(128) attn_decode_rows_64(Attn p, float* part, int nsplit, int chunk) {
+  decode_rows_impl<64>(p, part, nsplit, chunk);
+}
+extern "C" __global__ void __launch_bounds__(128) attn_decode_rows_128(Attn p, float* part, int nsplit, int chunk) {
+  decode_rows_impl<128>(p, part, nsplit, chunk);
+}
+
 // Joins the splits of each row: a block of COMBINE threads per row (B · Hq · L of them),
 // nsplit ≤ COMBINE. Thread s takes split s's (max, sum) and the block reduces them to the row's
 // max and sum, leaving each split's weight exp(max_s − max) in shared memory; then the

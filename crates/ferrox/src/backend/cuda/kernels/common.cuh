@@ -11,6 +11,17 @@ typedef long long i64;
 struct f16 { u16 bits; };
 struct bf16 { u16 bits; };
 
+// Programmatic dependent launch (sm_90 and later): a kernel launched to overlap the one
+// before it in the stream (layout.rs, launch_overlapped) waits here until that kernel has
+// finished and its writes are visible; launched plainly, or on older GPUs, it returns at once.
+__device__ __forceinline__ void wait_for_previous_kernel() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+// Starts moving the line holding p toward L2 (a hint: nothing waits for it).
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
 #define MAXD 8
 // A strided view of up to 4 operands over one logical shape of `nd` axes and `n` elements.
 struct Layout {

@@ -4,32 +4,35 @@
 #define FBLOCK 256
 typedef acc_t<T> A;
 
+// Block-wide sum and max (NaN propagating) of one value a thread: warp shuffles, then the
+// warps' results through shared memory (every thread of the block must call them).
 template <typename V>
 __device__ __forceinline__ V block_sum(V v) {
-  __shared__ V sh[FBLOCK];
-  sh[threadIdx.x] = v;
+  __shared__ V sh[FBLOCK / 32];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
   __syncthreads();
-  for (int w = FBLOCK / 2; w > 0; w >>= 1) {
-    if (threadIdx.x < w) sh[threadIdx.x] = sh[threadIdx.x] + sh[threadIdx.x + w];
-    __syncthreads();
-  }
   V r = sh[0];
+#pragma unroll
+  for (int i = 1; i < FBLOCK / 32; ++i) r = r + sh[i];
   __syncthreads();
   return r;
 }
 template <typename V>
+__device__ __forceinline__ V max_nan(V a, V b) {
+  return (a != a || b != b) ? a + b : (a > b ? a : b);
+}
+template <typename V>
 __device__ __forceinline__ V block_max(V v) {
-  __shared__ V sh[FBLOCK];
-  sh[threadIdx.x] = v;
+  __shared__ V sh[FBLOCK / 32];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = max_nan(v, __shfl_xor_sync(0xffffffffu, v, o));
+  if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
   __syncthreads();
-  for (int w = FBLOCK / 2; w > 0; w >>= 1) {
-    if (threadIdx.x < w) {
-      V a = sh[threadIdx.x], b = sh[threadIdx.x + w];
-      sh[threadIdx.x] = (a != a || b != b) ? a + b : (a > b ? a : b);
-    }
-    __syncthreads();
-  }
   V r = sh[0];
+#pragma unroll
+  for (int i = 1; i < FBLOCK / 32; ++i) r = max_nan(r, sh[i]);
   __syncthreads();
   return r;
 }
@@ -79,6 +82,41 @@ extern "C" __global__ void logsumexp(T* __restrict__ out, const T* __restrict__ 
     s = block_sum(s);
     if (threadIdx.x == 0) out[r] = from_acc<T>(f_log(s) + m);
   }
+}
+
+// logsumexp of a few long rows, split across blocks (grid: parts × rows): block p leaves the
+// max of its slice of the row and the sum of exp(x - max) over it in part[row, p];
+// logsumexp_join then weighs each part's sum by exp(its max - the row's max). A non-finite
+// row max is the result itself (+inf, -inf when every x is -inf, or NaN).
+extern "C" __global__ void logsumexp_part(A* __restrict__ part, const T* __restrict__ x, i64 n, i64 parts) {
+  const i64 r = blockIdx.y, chunk = (n + parts - 1) / parts;
+  const i64 i0 = blockIdx.x * chunk, i1 = min(n, i0 + chunk);
+  const T* xr = x + r * n;
+  A m = -1.0 / 0.0;
+  for (i64 i = i0 + threadIdx.x; i < i1; i += FBLOCK) m = max_nan(m, to_acc<T>(xr[i]));
+  m = block_max(m);
+  A s = 0;
+  if (m - m == 0)
+    for (i64 i = i0 + threadIdx.x; i < i1; i += FBLOCK) s += f_exp(to_acc<T>(xr[i]) - m);
+  s = block_sum(s);
+  if (threadIdx.x == 0) {
+    part[2 * (r * parts + blockIdx.x)] = m;
+    part[2 * (r * parts + blockIdx.x) + 1] = s;
+  }
+}
+extern "C" __global__ void logsumexp_join(T* __restrict__ out, const A* __restrict__ part, i64 parts) {
+  const A* pr = part + 2 * blockIdx.x * parts;
+  A m = -1.0 / 0.0;
+  for (i64 p = threadIdx.x; p < parts; p += FBLOCK) m = max_nan(m, pr[2 * p]);
+  m = block_max(m);
+  A s = 0;
+  if (m - m == 0)
+    for (i64 p = threadIdx.x; p < parts; p += FBLOCK) {
+      const A mp = pr[2 * p];
+      if (mp != (A)(-1.0 / 0.0)) s += pr[2 * p + 1] * f_exp(mp - m);
+    }
+  s = block_sum(s);
+  if (threadIdx.x == 0) out[blockIdx.x] = from_acc<T>(m - m == 0 ? f_log(s) + m : m);
 }
 
 // w: the weight (stride ws; null for none).
@@ -164,7 +202,8 @@ extern "C" __global__ void norm_vjp(T* __restrict__ out, const T* __restrict__ x
   }
 }
 
-// x [rows, d] row-major, rows cycling through l positions; the first `dims` features rotate.
+// x [rows, d] row-major, rows cycling through l positions; the first `dims` features rotate,
+// a thread per pair (one angle, its sine and cosine once, in f64).
 // The offset is an integer scalar on the device (i64 if off64 is 1, i32 if 0), or, when
 // off64 is 2, the value off_value (an offset still on the host needs no upload). Angles in f64.
 // freqs: custom frequencies (f32, stride fs; the inverse frequency is 1 / freqs[i]), or null.
@@ -172,33 +211,26 @@ extern "C" __global__ void norm_vjp(T* __restrict__ out, const T* __restrict__ x
 extern "C" __global__ void rope(T* __restrict__ out, const T* __restrict__ x, Layout rows_l, const void* offset, int off64,
                                 i64 off_value, i64 rows, i64 l, i64 d, i64 dims, int traditional, float base, float scale,
                                 const float* __restrict__ freqs, i64 fs) {
-  i64 half = dims / 2;
+  const i64 half = dims / 2, per = d - half;  // a thread per rotated pair or unrotated feature
   double off = off64 == 2 ? (double)off_value : off64 ? (double)*(const i64*)offset : (double)*(const i32*)offset;
-  GRID_LOOP(t, rows * d) {
-    i64 r = t / d, j = t % d, xo;
+  GRID_LOOP(t, rows * per) {
+    i64 r = t / per, q = t % per, xo;
     offsets<1>(rows_l, r, &xo);
     const T* xr = x + xo;
-    if (j >= 2 * half) {
-      out[t] = xr[j];
+    T* orow = out + r * d;
+    if (q >= half) {
+      const i64 j = 2 * half + (q - half);
+      orow[j] = xr[j];
       continue;
     }
-    i64 i, ia, ib;  // frequency index, the pair's two features
-    bool first;
-    if (traditional) {
-      i = j / 2;
-      ia = 2 * i;
-      ib = ia + 1;
-      first = (j % 2) == 0;
-    } else {
-      i = j < half ? j : j - half;
-      ia = i;
-      ib = i + half;
-      first = j < half;
-    }
-    double inv_freq = freqs ? 1.0 / (double)freqs[i * fs] : pow((double)base, -(2.0 * (double)i) / (double)dims);
-    double ang = (off + (double)(r % l)) * (double)scale * inv_freq;
-    A c = (A)cos(ang), s = (A)sin(ang);
+    // Frequency q rotates features (ia, ib): neighbours, or the two halves.
+    const i64 ia = traditional ? 2 * q : q, ib = traditional ? 2 * q + 1 : q + half;
+    double inv_freq = freqs ? 1.0 / (double)freqs[q * fs] : pow((double)base, -(2.0 * (double)q) / (double)dims);
+    double ang = (off + (double)(r % l)) * (double)scale * inv_freq, sd, cd;
+    sincos(ang, &sd, &cd);
+    A c = (A)cd, s = (A)sd;
     A a = to_acc<T>(xr[ia]), b = to_acc<T>(xr[ib]);
-    out[t] = from_acc<T>(first ? a * c - b * s : a * s + b * c);
+    orow[ia] = from_acc<T>(a * c - b * s);
+    orow[ib] = from_acc<T>(a * s + b * c);
   }
 }

@@ -1,0 +1,199 @@
+// Timing of ferrox's decode matrix-vector kernels (crates/ferrox/src/backend/cuda/kernels/
+// gemv.cu, included as it is) on the shapes of a Llama-3.2-1B decode step, bf16, with nvcc
+// on the GPU machine (scripts/cuda-bench/run.sh). Each shape is timed over enough weight
+// copies that they do not fit in L2, so every call reads its weights from memory; the figure
+// is bytes of weights read a second. Then a whole step's products (16 layers of q, k, v, o,
+// gate, up, down and the lm head) run back to back in a CUDA graph.
+#include <cstdio>
+#include <cstdlib>
+#include <cmath>
+#include <cstring>
+#include <vector>
+#include <cuda_runtime.h>
+
+#include "../../crates/ferrox/src/backend/cuda/kernels/common.cuh"
+#define T bf16
+#define MMA_KIND "bf16"
+#include "../../crates/ferrox/src/backend/cuda/kernels/gemv.cu"
+
+#define CK(x)                                                                         \
+  do {                                                                                \
+    cudaError_t e = (x);                                                              \
+    if (e != cudaSuccess) {                                                           \
+      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
+      exit(1);                                                                        \
+    }                                                                                 \
+  } while (0)
+
+__global__ void fill(u16* p, size_t n, u32 seed) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    u32 h = (u32)i * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    float f = ((h & 0xffff) / 65536.0f - 0.5f) * 0.1f;
+    p[i] = (u16)(__float_as_uint(f) >> 16);
+  }
+}
+
+static float bf16_host(u16 v) {
+  u32 b = (u32)v << 16;
+  float f;
+  memcpy(&f, &b, 4);
+  return f;
+}
+
+struct Shape {
+  const char* name;
+  int n, k;
+};
+
+// out = x · wᵀ for `rows` rows, as matmul.rs launches it.
+static void launch_gemv(bf16* out, const bf16* x, const bf16* w, int rows, int n, int k, cudaStream_t s) {
+  dim3 grid((n + GEMV_COLS - 1) / GEMV_COLS), block(GEMV_SPLIT * 32);
+  if (rows == 1) gemv_1<<<grid, block, 0, s>>>(out, x, k, w, k, rows, n, k, 1.0f);
+  else if (rows == 2) gemv_2<<<grid, block, 0, s>>>(out, x, k, w, k, rows, n, k, 1.0f);
+  else if (rows <= 4) gemv_4<<<grid, block, 0, s>>>(out, x, k, w, k, rows, n, k, 1.0f);
+  else gemv_8<<<grid, block, 0, s>>>(out, x, k, w, k, rows, n, k, 1.0f);
+}
+
+
+typedef void (*Launcher)(bf16*, const bf16*, const bf16*, int, int, int, cudaStream_t);
+
+// The tensor-core kernel for several rows, overlapped.
+static void launch_gemv_mma(bf16* out, const bf16* x, const bf16* w, int rows, int n, int k, cudaStream_t s) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3((n + 15) / 16);
+  cfg.blockDim = dim3(GEMV_SPLIT * 32);
+  cfg.stream = s;
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  i64 xs = k, ws = k, nn = n, kk = k;
+  float alpha = 1.0f;
+  cudaLaunchKernelEx(&cfg, gemv_mma, out, x, xs, w, ws, rows, nn, kk, alpha);
+}
+
+// The same launch, overlapped with the kernel before it (programmatic dependent launch), as
+// matmul.rs makes it on sm_90 and later.
+static void launch_gemv_overlapped(bf16* out, const bf16* x, const bf16* w, int rows, int n, int k, cudaStream_t s) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3((n + GEMV_COLS - 1) / GEMV_COLS);
+  cfg.blockDim = dim3(GEMV_SPLIT * 32);
+  cfg.stream = s;
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  i64 xs = k, ws = k, nn = n, kk = k;
+  float alpha = 1.0f;
+  if (rows == 1) cudaLaunchKernelEx(&cfg, gemv_1, out, x, xs, w, ws, rows, nn, kk, alpha);
+  else if (rows == 2) cudaLaunchKernelEx(&cfg, gemv_2, out, x, xs, w, ws, rows, nn, kk, alpha);
+  else if (rows <= 4) cudaLaunchKernelEx(&cfg, gemv_4, out, x, xs, w, ws, rows, nn, kk, alpha);
+  else cudaLaunchKernelEx(&cfg, gemv_8, out, x, xs, w, ws, rows, nn, kk, alpha);
+}
+
+int main(int argc, char** argv) {
+  int rows = argc > 1 ? atoi(argv[1]) : 1;
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  printf("%s, %d SMs, L2 %d MB; rows %d\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, rows);
+  const Shape shapes[] = {{"q/o 2048x2048", 2048, 2048}, {"k/v 512x2048", 512, 2048}, {"qkv 3072x2048", 3072, 2048}, {"gate_up 16384x2048", 16384, 2048},
+                          {"gate/up 8192x2048", 8192, 2048}, {"down 2048x8192", 2048, 8192},
+                          {"lm_head 128256x2048", 128256, 2048}};
+  cudaStream_t s;
+  CK(cudaStreamCreate(&s));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  bf16 *x, *out;
+  CK(cudaMalloc(&x, 8 * 8192 * 2));
+  CK(cudaMalloc(&out, 8 * 128256 * 2));
+  fill<<<64, 256>>>((u16*)x, 8 * 8192, 7);
+  struct Variant {
+    const char* name;
+    Launcher f;
+  };
+  const Variant variants[] = {
+      {"ferrox gemv", launch_gemv}, {"overlapped", launch_gemv_overlapped}, {"mma", launch_gemv_mma}};
+  const int nvariants = 3;
+  std::vector<u16> ref(8 * 128256), got(8 * 128256);
+  for (const Shape& sh : shapes) {
+    size_t per = (size_t)sh.n * sh.k;
+    int copies = (int)((600ull << 20) / (per * 2)) + 1;
+    if (copies > 64) copies = 64;
+    bf16* w;
+    CK(cudaMalloc(&w, per * copies * 2));
+    fill<<<1024, 256>>>((u16*)w, per * copies, 11);
+    CK(cudaDeviceSynchronize());
+    int iters = copies * ((2000 + copies - 1) / copies);
+    if (sh.n == 128256) iters = 40;
+    for (int vi = 0; vi < nvariants; ++vi) {
+      const Variant& v = variants[vi];
+      v.f(out, x, w, rows, sh.n, sh.k, s);
+      CK(cudaMemcpy(got.data(), out, (size_t)rows * sh.n * 2, cudaMemcpyDeviceToHost));
+      if (vi == 0) ref = got;
+      float err = 0;
+      for (int i = 0; i < rows * sh.n; ++i) {
+        float a = bf16_host(ref[i]), b = bf16_host(got[i]);
+        float d = fabsf(a - b) / (fabsf(a) + 1e-2f);
+        err = d > err ? d : err;
+      }
+      for (int i = 0; i < copies; ++i) v.f(out, x, w + per * i, rows, sh.n, sh.k, s);
+      CK(cudaEventRecord(e0, s));
+      for (int i = 0; i < iters; ++i) v.f(out, x, w + per * (i % copies), rows, sh.n, sh.k, s);
+      CK(cudaEventRecord(e1, s));
+      CK(cudaEventSynchronize(e1));
+      float ms;
+      CK(cudaEventElapsedTime(&ms, e0, e1));
+      double us = ms * 1e3 / iters;
+      printf("%-20s %-10s %8.2f us/call  %6.0f GB/s  err %.1e\n", sh.name, v.name, us, per * 2 / us / 1e3, err);
+    }
+    CK(cudaFree(w));
+  }
+  // A whole step's products as a CUDA graph: 16 layers' own weights, then the lm head.
+  for (int vi = 0; vi < nvariants; ++vi) {
+    const int layers = 16;
+    const Shape seq[] = {{"q", 2048, 2048}, {"k", 512, 2048},    {"v", 512, 2048},   {"o", 2048, 2048},
+                         {"gate", 8192, 2048}, {"up", 8192, 2048}, {"down", 2048, 8192}};
+    size_t per_layer = 0;
+    for (const Shape& sh : seq) per_layer += (size_t)sh.n * sh.k;
+    size_t head = (size_t)128256 * 2048;
+    bf16* w;
+    CK(cudaMalloc(&w, (per_layer * layers + head) * 2));
+    fill<<<1024, 256>>>((u16*)w, per_layer * layers + head, 13);
+    CK(cudaDeviceSynchronize());
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+    size_t off = 0;
+    for (int l = 0; l < layers; ++l)
+      for (const Shape& sh : seq) {
+        variants[vi].f(out, x, w + off, rows, sh.n, sh.k, s);
+        off += (size_t)sh.n * sh.k;
+      }
+    variants[vi].f(out, x, w + off, rows, 128256, 2048, s);
+    CK(cudaStreamEndCapture(s, &graph));
+    CK(cudaGraphInstantiate(&exec, graph, 0));
+    CK(cudaGraphLaunch(exec, s));
+    CK(cudaStreamSynchronize(s));
+    const int reps = 50;
+    CK(cudaEventRecord(e0, s));
+    for (int i = 0; i < reps; ++i) CK(cudaGraphLaunch(exec, s));
+    CK(cudaEventRecord(e1, s));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    double us = ms * 1e3 / reps;
+    double bytes = (per_layer * layers + head) * 2.0;
+    printf("step products (%d launches) %-14s %8.1f us  %7.0f GB/s\n", layers * 7 + 1, variants[vi].name, us, bytes / us / 1e3);
+    CK(cudaGraphExecDestroy(exec));
+    CK(cudaGraphDestroy(graph));
+    CK(cudaFree(w));
+  }
+  CK(cudaGetLastError());
+  return 0;
+}

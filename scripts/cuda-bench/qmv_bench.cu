@@ -1,0 +1,137 @@
+// Timing of ferrox's quantized decode kernel (crates/ferrox/src/backend/cuda/kernels/
+// quantized.cu, included as it is: affine, 4 bits, bf16) on the shapes of a Llama-3.2-1B
+// decode step, one row of x, group size 64, with nvcc on the GPU machine
+// (scripts/cuda-bench/run.sh). Each shape is timed over enough weight copies that they do
+// not fit in L2; the figure is bytes of packed weights, scales and biases read a second.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+#include <cuda_runtime.h>
+
+#include "../../crates/ferrox/src/backend/cuda/kernels/common.cuh"
+#define T bf16
+#define BITS 4
+#define FMT 0
+#define QMV_M 1
+#include "../../crates/ferrox/src/backend/cuda/kernels/quantized.cu"
+
+#define CK(x)                                                                         \
+  do {                                                                                \
+    cudaError_t e = (x);                                                              \
+    if (e != cudaSuccess) {                                                           \
+      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
+      exit(1);                                                                        \
+    }                                                                                 \
+  } while (0)
+
+__global__ void fill_bits(u32* p, size_t n, u32 seed) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    u32 h = (u32)i * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    p[i] = h;
+  }
+}
+__global__ void fill_bf16(u16* p, size_t n, u32 seed, float scale) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    u32 h = (u32)i * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    float f = ((h & 0xffff) / 65536.0f - 0.5f) * scale;
+    p[i] = (u16)(__float_as_uint(f) >> 16);
+  }
+}
+
+static float bf16_host(u16 v) {
+  u32 b = (u32)v << 16;
+  float f;
+  memcpy(&f, &b, 4);
+  return f;
+}
+
+struct Mat {
+  u32* w;
+  bf16 *s, *b;
+};
+typedef void (*Launcher)(bf16*, const bf16*, Mat, int, int, int, cudaStream_t);
+
+// The launch ferrox makes for one row (quantized.rs).
+static void launch_ferrox(bf16* y, const bf16* x, Mat m, int rows, int n, int k, cudaStream_t s) {
+  const int features = QMV_WARPS / QMV_SPLIT * QMV_COLS;
+  qmv_1<<<(n + features - 1) / features, QMV_WARPS * 32, 0, s>>>(y, x, m.w, m.s, m.b, n, k, 64, rows);
+}
+
+struct Variant {
+  const char* name;
+  Launcher f;
+};
+static const Variant variants[] = {{"ferrox qmv_1", launch_ferrox}};
+#define NVARIANTS ((int)(sizeof(variants) / sizeof(variants[0])))
+
+struct Shape {
+  const char* name;
+  int n, k;
+};
+
+int main() {
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  printf("%s: 4-bit affine, group 64, one row\n", prop.name);
+  const Shape shapes[] = {{"q/o 2048x2048", 2048, 2048},       {"k/v 512x2048", 512, 2048},
+                          {"gate/up 8192x2048", 8192, 2048},   {"down 2048x8192", 2048, 8192},
+                          {"lm_head 128256x2048", 128256, 2048}};
+  cudaStream_t s;
+  CK(cudaStreamCreate(&s));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  bf16 *x, *y;
+  CK(cudaMalloc(&x, 8 * 8192 * 2));
+  CK(cudaMalloc(&y, 8 * 128256 * 2));
+  fill_bf16<<<64, 256>>>((u16*)x, 8 * 8192, 7, 2.0f);
+  std::vector<u16> ref(128256), got(128256);
+  for (const Shape& sh : shapes) {
+    size_t words = (size_t)sh.n * sh.k / 8, groups = (size_t)sh.n * sh.k / 64;
+    size_t bytes = words * 4 + groups * 4;
+    int copies = (int)((600ull << 20) / bytes) + 1;
+    if (copies > 64) copies = 64;
+    u32* w;
+    bf16* sb;
+    CK(cudaMalloc(&w, words * 4 * copies));
+    CK(cudaMalloc(&sb, groups * 4 * copies));
+    fill_bits<<<1024, 256>>>(w, words * copies, 11);
+    fill_bf16<<<1024, 256>>>((u16*)sb, groups * 2 * copies, 5, 0.02f);
+    CK(cudaDeviceSynchronize());
+    auto mat = [&](int i) { return Mat{w + words * i, sb + groups * 2 * i, sb + groups * 2 * i + groups}; };
+    int iters = copies * ((2000 + copies - 1) / copies);
+    if (sh.n == 128256) iters = 100;
+    for (int vi = 0; vi < NVARIANTS; ++vi) {
+      const Variant& v = variants[vi];
+      v.f(y, x, mat(0), 1, sh.n, sh.k, s);
+      CK(cudaMemcpy(got.data(), y, sh.n * 2, cudaMemcpyDeviceToHost));
+      if (vi == 0) ref = got;
+      float err = 0;
+      for (int i = 0; i < sh.n; ++i) {
+        float a = bf16_host(ref[i]), b = bf16_host(got[i]);
+        float d = fabsf(a - b) / (fabsf(a) + 1e-1f);
+        err = d > err ? d : err;
+      }
+      for (int i = 0; i < copies; ++i) v.f(y, x, mat(i), 1, sh.n, sh.k, s);
+      CK(cudaEventRecord(e0, s));
+      for (int i = 0; i < iters; ++i) v.f(y, x, mat(i % copies), 1, sh.n, sh.k, s);
+      CK(cudaEventRecord(e1, s));
+      CK(cudaEventSynchronize(e1));
+      float ms;
+      CK(cudaEventElapsedTime(&ms, e0, e1));
+      double us = ms * 1e3 / iters;
+      printf("%-20s %-16s %8.2f us/call  %6.0f GB/s  err %.1e\n", sh.name, v.name, us, bytes / us / 1e3, err);
+    }
+    CK(cudaFree(w));
+    CK(cudaFree(sb));
+  }
+  CK(cudaGetLastError());
+  return 0;
+}
