@@ -4,44 +4,11 @@
 // copies that they do not fit in L2, so every call reads its weights from memory; the figure
 // is bytes of weights read a second. Then a whole step's products (16 layers of q, k, v, o,
 // gate, up, down and the lm head) run back to back in a CUDA graph.
-#include <cstdio>
-#include <cstdlib>
-#include <cmath>
-#include <cstring>
-#include <vector>
-#include <cuda_runtime.h>
 
-#include "../../crates/ferrox/src/backend/cuda/kernels/common.cuh"
+#include "bench_common.cuh"
 #define T bf16
 #define MMA_KIND "bf16"
 #include "../../crates/ferrox/src/backend/cuda/kernels/gemv.cu"
-
-#define CK(x)                                                                         \
-  do {                                                                                \
-    cudaError_t e = (x);                                                              \
-    if (e != cudaSuccess) {                                                           \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
-      exit(1);                                                                        \
-    }                                                                                 \
-  } while (0)
-
-__global__ void fill(u16* p, size_t n, u32 seed) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    u32 h = (u32)i * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    float f = ((h & 0xffff) / 65536.0f - 0.5f) * 0.1f;
-    p[i] = (u16)(__float_as_uint(f) >> 16);
-  }
-}
-
-static float bf16_host(u16 v) {
-  u32 b = (u32)v << 16;
-  float f;
-  memcpy(&f, &b, 4);
-  return f;
-}
 
 struct Shape {
   const char* name;
@@ -57,37 +24,21 @@ static void launch_gemv(bf16* out, const bf16* x, const bf16* w, int rows, int n
   else gemv_8<<<grid, block, 0, s>>>(out, x, k, w, k, rows, n, k, 1.0f);
 }
 
-
 typedef void (*Launcher)(bf16*, const bf16*, const bf16*, int, int, int, cudaStream_t);
 
 // The tensor-core kernel for several rows, overlapped.
 static void launch_gemv_mma(bf16* out, const bf16* x, const bf16* w, int rows, int n, int k, cudaStream_t s) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((n + 15) / 16);
-  cfg.blockDim = dim3(GEMV_SPLIT * 32);
-  cfg.stream = s;
   cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
+  cudaLaunchConfig_t cfg = overlapped(dim3((n + 15) / 16), dim3(GEMV_SPLIT * 32), s, &attr);
   i64 xs = k, ws = k, nn = n, kk = k;
-  float alpha = 1.0f;
-  cudaLaunchKernelEx(&cfg, gemv_mma, out, x, xs, w, ws, rows, nn, kk, alpha);
+  cudaLaunchKernelEx(&cfg, gemv_mma, out, x, xs, w, ws, rows, nn, kk, 1.0f);
 }
 
 // The same launch, overlapped with the kernel before it (programmatic dependent launch), as
 // matmul.rs makes it on sm_90 and later.
 static void launch_gemv_overlapped(bf16* out, const bf16* x, const bf16* w, int rows, int n, int k, cudaStream_t s) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((n + GEMV_COLS - 1) / GEMV_COLS);
-  cfg.blockDim = dim3(GEMV_SPLIT * 32);
-  cfg.stream = s;
   cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
+  cudaLaunchConfig_t cfg = overlapped(dim3((n + GEMV_COLS - 1) / GEMV_COLS), dim3(GEMV_SPLIT * 32), s, &attr);
   i64 xs = k, ws = k, nn = n, kk = k;
   float alpha = 1.0f;
   if (rows == 1) cudaLaunchKernelEx(&cfg, gemv_1, out, x, xs, w, ws, rows, nn, kk, alpha);
@@ -112,7 +63,7 @@ int main(int argc, char** argv) {
   bf16 *x, *out;
   CK(cudaMalloc(&x, 8 * 8192 * 2));
   CK(cudaMalloc(&out, 8 * 128256 * 2));
-  fill<<<64, 256>>>((u16*)x, 8 * 8192, 7);
+  fill_bf16<<<64, 256>>>((u16*)x, 8 * 8192, 7, 0.1f);
   struct Variant {
     const char* name;
     Launcher f;
@@ -127,7 +78,7 @@ int main(int argc, char** argv) {
     if (copies > 64) copies = 64;
     bf16* w;
     CK(cudaMalloc(&w, per * copies * 2));
-    fill<<<1024, 256>>>((u16*)w, per * copies, 11);
+    fill_bf16<<<1024, 256>>>((u16*)w, per * copies, 11, 0.1f);
     CK(cudaDeviceSynchronize());
     int iters = copies * ((2000 + copies - 1) / copies);
     if (sh.n == 128256) iters = 40;
@@ -164,7 +115,7 @@ int main(int argc, char** argv) {
     size_t head = (size_t)128256 * 2048;
     bf16* w;
     CK(cudaMalloc(&w, (per_layer * layers + head) * 2));
-    fill<<<1024, 256>>>((u16*)w, per_layer * layers + head, 13);
+    fill_bf16<<<1024, 256>>>((u16*)w, per_layer * layers + head, 13, 0.1f);
     CK(cudaDeviceSynchronize());
     cudaGraph_t graph;
     cudaGraphExec_t exec;

@@ -3,54 +3,13 @@
 // decode step, one row of x, group size 64, with nvcc on the GPU machine
 // (scripts/cuda-bench/run.sh). Each shape is timed over enough weight copies that they do
 // not fit in L2; the figure is bytes of packed weights, scales and biases read a second.
-#include <cmath>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <vector>
-#include <cuda_runtime.h>
 
-#include "../../crates/ferrox/src/backend/cuda/kernels/common.cuh"
+#include "bench_common.cuh"
 #define T bf16
 #define BITS 4
 #define FMT 0
 #define QMV_M 1
 #include "../../crates/ferrox/src/backend/cuda/kernels/quantized.cu"
-
-#define CK(x)                                                                         \
-  do {                                                                                \
-    cudaError_t e = (x);                                                              \
-    if (e != cudaSuccess) {                                                           \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
-      exit(1);                                                                        \
-    }                                                                                 \
-  } while (0)
-
-__global__ void fill_bits(u32* p, size_t n, u32 seed) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    u32 h = (u32)i * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    p[i] = h;
-  }
-}
-__global__ void fill_bf16(u16* p, size_t n, u32 seed, float scale) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    u32 h = (u32)i * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    float f = ((h & 0xffff) / 65536.0f - 0.5f) * scale;
-    p[i] = (u16)(__float_as_uint(f) >> 16);
-  }
-}
-
-static float bf16_host(u16 v) {
-  u32 b = (u32)v << 16;
-  float f;
-  memcpy(&f, &b, 4);
-  return f;
-}
 
 struct Mat {
   u32* w;

@@ -48,6 +48,51 @@ pub enum UnaryOp {
     BitwiseInvert,
 }
 
+impl UnaryOp {
+    /// Every unary op.
+    pub const ALL: [UnaryOp; 36] = {
+        use UnaryOp::*;
+        [
+            Abs,
+            Negative,
+            Sign,
+            Exp,
+            Expm1,
+            Log,
+            Log1p,
+            Log2,
+            Log10,
+            Sqrt,
+            Rsqrt,
+            Square,
+            Reciprocal,
+            Sin,
+            Cos,
+            Tan,
+            ArcSin,
+            ArcCos,
+            ArcTan,
+            Sinh,
+            Cosh,
+            Tanh,
+            ArcSinh,
+            ArcCosh,
+            ArcTanh,
+            Sigmoid,
+            Erf,
+            ErfInv,
+            Floor,
+            Ceil,
+            Round,
+            LogicalNot,
+            IsNan,
+            IsInf,
+            IsFinite,
+            BitwiseInvert,
+        ]
+    };
+}
+
 /// Elementwise functions of two arrays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[allow(missing_docs)]

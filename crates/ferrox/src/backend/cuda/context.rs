@@ -21,6 +21,9 @@ pub(crate) struct Gpu {
     pub driver: i32,
     /// Multiprocessors, to size grids.
     pub sms: u32,
+    /// Whether kernels may launch overlapped with the one before (programmatic dependent
+    /// launch: compute capability 9.0 and later).
+    pub overlapped_launch: bool,
     /// Loaded modules by name ("elementwise f32").
     pub(crate) modules: Mutex<HashMap<String, Arc<CudaModule>>>,
     /// Functions by "module\0function name".
@@ -71,6 +74,7 @@ fn init() -> std::result::Result<Arc<Gpu>, String> {
         arch: format!("sm_{major}{minor}"),
         driver,
         sms,
+        overlapped_launch: major >= 9,
         modules: Mutex::new(HashMap::new()),
         functions: Mutex::new(HashMap::new()),
         blas: Mutex::new(None),

@@ -16,49 +16,6 @@ use super::layout::{ctype, launch, Arg, Layout};
 pub(super) const SRC: &str = include_str!("kernels/elementwise.cu");
 const BLOCK: u32 = 256;
 
-/// Every unary op (the "unary" module of a dtype instantiates those [`unary_kernel`] takes).
-const UNARY_OPS: [UnaryOp; 36] = {
-    use UnaryOp::*;
-    [
-        Abs,
-        Negative,
-        Sign,
-        Exp,
-        Expm1,
-        Log,
-        Log1p,
-        Log2,
-        Log10,
-        Sqrt,
-        Rsqrt,
-        Square,
-        Reciprocal,
-        Sin,
-        Cos,
-        Tan,
-        ArcSin,
-        ArcCos,
-        ArcTan,
-        Sinh,
-        Cosh,
-        Tanh,
-        ArcSinh,
-        ArcCosh,
-        ArcTanh,
-        Sigmoid,
-        Erf,
-        ErfInv,
-        Floor,
-        Ceil,
-        Round,
-        LogicalNot,
-        IsNan,
-        IsInf,
-        IsFinite,
-        BitwiseInvert,
-    ]
-};
-
 /// How the unary kernel of an op computes on element type `t`.
 pub(super) enum UnaryKernel {
     /// `from_acc(f(to_acc(x)))` with `f` a function of elementwise.cu on the compute type.
@@ -151,7 +108,8 @@ fn source(family: &str, t: Dtype) -> String {
     let float = t.is_float();
     match family {
         "unary" => {
-            for op in UNARY_OPS {
+            // The "unary" module of a dtype instantiates every op unary_kernel takes for it.
+            for op in UnaryOp::ALL {
                 match unary_kernel(op, t) {
                     Some(UnaryKernel::Func(f)) => s += &format!("UNARY({op:?}, {f})\n"),
                     Some(UnaryKernel::Predicate(e)) => s += &format!("PREDICATE({op:?}, {e})\n"),

@@ -109,8 +109,7 @@ pub(crate) fn launch(g: &Gpu, f: &CudaFunction, grid: u32, block: u32, args: &[A
 /// reading anything an earlier kernel wrote — the matrix-vector products prefetch their
 /// weights first. Older GPUs launch it plainly.
 pub(crate) fn launch_overlapped(g: &Gpu, f: &CudaFunction, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
-    let major: u32 = g.arch.trim_start_matches("sm_").parse::<u32>().unwrap_or(0) / 10;
-    if major < 9 {
+    if !g.overlapped_launch {
         return launch_cfg(g, f, cfg, args);
     }
     let mut params: Vec<*mut c_void> = args
