@@ -19,7 +19,7 @@ use super::alloc::{alloc_out, device_ptr, DeviceBlock};
 use super::compile::COMMON;
 use super::context::Gpu;
 use super::elementwise::copy;
-use super::layout::{ctype, launch_cfg, Arg};
+use super::layout::{ctype, launch_cfg, launch_overlapped, Arg};
 
 const SRC: &str = include_str!("kernels/attention.cu");
 /// Rows of one (batch, kv head) up to which the decode kernel runs.
@@ -186,7 +186,7 @@ fn decode_launch(
     let ppart = part.as_ref().map_or(0, |x| x.addr);
     let cfg = LaunchConfig { grid_dim: (blocks as u32, nsplit as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
     let args = [Arg::Attn(p), Arg::U64(ppart), Arg::I32(nsplit as i32), Arg::I32(chunk as i32)];
-    launch_cfg(g, &function(g, t, name)?, cfg, &args)?;
+    launch_overlapped(g, &function(g, t, name)?, cfg, &args)?;
     if nsplit > 1 {
         let f = function(g, t, if dv.is_multiple_of(4) { "attn_combine_4" } else { "attn_combine_1" })?;
         let cfg = LaunchConfig {
@@ -194,7 +194,7 @@ fn decode_launch(
             block_dim: (COMBINE_SPLITS as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        launch_cfg(g, &f, cfg, &[Arg::Attn(p), Arg::U64(ppart), Arg::I32(nsplit as i32)])?;
+        launch_overlapped(g, &f, cfg, &[Arg::Attn(p), Arg::U64(ppart), Arg::I32(nsplit as i32)])?;
     }
     Ok(())
 }
@@ -267,7 +267,8 @@ pub(crate) fn attention(
         // Whole rows of K and V as 16-byte vectors when they are aligned and exactly hd wide.
         let aligned = |ptr: u64, st: &[i64; 3]| ptr.is_multiple_of(16) && st.iter().all(|s| s % 8 == 0);
         p.vec = (d == hd && dv == hd && aligned(p.k, &p.ks) && aligned(p.v, &p.vs)) as i32;
-        let blocks = b * hkv * rows.div_ceil(64);
+        // 64 queries of one head a block (the grouped heads packed together when L < 64).
+        let blocks = if l >= 64 { b * hq * l.div_ceil(64) } else { b * hkv * rows.div_ceil(64) };
         let f = func(&format!("attn_mma_{hd}"))?;
         let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         launch_cfg(g, &f, cfg, &[Arg::Attn(&p)])?;

@@ -47,6 +47,7 @@ template <int EPL, int R>
 __device__ __forceinline__ void decode_impl(const Attn& p, float* __restrict__ part, int nsplit, int chunk) {
   __shared__ float sm[4][R], sl[4][R];
   __shared__ float sacc[4][R][EPL * 32];
+  OVERLAPPED_START();
   const int group = p.Hq / p.Hkv, rows = group * p.L;
   const int nchunks = (rows + R - 1) / R;
   const int rc = blockIdx.x % nchunks, bk = blockIdx.x / nchunks;
@@ -192,6 +193,7 @@ __device__ __forceinline__ void decode_rows_impl(const Attn& p, float* __restric
   constexpr int VB = EPL * sizeof(T) <= 8 ? 32 : 16;
   __shared__ float qs[4][HD];
   __shared__ float ps[4][32];
+  OVERLAPPED_START();
   const int group = p.Hq / p.Hkv, rows = group * p.L;
   const int nchunks = (rows + 3) / 4;
   const int rc = blockIdx.x % nchunks, bk = blockIdx.x / nchunks;
@@ -296,6 +298,7 @@ template <int W>
 __device__ __forceinline__ void combine_impl(const Attn& p, const float* __restrict__ part, int nsplit) {
   __shared__ float w[COMBINE], rmax[COMBINE / 32], rsum[COMBINE / 32];
   __shared__ float sacc[COMBINE * W];
+  OVERLAPPED_START();
   const i64 row = blockIdx.x;
   const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
   const float* st = part + (i64)p.B * p.Hq * p.L * nsplit * p.Dv + row * nsplit * 2;
@@ -479,11 +482,17 @@ extern "C" __global__ void __launch_bounds__(128) attn_flash_128(Attn p) { flash
 extern "C" __global__ void __launch_bounds__(128) attn_flash_256(Attn p) { flash_impl<256>(p); }
 
 // ---- prefill on tensor cores (f16 / bf16): mma.sync m16n8k16, f32 accumulation ----
-// Block of 4 warps per (b, kvh, 64 rows); warp w owns rows 16 w..16 w + 15, holding its query
-// tile as A fragments. Key tiles of 64 go through shared memory (rows padded by 8 halves so
-// fragment loads do not conflict). S = Q Kᵀ lands in C fragments, which after the online
-// softmax are, as half pairs, exactly the A fragments of P for P V. Lane = 4 g + t: C element
-// (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1) of each 16 × 8 tile.
+// Block of 4 warps per 64 rows of one (b, kvh); warp w owns rows 16 w..16 w + 15, holding its
+// query tile as A fragments. Key / value tiles of BK rows stream through shared memory, two
+// buffers deep: the next tile's copies (cp.async, 16 bytes a thread) are in flight while the
+// current one is used. Fragments of K (for S = Q Kᵀ) and of V (for O += P V, transposed on
+// the way) come out of shared memory with ldmatrix; rows are padded by 8 halves so the eight
+// row addresses of an 8 × 8 matrix fall in different banks. S lands in C fragments, which
+// after the online softmax (in base 2: exp2 of scores pre-multiplied by scale · log2 e) are,
+// as half pairs, exactly the A fragments of P for P V. Lane = 4 g + t: C element (g, 2t),
+// (g, 2t+1), (g+8, 2t), (g+8, 2t+1) of each 16 × 8 tile. Masks are applied only to tiles that
+// need them (the causal diagonal, the last partial tile, additive and boolean masks). Blocks
+// run last rows first, so the longest causal rows start first.
 #if defined(MMA_KIND)
 __device__ __forceinline__ u32 pack2(float a, float b) {
   T x = from_acc<T>(a), y = from_acc<T>(b);
@@ -494,155 +503,298 @@ __device__ __forceinline__ void mma16816(float* c, const u32* a, u32 b0, u32 b1)
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+__device__ __forceinline__ u32 shared_addr(const void* p) {
+  u32 a;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+  return a;
+}
+// 16 bytes from global to shared without passing through registers; `bytes` < 16 fills the
+// rest with zeros (0: all zeros, src unread).
+__device__ __forceinline__ void copy16_async(u32 dst, const void* src, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void copies_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void copies_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+// Four 8 × 8 matrices of halves; lane 8 i + r gives row r's address of matrix i.
+__device__ __forceinline__ void ldmatrix4(u32* r, u32 addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix4_trans(u32* r, u32 addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+
+#define LOG2E 1.4426950408889634f
+
+// A block of the HD kernel: 4 warps of MT m-tiles of 16 rows (attention.rs launches grids to
+// match), key tiles of BK. Two m-tiles a warp (each K / V fragment read from shared memory
+// feeding two products) measured slower at head size 64: 238 registers or spills, and fewer
+// blocks resident (scripts/cuda-bench/prefill_bench.cu, H200).
+template <int HD> struct MmaTiles { static const int MT = 1, BK = HD <= 64 ? 64 : 32; };
 
 template <int HD>
 __device__ __forceinline__ void flash_mma_impl(const Attn& p) {
-  constexpr int BK = 64, LD = HD + 8, KS = HD / 16, NS = HD / 8;
-  __shared__ __align__(16) u16 ks[BK * LD];
-  __shared__ __align__(16) u16 vs[BK * LD];
-  const int group = p.Hq / p.Hkv, rows = group * p.L;
-  const int nq = (rows + 63) / 64;
-  const int qb = blockIdx.x % nq, bk = blockIdx.x / nq;
+  constexpr int MT = MmaTiles<HD>::MT, BK = MmaTiles<HD>::BK, BR = 64 * MT;
+  constexpr int LD = HD + 8, KS = HD / 16, NS = HD / 8;
+  __shared__ __align__(16) u16 ks[2][BK * LD];
+  __shared__ __align__(16) u16 vs[2][BK * LD];
+  const int group = p.Hq / p.Hkv, nbk = p.B * p.Hkv;
+  const int rank = blockIdx.x / nbk, bk = blockIdx.x % nbk;
   const int kvh = bk % p.Hkv, b = bk / p.Hkv;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  // This thread's two rows (g and g + 8 of the warp's 16).
-  int rr[2], hh[2], ii[2];
-  bool ok[2];
+  // This thread's rows: g and g + 8 of each of its warp's m-tiles. With L >= BR a block takes
+  // BR queries of one head (ranks: last queries first, heads of the group side by side);
+  // shorter prompts pack the group's heads, rows kvh·group·L + (head − kvh·group)·L + i.
+  int hh[MT][2], ii[MT][2], mini, maxi;
+  bool ok[MT][2];
+  if (p.L >= BR) {
+    const int ni = (p.L + BR - 1) / BR, ib = ni - 1 - rank / group, head = kvh * group + rank % group;
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    rr[h] = qb * 64 + warp * 16 + g + 8 * h;
-    ok[h] = rr[h] < rows;
-    hh[h] = kvh * group + (ok[h] ? rr[h] / p.L : 0);
-    ii[h] = ok[h] ? rr[h] % p.L : 0;
+    for (int u = 0; u < MT; ++u)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        ii[u][h] = ib * BR + warp * 16 * MT + 16 * u + g + 8 * h;
+        ok[u][h] = ii[u][h] < p.L;
+        hh[u][h] = head;
+      }
+    mini = ib * BR;
+    maxi = min(p.L, mini + BR) - 1;
+  } else {
+    const int rows = group * p.L, first = ((rows + BR - 1) / BR - 1 - rank) * BR;
+#pragma unroll
+    for (int u = 0; u < MT; ++u)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int r = first + warp * 16 * MT + 16 * u + g + 8 * h;
+        ok[u][h] = r < rows;
+        hh[u][h] = kvh * group + (ok[u][h] ? r / p.L : 0);
+        ii[u][h] = ok[u][h] ? r % p.L : 0;
+      }
+    const int last = min(rows, first + BR) - 1;
+    const bool one_head = first / p.L == last / p.L;
+    mini = one_head ? first % p.L : 0;
+    maxi = one_head ? last % p.L : p.L - 1;
   }
   // Query A fragments, scaled by nothing (the scale goes on the scores).
-  u32 qa[KS][4];
+  u32 qa[MT][KS][4];
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const u16* qr = (const u16*)((const T*)p.q + b * p.qs[0] + hh[h] * p.qs[1] + ii[h] * p.qs[2]);
+  for (int u = 0; u < MT; ++u)
 #pragma unroll
-    for (int s = 0; s < KS; ++s) {
+    for (int h = 0; h < 2; ++h) {
+      const u16* qr = (const u16*)((const T*)p.q + b * p.qs[0] + hh[u][h] * p.qs[1] + ii[u][h] * p.qs[2]);
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        int d = 16 * s + 8 * half + 2 * t;
-        u32 v = 0;
-        if (ok[h] && d < p.D) v = (u32)qr[d] | ((d + 1 < p.D ? (u32)qr[d + 1] : 0u) << 16);
-        qa[s][h + 2 * half] = v;
+      for (int s = 0; s < KS; ++s) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          int d = 16 * s + 8 * half + 2 * t;
+          u32 v = 0;
+          if (ok[u][h] && d < p.D) v = (u32)qr[d] | ((d + 1 < p.D ? (u32)qr[d + 1] : 0u) << 16);
+          qa[u][s][h + 2 * half] = v;
+        }
       }
     }
-  }
-  float o[NS][4];
+  float o[MT][NS][4];
 #pragma unroll
-  for (int n = 0; n < NS; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-  float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
-  int kend = p.S;
+  for (int u = 0; u < MT; ++u)
+#pragma unroll
+    for (int n = 0; n < NS; ++n) o[u][n][0] = o[u][n][1] = o[u][n][2] = o[u][n][3] = 0.0f;
+  float m[MT][2], l[MT][2];
+  int lim[MT][2];  // the last key each row sees (causal)
+#pragma unroll
+  for (int u = 0; u < MT; ++u)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      m[u][h] = NEG_INF;
+      l[u][h] = 0.0f;
+      lim[u][h] = ii[u][h] + p.S - p.L;
+    }
+  // Keys any row of the block sees (kend), and the keys every row sees (kall: tiles below it
+  // need no mask).
+  int kend = p.S, kall = p.S;
   if (p.mkind == 1) {
-    int first = qb * 64, last = min(rows, first + 64) - 1;
-    int maxi = (first / p.L != last / p.L) ? p.L - 1 : last % p.L;
     kend = max(0, min(p.S, maxi + p.S - p.L + 1));
+    kall = max(0, min(p.S, mini + p.S - p.L + 1));
+  } else if (p.mkind >= 2) {
+    kall = 0;
   }
+  const float sl2 = p.scale * LOG2E;
   const u16* kb = (const u16*)((const T*)p.k + b * p.ks[0] + kvh * p.ks[1]);
   const u16* vb = (const u16*)((const T*)p.v + b * p.vs[0] + kvh * p.vs[1]);
-  for (int j0 = 0; j0 < kend; j0 += BK) {
+  // Tile j0's keys and values into buffer `buf` (rows past the keys as zeros).
+  auto load = [&](int j0, int buf) {
     const int nk = min(BK, kend - j0);
-    __syncthreads();
-    if (p.vec && nk == BK) {
+    if (p.vec) {
+      const u32 kd = shared_addr(ks[buf]), vd = shared_addr(vs[buf]);
+#pragma unroll
       for (int e = threadIdx.x; e < BK * HD / 8; e += 128) {
-        int jj = e / (HD / 8), c = 8 * (e % (HD / 8));
-        *(uint4*)&ks[jj * LD + c] = *(const uint4*)&kb[(i64)(j0 + jj) * p.ks[2] + c];
-        *(uint4*)&vs[jj * LD + c] = *(const uint4*)&vb[(i64)(j0 + jj) * p.vs[2] + c];
+        const int jj = e / (HD / 8), c = 8 * (e % (HD / 8));
+        const bool in = jj < nk;
+        const i64 j = in ? j0 + jj : 0;
+        copy16_async(kd + 2 * (jj * LD + c), kb + j * p.ks[2] + c, in ? 16 : 0);
+        copy16_async(vd + 2 * (jj * LD + c), vb + j * p.vs[2] + c, in ? 16 : 0);
       }
     } else {
       for (int e = threadIdx.x; e < BK * HD; e += 128) {
-        int jj = e / HD, d = e % HD;
-        bool in = jj < nk;
-        ks[jj * LD + d] = (in && d < p.D) ? kb[(i64)(j0 + jj) * p.ks[2] + d] : (u16)0;
-        vs[jj * LD + d] = (in && d < p.Dv) ? vb[(i64)(j0 + jj) * p.vs[2] + d] : (u16)0;
+        const int jj = e / HD, d = e % HD;
+        const bool in = jj < nk;
+        ks[buf][jj * LD + d] = (in && d < p.D) ? kb[(i64)(j0 + jj) * p.ks[2] + d] : (u16)0;
+        vs[buf][jj * LD + d] = (in && d < p.Dv) ? vb[(i64)(j0 + jj) * p.vs[2] + d] : (u16)0;
       }
+    }
+    copies_commit();
+  };
+  // ldmatrix row addresses of this lane: matrix i = lane / 8, row r = lane % 8.
+  const int mi = lane >> 3, mr = lane & 7;
+  const int koff = 2 * (mr * LD + 8 * mi);                           // + 2·(8 n·LD + 16 s)
+  const int voff = 2 * ((8 * (mi & 1) + mr) * LD + 8 * (mi >> 1));  // + 2·(16 s·LD + 8 n)
+  if (kend > 0) load(0, 0);
+  for (int j0 = 0, it = 0; j0 < kend; j0 += BK, ++it) {
+    const int buf = it & 1;
+    if (j0 + BK < kend) {
+      load(j0 + BK, buf ^ 1);
+      copies_wait<1>();
+    } else {
+      copies_wait<0>();
     }
     __syncthreads();
-    float sc[BK / 8][4];
-#pragma unroll
-    for (int n = 0; n < BK / 8; ++n) {
-      sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
-#pragma unroll
-      for (int s = 0; s < KS; ++s) {
-        const u16* kr = ks + (8 * n + g) * LD + 16 * s + 2 * t;
-        mma16816(sc[n], qa[s], *(const u32*)kr, *(const u32*)(kr + 8));
-      }
-    }
-    // Mask, and each row's max over the tile (a quad holds a row).
-    float mt[2] = {NEG_INF, NEG_INF};
+    const u32 kbase = shared_addr(ks[buf]) + koff, vbase = shared_addr(vs[buf]) + voff;
+    float sc[MT][BK / 8][4];
 #pragma unroll
     for (int n = 0; n < BK / 8; ++n) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        int h = e >> 1, j = j0 + 8 * n + 2 * t + (e & 1);
-        float s = (ok[h] && j < j0 + nk) ? masked_score(p, sc[n][e], b, hh[h], ii[h], j) : NEG_INF;
-        sc[n][e] = s;
-        mt[h] = fmax_keep(mt[h], s);
+      for (int u = 0; u < MT; ++u) sc[u][n][0] = sc[u][n][1] = sc[u][n][2] = sc[u][n][3] = 0.0f;
+#pragma unroll
+      for (int s = 0; s < KS; s += 2) {
+        u32 kf[4];
+        ldmatrix4(kf, kbase + 2 * (8 * n * LD + 16 * s));
+#pragma unroll
+        for (int u = 0; u < MT; ++u) {
+          mma16816(sc[u][n], qa[u][s], kf[0], kf[1]);
+          mma16816(sc[u][n], qa[u][s + 1], kf[2], kf[3]);
+        }
       }
     }
-    float corr[2];
+    // Scores in base-2 units, masked where this tile needs it.
+    if (j0 + BK <= kall) {
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      mt[h] = fmax_keep(mt[h], __shfl_xor_sync(0xffffffffu, mt[h], 1));
-      mt[h] = fmax_keep(mt[h], __shfl_xor_sync(0xffffffffu, mt[h], 2));
-      float mn = fmax_keep(m[h], mt[h]);
-      corr[h] = mn == NEG_INF ? 1.0f : expf(m[h] - mn);
-      m[h] = mn;
+      for (int u = 0; u < MT; ++u)
+#pragma unroll
+        for (int n = 0; n < BK / 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) sc[u][n][e] *= sl2;
+    } else if (p.mkind <= 1) {
+      const int nk = min(BK, kend - j0);
+#pragma unroll
+      for (int u = 0; u < MT; ++u)
+#pragma unroll
+        for (int n = 0; n < BK / 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int jj = 8 * n + 2 * t + (e & 1);
+            const bool seen = jj < nk && (p.mkind == 0 || j0 + jj <= lim[u][e >> 1]);
+            sc[u][n][e] = seen ? sc[u][n][e] * sl2 : NEG_INF;
+          }
+    } else {
+      const int nk = min(BK, kend - j0);
+#pragma unroll
+      for (int u = 0; u < MT; ++u)
+#pragma unroll
+        for (int n = 0; n < BK / 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int h = e >> 1, jj = 8 * n + 2 * t + (e & 1);
+            sc[u][n][e] = (ok[u][h] && jj < nk)
+                              ? masked_score(p, sc[u][n][e], b, hh[u][h], ii[u][h], j0 + jj) * LOG2E
+                              : NEG_INF;
+          }
     }
-    float ls[2] = {0.0f, 0.0f};
 #pragma unroll
-    for (int n = 0; n < BK / 8; ++n) {
+    for (int u = 0; u < MT; ++u) {
+      // Each row's max over the tile (a quad holds a row), the online softmax update.
+      float mt[2] = {NEG_INF, NEG_INF};
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        int h = e >> 1;
-        float s = sc[n][e];
-        float x = s == NEG_INF ? 0.0f : expf(s - m[h]);
-        sc[n][e] = x;
-        ls[h] += x;
+      for (int n = 0; n < BK / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) mt[e >> 1] = fmax_keep(mt[e >> 1], sc[u][n][e]);
+      float corr[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        mt[h] = fmax_keep(mt[h], __shfl_xor_sync(0xffffffffu, mt[h], 1));
+        mt[h] = fmax_keep(mt[h], __shfl_xor_sync(0xffffffffu, mt[h], 2));
+        const float mn = fmax_keep(m[u][h], mt[h]);
+        corr[h] = mn == NEG_INF ? 1.0f : exp2f(m[u][h] - mn);
+        m[u][h] = mn;
       }
-    }
+      float ls[2] = {0.0f, 0.0f};
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      ls[h] += __shfl_xor_sync(0xffffffffu, ls[h], 1);
-      ls[h] += __shfl_xor_sync(0xffffffffu, ls[h], 2);
-      l[h] = l[h] * corr[h] + ls[h];
-    }
+      for (int n = 0; n < BK / 8; ++n)
 #pragma unroll
-    for (int n = 0; n < NS; ++n) {
-      o[n][0] *= corr[0];
-      o[n][1] *= corr[0];
-      o[n][2] *= corr[1];
-      o[n][3] *= corr[1];
-    }
-    // O += P V, 16 keys per step.
+        for (int e = 0; e < 4; ++e) {
+          const int h = e >> 1;
+          const float s = sc[u][n][e];
+          const float x = s == NEG_INF ? 0.0f : exp2f(s - m[u][h]);
+          sc[u][n][e] = x;
+          ls[h] += x;
+        }
 #pragma unroll
-    for (int s = 0; s < BK / 16; ++s) {
-      u32 pa[4] = {pack2(sc[2 * s][0], sc[2 * s][1]), pack2(sc[2 * s][2], sc[2 * s][3]),
-                   pack2(sc[2 * s + 1][0], sc[2 * s + 1][1]), pack2(sc[2 * s + 1][2], sc[2 * s + 1][3])};
+      for (int h = 0; h < 2; ++h) {
+        ls[h] += __shfl_xor_sync(0xffffffffu, ls[h], 1);
+        ls[h] += __shfl_xor_sync(0xffffffffu, ls[h], 2);
+        l[u][h] = l[u][h] * corr[h] + ls[h];
+      }
 #pragma unroll
       for (int n = 0; n < NS; ++n) {
-        const u16* v0 = vs + (16 * s + 2 * t) * LD + 8 * n + g;
-        u32 b0 = (u32)v0[0] | ((u32)v0[LD] << 16);
-        u32 b1 = (u32)v0[8 * LD] | ((u32)v0[9 * LD] << 16);
-        mma16816(o[n], pa, b0, b1);
+        o[u][n][0] *= corr[0];
+        o[u][n][1] *= corr[0];
+        o[u][n][2] *= corr[1];
+        o[u][n][3] *= corr[1];
       }
     }
-  }
+    // O += P V, 16 keys a step, two 8-dim tiles of V a ldmatrix.
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    if (!ok[h]) continue;
-    T* orow = (T*)p.out + ((i64)(b * p.Hq + hh[h]) * p.L + ii[h]) * p.Dv;
-    const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
+    for (int s = 0; s < BK / 16; ++s) {
+      u32 pa[MT][4];
 #pragma unroll
-    for (int n = 0; n < NS; ++n) {
-      int d = 8 * n + 2 * t;
-      if (d < p.Dv) orow[d] = from_acc<T>(o[n][2 * h] * inv);
-      if (d + 1 < p.Dv) orow[d + 1] = from_acc<T>(o[n][2 * h + 1] * inv);
+      for (int u = 0; u < MT; ++u) {
+        pa[u][0] = pack2(sc[u][2 * s][0], sc[u][2 * s][1]);
+        pa[u][1] = pack2(sc[u][2 * s][2], sc[u][2 * s][3]);
+        pa[u][2] = pack2(sc[u][2 * s + 1][0], sc[u][2 * s + 1][1]);
+        pa[u][3] = pack2(sc[u][2 * s + 1][2], sc[u][2 * s + 1][3]);
+      }
+#pragma unroll
+      for (int n = 0; n < NS; n += 2) {
+        u32 vf[4];
+        ldmatrix4_trans(vf, vbase + 2 * (16 * s * LD + 8 * n));
+#pragma unroll
+        for (int u = 0; u < MT; ++u) {
+          mma16816(o[u][n], pa[u], vf[0], vf[1]);
+          mma16816(o[u][n + 1], pa[u], vf[2], vf[3]);
+        }
+      }
     }
+    __syncthreads();  // the next iteration's copies overwrite this buffer
   }
+#pragma unroll
+  for (int u = 0; u < MT; ++u)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      if (!ok[u][h]) continue;
+      T* orow = (T*)p.out + ((i64)(b * p.Hq + hh[u][h]) * p.L + ii[u][h]) * p.Dv;
+      const float inv = l[u][h] > 0.0f ? 1.0f / l[u][h] : 0.0f;
+#pragma unroll
+      for (int n = 0; n < NS; ++n) {
+        const int d = 8 * n + 2 * t;
+        if (d + 1 < p.Dv && (p.Dv & 1) == 0) {
+          *(u32*)&orow[d] = pack2(o[u][n][2 * h] * inv, o[u][n][2 * h + 1] * inv);
+        } else {
+          if (d < p.Dv) orow[d] = from_acc<T>(o[u][n][2 * h] * inv);
+          if (d + 1 < p.Dv) orow[d + 1] = from_acc<T>(o[u][n][2 * h + 1] * inv);
+        }
+      }
+    }
 }
 
 extern "C" __global__ void __launch_bounds__(128) attn_mma_64(Attn p) { flash_mma_impl<64>(p); }
