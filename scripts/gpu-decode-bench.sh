@@ -8,11 +8,11 @@
 # gpu-profile-step.py into DIR. DIR must be an
 # ignored folder of the checkout the device tool sends. There (device tool `run`, carry DIR):
 #
-#   [Q4=1] [B32=1] [PROFILE=1] bash DIR/gpu-decode-bench.sh [bench|check|all]
+#   [Q4=1] [B32=1] [P2048=1] [PROFILE=1] bash DIR/gpu-decode-bench.sh [bench|check|all]
 #
 # bench: gpu-check.sh decode (greedy tokens of the tiny f32 Llama: CPU, GPU replayed, GPU not
 # replayed), then `ferrox bench` on a random Llama-3.2-1B-shaped bf16 model at batch 1, 8 (and
-# 32 with B32=1), and its 4-bit conversion with Q4=1: the "before" CLI (if there is one), this
+# 32 with B32=1; a 2048-token prefill with P2048=1), and its 4-bit conversion with Q4=1: the "before" CLI (if there is one), this
 # CLI with FERROX_DECODE_REPLAY=0 and this CLI; with PROFILE=1, the kernels of one batch-1
 # decode step under Nsight Compute (gpu-profile-step.py). check: the GPU check (GPU_CHECK_ONLY narrows it).
 D=$(dirname "$0")
@@ -44,6 +44,7 @@ if [ "$what" != check ]; then
     trio /tmp/m1b -p 512 -g 128 -n 3
     trio /tmp/m1b -b 8 -p 512 -g 128 -n 2
     [ -n "$B32" ] && trio /tmp/m1b -b 32 -p 512 -g 64 -n 2
+    [ -n "$P2048" ] && trio /tmp/m1b -p 2048 -g 8 -n 3
     if [ -n "$Q4" ]; then
         [ -f /tmp/m1b-q4/config.json ] || "$D/ferrox" convert --hf-path /tmp/m1b --mlx-path /tmp/m1b-q4 -q >/tmp/q4.log 2>&1 ||
             tail -3 /tmp/q4.log

@@ -10,7 +10,7 @@ use crate::shape::{broadcast_strides, reshape_strides};
 use super::alloc::{alloc_out, device_ptr};
 use super::compile::COMMON;
 use super::context::Gpu;
-use super::layout::{ctype, launch, Arg, Layout};
+use super::layout::{ctype, launch, launch_overlapped_1d, Arg, Layout};
 
 /// The elementwise kernels and the functions they compute with (also the fused kernels').
 pub(super) const SRC: &str = include_str!("kernels/elementwise.cu");
@@ -150,7 +150,7 @@ fn run(g: &Gpu, family: &str, t: Dtype, name: &str, ptrs: &[u64], layout: &Layou
     let f = g.function(&format!("{family} {}", ctype(t)), name, || source(family, t))?;
     let mut args: Vec<Arg> = ptrs.iter().map(|&p| Arg::U64(p)).collect();
     args.push(Arg::Layout(layout));
-    launch(g, &f, g.grid(layout.n(), BLOCK), BLOCK, &args)
+    launch_overlapped_1d(g, &f, g.grid(layout.n(), BLOCK), BLOCK, &args)
 }
 
 /// Device address and broadcast strides of input `x` viewed as `shape`.

@@ -12,7 +12,7 @@ use super::alloc::{alloc_out, device_ptr, DeviceBlock};
 use super::compile::COMMON;
 use super::context::Gpu;
 use super::elementwise::copy;
-use super::layout::{ctype, launch, launch_cfg, Arg, Layout};
+use super::layout::{ctype, launch, launch_cfg, launch_overlapped_1d, Arg, Layout};
 
 const SRC: &str = include_str!("kernels/fast.cu");
 /// Elements of a row one block of the split logsumexp takes (about).
@@ -69,7 +69,7 @@ fn row_kernel(g: &Gpu, name: &str, x: &Array, out_shape: &[usize], extra: &[Arg]
     let f = function(g, t, name)?;
     let mut args = vec![Arg::U64(po), Arg::U64(px), Arg::I64(r as i64), Arg::I64(n as i64)];
     args.extend_from_slice(extra);
-    launch(g, &f, g.grid(r, 1), BLOCK, &args)?;
+    launch_overlapped_1d(g, &f, g.grid(r, 1), BLOCK, &args)?;
     Ok(Some(out))
 }
 
@@ -233,6 +233,6 @@ pub(crate) fn rope(
     // A thread per rotated pair or unrotated feature, in small blocks: a decode step's few
     // thousand threads spread over many multiprocessors (each does f64 trigonometry).
     let items = total / d * (d - dims / 2);
-    launch(g, &f, g.grid(items, ROPE_BLOCK), ROPE_BLOCK, &args)?;
+    launch_overlapped_1d(g, &f, g.grid(items, ROPE_BLOCK), ROPE_BLOCK, &args)?;
     Ok(Some(out))
 }

@@ -19,7 +19,7 @@ use crate::shape::broadcast_strides;
 use super::alloc::{alloc_out, device_ptr};
 use super::context::Gpu;
 use super::elementwise::{binary_kernel, unary_kernel, UnaryKernel, SRC as ELEMENTWISE};
-use super::layout::{ctype, launch, Arg, Layout};
+use super::layout::{ctype, launch_overlapped_1d, Arg, Layout};
 
 const BLOCK: u32 = 256;
 /// The most inputs a generated kernel reads (the operands of one [`Layout`]).
@@ -141,7 +141,7 @@ fn generated(g: &Gpu, body: &str, inputs: &[Array], shape: &[usize], dtype: Dtyp
     let module = format!("fused {signature}\n{body}");
     let f = g.function(&module, "fused", || {
         format!(
-            "{}\n#define T float\n{ELEMENTWISE}\nextern \"C\" __global__ void fused({signature}, Layout l) {{\n{body}}}\n",
+            "{}\n#define T float\n{ELEMENTWISE}\nextern \"C\" __global__ void fused({signature}, Layout l) {{\nOVERLAPPED_START();\n{body}}}\n",
             super::compile::COMMON
         )
     })?;
@@ -150,7 +150,7 @@ fn generated(g: &Gpu, body: &str, inputs: &[Array], shape: &[usize], dtype: Dtyp
         args.push(Arg::U64(device_ptr(g, d, x.dtype())?));
     }
     args.push(Arg::Layout(&layout));
-    launch(g, &f, g.grid(layout.n(), BLOCK), BLOCK, &args)?;
+    launch_overlapped_1d(g, &f, g.grid(layout.n(), BLOCK), BLOCK, &args)?;
     Ok(Some(out))
 }
 

@@ -103,11 +103,21 @@ pub(crate) fn launch(g: &Gpu, f: &CudaFunction, grid: u32, block: u32, args: &[A
     launch_cfg(g, f, cfg, args)
 }
 
+/// [`launch_overlapped`] of a 1-D grid of `grid` blocks of `block` threads.
+pub(crate) fn launch_overlapped_1d(g: &Gpu, f: &CudaFunction, grid: u32, block: u32, args: &[Arg]) -> Result<()> {
+    let cfg = LaunchConfig { grid_dim: (grid.max(1), 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+    launch_overlapped(g, f, cfg, args)
+}
+
 /// Launches `f` like [`launch_cfg`], allowed to start while the kernel before it in the stream
-/// finishes (programmatic dependent launch, sm_90 and later): its blocks may begin as that
-/// kernel's blocks drain, and must call `wait_for_previous_kernel()` (common.cuh) before
-/// reading anything an earlier kernel wrote — the matrix-vector products prefetch their
-/// weights first. Older GPUs launch it plainly.
+/// finishes (programmatic dependent launch, sm_90 and later): its blocks may begin once every
+/// block of that kernel has started and called `allow_next_kernel()` (or exited), and must
+/// call `wait_for_previous_kernel()` (common.cuh) before reading or writing anything an
+/// earlier kernel touches — the matrix-vector products prefetch their weights first, the
+/// elementwise, fused, norm, rope and decode-attention kernels wait first thing
+/// (`OVERLAPPED_START`). Every kernel of a decode step but the argmax / log-sum-exp ones and
+/// cuBLAS launches so, which hides most of each launch's latency behind the kernel before.
+/// Older GPUs launch it plainly.
 pub(crate) fn launch_overlapped(g: &Gpu, f: &CudaFunction, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
     if !g.overlapped_launch {
         return launch_cfg(g, f, cfg, args);

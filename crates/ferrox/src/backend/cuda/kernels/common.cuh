@@ -19,6 +19,20 @@ __device__ __forceinline__ void wait_for_previous_kernel() {
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
 }
+// Lets the kernel after this one in the stream start, if it was launched overlapped: its blocks
+// run what comes before their wait_for_previous_kernel (the products prefetch their weights)
+// while this kernel finishes; the wait still returns only when this kernel has completed.
+// Called first thing by the kernels that come before products in a decode step.
+__device__ __forceinline__ void allow_next_kernel() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+// The first statement of a kernel launched overlapped (layout.rs, launch_overlapped) that has
+// nothing to do before its inputs are ready.
+#define OVERLAPPED_START()     \
+  wait_for_previous_kernel(); \
+  allow_next_kernel()
 // Starts moving the line holding p toward L2 (a hint: nothing waits for it).
 __device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 

@@ -185,6 +185,7 @@ typedef acc_t<T> A;
 // out = from_acc(op(to_acc(x))), same dtype.
 #define UNARY(OP, FN)                                                                          \
   extern "C" __global__ void unary_##OP(T* __restrict__ out, const T* __restrict__ in, Layout l) { \
+    OVERLAPPED_START(); \
     GRID_LOOP(i, l.n) {                                                                          \
       i64 o[1];                                                                                  \
       offsets<1>(l, i, o);                                                                       \
@@ -194,6 +195,7 @@ typedef acc_t<T> A;
 // Predicates of any dtype, to bool.
 #define PREDICATE(OP, EXPR)                                                                         \
   extern "C" __global__ void unary_##OP(bool* __restrict__ out, const T* __restrict__ in, Layout l) { \
+    OVERLAPPED_START(); \
     GRID_LOOP(i, l.n) {                                                                             \
       i64 o[1];                                                                                     \
       offsets<1>(l, i, o);                                                                          \
@@ -204,6 +206,7 @@ typedef acc_t<T> A;
 // Integer floor / ceil / round: the identity.
 #define IDENTITY(OP)                                                                           \
   extern "C" __global__ void unary_##OP(T* __restrict__ out, const T* __restrict__ in, Layout l) { \
+    OVERLAPPED_START(); \
     GRID_LOOP(i, l.n) {                                                                          \
       i64 o[1];                                                                                  \
       offsets<1>(l, i, o);                                                                       \
@@ -213,6 +216,7 @@ typedef acc_t<T> A;
 #define ARITH(OP)                                                                                            \
   extern "C" __global__ void binary_##OP(T* __restrict__ out, const T* __restrict__ a, const T* __restrict__ b, \
                                          Layout l) {                                                          \
+    OVERLAPPED_START(); \
     GRID_LOOP(i, l.n) {                                                                                        \
       i64 o[2];                                                                                                \
       offsets<2>(l, i, o);                                                                                     \
@@ -222,6 +226,7 @@ typedef acc_t<T> A;
 #define COMPARE(OP)                                                                                              \
   extern "C" __global__ void binary_##OP(bool* __restrict__ out, const T* __restrict__ a, const T* __restrict__ b, \
                                          Layout l) {                                                             \
+    OVERLAPPED_START(); \
     GRID_LOOP(i, l.n) {                                                                                           \
       i64 o[2];                                                                                                   \
       offsets<2>(l, i, o);                                                                                        \
@@ -231,6 +236,7 @@ typedef acc_t<T> A;
 
 extern "C" __global__ void select(T* __restrict__ out, const bool* __restrict__ c, const T* __restrict__ x,
                                   const T* __restrict__ y, Layout l) {
+  OVERLAPPED_START();
   GRID_LOOP(i, l.n) {
     i64 o[3];
     offsets<3>(l, i, o);
@@ -239,6 +245,7 @@ extern "C" __global__ void select(T* __restrict__ out, const bool* __restrict__ 
 }
 
 extern "C" __global__ void copy(T* __restrict__ out, const T* __restrict__ in, Layout l) {
+  OVERLAPPED_START();
   GRID_LOOP(i, l.n) {
     i64 o[2];
     offsets<2>(l, i, o);
@@ -248,6 +255,7 @@ extern "C" __global__ void copy(T* __restrict__ out, const T* __restrict__ in, L
 
 #define CAST(D)                                                                                  \
   extern "C" __global__ void cast_##D(D* __restrict__ out, const T* __restrict__ in, Layout l) { \
+    OVERLAPPED_START(); \
     GRID_LOOP(i, l.n) {                                                                            \
       i64 o[1];                                                                                    \
       offsets<1>(l, i, o);                                                                         \

@@ -44,6 +44,7 @@ __device__ __forceinline__ float f_sqrt(float x) { return sqrtf(x); }
 __device__ __forceinline__ double f_sqrt(double x) { return sqrt(x); }
 
 extern "C" __global__ void softmax(T* __restrict__ out, const T* __restrict__ x, i64 rows, i64 n) {
+  OVERLAPPED_START();
   for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = x + r * n;
     T* orow = out + r * n;
@@ -62,6 +63,7 @@ extern "C" __global__ void softmax(T* __restrict__ out, const T* __restrict__ x,
 
 // log(sum(exp(x))) of each row; a row whose max is not finite is summed directly in f64.
 extern "C" __global__ void logsumexp(T* __restrict__ out, const T* __restrict__ x, i64 rows, i64 n) {
+  OVERLAPPED_START();
   for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = x + r * n;
     A m = -1.0 / 0.0;
@@ -122,6 +124,7 @@ extern "C" __global__ void logsumexp_join(T* __restrict__ out, const A* __restri
 // w: the weight (stride ws; null for none).
 extern "C" __global__ void rms_norm(T* __restrict__ out, const T* __restrict__ x, i64 rows, i64 n,
                                     const T* __restrict__ w, i64 ws, float eps) {
+  OVERLAPPED_START();
   for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = x + r * n;
     A ss = 0;
@@ -141,6 +144,7 @@ extern "C" __global__ void rms_norm(T* __restrict__ out, const T* __restrict__ x
 // w, b: weight and bias (strides ws, bs; null for none).
 extern "C" __global__ void layer_norm(T* __restrict__ out, const T* __restrict__ x, i64 rows, i64 n,
                                       const T* __restrict__ w, i64 ws, const T* __restrict__ b, i64 bs, float eps) {
+  OVERLAPPED_START();
   for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = x + r * n;
     A s = 0;
@@ -169,6 +173,7 @@ extern "C" __global__ void layer_norm(T* __restrict__ out, const T* __restrict__
 // the first mean is left out for rms_norm (whose mean is 0).
 extern "C" __global__ void norm_vjp(T* __restrict__ out, const T* __restrict__ x, i64 rows, i64 n,
                                     const T* __restrict__ gr, const T* __restrict__ w, i64 ws, float eps, int centered) {
+  OVERLAPPED_START();
   A inv_n = (A)1 / (A)n;
   for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = x + r * n;
@@ -211,6 +216,7 @@ extern "C" __global__ void norm_vjp(T* __restrict__ out, const T* __restrict__ x
 extern "C" __global__ void rope(T* __restrict__ out, const T* __restrict__ x, Layout rows_l, const void* offset, int off64,
                                 i64 off_value, i64 rows, i64 l, i64 d, i64 dims, int traditional, float base, float scale,
                                 const float* __restrict__ freqs, i64 fs) {
+  OVERLAPPED_START();
   const i64 half = dims / 2, per = d - half;  // a thread per rotated pair or unrotated feature
   double off = off64 == 2 ? (double)off_value : off64 ? (double)*(const i64*)offset : (double)*(const i32*)offset;
   GRID_LOOP(t, rows * per) {

@@ -24,6 +24,7 @@ template <int R, int U>
 __device__ __forceinline__ void gemv_impl(T* __restrict__ out, const T* __restrict__ x, i64 xs,
                                           const T* __restrict__ w, i64 ws, int rows, i64 n, i64 k, float alpha) {
   __shared__ float red[GEMV_SPLIT][GEMV_COLS][R];
+  allow_next_kernel();
   const int lane = threadIdx.x & 31, part = threadIdx.x >> 5;
   const i64 col0 = (i64)blockIdx.x * GEMV_COLS;
   const i64 chunks = k / CHUNK;
@@ -118,6 +119,7 @@ extern "C" __global__ void __launch_bounds__(GEMV_SPLIT * 32)
     gemv_mma(T* __restrict__ out, const T* __restrict__ x, i64 xs, const T* __restrict__ w, i64 ws, int rows, i64 n,
              i64 k, float alpha) {
   __shared__ float red[GEMV_SPLIT][32][4];
+  allow_next_kernel();
   const int lane = threadIdx.x & 31, part = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const i64 col0 = (i64)blockIdx.x * 16;
   const i64 blocks = k / 32, per = (blocks + GEMV_SPLIT - 1) / GEMV_SPLIT;

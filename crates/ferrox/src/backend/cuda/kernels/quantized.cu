@@ -111,6 +111,7 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
                                          i64 k, i64 gs, int rows) {
   constexpr int PER16 = 16 / (int)sizeof(T);
   __shared__ float red[QMV_WARPS][QMV_COLS][M];
+  allow_next_kernel();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int part = warp % QMV_SPLIT;
   const i64 row0 = ((i64)blockIdx.x * (QMV_WARPS / QMV_SPLIT) + warp / QMV_SPLIT) * QMV_COLS;
