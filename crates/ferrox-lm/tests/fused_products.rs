@@ -29,11 +29,14 @@ fn products(model: &dyn LanguageModel) -> u64 {
         .sum()
 }
 
+/// The products a fused block saves, by layer index.
+type Saved = fn(usize) -> u64;
+
 #[test]
 fn fused_blocks_run_fewer_products() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // (model, products saved per block: 2 for q/k/v, 1 more for a dense gate/up; per layer)
-    let cases: [(&str, fn(usize) -> u64); 6] = [
+    let cases: [(&str, Saved); 6] = [
         ("../../models/tiny-llama", |_| 3),
         ("../../models/tiny-qwen2", |_| 3),
         ("../../models/tiny-gemma3", |_| 3),
