@@ -19,6 +19,11 @@ pub struct ModelArgs {
     /// Cast the weights to this dtype: float32, bfloat16 or float16.
     #[arg(long)]
     pub dtype: Option<String>,
+    /// Keep every projection its own matrix product. By default the projections of a block
+    /// that read the same input (q/k/v, gate/up) are joined into one product each, which
+    /// makes decoding faster and computes the same values.
+    #[arg(long)]
+    pub no_fuse: bool,
 }
 
 /// The bundled tiny model: `models/tiny-llama` under the current directory, else in the
@@ -31,11 +36,16 @@ fn default_model() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/tiny-llama").display().to_string()
 }
 
-/// Loads the model the flags name.
+/// Loads the model the flags name, for inference (generate, chat, bench, cache-prompt): its
+/// projections fused unless `--no-fuse` ([`ferrox_lm::LanguageModel::fuse_projections`]).
 pub fn load_model(args: &ModelArgs) -> Result<Loaded> {
     let dtype = args.dtype.as_deref().map(parse_dtype).transpose()?;
     let model = args.model.clone().unwrap_or_else(default_model);
-    ferrox_lm::load(&model, dtype)
+    let mut loaded = ferrox_lm::load(&model, dtype)?;
+    if !args.no_fuse {
+        loaded.model.fuse_projections()?;
+    }
+    Ok(loaded)
 }
 
 /// mlx-lm's KV-cache quantization flags.

@@ -11,6 +11,7 @@ use std::path::Path;
 use ferrox::{self as fx, Array, Dtype};
 use ferrox_lm::generate::{prefill, stream_generate, GenerateOptions};
 use ferrox_lm::{LanguageModel, Loaded};
+use ferrox_nn::Module;
 use serde_json::Value;
 
 const MODELS: [&str; 10] = [
@@ -32,6 +33,23 @@ const LONG: [&str; 5] = ["tiny-gemma2", "tiny-gemma3", "tiny-gemma3-mm", "tiny-p
 fn tiny(name: &str) -> Loaded {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models").join(name);
     ferrox_lm::load(dir.to_str().unwrap(), None).unwrap()
+}
+
+/// [`tiny`] with its projections fused, as the CLI runs it: q/k/v and gate/up of every block
+/// (only q/k/v where the feed-forward part is a mixture of experts; nothing for Phi-3, whose
+/// checkpoints hold them fused already).
+fn tiny_fused(name: &str) -> Loaded {
+    let mut m = tiny(name);
+    let layers = m.model.num_layers();
+    let want = match name {
+        "tiny-phi3" | "tiny-phi3-swa" => 0,
+        "tiny-mixtral" | "tiny-mixtral-mlx" => layers,
+        // mlp_only_layers = [1]: one dense MLP.
+        "tiny-qwen3-moe" => layers + 1,
+        _ => 2 * layers,
+    };
+    assert_eq!(m.model.fuse_projections().unwrap(), want, "{name}: groups joined");
+    m
 }
 
 fn reference(name: &str) -> (Vec<u32>, Vec<u32>, Vec<f32>) {
@@ -78,6 +96,15 @@ fn argmax(x: &[f32]) -> u32 {
 
 #[test]
 fn last_logits_match_transformers() {
+    last_logits(tiny);
+}
+
+#[test]
+fn fused_last_logits_match_transformers() {
+    last_logits(tiny_fused);
+}
+
+fn last_logits(tiny: fn(&str) -> Loaded) {
     for name in MODELS {
         let m = tiny(name);
         let (prompt, _, want) = reference(name);
@@ -90,6 +117,15 @@ fn last_logits_match_transformers() {
 
 #[test]
 fn greedy_without_cache_matches_transformers() {
+    greedy_without_cache(tiny);
+}
+
+#[test]
+fn fused_greedy_without_cache_matches_transformers() {
+    greedy_without_cache(tiny_fused);
+}
+
+fn greedy_without_cache(tiny: fn(&str) -> Loaded) {
     for name in MODELS {
         let m = tiny(name);
         let (prompt, greedy, _) = reference(name);
@@ -104,6 +140,15 @@ fn greedy_without_cache_matches_transformers() {
 
 #[test]
 fn greedy_with_cache_matches_transformers_and_full_forward() {
+    greedy_with_cache(tiny);
+}
+
+#[test]
+fn fused_greedy_with_cache_matches_transformers_and_full_forward() {
+    greedy_with_cache(tiny_fused);
+}
+
+fn greedy_with_cache(tiny: fn(&str) -> Loaded) {
     for name in MODELS {
         let mut m = tiny(name);
         let (prompt, greedy, _) = reference(name);
@@ -185,6 +230,15 @@ fn prompt_cache_reuse_and_stop_strings() {
 
 #[test]
 fn long_prompt_matches_transformers_at_every_position() {
+    long_prompt(tiny);
+}
+
+#[test]
+fn fused_long_prompt_matches_transformers_at_every_position() {
+    long_prompt(tiny_fused);
+}
+
+fn long_prompt(tiny: fn(&str) -> Loaded) {
     for name in LONG {
         let m = tiny(name);
         let (j, arrays) = fixture(name);
@@ -322,6 +376,11 @@ fn bfloat16_stays_close_to_float32() {
 fn mlx_lm_layout_loads_like_the_hugging_face_one() {
     // tiny-mixtral-mlx is tiny-mixtral converted by the real mlx_lm.convert: experts stacked
     // under block_sparse_moe.switch_mlp. Same weights, so transformers' references hold.
+    mlx_lm_layout(tiny);
+    mlx_lm_layout(tiny_fused);
+}
+
+fn mlx_lm_layout(tiny: fn(&str) -> Loaded) {
     let mut m = tiny("tiny-mixtral-mlx");
     let (prompt, greedy, want) = reference("tiny-mixtral");
     let got = full_forward(m.model.as_ref(), &prompt).pop().unwrap();
@@ -332,4 +391,43 @@ fn mlx_lm_layout_loads_like_the_hugging_face_one() {
     let tokens: Vec<u32> =
         stream_generate(m.model.as_ref(), &m.tokenizer, &prompt, options).unwrap().map(|r| r.unwrap().token).collect();
     assert_eq!(tokens, greedy);
+}
+
+#[test]
+fn fused_models_keep_their_parameters_and_save_the_same_files() {
+    // Fusing changes how the blocks compute, not what the model holds: the same names, shapes
+    // and values, and the same bytes when saved (the parts are views of the joined arrays,
+    // written contiguous).
+    let dir = std::env::temp_dir().join(format!("ferrox-lm-fused-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in MODELS {
+        let (plain, fused) = (tiny(name), tiny_fused(name));
+        let (a, b) = (plain.model.parameters(), fused.model.parameters());
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "{name}: names");
+        let files = [dir.join("plain.safetensors"), dir.join("fused.safetensors")];
+        fx::save_safetensors(&files[0], a.iter(), None).unwrap();
+        fx::save_safetensors(&files[1], b.iter(), None).unwrap();
+        assert!(std::fs::read(&files[0]).unwrap() == std::fs::read(&files[1]).unwrap(), "{name}: saved files differ");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_part_replaced_after_fusing_is_used() {
+    // Loading other weights into a fused model (as an adapter or a training step would) makes
+    // the blocks it touches run unfused, with the new weights: never the stale join.
+    let (prompt, _, want) = reference("tiny-llama");
+    let mut m = tiny_fused("tiny-llama");
+    let key = "model.layers.0.self_attn.k_proj.weight";
+    let p = m.model.parameters();
+    let original = p[key].clone();
+    let mut update = ferrox_nn::Params::new();
+    update.insert(key.to_string(), fx::multiply(&original, 3.0).unwrap());
+    m.model.update(&update).unwrap();
+    let changed = full_forward(m.model.as_ref(), &prompt).pop().unwrap();
+    assert!(rel_err(&changed, &want) > 1e-3, "the new k_proj weight was not used");
+    update.insert(key.to_string(), original);
+    m.model.update(&update).unwrap();
+    let back = full_forward(m.model.as_ref(), &prompt).pop().unwrap();
+    assert!(rel_err(&back, &want) < 1e-4);
 }

@@ -104,6 +104,34 @@ fn mlx_lm_quantized_checkpoints_match_mlx_lm() {
 }
 
 #[test]
+fn fused_mlx_lm_quantized_checkpoints_match_mlx_lm() {
+    // The same checkpoints with q/k/v and gate/up joined (packed weights, scales and biases
+    // concatenated by rows): the same parameters under the same names, mlx-lm's logits and
+    // greedy tokens. Projections quantized differently stay apart: the mixed recipes give
+    // some layers' v_proj more bits than q_proj and k_proj.
+    for case in CASES {
+        let dir = case_dir(case);
+        let mut model = build(&dir);
+        let before = model.parameters().keys().cloned().collect::<Vec<_>>();
+        let joined = model.fuse_projections().unwrap();
+        let layers = model.num_layers();
+        let want = match case {
+            "tiny-phi3-8bit" | "tiny-phi3-swa-nvfp4" => 0,
+            "tiny-mixtral-4bit" => layers,
+            "tiny-qwen3-moe-8bit" => layers + 1,
+            // The recipes give layer 1's v_proj 6 bits, its q_proj and k_proj fewer.
+            "tiny-qwen3-mixed_3_6" | "tiny-qwen2-mixed_4_6" | "tiny-llama-mixed_2_6-bf16" => 2 * layers - 1,
+            _ => 2 * layers,
+        };
+        assert_eq!(joined, want, "{case}: groups joined");
+        assert_eq!(model.parameters().keys().cloned().collect::<Vec<_>>(), before, "{case}: parameter names");
+        let bf16 = case.ends_with("bf16");
+        let (tol, min_gap) = if bf16 { (0.1, 0.25) } else { (1e-4, 0.01) };
+        check_against_reference(model.as_ref(), &dir.join("reference.safetensors"), tol, min_gap, case);
+    }
+}
+
+#[test]
 fn per_layer_settings_decide_each_layer() {
     // The mixed recipe keeps layer 1's v_proj at 6 bits and layer 0's at 3; down_proj (96 inputs,
     // not whole groups of 64) stays in floating point.

@@ -7,11 +7,12 @@
 use ferrox::fast::SdpaMask;
 use ferrox::{self as fx, Array, Dtype};
 use ferrox_nn::layers::activations::{gelu, gelu_approx};
-use ferrox_nn::layers::{AnyEmbedding, AnyLinear, Rope};
+use ferrox_nn::layers::{AnyEmbedding, AnyLinear, FusedLinear, Rope};
 use ferrox_nn::{Module, ModuleState};
 use serde::Deserialize;
 
 use super::attention::{attention, layer_masks, Reach};
+use super::layers::fuse_into;
 use super::llama::{embedding, linear};
 use super::{rope_layer, LanguageModel};
 use crate::cache::KvCache;
@@ -196,6 +197,9 @@ pub struct Attention {
     scale: f32,
     #[module(skip)]
     softcap: Option<f32>,
+    /// q/k/v as one product, once [`LanguageModel::fuse_projections`] joined them.
+    #[module(skip)]
+    qkv: Option<FusedLinear>,
 }
 
 /// The gated MLP: `down(gelu(gate(x)) * up(x))`.
@@ -206,6 +210,9 @@ pub struct Mlp {
     down_proj: AnyLinear,
     #[module(skip)]
     exact_gelu: bool,
+    /// gate/up as one product, once [`LanguageModel::fuse_projections`] joined them.
+    #[module(skip)]
+    gate_up: Option<FusedLinear>,
 }
 
 /// One decoder block: normed attention and MLP, each normed again before the residual add.
@@ -351,12 +358,14 @@ impl Model {
                     heads: (heads, kv_heads, hd),
                     scale: s.scale,
                     softcap: s.attn_softcap,
+                    qkv: None,
                 },
                 mlp: Mlp {
                     gate_proj: linear(&mut w, &format!("{p}.mlp.gate_proj"), i, h, false)?,
                     up_proj: linear(&mut w, &format!("{p}.mlp.up_proj"), i, h, false)?,
                     down_proj: linear(&mut w, &format!("{p}.mlp.down_proj"), h, i, false)?,
                     exact_gelu: s.exact_gelu,
+                    gate_up: None,
                 },
                 input_layernorm: gemma_norm(&mut w, &format!("{p}.input_layernorm"), h, eps)?,
                 post_attention_layernorm: gemma_norm(&mut w, &format!("{p}.post_attention_layernorm"), h, eps)?,
@@ -389,9 +398,10 @@ impl Attention {
             }
             Ok(fx::transpose(&y, &[0, 2, 1, 3])?)
         };
-        let q = split(self.q_proj.forward(x)?, heads, self.q_norm.as_ref())?;
-        let k = split(self.k_proj.forward(x)?, kv_heads, self.k_norm.as_ref())?;
-        let v = split(self.v_proj.forward(x)?, kv_heads, None)?;
+        let [q, k, v] = FusedLinear::project(self.qkv.as_ref(), [&self.q_proj, &self.k_proj, &self.v_proj], x)?;
+        let q = split(q, heads, self.q_norm.as_ref())?;
+        let k = split(k, kv_heads, self.k_norm.as_ref())?;
+        let v = split(v, kv_heads, None)?;
         let offset = cache.as_ref().map_or(0, |c| c.offset());
         let q = self.rope.forward(&q, offset)?;
         let k = self.rope.forward(&k, offset)?;
@@ -403,13 +413,23 @@ impl Attention {
         let o = fx::reshape_usize(&fx::transpose(&o, &[0, 2, 1, 3])?, &[b, l, heads * hd])?;
         Ok(self.o_proj.forward(&o)?)
     }
+
+    /// Joins q/k/v into one product; whether they could be joined.
+    fn fuse(&mut self) -> Result<bool> {
+        fuse_into(&mut self.qkv, [&mut self.q_proj, &mut self.k_proj, &mut self.v_proj])
+    }
 }
 
 impl Mlp {
     fn forward(&self, x: &Array) -> Result<Array> {
-        let g = self.gate_proj.forward(x)?;
+        let [g, up] = FusedLinear::project(self.gate_up.as_ref(), [&self.gate_proj, &self.up_proj], x)?;
         let act = if self.exact_gelu { gelu(&g)? } else { gelu_approx(&g)? };
-        Ok(self.down_proj.forward(&fx::multiply(&act, &self.up_proj.forward(x)?)?)?)
+        Ok(self.down_proj.forward(&fx::multiply(&act, &up)?)?)
+    }
+
+    /// Joins gate/up into one product; whether they could be joined.
+    fn fuse(&mut self) -> Result<bool> {
+        fuse_into(&mut self.gate_up, [&mut self.gate_proj, &mut self.up_proj])
     }
 }
 
@@ -448,6 +468,14 @@ impl LanguageModel for Model {
 
     fn num_layers(&self) -> usize {
         self.model.layers.len()
+    }
+
+    fn fuse_projections(&mut self) -> Result<usize> {
+        let mut joined = 0;
+        for layer in &mut self.model.layers {
+            joined += usize::from(layer.self_attn.fuse()?) + usize::from(layer.mlp.fuse()?);
+        }
+        Ok(joined)
     }
 
     fn make_cache(&self, max_kv_size: Option<usize>) -> Vec<KvCache> {

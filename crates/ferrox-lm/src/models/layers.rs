@@ -9,7 +9,9 @@
 //! affine mode `{path}.biases`.
 
 use ferrox::{Dtype, QuantMode};
-use ferrox_nn::layers::{AnyEmbedding, AnyLinear, Embedding, Linear, QuantSpec, QuantizedEmbedding, QuantizedLinear};
+use ferrox_nn::layers::{
+    AnyEmbedding, AnyLinear, Embedding, FusedLinear, Linear, QuantSpec, QuantizedEmbedding, QuantizedLinear,
+};
 
 use crate::error::{Error, Result};
 use crate::weights::WeightMap;
@@ -25,6 +27,21 @@ pub(crate) fn linear(w: &mut WeightMap, name: &str, out: usize, inp: usize, bias
             QuantizedLinear::from_parts(weight, scales, biases, bias, spec)?.into()
         }
     })
+}
+
+/// Joins `parts` (projections of one input) into `slot` for [`super::LanguageModel::fuse_projections`],
+/// unless `slot` already holds their current join; whether they are joined. Parts that cannot
+/// be joined (dense and quantized, other bits, a bias on some) leave `slot` empty and the parts
+/// as they were.
+pub(crate) fn fuse_into<const N: usize>(
+    slot: &mut Option<FusedLinear>,
+    mut parts: [&mut AnyLinear; N],
+) -> Result<bool> {
+    if slot.as_ref().is_some_and(|f| f.is_current(&parts.each_ref().map(|p| &**p))) {
+        return Ok(true);
+    }
+    *slot = FusedLinear::fuse(&mut parts)?;
+    Ok(slot.is_some())
 }
 
 /// The embedding table `name` of `num` rows of `dims`.

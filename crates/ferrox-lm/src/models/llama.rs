@@ -7,10 +7,11 @@
 use ferrox::fast::{RopeOffset, SdpaMask};
 use ferrox::{self as fx, Array};
 use ferrox_nn::layers::activations::swiglu;
-use ferrox_nn::layers::{AnyEmbedding, AnyLinear, RmsNorm, Rope};
+use ferrox_nn::layers::{AnyEmbedding, AnyLinear, FusedLinear, RmsNorm, Rope};
 use ferrox_nn::Module;
 use serde::Deserialize;
 
+use super::layers::fuse_into;
 use super::moe::{load_sparse_moe, SparseMoe, MIXTRAL_EXPERTS, QWEN_EXPERTS};
 use super::{rope_layer, LanguageModel};
 use crate::cache::KvCache;
@@ -117,6 +118,9 @@ pub struct Attention {
     rope: Rope,
     #[module(skip)]
     heads: (usize, usize, usize),
+    /// q/k/v as one product, once [`LanguageModel::fuse_projections`] joined them.
+    #[module(skip)]
+    qkv: Option<FusedLinear>,
 }
 
 /// The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`.
@@ -125,6 +129,9 @@ pub struct Mlp {
     gate_proj: AnyLinear,
     up_proj: AnyLinear,
     down_proj: AnyLinear,
+    /// gate/up as one product, once [`LanguageModel::fuse_projections`] joined them.
+    #[module(skip)]
+    gate_up: Option<FusedLinear>,
 }
 
 /// The feed-forward part of a block under the name `mlp`: dense, or sparse (Qwen3-MoE).
@@ -233,6 +240,7 @@ impl Model {
                     gate_proj: linear(w, &format!("{p}.mlp.gate_proj"), i, h, mb)?,
                     up_proj: linear(w, &format!("{p}.mlp.up_proj"), i, h, mb)?,
                     down_proj: linear(w, &format!("{p}.mlp.down_proj"), h, i, mb)?,
+                    gate_up: None,
                 })
             };
             let (mlp, block_sparse_moe) = match variant.moe {
@@ -267,6 +275,7 @@ impl Model {
                     k_norm: head_norm(&mut w, "k_norm")?,
                     rope: rope.clone(),
                     heads: (heads, kv_heads, hd),
+                    qkv: None,
                 },
                 input_layernorm: norm(&mut w, &format!("{p}.input_layernorm"), h, eps)?,
                 post_attention_layernorm: norm(&mut w, &format!("{p}.post_attention_layernorm"), h, eps)?,
@@ -292,9 +301,10 @@ impl Attention {
             }
             Ok(fx::transpose(&y, &[0, 2, 1, 3])?)
         };
-        let q = split(self.q_proj.forward(x)?, heads, self.q_norm.as_ref())?;
-        let k = split(self.k_proj.forward(x)?, kv_heads, self.k_norm.as_ref())?;
-        let v = split(self.v_proj.forward(x)?, kv_heads, None)?;
+        let [q, k, v] = FusedLinear::project(self.qkv.as_ref(), [&self.q_proj, &self.k_proj, &self.v_proj], x)?;
+        let q = split(q, heads, self.q_norm.as_ref())?;
+        let k = split(k, kv_heads, self.k_norm.as_ref())?;
+        let v = split(v, kv_heads, None)?;
         let offset = cache.as_ref().map_or(RopeOffset::Int(0), |c| c.rope_offset());
         let q = self.rope.forward(&q, offset.clone())?;
         let k = self.rope.forward(&k, offset)?;
@@ -306,12 +316,22 @@ impl Attention {
         let o = fx::reshape_usize(&fx::transpose(&o, &[0, 2, 1, 3])?, &[b, l, heads * hd])?;
         Ok(self.o_proj.forward(&o)?)
     }
+
+    /// Joins q/k/v into one product; whether they could be joined.
+    fn fuse(&mut self) -> Result<bool> {
+        fuse_into(&mut self.qkv, [&mut self.q_proj, &mut self.k_proj, &mut self.v_proj])
+    }
 }
 
 impl Mlp {
     fn forward(&self, x: &Array) -> Result<Array> {
-        let act = swiglu(&self.gate_proj.forward(x)?, &self.up_proj.forward(x)?)?;
-        Ok(self.down_proj.forward(&act)?)
+        let [gate, up] = FusedLinear::project(self.gate_up.as_ref(), [&self.gate_proj, &self.up_proj], x)?;
+        Ok(self.down_proj.forward(&swiglu(&gate, &up)?)?)
+    }
+
+    /// Joins gate/up into one product; whether they could be joined.
+    fn fuse(&mut self) -> Result<bool> {
+        fuse_into(&mut self.gate_up, [&mut self.gate_proj, &mut self.up_proj])
     }
 }
 
@@ -357,6 +377,18 @@ impl LanguageModel for Model {
 
     fn num_layers(&self) -> usize {
         self.model.layers.len()
+    }
+
+    fn fuse_projections(&mut self) -> Result<usize> {
+        let mut joined = 0;
+        for layer in &mut self.model.layers {
+            joined += usize::from(layer.self_attn.fuse()?);
+            // The experts of a sparse block stay as they are (one gather_mm per projection).
+            if let Some(FeedForward::Dense(mlp)) = &mut layer.mlp {
+                joined += usize::from(mlp.fuse()?);
+            }
+        }
+        Ok(joined)
     }
 
     fn replays_decode(&self) -> bool {

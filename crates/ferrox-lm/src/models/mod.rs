@@ -52,6 +52,19 @@ pub trait LanguageModel: Module + Send + Sync {
         false
     }
 
+    /// Joins, for inference, the projections of each block that read the same input — q/k/v,
+    /// and gate/up of a dense MLP — into one matrix product each (ferrox-nn's
+    /// [`ferrox_nn::layers::FusedLinear`]), so a block runs 2 products where it ran 5: each
+    /// product costs a launch (GPU) or a fixed set-up (CPU) whatever its size, which dominates a
+    /// one-token decode step of a small model. The parts keep their names and hold views of
+    /// the joined weights, so parameters, saving and layer replacement are as before (a part
+    /// replaced afterwards makes its block run unfused again). Projections that cannot be
+    /// joined (quantized differently, say) stay separate. Returns the number of groups joined;
+    /// the default joins nothing (Phi-3's checkpoints already store `qkv_proj` / `gate_up_proj`).
+    fn fuse_projections(&mut self) -> Result<usize> {
+        Ok(0)
+    }
+
     /// Fresh caches for this model: rotating ones of `max_kv_size` positions if given.
     fn make_cache(&self, max_kv_size: Option<usize>) -> Vec<KvCache> {
         make_prompt_cache(self.num_layers(), max_kv_size)

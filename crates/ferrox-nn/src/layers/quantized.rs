@@ -319,6 +319,89 @@ impl AnyLinear {
             AnyLinear::Quantized(l) => l.output_dims(),
         }
     }
+
+    /// The additive bias, if the layer has one.
+    pub fn bias(&self) -> Option<&Array> {
+        match self {
+            AnyLinear::Dense(l) => l.bias.as_ref(),
+            AnyLinear::Quantized(l) => l.bias.as_ref(),
+        }
+    }
+
+    /// One layer whose output is the outputs of `parts` side by side (`[..., out₀ + out₁ +
+    /// ...]`), for layers that read the same input: the weights (for a quantized layer the
+    /// packed weight, scales and biases, which are all per output row) and the additive biases
+    /// are concatenated along the output axis, so `joined(x)[..., off_i..off_i + out_i]` equals
+    /// `parts[i](x)`.
+    ///
+    /// `None` (and nothing computed) when the parts cannot be one layer: none at all, dense
+    /// and quantized ones mixed, another group size, bit width or mode, another input width,
+    /// an additive bias on some but not all, or arrays of different dtypes. The result is lazy.
+    pub fn concat_outputs(parts: &[&AnyLinear]) -> Result<Option<AnyLinear>> {
+        let Some(first) = parts.first() else { return Ok(None) };
+        let inputs = first.input_dims();
+        if parts.iter().any(|p| p.input_dims() != inputs) {
+            return Ok(None);
+        }
+        let Some(bias) = join_optional_rows(&parts.iter().map(|p| p.bias()).collect::<Vec<_>>())? else {
+            return Ok(None);
+        };
+        let dense: Option<Vec<&Linear>> = parts
+            .iter()
+            .map(|p| match p {
+                AnyLinear::Dense(l) => Some(l),
+                AnyLinear::Quantized(_) => None,
+            })
+            .collect();
+        if let Some(dense) = dense {
+            let Some(weight) = join_rows(&dense.iter().map(|l| &l.weight).collect::<Vec<_>>())? else {
+                return Ok(None);
+            };
+            return Ok(Some(Linear::from_weights(weight, bias)?.into()));
+        }
+        let quantized: Option<Vec<&QuantizedLinear>> = parts
+            .iter()
+            .map(|p| match p {
+                AnyLinear::Quantized(l) => Some(l),
+                AnyLinear::Dense(_) => None,
+            })
+            .collect();
+        let Some(quantized) = quantized else { return Ok(None) };
+        let spec = quantized[0].spec;
+        if quantized.iter().any(|l| l.spec != spec) {
+            return Ok(None);
+        }
+        let weight = join_rows(&quantized.iter().map(|l| &l.weight).collect::<Vec<_>>())?;
+        let scales = join_rows(&quantized.iter().map(|l| &l.scales).collect::<Vec<_>>())?;
+        let biases = join_optional_rows(&quantized.iter().map(|l| l.biases.as_ref()).collect::<Vec<_>>())?;
+        let (Some(weight), Some(scales), Some(biases)) = (weight, scales, biases) else { return Ok(None) };
+        Ok(Some(QuantizedLinear::from_parts(weight, scales, biases, bias, spec)?.into()))
+    }
+}
+
+/// `arrays` concatenated along their first axis, or `None` if their dtypes or their other
+/// axes differ.
+fn join_rows(arrays: &[&Array]) -> Result<Option<Array>> {
+    let Some(first) = arrays.first() else { return Ok(None) };
+    let fits =
+        |a: &&Array| a.dtype() == first.dtype() && a.ndim() == first.ndim() && a.shape()[1..] == first.shape()[1..];
+    if first.ndim() == 0 || !arrays.iter().all(fits) {
+        return Ok(None);
+    }
+    let owned: Vec<Array> = arrays.iter().map(|&a| a.clone()).collect();
+    fx::concatenate(&owned, 0).map(Some)
+}
+
+/// [`join_rows`] of optional arrays: `Some(None)` when all are absent, `None` when only some
+/// are (or they do not join).
+fn join_optional_rows(arrays: &[Option<&Array>]) -> Result<Option<Option<Array>>> {
+    if arrays.iter().all(Option::is_none) {
+        return Ok(Some(None));
+    }
+    match arrays.iter().copied().collect::<Option<Vec<&Array>>>() {
+        Some(present) => Ok(join_rows(&present)?.map(Some)),
+        None => Ok(None),
+    }
 }
 
 impl From<Linear> for AnyLinear {
