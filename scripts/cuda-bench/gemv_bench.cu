@@ -3,12 +3,16 @@
 // on the GPU machine (scripts/cuda-bench/run.sh). Each shape is timed over enough weight
 // copies that they do not fit in L2, so every call reads its weights from memory; the figure
 // is bytes of weights read a second. Then a whole step's products (16 layers of q, k, v, o,
-// gate, up, down and the lm head) run back to back in a CUDA graph.
+// gate, up, down and the lm head; then with q/k/v and gate/up each one product, as
+// ferrox-lm's fused projections run them) run back to back in a CUDA graph.
 
 #include "bench_common.cuh"
 #define T bf16
 #define MMA_KIND "bf16"
 #include "../../crates/ferrox/src/backend/cuda/kernels/gemv.cu"
+#ifndef GEMV_MMA_SPLIT
+#define GEMV_MMA_SPLIT GEMV_SPLIT
+#endif
 
 struct Shape {
   const char* name;
@@ -29,7 +33,7 @@ typedef void (*Launcher)(bf16*, const bf16*, const bf16*, int, int, int, cudaStr
 // The tensor-core kernel for several rows, overlapped.
 static void launch_gemv_mma(bf16* out, const bf16* x, const bf16* w, int rows, int n, int k, cudaStream_t s) {
   cudaLaunchAttribute attr;
-  cudaLaunchConfig_t cfg = overlapped(dim3((n + 15) / 16), dim3(GEMV_SPLIT * 32), s, &attr);
+  cudaLaunchConfig_t cfg = overlapped(dim3((n + 15) / 16), dim3(GEMV_MMA_SPLIT * 32), s, &attr);
   i64 xs = k, ws = k, nn = n, kk = k;
   cudaLaunchKernelEx(&cfg, gemv_mma, out, x, xs, w, ws, rows, nn, kk, 1.0f);
 }
@@ -106,12 +110,16 @@ int main(int argc, char** argv) {
     CK(cudaFree(w));
   }
   // A whole step's products as a CUDA graph: 16 layers' own weights, then the lm head.
+  const Shape separate[] = {{"q", 2048, 2048},    {"k", 512, 2048},  {"v", 512, 2048},   {"o", 2048, 2048},
+                            {"gate", 8192, 2048}, {"up", 8192, 2048}, {"down", 2048, 8192}};
+  const Shape fused[] = {{"qkv", 3072, 2048}, {"o", 2048, 2048}, {"gate_up", 16384, 2048}, {"down", 2048, 8192}};
+  for (int fi = 0; fi < 2; ++fi)
   for (int vi = 0; vi < nvariants; ++vi) {
     const int layers = 16;
-    const Shape seq[] = {{"q", 2048, 2048}, {"k", 512, 2048},    {"v", 512, 2048},   {"o", 2048, 2048},
-                         {"gate", 8192, 2048}, {"up", 8192, 2048}, {"down", 2048, 8192}};
+    const Shape* seq = fi ? fused : separate;
+    const int nseq = fi ? 4 : 7;
     size_t per_layer = 0;
-    for (const Shape& sh : seq) per_layer += (size_t)sh.n * sh.k;
+    for (int j = 0; j < nseq; ++j) per_layer += (size_t)seq[j].n * seq[j].k;
     size_t head = (size_t)128256 * 2048;
     bf16* w;
     CK(cudaMalloc(&w, (per_layer * layers + head) * 2));
@@ -122,9 +130,9 @@ int main(int argc, char** argv) {
     CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
     size_t off = 0;
     for (int l = 0; l < layers; ++l)
-      for (const Shape& sh : seq) {
-        variants[vi].f(out, x, w + off, rows, sh.n, sh.k, s);
-        off += (size_t)sh.n * sh.k;
+      for (int j = 0; j < nseq; ++j) {
+        variants[vi].f(out, x, w + off, rows, seq[j].n, seq[j].k, s);
+        off += (size_t)seq[j].n * seq[j].k;
       }
     variants[vi].f(out, x, w + off, rows, 128256, 2048, s);
     CK(cudaStreamEndCapture(s, &graph));
@@ -140,7 +148,7 @@ int main(int argc, char** argv) {
     CK(cudaEventElapsedTime(&ms, e0, e1));
     double us = ms * 1e3 / reps;
     double bytes = (per_layer * layers + head) * 2.0;
-    printf("step products (%d launches) %-14s %8.1f us  %7.0f GB/s\n", layers * 7 + 1, variants[vi].name, us, bytes / us / 1e3);
+    printf("step products (%3d launches) %-14s %8.1f us  %7.0f GB/s\n", layers * nseq + 1, variants[vi].name, us, bytes / us / 1e3);
     CK(cudaGraphExecDestroy(exec));
     CK(cudaGraphDestroy(graph));
     CK(cudaFree(w));

@@ -82,6 +82,8 @@ const GEMV_SRC: &str = include_str!("kernels/gemv.cu");
 const GEMV_ROWS: usize = 8;
 /// Threads per block of the matrix-vector kernel: GEMV_SPLIT warps, each a slice of k.
 const GEMV_BLOCK: u32 = 128;
+/// Threads per block of the tensor-core matrix-vector kernel (GEMV_MMA_SPLIT warps in gemv.cu).
+const GEMV_MMA_BLOCK: u32 = 256;
 /// Output columns a block of the matrix-vector kernel takes (GEMV_COLS in gemv.cu).
 const GEMV_COLS: usize = 2;
 
@@ -128,8 +130,11 @@ fn gemv(g: &Gpu, a: &Array, b: &Array, alpha: f64, shape: &[usize], dtype: Dtype
     // and 8 rows (fewer rows run the next size up).
     let half = matches!(dtype, Dtype::F16 | Dtype::Bf16);
     let mma = half && rows > 2 && k.is_multiple_of(32);
-    let (name, cols) =
-        if mma { ("gemv_mma".to_string(), 16) } else { (format!("gemv_{}", rows.next_power_of_two()), GEMV_COLS) };
+    let (name, cols, block) = if mma {
+        ("gemv_mma".to_string(), 16, GEMV_MMA_BLOCK)
+    } else {
+        (format!("gemv_{}", rows.next_power_of_two()), GEMV_COLS, GEMV_BLOCK)
+    };
     let f = g.function(&format!("gemv {}", ctype(dtype)), &name, || {
         let c = ctype(dtype);
         let mma_kind = if half { format!("#define MMA_KIND \"{c}\"\n") } else { String::new() };
@@ -146,8 +151,7 @@ fn gemv(g: &Gpu, a: &Array, b: &Array, alpha: f64, shape: &[usize], dtype: Dtype
         Arg::I64(k as i64),
         Arg::F32(alpha as f32),
     ];
-    let cfg =
-        LaunchConfig { grid_dim: (n.div_ceil(cols) as u32, 1, 1), block_dim: (GEMV_BLOCK, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig { grid_dim: (n.div_ceil(cols) as u32, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
     launch_overlapped(g, &f, cfg, &args)?;
     Ok(true)
 }

@@ -121,9 +121,67 @@ extern "C" __global__ void logsumexp_join(T* __restrict__ out, const A* __restri
   if (threadIdx.x == 0) out[blockIdx.x] = from_acc<T>(m - m == 0 ? f_log(s) + m : m);
 }
 
+// Rows of at most RMS_VECS 16-byte vectors a thread, all aligned, a contiguous weight (or
+// none): each thread loads its vectors of x and w at once and keeps x for the scaling (a
+// decode step's rms_norm is one row: one round trip to memory instead of a loop of 2-byte
+// loads, and the weight's lines start toward L2 before the wait).
+#define RMS_VECS 4
+template <int NV>
+__device__ __forceinline__ void rms_norm_vec(T* __restrict__ out, const T* __restrict__ x, i64 rows, i64 n,
+                                             const T* __restrict__ w, float eps) {
+  constexpr int CH = 16 / (int)sizeof(T);
+  const i64 nv = n / CH;
+  if (w)
+    for (i64 v = threadIdx.x; v < nv; v += FBLOCK) prefetch_l2((const uint4*)w + v);
+  OVERLAPPED_START();
+  uint4 wv[NV];
+#pragma unroll
+  for (int j = 0; j < NV; ++j) {
+    const i64 v = threadIdx.x + (i64)j * FBLOCK;
+    if (w && v < nv) wv[j] = *((const uint4*)w + v);
+  }
+  for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+    uint4 xv[NV];
+    A ss = 0;
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      const i64 v = threadIdx.x + (i64)j * FBLOCK;
+      if (v < nv) {
+        xv[j] = *((const uint4*)(x + r * n) + v);
+        const T* e = (const T*)&xv[j];
+#pragma unroll
+        for (int u = 0; u < CH; ++u) {
+          const A a = to_acc<T>(e[u]);
+          ss += a * a;
+        }
+      }
+    }
+    ss = block_sum(ss);
+    const A scale = (A)1 / f_sqrt(ss * ((A)1 / (A)n) + (A)eps);
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      const i64 v = threadIdx.x + (i64)j * FBLOCK;
+      if (v < nv) {
+        const T* e = (const T*)&xv[j];
+        const T* we = (const T*)&wv[j];
+        uint4 o;
+        T* oe = (T*)&o;
+#pragma unroll
+        for (int u = 0; u < CH; ++u) oe[u] = from_acc<T>(to_acc<T>(e[u]) * scale * (w ? to_acc<T>(we[u]) : (A)1));
+        *((uint4*)(out + r * n) + v) = o;
+      }
+    }
+  }
+}
+
 // w: the weight (stride ws; null for none).
 extern "C" __global__ void rms_norm(T* __restrict__ out, const T* __restrict__ x, i64 rows, i64 n,
                                     const T* __restrict__ w, i64 ws, float eps) {
+  constexpr int CH = 16 / (int)sizeof(T);
+  if (n % CH == 0 && n <= (i64)RMS_VECS * FBLOCK * CH && (!w || ws == 1) && ((u64)out | (u64)x | (u64)w) % 16 == 0) {
+    rms_norm_vec<RMS_VECS>(out, x, rows, n, w, eps);
+    return;
+  }
   OVERLAPPED_START();
   for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = x + r * n;

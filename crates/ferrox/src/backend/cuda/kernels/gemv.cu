@@ -105,24 +105,29 @@ GEMV(8, 2)
 // order k is taken, as long as A and B take the same one, so lane (g, t) loads 16 bytes of
 // weight rows g and g + 8 and of x row g at k + 8 t of each 32-wide block, and the four
 // 32-bit words of each serve as the fragments of two mma k-steps as they are. A block of
-// GEMV_SPLIT warps splits k for the same 16 columns (joined through shared memory); each lane
+// GEMV_MMA_SPLIT warps splits k for the same 16 columns (joined through shared memory); each lane
 // loads GEMV_MMA_U blocks before using any. Launched overlapped like gemv_impl.
 #if defined(MMA_KIND)
 #define GEMV_MMA_U 4
+// Warps a block (splitting k): more than the FMA kernel's, since a block takes 16 columns and
+// the narrow products (k / v, 512 columns) would otherwise have few blocks in flight.
+#ifndef GEMV_MMA_SPLIT
+#define GEMV_MMA_SPLIT 8
+#endif
 __device__ __forceinline__ void gemv_mma16816(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." MMA_KIND "." MMA_KIND ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-extern "C" __global__ void __launch_bounds__(GEMV_SPLIT * 32)
+extern "C" __global__ void __launch_bounds__(GEMV_MMA_SPLIT * 32)
     gemv_mma(T* __restrict__ out, const T* __restrict__ x, i64 xs, const T* __restrict__ w, i64 ws, int rows, i64 n,
              i64 k, float alpha) {
-  __shared__ float red[GEMV_SPLIT][32][4];
+  __shared__ float red[GEMV_MMA_SPLIT][32][4];
   allow_next_kernel();
   const int lane = threadIdx.x & 31, part = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const i64 col0 = (i64)blockIdx.x * 16;
-  const i64 blocks = k / 32, per = (blocks + GEMV_SPLIT - 1) / GEMV_SPLIT;
+  const i64 blocks = k / 32, per = (blocks + GEMV_MMA_SPLIT - 1) / GEMV_MMA_SPLIT;
   const i64 b0 = part * per, b1 = min(blocks, b0 + per);
   const uint4* wa = (const uint4*)(w + min(col0 + g, n - 1) * ws) + t;
   const uint4* wb = (const uint4*)(w + min(col0 + g + 8, n - 1) * ws) + t;
@@ -159,7 +164,7 @@ extern "C" __global__ void __launch_bounds__(GEMV_SPLIT * 32)
     for (int i = 0; i < 4; ++i) {
       float v = 0.0f;
 #pragma unroll
-      for (int q = 0; q < GEMV_SPLIT; ++q) v += red[q][lane][i];
+      for (int q = 0; q < GEMV_MMA_SPLIT; ++q) v += red[q][lane][i];
       // C element i of lane (g, t): column g (+ 8 for i ≥ 2), row 2 t (+ 1 for odd i).
       const i64 col = col0 + g + 8 * (i >> 1);
       const int r = 2 * t + (i & 1);
