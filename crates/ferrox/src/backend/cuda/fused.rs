@@ -62,12 +62,8 @@ fn kernel_body(graph: &FusedGraph, inputs: &[Array]) -> Option<String> {
         FusedSlot::Input(i) => format!("x{i}"),
         FusedSlot::Step(i) => format!("s{i}"),
     };
-    let n = inputs.len();
-    let mut b = String::new();
-    let _ = write!(b, "  GRID_LOOP(i, l.n) {{\n    i64 o[{n}];\n    offsets<{n}>(l, i, o);\n");
-    for (i, x) in inputs.iter().enumerate() {
-        let _ = writeln!(b, "    const {t} x{i} = in{i}[o[{i}]];", t = ctype(x.dtype()));
-    }
+    // The steps on one element's inputs x0, x1, ...: s0, s1, ..., the last one the result.
+    let mut steps = String::new();
     for (k, (op, slots, out)) in graph.steps.iter().enumerate() {
         let src = dt(&slots[0], &graph.steps);
         let expr = match op {
@@ -87,9 +83,28 @@ fn kernel_body(graph: &FusedGraph, inputs: &[Array]) -> Option<String> {
             Op::AsType => format!("cast<{}, {}>({})", ctype(src), ctype(*out), name(&slots[0])),
             _ => return None,
         };
-        let _ = writeln!(b, "    const {t} s{k} = {expr};", t = ctype(*out));
+        let _ = writeln!(steps, "      const {t} s{k} = {expr};", t = ctype(*out));
     }
-    let _ = write!(b, "    out[i] = s{};\n  }}\n", graph.steps.len() - 1);
+    let last = graph.steps.len() - 1;
+    let n = inputs.len();
+    // Rows whose last axis is unit-stride in every input: ELEMS elements a thread, their
+    // inputs loaded before any is used (common.cuh, rows_fit); else one element a thread.
+    let mut b = format!("  if (rows_fit<{n}>(l)) {{\n    GRID_LOOP(q, l.n / ELEMS) {{\n      i64 o[{n}];\n");
+    let _ = writeln!(b, "      offsets<{n}>(l, q * ELEMS, o);");
+    for (i, x) in inputs.iter().enumerate() {
+        let t = ctype(x.dtype());
+        let _ = writeln!(b, "      {t} v{i}[ELEMS];\n#pragma unroll\n      for (int u = 0; u < ELEMS; ++u) v{i}[u] = in{i}[o[{i}] + u];");
+    }
+    let _ = writeln!(b, "#pragma unroll\n      for (int u = 0; u < ELEMS; ++u) {{");
+    for (i, x) in inputs.iter().enumerate() {
+        let _ = writeln!(b, "      const {t} x{i} = v{i}[u];", t = ctype(x.dtype()));
+    }
+    let _ = write!(b, "{steps}      out[q * ELEMS + u] = s{last};\n      }}\n    }}\n    return;\n  }}\n");
+    let _ = write!(b, "  GRID_LOOP(i, l.n) {{\n    i64 o[{n}];\n    offsets<{n}>(l, i, o);\n");
+    for (i, x) in inputs.iter().enumerate() {
+        let _ = writeln!(b, "    const {t} x{i} = in{i}[o[{i}]];", t = ctype(x.dtype()));
+    }
+    let _ = write!(b, "{steps}    out[i] = s{last};\n  }}\n");
     Some(b)
 }
 

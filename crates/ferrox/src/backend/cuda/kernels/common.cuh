@@ -56,12 +56,39 @@ __device__ __forceinline__ void offsets(const Layout& l, i64 i, i64* o) {
     for (int k = 0; k < K; ++k) o[k] = i * l.st[k][0];
     return;
   }
+  if (l.n <= 0x7fffffff) {
+    // Index and shape fit 32 bits: 32-bit division and remainder, a fraction of the 64-bit
+    // ones' instructions (which made strided elementwise kernels over a prompt's activations
+    // several times slower than their bytes).
+    u32 j = (u32)i;
+    for (int d = l.nd - 1; d >= 0; --d) {
+      const u32 s = (u32)l.shape[d], c = j % s;
+      j /= s;
+#pragma unroll
+      for (int k = 0; k < K; ++k) o[k] += (i64)c * l.st[k][d];
+    }
+    return;
+  }
   for (int d = l.nd - 1; d >= 0; --d) {
     i64 c = i % l.shape[d];
     i /= l.shape[d];
 #pragma unroll
     for (int k = 0; k < K; ++k) o[k] += c * l.st[k][d];
   }
+}
+
+// Elements a thread of an elementwise kernel takes at once where the last axis is unit-stride
+// in every operand and a multiple of ELEMS long (rows_fit): one offset computation and ELEMS
+// independent loads in flight, where one element a thread left a few bytes in flight and the
+// kernels far under the memory's speed over a prompt's activations.
+#define ELEMS 8
+template <int K>
+__device__ __forceinline__ bool rows_fit(const Layout& l) {
+  if (l.nd < 1 || l.shape[l.nd - 1] % ELEMS != 0) return false;
+#pragma unroll
+  for (int k = 0; k < K; ++k)
+    if (l.st[k][l.nd - 1] != 1) return false;
+  return true;
 }
 
 #define GRID_LOOP(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)

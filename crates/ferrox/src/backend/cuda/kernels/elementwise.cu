@@ -186,6 +186,16 @@ typedef acc_t<T> A;
 #define UNARY(OP, FN)                                                                          \
   extern "C" __global__ void unary_##OP(T* __restrict__ out, const T* __restrict__ in, Layout l) { \
     OVERLAPPED_START(); \
+    if (rows_fit<1>(l)) { \
+      GRID_LOOP(q, l.n / ELEMS) { \
+        i64 o[1]; \
+        offsets<1>(l, q * ELEMS, o); \
+        A x[ELEMS]; \
+        _Pragma("unroll") for (int u = 0; u < ELEMS; ++u) x[u] = to_acc<T>(in[o[0] + u]); \
+        _Pragma("unroll") for (int u = 0; u < ELEMS; ++u) out[q * ELEMS + u] = from_acc<T>((A)FN(x[u])); \
+      } \
+      return; \
+    } \
     GRID_LOOP(i, l.n) {                                                                          \
       i64 o[1];                                                                                  \
       offsets<1>(l, i, o);                                                                       \
@@ -217,6 +227,16 @@ typedef acc_t<T> A;
   extern "C" __global__ void binary_##OP(T* __restrict__ out, const T* __restrict__ a, const T* __restrict__ b, \
                                          Layout l) {                                                          \
     OVERLAPPED_START(); \
+    if (rows_fit<2>(l)) { \
+      GRID_LOOP(q, l.n / ELEMS) { \
+        i64 o[2]; \
+        offsets<2>(l, q * ELEMS, o); \
+        A x[ELEMS], y[ELEMS]; \
+        _Pragma("unroll") for (int u = 0; u < ELEMS; ++u) x[u] = to_acc<T>(a[o[0] + u]), y[u] = to_acc<T>(b[o[1] + u]); \
+        _Pragma("unroll") for (int u = 0; u < ELEMS; ++u) out[q * ELEMS + u] = from_acc<T>(op_##OP<A>(x[u], y[u])); \
+      } \
+      return; \
+    } \
     GRID_LOOP(i, l.n) {                                                                                        \
       i64 o[2];                                                                                                \
       offsets<2>(l, i, o);                                                                                     \
@@ -246,6 +266,18 @@ extern "C" __global__ void select(T* __restrict__ out, const bool* __restrict__ 
 
 extern "C" __global__ void copy(T* __restrict__ out, const T* __restrict__ in, Layout l) {
   OVERLAPPED_START();
+  if (rows_fit<2>(l)) {
+    GRID_LOOP(q, l.n / ELEMS) {
+      i64 o[2];
+      offsets<2>(l, q * ELEMS, o);
+      T x[ELEMS];
+#pragma unroll
+      for (int u = 0; u < ELEMS; ++u) x[u] = in[o[0] + u];
+#pragma unroll
+      for (int u = 0; u < ELEMS; ++u) out[o[1] + u] = x[u];
+    }
+    return;
+  }
   GRID_LOOP(i, l.n) {
     i64 o[2];
     offsets<2>(l, i, o);
