@@ -179,6 +179,7 @@ fn main() {
     llm_ops(&mut c);
     attention(&mut c);
     quantized(&mut c);
+    quantized_more(&mut c);
     sorting(&mut c);
     scatters(&mut c);
     random(&mut c);
@@ -782,6 +783,125 @@ fn quantized(c: &mut Checker) {
     }
 }
 
+/// Quantization on the GPU (bit for bit: every part compared exactly), gather_mm and
+/// gather_qmm through the tiled kernel (many rows, no transpose, sorted indices over a
+/// prompt's rows, unsorted ones over a tile), `quantized_matmul` of a stack of matrices, and
+/// that none of it fell back to the CPU.
+fn quantized_more(c: &mut Checker) {
+    use fx::primitives::QuantMode;
+    let before = fallbacks_named(&["Quantized", "GatherMm"]);
+    let part = |q: (Array, Array, Option<Array>), i: usize| match i {
+        0 => q.0,
+        1 => q.1,
+        _ => q.2.unwrap(),
+    };
+    for dt in [Dtype::F32, Dtype::Bf16, Dtype::F16] {
+        let w = c.array(&[48, 256], dt, -1.0, 1.0);
+        for (bits, gs) in [(1usize, 32usize), (2, 32), (3, 64), (4, 64), (5, 128), (6, 64), (8, 32), (4, 128)] {
+            for (i, name) in ["packed", "scales", "biases"].iter().enumerate() {
+                c.check(&format!("quantized quantize {dt} {bits}-bit g{gs} {name}"), 0.0, || {
+                    Ok(part(fx::quantize(&w, gs, bits, QuantMode::Affine)?, i))
+                });
+            }
+        }
+        // A constant group and one with a single nonzero value (the nudged edge cases).
+        let edge = cpu(|| {
+            let z = fx::zeros(&[2, 64], dt)?;
+            let one = fx::concatenate(&[fx::full(&[1, 64], 0.5f32, dt)?, fx::zeros(&[1, 64], dt)?], 0)?;
+            let e = fx::add(&z, &one)?;
+            e.eval()?;
+            Ok::<_, fx::Error>(e)
+        })
+        .unwrap();
+        for (i, name) in ["packed", "scales", "biases"].iter().enumerate() {
+            c.check(&format!("quantized quantize {dt} 4-bit constant groups {name}"), 0.0, || {
+                Ok(part(fx::quantize(&edge, 32, 4, QuantMode::Affine)?, i))
+            });
+        }
+        for mode in [QuantMode::Mxfp4, QuantMode::Nvfp4, QuantMode::Mxfp8] {
+            let (gs, bits) = mode.defaults();
+            let m = mode.name();
+            // Spread magnitudes so scales cover many exponents.
+            let wide = cpu(|| fx::multiply(&w, &fx::exp(&fx::multiply(&w, 6.0f32)?)?)).unwrap();
+            for (i, name) in ["packed", "scales"].iter().enumerate() {
+                c.check(&format!("quantized quantize {dt} {m} {name}"), 0.0, || {
+                    Ok(part(fx::quantize(&wide, gs, bits, mode)?, i))
+                });
+            }
+        }
+        // gather_qmm through the tiled kernel: 6 matrices of 96 x 128 (4-bit and 3-bit affine,
+        // mxfp4), x of 12 rows a matrix, with and without the transpose.
+        let we = c.array(&[6, 96, 128], dt, -1.0, 1.0);
+        let wet = cpu(|| fx::contiguous(&fx::transpose(&we, &[0, 2, 1])?)).unwrap();
+        for (mode, bits, gs) in
+            [(QuantMode::Affine, 4usize, 64usize), (QuantMode::Affine, 3, 32), (QuantMode::Mxfp4, 4, 32)]
+        {
+            let m = if mode == QuantMode::Affine { format!("{bits}-bit") } else { mode.name().to_string() };
+            let (wq, s, b) = cpu(|| fx::quantize(&we, gs, bits, mode)).unwrap();
+            let (wqt, st, bt) = cpu(|| fx::quantize(&wet, gs, bits, mode)).unwrap();
+            let x = c.array(&[4, 1, 12, 128], dt, -1.0, 1.0);
+            let idx = c.array(&[4, 2], Dtype::U32, 0.0, 6.0);
+            c.check(&format!("quantized gather_qmm {dt} {m} 12 rows (tiled)"), bound(dt), || {
+                fx::gather_qmm(&x, &wq, &s, b.as_ref(), None, Some(&idx), true, gs, bits, mode, false)
+            });
+            let x96 = c.array(&[4, 1, 3, 96], dt, -1.0, 1.0);
+            c.check(&format!("quantized gather_qmm {dt} {m} not transposed (tiled)"), bound(dt), || {
+                fx::gather_qmm(&x96, &wqt, &st, bt.as_ref(), None, Some(&idx), false, gs, bits, mode, false)
+            });
+            // A prompt's rows routed to experts: 150 tokens x top-2, sorted by expert (as
+            // mlx-lm's MoE layers sort them), each a row of x; then the same unsorted with more rows.
+            let xs = c.array(&[300, 1, 128], dt, -1.0, 1.0);
+            let ri: Vec<u32> = {
+                let mut v: Vec<u32> = (0..300).map(|_| c.rng.uniform(0.0, 6.0) as u32).collect();
+                v.sort();
+                v
+            };
+            let rsorted = Array::from_slice(&ri, &[300]).unwrap();
+            let li: Vec<u32> = (0..300).collect();
+            let lidx = Array::from_slice(&li, &[300]).unwrap();
+            c.check(&format!("quantized gather_qmm {dt} {m} 300 sorted rows (tiled)"), bound(dt), || {
+                fx::gather_qmm(&xs, &wq, &s, b.as_ref(), Some(&lidx), Some(&rsorted), true, gs, bits, mode, true)
+            });
+            let x2 = c.array(&[70, 2, 9, 128], dt, -1.0, 1.0);
+            let i2 = c.array(&[70, 2], Dtype::U32, 0.0, 6.0);
+            c.check(&format!("quantized gather_qmm {dt} {m} 1260 unsorted rows (tiled)"), bound(dt), || {
+                fx::gather_qmm(&x2, &wq, &s, b.as_ref(), None, Some(&i2), true, gs, bits, mode, false)
+            });
+            // quantized_matmul of a stack: x [2, 1, 5, 128] against [1, 6, 96, 128] (broadcast).
+            let xb = c.array(&[2, 1, 5, 128], dt, -1.0, 1.0);
+            let wq4 = fx::reshape(&wq, &[1, 6, 96, -1]).unwrap();
+            let s4 = fx::reshape(&s, &[1, 6, 96, -1]).unwrap();
+            let b4 = b.as_ref().map(|b| fx::reshape(b, &[1, 6, 96, -1]).unwrap());
+            c.check(&format!("quantized qmm {dt} {m} batched matrices (tiled)"), bound(dt), || {
+                fx::quantized_matmul(&xb, &wq4, &s4, b4.as_ref(), true, gs, bits, mode)
+            });
+        }
+        // gather_mm (dense): b as given and as a transposed view (a Linear's weight).
+        let a = c.array(&[5, 20, 72], dt, -1.0, 1.0);
+        let bm = c.array(&[6, 72, 100], dt, -1.0, 1.0);
+        let bt = fx::transpose(&c.array(&[6, 100, 72], dt, -1.0, 1.0), &[0, 2, 1]).unwrap();
+        let (li, ri) = (c.array(&[3, 4], Dtype::U32, 0.0, 5.0), c.array(&[3, 4], Dtype::U32, 0.0, 6.0));
+        for (name, b) in [("row-major", &bm), ("transposed view", &bt)] {
+            c.check(&format!("quantized gather_mm {dt} {name}"), bound(dt), || {
+                fx::gather_mm(&a, b, Some(&li), Some(&ri), false)
+            });
+        }
+    }
+    let after = fallbacks_named(&["Quantized", "GatherMm"]);
+    let ok = after == before;
+    println!(
+        "{} quantize, gather_mm, gather_qmm never fell back to the CPU ({before} -> {after})",
+        if ok { "ok  " } else { "FAIL" }
+    );
+    c.results.push(("quantized: no CPU fallback".into(), 0.0, 0.0, ok));
+}
+
+/// How many ops whose name starts with one of `prefixes` ran on the CPU for the GPU so far.
+fn fallbacks_named(prefixes: &[&str]) -> usize {
+    let fb = ferrox::backend::fallback::fallbacks();
+    fb.iter().filter(|(name, _)| prefixes.iter().any(|p| name.starts_with(p))).map(|(_, n)| n).sum()
+}
+
 /// Values with many ties (for stability) and, for floats, NaN and signed zeros.
 fn tied(c: &mut Checker, shape: &[usize], dt: Dtype) -> Array {
     let (lo, hi) = match dt {
@@ -1178,16 +1298,15 @@ fn replay_timings(c: &mut Checker, out: &mut Vec<(String, String)>) {
     out.push((format!("chain of {n} small adds, replayed: per op"), format!("{:.2} µs", s / n as f64 * 1e6)));
 }
 
-/// Views, reshapes and an op with no GPU kernel (quantize): it falls back to the CPU by itself.
+/// Views, reshapes and an op the GPU kernels cannot take (more axes than a layout holds): it
+/// falls back to the CPU by itself.
 fn movement(c: &mut Checker) {
     let x = c.array(&[4, 6, 10], Dtype::F32, -1.0, 1.0);
     c.check("views reshape-of-transpose", 0.0, || fx::reshape(&fx::transpose(&x, &[2, 1, 0])?, &[10, 24]));
     c.check("views broadcast+add", 1e-6, || fx::add(&fx::broadcast_to(&x, &[3, 4, 6, 10])?, 1.0f32));
-    let wf = c.array(&[4, 64], Dtype::F32, -1.0, 1.0);
-    c.check("fallback quantize (CPU) then xor (GPU)", 0.0, || {
-        let (wq, _, _) = fx::quantize(&wf, 32, 4, fx::primitives::QuantMode::Affine)?;
-        fx::bitwise_xor(&wq, 0x5555u32)
-    });
+    // Ten axes no view merges are more than a kernel's layout takes: that add runs on the CPU.
+    let x10 = fx::transpose(&c.array(&[2; 10], Dtype::I32, -9.0, 9.0), &[9, 8, 7, 6, 5, 4, 3, 2, 1, 0]).unwrap();
+    c.check("fallback 10-axis add (CPU) then xor (GPU)", 0.0, || fx::bitwise_xor(&fx::add(&x10, &x10)?, 0x5555i32));
     // Memory figures count device memory.
     let before = fx::active_memory();
     let host = c.array(&[1 << 20], Dtype::F32, 0.0, 1.0);
@@ -1212,7 +1331,7 @@ fn movement(c: &mut Checker) {
 /// elementwise prologue fused into a reduction, and a program of more inputs than a generated
 /// kernel takes (run step by step). None may fall back to the CPU.
 fn fused(c: &mut Checker) {
-    let before = fused_fallbacks();
+    let before = fallbacks_named(&["Fused"]);
     let swiglu = fx::compile(|a: &[Array]| Ok(vec![fx::multiply(&fx::multiply(&a[0], &fx::sigmoid(&a[0])?)?, &a[1])?]))
         .shapeless(true);
     for dt in [Dtype::F32, Dtype::Bf16, Dtype::F16] {
@@ -1252,15 +1371,10 @@ fn fused(c: &mut Checker) {
     });
     let ins: Vec<Array> = (0..6).map(|_| c.array(&[5, 301], Dtype::F32, -1.0, 1.0)).collect();
     c.check("fused float32 six inputs (step by step)", 1e-5, || Ok(wide.call(&ins)?.remove(0)));
-    let after = fused_fallbacks();
+    let after = fallbacks_named(&["Fused"]);
     let ok = after == before;
     println!("{} fused programs never fell back to the CPU ({before} -> {after})", if ok { "ok  " } else { "FAIL" });
     c.results.push(("fused: no CPU fallback".into(), 0.0, 0.0, ok));
-}
-
-/// How many fused programs (or steps of one) ran on the CPU for the GPU so far.
-fn fused_fallbacks() -> usize {
-    ferrox::backend::fallback::fallbacks().iter().filter(|(name, _)| name.starts_with("Fused")).map(|(_, n)| n).sum()
 }
 
 fn time(reps: usize, f: impl Fn() -> Array) -> f64 {

@@ -9,7 +9,7 @@
 //! - [`compile`]: `.cu` sources compiled by NVRTC for the device's architecture at first use,
 //!   cached on disk.
 //! - [`fused`]: `compile`'s fused programs as one generated kernel each.
-//! - [`elementwise`], [`reduce`], [`matmul`], [`fast`], [`index`], [`scatter`], [`sort`],
+//! - [`elementwise`], [`reduce`], [`matmul`], [`gather_mm`], [`fast`], [`index`], [`scatter`], [`sort`],
 //!   [`random`], [`conv`], [`attention`], [`quantized`]: the kernels.
 //!
 //! An op this backend has no kernel for (or a dtype or layout it does not handle) returns
@@ -23,6 +23,7 @@ mod conv;
 mod elementwise;
 mod fast;
 mod fused;
+mod gather_mm;
 pub(crate) mod graph;
 mod index;
 mod layout;
@@ -71,6 +72,7 @@ pub(crate) fn eval(ordinal: usize, op: &Op, inputs: &[Array], shape: &[usize], d
             }
         }
         Op::Matmul { alpha, beta } => matmul::matmul(gpu, inputs, *alpha, *beta, shape, dtype)?,
+        Op::GatherMm { .. } => gather_mm::gather_mm(gpu, inputs, shape, dtype)?,
         Op::Arange { start, step } => index::arange(gpu, *start, *step, shape, dtype)?,
         Op::Gather { axes, slice_sizes } => index::gather(gpu, inputs, axes, slice_sizes, shape, dtype)?,
         Op::TakeAlongAxis(axis) => index::take_along_axis(gpu, &inputs[0], &inputs[1], *axis, shape, dtype)?,
@@ -101,6 +103,5 @@ pub(crate) fn eval(ordinal: usize, op: &Op, inputs: &[Array], shape: &[usize], d
             let f = freqs.then(|| &inputs[2]);
             fast::rope(gpu, &inputs[0], &inputs[1], f, *dims, *traditional, *base, *scale, shape)?
         }
-        _ => None,
     })
 }

@@ -3,21 +3,25 @@
 //! kernel reading the packed words directly for decode (up to 8 rows of x against the
 //! transposed stored matrix), and for prefill the matrix dequantized into a temporary of x's
 //! dtype and multiplied on the tensor cores by cuBLAS. `gather_qmm` (MoE experts) with up to
-//! 8 rows per x matrix runs the decode kernel with its index pair read on the device.
-//! gather_qmm with more rows and batched `quantized_matmul` run on the CPU.
+//! 8 rows per x matrix runs the decode kernel with its index pair read on the device; with
+//! more rows, without the transpose, or with sorted indices over many rows (a prompt), it and
+//! `quantized_matmul` of a stack of matrices run the tiled kernel of [`super::gather_mm`] with
+//! a dequantizing tile loader. `quantize` runs a thread a group with the CPU's arithmetic
+//! (packed words, scales and biases equal bit for bit).
 
 use cudarc::driver::LaunchConfig;
 
 use crate::array::{Array, Data};
 use crate::dtype::Dtype;
 use crate::error::Result;
-use crate::primitives::{QuantMode, QuantOp, QuantParams};
+use crate::primitives::{QuantMode, QuantOp, QuantParams, QuantPart};
 
 use super::alloc::{alloc_out, device_ptr};
 use super::compile::COMMON;
 use super::context::Gpu;
 use super::elementwise::copy;
-use super::layout::{ctype, launch, launch_cfg, launch_overlapped, Arg, Layout};
+use super::gather_mm::{self, BSide, Dims, Pairs};
+use super::layout::{ctype, launch, launch_cfg, launch_overlapped, Arg};
 
 const SRC: &str = include_str!("kernels/quantized.cu");
 /// Rows of x up to which the matrix-vector kernel runs.
@@ -26,6 +30,10 @@ const QMV_MAX_ROWS: usize = 8;
 const QMV_THREADS: u32 = 128;
 /// Output features a block of the matrix-vector kernel takes (QMV_WARPS / QMV_SPLIT · QMV_COLS).
 const QMV_FEATURES: usize = 8;
+/// Rows (pairs × rows of x) from which `gather_qmm` with sorted indices takes the tiled kernel:
+/// enough that runs of rows share their matrix (a prompt's tokens routed to experts), where the
+/// matrix-vector kernel would read a matrix once per pair.
+const TILED_SORTED_ROWS: usize = 128;
 
 /// FMT of quantized.cu for a format.
 fn fmt(mode: QuantMode) -> u32 {
@@ -38,12 +46,13 @@ fn fmt(mode: QuantMode) -> u32 {
 }
 
 /// Kernel `name` of the quantized module for `t` and `p`; `qmv_m` > 0 selects the module of
-/// the matrix-vector kernels for up to that many rows (QMV_M of quantized.cu).
+/// the matrix-vector kernels for up to that many rows (QMV_M of quantized.cu), 0 the one of
+/// dequantize, quantize and the tiled product (gather_mm.cu).
 fn function(g: &Gpu, t: Dtype, p: QuantParams, name: &str, qmv_m: usize) -> Result<cudarc::driver::CudaFunction> {
     let (c, bits, f) = (ctype(t), p.bits, fmt(p.mode));
-    let m = if qmv_m > 0 { format!("#define QMV_M {qmv_m}\n") } else { String::new() };
+    let (m, tiled) = if qmv_m > 0 { (format!("#define QMV_M {qmv_m}\n"), "") } else { (String::new(), gather_mm::SRC) };
     g.function(&format!("quantized {c} {bits} {f} {qmv_m}"), name, || {
-        format!("{COMMON}\n#define T {c}\n#define BITS {bits}\n#define FMT {f}\n{m}{SRC}\n")
+        format!("{COMMON}\n#define T {c}\n#define BITS {bits}\n#define FMT {f}\n{m}{SRC}\n{tiled}\n")
     })
 }
 
@@ -82,6 +91,11 @@ impl Stored {
     /// The kernels' leading arguments: the packed words, scales and biases.
     fn args(&self) -> [Arg<'static>; 3] {
         [Arg::U64(self.w), Arg::U64(self.scales), Arg::U64(self.biases)]
+    }
+
+    /// The matrices as the tiled kernel's B (kept as [N, K] when `transpose`).
+    fn b_side(&self, p: QuantParams, transpose: bool) -> BSide {
+        BSide { ptrs: [self.w, self.scales, self.biases], strides: [0; 3], group_size: p.group_size, trans: transpose }
     }
 }
 
@@ -170,34 +184,74 @@ pub(crate) fn eval(
             }
             Ok(Some(dequantize_into(g, &m, p, dtype)?))
         }
+        QuantOp::Quantize(part) => quantize(g, part, p, &inputs[0], shape, dtype),
         QuantOp::Matmul { transpose } => matmul(g, inputs, p, transpose, shape, dtype),
-        QuantOp::GatherMatmul { transpose: true, .. } => gather_qmv(g, inputs, p, shape, dtype),
-        _ => Ok(None),
+        QuantOp::GatherMatmul { transpose, sorted } => gather_qmm(g, inputs, p, transpose, sorted, shape, dtype),
     }
 }
 
-/// `gather_qmm` with the transpose, for up to 8 rows per x matrix: the decode kernel with the
-/// index pair read on the device (blocks over pairs). `None` for more rows.
-fn gather_qmv(g: &Gpu, inputs: &[Array], p: QuantParams, shape: &[usize], dtype: Dtype) -> Result<Option<Data>> {
+/// One output (`part`) of quantizing `w` along its last axis, bit for bit as the CPU does it
+/// (a thread a group); `None` for a dtype the kernels lack.
+fn quantize(
+    g: &Gpu,
+    part: QuantPart,
+    p: QuantParams,
+    w: &Array,
+    shape: &[usize],
+    dtype: Dtype,
+) -> Result<Option<Data>> {
+    if !matches!(w.dtype(), Dtype::F32 | Dtype::F16 | Dtype::Bf16) || !(1..=8).contains(&p.bits) {
+        return Ok(None);
+    }
+    let (out, po) = alloc_out(shape, dtype)?;
+    let groups = w.size() / p.group_size.max(1);
+    if groups == 0 {
+        return Ok(Some(out));
+    }
+    let (_kw, pw) = row_major(g, w)?;
+    let code = match part {
+        QuantPart::Packed => 0,
+        QuantPart::Scales => 1,
+        QuantPart::Biases => 2,
+    };
+    let f = function(g, w.dtype(), p, "quantize", 0)?;
+    let args = [Arg::U64(po), Arg::U64(pw), Arg::I64(groups as i64), Arg::I32(p.group_size as i32), Arg::I32(code)];
+    launch(g, &f, g.grid(groups, 128), 128, &args)?;
+    Ok(Some(out))
+}
+
+/// `gather_qmm`: the matrix-vector kernel with the index pair read on the device (blocks over
+/// pairs) for up to 8 rows per x matrix with the transpose, unless sorted indices promise runs
+/// of rows per matrix (a prompt through a mixture of experts); else the tiled kernel.
+fn gather_qmm(
+    g: &Gpu,
+    inputs: &[Array],
+    p: QuantParams,
+    transpose: bool,
+    sorted: bool,
+    shape: &[usize],
+    dtype: Dtype,
+) -> Result<Option<Data>> {
     let x = &inputs[0];
     let n_in = inputs.len();
     let (lhs, rhs) = (&inputs[n_in - 2], &inputs[n_in - 1]);
-    if x.dtype() != dtype
-        || n_in != product_inputs(p.mode) + 2
-        || x.ndim() < 2
-        || lhs.dtype() != Dtype::U32
-        || rhs.dtype() != Dtype::U32
-    {
+    if x.dtype() != dtype || n_in != product_inputs(p.mode) + 2 || x.ndim() < 2 {
         return Ok(None);
     }
     let Some(m) = stored(g, inputs, p, dtype, true)? else { return Ok(None) };
     let (rows, k) = (x.shape()[x.ndim() - 2], x.shape()[x.ndim() - 1]);
-    let n = m.rows;
+    let (kk, n) = if transpose { (m.cols, m.rows) } else { (m.rows, m.cols) };
     let nw = inputs[1].size() / (m.rows * m.cols * p.bits / 32).max(1);
     let nx = x.size() / (rows * k).max(1);
     let pairs = lhs.size();
-    if k != m.cols || !(1..=QMV_MAX_ROWS).contains(&rows) || pairs > 65535 || rhs.shape() != lhs.shape() {
+    let Some(pr) = Pairs::indexed(g, lhs, rhs)? else { return Ok(None) };
+    if k != kk {
         return Ok(None);
+    }
+    if !transpose || rows > QMV_MAX_ROWS || pairs > 65535 || (sorted && pairs * rows >= TILED_SORTED_ROWS) {
+        let dims = Dims { m: rows, k, n, nx, nw };
+        let f = function(g, dtype, p, "gather_mm_tiled", 0)?;
+        return Ok(Some(gather_mm::tiled(g, &f, x, &m.b_side(p, transpose), &pr, &dims, shape)?));
     }
     let (out, po) = alloc_out(shape, dtype)?;
     if pairs * n == 0 || nx == 0 || nw == 0 {
@@ -207,9 +261,6 @@ fn gather_qmv(g: &Gpu, inputs: &[Array], p: QuantParams, shape: &[usize], dtype:
     if m.w % 16 != 0 {
         return Ok(None);
     }
-    let (dl, dr) = (lhs.data()?, rhs.data()?);
-    let Some(li) = Layout::new(lhs.shape(), &[dl.strides.clone(), dr.strides.clone()]) else { return Ok(None) };
-    let (pl, pr) = (device_ptr(g, &dl, Dtype::U32)?, device_ptr(g, &dr, Dtype::U32)?);
     let mr = rows.next_power_of_two();
     let f = function(g, dtype, p, &format!("gather_qmv_{mr}"), mr)?;
     let [w, s, b] = m.args();
@@ -222,9 +273,9 @@ fn gather_qmv(g: &Gpu, inputs: &[Array], p: QuantParams, shape: &[usize], dtype:
         Arg::I64(n as i64),
         Arg::I64(k as i64),
         Arg::I64(p.group_size as i64),
-        Arg::U64(pl),
-        Arg::U64(pr),
-        Arg::Layout(&li),
+        Arg::U64(pr.lhs),
+        Arg::U64(pr.rhs),
+        Arg::Layout(&pr.layout),
         Arg::I64(nx as i64),
         Arg::I64(nw as i64),
         Arg::I32(rows as i32),
@@ -250,6 +301,9 @@ fn matmul(
     let x = &inputs[0];
     if x.dtype() != dtype || inputs.len() != product_inputs(p.mode) {
         return Ok(None);
+    }
+    if inputs[1].ndim() > 2 {
+        return batched_matmul(g, inputs, p, transpose, shape, dtype);
     }
     let Some(m) = stored(g, inputs, p, dtype, false)? else { return Ok(None) };
     let k = *x.shape().last().unwrap_or(&0);
@@ -299,4 +353,33 @@ fn matmul(
     };
     let w = Array::from_data(wshape, dtype, wdata);
     super::matmul::matmul(g, &[x.clone(), w], 1.0, 0.0, shape, dtype)
+}
+
+/// `quantized_matmul` of a stack of stored matrices [..., rows, words]: the tiled kernel over
+/// the output's batch axes, broadcast from those of x [..., M, K] and of the stack.
+fn batched_matmul(
+    g: &Gpu,
+    inputs: &[Array],
+    p: QuantParams,
+    transpose: bool,
+    shape: &[usize],
+    dtype: Dtype,
+) -> Result<Option<Data>> {
+    let (x, wq) = (&inputs[0], &inputs[1]);
+    let (xn, wn) = (x.ndim(), wq.ndim());
+    if xn < 2 {
+        return Ok(None);
+    }
+    let Some(m) = stored(g, inputs, p, dtype, true)? else { return Ok(None) };
+    let nd = shape.len();
+    let (rows, k) = (x.shape()[xn - 2], x.shape()[xn - 1]);
+    let (kk, n) = if transpose { (m.cols, m.rows) } else { (m.rows, m.cols) };
+    let (xb, wb) = (&x.shape()[..xn - 2], &wq.shape()[..wn - 2]);
+    if k != kk {
+        return Ok(None);
+    }
+    let Some(pr) = Pairs::batched(&shape[..nd - 2], xb, wb) else { return Ok(None) };
+    let dims = Dims { m: rows, k, n, nx: xb.iter().product(), nw: wb.iter().product() };
+    let f = function(g, dtype, p, "gather_mm_tiled", 0)?;
+    Ok(Some(gather_mm::tiled(g, &f, x, &m.b_side(p, transpose), &pr, &dims, shape)?))
 }

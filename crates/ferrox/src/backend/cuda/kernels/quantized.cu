@@ -238,3 +238,114 @@ extern "C" __global__ void dequantize(T* __restrict__ out, const u32* __restrict
     }
   }
 }
+
+// ---- Quantization: W [groups · gs] (row-major, T) a group a thread, with the CPU's
+// arithmetic (IEEE divisions and roundings, ties to even) so that packed words, scales and
+// biases match it bit for bit.
+
+// The FP8 E4M3 code of x, rounded to nearest, ties to even (saturating at 448).
+__device__ __forceinline__ u32 fp8_code(float x) {
+  const u32 bits = __float_as_uint(x), sign = (bits >> 24) & 0x80u, a = bits & 0x7FFFFFFFu;
+  u32 code;
+  if (a >= 0x43E00000u) {  // 448 and above (and NaN)
+    code = 0x7Eu;
+  } else if (a < 0x3C800000u) {  // below 2^-6: subnormal codes, multiples of 2^-9
+    code = (u32)rintf(__uint_as_float(a) * 512.0f);
+  } else {  // rebias the exponent (127 -> 7) and round the mantissa to 3 bits
+    code = ((a - (120u << 23) + 0x7FFFFu + ((a >> 20) & 1u)) >> 20) & 0xFFu;
+  }
+  return code | sign;
+}
+
+// The FP4 E2M1 code of x, rounded to nearest, ties to even (saturating at 6).
+__device__ __forceinline__ u32 fp4_code(float x) {
+  const float a = fabsf(x);
+  const u32 mag = a > 5.0f ? 7 : a >= 3.5f ? 6 : a > 2.5f ? 5 : a >= 1.75f ? 4 : a > 1.25f ? 3 : a >= 0.75f ? 2 : a > 0.25f ? 1 : 0;
+  return mag != 0 && signbit(x) ? (mag | 8u) : mag;
+}
+
+// Group g's codes packed into its gs · BITS / 32 words (a little-endian bit stream).
+template <typename Code>
+__device__ __forceinline__ void pack_group(u32* __restrict__ out, i64 g, int gs, Code code) {
+  u32* o = out + g * (gs * BITS / 32);
+  u64 acc = 0;
+  int filled = 0;
+  for (int i = 0; i < gs; ++i) {
+    acc |= (u64)code(i) << filled;
+    filled += BITS;
+    if (filled >= 32) {
+      *o++ = (u32)acc;
+      acc >>= 32;
+      filled -= 32;
+    }
+  }
+}
+
+// One output of quantizing W: part 0 the packed words (u32), 1 the scales (T for affine,
+// u8 scale codes otherwise), 2 the biases (T; affine only).
+extern "C" __global__ void quantize(void* __restrict__ out, const T* __restrict__ w, i64 groups, int gs, int part) {
+  GRID_LOOP(g, groups) {
+    const T* v = w + g * gs;
+#if FMT == 0
+    // The scale spans min..max over 2^BITS - 1 steps; from 2 bits on it is nudged so the edge
+    // of larger magnitude is exact (it becomes the bias, and the scale takes its sign).
+    const float n_bins = (float)((1u << BITS) - 1u);
+    float lo = __int_as_float(0x7F800000), hi = -lo;
+    for (int i = 0; i < gs; ++i) {
+      const float x = to_acc<T>(v[i]);
+      lo = fminf(lo, x);
+      hi = fmaxf(hi, x);
+    }
+    float scale, bias;
+    if (BITS == 1) {
+      scale = fmaxf(__fsub_rn(hi, lo), 1e-7f);
+      bias = lo;
+    } else {
+      const bool from_min = fabsf(lo) > fabsf(hi);
+      scale = fmaxf(__fdiv_rn(__fsub_rn(hi, lo), n_bins), 1e-7f);
+      if (!from_min) scale = -scale;
+      const float edge = from_min ? lo : hi;
+      const float q0 = rintf(__fdiv_rn(edge, scale));
+      bias = 0.0f;
+      if (q0 != 0.0f) {
+        scale = __fdiv_rn(edge, q0);
+        bias = edge;
+      }
+    }
+    if (part == 1) {
+      ((T*)out)[g] = from_acc<T>(scale);
+    } else if (part == 2) {
+      ((T*)out)[g] = from_acc<T>(bias);
+    } else {
+      pack_group((u32*)out, g, gs, [&](int i) {
+        const float q = rintf(__fdiv_rn(__fsub_rn(to_acc<T>(v[i]), bias), scale));
+        return (u32)fminf(fmaxf(q, 0.0f), n_bins);
+      });
+    }
+#else
+    // The scale is max|w| / (6 or 448), rounded up to a power of two (E8M0, mx formats; the
+    // exponent through a double log2 rounded to float, as a correctly rounded log2f gives it)
+    // or to the nearest E4M3 value (nvfp4).
+    float amax = 0.0f;
+    for (int i = 0; i < gs; ++i) amax = fmaxf(amax, fabsf(to_acc<T>(v[i])));
+    const float scale = __fdiv_rn(amax, FMT == 3 ? 448.0f : 6.0f);
+#if FMT == 2
+    const u32 code = fp8_code(scale);
+    const float divisor = fp8_value(code);
+#else
+    const int e = scale == 0.0f ? 0 : max(-127, min(127, (int)ceilf((float)log2((double)scale))));
+    const u32 code = (u32)(e + 127);
+    const float divisor = ldexpf(1.0f, e);
+#endif
+    if (part == 1) {
+      ((u8*)out)[g] = (u8)code;
+    } else {
+      pack_group((u32*)out, g, gs, [&](int i) {
+        // A scale that rounded to zero zeroes the group.
+        const float q = divisor == 0.0f ? 0.0f : __fdiv_rn(to_acc<T>(v[i]), divisor);
+        return FMT == 3 ? fp8_code(q) : fp4_code(q);
+      });
+    }
+#endif
+  }
+}
