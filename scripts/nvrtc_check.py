@@ -1,7 +1,8 @@
 """Compiles ferrox's CUDA kernel sources with NVRTC for sm_90, here, without a GPU: catches
 syntax errors before a device run and prints each kernel's registers, spills and shared memory.
 
-    python3 scripts/nvrtc_check.py [FAMILY ...]   # attention quantized index fast reduce elementwise gemv
+    python3 scripts/nvrtc_check.py [FAMILY ...]   # attention quantized gather_mm index fast reduce
+                                                # elementwise gemv
                                                 # sort scatter random conv
 
 Needs the nvidia-cuda-nvrtc wheel (cuda-bindings); the sources are assembled as the Rust side
@@ -33,7 +34,7 @@ def fam(name, defines, body, extra=""):
     d = "".join(f"#define {k} {v}\n" for k, v in defines.items())
     return compile_src(name, f"{COMMON}\n{d}{(K / body).read_text()}\n{extra}")
 
-want = set(sys.argv[1:]) or {"attention", "quantized", "index", "fast", "reduce", "elementwise", "sort", "scatter",
+want = set(sys.argv[1:]) or {"attention", "quantized", "gather_mm", "index", "fast", "reduce", "elementwise", "sort", "scatter",
                              "random", "conv", "gemv"}
 ok = True
 for t in ["float", "f16", "bf16"]:
@@ -41,10 +42,16 @@ for t in ["float", "f16", "bf16"]:
         mma = {"f16": '"f16"', "bf16": '"bf16"'}.get(t)
         ok &= fam(f"attention {t}", {"T": t, **({"MMA_KIND": mma} if mma else {})}, "attention.cu")
     if "quantized" in want:
-        for bits in [2, 3, 4, 8]:
-            ok &= fam(f"quantized {t} {bits}", {"T": t, "BITS": bits, "FMT": 0}, "quantized.cu")
+        # The module of dequantize, quantize and the tiled product (quantized.rs, QMV_M unset),
+        # and one of the matrix-vector kernels.
+        tiled = (K / "gather_mm.cu").read_text()
+        for bits in [1, 2, 3, 4, 5, 6, 8]:
+            ok &= fam(f"quantized {t} {bits}", {"T": t, "BITS": bits, "FMT": 0}, "quantized.cu", tiled)
+        ok &= fam(f"quantized {t} 4 qmv 8", {"T": t, "BITS": 4, "FMT": 0, "QMV_M": 8}, "quantized.cu")
         for fmt, bits in [(1, 4), (2, 4), (3, 8)]:
-            ok &= fam(f"quantized {t} {bits} fmt {fmt}", {"T": t, "BITS": bits, "FMT": fmt}, "quantized.cu")
+            ok &= fam(f"quantized {t} {bits} fmt {fmt}", {"T": t, "BITS": bits, "FMT": fmt}, "quantized.cu", tiled)
+    if "gather_mm" in want:
+        ok &= fam(f"gather_mm {t}", {"T": t}, "gather_mm.cu")
     if "fast" in want:
         ok &= fam(f"fast {t}", {"T": t}, "fast.cu")
     if "gemv" in want:
