@@ -830,23 +830,24 @@ fn quantized_more(c: &mut Checker) {
             }
         }
         // gather_qmm through the tiled kernel: 6 matrices of 96 x 128 (4-bit and 3-bit affine,
-        // mxfp4), x of 12 rows a matrix, with and without the transpose.
+        // mxfp4), x of 12 rows a matrix, and without the transpose.
+        // (Without the transpose the stored matrices are [K 128, N 192]: packed along N.)
         let we = c.array(&[6, 96, 128], dt, -1.0, 1.0);
-        let wet = cpu(|| fx::contiguous(&fx::transpose(&we, &[0, 2, 1])?)).unwrap();
+        let wn = c.array(&[6, 128, 192], dt, -1.0, 1.0);
         for (mode, bits, gs) in
             [(QuantMode::Affine, 4usize, 64usize), (QuantMode::Affine, 3, 32), (QuantMode::Mxfp4, 4, 32)]
         {
             let m = if mode == QuantMode::Affine { format!("{bits}-bit") } else { mode.name().to_string() };
             let (wq, s, b) = cpu(|| fx::quantize(&we, gs, bits, mode)).unwrap();
-            let (wqt, st, bt) = cpu(|| fx::quantize(&wet, gs, bits, mode)).unwrap();
+            let (wqt, st, bt) = cpu(|| fx::quantize(&wn, gs, bits, mode)).unwrap();
             let x = c.array(&[4, 1, 12, 128], dt, -1.0, 1.0);
             let idx = c.array(&[4, 2], Dtype::U32, 0.0, 6.0);
             c.check(&format!("quantized gather_qmm {dt} {m} 12 rows (tiled)"), bound(dt), || {
                 fx::gather_qmm(&x, &wq, &s, b.as_ref(), None, Some(&idx), true, gs, bits, mode, false)
             });
-            let x96 = c.array(&[4, 1, 3, 96], dt, -1.0, 1.0);
+            let x3 = c.array(&[4, 1, 3, 128], dt, -1.0, 1.0);
             c.check(&format!("quantized gather_qmm {dt} {m} not transposed (tiled)"), bound(dt), || {
-                fx::gather_qmm(&x96, &wqt, &st, bt.as_ref(), None, Some(&idx), false, gs, bits, mode, false)
+                fx::gather_qmm(&x3, &wqt, &st, bt.as_ref(), None, Some(&idx), false, gs, bits, mode, false)
             });
             // A prompt's rows routed to experts: 150 tokens x top-2, sorted by expert (as
             // mlx-lm's MoE layers sort them), each a row of x; then the same unsorted with more rows.
