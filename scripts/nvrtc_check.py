@@ -56,6 +56,8 @@ for t in ["float", "f16", "bf16"]:
         ok &= fam(f"fast {t}", {"T": t}, "fast.cu")
     if "gemv" in want:
         ok &= fam(f"gemv {t}", {"T": t}, "gemv.cu")
+if "attention" in want:
+    ok &= fam("attention double", {"T": "double", "ATTN_F64": ""}, "attention.cu")
 if "index" in want:
     for t in ["u8", "u16", "u32", "u64"]:
         ok &= fam(f"index {t} i32", {"T": t, "I": "i32"}, "index.cu")

@@ -118,6 +118,31 @@ impl Checker {
     }
 }
 
+/// How many times ops of the variants `ops` ("Attention", "Gather", ...; any dtype) ran on the
+/// CPU for the GPU so far.
+fn fallbacks_of(ops: &[&str]) -> usize {
+    ferrox::backend::fallback::fallbacks()
+        .iter()
+        .filter(|(name, _)| ops.iter().any(|op| name.split('(').next() == Some(op)))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+impl Checker {
+    /// Records check `name`: no op of the variants `ops` fell back to the CPU since
+    /// [`fallbacks_of`] gave `before`.
+    fn no_fallback(&mut self, name: &str, ops: &[&str], before: usize) {
+        let after = fallbacks_of(ops);
+        let ok = after == before;
+        println!(
+            "{} {name}: {} ran on the CPU {before} -> {after} times",
+            if ok { "ok  " } else { "FAIL" },
+            ops.join(", ")
+        );
+        self.results.push((name.into(), 0.0, 0.0, ok));
+    }
+}
+
 /// (relative error, reference norm, pass). Bools and integers compare exactly, bit by bit for
 /// bool (a poisoned byte is neither 0 nor 1).
 fn compare(want: &Array, got: &Array, bound: f64) -> (f64, f64, bool) {
@@ -518,7 +543,11 @@ fn matmuls(c: &mut Checker) {
     }
 }
 
+/// The row kernels: softmax, the norms (also with a weight and bias of another dtype than x)
+/// and rope (offsets of any integer dtype, f16 / bf16 frequencies). None may fall back.
 fn fast(c: &mut Checker) {
+    let row_ops = ["Softmax", "RmsNorm", "LayerNorm", "Rope"];
+    let before = fallbacks_of(&row_ops);
     for dt in [Dtype::F32, Dtype::F16, Dtype::Bf16] {
         let b = bound(dt);
         let x = c.array(&[2, 5, 1000], dt, -4.0, 4.0);
@@ -557,12 +586,46 @@ fn fast(c: &mut Checker) {
             let v = fx::transpose(&qt, &[0, 3, 2, 1])?;
             fx::fast::rope(&v, 4, false, Some(10000.0), 1.0, 2i32, None)
         });
+        // Offsets of other integer dtypes (converted to i64 on the device): a u16 scalar on the
+        // host, an i8 one computed on the device; f16 / bf16 frequencies (converted to f32).
+        c.check(&format!("fast rope {dt} u16 offset"), b, || {
+            fx::fast::rope(&q, 64, false, Some(10000.0), 1.0, &Array::scalar(300u16), None)
+        });
+        c.check(&format!("fast rope {dt} computed i8 offset"), b, || {
+            let off = fx::add(Array::scalar(-3i8), Array::scalar(12i8))?;
+            fx::fast::rope(&q, 64, true, Some(10000.0), 1.0, &off, None)
+        });
+        for fdt in [Dtype::F16, Dtype::Bf16] {
+            let freqs = c.array(&[16], fdt, 1.0, 500.0);
+            c.check(&format!("fast rope {dt} {fdt} freqs"), b, || {
+                fx::fast::rope(&q, 32, false, None, 1.0, 5i32, Some(&freqs))
+            });
+        }
     }
+    // A weight (and bias) of another float dtype than x: the op's dtype is their promotion,
+    // and the vectors are converted to it on the device.
+    for (xdt, wdt, bdt) in [
+        (Dtype::F32, Dtype::Bf16, Dtype::F16),
+        (Dtype::F16, Dtype::Bf16, Dtype::F32),
+        (Dtype::F64, Dtype::F32, Dtype::F64),
+    ] {
+        let x = c.array(&[3, 700], xdt, -4.0, 4.0);
+        let w = c.array(&[700], wdt, 0.5, 1.5);
+        let bias = c.array(&[700], bdt, -1.0, 1.0);
+        let b = bound(fx::promote_types(xdt, wdt));
+        c.check(&format!("fast rms_norm {xdt} x, {wdt} weight"), b, || fx::fast::rms_norm(&x, Some(&w), 1e-5));
+        c.check(&format!("fast layer_norm {xdt} x, {wdt} weight, {bdt} bias"), b, || {
+            fx::fast::layer_norm(&x, Some(&w), Some(&bias), 1e-5)
+        });
+    }
+    c.no_fallback("fast: no CPU fallback", &row_ops, before);
 }
 
-/// The ops an LLM step needs beside matmul and the norms: embedding gathers, KV-cache writes
-/// and growth, ranges, log-sum-exp, rope with custom frequencies.
+/// The ops an LLM step needs beside matmul and the norms: embedding gathers (no gather may
+/// fall back, index arrays of two dtypes included), KV-cache writes and growth, ranges,
+/// log-sum-exp, rope with custom frequencies.
 fn llm_ops(c: &mut Checker) {
+    let before = fallbacks_of(&["Gather"]);
     for dt in [Dtype::F32, Dtype::Bf16, Dtype::F16, Dtype::I32, Dtype::U8] {
         let w = c.array(&[500, 96], dt, -3.0, 3.0);
         for it in [Dtype::I32, Dtype::U32, Dtype::I64] {
@@ -577,6 +640,11 @@ fn llm_ops(c: &mut Checker) {
         let ids3 = c.array(&[1, 5], Dtype::I32, 0.0, 500.0);
         c.check(&format!("index gather {dt} two axes"), 0.0, || {
             fx::gather(&w, &[ids3.clone(), ids2.clone()], &[0, 1], &[1, 1])
+        });
+        // Index arrays of different dtypes (converted to i64 on the device).
+        let ids2u = c.array(&[4, 1], Dtype::U8, 0.0, 96.0);
+        c.check(&format!("index gather {dt} two axes, i32 and u8 indices"), 0.0, || {
+            fx::gather(&w, &[ids3.clone(), ids2u.clone()], &[0, 1], &[1, 1])
         });
         let a = c.array(&[6, 40, 9], dt, -3.0, 3.0);
         let idx = c.array(&[6, 5, 9], Dtype::I32, 0.0, 40.0);
@@ -607,6 +675,7 @@ fn llm_ops(c: &mut Checker) {
         });
         c.check(&format!("index arange {dt}"), 0.0, || fx::arange(-7.0, 90.0, 1.5, dt));
     }
+    c.no_fallback("index: no CPU fallback (gather)", &["Gather"], before);
     for dt in [Dtype::F32, Dtype::Bf16, Dtype::F16] {
         let x = c.array(&[3, 7, 1000], dt, -8.0, 8.0);
         c.check(&format!("fast logsumexp {dt}"), bound(dt), || fx::logsumexp(&x, Some(&[-1]), true));
@@ -643,9 +712,11 @@ fn llm_ops(c: &mut Checker) {
 }
 
 /// Attention: the split-KV decode kernel (few rows per kv head) and the flash kernel (many),
-/// with grouped heads, every mask kind, a KV-cache view (strided keys) and head sizes 64–256.
+/// with grouped heads, every mask kind, a KV-cache view (strided keys) and head sizes 64–256;
+/// f64 (every case) through its warp-a-row kernel. None may fall back to the CPU.
 fn attention(c: &mut Checker) {
     use fx::fast::{scaled_dot_product_attention as sdpa, SdpaMask};
+    let before = fallbacks_of(&["Attention"]);
     /// (name, B, Hq, Hkv, L, S, D, Dv)
     type Case = (&'static str, usize, usize, usize, usize, usize, usize, usize);
     let cases: [Case; 12] = [
@@ -664,7 +735,7 @@ fn attention(c: &mut Checker) {
         ("prefill dv96", 1, 6, 2, 40, 77, 80, 96),
         ("prefill d256", 1, 2, 1, 45, 45, 256, 256),
     ];
-    for dt in [Dtype::F32, Dtype::F16, Dtype::Bf16] {
+    for dt in FLOATS {
         let bd = bound(dt);
         for (name, b, hq, hkv, l, s, d, dv) in cases {
             let q = c.array(&[b, hq, l, d], dt, -1.0, 1.0);
@@ -695,6 +766,7 @@ fn attention(c: &mut Checker) {
             });
         }
     }
+    c.no_fallback("attention: no CPU fallback", &["Attention"], before);
 }
 
 /// Quantized products (affine, mxfp4, nvfp4, mxfp8): the matrix-vector kernel (1–8 rows) and
@@ -789,7 +861,7 @@ fn quantized(c: &mut Checker) {
 /// that none of it fell back to the CPU.
 fn quantized_more(c: &mut Checker) {
     use fx::primitives::QuantMode;
-    let before = fallbacks_named(&["Quantized", "GatherMm"]);
+    let before = fallbacks_of(&["Quantized", "GatherMm"]);
     let part = |q: (Array, Array, Option<Array>), i: usize| match i {
         0 => q.0,
         1 => q.1,
@@ -888,19 +960,7 @@ fn quantized_more(c: &mut Checker) {
             });
         }
     }
-    let after = fallbacks_named(&["Quantized", "GatherMm"]);
-    let ok = after == before;
-    println!(
-        "{} quantize, gather_mm, gather_qmm never fell back to the CPU ({before} -> {after})",
-        if ok { "ok  " } else { "FAIL" }
-    );
-    c.results.push(("quantized: no CPU fallback".into(), 0.0, 0.0, ok));
-}
-
-/// How many ops whose name starts with one of `prefixes` ran on the CPU for the GPU so far.
-fn fallbacks_named(prefixes: &[&str]) -> usize {
-    let fb = ferrox::backend::fallback::fallbacks();
-    fb.iter().filter(|(name, _)| prefixes.iter().any(|p| name.starts_with(p))).map(|(_, n)| n).sum()
+    c.no_fallback("quantized: no CPU fallback", &["Quantized", "GatherMm"], before);
 }
 
 /// Values with many ties (for stability) and, for floats, NaN and signed zeros.
@@ -983,10 +1043,11 @@ fn sorting(c: &mut Checker) {
     }
 }
 
-/// Scatters in every mode with repeated and negative indices: assignments must keep the
-/// CPU's last-wins order exactly.
+/// Scatters in every mode with repeated and negative indices (and index arrays of two
+/// dtypes): assignments must keep the CPU's last-wins order exactly. None may fall back.
 fn scatters(c: &mut Checker) {
     use fx::primitives::ScatterMode;
+    let before = fallbacks_of(&["Scatter", "PutAlongAxis"]);
     let modes = [
         ("assign", ScatterMode::Assign),
         ("add", ScatterMode::Add),
@@ -1009,6 +1070,7 @@ fn scatters(c: &mut Checker) {
         let upd_part = c.array(&[12, 1, 3, 5], dt, lo, hi);
         let i0 = c.array(&[4, 1], Dtype::I64, 0.0, 20.0);
         let i2 = c.array(&[1, 3], Dtype::I64, -5.0, 5.0);
+        let i2s = c.array(&[1, 3], Dtype::I16, -5.0, 5.0);
         let upd2 = c.array(&[4, 3, 1, 7, 1], dt, lo, hi);
         let t = c.array(&[6, 40, 9], dt, lo, hi);
         let ti = c.array(&[6, 5, 9], Dtype::I32, -40.0, 40.0);
@@ -1030,6 +1092,9 @@ fn scatters(c: &mut Checker) {
                 f(&a, std::slice::from_ref(&idx), &upd_part, &[0])
             });
             c.check(&format!("scatter {name} {dt} two axes"), b, || f(&a, &[i0.clone(), i2.clone()], &upd2, &[0, 2]));
+            c.check(&format!("scatter {name} {dt} two axes, i64 and i16 indices"), b, || {
+                f(&a, &[i0.clone(), i2s.clone()], &upd2, &[0, 2])
+            });
             c.check(&format!("scatter put_along_axis {name} {dt}"), b, || {
                 fx::scatter_along_axis(&t, &ti, &tv, Some(1), mode)
             });
@@ -1038,6 +1103,7 @@ fn scatters(c: &mut Checker) {
             });
         }
     }
+    c.no_fallback("scatter: no CPU fallback", &["Scatter", "PutAlongAxis"], before);
 }
 
 /// Random bits bit for bit, and the samplers built on them.
@@ -1102,8 +1168,11 @@ fn convolutions(c: &mut Checker) {
 }
 
 /// The fused backward kernels: the input gradients of rms_norm and layer_norm (NormVjp) with
-/// the weight gradients made from them by ordinary ops, and attention's (AttentionVjp).
+/// the weight gradients made from them by ordinary ops (also with a weight of another dtype
+/// than x), and attention's (AttentionVjp, f64 too). None may fall back to the CPU.
 fn backward(c: &mut Checker) {
+    let fused_ops = ["NormVjp", "AttentionVjp", "Attention", "RmsNorm", "LayerNorm"];
+    let before = fallbacks_of(&fused_ops);
     type Norm = fn(&Array, Option<&Array>) -> fx::Result<Array>;
     let norms: [(&str, Norm); 2] = [
         ("rms_norm", |x, w| fx::fast::rms_norm(x, w, 1e-5)),
@@ -1138,6 +1207,17 @@ fn backward(c: &mut Checker) {
             });
         }
     }
+    // A bf16 weight on an f32 x: the op's dtype is f32, the weight is converted on the device.
+    let x = c.array(&[4, 300], Dtype::F32, -2.0, 2.0);
+    let w = c.array(&[300], Dtype::Bf16, 0.5, 1.5);
+    let ct = c.array(&[4, 300], Dtype::F32, -1.0, 1.0);
+    for (name, norm) in norms {
+        c.check(&format!("backward {name} vjp float32 x, bfloat16 weight dx"), bound(Dtype::F32), || {
+            let (_, g) =
+                fx::vjp(|a| Ok(vec![norm(&a[0], Some(&a[1]))?]), &[x.clone(), w.clone()], std::slice::from_ref(&ct))?;
+            Ok(g[0].clone())
+        });
+    }
     // Attention's gradients (AttentionVjp): grouped heads, every mask kind, S > L, Dv != D.
     use fx::fast::{scaled_dot_product_attention as sdpa, SdpaMask};
     /// (name, B, Hq, Hkv, L, S, D, Dv, mask: 0 none, 1 causal, 2 additive, 3 bool)
@@ -1149,7 +1229,7 @@ fn backward(c: &mut Checker) {
         ("bool d128", 1, 2, 2, 9, 70, 128, 128, 3),
         ("decode d256", 2, 8, 2, 1, 50, 256, 256, 1),
     ];
-    for dt in [Dtype::F32, Dtype::F16, Dtype::Bf16] {
+    for dt in FLOATS {
         for (name, b, hq, hkv, l, s, d, dv, mk) in cases {
             let q = c.array(&[b, hq, l, d], dt, -1.0, 1.0);
             let k = c.array(&[b, hkv, s, d], dt, -1.0, 1.0);
@@ -1173,6 +1253,7 @@ fn backward(c: &mut Checker) {
             }
         }
     }
+    c.no_fallback("backward: no CPU fallback", &fused_ops, before);
 }
 
 /// A decode-shaped step for [`replay`]: token `tok` (i32 `[1]`) and position `pos` (i32 `[1]`)
@@ -1332,7 +1413,7 @@ fn movement(c: &mut Checker) {
 /// elementwise prologue fused into a reduction, and a program of more inputs than a generated
 /// kernel takes (run step by step). None may fall back to the CPU.
 fn fused(c: &mut Checker) {
-    let before = fallbacks_named(&["Fused"]);
+    let before = fallbacks_of(&["Fused"]);
     let swiglu = fx::compile(|a: &[Array]| Ok(vec![fx::multiply(&fx::multiply(&a[0], &fx::sigmoid(&a[0])?)?, &a[1])?]))
         .shapeless(true);
     for dt in [Dtype::F32, Dtype::Bf16, Dtype::F16] {
@@ -1372,10 +1453,7 @@ fn fused(c: &mut Checker) {
     });
     let ins: Vec<Array> = (0..6).map(|_| c.array(&[5, 301], Dtype::F32, -1.0, 1.0)).collect();
     c.check("fused float32 six inputs (step by step)", 1e-5, || Ok(wide.call(&ins)?.remove(0)));
-    let after = fallbacks_named(&["Fused"]);
-    let ok = after == before;
-    println!("{} fused programs never fell back to the CPU ({before} -> {after})", if ok { "ok  " } else { "FAIL" });
-    c.results.push(("fused: no CPU fallback".into(), 0.0, 0.0, ok));
+    c.no_fallback("fused: no CPU fallback", &["Fused"], before);
 }
 
 fn time(reps: usize, f: impl Fn() -> Array) -> f64 {

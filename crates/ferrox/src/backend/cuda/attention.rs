@@ -5,7 +5,9 @@
 //! `mma.sync` for f16 and bf16 with head dims up to 128, else in f32 FMAs). Both group the query
 //! heads of one key/value head, take causal, additive or boolean masks, and read q, k and v
 //! through their strides (a KV-cache view needs no copy) as long as the feature axis is
-//! contiguous. f32, f16 and bf16, computed in f32; head dims up to 256.
+//! contiguous. f32, f16 and bf16, computed in f32; f64 computed in f64 by a simple kernel (a
+//! warp per query row, `attn_rows`); head dims up to 256. The gradients (`Op::AttentionVjp`)
+//! take the same dtypes, each computed in the forward's type.
 
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
@@ -114,13 +116,13 @@ fn params(g: &Gpu, inputs: &[Array], scale: f32, mask: AttentionMask, out: u64) 
     Ok(Some((p, keep)))
 }
 
-/// The checks both directions share: f32, f16 or bf16 throughout, head dims up to 256, sizes
-/// that fit the kernels' 32-bit indices.
+/// The checks both directions share: f32, f16, bf16 or f64 throughout, head dims up to 256,
+/// sizes that fit the kernels' 32-bit indices.
 fn supported(inputs: &[Array]) -> bool {
     let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
     let t = q.dtype();
     let dims = [q.shape(), k.shape(), v.shape()].concat();
-    matches!(t, Dtype::F32 | Dtype::F16 | Dtype::Bf16)
+    matches!(t, Dtype::F32 | Dtype::F16 | Dtype::Bf16 | Dtype::F64)
         && k.dtype() == t
         && v.dtype() == t
         && q.shape()[3].max(v.shape()[3]) <= 256
@@ -130,9 +132,20 @@ fn supported(inputs: &[Array]) -> bool {
 /// The function `name` of the attention module for `t`.
 fn function(g: &Gpu, t: Dtype, name: &str) -> Result<cudarc::driver::CudaFunction> {
     let c = ctype(t);
-    // Half types also get the tensor-core kernel (MMA_KIND names the mma operand type).
-    let mma = if t == Dtype::F32 { String::new() } else { format!("#define MMA_KIND \"{c}\"\n") };
-    g.function(&format!("attention {c}"), name, || format!("{COMMON}\n#define T {c}\n{mma}{SRC}\n"))
+    // Half types also get the tensor-core kernel (MMA_KIND names the mma operand type); f64
+    // gets only the kernels that compute in f64 (ATTN_F64).
+    let kind = match t {
+        Dtype::F32 => String::new(),
+        Dtype::F64 => "#define ATTN_F64\n".to_string(),
+        _ => format!("#define MMA_KIND \"{c}\"\n"),
+    };
+    g.function(&format!("attention {c}"), name, || format!("{COMMON}\n#define T {c}\n{kind}{SRC}\n"))
+}
+
+/// A launch of 4-warp blocks with a warp per item (`n` of them), as `attn_rows` and the
+/// backward kernels take.
+fn warp_per_item(g: &Gpu, n: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (g.grid(n, 4), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 }
 }
 
 /// The gradients of attention (`Op::AttentionVjp`): inputs q, k, v, the mask array if any,
@@ -161,13 +174,12 @@ pub(crate) fn attention_vjp(
     let pg = device_ptr(g, &dc, t)?;
     let rows = q.size() / q.shape()[3].max(1);
     let keys = k.size() / k.shape()[3].max(1);
-    let stat = DeviceBlock::new(rows.max(1) * 3 * 4)?;
-    let blocks = |n: usize| g.grid(n, 4);
-    let cfg = |n: usize| LaunchConfig { grid_dim: (blocks(n), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    // Each row's (max, 1 / sum, δ) in the compute type (f64 for f64, else f32).
+    let stat = DeviceBlock::new(rows.max(1) * 3 * if t == Dtype::F64 { 8 } else { 4 })?;
     let args = [Arg::Attn(&p), Arg::U64(pg), Arg::U64(stat.addr)];
-    launch_cfg(g, &function(g, t, "attn_vjp_rows")?, cfg(rows), &args)?;
-    launch_cfg(g, &function(g, t, "attn_vjp_dq")?, cfg(rows), &args)?;
-    launch_cfg(g, &function(g, t, "attn_vjp_dkv")?, cfg(keys), &args)?;
+    launch_cfg(g, &function(g, t, "attn_vjp_rows")?, warp_per_item(g, rows), &args)?;
+    launch_cfg(g, &function(g, t, "attn_vjp_dq")?, warp_per_item(g, rows), &args)?;
+    launch_cfg(g, &function(g, t, "attn_vjp_dkv")?, warp_per_item(g, keys), &args)?;
     Ok(Some(out))
 }
 
@@ -220,6 +232,10 @@ pub(crate) fn attention(
         return Ok(Some(out));
     }
     let Some((mut p, _keep)) = params(g, inputs, scale, mask, po)? else { return Ok(None) };
+    if t == Dtype::F64 {
+        launch_cfg(g, &function(g, t, "attn_rows")?, warp_per_item(g, b * hq * l), &[Arg::Attn(&p)])?;
+        return Ok(Some(out));
+    }
     let func = |n: &str| function(g, t, n);
     let rows = (hq / hkv.max(1)) * l;
     let per16 = (16 / t.size()) as i64;

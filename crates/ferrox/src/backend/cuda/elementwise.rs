@@ -221,6 +221,12 @@ pub(crate) fn astype(g: &Gpu, x: &Array, dtype: Dtype) -> Result<Option<Data>> {
     Ok(Some(out))
 }
 
+/// `x` converted to `dtype` on the device, as a new array (for kernels that take one dtype
+/// where an op's inputs may have another); `None` past the kernels' axis limit.
+pub(crate) fn astype_array(g: &Gpu, x: &Array, dtype: Dtype) -> Result<Option<Array>> {
+    Ok(astype(g, x, dtype)?.map(|d| Array::from_data(x.shape().to_vec(), dtype, d)))
+}
+
 /// The unsigned type of a dtype's size: copies move bits.
 pub(crate) fn bits_type(d: Dtype) -> Dtype {
     match d.size() {

@@ -1,5 +1,8 @@
 //! Row kernels over the last axis: softmax, logsumexp, rms_norm, layer_norm, the norms' input
-//! gradient (`NormVjp`), and rope.
+//! gradient (`NormVjp`), and rope. A norm's weight or bias of another float dtype than x (an
+//! f32 x with bf16 weights) is converted to x's dtype on the device first — exactly, since x's
+//! dtype is their promotion — and so is a rope offset of an integer dtype other than i32 and
+//! i64 (to i64) or f16 / bf16 frequencies (to f32).
 
 use cudarc::driver::LaunchConfig;
 
@@ -11,7 +14,7 @@ use crate::shape::broadcast_strides;
 use super::alloc::{alloc_out, device_ptr, DeviceBlock};
 use super::compile::COMMON;
 use super::context::Gpu;
-use super::elementwise::copy;
+use super::elementwise::{astype_array, copy};
 use super::layout::{ctype, launch, launch_cfg, launch_overlapped_1d, Arg, Layout};
 
 const SRC: &str = include_str!("kernels/fast.cu");
@@ -40,16 +43,25 @@ fn rows(shape: &[usize]) -> (usize, usize) {
     (shape.iter().product::<usize>().checked_div(n).unwrap_or(0), n)
 }
 
-/// A weight or bias vector of `n` (broadcast): its address and stride, or none. `None` if
-/// its dtype is not `t` (the CPU handles that).
-fn vector(g: &Gpu, v: Option<&Array>, n: usize, t: Dtype) -> Result<Option<(u64, i64)>> {
-    let Some(v) = v else { return Ok(Some((0, 0))) };
-    if v.dtype() != t {
+/// A weight or bias vector of `n` (broadcast) as the kernels read it, in x's dtype `t`: its
+/// address and stride (0 and 0 for none), and the data behind the address, which the caller
+/// keeps until the launch. A float vector of another dtype is converted (exactly: `t` is the
+/// promotion of both); `None` for an integer or bool one (the CPU handles that).
+fn vector(g: &Gpu, v: Option<&Array>, n: usize, t: Dtype) -> Result<Option<(u64, i64, Option<Data>)>> {
+    let Some(v) = v else { return Ok(Some((0, 0, None))) };
+    let converted;
+    let v = if v.dtype() == t {
+        v
+    } else if v.dtype().is_float() {
+        let Some(c) = astype_array(g, v, t)? else { return Ok(None) };
+        converted = c;
+        &converted
+    } else {
         return Ok(None);
-    }
+    };
     let d = v.data()?;
     let st = broadcast_strides(v.shape(), &d.strides, &[n]);
-    Ok(Some((device_ptr(g, &d, t)?, st[0] as i64)))
+    Ok(Some((device_ptr(g, &d, t)?, st[0] as i64, Some(d))))
 }
 
 /// Runs row kernel `name` (one block per row of x's last axis; fast.cu's row kernels) into a
@@ -105,7 +117,7 @@ pub(crate) fn logsumexp(g: &Gpu, x: &Array, shape: &[usize]) -> Result<Option<Da
 /// RMS normalization over the last axis, times an optional weight.
 pub(crate) fn rms_norm(g: &Gpu, x: &Array, w: Option<&Array>, eps: f32, shape: &[usize]) -> Result<Option<Data>> {
     let (_, n) = rows(shape);
-    let Some((pw, ws)) = vector(g, w, n, x.dtype())? else { return Ok(None) };
+    let Some((pw, ws, _keep)) = vector(g, w, n, x.dtype())? else { return Ok(None) };
     row_kernel(g, "rms_norm", x, shape, &[Arg::U64(pw), Arg::I64(ws), Arg::F32(eps)])
 }
 
@@ -120,7 +132,9 @@ pub(crate) fn layer_norm(
 ) -> Result<Option<Data>> {
     let (_, n) = rows(shape);
     let t = x.dtype();
-    let (Some((pw, ws)), Some((pb, bs))) = (vector(g, w, n, t)?, vector(g, b, n, t)?) else { return Ok(None) };
+    let (Some((pw, ws, _keep_w)), Some((pb, bs, _keep_b))) = (vector(g, w, n, t)?, vector(g, b, n, t)?) else {
+        return Ok(None);
+    };
     row_kernel(g, "layer_norm", x, shape, &[Arg::U64(pw), Arg::I64(ws), Arg::U64(pb), Arg::I64(bs), Arg::F32(eps)])
 }
 
@@ -140,7 +154,7 @@ pub(crate) fn norm_vjp(
     if ct.dtype() != t || ct.shape() != x.shape() {
         return Ok(None);
     }
-    let Some((pw, ws)) = vector(g, w, n, t)? else { return Ok(None) };
+    let Some((pw, ws, _keep_w)) = vector(g, w, n, t)? else { return Ok(None) };
     let (_keep, pg) = row_major(g, ct)?;
     let extra = [Arg::U64(pg), Arg::U64(pw), Arg::I64(ws), Arg::F32(eps), Arg::I32(centered as i32)];
     row_kernel(g, "norm_vjp", x, shape, &extra)
@@ -162,14 +176,34 @@ pub(crate) fn rope(
     shape: &[usize],
 ) -> Result<Option<Data>> {
     let t = x.dtype();
-    let off64 = match offset.dtype() {
-        Dtype::I32 => 0,
-        Dtype::I64 => 1,
-        _ => return Ok(None),
-    };
-    if !t.is_float() || shape.len() < 2 || offset.size() != 1 || freqs.is_some_and(|f| f.dtype() != Dtype::F32) {
+    let f32_freqs = |f: &Array| matches!(f.dtype(), Dtype::F32 | Dtype::F16 | Dtype::Bf16);
+    if !t.is_float()
+        || shape.len() < 2
+        || offset.size() != 1
+        || !offset.dtype().is_integer()
+        || freqs.is_some_and(|f| !f32_freqs(f))
+    {
         return Ok(None);
     }
+    // The kernel reads an i32 or i64 offset and f32 frequencies: others are converted on the
+    // device first (an offset as the CPU's cast to i64 does; f16 / bf16 frequencies exactly).
+    let (off_i64, freqs_f32);
+    let offset = if matches!(offset.dtype(), Dtype::I32 | Dtype::I64) {
+        offset
+    } else {
+        let Some(c) = astype_array(g, offset, Dtype::I64)? else { return Ok(None) };
+        off_i64 = c;
+        &off_i64
+    };
+    let freqs = match freqs {
+        Some(f) if f.dtype() != Dtype::F32 => {
+            let Some(c) = astype_array(g, f, Dtype::F32)? else { return Ok(None) };
+            freqs_f32 = c;
+            Some(&freqs_f32)
+        }
+        f => f,
+    };
+    let off64 = (offset.dtype() == Dtype::I64) as i32;
     let (pf, fs, _keep_f) = match freqs {
         Some(f) => {
             let d = f.data()?;

@@ -2,8 +2,9 @@
 //! slice_update (KV-cache writes), concatenate and arange.
 //!
 //! Gathers move elements by size only. Index arrays of any integer dtype are read on the
-//! device: a negative index counts from the end, and an index out of range is clamped into
-//! it (a GPU kernel cannot stop to raise an error; the CPU backend reports one).
+//! device (several of different dtypes are converted to i64 first): a negative index counts
+//! from the end, and an index out of range is clamped into it (a GPU kernel cannot stop to
+//! raise an error; the CPU backend reports one).
 
 use cudarc::driver::DeviceRepr;
 
@@ -15,7 +16,7 @@ use crate::shape::broadcast_strides;
 use super::alloc::{alloc_out, device_ptr};
 use super::compile::COMMON;
 use super::context::Gpu;
-use super::elementwise::{bits_type, copy_view, run_copy_family};
+use super::elementwise::{astype_array, bits_type, copy_view, run_copy_family};
 use super::layout::{ctype, launch, Arg, Layout};
 
 const SRC: &str = include_str!("kernels/index.cu");
@@ -41,6 +42,22 @@ pub(crate) struct Indices {
 // SAFETY: a plain #[repr(C)] struct matching the kernel's parameter type.
 unsafe impl DeviceRepr for Indices {}
 
+/// Integer index arrays (gather's, scatter's) in one dtype, which the kernels take: as they
+/// are when they share one, else each converted to i64 on the device (the CPU reads every
+/// index as an i64, so the indices are the same). `None` for a non-integer one or past the
+/// kernels' axis limit.
+pub(crate) fn one_index_dtype(g: &Gpu, idxs: &[Array]) -> Result<Option<Vec<Array>>> {
+    if !idxs.iter().all(|i| i.dtype().is_integer()) {
+        return Ok(None);
+    }
+    if idxs.windows(2).all(|w| w[0].dtype() == w[1].dtype()) {
+        return Ok(Some(idxs.to_vec()));
+    }
+    idxs.iter()
+        .map(|i| if i.dtype() == Dtype::I64 { Ok(Some(i.clone())) } else { astype_array(g, i, Dtype::I64) })
+        .collect()
+}
+
 /// Kernel `name` for elements of `t` (moved by size) and indices of `idx`.
 fn function(g: &Gpu, t: Dtype, idx: Dtype, name: &str) -> Result<cudarc::driver::CudaFunction> {
     let (tb, ti) = (ctype(bits_type(t)), ctype(idx));
@@ -56,14 +73,12 @@ pub(crate) fn gather(
     shape: &[usize],
     dtype: Dtype,
 ) -> Result<Option<Data>> {
-    let (a, idxs) = (&inputs[0], &inputs[1..]);
-    let it = match idxs.first() {
-        Some(i) => i.dtype(),
-        None => Dtype::I32,
-    };
-    if idxs.len() > 4 || !it.is_integer() || idxs.iter().any(|i| i.dtype() != it) || a.shape().contains(&0) {
+    let a = &inputs[0];
+    if inputs.len() > 5 || a.shape().contains(&0) {
         return Ok(None);
     }
+    let Some(idxs) = one_index_dtype(g, &inputs[1..])? else { return Ok(None) };
+    let it = idxs.first().map_or(Dtype::I32, |i| i.dtype());
     let idx_shape = &shape[..shape.len() - slice_sizes.len()];
     let da = a.data()?;
     let mut ix = Indices { n: idxs.len() as i32, ..Default::default() };

@@ -1,5 +1,6 @@
 //! Scatters: `scatter` (and its add / prod / max / min modes) and `put_along_axis`, for every
-//! dtype and integer index dtype (scatter.cu).
+//! dtype and integer index dtype (scatter.cu; a scatter's index arrays of different dtypes are
+//! converted to i64 first).
 //!
 //! The output starts as a row-major copy of the input. Assignments give the CPU's in-order
 //! result exactly — with repeated destinations the last update wins — by a claiming pass
@@ -19,7 +20,7 @@ use super::alloc::{alloc_out, device_ptr, DeviceBlock};
 use super::compile::COMMON;
 use super::context::{cuda_err, Gpu};
 use super::elementwise::copy_strided;
-use super::index::{donated, Indices};
+use super::index::{donated, one_index_dtype, Indices};
 use super::layout::{ctype, launch, Arg, Layout};
 
 const SRC: &str = include_str!("kernels/scatter.cu");
@@ -95,19 +96,13 @@ pub(crate) fn scatter(
     shape: &[usize],
     dtype: Dtype,
 ) -> Result<Option<Data>> {
-    let (a, upd, idxs) = (&inputs[0], &inputs[1], &inputs[2..]);
-    let it = idxs.first().map_or(Dtype::I32, |i| i.dtype());
+    let (a, upd) = (&inputs[0], &inputs[1]);
     let nd = a.ndim();
-    if idxs.len() > 3
-        || !it.is_integer()
-        || idxs.iter().any(|i| i.dtype() != it)
-        || a.dtype() != dtype
-        || upd.dtype() != dtype
-        || upd.ndim() < nd
-        || a.shape().contains(&0)
-    {
+    if inputs.len() > 5 || a.dtype() != dtype || upd.dtype() != dtype || upd.ndim() < nd || a.shape().contains(&0) {
         return Ok(None);
     }
+    let Some(idxs) = one_index_dtype(g, &inputs[2..])? else { return Ok(None) };
+    let it = idxs.first().map_or(Dtype::I32, |i| i.dtype());
     let idx_shape = &upd.shape()[..upd.ndim() - nd];
     let slice_shape = &upd.shape()[upd.ndim() - nd..];
     let du = upd.data()?;

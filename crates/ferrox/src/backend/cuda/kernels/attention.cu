@@ -1,5 +1,6 @@
 // Scaled dot-product attention: softmax(q kᵀ · scale + mask) v, computed in f32 for f32, f16
-// and bf16 inputs (T), never materializing the scores. Query heads of one key/value head are
+// and bf16 inputs (T) and in f64 for f64 (ATTN_F64: that module holds only the backward pass
+// and attn_rows, computing in F = double), never materializing the scores. Query heads of one key/value head are
 // consecutive (grouped-query attention), so the rows of one (batch, kv head) — group · L of
 // them, row r being head kvh · group + r / L and query r % L — share each pass over K and V.
 //
@@ -18,8 +19,17 @@ struct Attn {
 
 #define NEG_INF (-1.0f / 0.0f)
 
+// The compute type of masked_score and of the warp-a-row kernels (the backward pass, attn_rows).
+#ifdef ATTN_F64
+typedef double F;
+#else
+typedef float F;
+#endif
+__device__ __forceinline__ float ex(float x) { return expf(x); }
+__device__ __forceinline__ double ex(double x) { return exp(x); }
+
 // The score of key j for query i of head h in batch b after masking; -inf if masked.
-__device__ __forceinline__ float masked_score(const Attn& p, float s, int b, int h, int i, int j) {
+__device__ __forceinline__ F masked_score(const Attn& p, F s, int b, int h, int i, int j) {
   s *= p.scale;
   if (p.mkind == 1) {
     if (j > i + p.S - p.L) return NEG_INF;
@@ -37,6 +47,7 @@ __device__ __forceinline__ float masked_score(const Attn& p, float s, int b, int
 // Max that ignores a NaN on the right (the CPU's row max skips NaN scores).
 __device__ __forceinline__ float fmax_keep(float m, float s) { return s > m ? s : m; }
 
+#ifndef ATTN_F64
 // ---- decode: few rows per kv head, keys split across blocks ----
 // Block (b, kvh, chunk of R rows) × split y; 4 warps take the split's keys in turn, each lane
 // holding EPL dims (d = lane + 32 e) of each row's query and output, the next key's k and v
@@ -800,34 +811,35 @@ __device__ __forceinline__ void flash_mma_impl(const Attn& p) {
 extern "C" __global__ void __launch_bounds__(128) attn_mma_64(Attn p) { flash_mma_impl<64>(p); }
 extern "C" __global__ void __launch_bounds__(128) attn_mma_128(Attn p) { flash_mma_impl<128>(p); }
 #endif
+#endif  // ATTN_F64
 
 // ---- The backward pass (Op::AttentionVjp): with P = softmax(S), S the masked scores, and g
 // the cotangent of the output: dv = Pᵀ g, dS = P ⊙ (g vᵀ − δ) with δ_i = Σ_j P_ij (g_i · v_j),
-// dq = dS k · scale, dk = dSᵀ q · scale. A warp per row, lanes holding head dims lane + 32 e:
-// attn_vjp_rows finds each query row's max, 1 / sum and δ (online, one sweep over the keys);
-// attn_vjp_dq then sweeps the keys again for dq, and attn_vjp_dkv, a warp per key row, sweeps
-// the query rows of its kv head's group for dk and dv. g is row-major [B, Hq, L, Dv]; the
-// output holds dq, dk and dv row-major one after the other (p.out, then + B·Hq·L·D, then
-// + B·Hkv·S·D). A row whose every key is masked gets zero probabilities.
+// dq = dS k · scale, dk = dSᵀ q · scale. A warp per row, lanes holding head dims lane + 32 e,
+// computing in F: attn_vjp_rows finds each query row's max, 1 / sum and δ (online, one sweep
+// over the keys); attn_vjp_dq then sweeps the keys again for dq, and attn_vjp_dkv, a warp per
+// key row, sweeps the query rows of its kv head's group for dk and dv. g is row-major
+// [B, Hq, L, Dv]; the output holds dq, dk and dv row-major one after the other (p.out, then
+// + B·Hq·L·D, then + B·Hkv·S·D). A row whose every key is masked gets zero probabilities.
 #define VJP_E 8
 #define VJP_WARPS 4
 
-__device__ __forceinline__ float warp_sum(float v) {
+__device__ __forceinline__ F warp_sum(F v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
 
 // r[e] = row[lane + 32 e] (0 past n).
-__device__ __forceinline__ void vjp_load(float* r, const T* row, int n, int lane) {
+__device__ __forceinline__ void vjp_load(F* r, const T* row, int n, int lane) {
 #pragma unroll
   for (int e = 0; e < VJP_E; ++e) {
     int d = lane + 32 * e;
-    r[e] = d < n ? to_acc<T>(row[d]) : 0.f;
+    r[e] = d < n ? (F)to_acc<T>(row[d]) : (F)0;
   }
 }
 
-__device__ __forceinline__ float vjp_dot(const float* a, const T* row, int n, int lane) {
-  float s = 0.f;
+__device__ __forceinline__ F vjp_dot(const F* a, const T* row, int n, int lane) {
+  F s = 0;
 #pragma unroll
   for (int e = 0; e < VJP_E; ++e) {
     int d = lane + 32 * e;
@@ -841,13 +853,12 @@ __device__ __forceinline__ int vjp_key_end(const Attn& p, int i) {
   return p.mkind == 1 ? min(p.S, max(0, i + p.S - p.L + 1)) : p.S;
 }
 
-// Query row `row` of [B, Hq, L] as (b, h, i), and its q and g rows.
+// Query row `row` of [B, Hq, L] as (b, h, i), its kv head and its q row.
 struct VjpRow {
   int b, h, i, kh;
   const T* q;
-  const T* g;
 };
-__device__ __forceinline__ VjpRow vjp_row(const Attn& p, const T* g, i64 row) {
+__device__ __forceinline__ VjpRow vjp_row(const Attn& p, i64 row) {
   VjpRow r;
   r.i = (int)(row % p.L);
   i64 bh = row / p.L;
@@ -855,63 +866,62 @@ __device__ __forceinline__ VjpRow vjp_row(const Attn& p, const T* g, i64 row) {
   r.b = (int)(bh / p.Hq);
   r.kh = r.h / (p.Hq / p.Hkv);
   r.q = (const T*)p.q + r.b * p.qs[0] + r.h * p.qs[1] + r.i * p.qs[2];
-  r.g = g + row * p.Dv;
   return r;
 }
 
-extern "C" __global__ void attn_vjp_rows(Attn p, const T* __restrict__ g, float* __restrict__ stat) {
+extern "C" __global__ void attn_vjp_rows(Attn p, const T* __restrict__ g, F* __restrict__ stat) {
   int lane = threadIdx.x % 32;
   i64 rows = (i64)p.B * p.Hq * p.L;
   for (i64 row = (i64)blockIdx.x * VJP_WARPS + threadIdx.x / 32; row < rows; row += (i64)gridDim.x * VJP_WARPS) {
-    VjpRow r = vjp_row(p, g, row);
-    float qr[VJP_E], gr[VJP_E];
+    VjpRow r = vjp_row(p, row);
+    F qr[VJP_E], gr[VJP_E];
     vjp_load(qr, r.q, p.D, lane);
-    vjp_load(gr, r.g, p.Dv, lane);
+    vjp_load(gr, g + row * p.Dv, p.Dv, lane);
     const T* k = (const T*)p.k + r.b * p.ks[0] + r.kh * p.ks[1];
     const T* v = (const T*)p.v + r.b * p.vs[0] + r.kh * p.vs[1];
-    float m = NEG_INF, l = 0.f, dsum = 0.f;
+    F m = NEG_INF, l = 0, dsum = 0;
     for (int j = 0, end = vjp_key_end(p, r.i); j < end; ++j) {
-      float s = masked_score(p, vjp_dot(qr, k + j * p.ks[2], p.D, lane), r.b, r.h, r.i, j);
+      F s = masked_score(p, vjp_dot(qr, k + j * p.ks[2], p.D, lane), r.b, r.h, r.i, j);
       if (!(s > NEG_INF)) continue;
-      float dp = vjp_dot(gr, v + j * p.vs[2], p.Dv, lane);
+      F dp = vjp_dot(gr, v + j * p.vs[2], p.Dv, lane);
       if (s > m) {
-        float c = expf(m - s);
-        l = l * c + 1.f;
+        F c = ex(m - s);
+        l = l * c + 1;
         dsum = dsum * c + dp;
         m = s;
       } else {
-        float w = expf(s - m);
+        F w = ex(s - m);
         l += w;
         dsum += w * dp;
       }
     }
     if (lane == 0) {
       stat[3 * row] = m;
-      stat[3 * row + 1] = l > 0.f ? 1.f / l : 0.f;
-      stat[3 * row + 2] = l > 0.f ? dsum / l : 0.f;
+      stat[3 * row + 1] = l > 0 ? 1 / l : 0;
+      stat[3 * row + 2] = l > 0 ? dsum / l : 0;
     }
   }
 }
 
-extern "C" __global__ void attn_vjp_dq(Attn p, const T* __restrict__ g, const float* __restrict__ stat) {
+extern "C" __global__ void attn_vjp_dq(Attn p, const T* __restrict__ g, const F* __restrict__ stat) {
   int lane = threadIdx.x % 32;
   i64 rows = (i64)p.B * p.Hq * p.L;
   for (i64 row = (i64)blockIdx.x * VJP_WARPS + threadIdx.x / 32; row < rows; row += (i64)gridDim.x * VJP_WARPS) {
-    VjpRow r = vjp_row(p, g, row);
-    float qr[VJP_E], gr[VJP_E], dq[VJP_E];
+    VjpRow r = vjp_row(p, row);
+    F qr[VJP_E], gr[VJP_E], dq[VJP_E];
     vjp_load(qr, r.q, p.D, lane);
-    vjp_load(gr, r.g, p.Dv, lane);
+    vjp_load(gr, g + row * p.Dv, p.Dv, lane);
 #pragma unroll
-    for (int e = 0; e < VJP_E; ++e) dq[e] = 0.f;
-    float m = stat[3 * row], inv = stat[3 * row + 1], delta = stat[3 * row + 2];
+    for (int e = 0; e < VJP_E; ++e) dq[e] = 0;
+    F m = stat[3 * row], inv = stat[3 * row + 1], delta = stat[3 * row + 2];
     const T* k = (const T*)p.k + r.b * p.ks[0] + r.kh * p.ks[1];
     const T* v = (const T*)p.v + r.b * p.vs[0] + r.kh * p.vs[1];
-    for (int j = 0, end = inv > 0.f ? vjp_key_end(p, r.i) : 0; j < end; ++j) {
+    for (int j = 0, end = inv > 0 ? vjp_key_end(p, r.i) : 0; j < end; ++j) {
       const T* kj = k + j * p.ks[2];
-      float s = masked_score(p, vjp_dot(qr, kj, p.D, lane), r.b, r.h, r.i, j);
+      F s = masked_score(p, vjp_dot(qr, kj, p.D, lane), r.b, r.h, r.i, j);
       if (!(s > NEG_INF)) continue;
-      float pr = expf(s - m) * inv;
-      float ds = pr * (vjp_dot(gr, v + j * p.vs[2], p.Dv, lane) - delta);
+      F pr = ex(s - m) * inv;
+      F ds = pr * (vjp_dot(gr, v + j * p.vs[2], p.Dv, lane) - delta);
 #pragma unroll
       for (int e = 0; e < VJP_E; ++e) {
         int d = lane + 32 * e;
@@ -927,7 +937,7 @@ extern "C" __global__ void attn_vjp_dq(Attn p, const T* __restrict__ g, const fl
   }
 }
 
-extern "C" __global__ void attn_vjp_dkv(Attn p, const T* __restrict__ g, const float* __restrict__ stat) {
+extern "C" __global__ void attn_vjp_dkv(Attn p, const T* __restrict__ g, const F* __restrict__ stat) {
   int lane = threadIdx.x % 32;
   i64 keys = (i64)p.B * p.Hkv * p.S;
   int group = p.Hq / p.Hkv;
@@ -937,22 +947,22 @@ extern "C" __global__ void attn_vjp_dkv(Attn p, const T* __restrict__ g, const f
     int j = (int)(key % p.S);
     i64 bk = key / p.S;
     int kh = (int)(bk % p.Hkv), b = (int)(bk / p.Hkv);
-    float kr[VJP_E], vr[VJP_E], dk[VJP_E], dv[VJP_E];
+    F kr[VJP_E], vr[VJP_E], dk[VJP_E], dv[VJP_E];
     vjp_load(kr, (const T*)p.k + b * p.ks[0] + kh * p.ks[1] + j * p.ks[2], p.D, lane);
     vjp_load(vr, (const T*)p.v + b * p.vs[0] + kh * p.vs[1] + j * p.vs[2], p.Dv, lane);
 #pragma unroll
-    for (int e = 0; e < VJP_E; ++e) dk[e] = dv[e] = 0.f;
+    for (int e = 0; e < VJP_E; ++e) dk[e] = dv[e] = 0;
     for (int h = kh * group; h < (kh + 1) * group; ++h) {
       for (int i = p.mkind == 1 ? max(0, j - p.S + p.L) : 0; i < p.L; ++i) {
         i64 row = ((i64)b * p.Hq + h) * p.L + i;
-        float inv = stat[3 * row + 1];
-        if (!(inv > 0.f)) continue;
+        F inv = stat[3 * row + 1];
+        if (!(inv > 0)) continue;
         const T* q = (const T*)p.q + b * p.qs[0] + h * p.qs[1] + i * p.qs[2];
         const T* gr = g + row * p.Dv;
-        float s = masked_score(p, vjp_dot(kr, q, p.D, lane), b, h, i, j);
+        F s = masked_score(p, vjp_dot(kr, q, p.D, lane), b, h, i, j);
         if (!(s > NEG_INF)) continue;
-        float pr = expf(s - stat[3 * row]) * inv;
-        float ds = pr * (vjp_dot(vr, gr, p.Dv, lane) - stat[3 * row + 2]);
+        F pr = ex(s - stat[3 * row]) * inv;
+        F ds = pr * (vjp_dot(vr, gr, p.Dv, lane) - stat[3 * row + 2]);
 #pragma unroll
         for (int e = 0; e < VJP_E; ++e) {
           int d = lane + 32 * e;
@@ -969,3 +979,49 @@ extern "C" __global__ void attn_vjp_dkv(Attn p, const T* __restrict__ g, const f
     }
   }
 }
+
+#ifdef ATTN_F64
+// ---- The forward pass in f64: a warp per query row (VJP_WARPS rows a block), lanes holding
+// head dims lane + 32 e of q and of the output, one sweep over the row's visible keys with an
+// online softmax in double. Masked keys are skipped (a row that sees none gets zeros); a NaN
+// score makes the row NaN, as on the CPU. The output is row-major [B, Hq, L, Dv].
+extern "C" __global__ void attn_rows(Attn p) {
+  int lane = threadIdx.x % 32;
+  i64 rows = (i64)p.B * p.Hq * p.L;
+  for (i64 row = (i64)blockIdx.x * VJP_WARPS + threadIdx.x / 32; row < rows; row += (i64)gridDim.x * VJP_WARPS) {
+    VjpRow r = vjp_row(p, row);
+    F qr[VJP_E], acc[VJP_E];
+    vjp_load(qr, r.q, p.D, lane);
+#pragma unroll
+    for (int e = 0; e < VJP_E; ++e) acc[e] = 0;
+    const T* k = (const T*)p.k + r.b * p.ks[0] + r.kh * p.ks[1];
+    const T* v = (const T*)p.v + r.b * p.vs[0] + r.kh * p.vs[1];
+    F m = NEG_INF, l = 0;
+    for (int j = 0, end = vjp_key_end(p, r.i); j < end; ++j) {
+      F s = masked_score(p, vjp_dot(qr, k + j * p.ks[2], p.D, lane), r.b, r.h, r.i, j);
+      if (s == NEG_INF) continue;
+      const T* vj = v + j * p.vs[2];
+      // The first visible key, and any larger score, rescales what came before.
+      F c = 1, w = 1;
+      if (s > m) {
+        c = ex(m - s);
+        m = s;
+      } else {
+        w = ex(s - m);
+      }
+      l = l * c + w;
+#pragma unroll
+      for (int e = 0; e < VJP_E; ++e) {
+        int d = lane + 32 * e;
+        if (d < p.Dv) acc[e] = acc[e] * c + w * to_acc<T>(vj[d]);
+      }
+    }
+    T* out = (T*)p.out + row * p.Dv;
+#pragma unroll
+    for (int e = 0; e < VJP_E; ++e) {
+      int d = lane + 32 * e;
+      if (d < p.Dv) out[d] = from_acc<T>(l > 0 ? acc[e] / l : (F)0);
+    }
+  }
+}
+#endif
