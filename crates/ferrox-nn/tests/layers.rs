@@ -15,6 +15,14 @@ fn linear() {
     let f = fixture("nn_torch.safetensors");
     check_case(&f, "linear", &mut Linear::new(5, 3, true).unwrap(), &["x"], |m, x| m.forward(&x[0]), TOL);
     check_case(&f, "linear_nobias", &mut Linear::new(5, 3, false).unwrap(), &["x"], |m, x| m.forward(&x[0]), TOL);
+    // With a residual joined in (one product without a bias): less the residual, the same
+    // output and gradients.
+    let less_residual = |m: &mut Linear, x: &[Array]| {
+        let r = fx::full_like(&m.forward(&x[0])?, 0.75f32)?;
+        fx::subtract(&m.forward_add(&x[0], &r)?, &r)
+    };
+    check_case(&f, "linear", &mut Linear::new(5, 3, true).unwrap(), &["x"], less_residual, TOL);
+    check_case(&f, "linear_nobias", &mut Linear::new(5, 3, false).unwrap(), &["x"], less_residual, TOL);
 }
 
 #[test]

@@ -291,30 +291,58 @@ impl Model {
 }
 
 impl Attention {
-    fn forward(&self, x: &Array, mask: &SdpaMask, cache: Option<&mut KvCache>) -> Result<Array> {
+    /// `residual` + the attention output of `x` (the residual joins the output projection).
+    fn forward(&self, x: &Array, mask: &SdpaMask, cache: Option<&mut KvCache>, residual: &Array) -> Result<Array> {
         let (b, l) = (x.shape()[0], x.shape()[1]);
         let (heads, kv_heads, hd) = self.heads;
-        let split = |y: Array, n: usize, norm: Option<&RmsNorm>| -> Result<Array> {
-            let mut y = fx::reshape_usize(&y, &[b, l, n, hd])?;
-            if let Some(norm) = norm {
-                y = norm.forward(&y)?;
-            }
-            Ok(fx::transpose(&y, &[0, 2, 1, 3])?)
-        };
-        let [q, k, v] = FusedLinear::project(self.qkv.as_ref(), [&self.q_proj, &self.k_proj, &self.v_proj], x)?;
-        let q = split(q, heads, self.q_norm.as_ref())?;
-        let k = split(k, kv_heads, self.k_norm.as_ref())?;
-        let v = split(v, kv_heads, None)?;
         let offset = cache.as_ref().map_or(RopeOffset::Int(0), |c| c.rope_offset());
-        let q = self.rope.forward(&q, offset.clone())?;
-        let k = self.rope.forward(&k, offset)?;
+        let (q, k, v) = match self.joined_heads(x)? {
+            // q, k and v as heads of one output: one rope call turns q's and k's heads.
+            Some(y) => {
+                let heads_of = |a: &Array, from: usize, to: usize| fx::slice_axis(a, 1, from as isize, to as isize);
+                let qk = self.rope.forward(&heads_of(&y, 0, heads + kv_heads)?, offset)?;
+                (
+                    heads_of(&qk, 0, heads)?,
+                    heads_of(&qk, heads, heads + kv_heads)?,
+                    heads_of(&y, heads + kv_heads, heads + 2 * kv_heads)?,
+                )
+            }
+            None => {
+                let split = |y: Array, n: usize, norm: Option<&RmsNorm>| -> Result<Array> {
+                    let mut y = fx::reshape_usize(&y, &[b, l, n, hd])?;
+                    if let Some(norm) = norm {
+                        y = norm.forward(&y)?;
+                    }
+                    Ok(fx::transpose(&y, &[0, 2, 1, 3])?)
+                };
+                let [q, k, v] = FusedLinear::project(self.qkv.as_ref(), [&self.q_proj, &self.k_proj, &self.v_proj], x)?;
+                let q = split(q, heads, self.q_norm.as_ref())?;
+                let k = split(k, kv_heads, self.k_norm.as_ref())?;
+                let v = split(v, kv_heads, None)?;
+                (self.rope.forward(&q, offset.clone())?, self.rope.forward(&k, offset)?, v)
+            }
+        };
         let (k, v) = match cache {
             Some(c) => c.update_and_fetch(&k, &v)?,
             None => (k, v),
         };
         let o = fx::fast::scaled_dot_product_attention(&q, &k, &v, (hd as f32).powf(-0.5), mask.clone())?;
         let o = fx::reshape_usize(&fx::transpose(&o, &[0, 2, 1, 3])?, &[b, l, heads * hd])?;
-        Ok(self.o_proj.forward(&o)?)
+        Ok(self.o_proj.forward_add(&o, residual)?)
+    }
+
+    /// The joined q/k/v product of `x` as heads `[B, q heads + 2 · kv heads, L, head dim]` (a
+    /// view), when the projections are fused and q and k have no norms between product and rope.
+    fn joined_heads(&self, x: &Array) -> Result<Option<Array>> {
+        let Some(f) = &self.qkv else { return Ok(None) };
+        if self.q_norm.is_some() || self.k_norm.is_some() || !f.is_current(&[&self.q_proj, &self.k_proj, &self.v_proj])
+        {
+            return Ok(None);
+        }
+        let (heads, kv_heads, hd) = self.heads;
+        let y = f.joined().forward(x)?;
+        let y = fx::reshape_usize(&y, &[x.shape()[0], x.shape()[1], heads + 2 * kv_heads, hd])?;
+        Ok(Some(fx::transpose(&y, &[0, 2, 1, 3])?))
     }
 
     /// Joins q/k/v into one product; whether they could be joined.
@@ -324,9 +352,10 @@ impl Attention {
 }
 
 impl Mlp {
-    fn forward(&self, x: &Array) -> Result<Array> {
+    /// `residual` + the block's output for `x` (the residual joins the down projection).
+    fn forward_add(&self, x: &Array, residual: &Array) -> Result<Array> {
         let [gate, up] = FusedLinear::project(self.gate_up.as_ref(), [&self.gate_proj, &self.up_proj], x)?;
-        Ok(self.down_proj.forward(&swiglu(&gate, &up)?)?)
+        Ok(self.down_proj.forward_add(&swiglu(&gate, &up)?, residual)?)
     }
 
     /// Joins gate/up into one product; whether they could be joined.
@@ -337,14 +366,13 @@ impl Mlp {
 
 impl Block {
     fn forward(&self, x: &Array, mask: &SdpaMask, cache: Option<&mut KvCache>) -> Result<Array> {
-        let h = fx::add(x, &self.self_attn.forward(&self.input_layernorm.forward(x)?, mask, cache)?)?;
+        let h = self.self_attn.forward(&self.input_layernorm.forward(x)?, mask, cache, x)?;
         let n = self.post_attention_layernorm.forward(&h)?;
-        let y = match (&self.mlp, &self.block_sparse_moe) {
-            (Some(FeedForward::Dense(m)), _) => m.forward(&n)?,
-            (Some(FeedForward::Sparse(m)), _) | (None, Some(m)) => m.forward(&n)?,
-            (None, None) => return Err(Error::Invalid("a decoder block without a feed-forward part".into())),
-        };
-        Ok(fx::add(&h, &y)?)
+        match (&self.mlp, &self.block_sparse_moe) {
+            (Some(FeedForward::Dense(m)), _) => m.forward_add(&n, &h),
+            (Some(FeedForward::Sparse(m)), _) | (None, Some(m)) => Ok(fx::add(&h, &m.forward(&n)?)?),
+            (None, None) => Err(Error::Invalid("a decoder block without a feed-forward part".into())),
+        }
     }
 }
 

@@ -71,6 +71,17 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// `residual + x Wᵀ + b`: without a bias, one product with the residual as its addend
+    /// ([`fx::addmm`]: a residual connection in one kernel, rounded once).
+    pub fn forward_add(&self, x: &Array, residual: &Array) -> Result<Array> {
+        match &self.bias {
+            Some(_) => fx::add(residual, &self.forward(x)?),
+            None => fx::addmm(residual, x, &self.weight.t(), 1.0, 1.0),
+        }
+    }
+}
+
 impl UnaryModule for Linear {
     fn call(&mut self, x: &Array) -> Result<Array> {
         self.forward(x)

@@ -304,6 +304,14 @@ impl AnyLinear {
         }
     }
 
+    /// `residual + x Wᵀ + b` ([`Linear::forward_add`] for a dense layer: one product).
+    pub fn forward_add(&self, x: &Array, residual: &Array) -> Result<Array> {
+        match self {
+            AnyLinear::Dense(l) => l.forward_add(x, residual),
+            AnyLinear::Quantized(l) => fx::add(residual, &l.forward(x)?),
+        }
+    }
+
     /// The size of the input's last axis.
     pub fn input_dims(&self) -> usize {
         match self {

@@ -87,12 +87,22 @@ const GEMV_MMA_BLOCK: u32 = 256;
 /// Output columns a block of the matrix-vector kernel takes (GEMV_COLS in gemv.cu).
 const GEMV_COLS: usize = 2;
 
-/// `alpha * a @ b` into the row-major output at `po` with the matrix-vector kernel, when it
-/// fits: a decode step's products (a few contiguous rows of `a` against a weight `b` whose
-/// columns are contiguous rows in memory — a Linear layer's transposed weight — shared by
-/// every batch). One launch with no library overhead, where cuBLAS runs a general product
-/// (often two kernels) for one row. False (nothing done) otherwise.
-fn gemv(g: &Gpu, a: &Array, b: &Array, alpha: f64, shape: &[usize], dtype: Dtype, po: u64) -> Result<bool> {
+/// `alpha * a @ b (+ beta * c)` into the row-major output at `po` with the matrix-vector
+/// kernel, when it fits: a decode step's products (a few contiguous rows of `a` against a
+/// weight `b` whose columns are contiguous rows in memory — a Linear layer's transposed weight
+/// — shared by every batch), the addend `c` (a residual) read through its strides. One launch
+/// with no library overhead, where cuBLAS runs a general product (often two kernels) for one
+/// row. False (nothing done) otherwise.
+fn gemv(
+    g: &Gpu,
+    a: &Array,
+    b: &Array,
+    alpha: f64,
+    addend: Option<(&Array, f64)>,
+    shape: &[usize],
+    po: u64,
+) -> Result<bool> {
+    let dtype = a.dtype();
     if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::Bf16) {
         return Ok(false);
     }
@@ -125,6 +135,18 @@ fn gemv(g: &Gpu, a: &Array, b: &Array, alpha: f64, shape: &[usize], dtype: Dtype
     if pa % 16 != 0 || pb % 16 != 0 {
         return Ok(false);
     }
+    // The addend over [rows, n]: its row axes must collapse to one stride.
+    let (mut pc, mut cs_r, mut cs_c, mut beta) = (0, 0, 0, 0.0);
+    let _kc = match addend {
+        Some((c, bc)) => {
+            let dc = c.data()?;
+            let st = broadcast_strides(c.shape(), &dc.strides, shape);
+            let Some(rs) = batch_stride(&shape[..nd - 1], &st[..nd - 1]) else { return Ok(false) };
+            (pc, cs_r, cs_c, beta) = (device_ptr(g, &dc, dtype)?, rs, st[nd - 1] as i64, bc as f32);
+            Some(dc)
+        }
+        None => None,
+    };
     // Three or more rows of f16 / bf16 on the tensor cores (16 columns a block; ~1.85x the
     // FMA kernel's bandwidth at 8 rows, scripts/cuda-bench), else the FMA kernels for 1, 2, 4
     // and 8 rows (fewer rows run the next size up).
@@ -150,6 +172,10 @@ fn gemv(g: &Gpu, a: &Array, b: &Array, alpha: f64, shape: &[usize], dtype: Dtype
         Arg::I64(n as i64),
         Arg::I64(k as i64),
         Arg::F32(alpha as f32),
+        Arg::U64(pc),
+        Arg::I64(cs_r),
+        Arg::I64(cs_c),
+        Arg::F32(beta),
     ];
     let cfg = LaunchConfig { grid_dim: (n.div_ceil(cols) as u32, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
     launch_overlapped(g, &f, cfg, &args)?;
@@ -188,7 +214,8 @@ pub(crate) fn matmul(
     if m * n * nbatch == 0 {
         return Ok(Some(out));
     }
-    if (beta == 0.0 || inputs.len() < 3) && gemv(g, a, b, alpha, shape, dtype, po)? {
+    let addend = inputs.get(2).filter(|_| beta != 0.0).map(|c| (c, beta));
+    if gemv(g, a, b, alpha, addend, shape, po)? {
         return Ok(Some(out));
     }
     // The addend goes into the output first (broadcast), and the product accumulates onto it.

@@ -1,6 +1,7 @@
-// Matrix-vector products for decode: out[r, c] = alpha * sum_k x[r, k] * w[c, k] for up to R
-// rows of x (contiguous, xs elements apart) and the rows of w (contiguous, ws apart: a Linear
-// layer's weight, read once for all rows).
+// Matrix-vector products for decode: out[r, c] = alpha * sum_k x[r, k] * w[c, k] (+ beta *
+// cadd[r, c] where an addend is given: a residual joined in, one rounding) for up to R rows of
+// x (contiguous, xs elements apart) and the rows of w (contiguous, ws apart: a Linear layer's
+// weight, read once for all rows).
 //
 // A block of GEMV_SPLIT warps takes GEMV_COLS output columns; warp p sums the p-th slice of
 // k, its lanes taking 16-byte chunks of the slice in turn. Each lane loads U chunks of each
@@ -20,9 +21,15 @@
 #define GEMV_COLS 2
 #define CHUNK (16 / (int)sizeof(T))
 
+// The addend of output (r, col), scaled: beta · c[r, col] through c's strides (0 without c).
+__device__ __forceinline__ float addend(const T* __restrict__ c, i64 cs_r, i64 cs_c, float beta, int r, i64 col) {
+  return c ? beta * (float)to_acc<T>(c[r * cs_r + col * cs_c]) : 0.0f;
+}
+
 template <int R, int U>
 __device__ __forceinline__ void gemv_impl(T* __restrict__ out, const T* __restrict__ x, i64 xs,
-                                          const T* __restrict__ w, i64 ws, int rows, i64 n, i64 k, float alpha) {
+                                          const T* __restrict__ w, i64 ws, int rows, i64 n, i64 k, float alpha,
+                                          const T* __restrict__ cadd, i64 cs_r, i64 cs_c, float beta) {
   __shared__ float red[GEMV_SPLIT][GEMV_COLS][R];
   allow_next_kernel();
   const int lane = threadIdx.x & 31, part = threadIdx.x >> 5;
@@ -84,15 +91,15 @@ __device__ __forceinline__ void gemv_impl(T* __restrict__ out, const T* __restri
     float v = 0.f;
 #pragma unroll
     for (int p = 0; p < GEMV_SPLIT; ++p) v += red[p][c][r];
-    if (r < rows && col0 + c < n) out[r * n + col0 + c] = from_acc<T>(v * alpha);
+    if (r < rows && col0 + c < n) out[r * n + col0 + c] = from_acc<T>(v * alpha + addend(cadd, cs_r, cs_c, beta, r, col0 + c));
   }
 }
 
 #define GEMV(R, U)                                                                                        \
   extern "C" __global__ void __launch_bounds__(GEMV_SPLIT * 32)                                          \
       gemv_##R(T* __restrict__ out, const T* __restrict__ x, i64 xs, const T* __restrict__ w, i64 ws,     \
-               int rows, i64 n, i64 k, float alpha) {                                                     \
-    gemv_impl<R, U>(out, x, xs, w, ws, rows, n, k, alpha);                                                \
+               int rows, i64 n, i64 k, float alpha, const T* __restrict__ cadd, i64 cs_r, i64 cs_c, float beta) { \
+    gemv_impl<R, U>(out, x, xs, w, ws, rows, n, k, alpha, cadd, cs_r, cs_c, beta);                        \
   }
 GEMV(1, 4)
 GEMV(2, 4)
@@ -122,7 +129,7 @@ __device__ __forceinline__ void gemv_mma16816(float* c, u32 a0, u32 a1, u32 a2, 
 
 extern "C" __global__ void __launch_bounds__(GEMV_MMA_SPLIT * 32)
     gemv_mma(T* __restrict__ out, const T* __restrict__ x, i64 xs, const T* __restrict__ w, i64 ws, int rows, i64 n,
-             i64 k, float alpha) {
+             i64 k, float alpha, const T* __restrict__ cadd, i64 cs_r, i64 cs_c, float beta) {
   __shared__ float red[GEMV_MMA_SPLIT][32][4];
   allow_next_kernel();
   const int lane = threadIdx.x & 31, part = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -168,7 +175,7 @@ extern "C" __global__ void __launch_bounds__(GEMV_MMA_SPLIT * 32)
       // C element i of lane (g, t): column g (+ 8 for i ≥ 2), row 2 t (+ 1 for odd i).
       const i64 col = col0 + g + 8 * (i >> 1);
       const int r = 2 * t + (i & 1);
-      if (r < rows && col < n) out[r * n + col] = from_acc<T>(v * alpha);
+      if (r < rows && col < n) out[r * n + col] = from_acc<T>(v * alpha + addend(cadd, cs_r, cs_c, beta, r, col));
     }
   }
 }
