@@ -518,6 +518,13 @@ fn matmuls(c: &mut Checker) {
         c.check(&format!("matmul {dt} gemv 8 rows batched"), b, || fx::matmul(&x8, &wlt));
         let z = c.array(&[100], dt, -1.0, 1.0);
         c.check(&format!("matmul {dt} gemv alpha"), b, || fx::addmm(&z, &x8, &wlt, -0.75, 0.0));
+        // An addend joined in the kernel: a residual of the output's shape, and a broadcast row
+        // with alpha and beta.
+        let r8 = c.array(&[4, 2, 100], dt, -1.0, 1.0);
+        c.check(&format!("matmul {dt} gemv addend (residual)"), b, || fx::addmm(&r8, &x8, &wlt, 1.0, 1.0));
+        c.check(&format!("matmul {dt} gemv addend broadcast, alpha, beta"), b, || {
+            fx::addmm(&z, &x8, &wlt, 0.5, -2.0)
+        });
         let wp = c.array(&[100, 320], dt, -1.0, 1.0);
         c.check(&format!("matmul {dt} gemv padded weight rows"), b, || {
             let v = fx::slice(&wp, &[0, 8], &[100, 272], &[1, 1])?;
@@ -536,6 +543,10 @@ fn matmuls(c: &mut Checker) {
         let x8m = c.array(&[8, 512], dt, -1.0, 1.0);
         c.check(&format!("matmul {dt} gemv 8 rows x 1000 (mma)"), b, || {
             fx::matmul(&x8m, &fx::transpose(&wmma, &[1, 0])?)
+        });
+        let r8m = c.array(&[8, 1000], dt, -1.0, 1.0);
+        c.check(&format!("matmul {dt} gemv 8 rows x 1000 (mma) addend"), b, || {
+            fx::addmm(&r8m, &x8m, &fx::transpose(&wmma, &[1, 0])?, 1.0, 1.0)
         });
         let wbig = c.array(&[5003, 2048], dt, -1.0, 1.0);
         let xbig = c.array(&[3, 2048], dt, -1.0, 1.0);
