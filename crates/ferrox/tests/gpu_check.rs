@@ -522,9 +522,7 @@ fn matmuls(c: &mut Checker) {
         // with alpha and beta.
         let r8 = c.array(&[4, 2, 100], dt, -1.0, 1.0);
         c.check(&format!("matmul {dt} gemv addend (residual)"), b, || fx::addmm(&r8, &x8, &wlt, 1.0, 1.0));
-        c.check(&format!("matmul {dt} gemv addend broadcast, alpha, beta"), b, || {
-            fx::addmm(&z, &x8, &wlt, 0.5, -2.0)
-        });
+        c.check(&format!("matmul {dt} gemv addend broadcast, alpha, beta"), b, || fx::addmm(&z, &x8, &wlt, 0.5, -2.0));
         let wp = c.array(&[100, 320], dt, -1.0, 1.0);
         c.check(&format!("matmul {dt} gemv padded weight rows"), b, || {
             let v = fx::slice(&wp, &[0, 8], &[100, 272], &[1, 1])?;
