@@ -151,7 +151,8 @@ fn stored(g: &Gpu, inputs: &[Array], p: QuantParams, dtype: Dtype, batched: bool
 /// Dequantizes the stored matrix into a fresh row-major [rows, cols] array of `dtype`.
 fn dequantize_into(g: &Gpu, m: &Stored, p: QuantParams, dtype: Dtype) -> Result<Data> {
     let (out, po) = alloc_out(&[m.rows, m.cols], dtype)?;
-    let n = m.rows * m.cols / 32;
+    // A thread per 8 codes.
+    let n = m.rows * m.cols / 8;
     if n > 0 {
         let f = function(g, dtype, p, "dequantize", 0)?;
         let [w, s, b] = m.args();

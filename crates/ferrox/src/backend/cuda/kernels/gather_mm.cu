@@ -42,14 +42,11 @@ __device__ __forceinline__ void gm_load_b(float (*ws)[GM_PITCH], const u32* __re
   float v[8];
   if (r < rows && c < cols) {
     const i64 row = wi * rows + r;
-    const u8* p = (const u8*)(w + (row * (cols >> 5) + (c >> 5)) * BITS) + q * BITS;
-    u64 bits = 0;
-#pragma unroll
-    for (int i = 0; i < BITS; ++i) bits |= (u64)__ldg(p + i) << (8 * i);
+    const u64 bits = codes8(w + (row * (cols >> 5) + (c >> 5)) * BITS, q);
     const i64 g = row * (cols / gs) + c / gs;
     const float s = scale_value(scales, g), b = bias_value(biases, g);
 #pragma unroll
-    for (int j = 0; j < 8; ++j) v[j] = gm_value((u32)(bits >> (j * BITS)) & ((1u << BITS) - 1u), s, b);
+    for (int j = 0; j < 8; ++j) v[j] = gm_value(code8_at(bits, j), s, b);
   } else {
 #pragma unroll
     for (int j = 0; j < 8; ++j) v[j] = 0.0f;

@@ -84,15 +84,6 @@ __device__ __forceinline__ u32 code_at(const u32* words, int j) {
   return v & ((1u << BITS) - 1u);
 }
 
-// The values of the 32 codes of the pack at w.
-__device__ __forceinline__ void unpack32(const u32* __restrict__ w, float* c) {
-  u32 words[BITS];
-#pragma unroll
-  for (int i = 0; i < BITS; ++i) words[i] = w[i];
-#pragma unroll
-  for (int j = 0; j < 32; ++j) c[j] = code_value(code_at(words, j));
-}
-
 // y [M, N] = x [M, K] @ Wᵀ for M rows (decode). A block of QMV_WARPS warps takes
 // QMV_WARPS / QMV_SPLIT groups of QMV_COLS output features; the QMV_SPLIT warps of a group
 // split the packs, each lane taking packs in turn. A lane loads the pack of each of its
@@ -213,29 +204,43 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
 QMV_KERNELS(QMV_M)
 #endif
 
-// out [rows, cols] (T) = dequantized W: one thread per pack of 32 codes. Affine computes
-// scale · code + bias in f32; the floating-point formats multiply the code's value and the
-// scale each rounded to T first, as the CPU does.
+// The bits of codes 8q .. 8q + 7 of the pack at p (BITS bytes of it, little-endian).
+__device__ __forceinline__ u64 codes8(const u32* __restrict__ p, int q) {
+  const u8* b = (const u8*)p + q * BITS;
+  u64 bits = 0;
+#pragma unroll
+  for (int i = 0; i < BITS; ++i) bits |= (u64)__ldg(b + i) << (8 * i);
+  return bits;
+}
+
+// Code j of the eight in `bits` (codes8).
+__device__ __forceinline__ u32 code8_at(u64 bits, int j) { return (u32)(bits >> (j * BITS)) & ((1u << BITS) - 1u); }
+
+// out [rows, cols] (T) = dequantized W: a thread per 8 codes (a quarter of a pack), so a warp
+// writes 32 consecutive 16-byte (f32: 32-byte) runs. Affine computes scale · code + bias in
+// f32; the floating-point formats multiply the code's value and the scale each rounded to T
+// first, as the CPU does.
 __device__ __forceinline__ float in_t(float v) { return to_acc<T>(from_acc<T>(v)); }
 extern "C" __global__ void dequantize(T* __restrict__ out, const u32* __restrict__ w, const S* __restrict__ scales,
                                       const S* __restrict__ biases, i64 rows, i64 cols, i64 gs) {
   const i64 packs = cols >> 5, groups = cols / gs;
-  GRID_LOOP(t, rows * packs) {
-    const i64 r = t / packs, p = t - r * packs;
-    float c[32];
-    unpack32(w + t * BITS, c);
-    const i64 g0 = r * groups + (p << 5) / gs, g1 = r * groups + ((p << 5) + 16) / gs;
-    const float s[2] = {scale_value(scales, g0), scale_value(scales, g1)};
-    const float b[2] = {bias_value(biases, g0), bias_value(biases, g1)};
-    T* o = out + r * cols + (p << 5);
+  GRID_LOOP(t, rows * packs * 4) {
+    const i64 pk = t >> 2, r = pk / packs, c0 = ((pk - r * packs) << 5) + (t & 3) * 8;
+    const u64 bits = codes8(w + pk * BITS, (int)(t & 3));
+    const i64 g = r * groups + c0 / gs;
+    const float s = scale_value(scales, g), b = bias_value(biases, g);
+    T v[8];
 #pragma unroll
-    for (int j = 0; j < 32; ++j) {
+    for (int j = 0; j < 8; ++j) {
 #if FMT == 0
-      o[j] = from_acc<T>(s[j >> 4] * c[j] + b[j >> 4]);
+      v[j] = from_acc<T>(s * code_value(code8_at(bits, j)) + b);
 #else
-      o[j] = from_acc<T>(in_t(c[j]) * in_t(s[j >> 4]));
+      v[j] = from_acc<T>(in_t(code_value(code8_at(bits, j))) * in_t(s));
 #endif
     }
+    uint4* o = (uint4*)(out + r * cols + c0);
+#pragma unroll
+    for (int i = 0; i < (int)sizeof(v) / 16; ++i) o[i] = ((const uint4*)v)[i];
   }
 }
 
