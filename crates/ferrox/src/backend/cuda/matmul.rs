@@ -135,17 +135,17 @@ fn gemv(
     if pa % 16 != 0 || pb % 16 != 0 {
         return Ok(false);
     }
-    // The addend over [rows, n]: its row axes must collapse to one stride.
-    let (mut pc, mut cs_r, mut cs_c, mut beta) = (0, 0, 0, 0.0);
-    let _kc = match addend {
-        Some((c, bc)) => {
+    // The addend over [rows, n] (address, row and column strides, beta; address 0 for none):
+    // its row axes must collapse to one stride.
+    let (_kc, pc, cs_r, cs_c, beta) = match addend {
+        Some((c, beta)) => {
             let dc = c.data()?;
             let st = broadcast_strides(c.shape(), &dc.strides, shape);
             let Some(rs) = batch_stride(&shape[..nd - 1], &st[..nd - 1]) else { return Ok(false) };
-            (pc, cs_r, cs_c, beta) = (device_ptr(g, &dc, dtype)?, rs, st[nd - 1] as i64, bc as f32);
-            Some(dc)
+            let pc = device_ptr(g, &dc, dtype)?;
+            (Some(dc), pc, rs, st[nd - 1] as i64, beta as f32)
         }
-        None => None,
+        None => (None, 0, 0, 0, 0.0),
     };
     // Three or more rows of f16 / bf16 on the tensor cores (16 columns a block; ~1.85x the
     // FMA kernel's bandwidth at 8 rows, scripts/cuda-bench), else the FMA kernels for 1, 2, 4

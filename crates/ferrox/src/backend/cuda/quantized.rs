@@ -77,7 +77,7 @@ fn aligned_rows(g: &Gpu, x: &Array) -> Result<(Data, u64)> {
 }
 
 /// The stored matrix: packed words, scales, biases (each row-major, kept alive; no biases in
-/// the floating-point formats: address 0), its rows and columns.
+/// the floating-point formats: address 0), its rows and columns, and its format.
 struct Stored {
     keep: Vec<Data>,
     w: u64,
@@ -85,6 +85,7 @@ struct Stored {
     biases: u64,
     rows: usize,
     cols: usize,
+    params: QuantParams,
 }
 
 impl Stored {
@@ -93,9 +94,26 @@ impl Stored {
         [Arg::U64(self.w), Arg::U64(self.scales), Arg::U64(self.biases)]
     }
 
-    /// The matrices as the tiled kernel's B (kept as [N, K] when `transpose`).
-    fn b_side(&self, p: QuantParams, transpose: bool) -> BSide {
-        BSide { ptrs: [self.w, self.scales, self.biases], strides: [0; 3], group_size: p.group_size, trans: transpose }
+    /// The product's (k, n): x's last axis and the output's, with or without the transpose.
+    fn product_dims(&self, transpose: bool) -> (usize, usize) {
+        if transpose {
+            (self.cols, self.rows)
+        } else {
+            (self.rows, self.cols)
+        }
+    }
+
+    /// The tiled kernel's product of x and these matrices (kept as [N, K] when `transpose`)
+    /// over `pairs`, into a fresh output of `shape`.
+    fn tiled(&self, g: &Gpu, x: &Array, transpose: bool, pairs: &Pairs, d: &Dims, shape: &[usize]) -> Result<Data> {
+        let b = BSide {
+            ptrs: [self.w, self.scales, self.biases],
+            strides: [0; 3],
+            group_size: self.params.group_size,
+            trans: transpose,
+        };
+        let f = function(g, x.dtype(), self.params, "gather_mm_tiled", 0)?;
+        gather_mm::tiled(g, &f, x, &b, pairs, d, shape)
     }
 }
 
@@ -145,7 +163,7 @@ fn stored(g: &Gpu, inputs: &[Array], p: QuantParams, dtype: Dtype, batched: bool
     } else {
         0
     };
-    Ok(Some(Stored { keep, w: pw, scales: ps, biases: pb, rows, cols }))
+    Ok(Some(Stored { keep, w: pw, scales: ps, biases: pb, rows, cols, params: p }))
 }
 
 /// Dequantizes the stored matrix into a fresh row-major [rows, cols] array of `dtype`.
@@ -241,18 +259,17 @@ fn gather_qmm(
     }
     let Some(m) = stored(g, inputs, p, dtype, true)? else { return Ok(None) };
     let (rows, k) = (x.shape()[x.ndim() - 2], x.shape()[x.ndim() - 1]);
-    let (kk, n) = if transpose { (m.cols, m.rows) } else { (m.rows, m.cols) };
+    let (kk, n) = m.product_dims(transpose);
+    if k != kk {
+        return Ok(None);
+    }
     let nw = inputs[1].size() / (m.rows * m.cols * p.bits / 32).max(1);
     let nx = x.size() / (rows * k).max(1);
     let pairs = lhs.size();
     let Some(pr) = Pairs::indexed(g, lhs, rhs)? else { return Ok(None) };
-    if k != kk {
-        return Ok(None);
-    }
     if !transpose || rows > QMV_MAX_ROWS || pairs > 65535 || (sorted && pairs * rows >= TILED_SORTED_ROWS) {
         let dims = Dims { m: rows, k, n, nx, nw };
-        let f = function(g, dtype, p, "gather_mm_tiled", 0)?;
-        return Ok(Some(gather_mm::tiled(g, &f, x, &m.b_side(p, transpose), &pr, &dims, shape)?));
+        return Ok(Some(m.tiled(g, x, transpose, &pr, &dims, shape)?));
     }
     let (out, po) = alloc_out(shape, dtype)?;
     if pairs * n == 0 || nx == 0 || nw == 0 {
@@ -308,7 +325,7 @@ fn matmul(
     }
     let Some(m) = stored(g, inputs, p, dtype, false)? else { return Ok(None) };
     let k = *x.shape().last().unwrap_or(&0);
-    let (kk, n) = if transpose { (m.cols, m.rows) } else { (m.rows, m.cols) };
+    let (kk, n) = m.product_dims(transpose);
     if k != kk {
         return Ok(None);
     }
@@ -374,13 +391,12 @@ fn batched_matmul(
     let Some(m) = stored(g, inputs, p, dtype, true)? else { return Ok(None) };
     let nd = shape.len();
     let (rows, k) = (x.shape()[xn - 2], x.shape()[xn - 1]);
-    let (kk, n) = if transpose { (m.cols, m.rows) } else { (m.rows, m.cols) };
+    let (kk, n) = m.product_dims(transpose);
     let (xb, wb) = (&x.shape()[..xn - 2], &wq.shape()[..wn - 2]);
     if k != kk {
         return Ok(None);
     }
     let Some(pr) = Pairs::batched(&shape[..nd - 2], xb, wb) else { return Ok(None) };
     let dims = Dims { m: rows, k, n, nx: xb.iter().product(), nw: wb.iter().product() };
-    let f = function(g, dtype, p, "gather_mm_tiled", 0)?;
-    Ok(Some(gather_mm::tiled(g, &f, x, &m.b_side(p, transpose), &pr, &dims, shape)?))
+    Ok(Some(m.tiled(g, x, transpose, &pr, &dims, shape)?))
 }

@@ -853,10 +853,13 @@ __device__ __forceinline__ int vjp_key_end(const Attn& p, int i) {
   return p.mkind == 1 ? min(p.S, max(0, i + p.S - p.L + 1)) : p.S;
 }
 
-// Query row `row` of [B, Hq, L] as (b, h, i), its kv head and its q row.
+// Query row `row` of [B, Hq, L] as (b, h, i), its kv head, its q row and the first k and v
+// rows of its (batch, kv head).
 struct VjpRow {
   int b, h, i, kh;
   const T* q;
+  const T* k;
+  const T* v;
 };
 __device__ __forceinline__ VjpRow vjp_row(const Attn& p, i64 row) {
   VjpRow r;
@@ -866,6 +869,8 @@ __device__ __forceinline__ VjpRow vjp_row(const Attn& p, i64 row) {
   r.b = (int)(bh / p.Hq);
   r.kh = r.h / (p.Hq / p.Hkv);
   r.q = (const T*)p.q + r.b * p.qs[0] + r.h * p.qs[1] + r.i * p.qs[2];
+  r.k = (const T*)p.k + r.b * p.ks[0] + r.kh * p.ks[1];
+  r.v = (const T*)p.v + r.b * p.vs[0] + r.kh * p.vs[1];
   return r;
 }
 
@@ -877,8 +882,7 @@ extern "C" __global__ void attn_vjp_rows(Attn p, const T* __restrict__ g, F* __r
     F qr[VJP_E], gr[VJP_E];
     vjp_load(qr, r.q, p.D, lane);
     vjp_load(gr, g + row * p.Dv, p.Dv, lane);
-    const T* k = (const T*)p.k + r.b * p.ks[0] + r.kh * p.ks[1];
-    const T* v = (const T*)p.v + r.b * p.vs[0] + r.kh * p.vs[1];
+    const T *k = r.k, *v = r.v;
     F m = NEG_INF, l = 0, dsum = 0;
     for (int j = 0, end = vjp_key_end(p, r.i); j < end; ++j) {
       F s = masked_score(p, vjp_dot(qr, k + j * p.ks[2], p.D, lane), r.b, r.h, r.i, j);
@@ -914,8 +918,7 @@ extern "C" __global__ void attn_vjp_dq(Attn p, const T* __restrict__ g, const F*
 #pragma unroll
     for (int e = 0; e < VJP_E; ++e) dq[e] = 0;
     F m = stat[3 * row], inv = stat[3 * row + 1], delta = stat[3 * row + 2];
-    const T* k = (const T*)p.k + r.b * p.ks[0] + r.kh * p.ks[1];
-    const T* v = (const T*)p.v + r.b * p.vs[0] + r.kh * p.vs[1];
+    const T *k = r.k, *v = r.v;
     for (int j = 0, end = inv > 0 ? vjp_key_end(p, r.i) : 0; j < end; ++j) {
       const T* kj = k + j * p.ks[2];
       F s = masked_score(p, vjp_dot(qr, kj, p.D, lane), r.b, r.h, r.i, j);
@@ -994,8 +997,7 @@ extern "C" __global__ void attn_rows(Attn p) {
     vjp_load(qr, r.q, p.D, lane);
 #pragma unroll
     for (int e = 0; e < VJP_E; ++e) acc[e] = 0;
-    const T* k = (const T*)p.k + r.b * p.ks[0] + r.kh * p.ks[1];
-    const T* v = (const T*)p.v + r.b * p.vs[0] + r.kh * p.vs[1];
+    const T *k = r.k, *v = r.v;
     F m = NEG_INF, l = 0;
     for (int j = 0, end = vjp_key_end(p, r.i); j < end; ++j) {
       F s = masked_score(p, vjp_dot(qr, k + j * p.ks[2], p.D, lane), r.b, r.h, r.i, j);
