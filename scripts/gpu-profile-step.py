@@ -9,7 +9,8 @@ Reads the CSV that Nsight Compute writes for a `ferrox bench` run, e.g.
 
 Each decode step ends in the greedy pick (an `argreduce_join` kernel); the script takes the
 last whole step (between the last two picks), and prints each kernel name's launches, summed
-time and share of the step, then the step's total. ncu runs kernels one at a time, so the sum
+time and share of the step, then the step's total. With `--prefill` (a run like `ferrox bench
+-p 2048 -g 1`) it takes the longest stretch that ends in a pick instead: a whole prompt. ncu runs kernels one at a time, so the sum
 leaves out the gaps between kernels that a CUDA graph replay has.
 """
 import csv
@@ -28,12 +29,15 @@ def rows(path):
 
 
 def main():
-    ks = list(rows(sys.argv[1]))
+    args = [a for a in sys.argv[1:] if a != "--prefill"]
+    prefill = "--prefill" in sys.argv[1:]
+    ks = list(rows(args[0]))
     picks = [i for i, (name, _, _) in enumerate(ks) if name.startswith("argreduce_join")]
     if len(picks) < 2:
         print(f"{len(ks)} kernels, fewer than two greedy picks: no whole step")
         return
-    step = ks[picks[-2] + 1 : picks[-1] + 1]
+    spans = [ks[a + 1 : b + 1] for a, b in zip(picks, picks[1:])]
+    step = max(spans, key=lambda s: sum(t for _, _, t in s)) if prefill else spans[-1]
     total = sum(t for _, _, t in step)
     by = defaultdict(lambda: [0, 0.0])
     for name, grid, t in step:
@@ -43,7 +47,7 @@ def main():
     print(f"{'kernel':60} {'launches':>8} {'us':>9} {'share':>6}")
     for key, (n, t) in sorted(by.items(), key=lambda kv: -kv[1][1]):
         print(f"{key[:60]:60} {n:8d} {t:9.1f} {100 * t / total:5.1f}%")
-    print(f"{'one decode step':60} {len(step):8d} {total:9.1f}")
+    print(f"{'one prompt' if prefill else 'one decode step':60} {len(step):8d} {total:9.1f}")
 
 
 if __name__ == "__main__":

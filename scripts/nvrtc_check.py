@@ -63,8 +63,27 @@ if "index" in want:
         ok &= fam(f"index {t} i32", {"T": t, "I": "i32"}, "index.cu")
 if "elementwise" in want:
     casts = "".join(f"CAST({d})\n" for d in ["float", "f16", "bf16", "double", "i32", "u8", "bool"])
+    # A unary and a binary kernel (their run-of-ELEMS paths), and a kernel shaped like fused.rs
+    # generates them (SwiGLU's product of two views).
+    casts += "UNARY(Negative, op_Negative<A>)\nARITH(Add)\nARITH(Multiply)\n"
+    fused = """extern "C" __global__ void fused_like(T* __restrict__ out, const T* __restrict__ in0,
+                                         const T* __restrict__ in1, Layout l) {
+  if (rows_fit<2>(l)) {
+    GRID_LOOP(q, l.n / ELEMS) {
+      i64 o[2];
+      offsets<2>(l, q * ELEMS, o);
+      const Run<T> v0 = load_run(in0 + o[0], last_stride(l, 0));
+      const Run<T> v1 = load_run(in1 + o[1], last_stride(l, 1));
+      Run<T> r;
+#pragma unroll
+      for (int u = 0; u < ELEMS; ++u) r.v[u] = from_acc<T>(op_Multiply<A>(to_acc<T>(v0.v[u]), to_acc<T>(v1.v[u])));
+      store_run(out + q * ELEMS, r);
+    }
+  }
+}
+"""
     for t in ["float", "bf16", "f16", "i32", "bool", "double"]:
-        ok &= fam(f"cast {t}", {"T": t}, "elementwise.cu", casts)
+        ok &= fam(f"elementwise {t}", {"T": t}, "elementwise.cu", casts + fused)
 if "reduce" in want:
     inst = ("REDUCE(Sum, A, (A)0, to_acc<T>(x), r_add<A>, T, from_acc<T>(acc))\nARGREDUCE(ArgMax, true)\n"
             "ARGREDUCE_SPLIT(ArgMax, true)\nARGREDUCE_SPLIT(ArgMin, false)\n"

@@ -409,6 +409,21 @@ fn binary(c: &mut Checker) {
         }
         let cond = c.array(&[7, 1], Dtype::Bool, 0.0, 2.0);
         c.check(&format!("select {dt}"), 0.0, || where_(&cond, &a, &b));
+        // Rows whose last axis is a multiple of 8, unit-stride or broadcast (a run of 8 elements
+        // a thread, moved 16 bytes at a time where aligned): contiguous, a row and a column
+        // broadcast (stride 0 along the last axis), and a view one element off alignment.
+        let x = c.array(&[6, 72], dt, lo, hi);
+        let y = c.array(&[6, 72], dt, lo, hi);
+        let row = c.array(&[72], dt, lo, hi);
+        let col = c.array(&[6, 1], dt, lo, hi);
+        let off = |a: &Array| fx::slice(a, &[0, 1], &[6, 65], &[1, 1]);
+        let add_or_or = |a: &Array, b: &Array| if dt == Dtype::Bool { logical_or(a, b) } else { add(a, b) };
+        c.check(&format!("binary runs {dt}"), bound(dt), || add_or_or(&x, &y));
+        c.check(&format!("binary runs {dt} row broadcast"), bound(dt), || add_or_or(&x, &row));
+        c.check(&format!("binary runs {dt} column broadcast"), bound(dt), || add_or_or(&col, &x));
+        c.check(&format!("binary runs {dt} misaligned"), bound(dt), || add_or_or(&off(&x)?, &off(&y)?));
+        c.check(&format!("unary runs {dt} misaligned"), bound(dt), || abs(&off(&x)?));
+        c.check(&format!("copy runs {dt} column broadcast"), 0.0, || contiguous(&broadcast_to(&col, &[6, 72])?));
     }
 }
 
@@ -569,6 +584,26 @@ fn fast(c: &mut Checker) {
         c.check(&format!("fast rms_norm {dt} no weight"), b, || fx::fast::rms_norm(&x, None, 1e-5));
         c.check(&format!("fast layer_norm {dt}"), b, || fx::fast::layer_norm(&x, Some(&w), Some(&bias), 1e-5));
         c.check(&format!("fast layer_norm {dt} plain"), b, || fx::fast::layer_norm(&x, None, None, 1e-5));
+        // A prompt's many rows: a warp a row (vector loads; rows of a length that is not a
+        // multiple of 16 bytes, or a strided weight, element by element).
+        for n in [1000, 2050] {
+            let xr = c.array(&[300, n], dt, -4.0, 4.0);
+            let wr = c.array(&[n], dt, 0.5, 1.5);
+            c.check(&format!("fast rms_norm {dt} 300 rows of {n}"), b, || fx::fast::rms_norm(&xr, Some(&wr), 1e-5));
+        }
+        let xr = c.array(&[300, 1000], dt, -4.0, 4.0);
+        let w2 = c.array(&[2000], dt, 0.5, 1.5);
+        c.check(&format!("fast rms_norm {dt} 300 rows, strided weight"), b, || {
+            fx::fast::rms_norm(&xr, Some(&fx::slice(&w2, &[0], &[2000], &[2])?), 1e-5)
+        });
+        c.check(&format!("fast rms_norm {dt} 300 rows, no weight"), b, || fx::fast::rms_norm(&xr, None, 1e-5));
+        // Heads in groups of 8 a thread, the last group short (15 and 7 heads).
+        for heads in [15, 7] {
+            let qh = c.array(&[1, heads, 19, 64], dt, -1.0, 1.0);
+            c.check(&format!("fast rope {dt} {heads} heads"), b, || {
+                fx::fast::rope(&qh, 48, false, Some(10000.0), 1.0, 100i32, None)
+            });
+        }
         let q = c.array(&[2, 4, 33, 64], dt, -1.0, 1.0);
         for trad in [false, true] {
             c.check(&format!("fast rope {dt} traditional={trad}"), b, || {
@@ -1429,6 +1464,14 @@ fn fused(c: &mut Checker) {
         let g = c.array(&[3, 4099], dt, -6.0, 6.0);
         let u = c.array(&[3, 4099], dt, -1.0, 1.0);
         c.check(&format!("fused {dt} swiglu"), bound(dt), || Ok(swiglu.call(&[g.clone(), u.clone()])?.remove(0)));
+        // As a fused gate/up product's halves arrive: two views of one [rows, 2 · width]
+        // output (runs of 8 elements a thread).
+        let gu = c.array(&[5, 2 * 1024], dt, -6.0, 6.0);
+        c.check(&format!("fused {dt} swiglu of two halves"), bound(dt), || {
+            let g = fx::slice(&gu, &[0, 0], &[5, 1024], &[1, 1])?;
+            let u = fx::slice(&gu, &[0, 1024], &[5, 2048], &[1, 1])?;
+            Ok(swiglu.call(&[g, u])?.remove(0))
+        });
     }
     let mixed = fx::compile(|a: &[Array]| {
         let (x, y, n) = (&a[0], &a[1], &a[2]);

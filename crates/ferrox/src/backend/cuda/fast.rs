@@ -22,8 +22,12 @@ const SRC: &str = include_str!("kernels/fast.cu");
 const SPLIT_ROW: usize = 4096;
 /// Threads per block of rope.
 const ROPE_BLOCK: u32 = 64;
+/// Rows of one position a rope thread turns (fast.cu's ROPE_HEADS).
+const ROPE_HEADS: usize = 8;
 /// Threads per block (FBLOCK in fast.cu).
 const BLOCK: u32 = 256;
+/// Warps a block.
+const WARPS: usize = BLOCK as usize / 32;
 
 fn function(g: &Gpu, t: Dtype, name: &str) -> Result<cudarc::driver::CudaFunction> {
     g.function(&format!("fast {}", ctype(t)), name, || format!("{COMMON}\n#define T {}\n{SRC}\n", ctype(t)))
@@ -68,6 +72,18 @@ fn vector(g: &Gpu, v: Option<&Array>, n: usize, t: Dtype) -> Result<Option<(u64,
 /// fresh output of `out_shape` and x's dtype, with arguments (out, x, rows, n, `extra`...).
 /// `None` for a non-float x.
 fn row_kernel(g: &Gpu, name: &str, x: &Array, out_shape: &[usize], extra: &[Arg]) -> Result<Option<Data>> {
+    row_kernel_by(g, name, 1, x, out_shape, extra)
+}
+
+/// [`row_kernel`] for a kernel whose blocks take `per_block` rows each.
+fn row_kernel_by(
+    g: &Gpu,
+    name: &str,
+    per_block: usize,
+    x: &Array,
+    out_shape: &[usize],
+    extra: &[Arg],
+) -> Result<Option<Data>> {
     let t = x.dtype();
     if !t.is_float() {
         return Ok(None);
@@ -81,7 +97,7 @@ fn row_kernel(g: &Gpu, name: &str, x: &Array, out_shape: &[usize], extra: &[Arg]
     let f = function(g, t, name)?;
     let mut args = vec![Arg::U64(po), Arg::U64(px), Arg::I64(r as i64), Arg::I64(n as i64)];
     args.extend_from_slice(extra);
-    launch_overlapped_1d(g, &f, g.grid(r, 1), BLOCK, &args)?;
+    launch_overlapped_1d(g, &f, g.grid(r, per_block as u32), BLOCK, &args)?;
     Ok(Some(out))
 }
 
@@ -118,7 +134,12 @@ pub(crate) fn logsumexp(g: &Gpu, x: &Array, shape: &[usize]) -> Result<Option<Da
 pub(crate) fn rms_norm(g: &Gpu, x: &Array, w: Option<&Array>, eps: f32, shape: &[usize]) -> Result<Option<Data>> {
     let (_, n) = rows(shape);
     let Some((pw, ws, _keep)) = vector(g, w, n, x.dtype())? else { return Ok(None) };
-    row_kernel(g, "rms_norm", x, shape, &[Arg::U64(pw), Arg::I64(ws), Arg::F32(eps)])
+    let extra = [Arg::U64(pw), Arg::I64(ws), Arg::F32(eps)];
+    // A prompt's rows a warp each; a decode step's few rows a block each.
+    if rows(shape).0 >= g.sms as usize {
+        return row_kernel_by(g, "rms_norm_rows", WARPS, x, shape, &extra);
+    }
+    row_kernel(g, "rms_norm", x, shape, &extra)
 }
 
 /// Layer normalization over the last axis, with optional weight and bias.
@@ -264,9 +285,11 @@ pub(crate) fn rope(
         Arg::U64(pf),
         Arg::I64(fs),
     ];
-    // A thread per rotated pair or unrotated feature, in small blocks: a decode step's few
-    // thousand threads spread over many multiprocessors (each does f64 trigonometry).
-    let items = total / d * (d - dims / 2);
+    // A thread per rotated pair or unrotated feature of ROPE_HEADS rows of one position, in
+    // small blocks: a decode step's few hundred threads spread over many multiprocessors
+    // (each does f64 trigonometry).
+    let rows = total / d;
+    let items = (rows / l).div_ceil(ROPE_HEADS) * l * (d - dims / 2);
     launch_overlapped_1d(g, &f, g.grid(items, ROPE_BLOCK), ROPE_BLOCK, &args)?;
     Ok(Some(out))
 }

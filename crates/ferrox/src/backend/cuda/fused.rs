@@ -87,19 +87,24 @@ fn kernel_body(graph: &FusedGraph, inputs: &[Array]) -> Option<String> {
     }
     let last = graph.steps.len() - 1;
     let n = inputs.len();
-    // Rows whose last axis is unit-stride in every input: ELEMS elements a thread, their
-    // inputs loaded before any is used (common.cuh, rows_fit); else one element a thread.
+    // Rows whose last axis is unit-stride or broadcast in every input: a run of ELEMS
+    // elements a thread, each input's run loaded before any is used (common.cuh, rows_fit,
+    // load_run / store_run); else one element a thread.
+    let t_out = ctype(graph.steps[last].2);
     let mut b = format!("  if (rows_fit<{n}>(l)) {{\n    GRID_LOOP(q, l.n / ELEMS) {{\n      i64 o[{n}];\n");
     let _ = writeln!(b, "      offsets<{n}>(l, q * ELEMS, o);");
     for (i, x) in inputs.iter().enumerate() {
         let t = ctype(x.dtype());
-        let _ = writeln!(b, "      {t} v{i}[ELEMS];\n#pragma unroll\n      for (int u = 0; u < ELEMS; ++u) v{i}[u] = in{i}[o[{i}] + u];");
+        let _ = writeln!(b, "      const Run<{t}> v{i} = load_run(in{i} + o[{i}], last_stride(l, {i}));");
     }
-    let _ = writeln!(b, "#pragma unroll\n      for (int u = 0; u < ELEMS; ++u) {{");
+    let _ = writeln!(b, "      Run<{t_out}> r;\n#pragma unroll\n      for (int u = 0; u < ELEMS; ++u) {{");
     for (i, x) in inputs.iter().enumerate() {
-        let _ = writeln!(b, "      const {t} x{i} = v{i}[u];", t = ctype(x.dtype()));
+        let _ = writeln!(b, "      const {t} x{i} = v{i}.v[u];", t = ctype(x.dtype()));
     }
-    let _ = write!(b, "{steps}      out[q * ELEMS + u] = s{last};\n      }}\n    }}\n    return;\n  }}\n");
+    let _ = write!(
+        b,
+        "{steps}      r.v[u] = s{last};\n      }}\n      store_run(out + q * ELEMS, r);\n    }}\n    return;\n  }}\n"
+    );
     let _ = write!(b, "  GRID_LOOP(i, l.n) {{\n    i64 o[{n}];\n    offsets<{n}>(l, i, o);\n");
     for (i, x) in inputs.iter().enumerate() {
         let _ = writeln!(b, "    const {t} x{i} = in{i}[o[{i}]];", t = ctype(x.dtype()));

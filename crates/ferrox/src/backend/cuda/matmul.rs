@@ -19,6 +19,7 @@ use super::alloc::{alloc_out, device_ptr};
 use super::compile::COMMON;
 use super::context::{cuda_err, Gpu};
 use super::elementwise::{copy, copy_strided};
+use super::index::donated;
 use super::layout::{ctype, launch_overlapped, Arg};
 
 /// How cuBLAS (column-major) reads a row-major `rows × cols` view with strides `(rs, cs)`:
@@ -218,18 +219,26 @@ pub(crate) fn matmul(
     if gemv(g, a, b, alpha, addend, shape, po)? {
         return Ok(Some(out));
     }
-    // The addend goes into the output first (broadcast), and the product accumulates onto it.
-    let beta = if beta != 0.0 && inputs.len() > 2 {
-        let c = &inputs[2];
-        let dc = c.data()?;
-        let pc = device_ptr(g, &dc, dtype)?;
-        let sc = broadcast_strides(c.shape(), &dc.strides, shape);
-        if !copy_strided(g, pc, &sc, shape, dtype, po)? {
-            return Ok(None);
-        }
-        beta
-    } else {
-        0.0
+    // The product accumulates onto the addend in the output: the addend's own buffer where
+    // nothing else holds it (a residual; as the KV cache's slice_update writes in place), else
+    // a (broadcast) copy of it.
+    let (out, po, beta) = match inputs.get(2).filter(|_| beta != 0.0) {
+        None => (out, po, 0.0),
+        Some(c) => match donated(c).filter(|_| c.shape() == shape) {
+            Some(d) => {
+                let p = device_ptr(g, &d, dtype)?;
+                (d, p, beta)
+            }
+            None => {
+                let dc = c.data()?;
+                let pc = device_ptr(g, &dc, dtype)?;
+                let sc = broadcast_strides(c.shape(), &dc.strides, shape);
+                if !copy_strided(g, pc, &sc, shape, dtype, po)? {
+                    return Ok(None);
+                }
+                (out, po, beta)
+            }
+        },
     };
     let oa = operand(g, a, batch, m, k)?;
     let ob = operand(g, b, batch, k, n)?;

@@ -77,18 +77,62 @@ __device__ __forceinline__ void offsets(const Layout& l, i64 i, i64* o) {
   }
 }
 
-// Elements a thread of an elementwise kernel takes at once where the last axis is unit-stride
-// in every operand and a multiple of ELEMS long (rows_fit): one offset computation and ELEMS
-// independent loads in flight, where one element a thread left a few bytes in flight and the
-// kernels far under the memory's speed over a prompt's activations.
+// Elements a thread of an elementwise kernel takes at once where the last axis is a multiple
+// of ELEMS long and, in every operand, unit-stride or broadcast (rows_fit): one offset
+// computation and one run of ELEMS elements an operand, moved 16 bytes at a time where aligned
+// (load_run / store_run). One element a thread left a few bytes in flight, and a run moved by
+// 2-byte accesses split every warp's store into partial sectors: both kept the kernels far
+// under the memory's speed over a prompt's activations.
 #define ELEMS 8
 template <int K>
 __device__ __forceinline__ bool rows_fit(const Layout& l) {
   if (l.nd < 1 || l.shape[l.nd - 1] % ELEMS != 0) return false;
 #pragma unroll
   for (int k = 0; k < K; ++k)
-    if (l.st[k][l.nd - 1] != 1) return false;
+    if (l.st[k][l.nd - 1] != 1 && l.st[k][l.nd - 1] != 0) return false;
   return true;
+}
+// Operand k's stride along the last axis (1 or 0 where rows_fit).
+__device__ __forceinline__ i64 last_stride(const Layout& l, int k) { return l.st[k][l.nd - 1]; }
+
+// ELEMS consecutive elements of one operand, aligned for 16-byte moves.
+template <typename T>
+struct alignas(16) Run {
+  T v[ELEMS];
+};
+// The run at p: consecutive elements (stride 1) or p's element repeated (stride 0).
+template <typename T>
+__device__ __forceinline__ Run<T> load_run(const T* __restrict__ p, i64 stride) {
+  Run<T> r;
+  constexpr int B = (int)sizeof(T) * ELEMS;
+  if (stride == 0) {
+    const T x = *p;
+#pragma unroll
+    for (int u = 0; u < ELEMS; ++u) r.v[u] = x;
+  } else if (B % 16 == 0 && (u64)p % 16 == 0) {
+#pragma unroll
+    for (int c = 0; c < B / 16; ++c) ((uint4*)&r)[c] = ((const uint4*)p)[c];
+  } else if (B == 8 && (u64)p % 8 == 0) {
+    *(uint2*)&r = *(const uint2*)p;
+  } else {
+#pragma unroll
+    for (int u = 0; u < ELEMS; ++u) r.v[u] = p[u];
+  }
+  return r;
+}
+// Writes run r to the ELEMS consecutive elements at p.
+template <typename T>
+__device__ __forceinline__ void store_run(T* __restrict__ p, const Run<T>& r) {
+  constexpr int B = (int)sizeof(T) * ELEMS;
+  if (B % 16 == 0 && (u64)p % 16 == 0) {
+#pragma unroll
+    for (int c = 0; c < B / 16; ++c) ((uint4*)p)[c] = ((const uint4*)&r)[c];
+  } else if (B == 8 && (u64)p % 8 == 0) {
+    *(uint2*)p = *(const uint2*)&r;
+  } else {
+#pragma unroll
+    for (int u = 0; u < ELEMS; ++u) p[u] = r.v[u];
+  }
 }
 
 #define GRID_LOOP(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)

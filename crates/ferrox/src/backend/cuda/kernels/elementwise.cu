@@ -190,9 +190,10 @@ typedef acc_t<T> A;
       GRID_LOOP(q, l.n / ELEMS) { \
         i64 o[1]; \
         offsets<1>(l, q * ELEMS, o); \
-        A x[ELEMS]; \
-        _Pragma("unroll") for (int u = 0; u < ELEMS; ++u) x[u] = to_acc<T>(in[o[0] + u]); \
-        _Pragma("unroll") for (int u = 0; u < ELEMS; ++u) out[q * ELEMS + u] = from_acc<T>((A)FN(x[u])); \
+        const Run<T> x = load_run(in + o[0], last_stride(l, 0)); \
+        Run<T> y; \
+        _Pragma("unroll") for (int u = 0; u < ELEMS; ++u) y.v[u] = from_acc<T>((A)FN(to_acc<T>(x.v[u]))); \
+        store_run(out + q * ELEMS, y); \
       } \
       return; \
     } \
@@ -231,9 +232,10 @@ typedef acc_t<T> A;
       GRID_LOOP(q, l.n / ELEMS) { \
         i64 o[2]; \
         offsets<2>(l, q * ELEMS, o); \
-        A x[ELEMS], y[ELEMS]; \
-        _Pragma("unroll") for (int u = 0; u < ELEMS; ++u) x[u] = to_acc<T>(a[o[0] + u]), y[u] = to_acc<T>(b[o[1] + u]); \
-        _Pragma("unroll") for (int u = 0; u < ELEMS; ++u) out[q * ELEMS + u] = from_acc<T>(op_##OP<A>(x[u], y[u])); \
+        const Run<T> x = load_run(a + o[0], last_stride(l, 0)), y = load_run(b + o[1], last_stride(l, 1)); \
+        Run<T> z; \
+        _Pragma("unroll") for (int u = 0; u < ELEMS; ++u) z.v[u] = from_acc<T>(op_##OP<A>(to_acc<T>(x.v[u]), to_acc<T>(y.v[u]))); \
+        store_run(out + q * ELEMS, z); \
       } \
       return; \
     } \
@@ -266,15 +268,12 @@ extern "C" __global__ void select(T* __restrict__ out, const bool* __restrict__ 
 
 extern "C" __global__ void copy(T* __restrict__ out, const T* __restrict__ in, Layout l) {
   OVERLAPPED_START();
+  // (The destination's elements are distinct: its last-axis stride is 1 where rows_fit.)
   if (rows_fit<2>(l)) {
     GRID_LOOP(q, l.n / ELEMS) {
       i64 o[2];
       offsets<2>(l, q * ELEMS, o);
-      T x[ELEMS];
-#pragma unroll
-      for (int u = 0; u < ELEMS; ++u) x[u] = in[o[0] + u];
-#pragma unroll
-      for (int u = 0; u < ELEMS; ++u) out[o[1] + u] = x[u];
+      store_run(out + o[1], load_run(in + o[0], last_stride(l, 0)));
     }
     return;
   }

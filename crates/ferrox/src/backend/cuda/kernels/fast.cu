@@ -4,13 +4,19 @@
 #define FBLOCK 256
 typedef acc_t<T> A;
 
-// Block-wide sum and max (NaN propagating) of one value a thread: warp shuffles, then the
-// warps' results through shared memory (every thread of the block must call them).
+// Warp-wide sum; block-wide sum and max (NaN propagating) of one value a thread: warp
+// shuffles, then the warps' results through shared memory (every thread of the block must
+// call them).
+template <typename V>
+__device__ __forceinline__ V warp_sum(V v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
 template <typename V>
 __device__ __forceinline__ V block_sum(V v) {
   __shared__ V sh[FBLOCK / 32];
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  v = warp_sum(v);
   if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
   __syncthreads();
   V r = sh[0];
@@ -119,6 +125,60 @@ extern "C" __global__ void logsumexp_join(T* __restrict__ out, const A* __restri
     }
   s = block_sum(s);
   if (threadIdx.x == 0) out[blockIdx.x] = from_acc<T>(m - m == 0 ? f_log(s) + m : m);
+}
+
+// Many rows (a prompt's): a warp a row, each lane keeping its RMS_WARP_VECS 16-byte vectors of
+// the row for the scaling, summed by shuffles alone. A block a row leaves most of each row's
+// time to the block-wide reduction's barriers, with a few bytes in flight a thread.
+#define RMS_WARP_VECS 8
+extern "C" __global__ void rms_norm_rows(T* __restrict__ out, const T* __restrict__ x, i64 rows, i64 n,
+                                         const T* __restrict__ w, i64 ws, float eps) {
+  constexpr int CH = 16 / (int)sizeof(T);
+  const int lane = threadIdx.x & 31;
+  const i64 warps = (i64)gridDim.x * (FBLOCK / 32), nv = n / CH;
+  const bool vec = n % CH == 0 && nv <= RMS_WARP_VECS * 32 && (!w || ws == 1) && ((u64)out | (u64)x | (u64)w) % 16 == 0;
+  OVERLAPPED_START();
+  for (i64 r = (i64)blockIdx.x * (FBLOCK / 32) + (threadIdx.x >> 5); r < rows; r += warps) {
+    const T* xr = x + r * n;
+    T* orow = out + r * n;
+    A ss = 0;
+    if (vec) {
+      uint4 xv[RMS_WARP_VECS];
+#pragma unroll
+      for (int j = 0; j < RMS_WARP_VECS; ++j)
+        if (lane + 32 * j < nv) xv[j] = *((const uint4*)xr + lane + 32 * j);
+#pragma unroll
+      for (int j = 0; j < RMS_WARP_VECS; ++j)
+        if (lane + 32 * j < nv) {
+          const T* e = (const T*)&xv[j];
+#pragma unroll
+          for (int u = 0; u < CH; ++u) ss += to_acc<T>(e[u]) * to_acc<T>(e[u]);
+        }
+      const A scale = (A)1 / f_sqrt(warp_sum(ss) * ((A)1 / (A)n) + (A)eps);
+#pragma unroll
+      for (int j = 0; j < RMS_WARP_VECS; ++j) {
+        const i64 v = lane + 32 * j;
+        if (v < nv) {
+          uint4 wv;
+          if (w) wv = *((const uint4*)w + v);
+          const T* e = (const T*)&xv[j];
+          const T* we = (const T*)&wv;
+          uint4 o;
+          T* oe = (T*)&o;
+#pragma unroll
+          for (int u = 0; u < CH; ++u) oe[u] = from_acc<T>(to_acc<T>(e[u]) * scale * (w ? to_acc<T>(we[u]) : (A)1));
+          *((uint4*)orow + v) = o;
+        }
+      }
+      continue;
+    }
+    for (i64 i = lane; i < n; i += 32) {
+      const A v = to_acc<T>(xr[i]);
+      ss += v * v;
+    }
+    const A scale = (A)1 / f_sqrt(warp_sum(ss) * ((A)1 / (A)n) + (A)eps);
+    for (i64 i = lane; i < n; i += 32) orow[i] = from_acc<T>(to_acc<T>(xr[i]) * scale * (w ? to_acc<T>(w[i * ws]) : (A)1));
+  }
 }
 
 // Rows of at most RMS_VECS 16-byte vectors a thread, all aligned, a contiguous weight (or
@@ -265,36 +325,58 @@ extern "C" __global__ void norm_vjp(T* __restrict__ out, const T* __restrict__ x
   }
 }
 
-// x [rows, d] row-major, rows cycling through l positions; the first `dims` features rotate,
-// a thread per pair (one angle, its sine and cosine once, in f64).
-// The offset is an integer scalar on the device (i64 if off64 is 1, i32 if 0), or, when
-// off64 is 2, the value off_value (an offset still on the host needs no upload). Angles in f64.
-// freqs: custom frequencies (f32, stride fs; the inverse frequency is 1 / freqs[i]), or null.
-// x's rows (all axes but the last) are at the offsets `rows_l` gives; each row is contiguous.
+// Heads a rope thread turns: the angle of a (position, frequency) is the same in every head,
+// and its f64 sin / cos cost more than the few bytes each head moves.
+#define ROPE_HEADS 8
+// x: [rows, d], row r at rows_l's offset of r (each row contiguous), rows cycling through l
+// positions (position off + r % l); out row-major. The first `dims` features rotate, a thread
+// per (ROPE_HEADS heads, position, rotated pair or unrotated feature): one angle, its sine and
+// cosine once, in f64. The offset is an integer scalar on the device (i64 if off64 is 1, i32
+// if 0), or, when off64 is 2, the value off_value (an offset still on the host needs no
+// upload). freqs: custom frequencies (f32, stride fs; the inverse frequency is 1 / freqs[i]),
+// or null.
 extern "C" __global__ void rope(T* __restrict__ out, const T* __restrict__ x, Layout rows_l, const void* offset, int off64,
                                 i64 off_value, i64 rows, i64 l, i64 d, i64 dims, int traditional, float base, float scale,
                                 const float* __restrict__ freqs, i64 fs) {
   OVERLAPPED_START();
-  const i64 half = dims / 2, per = d - half;  // a thread per rotated pair or unrotated feature
+  const i64 half = dims / 2, per = d - half, heads = rows / l;
+  const i64 items = (heads + ROPE_HEADS - 1) / ROPE_HEADS * l * per;
   double off = off64 == 2 ? (double)off_value : off64 ? (double)*(const i64*)offset : (double)*(const i32*)offset;
-  GRID_LOOP(t, rows * per) {
-    i64 r = t / per, q = t % per, xo;
-    offsets<1>(rows_l, r, &xo);
-    const T* xr = x + xo;
-    T* orow = out + r * d;
+  GRID_LOOP(t, items) {
+    i64 q, pos, h0;
+    if (items <= 0x7fffffff) {  // 32-bit division where it fits
+      const u32 tt = (u32)t, rest = tt / (u32)per;
+      q = tt % (u32)per, pos = rest % (u32)l, h0 = (i64)(rest / (u32)l) * ROPE_HEADS;
+    } else {
+      const i64 rest = t / per;
+      q = t % per, pos = rest % l, h0 = rest / l * ROPE_HEADS;
+    }
+    const int nh = (int)min((i64)ROPE_HEADS, heads - h0);
     if (q >= half) {
       const i64 j = 2 * half + (q - half);
-      orow[j] = xr[j];
+      for (int k = 0; k < nh; ++k) {
+        const i64 r = (h0 + k) * l + pos;
+        i64 xo;
+        offsets<1>(rows_l, r, &xo);
+        out[r * d + j] = x[xo + j];
+      }
       continue;
     }
     // Frequency q rotates features (ia, ib): neighbours, or the two halves.
     const i64 ia = traditional ? 2 * q : q, ib = traditional ? 2 * q + 1 : q + half;
     double inv_freq = freqs ? 1.0 / (double)freqs[q * fs] : pow((double)base, -(2.0 * (double)q) / (double)dims);
-    double ang = (off + (double)(r % l)) * (double)scale * inv_freq, sd, cd;
+    double ang = (off + (double)pos) * (double)scale * inv_freq, sd, cd;
     sincos(ang, &sd, &cd);
-    A c = (A)cd, s = (A)sd;
-    A a = to_acc<T>(xr[ia]), b = to_acc<T>(xr[ib]);
-    orow[ia] = from_acc<T>(a * c - b * s);
-    orow[ib] = from_acc<T>(a * s + b * c);
+    const A c = (A)cd, s = (A)sd;
+#pragma unroll
+    for (int k = 0; k < ROPE_HEADS; ++k) {
+      if (k >= nh) break;
+      const i64 r = (h0 + k) * l + pos;
+      i64 xo;
+      offsets<1>(rows_l, r, &xo);
+      const A a = to_acc<T>(x[xo + ia]), b = to_acc<T>(x[xo + ib]);
+      out[r * d + ia] = from_acc<T>(a * c - b * s);
+      out[r * d + ib] = from_acc<T>(a * s + b * c);
+    }
   }
 }
