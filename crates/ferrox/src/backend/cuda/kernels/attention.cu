@@ -505,9 +505,18 @@ extern "C" __global__ void __launch_bounds__(128) attn_flash_256(Attn p) { flash
 // need them (the causal diagonal, the last partial tile, additive and boolean masks). Blocks
 // run last rows first, so the longest causal rows start first.
 #if defined(MMA_KIND)
+// a and b rounded to T (to nearest even) as one pair, a in the low half: one instruction,
+// where the portable conversion (from_acc) took several a value on every probability.
 __device__ __forceinline__ u32 pack2(float a, float b) {
-  T x = from_acc<T>(a), y = from_acc<T>(b);
-  return (u32)x.bits | ((u32)y.bits << 16);
+  u32 r;
+  asm("cvt.rn." MMA_KIND "x2.f32 %0, %1, %2;" : "=r"(r) : "f"(b), "f"(a));
+  return r;
+}
+// 2^x, flushing subnormal results to zero; 2^-inf = 0.
+__device__ __forceinline__ float exp2_fast(float x) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
 }
 __device__ __forceinline__ void mma16816(float* c, const u32* a, u32 b0, u32 b1) {
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." MMA_KIND "." MMA_KIND ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -736,19 +745,19 @@ __device__ __forceinline__ void flash_mma_impl(const Attn& p) {
         mt[h] = fmax_keep(mt[h], __shfl_xor_sync(0xffffffffu, mt[h], 1));
         mt[h] = fmax_keep(mt[h], __shfl_xor_sync(0xffffffffu, mt[h], 2));
         const float mn = fmax_keep(m[u][h], mt[h]);
-        corr[h] = mn == NEG_INF ? 1.0f : exp2f(m[u][h] - mn);
+        corr[h] = mn == NEG_INF ? 1.0f : exp2_fast(m[u][h] - mn);
         m[u][h] = mn;
       }
+      // A row that has seen no key yet subtracts 0: its -inf scores still give 0, not NaN.
+      const float mu[2] = {m[u][0] == NEG_INF ? 0.0f : m[u][0], m[u][1] == NEG_INF ? 0.0f : m[u][1]};
       float ls[2] = {0.0f, 0.0f};
 #pragma unroll
       for (int n = 0; n < BK / 8; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int h = e >> 1;
-          const float s = sc[u][n][e];
-          const float x = s == NEG_INF ? 0.0f : exp2f(s - m[u][h]);
+          const float x = exp2_fast(sc[u][n][e] - mu[e >> 1]);
           sc[u][n][e] = x;
-          ls[h] += x;
+          ls[e >> 1] += x;
         }
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
