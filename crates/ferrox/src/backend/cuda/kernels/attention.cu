@@ -641,6 +641,11 @@ __device__ __forceinline__ void flash_mma_impl(const Attn& p) {
     kall = 0;
   }
   const float sl2 = p.scale * LOG2E;
+  // With no mask or the causal one and a positive scale, scores stay as Q Kᵀ gives them (the
+  // row maxima are the same) and the scale joins the exponent's subtraction: exp2(s · sl2 −
+  // m · sl2), one FFMA a score. Otherwise they are scaled (and masked) in place: sm = 1.
+  const bool raw = p.mkind <= 1 && p.scale > 0.0f;
+  const float sm = raw ? sl2 : 1.0f;
   const u16* kb = (const u16*)((const T*)p.k + b * p.ks[0] + kvh * p.ks[1]);
   const u16* vb = (const u16*)((const T*)p.v + b * p.vs[0] + kvh * p.vs[1]);
   // Tile j0's keys and values into buffer `buf` (rows past the keys as zeros).
@@ -699,12 +704,14 @@ __device__ __forceinline__ void flash_mma_impl(const Attn& p) {
     }
     // Scores in base-2 units, masked where this tile needs it.
     if (j0 + BK <= kall) {
+      if (!raw) {
 #pragma unroll
-      for (int u = 0; u < MT; ++u)
+        for (int u = 0; u < MT; ++u)
 #pragma unroll
-        for (int n = 0; n < BK / 8; ++n)
+          for (int n = 0; n < BK / 8; ++n)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) sc[u][n][e] *= sl2;
+            for (int e = 0; e < 4; ++e) sc[u][n][e] *= sl2;
+      }
     } else if (p.mkind <= 1) {
       const int nk = min(BK, kend - j0);
 #pragma unroll
@@ -715,7 +722,7 @@ __device__ __forceinline__ void flash_mma_impl(const Attn& p) {
           for (int e = 0; e < 4; ++e) {
             const int jj = 8 * n + 2 * t + (e & 1);
             const bool seen = jj < nk && (p.mkind == 0 || j0 + jj <= lim[u][e >> 1]);
-            sc[u][n][e] = seen ? sc[u][n][e] * sl2 : NEG_INF;
+            sc[u][n][e] = seen ? sc[u][n][e] * (raw ? 1.0f : sl2) : NEG_INF;
           }
     } else {
       const int nk = min(BK, kend - j0);
@@ -738,24 +745,25 @@ __device__ __forceinline__ void flash_mma_impl(const Attn& p) {
 #pragma unroll
       for (int n = 0; n < BK / 8; ++n)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) mt[e >> 1] = fmax_keep(mt[e >> 1], sc[u][n][e]);
+        for (int e = 0; e < 4; ++e) mt[e >> 1] = fmaxf(mt[e >> 1], sc[u][n][e]);
       float corr[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        mt[h] = fmax_keep(mt[h], __shfl_xor_sync(0xffffffffu, mt[h], 1));
-        mt[h] = fmax_keep(mt[h], __shfl_xor_sync(0xffffffffu, mt[h], 2));
-        const float mn = fmax_keep(m[u][h], mt[h]);
-        corr[h] = mn == NEG_INF ? 1.0f : exp2_fast(m[u][h] - mn);
+        mt[h] = fmaxf(mt[h], __shfl_xor_sync(0xffffffffu, mt[h], 1));
+        mt[h] = fmaxf(mt[h], __shfl_xor_sync(0xffffffffu, mt[h], 2));
+        const float mn = fmaxf(m[u][h], mt[h]);
+        corr[h] = mn == NEG_INF ? 1.0f : exp2_fast((m[u][h] - mn) * sm);
         m[u][h] = mn;
       }
-      // A row that has seen no key yet subtracts 0: its -inf scores still give 0, not NaN.
-      const float mu[2] = {m[u][0] == NEG_INF ? 0.0f : m[u][0], m[u][1] == NEG_INF ? 0.0f : m[u][1]};
+      // exp2(s · sm − mu): a row that has seen no key yet subtracts 0, so its -inf scores
+      // still give 0, not NaN.
+      const float mu[2] = {m[u][0] == NEG_INF ? 0.0f : m[u][0] * sm, m[u][1] == NEG_INF ? 0.0f : m[u][1] * sm};
       float ls[2] = {0.0f, 0.0f};
 #pragma unroll
       for (int n = 0; n < BK / 8; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float x = exp2_fast(sc[u][n][e] - mu[e >> 1]);
+          const float x = exp2_fast(fmaf(sc[u][n][e], sm, -mu[e >> 1]));
           sc[u][n][e] = x;
           ls[e >> 1] += x;
         }
@@ -817,7 +825,13 @@ __device__ __forceinline__ void flash_mma_impl(const Attn& p) {
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128) attn_mma_64(Attn p) { flash_mma_impl<64>(p); }
+// Head size 64 held to 128 registers (a few spill) so 4 blocks share a multiprocessor, not 2:
+// at L = 2047 causal 140 -> 127 us, at 4096 467 -> 412, at 512 24 -> 28 (H200, prefill_bench;
+// 3 blocks: 132, 419, 26).
+#ifndef MMA_MIN_BLOCKS
+#define MMA_MIN_BLOCKS 4
+#endif
+extern "C" __global__ void __launch_bounds__(128, MMA_MIN_BLOCKS) attn_mma_64(Attn p) { flash_mma_impl<64>(p); }
 extern "C" __global__ void __launch_bounds__(128) attn_mma_128(Attn p) { flash_mma_impl<128>(p); }
 #endif
 #endif  // ATTN_F64
