@@ -142,15 +142,15 @@ fn source(family: &str, t: Dtype) -> String {
 }
 
 /// Runs kernel `name` of `family` for element type `t`: output address first, then inputs,
-/// then the layout.
-fn run(g: &Gpu, family: &str, t: Dtype, name: &str, ptrs: &[u64], layout: &Layout) -> Result<()> {
+/// then the layout; `runs`: whether the kernel takes runs of elements ([`Layout::threads`]).
+fn run(g: &Gpu, family: &str, t: Dtype, name: &str, ptrs: &[u64], layout: &Layout, runs: bool) -> Result<()> {
     if layout.n() == 0 {
         return Ok(());
     }
     let f = g.function(&format!("{family} {}", ctype(t)), name, || source(family, t))?;
     let mut args: Vec<Arg> = ptrs.iter().map(|&p| Arg::U64(p)).collect();
     args.push(Arg::Layout(layout));
-    launch_overlapped_1d(g, &f, g.grid(layout.n(), BLOCK), BLOCK, &args)
+    launch_overlapped_1d(g, &f, g.grid(layout.threads(runs), BLOCK), BLOCK, &args)
 }
 
 /// Device address and broadcast strides of input `x` viewed as `shape`.
@@ -171,7 +171,8 @@ pub(crate) fn unary(g: &Gpu, op: UnaryOp, x: &Array, shape: &[usize], dtype: Dty
     let (ip, is) = operand(g, x, shape)?;
     let Some(layout) = Layout::new(shape, &[is]) else { return Ok(None) };
     let (out, op_) = alloc_out(shape, dtype)?;
-    run(g, "unary", t, &format!("unary_{name}"), &[op_, ip], &layout)?;
+    let runs = matches!(kernel, UnaryKernel::Func(_));
+    run(g, "unary", t, &format!("unary_{name}"), &[op_, ip], &layout, runs)?;
     Ok(Some(out))
 }
 
@@ -186,14 +187,15 @@ pub(crate) fn binary(
 ) -> Result<Option<Data>> {
     let name = format!("{op:?}");
     let t = a.dtype();
-    if binary_kernel(op, t).is_none() || b.dtype() != t {
+    let Some(compare) = binary_kernel(op, t) else { return Ok(None) };
+    if b.dtype() != t {
         return Ok(None);
     }
     let (pa, sa) = operand(g, a, shape)?;
     let (pb, sb) = operand(g, b, shape)?;
     let Some(layout) = Layout::new(shape, &[sa, sb]) else { return Ok(None) };
     let (out, po) = alloc_out(shape, dtype)?;
-    run(g, "binary", t, &format!("binary_{name}"), &[po, pa, pb], &layout)?;
+    run(g, "binary", t, &format!("binary_{name}"), &[po, pa, pb], &layout, !compare)?;
     Ok(Some(out))
 }
 
@@ -207,7 +209,7 @@ pub(crate) fn select(g: &Gpu, c: &Array, x: &Array, y: &Array, shape: &[usize], 
     let (py, sy) = operand(g, y, shape)?;
     let Some(layout) = Layout::new(shape, &[sc, sx, sy]) else { return Ok(None) };
     let (out, po) = alloc_out(shape, dtype)?;
-    run(g, "copy", dtype, "select", &[po, pc, px, py], &layout)?;
+    run(g, "copy", dtype, "select", &[po, pc, px, py], &layout, false)?;
     Ok(Some(out))
 }
 
@@ -217,7 +219,7 @@ pub(crate) fn astype(g: &Gpu, x: &Array, dtype: Dtype) -> Result<Option<Data>> {
     let (ip, is) = operand(g, x, shape)?;
     let Some(layout) = Layout::new(shape, &[is]) else { return Ok(None) };
     let (out, po) = alloc_out(shape, dtype)?;
-    run(g, "cast", x.dtype(), &format!("cast_{}", ctype(dtype)), &[po, ip], &layout)?;
+    run(g, "cast", x.dtype(), &format!("cast_{}", ctype(dtype)), &[po, ip], &layout, false)?;
     Ok(Some(out))
 }
 
@@ -279,7 +281,7 @@ pub(crate) fn copy_view(
     dst_strides: &[isize],
 ) -> Result<bool> {
     let Some(layout) = Layout::new(shape, &[src_strides.to_vec(), dst_strides.to_vec()]) else { return Ok(false) };
-    run(g, "copy", bits_type(dtype), "copy", &[dst, src], &layout)?;
+    run(g, "copy", bits_type(dtype), "copy", &[dst, src], &layout, true)?;
     Ok(true)
 }
 

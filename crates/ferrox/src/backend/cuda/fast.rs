@@ -22,8 +22,10 @@ const SRC: &str = include_str!("kernels/fast.cu");
 const SPLIT_ROW: usize = 4096;
 /// Threads per block of rope.
 const ROPE_BLOCK: u32 = 64;
-/// Rows of one position a rope thread turns (fast.cu's ROPE_HEADS).
+/// The most rows of one position a rope thread turns (fast.cu's ROPE_HEADS).
 const ROPE_HEADS: usize = 8;
+/// Positions from which rope threads take ROPE_HEADS rows each.
+const ROPE_SHARED_FROM: usize = 16;
 /// Threads per block (FBLOCK in fast.cu).
 const BLOCK: u32 = 256;
 /// Warps a block.
@@ -267,6 +269,12 @@ pub(crate) fn rope(
     } else {
         (device_ptr(g, &od, offset.dtype())?, off64, 0)
     };
+    // A thread per rotated pair or unrotated feature of `hpt` rows of one position, in small
+    // blocks: a prompt's threads take ROPE_HEADS heads each (one angle for all), a decode
+    // step's one (its few thousand threads spread over many multiprocessors).
+    let rows = total / d;
+    let hpt = if l >= ROPE_SHARED_FROM { ROPE_HEADS } else { 1 };
+    let items = (rows / l).div_ceil(hpt) * l * (d - dims / 2);
     let f = function(g, t, "rope")?;
     let args = [
         Arg::U64(po),
@@ -284,12 +292,8 @@ pub(crate) fn rope(
         Arg::F32(scale),
         Arg::U64(pf),
         Arg::I64(fs),
+        Arg::I32(hpt as i32),
     ];
-    // A thread per rotated pair or unrotated feature of ROPE_HEADS rows of one position, in
-    // small blocks: a decode step's few hundred threads spread over many multiprocessors
-    // (each does f64 trigonometry).
-    let rows = total / d;
-    let items = (rows / l).div_ceil(ROPE_HEADS) * l * (d - dims / 2);
     launch_overlapped_1d(g, &f, g.grid(items, ROPE_BLOCK), ROPE_BLOCK, &args)?;
     Ok(Some(out))
 }

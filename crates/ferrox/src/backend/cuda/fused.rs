@@ -170,7 +170,7 @@ fn generated(g: &Gpu, body: &str, inputs: &[Array], shape: &[usize], dtype: Dtyp
         args.push(Arg::U64(device_ptr(g, d, x.dtype())?));
     }
     args.push(Arg::Layout(&layout));
-    launch_overlapped_1d(g, &f, g.grid(layout.n(), BLOCK), BLOCK, &args)?;
+    launch_overlapped_1d(g, &f, g.grid(layout.threads(true), BLOCK), BLOCK, &args)?;
     Ok(Some(out))
 }
 

@@ -12,6 +12,8 @@ use super::context::{cuda_err, Gpu};
 
 /// The most axes a kernel takes after collapsing (an op with more falls back to the CPU).
 pub(crate) const MAXD: usize = 8;
+/// Elements a thread of an elementwise kernel takes as one run (common.cuh's ELEMS).
+pub(crate) const RUN: usize = 8;
 
 /// Up to four operands viewed over one shape (`struct Layout` of common.cuh).
 #[repr(C)]
@@ -52,6 +54,22 @@ impl Layout {
     /// The number of elements.
     pub(crate) fn n(&self) -> usize {
         self.n as usize
+    }
+
+    /// The threads a kernel over this layout needs: one a run of [`RUN`] elements where the
+    /// kernel takes runs (`runs`) and the rows fit them (common.cuh's rows_fit: the last axis a
+    /// multiple of RUN long, unit-stride or broadcast in every operand), else one an element.
+    /// A grid of one thread an element there left 7 blocks in 8 with nothing to do.
+    pub(crate) fn threads(&self, runs: bool) -> usize {
+        let last = self.nd as usize;
+        let fit = last > 0
+            && self.shape[last - 1] % RUN as i64 == 0
+            && self.st.iter().all(|st| matches!(st[last - 1], 0 | 1));
+        if runs && fit {
+            self.n() / RUN
+        } else {
+            self.n()
+        }
     }
 }
 

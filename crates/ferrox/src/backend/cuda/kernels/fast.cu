@@ -325,58 +325,60 @@ extern "C" __global__ void norm_vjp(T* __restrict__ out, const T* __restrict__ x
   }
 }
 
-// Heads a rope thread turns: the angle of a (position, frequency) is the same in every head,
-// and its f64 sin / cos cost more than the few bytes each head moves.
+// The most heads a rope thread turns: the angle of a (position, frequency) is the same in every
+// head, and its f64 sin / cos cost more than the few bytes each head moves.
 #define ROPE_HEADS 8
 // x: [rows, d], row r at rows_l's offset of r (each row contiguous), rows cycling through l
 // positions (position off + r % l); out row-major. The first `dims` features rotate, a thread
-// per (ROPE_HEADS heads, position, rotated pair or unrotated feature): one angle, its sine and
-// cosine once, in f64. The offset is an integer scalar on the device (i64 if off64 is 1, i32
-// if 0), or, when off64 is 2, the value off_value (an offset still on the host needs no
-// upload). freqs: custom frequencies (f32, stride fs; the inverse frequency is 1 / freqs[i]),
-// or null.
+// per (hpt ≤ ROPE_HEADS heads, position, rotated pair or unrotated feature): its heads' values
+// loaded at once, one angle, its sine and cosine once, in f64. The offset is an integer scalar
+// on the device (i64 if off64 is 1, i32 if 0), or, when off64 is 2, the value off_value (an
+// offset still on the host needs no upload). freqs: custom frequencies (f32, stride fs; the
+// inverse frequency is 1 / freqs[i]), or null.
 extern "C" __global__ void rope(T* __restrict__ out, const T* __restrict__ x, Layout rows_l, const void* offset, int off64,
                                 i64 off_value, i64 rows, i64 l, i64 d, i64 dims, int traditional, float base, float scale,
-                                const float* __restrict__ freqs, i64 fs) {
+                                const float* __restrict__ freqs, i64 fs, int hpt) {
   OVERLAPPED_START();
   const i64 half = dims / 2, per = d - half, heads = rows / l;
-  const i64 items = (heads + ROPE_HEADS - 1) / ROPE_HEADS * l * per;
+  const i64 items = (heads + hpt - 1) / hpt * l * per;
   double off = off64 == 2 ? (double)off_value : off64 ? (double)*(const i64*)offset : (double)*(const i32*)offset;
   GRID_LOOP(t, items) {
     i64 q, pos, h0;
     if (items <= 0x7fffffff) {  // 32-bit division where it fits
       const u32 tt = (u32)t, rest = tt / (u32)per;
-      q = tt % (u32)per, pos = rest % (u32)l, h0 = (i64)(rest / (u32)l) * ROPE_HEADS;
+      q = tt % (u32)per, pos = rest % (u32)l, h0 = (i64)(rest / (u32)l) * hpt;
     } else {
       const i64 rest = t / per;
-      q = t % per, pos = rest % l, h0 = rest / l * ROPE_HEADS;
+      q = t % per, pos = rest % l, h0 = rest / l * hpt;
     }
-    const int nh = (int)min((i64)ROPE_HEADS, heads - h0);
+    const int nh = (int)min((i64)hpt, heads - h0);
+    i64 xo[ROPE_HEADS];
+#pragma unroll
+    for (int k = 0; k < ROPE_HEADS; ++k)
+      if (k < nh) offsets<1>(rows_l, (h0 + k) * l + pos, &xo[k]);
     if (q >= half) {
       const i64 j = 2 * half + (q - half);
-      for (int k = 0; k < nh; ++k) {
-        const i64 r = (h0 + k) * l + pos;
-        i64 xo;
-        offsets<1>(rows_l, r, &xo);
-        out[r * d + j] = x[xo + j];
-      }
+#pragma unroll
+      for (int k = 0; k < ROPE_HEADS; ++k)
+        if (k < nh) out[((h0 + k) * l + pos) * d + j] = x[xo[k] + j];
       continue;
     }
     // Frequency q rotates features (ia, ib): neighbours, or the two halves.
     const i64 ia = traditional ? 2 * q : q, ib = traditional ? 2 * q + 1 : q + half;
+    A xa[ROPE_HEADS], xb[ROPE_HEADS];
+#pragma unroll
+    for (int k = 0; k < ROPE_HEADS; ++k)
+      if (k < nh) xa[k] = to_acc<T>(x[xo[k] + ia]), xb[k] = to_acc<T>(x[xo[k] + ib]);
     double inv_freq = freqs ? 1.0 / (double)freqs[q * fs] : pow((double)base, -(2.0 * (double)q) / (double)dims);
     double ang = (off + (double)pos) * (double)scale * inv_freq, sd, cd;
     sincos(ang, &sd, &cd);
     const A c = (A)cd, s = (A)sd;
 #pragma unroll
-    for (int k = 0; k < ROPE_HEADS; ++k) {
-      if (k >= nh) break;
-      const i64 r = (h0 + k) * l + pos;
-      i64 xo;
-      offsets<1>(rows_l, r, &xo);
-      const A a = to_acc<T>(x[xo + ia]), b = to_acc<T>(x[xo + ib]);
-      out[r * d + ia] = from_acc<T>(a * c - b * s);
-      out[r * d + ib] = from_acc<T>(a * s + b * c);
-    }
+    for (int k = 0; k < ROPE_HEADS; ++k)
+      if (k < nh) {
+        T* orow = out + ((h0 + k) * l + pos) * d;
+        orow[ia] = from_acc<T>(xa[k] * c - xb[k] * s);
+        orow[ib] = from_acc<T>(xa[k] * s + xb[k] * c);
+      }
   }
 }
