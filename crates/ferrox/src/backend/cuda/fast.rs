@@ -22,9 +22,9 @@ const SRC: &str = include_str!("kernels/fast.cu");
 const SPLIT_ROW: usize = 4096;
 /// Threads per block of rope.
 const ROPE_BLOCK: u32 = 64;
-/// The most rows of one position a rope thread turns (fast.cu's ROPE_HEADS).
+/// Rows of one position a `rope_heads` thread turns (fast.cu's ROPE_HEADS).
 const ROPE_HEADS: usize = 8;
-/// Positions from which rope threads take ROPE_HEADS rows each.
+/// Positions from which rope runs `rope_heads`.
 const ROPE_SHARED_FROM: usize = 16;
 /// Threads per block (FBLOCK in fast.cu).
 const BLOCK: u32 = 256;
@@ -269,13 +269,13 @@ pub(crate) fn rope(
     } else {
         (device_ptr(g, &od, offset.dtype())?, off64, 0)
     };
-    // A thread per rotated pair or unrotated feature of `hpt` rows of one position, in small
-    // blocks: a prompt's threads take ROPE_HEADS heads each (one angle for all), a decode
-    // step's one (its few thousand threads spread over many multiprocessors).
+    // Over a prompt a thread takes ROPE_HEADS rows of one position (one angle for all), over a
+    // decode step one: a thread per rotated pair or unrotated feature of those rows, in small
+    // blocks (a decode step's few thousand threads spread over many multiprocessors).
     let rows = total / d;
-    let hpt = if l >= ROPE_SHARED_FROM { ROPE_HEADS } else { 1 };
-    let items = (rows / l).div_ceil(hpt) * l * (d - dims / 2);
-    let f = function(g, t, "rope")?;
+    let (kernel, per_thread) = if l >= ROPE_SHARED_FROM { ("rope_heads", ROPE_HEADS) } else { ("rope", 1) };
+    let items = (rows / l).div_ceil(per_thread) * l * (d - dims / 2);
+    let f = function(g, t, kernel)?;
     let args = [
         Arg::U64(po),
         Arg::U64(px),
@@ -292,7 +292,6 @@ pub(crate) fn rope(
         Arg::F32(scale),
         Arg::U64(pf),
         Arg::I64(fs),
-        Arg::I32(hpt as i32),
     ];
     launch_overlapped_1d(g, &f, g.grid(items, ROPE_BLOCK), ROPE_BLOCK, &args)?;
     Ok(Some(out))

@@ -325,33 +325,67 @@ extern "C" __global__ void norm_vjp(T* __restrict__ out, const T* __restrict__ x
   }
 }
 
-// The most heads a rope thread turns: the angle of a (position, frequency) is the same in every
-// head, and its f64 sin / cos cost more than the few bytes each head moves.
+// x [rows, d], row r at rows_l's offset of r (each row contiguous), rows cycling through l
+// positions (position off + r % l); out row-major. The first `dims` features rotate: one angle,
+// its sine and cosine once, in f64. The offset is an integer scalar on the device (i64 if off64
+// is 1, i32 if 0), or, when off64 is 2, the value off_value (an offset still on the host needs
+// no upload). freqs: custom frequencies (f32, stride fs; the inverse frequency is 1 / freqs[i]),
+// or null. rope: a thread per rotated pair or unrotated feature of a row (a decode step: its few
+// thousand threads spread over many multiprocessors, and the kernel's code stays small — a
+// decode step's kernels start with cold instruction caches).
+#define ROPE_ARGS                                                                                                  \
+  T *__restrict__ out, const T *__restrict__ x, Layout rows_l, const void *offset, int off64, i64 off_value, i64 rows, \
+      i64 l, i64 d, i64 dims, int traditional, float base, float scale, const float *__restrict__ freqs, i64 fs
+__device__ __forceinline__ double rope_offset(const void* offset, int off64, i64 off_value) {
+  return off64 == 2 ? (double)off_value : off64 ? (double)*(const i64*)offset : (double)*(const i32*)offset;
+}
+__device__ __forceinline__ double rope_inv_freq(const float* __restrict__ freqs, i64 fs, float base, i64 q, i64 dims) {
+  return freqs ? 1.0 / (double)freqs[q * fs] : pow((double)base, -(2.0 * (double)q) / (double)dims);
+}
+extern "C" __global__ void rope(ROPE_ARGS) {
+  OVERLAPPED_START();
+  const i64 half = dims / 2, per = d - half;
+  const double off = rope_offset(offset, off64, off_value);
+  GRID_LOOP(t, rows * per) {
+    i64 r = t / per, q = t % per, xo;
+    offsets<1>(rows_l, r, &xo);
+    const T* xr = x + xo;
+    T* orow = out + r * d;
+    if (q >= half) {
+      const i64 j = 2 * half + (q - half);
+      orow[j] = xr[j];
+      continue;
+    }
+    // Frequency q rotates features (ia, ib): neighbours, or the two halves.
+    const i64 ia = traditional ? 2 * q : q, ib = traditional ? 2 * q + 1 : q + half;
+    double ang = (off + (double)(r % l)) * (double)scale * rope_inv_freq(freqs, fs, base, q, dims), sd, cd;
+    sincos(ang, &sd, &cd);
+    A c = (A)cd, s = (A)sd;
+    A a = to_acc<T>(xr[ia]), b = to_acc<T>(xr[ib]);
+    orow[ia] = from_acc<T>(a * c - b * s);
+    orow[ib] = from_acc<T>(a * s + b * c);
+  }
+}
+// rope over a prompt: a thread per (ROPE_HEADS heads, position, rotated pair or unrotated
+// feature), its heads' values loaded at once and one angle for all (the f64 sine and cosine
+// cost more than the bytes a head moves: 2047 positions of Llama-3.2-1B's 40 q / k heads
+// 61 -> 31 us, scripts/cuda-bench/rope_bench.cu, H200).
 #define ROPE_HEADS 8
-// x: [rows, d], row r at rows_l's offset of r (each row contiguous), rows cycling through l
-// positions (position off + r % l); out row-major. The first `dims` features rotate, a thread
-// per (hpt ≤ ROPE_HEADS heads, position, rotated pair or unrotated feature): its heads' values
-// loaded at once, one angle, its sine and cosine once, in f64. The offset is an integer scalar
-// on the device (i64 if off64 is 1, i32 if 0), or, when off64 is 2, the value off_value (an
-// offset still on the host needs no upload). freqs: custom frequencies (f32, stride fs; the
-// inverse frequency is 1 / freqs[i]), or null.
-extern "C" __global__ void rope(T* __restrict__ out, const T* __restrict__ x, Layout rows_l, const void* offset, int off64,
-                                i64 off_value, i64 rows, i64 l, i64 d, i64 dims, int traditional, float base, float scale,
-                                const float* __restrict__ freqs, i64 fs, int hpt) {
+extern "C" __global__ void rope_heads(ROPE_ARGS) {
   OVERLAPPED_START();
   const i64 half = dims / 2, per = d - half, heads = rows / l;
-  const i64 items = (heads + hpt - 1) / hpt * l * per;
-  double off = off64 == 2 ? (double)off_value : off64 ? (double)*(const i64*)offset : (double)*(const i32*)offset;
+  const i64 items = (heads + ROPE_HEADS - 1) / ROPE_HEADS * l * per;
+  const double off = rope_offset(offset, off64, off_value);
   GRID_LOOP(t, items) {
     i64 q, pos, h0;
     if (items <= 0x7fffffff) {  // 32-bit division where it fits
       const u32 tt = (u32)t, rest = tt / (u32)per;
-      q = tt % (u32)per, pos = rest % (u32)l, h0 = (i64)(rest / (u32)l) * hpt;
+      q = tt % (u32)per, pos = rest % (u32)l, h0 = (i64)(rest / (u32)l) * ROPE_HEADS;
     } else {
       const i64 rest = t / per;
-      q = t % per, pos = rest % l, h0 = rest / l * hpt;
+      q = t % per, pos = rest % l, h0 = rest / l * ROPE_HEADS;
     }
-    const int nh = (int)min((i64)hpt, heads - h0);
+    const int nh = (int)min((i64)ROPE_HEADS, heads - h0);
     i64 xo[ROPE_HEADS];
 #pragma unroll
     for (int k = 0; k < ROPE_HEADS; ++k)
@@ -363,14 +397,12 @@ extern "C" __global__ void rope(T* __restrict__ out, const T* __restrict__ x, La
         if (k < nh) out[((h0 + k) * l + pos) * d + j] = x[xo[k] + j];
       continue;
     }
-    // Frequency q rotates features (ia, ib): neighbours, or the two halves.
     const i64 ia = traditional ? 2 * q : q, ib = traditional ? 2 * q + 1 : q + half;
     A xa[ROPE_HEADS], xb[ROPE_HEADS];
 #pragma unroll
     for (int k = 0; k < ROPE_HEADS; ++k)
       if (k < nh) xa[k] = to_acc<T>(x[xo[k] + ia]), xb[k] = to_acc<T>(x[xo[k] + ib]);
-    double inv_freq = freqs ? 1.0 / (double)freqs[q * fs] : pow((double)base, -(2.0 * (double)q) / (double)dims);
-    double ang = (off + (double)pos) * (double)scale * inv_freq, sd, cd;
+    double ang = (off + (double)pos) * (double)scale * rope_inv_freq(freqs, fs, base, q, dims), sd, cd;
     sincos(ang, &sd, &cd);
     const A c = (A)cd, s = (A)sd;
 #pragma unroll

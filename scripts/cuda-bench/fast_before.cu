@@ -1,0 +1,300 @@
+// Row kernels over the last axis of a row-major input: softmax, logsumexp, rms_norm,
+// layer_norm and the norms' input gradient, each taking (out, x, rows, n, ...): one block of
+// FBLOCK threads per row, computing in the compute type A (f32 for half types). And rope.
+#define FBLOCK 256
+typedef acc_t<T> A;
+
+// Block-wide sum and max (NaN propagating) of one value a thread: warp shuffles, then the
+// warps' results through shared memory (every thread of the block must call them).
+template <typename V>
+__device__ __forceinline__ V block_sum(V v) {
+  __shared__ V sh[FBLOCK / 32];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
+  __syncthreads();
+  V r = sh[0];
+#pragma unroll
+  for (int i = 1; i < FBLOCK / 32; ++i) r = r + sh[i];
+  __syncthreads();
+  return r;
+}
+template <typename V>
+__device__ __forceinline__ V max_nan(V a, V b) {
+  return (a != a || b != b) ? a + b : (a > b ? a : b);
+}
+template <typename V>
+__device__ __forceinline__ V block_max(V v) {
+  __shared__ V sh[FBLOCK / 32];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = max_nan(v, __shfl_xor_sync(0xffffffffu, v, o));
+  if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
+  __syncthreads();
+  V r = sh[0];
+#pragma unroll
+  for (int i = 1; i < FBLOCK / 32; ++i) r = max_nan(r, sh[i]);
+  __syncthreads();
+  return r;
+}
+__device__ __forceinline__ float f_exp(float x) { return expf(x); }
+__device__ __forceinline__ double f_exp(double x) { return exp(x); }
+__device__ __forceinline__ float f_log(float x) { return logf(x); }
+__device__ __forceinline__ double f_log(double x) { return log(x); }
+__device__ __forceinline__ float f_sqrt(float x) { return sqrtf(x); }
+__device__ __forceinline__ double f_sqrt(double x) { return sqrt(x); }
+
+extern "C" __global__ void softmax(T* __restrict__ out, const T* __restrict__ x, i64 rows, i64 n) {
+  OVERLAPPED_START();
+  for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + r * n;
+    T* orow = out + r * n;
+    A m = -1.0 / 0.0;
+    for (i64 i = threadIdx.x; i < n; i += FBLOCK) {
+      A v = to_acc<T>(xr[i]);
+      m = (m != m || v != v) ? m + v : (v > m ? v : m);
+    }
+    m = block_max(m);
+    A s = 0;
+    for (i64 i = threadIdx.x; i < n; i += FBLOCK) s += f_exp(to_acc<T>(xr[i]) - m);
+    A inv = (A)1 / block_sum(s);
+    for (i64 i = threadIdx.x; i < n; i += FBLOCK) orow[i] = from_acc<T>(f_exp(to_acc<T>(xr[i]) - m) * inv);
+  }
+}
+
+// log(sum(exp(x))) of each row; a row whose max is not finite is summed directly in f64.
+extern "C" __global__ void logsumexp(T* __restrict__ out, const T* __restrict__ x, i64 rows, i64 n) {
+  OVERLAPPED_START();
+  for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + r * n;
+    A m = -1.0 / 0.0;
+    for (i64 i = threadIdx.x; i < n; i += FBLOCK) {
+      A v = to_acc<T>(xr[i]);
+      m = (m != m || v != v) ? m + v : (v > m ? v : m);
+    }
+    m = block_max(m);
+    if (m - m != 0) {
+      double s = 0;
+      for (i64 i = threadIdx.x; i < n; i += FBLOCK) s += exp((double)to_acc<T>(xr[i]));
+      s = block_sum(s);
+      if (threadIdx.x == 0) out[r] = from_acc<T>((A)log(s));
+      continue;
+    }
+    A s = 0;
+    for (i64 i = threadIdx.x; i < n; i += FBLOCK) s += f_exp(to_acc<T>(xr[i]) - m);
+    s = block_sum(s);
+    if (threadIdx.x == 0) out[r] = from_acc<T>(f_log(s) + m);
+  }
+}
+
+// logsumexp of a few long rows, split across blocks (grid: parts × rows): block p leaves the
+// max of its slice of the row and the sum of exp(x - max) over it in part[row, p];
+// logsumexp_join then weighs each part's sum by exp(its max - the row's max). A non-finite
+// row max is the result itself (+inf, -inf when every x is -inf, or NaN).
+extern "C" __global__ void logsumexp_part(A* __restrict__ part, const T* __restrict__ x, i64 n, i64 parts) {
+  const i64 r = blockIdx.y, chunk = (n + parts - 1) / parts;
+  const i64 i0 = blockIdx.x * chunk, i1 = min(n, i0 + chunk);
+  const T* xr = x + r * n;
+  A m = -1.0 / 0.0;
+  for (i64 i = i0 + threadIdx.x; i < i1; i += FBLOCK) m = max_nan(m, to_acc<T>(xr[i]));
+  m = block_max(m);
+  A s = 0;
+  if (m - m == 0)
+    for (i64 i = i0 + threadIdx.x; i < i1; i += FBLOCK) s += f_exp(to_acc<T>(xr[i]) - m);
+  s = block_sum(s);
+  if (threadIdx.x == 0) {
+    part[2 * (r * parts + blockIdx.x)] = m;
+    part[2 * (r * parts + blockIdx.x) + 1] = s;
+  }
+}
+extern "C" __global__ void logsumexp_join(T* __restrict__ out, const A* __restrict__ part, i64 parts) {
+  const A* pr = part + 2 * blockIdx.x * parts;
+  A m = -1.0 / 0.0;
+  for (i64 p = threadIdx.x; p < parts; p += FBLOCK) m = max_nan(m, pr[2 * p]);
+  m = block_max(m);
+  A s = 0;
+  if (m - m == 0)
+    for (i64 p = threadIdx.x; p < parts; p += FBLOCK) {
+      const A mp = pr[2 * p];
+      if (mp != (A)(-1.0 / 0.0)) s += pr[2 * p + 1] * f_exp(mp - m);
+    }
+  s = block_sum(s);
+  if (threadIdx.x == 0) out[blockIdx.x] = from_acc<T>(m - m == 0 ? f_log(s) + m : m);
+}
+
+// Rows of at most RMS_VECS 16-byte vectors a thread, all aligned, a contiguous weight (or
+// none): each thread loads its vectors of x and w at once and keeps x for the scaling (a
+// decode step's rms_norm is one row: one round trip to memory instead of a loop of 2-byte
+// loads, and the weight's lines start toward L2 before the wait).
+#define RMS_VECS 4
+template <int NV>
+__device__ __forceinline__ void rms_norm_vec(T* __restrict__ out, const T* __restrict__ x, i64 rows, i64 n,
+                                             const T* __restrict__ w, float eps) {
+  constexpr int CH = 16 / (int)sizeof(T);
+  const i64 nv = n / CH;
+  if (w)
+    for (i64 v = threadIdx.x; v < nv; v += FBLOCK) prefetch_l2((const uint4*)w + v);
+  OVERLAPPED_START();
+  uint4 wv[NV];
+#pragma unroll
+  for (int j = 0; j < NV; ++j) {
+    const i64 v = threadIdx.x + (i64)j * FBLOCK;
+    if (w && v < nv) wv[j] = *((const uint4*)w + v);
+  }
+  for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+    uint4 xv[NV];
+    A ss = 0;
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      const i64 v = threadIdx.x + (i64)j * FBLOCK;
+      if (v < nv) {
+        xv[j] = *((const uint4*)(x + r * n) + v);
+        const T* e = (const T*)&xv[j];
+#pragma unroll
+        for (int u = 0; u < CH; ++u) {
+          const A a = to_acc<T>(e[u]);
+          ss += a * a;
+        }
+      }
+    }
+    ss = block_sum(ss);
+    const A scale = (A)1 / f_sqrt(ss * ((A)1 / (A)n) + (A)eps);
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      const i64 v = threadIdx.x + (i64)j * FBLOCK;
+      if (v < nv) {
+        const T* e = (const T*)&xv[j];
+        const T* we = (const T*)&wv[j];
+        uint4 o;
+        T* oe = (T*)&o;
+#pragma unroll
+        for (int u = 0; u < CH; ++u) oe[u] = from_acc<T>(to_acc<T>(e[u]) * scale * (w ? to_acc<T>(we[u]) : (A)1));
+        *((uint4*)(out + r * n) + v) = o;
+      }
+    }
+  }
+}
+
+// w: the weight (stride ws; null for none).
+extern "C" __global__ void rms_norm(T* __restrict__ out, const T* __restrict__ x, i64 rows, i64 n,
+                                    const T* __restrict__ w, i64 ws, float eps) {
+  constexpr int CH = 16 / (int)sizeof(T);
+  if (n % CH == 0 && n <= (i64)RMS_VECS * FBLOCK * CH && (!w || ws == 1) && ((u64)out | (u64)x | (u64)w) % 16 == 0) {
+    rms_norm_vec<RMS_VECS>(out, x, rows, n, w, eps);
+    return;
+  }
+  OVERLAPPED_START();
+  for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + r * n;
+    A ss = 0;
+    for (i64 i = threadIdx.x; i < n; i += FBLOCK) {
+      A v = to_acc<T>(xr[i]);
+      ss += v * v;
+    }
+    ss = block_sum(ss);
+    A scale = (A)1 / f_sqrt(ss * ((A)1 / (A)n) + (A)eps);
+    for (i64 i = threadIdx.x; i < n; i += FBLOCK) {
+      A wv = w ? to_acc<T>(w[i * ws]) : (A)1;
+      out[r * n + i] = from_acc<T>(to_acc<T>(xr[i]) * scale * wv);
+    }
+  }
+}
+
+// w, b: weight and bias (strides ws, bs; null for none).
+extern "C" __global__ void layer_norm(T* __restrict__ out, const T* __restrict__ x, i64 rows, i64 n,
+                                      const T* __restrict__ w, i64 ws, const T* __restrict__ b, i64 bs, float eps) {
+  OVERLAPPED_START();
+  for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + r * n;
+    A s = 0;
+    for (i64 i = threadIdx.x; i < n; i += FBLOCK) s += to_acc<T>(xr[i]);
+    A inv_n = (A)1 / (A)n;
+    A mean = block_sum(s) * inv_n;
+    A ss = 0;
+    for (i64 i = threadIdx.x; i < n; i += FBLOCK) {
+      A c = to_acc<T>(xr[i]) - mean;
+      ss += c * c;
+    }
+    ss = block_sum(ss);
+    A scale = (A)1 / f_sqrt(ss * inv_n + (A)eps);
+    for (i64 i = threadIdx.x; i < n; i += FBLOCK) {
+      A wv = w ? to_acc<T>(w[i * ws]) : (A)1;
+      A v = (to_acc<T>(xr[i]) - mean) * scale * wv;
+      if (b) v = v + to_acc<T>(b[i * bs]);
+      out[r * n + i] = from_acc<T>(v);
+    }
+  }
+}
+
+// The input gradient of rms_norm (centered 0) or layer_norm (centered 1) for the cotangent
+// gr (row-major like x) and the weight w (stride ws; null for none). With h = gr * w,
+// x̂ = (x - mean) r and r = 1 / sqrt(var + eps): dx = r (h - mean(h) - x̂ mean(h x̂)), where
+// the first mean is left out for rms_norm (whose mean is 0).
+extern "C" __global__ void norm_vjp(T* __restrict__ out, const T* __restrict__ x, i64 rows, i64 n,
+                                    const T* __restrict__ gr, const T* __restrict__ w, i64 ws, float eps, int centered) {
+  OVERLAPPED_START();
+  A inv_n = (A)1 / (A)n;
+  for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + r * n;
+    const T* gw = gr + r * n;
+    A mean = 0;
+    if (centered) {
+      A s = 0;
+      for (i64 i = threadIdx.x; i < n; i += FBLOCK) s += to_acc<T>(xr[i]);
+      mean = block_sum(s) * inv_n;
+    }
+    A ss = 0;
+    for (i64 i = threadIdx.x; i < n; i += FBLOCK) {
+      A c = to_acc<T>(xr[i]) - mean;
+      ss += c * c;
+    }
+    ss = block_sum(ss);
+    A rs = (A)1 / f_sqrt(ss * inv_n + (A)eps);
+    A sh = 0, shx = 0;
+    for (i64 i = threadIdx.x; i < n; i += FBLOCK) {
+      A h = to_acc<T>(gw[i]) * (w ? to_acc<T>(w[i * ws]) : (A)1);
+      sh += h;
+      shx += h * ((to_acc<T>(xr[i]) - mean) * rs);
+    }
+    A m1 = centered ? block_sum(sh) * inv_n : (A)0;
+    A m2 = block_sum(shx) * inv_n;
+    for (i64 i = threadIdx.x; i < n; i += FBLOCK) {
+      A h = to_acc<T>(gw[i]) * (w ? to_acc<T>(w[i * ws]) : (A)1);
+      A xhat = (to_acc<T>(xr[i]) - mean) * rs;
+      out[r * n + i] = from_acc<T>(rs * (h - m1 - xhat * m2));
+    }
+  }
+}
+
+// x [rows, d] row-major, rows cycling through l positions; the first `dims` features rotate,
+// a thread per pair (one angle, its sine and cosine once, in f64).
+// The offset is an integer scalar on the device (i64 if off64 is 1, i32 if 0), or, when
+// off64 is 2, the value off_value (an offset still on the host needs no upload). Angles in f64.
+// freqs: custom frequencies (f32, stride fs; the inverse frequency is 1 / freqs[i]), or null.
+// x's rows (all axes but the last) are at the offsets `rows_l` gives; each row is contiguous.
+extern "C" __global__ void rope(T* __restrict__ out, const T* __restrict__ x, Layout rows_l, const void* offset, int off64,
+                                i64 off_value, i64 rows, i64 l, i64 d, i64 dims, int traditional, float base, float scale,
+                                const float* __restrict__ freqs, i64 fs) {
+  OVERLAPPED_START();
+  const i64 half = dims / 2, per = d - half;  // a thread per rotated pair or unrotated feature
+  double off = off64 == 2 ? (double)off_value : off64 ? (double)*(const i64*)offset : (double)*(const i32*)offset;
+  GRID_LOOP(t, rows * per) {
+    i64 r = t / per, q = t % per, xo;
+    offsets<1>(rows_l, r, &xo);
+    const T* xr = x + xo;
+    T* orow = out + r * d;
+    if (q >= half) {
+      const i64 j = 2 * half + (q - half);
+      orow[j] = xr[j];
+      continue;
+    }
+    // Frequency q rotates features (ia, ib): neighbours, or the two halves.
+    const i64 ia = traditional ? 2 * q : q, ib = traditional ? 2 * q + 1 : q + half;
+    double inv_freq = freqs ? 1.0 / (double)freqs[q * fs] : pow((double)base, -(2.0 * (double)q) / (double)dims);
+    double ang = (off + (double)(r % l)) * (double)scale * inv_freq, sd, cd;
+    sincos(ang, &sd, &cd);
+    A c = (A)cd, s = (A)sd;
+    A a = to_acc<T>(xr[ia]), b = to_acc<T>(xr[ib]);
+    orow[ia] = from_acc<T>(a * c - b * s);
+    orow[ib] = from_acc<T>(a * s + b * c);
+  }
+}
