@@ -20,7 +20,15 @@ mx.value_and_grad over all of its float inputs:
                        soft-target loss and a logsumexp over the first axis;
   conv_net             conv1d (padding, stride) -> GELU -> conv1d (dilation, groups) and a
                        conv2d (stride, padding) -> ReLU -> grouped conv2d branch, pooled, a
-                       linear head and a mean-squared-error loss.
+                       linear head and a mean-squared-error loss;
+  sdpa_causal_*        causal mx.fast.scaled_dot_product_attention with more queries than
+                       keys (L > S), whose first L - S query rows see no key (MLX: the mean of
+                       all values, no gradient into q or k): the loss is sum(out * ct), so the
+                       gradients of q, k, v are the vjp for the cotangent ct, and the gradient
+                       of ct is the forward output itself. l4_s2: 1 head, L=4, S=2 (the
+                       example of docs/STATUS.md); l7_s5_gqa: 2 batches, 4 query heads over 2
+                       key/value heads, L=7, S=5; l10_s3: L=10, S=3, 2 heads (more than 8 rows
+                       a key/value head: ferrox's blocked CPU path rather than its direct one).
 
 The file holds, per case: the inputs ({shape, data} for floats; class indices as int lists),
 the loss value and the gradient of every float input. Floats are written with the fewest
@@ -109,6 +117,14 @@ def conv_net(p):
     return mx.mean(mx.square(y - p["target"]))
 
 
+def sdpa_causal(scale):
+    def f(p):
+        o = mx.fast.scaled_dot_product_attention(p["q"], p["k"], p["v"], scale=scale, mask="causal")
+        return mx.sum(o * p["ct"])
+
+    return f
+
+
 def cases():
     n, din, hid, classes = 8, 6, 16, 5
     mlp_in = {
@@ -162,6 +178,19 @@ def cases():
         "head_b": normal(4, scale=0.1),
         "target": normal(2, 4),
     }
+
+    # (name, B, Hq, Hkv, L, S, D, Dv), all with L > S.
+    for name, b, hq, hkv, l, s, dk, dv in [
+        ("sdpa_causal_l4_s2", 1, 1, 1, 4, 2, 3, 2),
+        ("sdpa_causal_l7_s5_gqa", 2, 4, 2, 7, 5, 4, 3),
+        ("sdpa_causal_l10_s3", 1, 2, 2, 10, 3, 4, 4),
+    ]:
+        yield name, sdpa_causal(0.5), {
+            "q": normal(b, hq, l, dk),
+            "k": normal(b, hkv, s, dk),
+            "v": normal(b, hkv, s, dv),
+            "ct": normal(b, hq, l, dv),
+        }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -215,7 +215,8 @@ pub struct ConvParams {
 pub enum AttentionMask {
     /// No mask.
     None,
-    /// Query i sees keys up to i (aligned to the end of the keys).
+    /// Query i sees keys up to i + S − L (aligned to the end of the keys); a query that sees
+    /// none (L > S) weighs all keys equally, as MLX's lowest-value masked scores do.
     Causal,
     /// An extra input array: additive (float) or keep/drop (bool).
     Array,

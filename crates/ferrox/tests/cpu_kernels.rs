@@ -276,7 +276,8 @@ fn fused_ops_on_large_rows() {
     );
 }
 
-/// Attention in f64: q [B, Hq, L, D], k/v [B, Hkv, S, D]; causal as in MLX (aligned at the end).
+/// Attention in f64: q [B, Hq, L, D], k/v [B, Hkv, S, D]; causal as in MLX (aligned at the end:
+/// query i sees keys j ≤ i + S − L, and one that sees none weighs all S keys equally).
 #[allow(clippy::too_many_arguments)]
 fn attention_ref(
     q: &[f64],
@@ -295,9 +296,13 @@ fn attention_ref(
         let kh = h / (hq / hkv);
         for i in 0..l {
             let qi = &q[(h * l + i) * d..(h * l + i + 1) * d];
+            let last = i as isize + s as isize - l as isize;
+            let blind = causal && last < 0;
             let scores: Vec<f64> = (0..s)
                 .map(|j| {
-                    if causal && j > i + (s - l) {
+                    if blind {
+                        0.0
+                    } else if causal && j as isize > last {
                         f64::NEG_INFINITY
                     } else {
                         qi.iter().zip(&k[(kh * s + j) * d..(kh * s + j + 1) * d]).map(|(a, b)| a * b).sum::<f64>()
@@ -353,6 +358,40 @@ fn attention_decode_and_blocked_prefill() {
         let got: Vec<f64> = got.iter().map(|g| g.to_f64()).collect();
         let want = attention_ref(&bf16_values(&q), &bf16_values(&k), &bf16_values(&v), hq, hkv, l, s, d, causal);
         assert_close(&got, &want, 2f64.powi(-8) * 1.05, 1e-4, &format!("bf16 attention L={l}"));
+    }
+}
+
+/// Causal attention with more queries than keys (L > S): the first L − S query rows see no
+/// key and give the mean of v. L = 300, S = 200 with two query heads a key/value head: 600
+/// rows in blocks of 128, whose first rows see no key, one (rows 128..256) reads only the first
+/// 156 keys, and one spans the two heads; L = 3, S = 1 with grouped heads: the direct (few rows)
+/// paths, bf16's own decode kernel included.
+#[test]
+fn attention_causal_more_queries_than_keys() {
+    for (l, s, hq, hkv, d) in [(300usize, 200usize, 2usize, 1usize, 16usize), (3, 1, 4, 2, 8)] {
+        let q = values(hq * l * d, 16, -1.0, 1.0);
+        let k = values(hkv * s * d, 17, -1.0, 1.0);
+        let v = values(hkv * s * d, 18, -1.0, 1.0);
+        let scale = 1.0 / (d as f32).sqrt();
+        let a = |x: &[f64], shape: &[usize]| Array::from_slice(&f32s(x), shape).unwrap();
+        let (qs, ks) = ([1, hq, l, d], [1, hkv, s, d]);
+        let got =
+            fx::fast::scaled_dot_product_attention(&a(&q, &qs), &a(&k, &ks), &a(&v, &ks), scale, SdpaMask::Causal)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
+        let got: Vec<f64> = got.iter().map(|&x| x as f64).collect();
+        let r = |x: &[f64]| f32s(x).iter().map(|&x| x as f64).collect::<Vec<_>>();
+        let want = attention_ref(&r(&q), &r(&k), &r(&v), hq, hkv, l, s, d, true);
+        assert_close(&got, &want, 1e-4, 1e-5, &format!("f32 causal attention L={l} S={s}"));
+        let (bq, bk, bv) = (bf16_array(&q, &qs), bf16_array(&k, &ks), bf16_array(&v, &ks));
+        let got = fx::fast::scaled_dot_product_attention(&bq, &bk, &bv, scale, SdpaMask::Causal)
+            .unwrap()
+            .to_vec::<bf16>()
+            .unwrap();
+        let got: Vec<f64> = got.iter().map(|g| g.to_f64()).collect();
+        let want = attention_ref(&bf16_values(&q), &bf16_values(&k), &bf16_values(&v), hq, hkv, l, s, d, true);
+        assert_close(&got, &want, 2f64.powi(-8) * 1.05, 1e-4, &format!("bf16 causal attention L={l} S={s}"));
     }
 }
 

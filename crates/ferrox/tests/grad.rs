@@ -624,3 +624,31 @@ fn attention_backward_kernel() {
     };
     assert!(fx::allclose(&second(true), &second(false), 1e-8, 1e-10, false).unwrap().item::<bool>().unwrap());
 }
+
+/// Causal attention with more queries than keys (L = 6, S = 3, grouped heads): query i sees
+/// keys j ≤ i + S − L, so rows 0..3 see none and give the mean of v (no gradient into q or
+/// k). The fused backward kernel and, at second order, its composed form (the vjp of
+/// `AttentionVjp`) against finite differences.
+#[test]
+fn attention_causal_more_queries_than_keys() {
+    let (ct, v) = (rand(&[1, 4, 6, 2], 72), rand(&[1, 2, 3, 2], 73));
+    let out = |a: &[Array]| fast::scaled_dot_product_attention(&a[0], &a[1], &a[2], 0.4, fast::SdpaMask::Causal);
+    let v_mean = fx::repeat(&fx::mean(&v, Some(&[2]), true).unwrap(), 2, Some(1)).unwrap();
+    let o = out(&[rand(&[1, 4, 6, 3], 70), rand(&[1, 2, 3, 3], 71), v.clone()]).unwrap();
+    let blind = fx::slice(&o, &[0, 0, 0, 0], &[1, 4, 3, 2], &[1, 1, 1, 1]).unwrap();
+    let want = fx::broadcast_to(&v_mean, &[1, 4, 3, 2]).unwrap();
+    assert!(fx::allclose(&blind, &want, 1e-12, 1e-12, false).unwrap().item::<bool>().unwrap(), "rows seeing no key");
+    let loss = |a: &[Array]| -> Result<Array> { fx::sum(&fx::multiply(&fx::sin(&out(a)?)?, &ct)?, None, false) };
+    let args = [rand(&[1, 4, 6, 3], 70), rand(&[1, 2, 3, 3], 71), v.clone()];
+    check("causal L > S", &loss, &args);
+    let dq = fx::grad(loss, &args, &[0]).unwrap().remove(0);
+    let rows = fx::slice(&dq, &[0, 0, 0, 0], &[1, 4, 3, 3], &[1, 1, 1, 1]).unwrap();
+    assert!(fx::all(&fx::equal(&rows, 0.0).unwrap(), None, false).unwrap().item::<bool>().unwrap(), "dq of blind rows");
+    // Second order: a function of the first-order gradients.
+    let second = |a: &[Array]| -> Result<Array> {
+        let g = fx::grad(loss, a, &[0, 1, 2])?;
+        let terms = g.iter().map(|x| fx::sum(&fx::square(x)?, None, false)).collect::<Result<Vec<_>>>()?;
+        fx::add(&fx::add(&terms[0], &terms[1])?, &terms[2])
+    };
+    check("causal L > S, second order", &second, &args);
+}

@@ -3,13 +3,15 @@
 //! and cross-entropy, single- and multi-head (grouped key/value) attention blocks with
 //! normalization and a residual, cross-entropy through logsumexp / log_softmax, and a small
 //! conv1d / conv2d network. Each model is rebuilt here from ferrox ops, run in float32 on the
-//! same inputs, and differentiated as a parameter tree with `value_and_grad_tree`.
+//! same inputs, and differentiated as a parameter tree with `value_and_grad_tree`. Also causal
+//! attention on the CPU with more queries than keys (L > S), whose first L − S query rows see
+//! no key: its forward output and its vjp for q, k and v.
 
 use std::collections::BTreeMap;
 use std::f64::consts::SQRT_2;
 
 use ferrox::fast::{self, SdpaMask};
-use ferrox::{self as fx, Array, Dtype, Result, Tree};
+use ferrox::{self as fx, Array, Device, Dtype, Result, Tree};
 use serde_json::Value;
 
 /// One case of the fixture: float inputs (differentiated), integer inputs, MLX's loss and
@@ -66,6 +68,11 @@ fn p(t: &Tree, name: &str) -> Array {
 /// relative, measured against the larger of the element and a tenth of the gradient's
 /// largest element (so elements that cancel to near zero are judged on the array's scale).
 fn check(name: &str, f: impl Fn(&Tree, &BTreeMap<String, Array>) -> Result<Array>) {
+    check_within(name, 1e-4, f)
+}
+
+/// [`check`] with the gradients' relative bound `tol`.
+fn check_within(name: &str, tol: f64, f: impl Fn(&Tree, &BTreeMap<String, Array>) -> Result<Array>) {
     let case = load(name);
     let ((value, _), grads) = fx::value_and_grad_tree(|t| Ok((f(t, &case.ints)?, vec![])), &case.params).unwrap();
     assert_eq!(value.dtype(), Dtype::F32, "{name}: loss dtype");
@@ -80,7 +87,7 @@ fn check(name: &str, f: impl Fn(&Tree, &BTreeMap<String, Array>) -> Result<Array
         let g: Vec<f64> = fx::astype(&g, Dtype::F64).unwrap().to_vec().unwrap();
         let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs())) * 0.1;
         for (i, (a, b)) in g.iter().zip(want).enumerate() {
-            assert!((a - b).abs() <= 1e-4 * b.abs().max(scale), "{name}: d/d{k}[{i}] = {a}, mlx {b}");
+            assert!((a - b).abs() <= tol * b.abs().max(scale), "{name}: d/d{k}[{i}] = {a}, mlx {b}");
         }
     }
 }
@@ -190,4 +197,33 @@ fn conv_network() {
         let y = linear(&fx::concatenate(&[f1, f2], -1)?, &p(t, "head_w"), &p(t, "head_b"))?;
         fx::mean(&fx::square(&fx::subtract(&y, p(t, "target"))?)?, None, false)
     });
+}
+
+/// Causal attention with more queries than keys (L > S) on the CPU: query i sees keys
+/// j ≤ i + S − L, so the first L − S rows see none and, as in MLX, give the mean of all values
+/// and pass no gradient to q or k. The loss is `sum(out · ct)`: the gradients of q, k and v
+/// are attention's vjp for the cotangent `ct`, and the gradient of `ct` is the output itself.
+fn causal_more_queries_than_keys(name: &str) {
+    fx::with_device(Device::Cpu, || {
+        check_within(name, 1e-5, |t, _| {
+            let o = fast::scaled_dot_product_attention(&p(t, "q"), &p(t, "k"), &p(t, "v"), 0.5, SdpaMask::Causal)?;
+            fx::sum(&fx::multiply(&o, p(t, "ct"))?, None, false)
+        })
+    })
+    .unwrap();
+}
+
+#[test]
+fn attention_causal_l4_s2() {
+    causal_more_queries_than_keys("sdpa_causal_l4_s2");
+}
+
+#[test]
+fn attention_causal_l7_s5_grouped_heads() {
+    causal_more_queries_than_keys("sdpa_causal_l7_s5_gqa");
+}
+
+#[test]
+fn attention_causal_l10_s3_blocked() {
+    causal_more_queries_than_keys("sdpa_causal_l10_s3");
 }

@@ -282,6 +282,13 @@ fn fast_ops() {
         let args = [rand(&[1, 4, 3, 3], 24), rand(&[1, 2, 5, 3], 25), rand(&[1, 2, 5, 2], 26), rand(&[3, 5], 27)];
         check(&format!("attention {mask}"), &g, &args, 180);
     }
+    // Causal with more queries than keys (L = 5, S = 2): the first three rows see no key, so
+    // their outputs are the mean of v whatever q and k are (tangents through v only).
+    let g = |a: &[Array]| -> Result<Vec<Array>> {
+        Ok(vec![fast::scaled_dot_product_attention(&a[0], &a[1], &a[2], 0.35, fast::SdpaMask::Causal)?])
+    };
+    let args = [rand(&[1, 4, 5, 3], 28), rand(&[1, 2, 2, 3], 29), rand(&[1, 2, 2, 2], 30)];
+    check("attention causal L > S", &g, &args, 185);
 }
 
 #[test]

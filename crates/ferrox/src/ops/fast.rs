@@ -179,7 +179,9 @@ impl From<&Array> for RopeOffset {
 pub enum SdpaMask {
     /// No mask.
     None,
-    /// Causal: query i sees keys up to i + (S − L).
+    /// Causal: query i sees keys up to i + (S − L), aligned to the end of the keys. With more
+    /// queries than keys (L > S) the first L − S queries see none; as in MLX, each of their
+    /// outputs is the mean of all values (and passes no gradient to q or k).
     Causal,
     /// An array broadcastable to [B, Hq, L, S]: additive if float, keep/drop if bool.
     Array(Array),
