@@ -134,11 +134,11 @@ pub(crate) fn logsumexp(g: &Gpu, x: &Array, shape: &[usize]) -> Result<Option<Da
 
 /// RMS normalization over the last axis, times an optional weight.
 pub(crate) fn rms_norm(g: &Gpu, x: &Array, w: Option<&Array>, eps: f32, shape: &[usize]) -> Result<Option<Data>> {
-    let (_, n) = rows(shape);
+    let (r, n) = rows(shape);
     let Some((pw, ws, _keep)) = vector(g, w, n, x.dtype())? else { return Ok(None) };
     let extra = [Arg::U64(pw), Arg::I64(ws), Arg::F32(eps)];
     // A prompt's rows a warp each; a decode step's few rows a block each.
-    if rows(shape).0 >= g.sms as usize {
+    if r >= g.sms as usize {
         return row_kernel_by(g, "rms_norm_rows", WARPS, x, shape, &extra);
     }
     row_kernel(g, "rms_norm", x, shape, &extra)
@@ -283,7 +283,7 @@ pub(crate) fn rope(
         Arg::U64(poff),
         Arg::I32(off64),
         Arg::I64(off_value),
-        Arg::I64((total / d) as i64),
+        Arg::I64(rows as i64),
         Arg::I64(l as i64),
         Arg::I64(d as i64),
         Arg::I64(dims as i64),

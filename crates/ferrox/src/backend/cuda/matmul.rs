@@ -222,9 +222,9 @@ pub(crate) fn matmul(
     // The product accumulates onto the addend in the output: the addend's own buffer where
     // nothing else holds it (a residual; as the KV cache's slice_update writes in place), else
     // a (broadcast) copy of it.
-    let (out, po, beta) = match inputs.get(2).filter(|_| beta != 0.0) {
+    let (out, po, beta) = match addend {
         None => (out, po, 0.0),
-        Some(c) => match donated(c).filter(|_| c.shape() == shape) {
+        Some((c, beta)) => match donated(c).filter(|_| c.shape() == shape) {
             Some(d) => {
                 let p = device_ptr(g, &d, dtype)?;
                 (d, p, beta)

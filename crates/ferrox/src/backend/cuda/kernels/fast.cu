@@ -127,6 +127,26 @@ extern "C" __global__ void logsumexp_join(T* __restrict__ out, const A* __restri
   if (threadIdx.x == 0) out[blockIdx.x] = from_acc<T>(m - m == 0 ? f_log(s) + m : m);
 }
 
+// rms_norm's vector steps, shared by its kernels: ss += each element of v squared, in order;
+// v's elements times scale and (with a weight) w's.
+__device__ __forceinline__ void add_squares(A& ss, const uint4& v) {
+  const T* e = (const T*)&v;
+#pragma unroll
+  for (int u = 0; u < 16 / (int)sizeof(T); ++u) {
+    const A a = to_acc<T>(e[u]);
+    ss += a * a;
+  }
+}
+__device__ __forceinline__ uint4 rms_scaled(const uint4& v, const uint4& wv, bool has_w, A scale) {
+  const T* e = (const T*)&v;
+  const T* we = (const T*)&wv;
+  uint4 o;
+  T* oe = (T*)&o;
+#pragma unroll
+  for (int u = 0; u < 16 / (int)sizeof(T); ++u) oe[u] = from_acc<T>(to_acc<T>(e[u]) * scale * (has_w ? to_acc<T>(we[u]) : (A)1));
+  return o;
+}
+
 // Many rows (a prompt's): a warp a row, each lane keeping its RMS_WARP_VECS 16-byte vectors of
 // the row for the scaling, summed by shuffles alone. A block a row leaves most of each row's
 // time to the block-wide reduction's barriers, with a few bytes in flight a thread.
@@ -149,11 +169,7 @@ extern "C" __global__ void rms_norm_rows(T* __restrict__ out, const T* __restric
         if (lane + 32 * j < nv) xv[j] = *((const uint4*)xr + lane + 32 * j);
 #pragma unroll
       for (int j = 0; j < RMS_WARP_VECS; ++j)
-        if (lane + 32 * j < nv) {
-          const T* e = (const T*)&xv[j];
-#pragma unroll
-          for (int u = 0; u < CH; ++u) ss += to_acc<T>(e[u]) * to_acc<T>(e[u]);
-        }
+        if (lane + 32 * j < nv) add_squares(ss, xv[j]);
       const A scale = (A)1 / f_sqrt(warp_sum(ss) * ((A)1 / (A)n) + (A)eps);
 #pragma unroll
       for (int j = 0; j < RMS_WARP_VECS; ++j) {
@@ -161,13 +177,7 @@ extern "C" __global__ void rms_norm_rows(T* __restrict__ out, const T* __restric
         if (v < nv) {
           uint4 wv;
           if (w) wv = *((const uint4*)w + v);
-          const T* e = (const T*)&xv[j];
-          const T* we = (const T*)&wv;
-          uint4 o;
-          T* oe = (T*)&o;
-#pragma unroll
-          for (int u = 0; u < CH; ++u) oe[u] = from_acc<T>(to_acc<T>(e[u]) * scale * (w ? to_acc<T>(we[u]) : (A)1));
-          *((uint4*)orow + v) = o;
+          *((uint4*)orow + v) = rms_scaled(xv[j], wv, w, scale);
         }
       }
       continue;
@@ -208,12 +218,7 @@ __device__ __forceinline__ void rms_norm_vec(T* __restrict__ out, const T* __res
       const i64 v = threadIdx.x + (i64)j * FBLOCK;
       if (v < nv) {
         xv[j] = *((const uint4*)(x + r * n) + v);
-        const T* e = (const T*)&xv[j];
-#pragma unroll
-        for (int u = 0; u < CH; ++u) {
-          const A a = to_acc<T>(e[u]);
-          ss += a * a;
-        }
+        add_squares(ss, xv[j]);
       }
     }
     ss = block_sum(ss);
@@ -221,15 +226,7 @@ __device__ __forceinline__ void rms_norm_vec(T* __restrict__ out, const T* __res
 #pragma unroll
     for (int j = 0; j < NV; ++j) {
       const i64 v = threadIdx.x + (i64)j * FBLOCK;
-      if (v < nv) {
-        const T* e = (const T*)&xv[j];
-        const T* we = (const T*)&wv[j];
-        uint4 o;
-        T* oe = (T*)&o;
-#pragma unroll
-        for (int u = 0; u < CH; ++u) oe[u] = from_acc<T>(to_acc<T>(e[u]) * scale * (w ? to_acc<T>(we[u]) : (A)1));
-        *((uint4*)(out + r * n) + v) = o;
-      }
+      if (v < nv) *((uint4*)(out + r * n) + v) = rms_scaled(xv[j], wv[j], w, scale);
     }
   }
 }
