@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::generate::{
     eval_caches, forward, last_rows, prefill, token_rows, FinishReason, GenerateOptions, TextEmitter,
 };
-use crate::models::LanguageModel;
+use crate::models::{LanguageModel, Logits};
 use crate::sample::{greedy_rows, Sampler, SamplerConfig};
 use crate::tokenizer::Tokenizer;
 
@@ -185,7 +185,7 @@ pub fn batch_generate(
             continue;
         }
         let next: Vec<&[u32]> = next.iter().map(std::slice::from_ref).collect();
-        logits = picks(forward(model, &token_rows(&next)?, &mut cache, kv)?)?;
+        logits = picks(forward(model, &token_rows(&next)?, &mut cache, kv, Logits::All)?)?;
     }
     let generation_tps = generated as f64 / t1.elapsed().as_secs_f64().max(1e-9);
     let mut out = BatchResult {
@@ -229,19 +229,20 @@ fn padded_prefill(
         .collect();
     let longest = padded[0].len();
     let kv = options.kv_quantization.as_ref();
-    // Prefill all but the last column in chunks, then the last column gives the first logits.
+    // Prefill in chunks of columns; the last chunk's last column gives the first logits (the
+    // only ones computed).
     let step = options.prefill_step_size.max(1);
     let mut start = 0;
-    while start + 1 < longest {
-        let end = (start + step).min(longest - 1);
+    loop {
+        let end = (start + step).min(longest);
         let chunk: Vec<&[u32]> = padded.iter().map(|r| &r[start..end]).collect();
-        let logits = forward(model, &token_rows(&chunk)?, &mut cache, kv)?;
+        let logits = forward(model, &token_rows(&chunk)?, &mut cache, kv, Logits::Last)?;
+        if end == longest {
+            return Ok((cache, last_rows(&logits)?));
+        }
         eval_caches(&cache, &logits)?;
         start = end;
     }
-    let last: Vec<&[u32]> = padded.iter().map(|r| &r[longest - 1..]).collect();
-    let logits = last_rows(&forward(model, &token_rows(&last)?, &mut cache, kv)?)?;
-    Ok((cache, logits))
 }
 
 /// Runs each prompt alone into rotating caches of `max_kv_size` positions (numbered from the

@@ -189,6 +189,7 @@ impl DecodeGraph {
 mod tests {
     use super::*;
     use crate::generate::{forward, prefill, token_rows};
+    use crate::models::Logits;
     use crate::sample::greedy_rows;
 
     /// The replayable step (on the CPU it is built and evaluated every token: only a GPU
@@ -211,7 +212,8 @@ mod tests {
                 let picked = match graph.step(model, &mut cache, &[token]).unwrap() {
                     Some(mut p) => p.pop().unwrap(),
                     None => {
-                        let l = forward(model, &token_rows(&[&[token]]).unwrap(), &mut cache, None).unwrap();
+                        let l =
+                            forward(model, &token_rows(&[&[token]]).unwrap(), &mut cache, None, Logits::All).unwrap();
                         greedy_rows(&l).unwrap().pop().unwrap()
                     }
                 };

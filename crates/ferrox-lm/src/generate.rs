@@ -10,7 +10,7 @@ use crate::cache::{maybe_quantize, KvCache, KvQuantization};
 use crate::decode_graph::DecodeGraph;
 use crate::detokenizer::Detokenizer;
 use crate::error::{Error, Result};
-use crate::models::LanguageModel;
+use crate::models::{LanguageModel, Logits};
 use crate::sample::{greedy_rows, Sampled, Sampler, SamplerConfig};
 use crate::tokenizer::Tokenizer;
 
@@ -107,15 +107,17 @@ pub(crate) fn token_rows(rows: &[&[u32]]) -> Result<Array> {
     Ok(fx::reshape_usize(&Array::from_vec(flat), &[rows.len(), n])?)
 }
 
-/// The logits of running `ids` `[B, L]` (appended to `cache`); the caches are quantized
-/// afterwards if `kv` says so (mlx-lm checks `quantized_kv_start` after every pass).
+/// The logits of running `ids` `[B, L]` (appended to `cache`), of the positions `which` says;
+/// the caches are quantized afterwards if `kv` says so (mlx-lm checks `quantized_kv_start`
+/// after every pass).
 pub(crate) fn forward(
     model: &dyn LanguageModel,
     ids: &Array,
     cache: &mut [KvCache],
     kv: Option<&KvQuantization>,
+    which: Logits,
 ) -> Result<Array> {
-    let logits = model.forward(ids, Some(cache))?;
+    let logits = model.forward_logits(ids, Some(cache), which)?;
     if let Some(q) = kv {
         maybe_quantize(cache, q)?;
     }
@@ -139,21 +141,23 @@ pub(crate) fn last_rows(logits: &Array) -> Result<Vec<Vec<f32>>> {
     Ok(fx::astype(&last, Dtype::F32)?.to_vec::<f32>()?.chunks(v.max(1)).map(<[f32]>::to_vec).collect())
 }
 
-/// The last-position logits of running `ids` (appended to `cache`), as f32 on the host.
+/// The last-position logits of running `ids` (appended to `cache`), as f32 on the host (the
+/// only position whose output head runs).
 fn last_logits(
     model: &dyn LanguageModel,
     ids: &[u32],
     cache: &mut [KvCache],
     kv: Option<&KvQuantization>,
 ) -> Result<Vec<f32>> {
-    let logits = forward(model, &token_rows(&[ids])?, cache, kv)?;
+    let logits = forward(model, &token_rows(&[ids])?, cache, kv, Logits::Last)?;
     Ok(last_rows(&logits)?.pop().unwrap_or_default())
 }
 
-/// Runs `prompt` through the model into `cache`, `step` tokens at a time, except its last
-/// token; returns that token's logits after running it too. If the prompt takes the sequence
-/// past the model's [`LanguageModel::switch_length`], the first chunk reaches past it, so every
-/// position is computed as one pass over the whole sequence would.
+/// Runs `prompt` through the model into `cache`, `step` tokens at a time (mlx-lm's chunks);
+/// returns its last token's logits, the only ones the last chunk computes (the output head of
+/// a prompt's other positions is never run). If the prompt takes the sequence past the model's
+/// [`LanguageModel::switch_length`], the first chunk reaches past it, so every position is
+/// computed as one pass over the whole sequence would.
 pub fn prefill(model: &dyn LanguageModel, prompt: &[u32], cache: &mut [KvCache], step: usize) -> Result<Vec<f32>> {
     prefill_quantizing(model, prompt, cache, step, None)
 }
@@ -168,22 +172,21 @@ pub fn prefill_quantizing(
     kv: Option<&KvQuantization>,
 ) -> Result<Vec<f32>> {
     let step = step.max(1);
-    let Some(split) = prompt.len().checked_sub(1) else {
+    if prompt.is_empty() {
         return Err(Error::Invalid("prefill: the prompt is empty".into()));
-    };
-    let (body, last) = prompt.split_at(split);
+    }
     // Tokens the first pass must cover to reach past the switch length, if this prompt crosses it.
     let offset = cache.first().map_or(0, KvCache::offset);
     let need = match model.switch_length() {
         Some(n) if offset <= n && offset + prompt.len() > n => n + 1 - offset,
         _ => 0,
     };
-    if need > body.len() {
-        return last_logits(model, prompt, cache, kv); // only the whole prompt reaches past it
-    }
-    let (head, tail) = body.split_at(step.max(need).min(body.len()));
-    for chunk in std::iter::once(head).filter(|c| !c.is_empty()).chain(tail.chunks(step)) {
-        let logits = forward(model, &token_rows(&[chunk])?, cache, kv)?;
+    let (head, tail) = prompt.split_at(step.max(need).min(prompt.len()));
+    let chunks: Vec<&[u32]> = std::iter::once(head).chain(tail.chunks(step)).collect();
+    let (last, body) = chunks.split_last().expect("a non-empty prompt has a chunk");
+    for chunk in body {
+        // (Only the caches are evaluated, unless they hold nothing yet.)
+        let logits = forward(model, &token_rows(&[chunk])?, cache, kv, Logits::Last)?;
         eval_caches(cache, &logits)?;
     }
     last_logits(model, last, cache, kv)
@@ -377,7 +380,13 @@ impl StreamGenerate<'_> {
             } else if self.pick_on_device {
                 match self.graph.step(self.model, &mut self.cache, &[token])?.and_then(|mut p| p.pop()) {
                     Some(picked) => NextLogits::Picked(picked),
-                    None => NextLogits::Array(forward(self.model, &token_rows(&[&[token]])?, &mut self.cache, kv)?),
+                    None => NextLogits::Array(forward(
+                        self.model,
+                        &token_rows(&[&[token]])?,
+                        &mut self.cache,
+                        kv,
+                        Logits::All,
+                    )?),
                 }
             } else {
                 NextLogits::Host(last_logits(self.model, &[token], &mut self.cache, kv)?)

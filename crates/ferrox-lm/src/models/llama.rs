@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::layers::fuse_into;
 use super::moe::{load_sparse_moe, SparseMoe, MIXTRAL_EXPERTS, QWEN_EXPERTS};
-use super::{rope_layer, LanguageModel};
+use super::{rope_layer, LanguageModel, Logits};
 use crate::cache::KvCache;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -377,7 +377,7 @@ impl Block {
 }
 
 impl LanguageModel for Model {
-    fn forward(&self, ids: &Array, mut cache: Option<&mut [KvCache]>) -> Result<Array> {
+    fn forward_logits(&self, ids: &Array, mut cache: Option<&mut [KvCache]>, which: Logits) -> Result<Array> {
         if ids.ndim() != 2 {
             return Err(Error::Invalid(format!("model input must be token ids [B, L], got shape {:?}", ids.shape())));
         }
@@ -396,7 +396,7 @@ impl LanguageModel for Model {
         for (i, layer) in self.model.layers.iter().enumerate() {
             h = layer.forward(&h, &mask, cache.as_deref_mut().map(|c| &mut c[i]))?;
         }
-        let h = self.model.norm.forward(&h)?;
+        let h = self.model.norm.forward(&which.pick(&h)?)?;
         Ok(match &self.lm_head {
             Some(head) => head.forward(&h)?,
             None => self.model.embed_tokens.as_linear(&h)?,

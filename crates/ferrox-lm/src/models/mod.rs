@@ -17,7 +17,7 @@ pub mod qwen2;
 pub mod qwen3;
 pub mod qwen3_moe;
 
-use ferrox::Array;
+use ferrox::{self as fx, Array};
 use ferrox_nn::layers::{Rope, RopeScaling};
 use ferrox_nn::Module;
 
@@ -29,10 +29,22 @@ use crate::weights::WeightMap;
 
 /// A causal language model.
 pub trait LanguageModel: Module + Send + Sync {
-    /// Logits `[B, L, vocab]` for token ids `[B, L]` (int32). With caches (one per layer), the
-    /// ids continue what the caches hold and are appended to them; without, they are the whole
-    /// sequence.
-    fn forward(&self, ids: &Array, cache: Option<&mut [KvCache]>) -> Result<Array>;
+    /// Logits for token ids `[B, L]` (int32): `[B, L, vocab]`, or `[B, 1, vocab]` for the last
+    /// position only (`which`), the final norm and output head then run on that position alone
+    /// (a prompt's other positions need only what they leave in the caches). With caches (one
+    /// per layer), the ids continue what the caches hold and are appended to them; without,
+    /// they are the whole sequence.
+    fn forward_logits(&self, ids: &Array, cache: Option<&mut [KvCache]>, which: Logits) -> Result<Array>;
+
+    /// Logits `[B, L, vocab]` of every position ([`LanguageModel::forward_logits`]).
+    fn forward(&self, ids: &Array, cache: Option<&mut [KvCache]>) -> Result<Array> {
+        self.forward_logits(ids, cache, Logits::All)
+    }
+
+    /// Logits `[B, 1, vocab]` of the last position ([`LanguageModel::forward_logits`]).
+    fn forward_last(&self, ids: &Array, cache: Option<&mut [KvCache]>) -> Result<Array> {
+        self.forward_logits(ids, cache, Logits::Last)
+    }
 
     /// The number of layers (and caches).
     fn num_layers(&self) -> usize;
@@ -68,6 +80,26 @@ pub trait LanguageModel: Module + Send + Sync {
     /// Fresh caches for this model: rotating ones of `max_kv_size` positions if given.
     fn make_cache(&self, max_kv_size: Option<usize>) -> Vec<KvCache> {
         make_prompt_cache(self.num_layers(), max_kv_size)
+    }
+}
+
+/// Which positions a forward pass computes logits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Every position.
+    All,
+    /// The last position only.
+    Last,
+}
+
+impl Logits {
+    /// The positions of hidden states `h` `[B, L, hidden]` the output head takes.
+    pub fn pick(self, h: &Array) -> Result<Array> {
+        let l = h.shape()[1] as isize;
+        Ok(match self {
+            Logits::All => h.clone(),
+            Logits::Last => fx::slice_axis(h, 1, l - 1, l)?,
+        })
     }
 }
 

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::attention::{layer_masks, Reach};
 use super::llama::{embedding, linear};
-use super::{rope_layer, LanguageModel};
+use super::{rope_layer, LanguageModel, Logits};
 use crate::cache::KvCache;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -302,7 +302,7 @@ impl Block {
 }
 
 impl LanguageModel for Model {
-    fn forward(&self, ids: &Array, mut cache: Option<&mut [KvCache]>) -> Result<Array> {
+    fn forward_logits(&self, ids: &Array, mut cache: Option<&mut [KvCache]>, which: Logits) -> Result<Array> {
         if ids.ndim() != 2 {
             return Err(Error::Invalid(format!("model input must be token ids [B, L], got shape {:?}", ids.shape())));
         }
@@ -314,7 +314,7 @@ impl LanguageModel for Model {
         for (i, layer) in self.model.layers.iter().enumerate() {
             h = layer.forward(&h, rope, &masks[i], cache.as_deref_mut().map(|c| &mut c[i]))?;
         }
-        let h = self.model.norm.forward(&h)?;
+        let h = self.model.norm.forward(&which.pick(&h)?)?;
         Ok(match &self.lm_head {
             Some(head) => head.forward(&h)?,
             None => self.model.embed_tokens.as_linear(&h)?,
