@@ -26,7 +26,7 @@ use crate::cache::{make_prompt_cache, BatchRotatingCache, KvCache};
 use crate::decode_graph::DecodeGraph;
 use crate::error::{Error, Result};
 use crate::generate::{
-    eval_caches, forward, last_rows, prefill, token_rows, FinishReason, GenerateOptions, TextEmitter,
+    eval_caches, forward, last_alone, last_rows, prefill, token_rows, FinishReason, GenerateOptions, TextEmitter,
 };
 use crate::models::{LanguageModel, Logits};
 use crate::sample::{greedy_rows, Sampler, SamplerConfig};
@@ -230,19 +230,24 @@ fn padded_prefill(
     let longest = padded[0].len();
     let kv = options.kv_quantization.as_ref();
     // Prefill in chunks of columns; the last chunk's last column gives the first logits (the
-    // only ones computed).
+    // only ones computed). As in mlx-lm, the last column is a chunk of its own unless running
+    // it with the others changes nothing.
     let step = options.prefill_step_size.max(1);
+    let body = longest - last_alone(&cache, longest, kv);
+    let mut bounds: Vec<usize> = (step..body).step_by(step).chain([body, longest]).filter(|&e| e > 0).collect();
+    bounds.dedup();
     let mut start = 0;
-    loop {
-        let end = (start + step).min(longest);
-        let chunk: Vec<&[u32]> = padded.iter().map(|r| &r[start..end]).collect();
-        let logits = forward(model, &token_rows(&chunk)?, &mut cache, kv, Logits::Last)?;
-        if end == longest {
-            return Ok((cache, last_rows(&logits)?));
+    let mut logits = None;
+    for end in bounds {
+        if let Some(l) = &logits {
+            eval_caches(&cache, l)?;
         }
-        eval_caches(&cache, &logits)?;
+        let chunk: Vec<&[u32]> = padded.iter().map(|r| &r[start..end]).collect();
+        logits = Some(forward(model, &token_rows(&chunk)?, &mut cache, kv, Logits::Last)?);
         start = end;
     }
+    let logits = logits.expect("a prompt has a column");
+    Ok((cache, last_rows(&logits)?))
 }
 
 /// Runs each prompt alone into rotating caches of `max_kv_size` positions (numbered from the

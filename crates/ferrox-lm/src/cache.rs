@@ -65,6 +65,20 @@ impl KvCache {
         }
     }
 
+    /// Whether appending `n` more tokens leaves the same keys and values, seen by the same
+    /// queries, however the tokens are split into updates: always for a standard cache, and
+    /// for a rotating one while all of them fit without rotating (a multi-token update of a
+    /// full rotating cache keeps a plain window, a one-token update keeps the sink tokens).
+    /// Prefill runs a prompt's last token with its last chunk only then; otherwise alone, as
+    /// mlx-lm does.
+    pub fn splits_alike(&self, n: usize) -> bool {
+        match self {
+            KvCache::Standard(_) => true,
+            KvCache::Rotating(c) => c.offset + n <= c.max_size,
+            KvCache::Quantized(_) | KvCache::BatchRotating(_) => false,
+        }
+    }
+
     /// How many positions have been processed (the position of the next token).
     pub fn offset(&self) -> usize {
         match self {

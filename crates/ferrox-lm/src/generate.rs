@@ -153,9 +153,11 @@ fn last_logits(
     Ok(last_rows(&logits)?.pop().unwrap_or_default())
 }
 
-/// Runs `prompt` through the model into `cache`, `step` tokens at a time (mlx-lm's chunks);
-/// returns its last token's logits, the only ones the last chunk computes (the output head of
-/// a prompt's other positions is never run). If the prompt takes the sequence past the model's
+/// Runs `prompt` through the model into `cache`, `step` tokens at a time (mlx-lm's chunks),
+/// and returns its last token's logits, the only ones computed (the output head of a prompt's
+/// other positions never runs). As in mlx-lm, the last token runs as a pass of its own, unless
+/// that changes nothing ([`KvCache::splits_alike`], no cache quantization): then it runs with
+/// the last chunk. If the prompt takes the sequence past the model's
 /// [`LanguageModel::switch_length`], the first chunk reaches past it, so every position is
 /// computed as one pass over the whole sequence would.
 pub fn prefill(model: &dyn LanguageModel, prompt: &[u32], cache: &mut [KvCache], step: usize) -> Result<Vec<f32>> {
@@ -175,14 +177,22 @@ pub fn prefill_quantizing(
     if prompt.is_empty() {
         return Err(Error::Invalid("prefill: the prompt is empty".into()));
     }
+    let (body, alone) = prompt.split_at(prompt.len() - last_alone(cache, prompt.len(), kv));
     // Tokens the first pass must cover to reach past the switch length, if this prompt crosses it.
     let offset = cache.first().map_or(0, KvCache::offset);
     let need = match model.switch_length() {
         Some(n) if offset <= n && offset + prompt.len() > n => n + 1 - offset,
         _ => 0,
     };
-    let (head, tail) = prompt.split_at(step.max(need).min(prompt.len()));
-    let chunks: Vec<&[u32]> = std::iter::once(head).chain(tail.chunks(step)).collect();
+    if need > body.len() {
+        return last_logits(model, prompt, cache, kv); // only the whole prompt reaches past it
+    }
+    let (head, tail) = body.split_at(step.max(need).min(body.len()));
+    let chunks: Vec<&[u32]> = std::iter::once(head)
+        .chain(tail.chunks(step))
+        .chain(std::iter::once(alone))
+        .filter(|c| !c.is_empty())
+        .collect();
     let (last, body) = chunks.split_last().expect("a non-empty prompt has a chunk");
     for chunk in body {
         // (Only the caches are evaluated, unless they hold nothing yet.)
@@ -190,6 +200,12 @@ pub fn prefill_quantizing(
         eval_caches(cache, &logits)?;
     }
     last_logits(model, last, cache, kv)
+}
+
+/// How many of a prompt's last `n` tokens run as a pass of their own after the others: 1, as
+/// in mlx-lm, unless running it with the others changes nothing (then 0).
+pub(crate) fn last_alone(cache: &[KvCache], n: usize, kv: Option<&KvQuantization>) -> usize {
+    usize::from(kv.is_some() || !cache.iter().all(|c| c.splits_alike(n)))
 }
 
 /// A running generation; iterate it for [`GenerationResponse`]s.

@@ -97,6 +97,34 @@ fn floats(v: &Value) -> Vec<f32> {
     v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }
 
+/// `splits_alike` holds exactly when appending tokens in one update or in two (the last one
+/// alone) leaves the same buffers: for a standard cache always, for a rotating one while
+/// nothing rotates out.
+#[test]
+fn splits_alike_means_the_same_buffers() {
+    let k = randn(&[1, 2, 7, 4], 11);
+    let v = randn(&[1, 2, 7, 4], 12);
+    let split = |a: &Array, from: usize, to: usize| fx::slice_axis(a, 2, from as isize, to as isize).unwrap();
+    // A standard cache and a rotating one of 7 hold all 7 tokens; one of 6 rotates.
+    let fresh = [
+        (KvCache::Standard(StandardCache::default()), true),
+        (KvCache::Rotating(RotatingCache::new(7, 2)), true),
+        (KvCache::Rotating(RotatingCache::new(6, 2)), false),
+    ];
+    for (cache, expect) in fresh {
+        // 3 tokens first, then 4 more: in one update, or 3 then the last alone.
+        let mut whole = cache.clone();
+        whole.update_and_fetch(&split(&k, 0, 3), &split(&v, 0, 3)).unwrap();
+        let mut parts = whole.clone();
+        let alike = whole.splits_alike(4);
+        let (wk, _) = whole.update_and_fetch(&split(&k, 3, 7), &split(&v, 3, 7)).unwrap();
+        parts.update_and_fetch(&split(&k, 3, 6), &split(&v, 3, 6)).unwrap();
+        let (pk, _) = parts.update_and_fetch(&split(&k, 6, 7), &split(&v, 6, 7)).unwrap();
+        let same = wk.shape() == pk.shape() && max_diff(&wk, &pk) == 0.0;
+        assert_eq!((alike, same), (expect, expect), "{cache:?}");
+    }
+}
+
 #[test]
 fn loads_mlx_lm_prompt_cache_and_round_trips() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
