@@ -353,21 +353,26 @@ fn check_kv(keys: &Array, values: &Array) -> Result<()> {
 }
 
 /// `buf` with `update` (`[B, H, S, ·]`) written at positions `at..at + S` of axis 2; a
-/// buffer that is absent or too short is first replaced by its first `at` positions followed
-/// by zeros for whole [`STEP`]s of new ones.
+/// buffer that is absent or too short is replaced by its first `at` positions, `update`, and
+/// zeros up to whole [`STEP`]s of new positions (one copy into the new buffer: no zero fill
+/// of what the update covers).
 pub(crate) fn append_at(buf: Option<&Array>, update: &Array, at: usize) -> Result<Array> {
     let s = update.shape()[2];
-    let buf = match buf {
-        Some(b) if at + s <= b.shape()[2] => b.clone(),
+    match buf {
+        Some(b) if at + s <= b.shape()[2] => write_at(b, update, at),
         old => {
-            let more = zeros_positions(update, s.div_ceil(STEP) * STEP)?;
-            match old {
-                Some(b) => fx::concatenate(&[positions(b, 0, at)?, more], 2)?,
-                None => more,
+            let mut parts = Vec::with_capacity(3);
+            if let Some(b) = old {
+                parts.push(positions(b, 0, at)?);
             }
+            parts.push(update.clone());
+            let rest = s.div_ceil(STEP) * STEP - s;
+            if rest > 0 {
+                parts.push(zeros_positions(update, rest)?);
+            }
+            Ok(fx::concatenate(&parts, 2)?)
         }
-    };
-    write_at(&buf, update, at)
+    }
 }
 
 impl StandardCache {

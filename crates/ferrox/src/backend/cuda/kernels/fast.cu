@@ -336,8 +336,25 @@ extern "C" __global__ void norm_vjp(T* __restrict__ out, const T* __restrict__ x
 __device__ __forceinline__ double rope_offset(const void* offset, int off64, i64 off_value) {
   return off64 == 2 ? (double)off_value : off64 ? (double)*(const i64*)offset : (double)*(const i32*)offset;
 }
+// The inverse frequency of pair q and the sine and cosine of an angle, accurate to f64 for f64
+// data. For the types computed in f32 the f64 work is cut to what keeps their precision at
+// any position: the frequency by exp2 / log2 (not pow), and the angle reduced to [-pi, pi] in
+// f64 before f32's sine and cosine (whose error there is an ulp or two).
+template <typename C>
 __device__ __forceinline__ double rope_inv_freq(const float* __restrict__ freqs, i64 fs, float base, i64 q, i64 dims) {
   return freqs ? 1.0 / (double)freqs[q * fs] : pow((double)base, -(2.0 * (double)q) / (double)dims);
+}
+template <>
+__device__ __forceinline__ double rope_inv_freq<float>(const float* __restrict__ freqs, i64 fs, float base, i64 q,
+                                                       i64 dims) {
+  return freqs ? 1.0 / (double)freqs[q * fs] : exp2(-(2.0 * (double)q) / (double)dims * log2((double)base));
+}
+template <typename C> __device__ __forceinline__ void rope_sincos(double ang, C* s, C* c) { sincos(ang, s, c); }
+template <> __device__ __forceinline__ void rope_sincos<float>(double ang, float* s, float* c) {
+  const double turns = rint(ang * 0.15915494309189535);  // 1 / (2 pi)
+  // 2 pi in two parts (Cody and Waite): the reduction is exact to ~1e-16 radians a turn.
+  const double r = fma(-turns, 2.4492935982947064e-16, fma(-turns, 6.283185307179586, ang));
+  sincosf((float)r, s, c);
 }
 extern "C" __global__ void rope(ROPE_ARGS) {
   OVERLAPPED_START();
@@ -355,9 +372,8 @@ extern "C" __global__ void rope(ROPE_ARGS) {
     }
     // Frequency q rotates features (ia, ib): neighbours, or the two halves.
     const i64 ia = traditional ? 2 * q : q, ib = traditional ? 2 * q + 1 : q + half;
-    double ang = (off + (double)(r % l)) * (double)scale * rope_inv_freq(freqs, fs, base, q, dims), sd, cd;
-    sincos(ang, &sd, &cd);
-    A c = (A)cd, s = (A)sd;
+    A c, s;
+    rope_sincos<A>((off + (double)(r % l)) * (double)scale * rope_inv_freq<A>(freqs, fs, base, q, dims), &s, &c);
     A a = to_acc<T>(xr[ia]), b = to_acc<T>(xr[ib]);
     orow[ia] = from_acc<T>(a * c - b * s);
     orow[ib] = from_acc<T>(a * s + b * c);
@@ -384,9 +400,19 @@ extern "C" __global__ void rope_heads(ROPE_ARGS) {
     }
     const int nh = (int)min((i64)ROPE_HEADS, heads - h0);
     i64 xo[ROPE_HEADS];
+    if (per % 32 == 0) {
+      // A warp's lanes share the position and the heads (whole warps run each pass, since
+      // items is a multiple of 32): lane k finds head k's row, and every lane reads them all.
+      i64 mine = 0;
+      const int lane = threadIdx.x & 31;
+      if (lane < nh) offsets<1>(rows_l, (h0 + lane) * l + pos, &mine);
 #pragma unroll
-    for (int k = 0; k < ROPE_HEADS; ++k)
-      if (k < nh) offsets<1>(rows_l, (h0 + k) * l + pos, &xo[k]);
+      for (int k = 0; k < ROPE_HEADS; ++k) xo[k] = __shfl_sync(0xffffffffu, mine, k);
+    } else {
+#pragma unroll
+      for (int k = 0; k < ROPE_HEADS; ++k)
+        if (k < nh) offsets<1>(rows_l, (h0 + k) * l + pos, &xo[k]);
+    }
     if (q >= half) {
       const i64 j = 2 * half + (q - half);
 #pragma unroll
@@ -399,9 +425,8 @@ extern "C" __global__ void rope_heads(ROPE_ARGS) {
 #pragma unroll
     for (int k = 0; k < ROPE_HEADS; ++k)
       if (k < nh) xa[k] = to_acc<T>(x[xo[k] + ia]), xb[k] = to_acc<T>(x[xo[k] + ib]);
-    double ang = (off + (double)pos) * (double)scale * rope_inv_freq(freqs, fs, base, q, dims), sd, cd;
-    sincos(ang, &sd, &cd);
-    const A c = (A)cd, s = (A)sd;
+    A c, s;
+    rope_sincos<A>((off + (double)pos) * (double)scale * rope_inv_freq<A>(freqs, fs, base, q, dims), &s, &c);
 #pragma unroll
     for (int k = 0; k < ROPE_HEADS; ++k)
       if (k < nh) {
