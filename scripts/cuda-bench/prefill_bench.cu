@@ -4,7 +4,8 @@
 // sequence, causal and unmasked, with nvcc on the GPU machine (scripts/cuda-bench/run.sh).
 // Each output is checked against the f32 flash kernel of the same file (attn_flash_HD, FMAs,
 // no tensor cores); TFLOP/s count 4·D flops per visible (query, key) pair.
-// -DATTN_FILE='"other.cu"' times another version of the file (a before / after).
+// -DATTN_FILE='"other.cu"' times another version of the file (a before / after; add
+// -DMMA_ROW_MAJOR for one from before session 14).
 
 #include "bench_common.cuh"
 #define T bf16
@@ -76,7 +77,15 @@ int main(int argc, char** argv) {
     CK(cudaMemcpy(bb.data(), o1, qn * 2, cudaMemcpyDeviceToHost));
     double err = 0, norm = 0;
     for (size_t i = 0; i < qn; ++i) {
-      double x = bf16_host(a[i]), y = bf16_host(bb[i]);
+      // The tensor-core kernel writes [B, L, Hq, D] memory (-DMMA_ROW_MAJOR: an older file's
+      // row-major [B, Hq, L, D]); B is 1.
+      const size_t h = i / ((size_t)L * D), r = i / D % L, e = i % D;
+#ifdef MMA_ROW_MAJOR
+      const size_t j = i;
+#else
+      const size_t j = (r * Hq + h) * D + e;
+#endif
+      double x = bf16_host(a[i]), y = bf16_host(bb[j]);
       double d = fabs(x - y);
       if (!(d <= err)) err = d;  // NaN sticks
       norm = std::max(norm, (double)fabs(x));

@@ -604,6 +604,14 @@ fn fast(c: &mut Checker) {
                 fx::fast::rope(&qh, 48, false, Some(10000.0), 1.0, 100i32, None)
             });
         }
+        // Far positions (angles of 1e5 radians, reduced before f32's sine and cosine): a prompt
+        // of heads of 128 and a decode step.
+        for (shape, off) in [([1, 12, 40, 128], 131_000i32), ([1, 8, 1, 128], 70_001)] {
+            let qf = c.array(&shape, dt, -1.0, 1.0);
+            c.check(&format!("fast rope {dt} far positions, {} of them", shape[2]), b, || {
+                fx::fast::rope(&qf, 128, false, Some(500000.0), 1.0, off, None)
+            });
+        }
         let q = c.array(&[2, 4, 33, 64], dt, -1.0, 1.0);
         for trad in [false, true] {
             c.check(&format!("fast rope {dt} traditional={trad}"), b, || {

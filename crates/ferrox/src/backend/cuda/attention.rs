@@ -227,7 +227,7 @@ pub(crate) fn attention(
     if !supported(inputs) {
         return Ok(None);
     }
-    let (out, po) = alloc_out(shape, t)?;
+    let (mut out, po) = alloc_out(shape, t)?;
     if out.buffer.nbytes() == 0 {
         return Ok(Some(out));
     }
@@ -288,6 +288,9 @@ pub(crate) fn attention(
         let f = func(&format!("attn_mma_{hd}"))?;
         let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         launch_cfg(g, &f, cfg, &[Arg::Attn(&p)])?;
+        // The kernel writes [B, L, Hq, Dv] memory: the output is that buffer's transposed view,
+        // so the model's transpose back to [B, L, Hq · Dv] needs no copy.
+        out.strides = [l * hq * dv, dv, hq * dv, 1].iter().map(|&x| x as isize).collect();
     } else {
         let dm = if dmax <= 64 {
             64

@@ -810,7 +810,9 @@ __device__ __forceinline__ void flash_mma_impl(const Attn& p) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       if (!ok[u][h]) continue;
-      T* orow = (T*)p.out + ((i64)(b * p.Hq + hh[u][h]) * p.L + ii[u][h]) * p.Dv;
+      // The output [B, Hq, L, Dv] in [B, L, Hq, Dv] memory (attention.rs returns that view):
+      // the model's transpose to [B, L, Hq * Dv] is then free.
+      T* orow = (T*)p.out + ((i64)(b * p.L + ii[u][h]) * p.Hq + hh[u][h]) * p.Dv;
       const float inv = l[u][h] > 0.0f ? 1.0f / l[u][h] : 0.0f;
 #pragma unroll
       for (int n = 0; n < NS; ++n) {
