@@ -354,8 +354,11 @@ fn check_kv(keys: &Array, values: &Array) -> Result<()> {
 
 /// `buf` with `update` (`[B, H, S, ·]`) written at positions `at..at + S` of axis 2; a
 /// buffer that is absent or too short is replaced by its first `at` positions, `update`, and
-/// zeros up to whole [`STEP`]s of new positions (one copy into the new buffer: no zero fill
-/// of what the update covers).
+/// zeros up to whole [`STEP`]s of new positions, at least one (one copy into the new buffer:
+/// no zero fill of what the update covers). The zeros are never left out: they make the
+/// concatenation a new buffer of the cache's own, where a lone update would be the very
+/// array it came from — a view that keeps the whole q / k / v product or rope output alive —
+/// and the next token finds room.
 pub(crate) fn append_at(buf: Option<&Array>, update: &Array, at: usize) -> Result<Array> {
     let s = update.shape()[2];
     match buf {
@@ -366,10 +369,7 @@ pub(crate) fn append_at(buf: Option<&Array>, update: &Array, at: usize) -> Resul
                 parts.push(positions(b, 0, at)?);
             }
             parts.push(update.clone());
-            let rest = s.div_ceil(STEP) * STEP - s;
-            if rest > 0 {
-                parts.push(zeros_positions(update, rest)?);
-            }
+            parts.push(zeros_positions(update, (s + 1).div_ceil(STEP) * STEP - s)?);
             Ok(fx::concatenate(&parts, 2)?)
         }
     }

@@ -40,6 +40,11 @@ fn standard_cache_grows_and_keeps_everything() {
     assert_eq!(c.offset(), 309);
     assert_eq!(c.trim(9), 9);
     assert_eq!(c.offset(), 300);
+    // A prompt of exactly one step still leaves the next token room: the buffer is a new one
+    // of the cache's own, not the update's array.
+    let mut d = KvCache::Standard(StandardCache::default());
+    d.update_and_fetch(&randn(&[1, 2, 256, 4], 20), &randn(&[1, 2, 256, 4], 21)).unwrap();
+    assert_eq!(d.buffers().unwrap().0.shape()[2], 512);
 }
 
 /// Attention of each new query over a rotating cache equals full attention over the whole
