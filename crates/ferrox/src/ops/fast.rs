@@ -73,15 +73,33 @@ pub(crate) fn norm_vjp(x: &Array, weight: Option<&Array>, g: &Array, eps: f32, c
     Array::from_op(x.shape().to_vec(), x.dtype(), Op::NormVjp { eps, weight: weight.is_some(), centered }, inputs)
 }
 
+/// Per-head score matrices (L · S) from which a GPU takes attention's gradients as products
+/// over materialized probabilities rather than from the fused kernel (a warp a row, no tensor
+/// cores: ~0.4 TFLOP/s), and the most score elements (B · Hq · L · S) it materializes so.
+const COMPOSED_VJP_FROM: usize = 4096;
+const COMPOSED_VJP_MAX: usize = 1 << 27;
+
 /// The gradients (dq, dk, dv) of an [`Op::Attention`] over `inputs` (q, k, v and the mask
-/// array if `mask` is one) for the output cotangent `g`, as one fused op whose flat output the
-/// three gradients are views of.
+/// array if `mask` is one) for the output cotangent `g`, as one flat array the three are
+/// views of: one fused op, or on a GPU, where its scores fit, MLX's way — cuBLAS products
+/// over the probabilities, recomputed in f32 for f16 / bf16 (the fused op's precision).
 pub(crate) fn attention_vjp(inputs: &[Array], g: &Array, scale: f32, mask: AttentionMask) -> Result<[Array; 3]> {
     let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
     let sizes = [q.size(), k.size(), v.size()];
     let mut ins = inputs.to_vec();
     ins.push(astype(g, q.dtype())?);
-    let flat = Array::from_op(vec![sizes.iter().sum()], q.dtype(), Op::AttentionVjp { scale, mask }, ins);
+    let scores = q.shape()[2] * k.shape()[2];
+    let composed = matches!(crate::device::current_stream().device, crate::Device::Gpu(_))
+        && q.dtype() != Dtype::F64
+        && scores >= COMPOSED_VJP_FROM
+        && q.shape()[0] * q.shape()[1] * scores <= COMPOSED_VJP_MAX;
+    let flat = if composed {
+        let wide = |a: &Array| if a.dtype().is_float() { astype(a, Dtype::F32) } else { Ok(a.clone()) };
+        let ins = ins.iter().map(wide).collect::<Result<Vec<_>>>()?;
+        astype(&crate::transforms::vjp_rules::attention_vjp_composed(&ins, scale, mask)?, q.dtype())?
+    } else {
+        Array::from_op(vec![sizes.iter().sum()], q.dtype(), Op::AttentionVjp { scale, mask }, ins)
+    };
     let mut start = 0;
     let mut grads = Vec::with_capacity(3);
     for (x, n) in [q, k, v].into_iter().zip(sizes) {

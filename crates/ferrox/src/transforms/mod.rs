@@ -15,7 +15,7 @@ mod jvp_rules;
 mod quantized_rules;
 mod remat;
 mod tree;
-mod vjp_rules;
+pub(crate) mod vjp_rules;
 mod vmap;
 mod vmap_rules;
 

@@ -56,26 +56,32 @@ struct Operand {
 }
 
 /// Operand `x` viewed as `[batch..., rows, cols]`; copies it to row-major if its strides do
-/// not fit cuBLAS.
+/// not fit cuBLAS, and expanded over the batch axes if even then they do not collapse to one
+/// batch stride (a broadcast axis between others: keys [B, H, 1, S, D] against queries
+/// [B, H, G, L, D]).
 fn operand(g: &Gpu, x: &Array, batch: &[usize], rows: usize, cols: usize) -> Result<Operand> {
     let mut full = batch.to_vec();
     full.extend([rows, cols]);
-    let try_view = |d: &Data| -> Option<(cublasOperation_t, i32, i64)> {
-        let st = broadcast_strides(x.shape(), &d.strides, &full);
+    let view = |shape: &[usize], d: &Data| -> Option<(cublasOperation_t, i32, i64)> {
+        let st = broadcast_strides(shape, &d.strides, &full);
         let nb = batch.len();
         let (op, ld) = as_blas(rows, cols, st[nb], st[nb + 1])?;
         Some((op, ld, batch_stride(batch, &st[..nb])?))
     };
     let d = x.data()?;
-    let (d, (op, ld, bs)) = match try_view(&d) {
-        Some(v) => (d, v),
-        None => {
-            let c = copy(g, x)?;
-            let v = try_view(&c).expect("a row-major matrix fits cuBLAS");
-            (c, v)
-        }
-    };
-    Ok(Operand { ptr: device_ptr(g, &d, x.dtype())?, op, ld, batch: bs, _keep: d })
+    if let Some((op, ld, batch)) = view(x.shape(), &d) {
+        return Ok(Operand { ptr: device_ptr(g, &d, x.dtype())?, op, ld, batch, _keep: d });
+    }
+    let c = copy(g, x)?;
+    if let Some((op, ld, batch)) = view(x.shape(), &c) {
+        return Ok(Operand { ptr: device_ptr(g, &c, x.dtype())?, op, ld, batch, _keep: c });
+    }
+    let st = broadcast_strides(x.shape(), &d.strides, &full);
+    let wide =
+        Array::from_data(full.clone(), x.dtype(), Data { buffer: d.buffer.clone(), offset: d.offset, strides: st });
+    let c = copy(g, &wide)?;
+    let (op, ld, batch) = view(&full, &c).expect("a row-major matrix of the full batch fits cuBLAS");
+    Ok(Operand { ptr: device_ptr(g, &c, x.dtype())?, op, ld, batch, _keep: c })
 }
 
 const GEMV_SRC: &str = include_str!("kernels/gemv.cu");
