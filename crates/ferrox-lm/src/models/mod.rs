@@ -41,11 +41,6 @@ pub trait LanguageModel: Module + Send + Sync {
         self.forward_logits(ids, cache, Logits::All)
     }
 
-    /// Logits `[B, 1, vocab]` of the last position ([`LanguageModel::forward_logits`]).
-    fn forward_last(&self, ids: &Array, cache: Option<&mut [KvCache]>) -> Result<Array> {
-        self.forward_logits(ids, cache, Logits::Last)
-    }
-
     /// The number of layers (and caches).
     fn num_layers(&self) -> usize;
 
