@@ -26,7 +26,7 @@ use crate::cache::{make_prompt_cache, BatchRotatingCache, KvCache};
 use crate::decode_graph::DecodeGraph;
 use crate::error::{Error, Result};
 use crate::generate::{
-    eval_caches, forward, last_alone, last_rows, prefill, token_rows, FinishReason, GenerateOptions, TextEmitter,
+    forward, last_rows, prefill, prefill_rows, token_rows, FinishReason, GenerateOptions, TextEmitter,
 };
 use crate::models::{LanguageModel, Logits};
 use crate::sample::{greedy_rows, Sampler, SamplerConfig};
@@ -227,27 +227,10 @@ fn padded_prefill(
         .zip(padding)
         .map(|(p, &n)| std::iter::repeat_n(p[0], n).chain(p.iter().copied()).collect())
         .collect();
-    let longest = padded[0].len();
+    let rows: Vec<&[u32]> = padded.iter().map(Vec::as_slice).collect();
     let kv = options.kv_quantization.as_ref();
-    // Prefill in chunks of columns; the last chunk's last column gives the first logits (the
-    // only ones computed). As in mlx-lm, the last column is a chunk of its own unless running
-    // it with the others changes nothing.
-    let step = options.prefill_step_size.max(1);
-    let body = longest - last_alone(&cache, longest, kv);
-    let mut bounds: Vec<usize> = (step..body).step_by(step).chain([body, longest]).filter(|&e| e > 0).collect();
-    bounds.dedup();
-    let mut start = 0;
-    let mut logits = None;
-    for end in bounds {
-        if let Some(l) = &logits {
-            eval_caches(&cache, l)?;
-        }
-        let chunk: Vec<&[u32]> = padded.iter().map(|r| &r[start..end]).collect();
-        logits = Some(forward(model, &token_rows(&chunk)?, &mut cache, kv, Logits::Last)?);
-        start = end;
-    }
-    let logits = logits.expect("a prompt has a column");
-    Ok((cache, last_rows(&logits)?))
+    let logits = prefill_rows(model, &rows, &mut cache, options.prefill_step_size.max(1), 0, kv)?;
+    Ok((cache, logits))
 }
 
 /// Runs each prompt alone into rotating caches of `max_kv_size` positions (numbered from the

@@ -177,34 +177,51 @@ pub fn prefill_quantizing(
     if prompt.is_empty() {
         return Err(Error::Invalid("prefill: the prompt is empty".into()));
     }
-    let (body, alone) = prompt.split_at(prompt.len() - last_alone(cache, prompt.len(), kv));
     // Tokens the first pass must cover to reach past the switch length, if this prompt crosses it.
     let offset = cache.first().map_or(0, KvCache::offset);
     let need = match model.switch_length() {
         Some(n) if offset <= n && offset + prompt.len() > n => n + 1 - offset,
         _ => 0,
     };
-    if need > body.len() {
-        return last_logits(model, prompt, cache, kv); // only the whole prompt reaches past it
-    }
-    let (head, tail) = body.split_at(step.max(need).min(body.len()));
-    let chunks: Vec<&[u32]> = std::iter::once(head)
-        .chain(tail.chunks(step))
-        .chain(std::iter::once(alone))
-        .filter(|c| !c.is_empty())
+    Ok(prefill_rows(model, &[prompt], cache, step, need, kv)?.pop().unwrap_or_default())
+}
+
+/// Runs `rows` (token ids of one length, a sequence each) through the model into `cache` in
+/// mlx-lm's chunks of `step` columns — the first at least `first` long (the whole prompt if
+/// only that reaches so far), the last column alone unless [`last_alone`] says it need not be
+/// — evaluating only the caches between chunks. Returns each row's last-position logits (f32,
+/// on the host), the only ones computed.
+pub(crate) fn prefill_rows(
+    model: &dyn LanguageModel,
+    rows: &[&[u32]],
+    cache: &mut [KvCache],
+    step: usize,
+    first: usize,
+    kv: Option<&KvQuantization>,
+) -> Result<Vec<Vec<f32>>> {
+    let n = rows.first().map_or(0, |r| r.len());
+    let body = n - last_alone(cache, n, kv).min(n);
+    let head = if first > body { n } else { step.max(first).min(body) };
+    let mut ends: Vec<usize> = std::iter::successors(Some(head), |&e| (e < body).then(|| (e + step).min(body)))
+        .chain([n])
+        .filter(|&e| e > 0)
         .collect();
-    let (last, body) = chunks.split_last().expect("a non-empty prompt has a chunk");
-    for chunk in body {
-        // (Only the caches are evaluated, unless they hold nothing yet.)
-        let logits = forward(model, &token_rows(&[chunk])?, cache, kv, Logits::Last)?;
-        eval_caches(cache, &logits)?;
+    ends.dedup();
+    let (mut start, mut logits) = (0, None);
+    for end in ends {
+        if let Some(l) = &logits {
+            eval_caches(cache, l)?;
+        }
+        let chunk: Vec<&[u32]> = rows.iter().map(|r| &r[start..end]).collect();
+        logits = Some(forward(model, &token_rows(&chunk)?, cache, kv, Logits::Last)?);
+        start = end;
     }
-    last_logits(model, last, cache, kv)
+    last_rows(&logits.ok_or_else(|| Error::Invalid("prefill: the prompt is empty".into()))?)
 }
 
 /// How many of a prompt's last `n` tokens run as a pass of their own after the others: 1, as
 /// in mlx-lm, unless running it with the others changes nothing (then 0).
-pub(crate) fn last_alone(cache: &[KvCache], n: usize, kv: Option<&KvQuantization>) -> usize {
+fn last_alone(cache: &[KvCache], n: usize, kv: Option<&KvQuantization>) -> usize {
     usize::from(kv.is_some() || !cache.iter().all(|c| c.splits_alike(n)))
 }
 

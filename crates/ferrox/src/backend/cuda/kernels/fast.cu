@@ -342,12 +342,10 @@ __device__ __forceinline__ double rope_offset(const void* offset, int off64, i64
 // f64 before f32's sine and cosine (whose error there is an ulp or two).
 template <typename C>
 __device__ __forceinline__ double rope_inv_freq(const float* __restrict__ freqs, i64 fs, float base, i64 q, i64 dims) {
-  return freqs ? 1.0 / (double)freqs[q * fs] : pow((double)base, -(2.0 * (double)q) / (double)dims);
-}
-template <>
-__device__ __forceinline__ double rope_inv_freq<float>(const float* __restrict__ freqs, i64 fs, float base, i64 q,
-                                                       i64 dims) {
-  return freqs ? 1.0 / (double)freqs[q * fs] : exp2(-(2.0 * (double)q) / (double)dims * log2((double)base));
+  if (freqs) return 1.0 / (double)freqs[q * fs];
+  const double e = -(2.0 * (double)q) / (double)dims;
+  if constexpr (sizeof(C) == 8) return pow((double)base, e);
+  else return exp2(e * log2((double)base));
 }
 template <typename C> __device__ __forceinline__ void rope_sincos(double ang, C* s, C* c) { sincos(ang, s, c); }
 template <> __device__ __forceinline__ void rope_sincos<float>(double ang, float* s, float* c) {
