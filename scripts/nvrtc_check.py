@@ -24,7 +24,7 @@ def compile_src(name, src, arch="sm_90"):
     ok = err == nvrtc.nvrtcResult.NVRTC_SUCCESS
     print(f"{'ok  ' if ok else 'FAIL'} {name}")
     for line in log.splitlines():
-        if not ok or re.search(r"error|warning|spill|Used", line):
+        if not ok or re.search(r"error|warning|spill|Used|Compiling entry", line):
             if ok and "0 bytes spill" in line:
                 continue
             print("   ", line)
@@ -55,7 +55,24 @@ for t in ["float", "f16", "bf16"]:
     if "fast" in want:
         ok &= fam(f"fast {t}", {"T": t}, "fast.cu")
     if "gemv" in want:
-        ok &= fam(f"gemv {t}", {"T": t}, "gemv.cu")
+        mma = {"f16": '"f16"', "bf16": '"bf16"'}.get(t)
+        kind = {"MMA_KIND": mma} if mma else {}
+        ok &= fam(f"gemv {t}", {"T": t, **kind}, "gemv.cu")
+        # A module of the kernels whose output is a program of the product's two halves
+        # (matmul.rs, prologue.rs's glu_source): here SwiGLU's silu(x0) · x1, one step at a
+        # time as generated.
+        glu = f"""__device__ {t} glu_epilogue({t} lower, {t} upper) {{
+      const {t} x0 = lower;
+      const {t} x1 = upper;
+      const {t} s0 = from_acc<{t}>((acc_t<{t}>)op_Sigmoid(to_acc<{t}>(x0)));
+      const {t} s1 = from_acc<{t}>(op_Multiply<acc_t<{t}>>(to_acc<{t}>(x0), to_acc<{t}>(s0)));
+      const {t} s2 = from_acc<{t}>(op_Multiply<acc_t<{t}>>(to_acc<{t}>(s1), to_acc<{t}>(x1)));
+  return s2;
+}}
+"""
+        d = "".join(f"#define {k} {v}\n" for k, v in {"T": t, **kind}.items())
+        src = (K / "elementwise.cu").read_text() + "\n#define GEMV_GLU\n" + (K / "gemv.cu").read_text()
+        ok &= compile_src(f"gemv glu {t}", f"{COMMON}\n{d}{src}\n{glu}")
 if "attention" in want:
     ok &= fam("attention double", {"T": "double", "ATTN_F64": ""}, "attention.cu")
 if "index" in want:

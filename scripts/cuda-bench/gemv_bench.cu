@@ -22,10 +22,10 @@ struct Shape {
 // out = x · wᵀ for `rows` rows, as matmul.rs launches it.
 static void launch_gemv(bf16* out, const bf16* x, const bf16* w, int rows, int n, int k, cudaStream_t s) {
   dim3 grid((n + GEMV_COLS - 1) / GEMV_COLS), block(GEMV_SPLIT * 32);
-  if (rows == 1) gemv_1<<<grid, block, 0, s>>>(out, x, k, w, k, rows, n, k, 1.0f, (const bf16*)nullptr, 0, 0, 0.0f);
-  else if (rows == 2) gemv_2<<<grid, block, 0, s>>>(out, x, k, w, k, rows, n, k, 1.0f, (const bf16*)nullptr, 0, 0, 0.0f);
-  else if (rows <= 4) gemv_4<<<grid, block, 0, s>>>(out, x, k, w, k, rows, n, k, 1.0f, (const bf16*)nullptr, 0, 0, 0.0f);
-  else gemv_8<<<grid, block, 0, s>>>(out, x, k, w, k, rows, n, k, 1.0f, (const bf16*)nullptr, 0, 0, 0.0f);
+  if (rows == 1) gemv_1<<<grid, block, 0, s>>>(out, x, k, w, k, rows, n, k, 1.0f, (const bf16*)nullptr, 0, 0, 0.0f, (const bf16*)nullptr, 0.0f);
+  else if (rows == 2) gemv_2<<<grid, block, 0, s>>>(out, x, k, w, k, rows, n, k, 1.0f, (const bf16*)nullptr, 0, 0, 0.0f, (const bf16*)nullptr, 0.0f);
+  else if (rows <= 4) gemv_4<<<grid, block, 0, s>>>(out, x, k, w, k, rows, n, k, 1.0f, (const bf16*)nullptr, 0, 0, 0.0f, (const bf16*)nullptr, 0.0f);
+  else gemv_8<<<grid, block, 0, s>>>(out, x, k, w, k, rows, n, k, 1.0f, (const bf16*)nullptr, 0, 0, 0.0f, (const bf16*)nullptr, 0.0f);
 }
 
 typedef void (*Launcher)(bf16*, const bf16*, const bf16*, int, int, int, cudaStream_t);
@@ -35,7 +35,7 @@ static void launch_gemv_mma(bf16* out, const bf16* x, const bf16* w, int rows, i
   cudaLaunchAttribute attr;
   cudaLaunchConfig_t cfg = overlapped(dim3((n + 15) / 16), dim3(GEMV_MMA_SPLIT * 32), s, &attr);
   i64 xs = k, ws = k, nn = n, kk = k;
-  cudaLaunchKernelEx(&cfg, gemv_mma, out, x, xs, w, ws, rows, nn, kk, 1.0f, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f);
+  cudaLaunchKernelEx(&cfg, gemv_mma, out, x, xs, w, ws, rows, nn, kk, 1.0f, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f, (const bf16*)nullptr, 0.0f);
 }
 
 // The same launch, overlapped with the kernel before it (programmatic dependent launch), as
@@ -45,10 +45,27 @@ static void launch_gemv_overlapped(bf16* out, const bf16* x, const bf16* w, int 
   cudaLaunchConfig_t cfg = overlapped(dim3((n + GEMV_COLS - 1) / GEMV_COLS), dim3(GEMV_SPLIT * 32), s, &attr);
   i64 xs = k, ws = k, nn = n, kk = k;
   float alpha = 1.0f;
-  if (rows == 1) cudaLaunchKernelEx(&cfg, gemv_1, out, x, xs, w, ws, rows, nn, kk, alpha, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f);
-  else if (rows == 2) cudaLaunchKernelEx(&cfg, gemv_2, out, x, xs, w, ws, rows, nn, kk, alpha, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f);
-  else if (rows <= 4) cudaLaunchKernelEx(&cfg, gemv_4, out, x, xs, w, ws, rows, nn, kk, alpha, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f);
-  else cudaLaunchKernelEx(&cfg, gemv_8, out, x, xs, w, ws, rows, nn, kk, alpha, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f);
+  if (rows == 1) cudaLaunchKernelEx(&cfg, gemv_1, out, x, xs, w, ws, rows, nn, kk, alpha, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f, (const bf16*)nullptr, 0.0f);
+  else if (rows == 2) cudaLaunchKernelEx(&cfg, gemv_2, out, x, xs, w, ws, rows, nn, kk, alpha, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f, (const bf16*)nullptr, 0.0f);
+  else if (rows <= 4) cudaLaunchKernelEx(&cfg, gemv_4, out, x, xs, w, ws, rows, nn, kk, alpha, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f, (const bf16*)nullptr, 0.0f);
+  else cudaLaunchKernelEx(&cfg, gemv_8, out, x, xs, w, ws, rows, nn, kk, alpha, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f, (const bf16*)nullptr, 0.0f);
+}
+
+// The overlapped launch of the kernels that rms-normalize x (gemv_rms_*, gemv_mma_rms; the
+// norm's weight is x's first row): the cost of the norm joined in. Its outputs differ from the
+// plain kernels' (x is normalized), so its err column means nothing.
+static void launch_gemv_rms(bf16* out, const bf16* x, const bf16* w, int rows, int n, int k, cudaStream_t s) {
+  cudaLaunchAttribute attr;
+  i64 xs = k, ws = k, nn = n, kk = k;
+  float alpha = 1.0f;
+  if (rows > 2) {
+    cudaLaunchConfig_t cfg = overlapped(dim3((n + 15) / 16), dim3(GEMV_MMA_SPLIT * 32), s, &attr);
+    cudaLaunchKernelEx(&cfg, gemv_mma_rms, out, x, xs, w, ws, rows, nn, kk, alpha, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f, x, 1e-5f);
+    return;
+  }
+  cudaLaunchConfig_t cfg = overlapped(dim3((n + GEMV_COLS - 1) / GEMV_COLS), dim3(GEMV_SPLIT * 32), s, &attr);
+  if (rows == 1) cudaLaunchKernelEx(&cfg, gemv_rms_1, out, x, xs, w, ws, rows, nn, kk, alpha, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f, x, 1e-5f);
+  else cudaLaunchKernelEx(&cfg, gemv_rms_2, out, x, xs, w, ws, rows, nn, kk, alpha, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f, x, 1e-5f);
 }
 
 int main(int argc, char** argv) {
@@ -73,8 +90,9 @@ int main(int argc, char** argv) {
     Launcher f;
   };
   const Variant variants[] = {
-      {"ferrox gemv", launch_gemv}, {"overlapped", launch_gemv_overlapped}, {"mma", launch_gemv_mma}};
-  const int nvariants = 3;
+      {"ferrox gemv", launch_gemv}, {"overlapped", launch_gemv_overlapped}, {"mma", launch_gemv_mma},
+      {"rms", launch_gemv_rms}};
+  const int nvariants = 4;
   std::vector<u16> ref(8 * 128256), got(8 * 128256);
   for (const Shape& sh : shapes) {
     size_t per = (size_t)sh.n * sh.k;

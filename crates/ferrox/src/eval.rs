@@ -96,7 +96,7 @@ pub fn eval(outputs: &[&Array]) -> Result<()> {
     if let Some(t) = start {
         crate::profile::record_step("eval: graph walk", t.elapsed());
     }
-    let result = run_in_pool(order);
+    let result = run_in_pool(crate::backend::plan(order));
     if outer {
         *LAST_EVAL_END.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
     }
@@ -114,8 +114,8 @@ static LAST_EVAL_END: Mutex<Option<std::time::Instant>> = Mutex::new(None);
 ///
 /// Each node is dropped as soon as it ran, so an intermediate is freed once its last consumer
 /// ran (and its memory is reused while still in cache).
-fn run_in_pool(order: Vec<Array>) -> Result<()> {
-    let run_all = |order: Vec<Array>| order.into_iter().try_for_each(|node| run(&node));
+fn run_in_pool(order: Vec<Planned>) -> Result<()> {
+    let run_all = |order: Vec<Planned>| order.into_iter().try_for_each(|step| run(&step.node, step.run_as));
     if rayon::current_thread_index().is_some() {
         return run_all(order);
     }
@@ -139,7 +139,7 @@ pub fn async_eval(outputs: &[&Array]) {
         let _ = started_tx.send(());
         // An error is reported again by the eval that waits for these arrays.
         let order = topological_order(&outputs.iter().collect::<Vec<_>>()).unwrap_or_default();
-        let _ = run_in_pool(order);
+        let _ = run_in_pool(crate::backend::plan(order));
         drop(guard);
     });
     // Return only once the worker holds the lock, so a following eval waits for it.
@@ -187,12 +187,22 @@ fn topological_order(outputs: &[&Array]) -> Result<Vec<Array>> {
     Ok(order)
 }
 
-fn run(a: &Array) -> Result<()> {
+/// One step of an evaluation: a pending node, computed as its own op or as `run_as` (the same
+/// value by another computation: see [`crate::backend::plan`]).
+pub(crate) struct Planned {
+    /// The node to compute.
+    pub node: Array,
+    /// What computes it instead of the node's own op and inputs, if anything.
+    pub run_as: Option<Pending>,
+}
+
+fn run(a: &Array, run_as: Option<Pending>) -> Result<()> {
     let pending = {
         let mut st = a.state();
-        match &mut *st {
-            State::Ready(_) => return Ok(()),
-            State::Pending(p) => Pending { op: p.op.clone(), inputs: p.inputs.clone(), stream: p.stream },
+        match (&mut *st, run_as) {
+            (State::Ready(_), _) => return Ok(()),
+            (State::Pending(_), Some(p)) => p,
+            (State::Pending(p), None) => Pending { op: p.op.clone(), inputs: p.inputs.clone(), stream: p.stream },
         }
     };
     let start = crate::profile::enabled().then(std::time::Instant::now);

@@ -215,8 +215,8 @@ pub struct ConvParams {
 pub enum AttentionMask {
     /// No mask.
     None,
-    /// Query i sees keys up to i + S − L (aligned to the end of the keys); a query that sees
-    /// none (L > S) weighs all keys equally, as MLX's lowest-value masked scores do.
+    /// Query i sees keys up to i + S − L (aligned to the end of the keys); L ≤ S
+    /// (`scaled_dot_product_attention` computes the queries that see no key apart).
     Causal,
     /// An extra input array: additive (float) or keep/drop (bool).
     Array,
@@ -357,6 +357,23 @@ pub enum Op {
         /// Scale of the addend.
         beta: f64,
     },
+    /// [`Op::Matmul`] with the work of its producer and consumer joined in: `a` is computed
+    /// from the first inputs by `prologue` (else it is input 0), followed by b and, when beta
+    /// is not 0, c; `epilogue` (if any) maps the product to the output. Never built by an op:
+    /// evaluation makes it on a GPU stream from producers whose only reader is the product and
+    /// consumers that alone read it (`backend::plan`), so a decode step's matrix-vector product
+    /// normalizes its own input, or applies SwiGLU to its own output, instead of a kernel of
+    /// its own writing a few kilobytes for the next.
+    JoinedMatmul {
+        /// How `a` is computed, if it is.
+        prologue: Option<Prologue>,
+        /// What the output is made of the product, if not the product.
+        epilogue: Option<Epilogue>,
+        /// Scale of the product.
+        alpha: f64,
+        /// Scale of the addend.
+        beta: f64,
+    },
     /// Matmul of gathered matrices (`gather_mm`): inputs a [..., M, K], b [..., K, N] and
     /// lhs / rhs indices (uint32, one shape) into the flattened batch axes of a and of b;
     /// output [index shape..., M, N], entry i being `a[lhs[i]] @ b[rhs[i]]`.
@@ -489,6 +506,41 @@ pub enum Op {
     /// Output `output` of a checkpointed function: the last input passed through; the other
     /// inputs are the function's inputs, from which reverse mode recomputes it.
     Checkpoint(Arc<CheckpointFn>),
+}
+
+/// How an [`Op::JoinedMatmul`] computes its left operand.
+#[derive(Clone, Debug)]
+pub enum Prologue {
+    /// `rms_norm(x, weight, eps)` over the last axis: inputs x and, if `weight`, the weight.
+    RmsNorm {
+        /// Added to the mean square.
+        eps: f32,
+        /// A weight input is present.
+        weight: bool,
+    },
+}
+
+impl Prologue {
+    /// How many of the node's inputs are the prologue's (the ones before b).
+    pub fn inputs(&self) -> usize {
+        match self {
+            Prologue::RmsNorm { weight, .. } => 1 + *weight as usize,
+        }
+    }
+}
+
+/// What an [`Op::JoinedMatmul`] makes of its product.
+#[derive(Clone, Debug)]
+pub enum Epilogue {
+    /// `compile`'s elementwise program of two inputs over the product's two halves of columns
+    /// (the output has half the columns): a SwiGLU block's `silu(gate) · up` over a joined
+    /// gate/up projection.
+    Halves {
+        /// The program.
+        graph: Arc<FusedGraph>,
+        /// The program's first input is the lower half (else the upper).
+        lower_first: bool,
+    },
 }
 
 /// A function of arrays to arrays, shareable across threads (what `checkpoint` wraps).

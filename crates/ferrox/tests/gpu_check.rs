@@ -564,6 +564,41 @@ fn matmuls(c: &mut Checker) {
         let wbig = c.array(&[5003, 2048], dt, -1.0, 1.0);
         let xbig = c.array(&[3, 2048], dt, -1.0, 1.0);
         c.check(&format!("matmul {dt} gemv 5003 x 2048"), b, || fx::matmul(&xbig, &fx::transpose(&wbig, &[1, 0])?));
+        // An rms_norm read only by a product of 1 or 2 rows runs inside it
+        // (backend/cuda/join.rs): with a residual, without a weight, 1 row of 5003 columns.
+        // Not joined: 8 rows (the tensor cores for f16 / bf16), a norm read elsewhere too.
+        let before = (ferrox::backend::cuda::joined_products(), c.results.len());
+        let g264 = c.array(&[264], dt, 0.5, 1.5);
+        let g512 = c.array(&[512], dt, 0.5, 1.5);
+        let normed = |x: &Array, g: Option<&Array>| fx::fast::rms_norm(x, g, 1e-5);
+        let r2 = c.array(&[2, 4301], dt, -1.0, 1.0);
+        let x1big = c.array(&[1, 1, 2048], dt, -1.0, 1.0);
+        c.check(&format!("matmul {dt} gemv rms_norm joined, 1 row"), b, || {
+            fx::matmul(&normed(&x1, Some(&g264))?, &wlt)
+        });
+        c.check(&format!("matmul {dt} gemv rms_norm joined, 2 rows, residual"), b, || {
+            fx::addmm(&r2, &normed(&x2, Some(&g264))?, &fx::transpose(&wmid, &[1, 0])?, 1.0, 1.0)
+        });
+        c.check(&format!("matmul {dt} gemv rms_norm joined, 1 row x 5003, no weight"), b, || {
+            fx::matmul(&normed(&x1big, None)?, &fx::transpose(&wbig, &[1, 0])?)
+        });
+        let ran = c.results.len() - before.1;
+        c.check(&format!("matmul {dt} gemv rms_norm, 8 rows, residual (not joined)"), b, || {
+            fx::addmm(&r8m, &normed(&x8m, Some(&g512))?, &fx::transpose(&wmma, &[1, 0])?, 1.0, 1.0)
+        });
+        c.check(&format!("matmul {dt} gemv rms_norm read twice (not joined)"), b, || {
+            let n = normed(&x1, Some(&g264))?;
+            fx::concatenate(&[fx::matmul(&n, &wlt)?, n], 2)
+        });
+        if ran > 0 {
+            let joined = ferrox::backend::cuda::joined_products() - before.0;
+            let ok = joined == ran;
+            println!(
+                "{} matmul {dt}: rms_norm joined into the product {joined} times for {ran} checks",
+                if ok { "ok  " } else { "FAIL" }
+            );
+            c.results.push((format!("matmul {dt} gemv rms_norm joined"), 0.0, 0.0, ok));
+        }
     }
 }
 
@@ -771,7 +806,7 @@ fn attention(c: &mut Checker) {
     let before = fallbacks_of(&["Attention"]);
     /// (name, B, Hq, Hkv, L, S, D, Dv)
     type Case = (&'static str, usize, usize, usize, usize, usize, usize, usize);
-    let cases: [Case; 12] = [
+    let cases: [Case; 13] = [
         ("decode", 2, 8, 2, 1, 37, 64, 64),
         // Sixteen rows of one kv head: four blocks of the keys-across-lanes kernel.
         ("decode 16 rows", 1, 16, 1, 1, 333, 128, 128),
@@ -786,6 +821,9 @@ fn attention(c: &mut Checker) {
         ("prefill S>L", 2, 4, 4, 70, 90, 128, 128),
         ("prefill dv96", 1, 6, 2, 40, 77, 80, 96),
         ("prefill d256", 1, 2, 1, 45, 45, 256, 256),
+        // More queries than keys: under the causal mask the first 50 see none (the mean of v,
+        // as MLX; ops::fast computes them apart from the kernels).
+        ("prefill L>S", 1, 8, 2, 90, 40, 64, 64),
     ];
     for dt in FLOATS {
         let bd = bound(dt);
@@ -1484,6 +1522,43 @@ fn fused(c: &mut Checker) {
             let u = fx::slice(&gu, &[0, 1024], &[5, 2048], &[1, 1])?;
             Ok(swiglu.call(&[g, u])?.remove(0))
         });
+        // A program over the two halves of a product's columns (read by nothing else) runs in
+        // the product's kernel (backend/cuda/join.rs; a SwiGLU block's gate/up projection): 1
+        // and 2 rows, the halves either way round, with the rms_norm before the product joined
+        // too; 8 rows are not joined.
+        let before = ferrox::backend::cuda::joined_products();
+        let mut expected = 0;
+        let wgu = c.array(&[2 * 300, 512], dt, -1.0, 1.0);
+        let gnorm = c.array(&[512], dt, 0.5, 1.5);
+        for rows in [1, 2, 8] {
+            let x = c.array(&[rows, 1, 512], dt, -2.0, 2.0);
+            let glu = |x: &Array, lower_first: bool| -> fx::Result<Array> {
+                let y = fx::matmul(x, &fx::transpose(&wgu, &[1, 0])?)?;
+                let lo = fx::slice(&y, &[0, 0, 0], &[rows as isize, 1, 300], &[1, 1, 1])?;
+                let hi = fx::slice(&y, &[0, 0, 300], &[rows as isize, 1, 600], &[1, 1, 1])?;
+                let ins = if lower_first { [lo, hi] } else { [hi, lo] };
+                Ok(swiglu.call(&ins)?.remove(0))
+            };
+            let name = |what: &str| format!("fused {dt} swiglu of a product's halves, {rows} rows{what}");
+            let ran = c.results.len();
+            c.check(&name(""), bound(dt), || glu(&x, true));
+            c.check(&name(", upper first"), bound(dt), || glu(&x, false));
+            let with_norm = c.results.len();
+            c.check(&name(", rms_norm"), bound(dt), || glu(&fx::fast::rms_norm(&x, Some(&gnorm), 1e-5)?, true));
+            // One join a check (two with the norm) where the rows are few enough, else none.
+            if rows <= 2 {
+                expected += 2 * c.results.len() - ran - with_norm;
+            }
+        }
+        if expected > 0 {
+            let joined = ferrox::backend::cuda::joined_products() - before;
+            let ok = joined == expected;
+            println!(
+                "{} fused {dt}: norms and programs joined into products {joined} times, {expected} expected",
+                if ok { "ok  " } else { "FAIL" }
+            );
+            c.results.push((format!("fused {dt} joined into products"), 0.0, 0.0, ok));
+        }
     }
     let mixed = fx::compile(|a: &[Array]| {
         let (x, y, n) = (&a[0], &a[1], &a[2]);

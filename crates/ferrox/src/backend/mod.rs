@@ -15,7 +15,8 @@ use crate::array::{Array, Data, Pending};
 use crate::device::Device;
 use crate::dtype::Dtype;
 use crate::error::Result;
-use crate::primitives::Op;
+use crate::eval::Planned;
+use crate::primitives::{Epilogue, Op, Prologue};
 
 /// The interface every backend implements.
 pub trait Backend: Send + Sync {
@@ -23,6 +24,66 @@ pub trait Backend: Send + Sync {
     fn device(&self) -> Device;
     /// Evaluates `op` over evaluated `inputs` into an output of `shape` and `dtype`.
     fn eval(&self, op: &Op, inputs: &[Array], shape: &[usize], dtype: Dtype) -> Result<Data>;
+}
+
+/// The steps that evaluate `order` (pending nodes, inputs before their consumers): on a GPU,
+/// a matrix-vector product takes in the norm before it and the SwiGLU after it where nothing
+/// else reads what passes between them ([`cuda::join`]), and those nodes drop out; every other
+/// node runs as it is. The graph itself is not changed, so an evaluation that stops at an
+/// error leaves every node as it was built.
+pub(crate) fn plan(order: Vec<Array>) -> Vec<Planned> {
+    #[cfg(feature = "cuda")]
+    return cuda::join::plan(order);
+    #[cfg(not(feature = "cuda"))]
+    order.into_iter().map(|node| Planned { node, run_as: None }).collect()
+}
+
+/// How a backend evaluates one op over evaluated inputs into an output of a shape and dtype.
+pub(crate) type RunOp<'a> = dyn Fn(&Op, &[Array], &[usize], Dtype) -> Result<Data> + 'a;
+
+/// [`Op::JoinedMatmul`] as the ops it joins, one after another, each through `run`: the
+/// prologue's op, the product, the epilogue's views and program. What a backend does where it
+/// has no kernel for the joined op.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn joined_matmul_parts(
+    prologue: Option<&Prologue>,
+    epilogue: Option<&Epilogue>,
+    inputs: &[Array],
+    alpha: f64,
+    beta: f64,
+    shape: &[usize],
+    dtype: Dtype,
+    run: &RunOp,
+) -> Result<Data> {
+    let (a, rest) = match prologue {
+        Some(Prologue::RmsNorm { eps, weight }) => {
+            let x = &inputs[0];
+            let op = Op::RmsNorm { eps: *eps, weight: *weight };
+            let n = 1 + *weight as usize;
+            (
+                Array::from_data(x.shape().to_vec(), x.dtype(), run(&op, &inputs[..n], x.shape(), x.dtype())?),
+                &inputs[n..],
+            )
+        }
+        None => (inputs[0].clone(), &inputs[1..]),
+    };
+    let ins: Vec<Array> = std::iter::once(a).chain(rest.iter().cloned()).collect();
+    let product = Op::Matmul { alpha, beta };
+    let Some(Epilogue::Halves { graph, lower_first }) = epilogue else { return run(&product, &ins, shape, dtype) };
+    // The product has twice the output's columns, in the operands' dtype.
+    let (nd, pdt) = (shape.len(), ins[0].dtype());
+    let mut full = shape.to_vec();
+    full[nd - 1] *= 2;
+    let p = Array::from_data(full.clone(), pdt, run(&product, &ins, &full, pdt)?);
+    let half = |lower: bool| -> Result<Array> {
+        let mut start = vec![0; nd];
+        start[nd - 1] = if lower { 0 } else { shape[nd - 1] };
+        let op = Op::Slice { start, step: vec![1; nd] };
+        Ok(Array::from_data(shape.to_vec(), pdt, run(&op, std::slice::from_ref(&p), shape, pdt)?))
+    };
+    let (lo, hi) = (half(true)?, half(false)?);
+    let halves = if *lower_first { [lo, hi] } else { [hi, lo] };
+    run(&Op::Fused(graph.clone()), &halves, shape, dtype)
 }
 
 /// Runs a pending node on its stream's device.

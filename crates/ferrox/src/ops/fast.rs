@@ -222,6 +222,9 @@ pub fn scaled_dot_product_attention(q: &Array, k: &Array, v: &Array, scale: f32,
     if ks[1] == 0 || qs[1] % ks[1] != 0 {
         return Err(Error::shape(op, format!("query heads {} must be a multiple of key/value heads {}", qs[1], ks[1])));
     }
+    if matches!(mask, SdpaMask::Causal) && qs[2] > ks[2] {
+        return causal_more_queries(q, k, v, scale);
+    }
     let dtype = promote_types(promote_types(q.dtype(), k.dtype()), v.dtype());
     let shape = vec![qs[0], qs[1], qs[2], vs[3]];
     let mut inputs = vec![astype(q, dtype)?, astype(k, dtype)?, astype(v, dtype)?];
@@ -241,4 +244,22 @@ pub fn scaled_dot_product_attention(q: &Array, k: &Array, v: &Array, scale: f32,
         }
     };
     Ok(Array::from_op(shape, dtype, Op::Attention { scale, mask: kind }, inputs))
+}
+
+/// Causal attention with more queries than keys (L > S), as MLX computes it: query i sees
+/// keys j ≤ i + S − L, so the first L − S queries see none, and MLX's masked softmax (every
+/// score the lowest finite value) weighs all keys alike — their outputs are the mean of the
+/// values, which depends on neither q nor k; the other L' = S queries are causal attention.
+/// Split here, so that no backend's kernel meets a query that sees no key.
+fn causal_more_queries(q: &Array, k: &Array, v: &Array, scale: f32) -> Result<Array> {
+    let (l, s) = (q.shape()[2], k.shape()[2]);
+    let (b, hq, hkv, dv) = (q.shape()[0], q.shape()[1], k.shape()[1], v.shape()[3]);
+    let seen = super::slice_axis(q, 2, (l - s) as isize, l as isize)?;
+    let seen = scaled_dot_product_attention(&seen, k, v, scale, SdpaMask::Causal)?;
+    // v's mean over the keys, for every query head of its group and every blind query.
+    let mean = astype(&super::mean(v, Some(&[2]), true)?, seen.dtype())?;
+    let mean = super::reshape_usize(&mean, &[b, hkv, 1, 1, dv])?;
+    let mean = super::broadcast_to(&mean, &[b, hkv, hq / hkv, l - s, dv])?;
+    let blind = super::reshape_usize(&mean, &[b, hq, l - s, dv])?;
+    super::concatenate(&[blind, seen], 2)
 }

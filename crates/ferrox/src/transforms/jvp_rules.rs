@@ -73,6 +73,7 @@ fn rule(op: &Op, inputs: &[Array], out: &Array, ts: Tangents) -> Result<Option<A
         | Op::StopGradient
         | Op::Sort { kind: SortKind::ArgSort | SortKind::ArgPartition(_), .. } => None,
         Op::BitCast => return Err(Error::invalid("jvp", format!("no tangent rule for {op:?}"))),
+        Op::JoinedMatmul { .. } => return Err(super::vjp_rules::only_in_evaluation(op, "jvp")),
         Op::Unary(u) => match tx {
             Some(t) if x.dtype().is_float() => unary(*u, x, out, t)?,
             _ => None,
@@ -382,7 +383,7 @@ fn layer_norm(inputs: &[Array], ts: Tangents, eps: f32, has_w: bool, has_b: bool
 /// With `S = q kᵀ·scale + mask`, `P = softmax(S)` and `out = P v`:
 /// `dS = (dq kᵀ + q dkᵀ)·scale + dmask`, `dP = P ⊙ (dS − rowsum(P ⊙ dS))`, `dout = dP v + P dv`.
 fn attention(inputs: &[Array], ts: Tangents, out: &Array, scale: f32, mask: AttentionMask) -> Result<Array> {
-    let AttentionParts { q5, k5, v5, p, keep } = attention_parts(inputs, scale, mask)?;
+    let AttentionParts { q5, k5, v5, p } = attention_parts(inputs, scale, mask)?;
     let (b, hkv, grp, l) = (q5.shape()[0], q5.shape()[1], q5.shape()[2], q5.shape()[3]);
     let s = k5.shape()[3];
     let kt = fx::swapaxes(&k5, -1, -2)?;
@@ -400,11 +401,7 @@ fn attention(inputs: &[Array], ts: Tangents, out: &Array, scale: f32, mask: Atte
         _ => None,
     };
     let dp = match sum_terms([scores, dmask])? {
-        Some(mut ds) => {
-            if let Some(keep) = &keep {
-                // Masked scores are a constant: this matters on a causal row that sees no key.
-                ds = fx::where_(keep, &ds, 0.0)?;
-            }
+        Some(ds) => {
             let row = fx::sum(&fx::multiply(&p, &ds)?, Some(&[-1]), true)?;
             Some(fx::matmul(&fx::multiply(&p, &fx::subtract(&ds, &row)?)?, &v5)?)
         }

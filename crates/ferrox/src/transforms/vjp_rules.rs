@@ -25,6 +25,12 @@ pub(crate) fn unbroadcast(g: &Array, shape: &[usize]) -> Result<Array> {
     fx::reshape_usize(&s, shape)
 }
 
+/// The error for an op that only evaluation's plan makes ([`Op::JoinedMatmul`]): no graph a
+/// transform walks holds one.
+pub(super) fn only_in_evaluation(op: &Op, transform: &'static str) -> Error {
+    Error::invalid(transform, format!("{op:?} is made only inside an evaluation and has no rule"))
+}
+
 fn not_differentiable(op: &Op) -> Error {
     Error::invalid("vjp", format!("no gradient rule for {op:?} yet"))
 }
@@ -36,6 +42,7 @@ pub(crate) fn vjp(op: &Op, inputs: &[Array], out: &Array, g: &Array) -> Result<G
         Op::Arange { .. } | Op::RandomBits | Op::Load(_) | Op::ArgReduce { .. } | Op::StopGradient => {
             vec![None; inputs.len()]
         }
+        Op::JoinedMatmul { .. } => return Err(only_in_evaluation(op, "vjp")),
         Op::Unary(u) => vec![unary(*u, x.unwrap(), out, g)?],
         Op::Binary(b) => binary(*b, &inputs[0], &inputs[1], out, g)?,
         Op::Select => {
@@ -457,15 +464,11 @@ fn conv(p: &ConvParams, x: &Array, w: &Array, g: &Array) -> Result<Grads> {
 pub(crate) fn attention_vjp_composed(inputs: &[Array], scale: f32, mask: AttentionMask) -> Result<Array> {
     let (fwd, g) = inputs.split_at(inputs.len() - 1);
     let g = &g[0];
-    let AttentionParts { q5, k5, v5, p, keep } = attention_parts(fwd, scale, mask)?;
+    let AttentionParts { q5, k5, v5, p } = attention_parts(fwd, scale, mask)?;
     let g5 = fx::reshape_usize(g, &[q5.shape()[0], q5.shape()[1], q5.shape()[2], q5.shape()[3], v5.shape()[4]])?;
     let gv = fx::sum(&fx::matmul(&fx::swapaxes(&p, -1, -2)?, &g5)?, Some(&[2]), false)?;
     let gp = fx::matmul(&g5, &fx::swapaxes(&v5, -1, -2)?)?;
-    let mut gs = fx::multiply(&p, &fx::subtract(&gp, &fx::sum(&fx::multiply(&gp, &p)?, Some(&[-1]), true)?)?)?;
-    if let Some(keep) = &keep {
-        // A causal row that sees no key has uniform probabilities but constant scores.
-        gs = fx::where_(keep, &gs, 0.0)?;
-    }
+    let gs = fx::multiply(&p, &fx::subtract(&gp, &fx::sum(&fx::multiply(&gp, &p)?, Some(&[-1]), true)?)?)?;
     let gq = fx::multiply(&fx::matmul(&gs, &k5)?, scale as f64)?;
     let gk = fx::multiply(&fx::sum(&fx::matmul(&fx::swapaxes(&gs, -1, -2)?, &q5)?, Some(&[2]), false)?, scale as f64)?;
     let flat = |a: &Array| fx::reshape(&astype(a, inputs[0].dtype())?, &[-1]);
@@ -482,10 +485,6 @@ pub(crate) struct AttentionParts {
     pub v5: Array,
     /// softmax(q kᵀ·scale + mask) as [B, Hkv, group, L, S].
     pub p: Array,
-    /// Under a causal mask, which scores are kept, [L, S]: scores outside it are the lowest
-    /// finite value, not −∞, so a row that sees no key (L > S) is uniform, as in MLX; such
-    /// a row's score gradients and tangents must be zeroed with it.
-    pub keep: Option<Array>,
 }
 
 /// The lowest finite value of a float dtype: MLX's score for a masked-out key.
@@ -508,15 +507,14 @@ pub(crate) fn attention_parts(inputs: &[Array], scale: f32, mask: AttentionMask)
     let k5 = fx::expand_dims(k, &[2])?;
     let v5 = fx::expand_dims(v, &[2])?;
     let mut scores = fx::multiply(&fx::matmul(&q5, &fx::swapaxes(&k5, -1, -2)?)?, scale as f64)?;
-    let mut causal = None;
     match mask {
         AttentionMask::None => {}
         AttentionMask::Causal => {
-            // Query i sees keys j ≤ i + S − L (MLX's offset, negative when L > S).
+            // Query i sees keys j ≤ i + S − L (MLX's offset; L ≤ S here, since
+            // scaled_dot_product_attention splits off the queries that see no key).
             let keep =
                 fx::astype(&fx::tri(l, Some(s), s as isize - l as isize, crate::Dtype::Bool)?, crate::Dtype::Bool)?;
             scores = fx::where_(&keep, &scores, lowest_finite(scores.dtype()))?;
-            causal = Some(keep);
         }
         AttentionMask::Array => {
             let m = fx::broadcast_to(&inputs[3], &[b, hq, l, s])?;
@@ -529,7 +527,7 @@ pub(crate) fn attention_parts(inputs: &[Array], scale: f32, mask: AttentionMask)
         }
     }
     let p = fx::softmax(&scores, None, false)?;
-    Ok(AttentionParts { q5, k5, v5, p, keep: causal })
+    Ok(AttentionParts { q5, k5, v5, p })
 }
 
 /// The cotangent of an elementwise function of one input: `g` times its derivative at `x`

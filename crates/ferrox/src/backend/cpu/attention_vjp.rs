@@ -5,7 +5,6 @@
 //! dk = dSᵀ q·scale. Per (batch, key/value head), blocks of query rows (all the heads of its
 //! query group) recompute their probabilities, write their dq, and add into dk and dv, which
 //! stay in the compute type until the head is done: P and dS never exist beyond one block.
-//! A causal row that sees no key (L > S) has uniform P and, as in MLX, dS = 0.
 
 use rayon::prelude::*;
 
@@ -115,16 +114,10 @@ fn run<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
                         masked.softmax_rows(bk, r0, s, &mut p, isa);
                         // dv += Pᵀ g.
                         gemm((s, dv, nr), &mut dv_acc, true, &p, (1, s), gf, (dv, 1), F::ONE, F::ONE);
-                        // dS = P ⊙ (g vᵀ − rowsum(g vᵀ ⊙ P)), in place of g vᵀ; zero on a
-                        // row that sees no key, whose scores are all the mask's constant.
+                        // dS = P ⊙ (g vᵀ − rowsum(g vᵀ ⊙ P)), in place of g vᵀ.
                         let mut ds = vec![F::ZERO; nr * s];
                         gemm((nr, s, dv), &mut ds, false, gf, (dv, 1), vf, (1, dv), F::ONE, F::ONE);
-                        let rows_ds = ds.chunks_exact_mut(s.max(1)).zip(p.chunks_exact(s.max(1)));
-                        for (ri, (drow, prow)) in rows_ds.enumerate() {
-                            if masked.sees_no_key(r0 + ri) {
-                                drow.fill(F::ZERO);
-                                continue;
-                            }
+                        for (drow, prow) in ds.chunks_exact_mut(s.max(1)).zip(p.chunks_exact(s.max(1))) {
                             let c = drow.iter().zip(prow).fold(F::ZERO, |t, (&d, &pp)| Acc::add(t, Acc::mul(d, pp)));
                             for (d, &pp) in drow.iter_mut().zip(prow) {
                                 *d = Acc::mul(pp, Acc::sub(*d, c));

@@ -730,8 +730,7 @@ impl<F: Real + Element<Acc = F>> ScoreMask<F> {
     }
 
     /// How many leading keys query rows `r0..r0 + nr` (as in [`Self::softmax_rows`]) need:
-    /// all S, except under a causal mask, where no row sees past its own position. A row that
-    /// sees no key at all (see [`Self::sees_no_key`]) averages all S values, so needs them all.
+    /// all S, except under a causal mask, where no row sees past its own position.
     pub(super) fn keys_visible(&self, r0: usize, nr: usize) -> usize {
         let [_, _, _, l, s] = self.dims;
         if self.mask != AttentionMask::Causal || nr == 0 || l == 0 {
@@ -740,22 +739,12 @@ impl<F: Real + Element<Acc = F>> ScoreMask<F> {
         // Within one query head the last row sees the most; rows across a head boundary
         // include a head's last query, which sees all S.
         let (first, last) = (r0 % l, (r0 + nr - 1) % l);
-        if (r0 + nr - 1) / l != r0 / l || last < first || self.sees_no_key(r0) {
+        if (r0 + nr - 1) / l != r0 / l || last < first {
             return s;
         }
-        // Query `last` sees keys 0..=last + S − L (MLX's offset S − L, negative when L > S).
+        // Query `last` sees keys 0..=last + S − L (MLX's offset; L ≤ S, since
+        // scaled_dot_product_attention splits off the queries that see no key).
         (last + 1 + s - l).min(s)
-    }
-
-    /// Whether query row `r` (as in [`Self::softmax_rows`]) sees no key: under a causal mask
-    /// with more queries than keys (L > S), query i sees keys j ≤ i + S − L, none when
-    /// i < L − S. Like MLX, whose masked scores are the lowest finite value, such a row's
-    /// probabilities are uniform over all S keys (its output the mean of the values), and no
-    /// gradient flows from it into its scores (so none into q or k).
-    #[inline(always)]
-    pub(super) fn sees_no_key(&self, r: usize) -> bool {
-        let [_, _, _, l, s] = self.dims;
-        self.mask == AttentionMask::Causal && l > 0 && r % l + s < l
     }
 
     /// Masked softmax, in place, of the scores (rows of the first `width` ≥
@@ -771,13 +760,6 @@ impl<F: Real + Element<Acc = F>> ScoreMask<F> {
             let h = kh * group + g;
             match self.mask {
                 AttentionMask::Causal => {
-                    if i + keys < l {
-                        // Sees no key (L > S): every score is the lowest value, so the
-                        // softmax is uniform over all the keys (MLX's result).
-                        debug_assert_eq!(width, keys, "a row that sees no key needs all of them");
-                        row.fill(Acc::div(F::ONE, F::of(keys as f64)));
-                        continue;
-                    }
                     // Query i sees keys 0..=i + S − L.
                     let limit = i + keys - l;
                     for x in row.iter_mut().skip(limit + 1) {

@@ -58,6 +58,11 @@ impl Backend for CpuBackend {
             Op::ArgReduce { op, axis } => reduce::arg_reduce(*op, x.unwrap(), *axis, shape),
             Op::Scan { op, axis, reverse, inclusive } => reduce::scan(*op, x.unwrap(), *axis, *reverse, *inclusive),
             Op::Matmul { alpha, beta } => matmul::matmul(inputs, *alpha, *beta, shape, dtype),
+            Op::JoinedMatmul { prologue, epilogue, alpha, beta } => {
+                let run = |op: &Op, ins: &[Array], shape: &[usize], dt: Dtype| self.eval(op, ins, shape, dt);
+                let (prologue, epilogue) = (prologue.as_ref(), epilogue.as_ref());
+                crate::backend::joined_matmul_parts(prologue, epilogue, inputs, *alpha, *beta, shape, dtype, &run)
+            }
             Op::GatherMm { .. } => gather_mm::gather_mm(inputs, shape, dtype),
             Op::Conv(p) => conv::conv(inputs, p, shape, dtype),
             Op::Concatenate(axis) => copy::concatenate(inputs, *axis, shape, dtype),

@@ -54,37 +54,7 @@ fn kernel_body(graph: &FusedGraph, inputs: &[Array]) -> Option<String> {
     if inputs.len() > MAX_INPUTS {
         return None;
     }
-    let dt = |s: &FusedSlot, steps: &[(Op, Vec<FusedSlot>, Dtype)]| match *s {
-        FusedSlot::Input(i) => inputs[i].dtype(),
-        FusedSlot::Step(i) => steps[i].2,
-    };
-    let name = |s: &FusedSlot| match *s {
-        FusedSlot::Input(i) => format!("x{i}"),
-        FusedSlot::Step(i) => format!("s{i}"),
-    };
-    // The steps on one element's inputs x0, x1, ...: s0, s1, ..., the last one the result.
-    let mut steps = String::new();
-    for (k, (op, slots, out)) in graph.steps.iter().enumerate() {
-        let src = dt(&slots[0], &graph.steps);
-        let expr = match op {
-            Op::Unary(u) => unary_expr(*u, src, *out, &name(&slots[0]))?,
-            Op::Binary(bop) => {
-                if dt(&slots[1], &graph.steps) != src {
-                    return None;
-                }
-                binary_expr(*bop, src, *out, &name(&slots[0]), &name(&slots[1]))?
-            }
-            Op::Select => {
-                if src != Dtype::Bool || dt(&slots[1], &graph.steps) != *out || dt(&slots[2], &graph.steps) != *out {
-                    return None;
-                }
-                format!("{} ? {} : {}", name(&slots[0]), name(&slots[1]), name(&slots[2]))
-            }
-            Op::AsType => format!("cast<{}, {}>({})", ctype(src), ctype(*out), name(&slots[0])),
-            _ => return None,
-        };
-        let _ = writeln!(steps, "      const {t} s{k} = {expr};", t = ctype(*out));
-    }
+    let steps = element_steps(graph, &inputs.iter().map(|a| a.dtype()).collect::<Vec<_>>())?;
     let last = graph.steps.len() - 1;
     let n = inputs.len();
     // Rows whose last axis is unit-stride or broadcast in every input: a run of ELEMS
@@ -111,6 +81,60 @@ fn kernel_body(graph: &FusedGraph, inputs: &[Array]) -> Option<String> {
     }
     let _ = write!(b, "{steps}    out[i] = s{last};\n  }}\n");
     Some(b)
+}
+
+/// The steps of `graph` on one element's inputs x0, x1, ... (of dtypes `inputs`): lines
+/// computing s0, s1, ..., the last one the result; `None` if a step has no GPU kernel.
+fn element_steps(graph: &FusedGraph, inputs: &[Dtype]) -> Option<String> {
+    let dt = |s: &FusedSlot, steps: &[(Op, Vec<FusedSlot>, Dtype)]| match *s {
+        FusedSlot::Input(i) => inputs[i],
+        FusedSlot::Step(i) => steps[i].2,
+    };
+    let name = |s: &FusedSlot| match *s {
+        FusedSlot::Input(i) => format!("x{i}"),
+        FusedSlot::Step(i) => format!("s{i}"),
+    };
+    let mut steps = String::new();
+    for (k, (op, slots, out)) in graph.steps.iter().enumerate() {
+        let src = dt(&slots[0], &graph.steps);
+        let expr = match op {
+            Op::Unary(u) => unary_expr(*u, src, *out, &name(&slots[0]))?,
+            Op::Binary(bop) => {
+                if dt(&slots[1], &graph.steps) != src {
+                    return None;
+                }
+                binary_expr(*bop, src, *out, &name(&slots[0]), &name(&slots[1]))?
+            }
+            Op::Select => {
+                if src != Dtype::Bool || dt(&slots[1], &graph.steps) != *out || dt(&slots[2], &graph.steps) != *out {
+                    return None;
+                }
+                format!("{} ? {} : {}", name(&slots[0]), name(&slots[1]), name(&slots[2]))
+            }
+            Op::AsType => format!("cast<{}, {}>({})", ctype(src), ctype(*out), name(&slots[0])),
+            _ => return None,
+        };
+        let _ = writeln!(steps, "      const {t} s{k} = {expr};", t = ctype(*out));
+    }
+    Some(steps)
+}
+
+/// `glu_epilogue` of the matrix-vector kernel (gemv.cu, a `GEMV_GLU` module): `graph` (two
+/// inputs) over the product's values of its lower and upper halves of columns, the first input
+/// the lower one when `lower_first`; `None` where the program has no GPU kernel, ends in a
+/// reduction, or its inputs or result are not of `dtype` (the product's).
+pub(crate) fn glu_source(graph: &FusedGraph, lower_first: bool, dtype: Dtype) -> Option<String> {
+    if graph.steps.last().map(|s| s.2) != Some(dtype) || graph.reduction().is_some() {
+        return None;
+    }
+    let dtypes = [dtype, dtype];
+    let steps = element_steps(graph, &dtypes)?;
+    let t = ctype(dtype);
+    let (x0, x1) = if lower_first { ("lower", "upper") } else { ("upper", "lower") };
+    Some(format!(
+        "__device__ {t} glu_epilogue({t} lower, {t} upper) {{\n      const {t} x0 = {x0};\n      const {t} x1 = {x1};\n{steps}  return s{};\n}}\n",
+        graph.steps.len() - 1
+    ))
 }
 
 /// A unary step on value `v` of dtype `src` as the unfused kernel computes it, or `None` if

@@ -13,12 +13,13 @@ use crate::array::{Array, Data};
 use crate::backend::cpu::iter::collapse;
 use crate::dtype::Dtype;
 use crate::error::Result;
+use crate::primitives::{Epilogue, Op, Prologue};
 use crate::shape::broadcast_strides;
 
 use super::alloc::{alloc_out, device_ptr};
 use super::compile::COMMON;
 use super::context::{cuda_err, Gpu};
-use super::elementwise::{copy, copy_strided};
+use super::elementwise::{copy, copy_strided, SRC as ELEMENTWISE};
 use super::index::donated;
 use super::layout::{ctype, launch_overlapped, Arg};
 
@@ -94,23 +95,44 @@ const GEMV_MMA_BLOCK: u32 = 256;
 /// Output columns a block of the matrix-vector kernel takes (GEMV_COLS in gemv.cu).
 const GEMV_COLS: usize = 2;
 
-/// `alpha * a @ b (+ beta * c)` into the row-major output at `po` with the matrix-vector
-/// kernel, when it fits: a decode step's products (a few contiguous rows of `a` against a
+/// The left operand of a matrix-vector product as the kernel reads it (gemv.cu).
+enum GemvX<'a> {
+    /// The rows of `a`, as they are.
+    Rows(&'a Array),
+    /// `rms_norm(x, weight, eps)`, normalized by the kernel while loading x.
+    RmsNorm { x: &'a Array, weight: Option<&'a Array>, eps: f32 },
+}
+
+impl GemvX<'_> {
+    fn array(&self) -> &Array {
+        match self {
+            GemvX::Rows(x) | GemvX::RmsNorm { x, .. } => x,
+        }
+    }
+}
+
+/// `alpha * x @ b (+ beta * c)` into the row-major output at `po` with the matrix-vector
+/// kernel, when it fits: a decode step's products (a few contiguous rows of x against a
 /// weight `b` whose columns are contiguous rows in memory — a Linear layer's transposed weight
 /// — shared by every batch), the addend `c` (a residual) read through its strides. One launch
 /// with no library overhead, where cuBLAS runs a general product (often two kernels) for one
-/// row. False (nothing done) otherwise.
+/// row. x may be normalized by the kernel ([`GemvX`]), and with `glu` (the source of
+/// gemv.cu's `glu_epilogue`, no addend) the output is that join of the product's two halves
+/// of columns (`shape` is the product's). False (nothing done) otherwise.
+#[allow(clippy::too_many_arguments)]
 fn gemv(
     g: &Gpu,
-    a: &Array,
+    x: &GemvX,
     b: &Array,
     alpha: f64,
     addend: Option<(&Array, f64)>,
+    glu: Option<&str>,
     shape: &[usize],
     po: u64,
 ) -> Result<bool> {
+    let a = x.array();
     let dtype = a.dtype();
-    if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::Bf16) {
+    if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::Bf16) || b.dtype() != dtype {
         return Ok(false);
     }
     let nd = shape.len();
@@ -121,6 +143,7 @@ fn gemv(
         || rows > GEMV_ROWS
         || !k.is_multiple_of(chunk)
         || a.shape()[..a.ndim() - 1].iter().product::<usize>() != rows
+        || (glu.is_some() && (addend.is_some() || !n.is_multiple_of(2)))
     {
         return Ok(false);
     }
@@ -139,7 +162,7 @@ fn gemv(
         return Ok(false);
     }
     let (pa, pb) = (device_ptr(g, &da, dtype)?, device_ptr(g, &db, dtype)?);
-    if pa % 16 != 0 || pb % 16 != 0 {
+    if !pa.is_multiple_of(16) || !pb.is_multiple_of(16) {
         return Ok(false);
     }
     // The addend over [rows, n] (address, row and column strides, beta; address 0 for none):
@@ -147,6 +170,9 @@ fn gemv(
     let (_kc, pc, cs_r, cs_c, beta) = match addend {
         Some((c, beta)) => {
             let dc = c.data()?;
+            if c.dtype() != dtype {
+                return Ok(false);
+            }
             let st = broadcast_strides(c.shape(), &dc.strides, shape);
             let Some(rs) = batch_stride(&shape[..nd - 1], &st[..nd - 1]) else { return Ok(false) };
             let pc = device_ptr(g, &dc, dtype)?;
@@ -154,21 +180,46 @@ fn gemv(
         }
         None => (None, 0, 0, 0, 0.0),
     };
+    // The norm's weight: a contiguous, aligned vector of k elements (address 0 for none).
+    let (_kw, pw, eps, rms) = match x {
+        GemvX::Rows(_) => (None, 0, 0.0, ""),
+        GemvX::RmsNorm { weight: None, eps, .. } => (None, 0, *eps, "_rms"),
+        GemvX::RmsNorm { weight: Some(w), eps, .. } => {
+            let dw = w.data()?;
+            if w.dtype() != dtype || w.shape() != [k] || (k > 1 && dw.strides[0] != 1) {
+                return Ok(false);
+            }
+            let pw = device_ptr(g, &dw, dtype)?;
+            if !pw.is_multiple_of(16) {
+                return Ok(false);
+            }
+            (Some(dw), pw, *eps, "_rms")
+        }
+    };
     // Three or more rows of f16 / bf16 on the tensor cores (16 columns a block; ~1.85x the
     // FMA kernel's bandwidth at 8 rows, scripts/cuda-bench), else the FMA kernels for 1, 2, 4
-    // and 8 rows (fewer rows run the next size up).
+    // and 8 rows (fewer rows run the next size up), which also take the joins (a block's
+    // columns are then j and j + n / 2: one output column).
     let half = matches!(dtype, Dtype::F16 | Dtype::Bf16);
-    let mma = half && rows > 2 && k.is_multiple_of(32);
-    let (name, cols, block) = if mma {
-        ("gemv_mma".to_string(), 16, GEMV_MMA_BLOCK)
+    let mma = half && rows > 2 && k.is_multiple_of(32) && rms.is_empty() && glu.is_none();
+    let (name, blocks, block) = if mma {
+        ("gemv_mma".to_string(), n.div_ceil(16), GEMV_MMA_BLOCK)
+    } else if glu.is_some() {
+        (format!("gemv{rms}_glu_{}", rows.next_power_of_two()), n / 2, GEMV_BLOCK)
     } else {
-        (format!("gemv_{}", rows.next_power_of_two()), GEMV_COLS, GEMV_BLOCK)
+        (format!("gemv{rms}_{}", rows.next_power_of_two()), n.div_ceil(GEMV_COLS), GEMV_BLOCK)
     };
-    let f = g.function(&format!("gemv {}", ctype(dtype)), &name, || {
-        let c = ctype(dtype);
-        let mma_kind = if half { format!("#define MMA_KIND \"{c}\"\n") } else { String::new() };
-        format!("{COMMON}\n#define T {c}\n{mma_kind}{GEMV_SRC}\n")
-    })?;
+    let c = ctype(dtype);
+    let mma_kind = if half { format!("#define MMA_KIND \"{c}\"\n") } else { String::new() };
+    let f = match glu {
+        // A program's kernels: a module of their own, its join after gemv.cu.
+        Some(src) => g.function(&format!("gemv glu {c}\n{src}"), &name, || {
+            format!("{COMMON}\n#define T {c}\n{mma_kind}{ELEMENTWISE}\n#define GEMV_GLU\n{GEMV_SRC}\n{src}")
+        })?,
+        None => {
+            g.function(&format!("gemv {c}"), &name, || format!("{COMMON}\n#define T {c}\n{mma_kind}{GEMV_SRC}\n"))?
+        }
+    };
     let args = [
         Arg::U64(po),
         Arg::U64(pa),
@@ -183,10 +234,60 @@ fn gemv(
         Arg::I64(cs_r),
         Arg::I64(cs_c),
         Arg::F32(beta),
+        Arg::U64(pw),
+        Arg::F32(eps),
     ];
-    let cfg = LaunchConfig { grid_dim: (n.div_ceil(cols) as u32, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
     launch_overlapped(g, &f, cfg, &args)?;
     Ok(true)
+}
+
+/// [`Op::JoinedMatmul`](crate::primitives::Op::JoinedMatmul): the product of the operand
+/// `prologue` computes from the first inputs (or input 0), b and (when beta is not 0) c, made
+/// into the output by `epilogue`. The matrix-vector kernel does it all where it takes the
+/// product; otherwise the joined ops run one after another.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn joined_matmul(
+    g: &Gpu,
+    ordinal: usize,
+    prologue: Option<&Prologue>,
+    epilogue: Option<&Epilogue>,
+    inputs: &[Array],
+    alpha: f64,
+    beta: f64,
+    shape: &[usize],
+    dtype: Dtype,
+) -> Result<Option<Data>> {
+    let (x, rest) = match prologue {
+        Some(Prologue::RmsNorm { eps, weight }) => {
+            let w = weight.then(|| &inputs[1]);
+            (GemvX::RmsNorm { x: &inputs[0], weight: w, eps: *eps }, &inputs[1 + *weight as usize..])
+        }
+        None => (GemvX::Rows(&inputs[0]), &inputs[1..]),
+    };
+    let glu = match epilogue {
+        Some(Epilogue::Halves { graph, lower_first }) => super::fused::glu_source(graph, *lower_first, dtype),
+        None => None,
+    };
+    if epilogue.is_none() || glu.is_some() {
+        // The product's shape: the output's, or twice its columns.
+        let mut full = shape.to_vec();
+        if epilogue.is_some() {
+            *full.last_mut().expect("a product has columns") *= 2;
+        }
+        let (out, po) = alloc_out(shape, dtype)?;
+        let addend = rest.get(1).filter(|_| beta != 0.0).map(|c| (c, beta));
+        if gemv(g, &x, &rest[0], alpha, addend, glu.as_deref(), &full, po)? {
+            return Ok(Some(out));
+        }
+    }
+    let run = |op: &Op, ins: &[Array], shape: &[usize], dt: Dtype| -> Result<Data> {
+        match super::eval(ordinal, op, ins, shape, dt)? {
+            Some(d) => Ok(d),
+            None => crate::backend::fallback::run(op, ins, shape, dt),
+        }
+    };
+    crate::backend::joined_matmul_parts(prologue, epilogue, inputs, alpha, beta, shape, dtype, &run).map(Some)
 }
 
 /// `alpha * a @ b + beta * c` over the batch axes of `shape`.
@@ -222,7 +323,7 @@ pub(crate) fn matmul(
         return Ok(Some(out));
     }
     let addend = inputs.get(2).filter(|_| beta != 0.0).map(|c| (c, beta));
-    if gemv(g, a, b, alpha, addend, shape, po)? {
+    if gemv(g, &GemvX::Rows(a), b, alpha, addend, None, shape, po)? {
         return Ok(Some(out));
     }
     // The product accumulates onto the addend in the output: the addend's own buffer where

@@ -9,6 +9,7 @@
 //! - [`compile`]: `.cu` sources compiled by NVRTC for the device's architecture at first use,
 //!   cached on disk.
 //! - [`fused`]: `compile`'s fused programs as one generated kernel each.
+//! - [`join`]: the work before and after a matrix-vector product joined into its kernel.
 //! - [`elementwise`], [`reduce`], [`matmul`], [`gather_mm`], [`fast`], [`index`], [`scatter`], [`sort`],
 //!   [`random`], [`conv`], [`attention`], [`quantized`]: the kernels.
 //!
@@ -26,6 +27,7 @@ mod fused;
 mod gather_mm;
 pub(crate) mod graph;
 mod index;
+pub(crate) mod join;
 mod layout;
 mod matmul;
 mod quantized;
@@ -41,6 +43,7 @@ use crate::primitives::Op;
 
 pub(crate) use alloc::with_device_pool;
 pub use context::{device_count, device_name, synchronize};
+pub use join::joined_products;
 
 /// Evaluates `op` on GPU `ordinal`, or `None` if there is no kernel for it (the caller falls
 /// back to the CPU).
@@ -72,6 +75,17 @@ pub(crate) fn eval(ordinal: usize, op: &Op, inputs: &[Array], shape: &[usize], d
             }
         }
         Op::Matmul { alpha, beta } => matmul::matmul(gpu, inputs, *alpha, *beta, shape, dtype)?,
+        Op::JoinedMatmul { prologue, epilogue, alpha, beta } => matmul::joined_matmul(
+            gpu,
+            ordinal,
+            prologue.as_ref(),
+            epilogue.as_ref(),
+            inputs,
+            *alpha,
+            *beta,
+            shape,
+            dtype,
+        )?,
         Op::GatherMm { .. } => gather_mm::gather_mm(gpu, inputs, shape, dtype)?,
         Op::Arange { start, step } => index::arange(gpu, *start, *step, shape, dtype)?,
         Op::Gather { axes, slice_sizes } => index::gather(gpu, inputs, axes, slice_sizes, shape, dtype)?,

@@ -4,8 +4,8 @@
 // consecutive (grouped-query attention), so the rows of one (batch, kv head) — group · L of
 // them, row r being head kvh · group + r / L and query r % L — share each pass over K and V.
 //
-// Masked keys (causal: key j > i + S - L; a false in a bool mask) are skipped, as the CPU
-// backend's lowest-value scores are; a row that sees no key gets zeros.
+// Masked keys (causal: key j > i + S - L, L <= S; a false in a bool mask) are skipped, as the
+// CPU backend's lowest-value scores are; a row of a bool mask that keeps no key gets zeros.
 
 struct Attn {
   u64 q, k, v, mask, out;

@@ -9,9 +9,26 @@
 // bandwidth, bounds a product this small otherwise), multiplies them in f32 with the same
 // chunk of each x row (read through L1; each serves every column), and the slices' sums are
 // joined by shuffles and then through shared memory. The kernel is launched overlapped with
-// the one before it (programmatic dependent launch): it moves its weights toward L2 first. Measured on an H100 with
-// scripts/cuda-bench (Llama-3.2-1B shapes, one row): 1.3-1.5x the bandwidth of a warp a
-// column, whole k to itself.
+// the one before it (programmatic dependent launch): it moves its weights toward L2 first.
+// Measured on an H100 with scripts/cuda-bench (Llama-3.2-1B shapes, one row): 1.3-1.5x the
+// bandwidth of a warp a column, whole k to itself.
+//
+// Variants join the work of a kernel before or after the product (evaluation's plan,
+// backend/cuda/prologue.rs), so that kernel and its round trip through memory go:
+// - gemv_rms_*: x's rows rms-normalized first. The kernel multiplies x by the norm's weight
+//   nw (or 1 where null) as it loads it, gathers the squares of x from the same loads (a block
+//   reads every chunk of x once over its warps), and scales each row's sums by
+//   1 / sqrt(mean(x²) + eps) at the end: the normalized row stays f32 where rms_norm's own
+//   output is rounded to T. A first pass over x for the scale (every block summing its rows
+//   before its products) measured slower than the two kernels (H100, session 15).
+// - *_glu (a module of their own, GEMV_GLU defined): the product's two halves of columns
+//   joined by glu_epilogue(lower, upper), which backend/cuda/prologue.rs generates from a
+//   compile'd program (a SwiGLU block's silu(gate) · up over a joined gate/up projection):
+//   a block's columns are j and j + n / 2, and it writes output j of n / 2, each half's sum
+//   rounded to T first as the product's own output is.
+// Both cost the product a few percent (scripts/cuda-bench, "rms"); the host joins them only
+// where the FMA kernels run (1 and 2 rows): the tensor-core kernel of more rows lost more
+// with them (batch-8 decode 7 % slower) than the kernels they replace cost.
 //
 // A column's sum is taken in the same order whatever R and U are (lane by lane over its
 // chunks, then the warps' slices in order). f16 / bf16 products of three or more rows run
@@ -21,32 +38,57 @@
 #define GEMV_COLS 2
 #define CHUNK (16 / (int)sizeof(T))
 
+// The generated join of a GEMV_GLU module (defined after this file).
+__device__ T glu_epilogue(T lower, T upper);
+
 // The addend of output (r, col), scaled: beta · c[r, col] through c's strides (0 without c).
 __device__ __forceinline__ float addend(const T* __restrict__ c, i64 cs_r, i64 cs_c, float beta, int r, i64 col) {
   return c ? beta * (float)to_acc<T>(c[r * cs_r + col * cs_c]) : 0.0f;
 }
 
-template <int R, int U>
+// Chunk xv of a row of x (at chunk ch) as f32 times the norm's weight (1 where nw is null),
+// the squares of its elements added to ss.
+__device__ __forceinline__ void rms_weigh(const uint4& xv, const T* __restrict__ nw, i64 ch, float* xg, float& ss) {
+  uint4 wv = make_uint4(0, 0, 0, 0);
+  if (nw) wv = __ldg((const uint4*)nw + ch);
+  const T* e = (const T*)&xv;
+  const T* we = (const T*)&wv;
+#pragma unroll
+  for (int u = 0; u < CHUNK; ++u) {
+    const float a = (float)to_acc<T>(e[u]);
+    ss = fmaf(a, a, ss);
+    xg[u] = nw ? a * (float)to_acc<T>(we[u]) : a;
+  }
+}
+__device__ __forceinline__ float rms_scale(float ss, i64 k, float eps) { return 1.0f / sqrtf(ss * (1.0f / (float)k) + eps); }
+
+template <int R, int U, bool RMS, bool GLU>
 __device__ __forceinline__ void gemv_impl(T* __restrict__ out, const T* __restrict__ x, i64 xs,
                                           const T* __restrict__ w, i64 ws, int rows, i64 n, i64 k, float alpha,
-                                          const T* __restrict__ cadd, i64 cs_r, i64 cs_c, float beta) {
+                                          const T* __restrict__ cadd, i64 cs_r, i64 cs_c, float beta,
+                                          const T* __restrict__ nw, float eps) {
   __shared__ float red[GEMV_SPLIT][GEMV_COLS][R];
+  __shared__ float red_ss[GEMV_SPLIT][R];
   allow_next_kernel();
   const int lane = threadIdx.x & 31, part = threadIdx.x >> 5;
-  const i64 col0 = (i64)blockIdx.x * GEMV_COLS;
+  // The block's columns: col0 and col0 + 1, or with GLU, j and j + n / 2.
+  const i64 half = n / 2;
+  const i64 col0 = GLU ? (i64)blockIdx.x : (i64)blockIdx.x * GEMV_COLS, cstep = GLU ? half : 1;
   const i64 chunks = k / CHUNK;
   const i64 per = (chunks + GEMV_SPLIT - 1) / GEMV_SPLIT;
   const i64 c0 = part * per, c1 = min(chunks, c0 + per);
   const uint4* wr[GEMV_COLS];
 #pragma unroll
-  for (int c = 0; c < GEMV_COLS; ++c) wr[c] = (const uint4*)(w + (col0 + c < n ? col0 + c : col0) * ws);
+  for (int c = 0; c < GEMV_COLS; ++c) wr[c] = (const uint4*)(w + (col0 + c * cstep < n ? col0 + c * cstep : col0) * ws);
   // Launched overlapped with the kernel before it (which x may come from, but never the
   // weights): start this lane's weights toward L2 while that kernel finishes, then wait.
   for (i64 ch = c0 + lane; ch < c1; ch += 32)
 #pragma unroll
     for (int c = 0; c < GEMV_COLS; ++c) prefetch_l2(wr[c] + ch);
   wait_for_previous_kernel();
-  float acc[GEMV_COLS][R];
+  float acc[GEMV_COLS][R], ss[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) ss[r] = 0.f;
 #pragma unroll
   for (int c = 0; c < GEMV_COLS; ++c)
 #pragma unroll
@@ -64,13 +106,20 @@ __device__ __forceinline__ void gemv_impl(T* __restrict__ out, const T* __restri
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         if (r < rows) {
-          uint4 xv = __ldg((const uint4*)(x + r * xs) + base + 32 * u);
-          const T* xe = (const T*)&xv;
+          const uint4 xv = __ldg((const uint4*)(x + r * xs) + base + 32 * u);
+          float xf[CHUNK];
+          if constexpr (RMS) {
+            rms_weigh(xv, nw, base + 32 * u, xf, ss[r]);
+          } else {
+            const T* xe = (const T*)&xv;
+#pragma unroll
+            for (int e = 0; e < CHUNK; ++e) xf[e] = (float)to_acc<T>(xe[e]);
+          }
 #pragma unroll
           for (int c = 0; c < GEMV_COLS; ++c) {
             const T* we = (const T*)&wv[c][u];
 #pragma unroll
-            for (int e = 0; e < CHUNK; ++e) acc[c][r] = fmaf((float)to_acc<T>(we[e]), (float)to_acc<T>(xe[e]), acc[c][r]);
+            for (int e = 0; e < CHUNK; ++e) acc[c][r] = fmaf((float)to_acc<T>(we[e]), xf[e], acc[c][r]);
           }
         }
       }
@@ -85,22 +134,61 @@ __device__ __forceinline__ void gemv_impl(T* __restrict__ out, const T* __restri
       for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
       if (lane == 0) red[part][c][r] = v;
     }
-  __syncthreads();
-  if (threadIdx.x < GEMV_COLS * R) {
-    const int c = threadIdx.x / R, r = threadIdx.x % R;
-    float v = 0.f;
+  if constexpr (RMS) {
 #pragma unroll
-    for (int p = 0; p < GEMV_SPLIT; ++p) v += red[p][c][r];
-    if (r < rows && col0 + c < n) out[r * n + col0 + c] = from_acc<T>(v * alpha + addend(cadd, cs_r, cs_c, beta, r, col0 + c));
+    for (int r = 0; r < R; ++r) {
+      float v = ss[r];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0) red_ss[part][r] = v;
+    }
+  }
+  __syncthreads();
+  // Thread (c, r) finishes column slot c of row r; with GLU, thread r both of row r's.
+  if (threadIdx.x < (GLU ? 1 : GEMV_COLS) * R) {
+    const int c = GLU ? 0 : threadIdx.x / R, r = threadIdx.x % R;
+    // Column slot c's sum and (for GLU) slot 1's.
+    float v = 0.f, v1 = 0.f;
+#pragma unroll
+    for (int p = 0; p < GEMV_SPLIT; ++p) {
+      v += red[p][c][r];
+      if constexpr (GLU) v1 += red[p][1][r];
+    }
+    float scale = 1.0f;
+    if constexpr (RMS) {
+      float t = 0.f;
+#pragma unroll
+      for (int p = 0; p < GEMV_SPLIT; ++p) t += red_ss[p][r];
+      scale = rms_scale(t, k, eps);
+    }
+    if constexpr (GLU) {
+      if (r < rows && col0 < half)
+        out[r * half + col0] = glu_epilogue(from_acc<T>(v * scale * alpha), from_acc<T>(v1 * scale * alpha));
+    } else {
+      const i64 col = col0 + c;
+      if (r < rows && col < n) out[r * n + col] = from_acc<T>(v * scale * alpha + addend(cadd, cs_r, cs_c, beta, r, col));
+    }
   }
 }
 
-#define GEMV(R, U)                                                                                        \
-  extern "C" __global__ void __launch_bounds__(GEMV_SPLIT * 32)                                          \
-      gemv_##R(T* __restrict__ out, const T* __restrict__ x, i64 xs, const T* __restrict__ w, i64 ws,     \
-               int rows, i64 n, i64 k, float alpha, const T* __restrict__ cadd, i64 cs_r, i64 cs_c, float beta) { \
-    gemv_impl<R, U>(out, x, xs, w, ws, rows, n, k, alpha, cadd, cs_r, cs_c, beta);                        \
+// At least 4 blocks a multiprocessor: without the bound ptxas held gemv_rms_1 to 64 registers
+// and spilled.
+#define GEMV_KERNEL(NAME, R, U, RMS, GLU)                                                              \
+  extern "C" __global__ void __launch_bounds__(GEMV_SPLIT * 32, 4)                                    \
+      NAME(T* __restrict__ out, const T* __restrict__ x, i64 xs, const T* __restrict__ w, i64 ws, int rows, \
+           i64 n, i64 k, float alpha, const T* __restrict__ cadd, i64 cs_r, i64 cs_c, float beta,          \
+           const T* __restrict__ nw, float eps) {                                                       \
+    gemv_impl<R, U, RMS, GLU>(out, x, xs, w, ws, rows, n, k, alpha, cadd, cs_r, cs_c, beta, nw, eps);     \
   }
+#ifdef GEMV_GLU
+#define GEMV(R, U)                                \
+  GEMV_KERNEL(gemv_glu_##R, R, U, false, true)    \
+  GEMV_KERNEL(gemv_rms_glu_##R, R, U, true, true)
+#else
+#define GEMV(R, U)                             \
+  GEMV_KERNEL(gemv_##R, R, U, false, false)    \
+  GEMV_KERNEL(gemv_rms_##R, R, U, true, false)
+#endif
 GEMV(1, 4)
 GEMV(2, 4)
 GEMV(4, 2)
@@ -114,7 +202,7 @@ GEMV(8, 2)
 // 32-bit words of each serve as the fragments of two mma k-steps as they are. A block of
 // GEMV_MMA_SPLIT warps splits k for the same 16 columns (joined through shared memory); each lane
 // loads GEMV_MMA_U blocks before using any. Launched overlapped like gemv_impl.
-#if defined(MMA_KIND)
+#if defined(MMA_KIND) && !defined(GEMV_GLU)
 #define GEMV_MMA_U 4
 // Warps a block (splitting k): more than the FMA kernel's, since a block takes 16 columns and
 // the narrow products (k / v, 512 columns) would otherwise have few blocks in flight.

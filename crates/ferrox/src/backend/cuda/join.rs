@@ -1,0 +1,175 @@
+//! The work before and after a decode step's matrix-vector products, joined into their
+//! kernels.
+//!
+//! A decode step normalizes the hidden state and then multiplies it by a weight, and a SwiGLU
+//! block multiplies, applies `silu(gate) · up` to the two halves of the joined gate/up
+//! product, and multiplies again: each a kernel of its own that waits for the one before to
+//! finish and write a few kilobytes. The matrix-vector kernel can do both itself (gemv.cu):
+//! normalize x as it loads it (`gemv_rms_*`), and join the two halves of its own output before
+//! writing it (`*_glu`: a block computes gate column j and up column j together).
+//!
+//! Before an evaluation runs, [`plan`] finds, on a GPU stream,
+//! - each product of at most [`JOIN_ROWS`] rows whose left operand is an `rms_norm` read by
+//!   nothing else, and
+//! - each two-input elementwise program of `compile` over the lower and upper halves of the
+//!   columns of such a product (two slices read by nothing else, of a product without an
+//!   addend read by nothing else),
+//!
+//! drops the norm, the slices and the product from the steps, and runs the product, or the
+//! program, as [`Op::JoinedMatmul`] over the inputs of the first op instead. The graph is not
+//! changed: should the evaluation stop before the joined op, every node is still as it was
+//! built. Where the kernel cannot take the operands after all (layout, alignment, dtype), the
+//! backend runs the joined ops one after another, as the nodes would have.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::array::{Array, Node, Pending, State};
+use crate::device::Device;
+use crate::eval::Planned;
+use crate::primitives::{Epilogue, Op, Prologue};
+
+/// The most rows of a product with joins: those of the FMA kernels that gain from them. The
+/// tensor-core kernel of 3–8 f16 / bf16 rows lost more with its own joined variants than the
+/// kernels they spare cost (batch-8 decode of the 1B model 7 % slower, H100, session 15);
+/// batch 1 gained ~1.5 %.
+const JOIN_ROWS: usize = 2;
+
+/// Ops joined into products so far in this process.
+static JOINED: AtomicUsize = AtomicUsize::new(0);
+
+/// How many norms and programs evaluation has joined into the products beside them so far in
+/// this process (the GPU check asserts that its cases take the joined path).
+pub fn joined_products() -> usize {
+    JOINED.load(Ordering::Relaxed)
+}
+
+/// The steps that evaluate `order` (see the module documentation).
+pub(crate) fn plan(order: Vec<Array>) -> Vec<Planned> {
+    let key = |a: &Array| Arc::as_ptr(&a.0);
+    let mut dropped: HashSet<*const Node> = HashSet::new();
+    let mut run_as: HashMap<*const Node, Pending> = HashMap::new();
+    for node in &order {
+        let joined = with_prologue(node).or_else(|| with_epilogue(node, &run_as));
+        if let Some((gone, pending)) = joined {
+            for g in gone {
+                run_as.remove(&g);
+                dropped.insert(g);
+            }
+            run_as.insert(key(node), pending);
+            JOINED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    order
+        .into_iter()
+        .filter(|a| !dropped.contains(&key(a)))
+        .map(|node| {
+            let run_as = run_as.remove(&key(&node));
+            Planned { node, run_as }
+        })
+        .collect()
+}
+
+/// Whether `a` is held only by the evaluation's order and `readers` nodes' inputs.
+fn read_only_by(a: &Array, readers: usize) -> bool {
+    Arc::strong_count(&a.0) == 1 + readers
+}
+
+/// The rows of a product's output of `shape`.
+fn rows(shape: &[usize]) -> usize {
+    shape[..shape.len() - 1].iter().product()
+}
+
+/// For a pending product of at most JOIN_ROWS rows on a GPU whose left operand is a pending
+/// `rms_norm` read by nothing else: the norm's node and the product over the norm's inputs.
+fn with_prologue(node: &Array) -> Option<(Vec<*const Node>, Pending)> {
+    let st = node.state();
+    let State::Pending(p) = &*st else { return None };
+    let Op::Matmul { alpha, beta } = p.op else { return None };
+    let x = &p.inputs[0];
+    if !matches!(p.stream.device, Device::Gpu(_)) || !(1..=JOIN_ROWS).contains(&rows(node.shape())) {
+        return None;
+    }
+    if !read_only_by(x, 1) {
+        return None;
+    }
+    let xs = x.state();
+    let State::Pending(xp) = &*xs else { return None };
+    let Op::RmsNorm { eps, weight } = xp.op else { return None };
+    if xp.stream != p.stream {
+        return None;
+    }
+    let inputs = xp.inputs.iter().chain(&p.inputs[1..]).cloned().collect();
+    let op = Op::JoinedMatmul { prologue: Some(Prologue::RmsNorm { eps, weight }), epilogue: None, alpha, beta };
+    Some((vec![Arc::as_ptr(&x.0)], Pending { op, inputs, stream: p.stream }))
+}
+
+/// For a pending two-input elementwise program on a GPU over the lower and upper halves of
+/// the columns of a pending product without an addend (slices and product read by nothing
+/// else; the product as planned so far, its norm joined in or not): the product's and the
+/// slices' nodes, and the program computed by the product.
+fn with_epilogue(node: &Array, run_as: &HashMap<*const Node, Pending>) -> Option<(Vec<*const Node>, Pending)> {
+    let st = node.state();
+    let State::Pending(f) = &*st else { return None };
+    let Op::Fused(graph) = &f.op else { return None };
+    if graph.reduction().is_some() || f.inputs.len() != 2 || !matches!(f.stream.device, Device::Gpu(_)) {
+        return None;
+    }
+    // Each input: a slice read only by the program, of the last axis' lower or upper half of
+    // the same product's output.
+    let mut product: Option<Array> = None;
+    let mut lower = [false; 2];
+    for (i, s) in f.inputs.iter().enumerate() {
+        if !read_only_by(s, 1) {
+            return None;
+        }
+        let ss = s.state();
+        let State::Pending(sp) = &*ss else { return None };
+        let Op::Slice { start, step } = &sp.op else { return None };
+        let p = &sp.inputs[0];
+        let (nd, shape) = (s.ndim(), s.shape());
+        let width = shape[nd - 1];
+        let full = p.shape();
+        let halves = full.len() == nd && full[..nd - 1] == shape[..nd - 1] && full[nd - 1] == 2 * width;
+        let plain = step.iter().all(|&t| t == 1) && start[..nd - 1].iter().all(|&t| t == 0);
+        if !halves || !plain || !(start[nd - 1] == 0 || start[nd - 1] == width) || sp.stream != f.stream {
+            return None;
+        }
+        lower[i] = start[nd - 1] == 0;
+        match &product {
+            Some(q) if !Arc::ptr_eq(&q.0, &p.0) => return None,
+            _ => product = Some(p.clone()),
+        }
+    }
+    let product = product?;
+    if lower[0] == lower[1] || !(1..=JOIN_ROWS).contains(&rows(product.shape())) {
+        return None;
+    }
+    // Held by the order, the two slices, and `product` here.
+    if !read_only_by(&product, 3) {
+        return None;
+    }
+    // The product as planned: with its norm joined in, or as built.
+    let (prologue, alpha, inputs) = match run_as.get(&Arc::as_ptr(&product.0)) {
+        Some(Pending { op: Op::JoinedMatmul { prologue, epilogue: None, alpha, beta }, inputs, .. })
+            if *beta == 0.0 =>
+        {
+            (prologue.clone(), *alpha, inputs.clone())
+        }
+        Some(_) => return None,
+        None => {
+            let ps = product.state();
+            let State::Pending(pp) = &*ps else { return None };
+            let Op::Matmul { alpha, beta } = pp.op else { return None };
+            if beta != 0.0 || pp.stream != f.stream {
+                return None;
+            }
+            (None, alpha, pp.inputs.clone())
+        }
+    };
+    let epilogue = Some(Epilogue::Halves { graph: graph.clone(), lower_first: lower[0] });
+    let op = Op::JoinedMatmul { prologue, epilogue, alpha, beta: 0.0 };
+    let gone = std::iter::once(&product).chain(&f.inputs).map(|a| Arc::as_ptr(&a.0)).collect();
+    Some((gone, Pending { op, inputs, stream: f.stream }))
+}
