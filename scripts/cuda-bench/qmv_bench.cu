@@ -3,6 +3,8 @@
 // decode step, one row of x, group size 64, with nvcc on the GPU machine
 // (scripts/cuda-bench/run.sh). Each shape is timed over enough weight copies that they do
 // not fit in L2; the figure is bytes of packed weights, scales and biases read a second.
+// The kernel's block shape can be swept: nvcc ... -DQMV_WARPS=8 -DQMV_SPLIT=4 -DQMV_COLS=4
+// (docs/PERF.md, CUDA session 15).
 
 #include "bench_common.cuh"
 #define T bf16

@@ -93,9 +93,17 @@ __device__ __forceinline__ u32 code_at(const u32* words, int j) {
 // Measured on an H100 (scripts/cuda-bench, Llama-3.2-1B shapes, 4 bits, one row): about 2x
 // the bandwidth of a warp a feature over the whole of k.
 // x rows are 16-byte aligned (the host checks).
+// (Each may be set before this file, as scripts/cuda-bench/qmv_bench.cu's sweeps do; the host
+// launches the defaults, quantized.rs's QMV_THREADS and QMV_FEATURES.)
+#ifndef QMV_WARPS
 #define QMV_WARPS 4
+#endif
+#ifndef QMV_SPLIT
 #define QMV_SPLIT 2
+#endif
+#ifndef QMV_COLS
 #define QMV_COLS 4
+#endif
 template <int M>
 __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict__ x, const u32* __restrict__ w,
                                          const S* __restrict__ scales, const S* __restrict__ biases, i64 n_out,
