@@ -521,7 +521,8 @@ pub enum Prologue {
 }
 
 impl Prologue {
-    /// How many of the node's inputs are the prologue's (the ones before b).
+    /// How many of the node's inputs are the prologue's (the ones before b; without a
+    /// prologue, a alone).
     pub fn inputs(&self) -> usize {
         match self {
             Prologue::RmsNorm { weight, .. } => 1 + *weight as usize,

@@ -55,17 +55,14 @@ pub(crate) fn joined_matmul_parts(
     dtype: Dtype,
     run: &RunOp,
 ) -> Result<Data> {
-    let (a, rest) = match prologue {
+    let (pro, rest) = inputs.split_at(prologue.map_or(1, Prologue::inputs));
+    let a = match prologue {
         Some(Prologue::RmsNorm { eps, weight }) => {
-            let x = &inputs[0];
+            let x = &pro[0];
             let op = Op::RmsNorm { eps: *eps, weight: *weight };
-            let n = 1 + *weight as usize;
-            (
-                Array::from_data(x.shape().to_vec(), x.dtype(), run(&op, &inputs[..n], x.shape(), x.dtype())?),
-                &inputs[n..],
-            )
+            Array::from_data(x.shape().to_vec(), x.dtype(), run(&op, pro, x.shape(), x.dtype())?)
         }
-        None => (inputs[0].clone(), &inputs[1..]),
+        None => pro[0].clone(),
     };
     let ins: Vec<Array> = std::iter::once(a).chain(rest.iter().cloned()).collect();
     let product = Op::Matmul { alpha, beta };
@@ -94,10 +91,7 @@ pub(crate) fn run(p: &Pending, out: &Array) -> Result<Data> {
         #[cfg(feature = "cuda")]
         Device::Cpu => fallback::on_cpu(&p.op, &p.inputs, out.shape(), out.dtype()),
         #[cfg(feature = "cuda")]
-        Device::Gpu(i) => match cuda::eval(i, &p.op, &p.inputs, out.shape(), out.dtype())? {
-            Some(data) => Ok(data),
-            None => fallback::run(&p.op, &p.inputs, out.shape(), out.dtype()),
-        },
+        Device::Gpu(i) => cuda::eval_or_fallback(i, &p.op, &p.inputs, out.shape(), out.dtype()),
         #[cfg(not(feature = "cuda"))]
         Device::Gpu(i) => Err(crate::error::Error::Device(format!("no GPU backend for Gpu({i}) in this build"))),
     }

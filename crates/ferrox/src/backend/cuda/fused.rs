@@ -210,10 +210,7 @@ fn step_by_step(ordinal: usize, graph: &FusedGraph, inputs: &[Array], shape: &[u
                 FusedSlot::Step(i) => vals[i].clone(),
             })
             .collect();
-        let d = match super::eval(ordinal, op, &ins, shape, *dtype)? {
-            Some(d) => d,
-            None => crate::backend::fallback::run(op, &ins, shape, *dtype)?,
-        };
+        let d = super::eval_or_fallback(ordinal, op, &ins, shape, *dtype)?;
         vals.push(Array::from_data(shape.to_vec(), *dtype, d));
     }
     Ok(Some(vals.pop().expect("a fused program has a step").data()?))

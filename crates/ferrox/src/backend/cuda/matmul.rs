@@ -258,12 +258,12 @@ pub(crate) fn joined_matmul(
     shape: &[usize],
     dtype: Dtype,
 ) -> Result<Option<Data>> {
-    let (x, rest) = match prologue {
+    let (pro, rest) = inputs.split_at(prologue.map_or(1, Prologue::inputs));
+    let x = match prologue {
         Some(Prologue::RmsNorm { eps, weight }) => {
-            let w = weight.then(|| &inputs[1]);
-            (GemvX::RmsNorm { x: &inputs[0], weight: w, eps: *eps }, &inputs[1 + *weight as usize..])
+            GemvX::RmsNorm { x: &pro[0], weight: weight.then(|| &pro[1]), eps: *eps }
         }
-        None => (GemvX::Rows(&inputs[0]), &inputs[1..]),
+        None => GemvX::Rows(&pro[0]),
     };
     let glu = match epilogue {
         Some(Epilogue::Halves { graph, lower_first }) => super::fused::glu_source(graph, *lower_first, dtype),
@@ -281,12 +281,7 @@ pub(crate) fn joined_matmul(
             return Ok(Some(out));
         }
     }
-    let run = |op: &Op, ins: &[Array], shape: &[usize], dt: Dtype| -> Result<Data> {
-        match super::eval(ordinal, op, ins, shape, dt)? {
-            Some(d) => Ok(d),
-            None => crate::backend::fallback::run(op, ins, shape, dt),
-        }
-    };
+    let run = |op: &Op, ins: &[Array], shape: &[usize], dt: Dtype| super::eval_or_fallback(ordinal, op, ins, shape, dt);
     crate::backend::joined_matmul_parts(prologue, epilogue, inputs, alpha, beta, shape, dtype, &run).map(Some)
 }
 

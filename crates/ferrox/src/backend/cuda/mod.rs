@@ -45,6 +45,20 @@ pub(crate) use alloc::with_device_pool;
 pub use context::{device_count, device_name, synchronize};
 pub use join::joined_products;
 
+/// Evaluates `op` on GPU `ordinal`, on the CPU where the GPU has no kernel for it.
+pub(crate) fn eval_or_fallback(
+    ordinal: usize,
+    op: &Op,
+    inputs: &[Array],
+    shape: &[usize],
+    dtype: Dtype,
+) -> Result<Data> {
+    match eval(ordinal, op, inputs, shape, dtype)? {
+        Some(data) => Ok(data),
+        None => super::fallback::run(op, inputs, shape, dtype),
+    }
+}
+
 /// Evaluates `op` on GPU `ordinal`, or `None` if there is no kernel for it (the caller falls
 /// back to the CPU).
 pub(crate) fn eval(ordinal: usize, op: &Op, inputs: &[Array], shape: &[usize], dtype: Dtype) -> Result<Option<Data>> {
