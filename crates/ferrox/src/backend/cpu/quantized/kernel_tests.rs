@@ -217,3 +217,64 @@ fn affine_reference(w: Affine, x: &[f32], m: usize, o: usize, term: impl Fn(f64,
     }
     (want, mag)
 }
+
+/// The integer (AVX2) 4- and 8-bit decode kernel against float64 products: every group size,
+/// output counts with tails, 1–4 rows of x, groups of zeros; its error is bounded by the
+/// rounding of x to a step of max|x_g| / 32767 per group, plus f32 summation.
+#[test]
+fn integer_decode_kernel_matches_a_float64_reference() {
+    if crate::backend::cpu::simd::best_isa() == crate::backend::cpu::simd::Isa::Baseline {
+        eprintln!("skipped: this CPU has no AVX2");
+        return;
+    }
+    for bits in [4, 8] {
+        for gs in [32, 64, 128] {
+            let p = QuantParams { group_size: gs, bits, mode: QuantMode::Affine };
+            for (n, k) in [(1, gs), (5, 2 * gs), (13, 576), (70, 384), (9, 1152)] {
+                if k % gs != 0 {
+                    continue;
+                }
+                let codes: Vec<u8> = rand(n * k, 31).iter().map(|v| (v * (1 << bits) as f32) as u8).collect();
+                let groups = n * k / gs;
+                let scales: Vec<f32> = rand(groups, 32).iter().map(|v| v - 0.5).collect();
+                let biases: Vec<f32> = rand(groups, 33).iter().map(|v| v * 4.0 - 2.0).collect();
+                let mut words = vec![0u32; n * k * bits / 32];
+                pack_codes(&codes, bits, &mut words);
+                let q = QMat { words: &words, scales: &scales, biases: Some(&biases), rows: n, cols: k, p };
+                let v = super::view::View::of(&q);
+                assert!(super::qmv_i16::applies(&v));
+                let affine = (&codes[..], &scales[..], &biases[..], k, gs);
+                for r in 1..=4 {
+                    // Values over several magnitudes, and the first group of row 0 all zeros.
+                    let mut x: Vec<f32> = rand(r * k, 34 + r as u64)
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (v * 2.0 - 1.0) * (1 + i % 7) as f32)
+                        .collect();
+                    x[..gs].fill(0.0);
+                    let mut y = vec![f32::NAN; r * n];
+                    super::qmv_i16::qmv_i16(&x, r, &v, &mut y);
+                    for (i, &got) in y.iter().enumerate() {
+                        let (m, o) = (i / n, i % n);
+                        let (want, mag) = affine_reference(affine, &x, m, o, |c, s, b| c * s.abs() + b.abs());
+                        // x's rounding: each element moves by at most half its group's step.
+                        let rounding: f64 = (0..k / gs)
+                            .map(|g| {
+                                let xg = &x[m * k + g * gs..m * k + (g + 1) * gs];
+                                let step = xg.iter().fold(0f32, |t, v| t.max(v.abs())) as f64 / 32767.0;
+                                let codes_sum: f64 =
+                                    codes[o * k + g * gs..o * k + (g + 1) * gs].iter().map(|&c| c as f64).sum();
+                                (scales[(o * k) / gs + g] as f64).abs() * codes_sum * step / 2.0
+                            })
+                            .sum();
+                        let tol = 1e-6 * mag + 1.01 * rounding;
+                        assert!(
+                            (got as f64 - want).abs() <= tol,
+                            "{bits}b g{gs} n{n} k{k} r{r} [{i}]: {got} vs {want} (tolerance {tol})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -10,6 +10,7 @@ mod qmm;
 mod qmm_bf16;
 mod qmv;
 mod qmv_bf16;
+mod qmv_i16;
 mod quantize;
 mod view;
 

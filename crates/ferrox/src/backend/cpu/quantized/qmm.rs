@@ -25,7 +25,7 @@ use crate::backend::cpu::simd::best_isa;
 use super::panel::panel;
 use super::qmv::{qmv, QMV_MAX_ROWS};
 use super::view::{ScaleSlice, View};
-use super::{qmm_bf16, qmv_bf16};
+use super::{qmm_bf16, qmv_bf16, qmv_i16};
 
 /// A stored scale (or bias): a float in affine mode, a uint8 code in the other modes.
 pub(super) trait Scale: Copy + Send + Sync {
@@ -88,6 +88,10 @@ fn product<S: Scale>(x: &[f32], x_bf16: bool, r: usize, q: &QMat<S>, transpose: 
         let v = View::of(q);
         if x_bf16 && qmv_bf16::applies(&v) {
             qmv_bf16::qmv_bf16(x, r, &v, y);
+        } else if x_bf16 && qmv_i16::applies(&v) {
+            // bf16 x only: its rounding of x (1.5e-5 of a group's largest) is far below a bf16
+            // element's own precision, not below an f32 one's.
+            qmv_i16::qmv_i16(x, r, &v, y);
         } else {
             qmv(best_isa(), x, r, q, y);
         }
