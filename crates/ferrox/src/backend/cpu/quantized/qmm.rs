@@ -79,18 +79,20 @@ pub(super) struct QMat<'a, S> {
 }
 
 /// `y = x @ Wᵀ` (`transpose`) or `x @ W` for `r` rows of `x` (f32, row-major); `y` is [r, N].
-/// `x_bf16`: x holds bfloat16 values (widened), which the bf16 decode kernel takes exactly.
-fn product<S: Scale>(x: &[f32], x_bf16: bool, r: usize, q: &QMat<S>, transpose: bool, y: &mut [f32]) {
+/// `x_dtype`: the dtype x had before it was widened to f32 (the bf16 kernels take bfloat16
+/// values exactly; the integer decode kernel is for half-precision x).
+fn product<S: Scale>(x: &[f32], x_dtype: Dtype, r: usize, q: &QMat<S>, transpose: bool, y: &mut [f32]) {
     if r == 0 || y.is_empty() {
         return;
     }
+    let x_bf16 = x_dtype == Dtype::Bf16;
     if transpose && r <= QMV_MAX_ROWS {
         let v = View::of(q);
         if x_bf16 && qmv_bf16::applies(&v) {
             qmv_bf16::qmv_bf16(x, r, &v, y);
-        } else if x_bf16 && qmv_i16::applies(&v) {
-            // bf16 x only: its rounding of x (1.5e-5 of a group's largest) is far below a bf16
-            // element's own precision, not below an f32 one's.
+        } else if matches!(x_dtype, Dtype::Bf16 | Dtype::F16) && qmv_i16::applies(&v) {
+            // Half-precision x only: its rounding of x (1.5e-5 of a group's largest) is far
+            // below a bf16 or f16 element's own precision, not below an f32 one's.
             qmv_i16::qmv_i16(x, r, &v, y);
         } else {
             qmv(best_isa(), x, r, q, y);
@@ -105,8 +107,8 @@ fn product<S: Scale>(x: &[f32], x_bf16: bool, r: usize, q: &QMat<S>, transpose: 
 /// The operands of a product, read once: x as f32 rows, and the stored matrices.
 struct Operands<'a> {
     x: Cow<'a, [f32]>,
-    /// x was bfloat16 (its f32 values are exactly bf16 ones).
-    x_bf16: bool,
+    /// x's dtype before widening (bfloat16 values widen to f32 exactly).
+    x_dtype: Dtype,
     words: &'a [u32],
     scales: Data,
     biases: Option<Data>,
@@ -157,7 +159,7 @@ fn with_matrices<R>(
                     cols: ops.cols,
                     p,
                 };
-                product(x, ops.x_bf16, r, &q, transpose, y)
+                product(x, ops.x_dtype, r, &q, transpose, y)
             };
             f(&run)
         }};
@@ -236,7 +238,7 @@ fn operands<'a>(inputs: &[Array], p: QuantParams, xd: &'a Data, wd: &'a Data) ->
     let count = wq.size() / (rows * (cols * p.bits / 32)).max(1);
     Ok(Operands {
         x: x_f32(xd, x.size(), x.dtype()),
-        x_bf16: x.dtype() == Dtype::Bf16,
+        x_dtype: x.dtype(),
         // SAFETY: row-major data of wq.size() words.
         words: unsafe { std::slice::from_raw_parts(wd.ptr::<u32>(), wq.size()) },
         scales: row_major(&inputs[2])?,
