@@ -132,15 +132,10 @@ fn bf16_decode_kernel_matches_a_float64_reference() {
             if k % gs != 0 {
                 continue;
             }
-            let codes: Vec<u8> = rand(n * k, 11).iter().map(|v| (v * 16.0) as u8).collect();
-            let groups = n * k / gs;
-            let scales: Vec<f32> = rand(groups, 12).iter().map(|v| v - 0.5).collect();
-            let biases: Vec<f32> = rand(groups, 13).iter().map(|v| v * 4.0 - 2.0).collect();
-            let mut words = vec![0u32; n * k / 8];
-            pack_codes(&codes, 4, &mut words);
-            let q = QMat { words: &words, scales: &scales, biases: Some(&biases), rows: n, cols: k, p };
+            let w = RandomAffine::new(n, k, p, 11);
+            let q = w.matrix();
             let v = super::view::View::of(&q);
-            let affine = (&codes[..], &scales[..], &biases[..], k, gs);
+            let affine = w.reference();
             for r in 1..=4 {
                 let x: Vec<f32> = rand(r * k, 14 + r as u64).iter().map(|v| round_bf16(v * 2.0 - 1.0)).collect();
                 let mut y = vec![f32::NAN; r * n];
@@ -174,15 +169,10 @@ fn bf16_prefill_kernel_matches_a_float64_reference() {
         for gs in [32, 64, 128] {
             let p = QuantParams { group_size: gs, bits, mode: QuantMode::Affine };
             for (n, k, r) in [(33, 2 * gs, 7), (70, 384, 13)] {
-                let codes: Vec<u8> = rand(n * k, 21).iter().map(|v| (v * (1 << bits) as f32) as u8).collect();
-                let groups = n * k / gs;
-                let scales: Vec<f32> = rand(groups, 22).iter().map(|v| v - 0.5).collect();
-                let biases: Vec<f32> = rand(groups, 23).iter().map(|v| v * 4.0 - 2.0).collect();
-                let mut words = vec![0u32; n * k * bits / 32];
-                pack_codes(&codes, bits, &mut words);
-                let q = QMat { words: &words, scales: &scales, biases: Some(&biases), rows: n, cols: k, p };
+                let w = RandomAffine::new(n, k, p, 21);
+                let q = w.matrix();
                 let v = super::view::View::of(&q);
-                let affine = (&codes[..], &scales[..], &biases[..], k, gs);
+                let affine = w.reference();
                 let x: Vec<f32> = rand(r * k, 24).iter().map(|v| round_bf16(v * 2.0 - 1.0)).collect();
                 let mut y = vec![f32::NAN; r * n];
                 super::qmm_bf16::qmm_bf16(&x, r, &v, &mut y);
@@ -196,6 +186,41 @@ fn bf16_prefill_kernel_matches_a_float64_reference() {
                 }
             }
         }
+    }
+}
+
+/// A random affine matrix `[n, k]` with its codes (seed `seed`), scales in [-0.5, 0.5) and
+/// biases in [-2, 2) (seeds `seed + 1`, `seed + 2`), and the packed words.
+struct RandomAffine {
+    codes: Vec<u8>,
+    scales: Vec<f32>,
+    biases: Vec<f32>,
+    words: Vec<u32>,
+    n: usize,
+    k: usize,
+    p: QuantParams,
+}
+
+impl RandomAffine {
+    fn new(n: usize, k: usize, p: QuantParams, seed: u64) -> Self {
+        let codes: Vec<u8> = rand(n * k, seed).iter().map(|v| (v * (1 << p.bits) as f32) as u8).collect();
+        let groups = n * k / p.group_size;
+        let scales = rand(groups, seed + 1).iter().map(|v| v - 0.5).collect();
+        let biases = rand(groups, seed + 2).iter().map(|v| v * 4.0 - 2.0).collect();
+        let mut words = vec![0u32; n * k * p.bits / 32];
+        pack_codes(&codes, p.bits, &mut words);
+        RandomAffine { codes, scales, biases, words, n, k, p }
+    }
+
+    /// The stored matrix the kernels read.
+    fn matrix(&self) -> QMat<'_, f32> {
+        let (words, scales, biases) = (&self.words[..], &self.scales[..], Some(&self.biases[..]));
+        QMat { words, scales, biases, rows: self.n, cols: self.k, p: self.p }
+    }
+
+    /// The matrix for [`affine_reference`].
+    fn reference(&self) -> Affine<'_> {
+        (&self.codes, &self.scales, &self.biases, self.k, self.p.group_size)
     }
 }
 
@@ -234,16 +259,12 @@ fn integer_decode_kernel_matches_a_float64_reference() {
                 if k % gs != 0 {
                     continue;
                 }
-                let codes: Vec<u8> = rand(n * k, 31).iter().map(|v| (v * (1 << bits) as f32) as u8).collect();
-                let groups = n * k / gs;
-                let scales: Vec<f32> = rand(groups, 32).iter().map(|v| v - 0.5).collect();
-                let biases: Vec<f32> = rand(groups, 33).iter().map(|v| v * 4.0 - 2.0).collect();
-                let mut words = vec![0u32; n * k * bits / 32];
-                pack_codes(&codes, bits, &mut words);
-                let q = QMat { words: &words, scales: &scales, biases: Some(&biases), rows: n, cols: k, p };
+                let w = RandomAffine::new(n, k, p, 31);
+                let q = w.matrix();
                 let v = super::view::View::of(&q);
                 assert!(super::qmv_i16::applies(&v));
-                let affine = (&codes[..], &scales[..], &biases[..], k, gs);
+                let affine = w.reference();
+                let (codes, scales) = (&w.codes, &w.scales);
                 for r in 1..=4 {
                     // Values over several magnitudes, and the first group of row 0 all zeros.
                     let mut x: Vec<f32> = rand(r * k, 34 + r as u64)

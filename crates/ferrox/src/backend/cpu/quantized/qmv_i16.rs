@@ -19,6 +19,7 @@
 //! adds and, once a group, converts and scales. The weight bytes a few passes ahead are
 //! prefetched: the rows of a pass are short runs that the hardware prefetcher follows late.
 
+use super::qmv::QMV_MAX_ROWS;
 use super::view::{Kind, View};
 use crate::backend::cpu::for_feature_ranges;
 use crate::backend::cpu::iter::MutPtr;
@@ -91,10 +92,10 @@ fn prepare(x: &[f32], r: usize, v: &View) -> Prepared {
     p
 }
 
-/// `y = x @ Wᵀ` for the `r` (1 to 4) rows of `x` ([r, cols] f32), `y` [r, rows]; `v` must be
+/// `y = x @ Wᵀ` for the `r` (1 to [`QMV_MAX_ROWS`]) rows of `x` ([r, cols] f32), `y` [r, rows]; `v` must be
 /// one the kernel [`applies`] to.
 pub fn qmv_i16(x: &[f32], r: usize, v: &View, y: &mut [f32]) {
-    debug_assert!(applies(v) && (1..=4).contains(&r));
+    debug_assert!(applies(v) && (1..=QMV_MAX_ROWS).contains(&r));
     let prep = prepare(x, r, v);
     let yp = MutPtr(y.as_mut_ptr());
     let task = |j0: usize, j1: usize| {
