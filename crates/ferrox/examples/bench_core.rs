@@ -372,6 +372,67 @@ fn quantized(t: &Table) -> fx::Result<()> {
     Ok(())
 }
 
+/// (K, N) of one SmolLM2-135M layer's products with q/k/v and gate/up fused, as ferrox-lm
+/// runs them: q/k/v, o, gate/up, down.
+const LAYER_135M: [(usize, usize); 4] = [(576, 960), (576, 576), (576, 3072), (1536, 576)];
+
+/// The products of one decode step of a SmolLM2-135M-shaped model (30 layers and the tied
+/// output head, every weight its own matrix: 76 MB at 4-bit, 269 MB in bf16, so they stream
+/// from memory as in a real step, unlike the cases above whose one matrix stays in the cache),
+/// evaluated together, one row of x each. Rated by the bytes of all the weights, as a share
+/// of the read bandwidth.
+fn decode_step(t: &Table) -> fx::Result<()> {
+    let name = |bits: usize| match bits {
+        0 => "decode step bf16".to_string(),
+        _ => format!("decode step {bits}-bit g64"),
+    };
+    if ![0, 4, 8].iter().any(|&bits| t.wants(&name(bits))) {
+        return Ok(());
+    }
+    let bw = read_bandwidth();
+    let shapes: Vec<(usize, usize)> = (0..30).flat_map(|_| LAYER_135M).chain([(576, 49152)]).collect();
+    let xs = [data(&[1, 576], Dtype::Bf16, 2)?, data(&[1, 1536], Dtype::Bf16, 3)?];
+    let x_for = |k: usize| &xs[usize::from(k != 576)];
+    for bits in [0usize, 4, 8] {
+        if !t.wants(&name(bits)) {
+            continue;
+        }
+        let mut bytes = 0.0;
+        let mut weights = Vec::new();
+        for (i, &(k, n)) in shapes.iter().enumerate() {
+            let w = data(&[n, k], Dtype::Bf16, 10 + i as u64)?;
+            if bits == 0 {
+                bytes += (n * k * 2) as f64;
+                weights.push((w, None));
+            } else {
+                let (wq, s, b) = fx::quantize(&w, 64, bits, fx::QuantMode::Affine)?;
+                let b = b.unwrap();
+                fx::eval(&[&wq, &s, &b])?;
+                bytes += (n * k * bits / 8 + 2 * (n * k / 64) * 2) as f64;
+                weights.push((wq, Some((s, b))));
+            }
+        }
+        let step = || -> fx::Result<()> {
+            let ys = shapes
+                .iter()
+                .zip(&weights)
+                .map(|(&(k, _), (w, sb))| match sb {
+                    None => fx::matmul(x_for(k), &w.t()),
+                    Some((s, b)) => {
+                        fx::quantized_matmul(x_for(k), w, s, Some(b), true, 64, bits, fx::QuantMode::Affine)
+                    }
+                })
+                .collect::<fx::Result<Vec<_>>>()?;
+            fx::eval(&ys.iter().collect::<Vec<_>>())
+        };
+        step()?;
+        if let Some(rate) = t.case(&name(bits), "135M", "bf16", 20, bytes, "GB/s", || step().unwrap())? {
+            println!("| {}: {:.0}% of read {bw:.1} GB/s |||||", name(bits), 100.0 * rate / bw);
+        }
+    }
+    Ok(())
+}
+
 fn main() -> fx::Result<()> {
     let filter = std::env::args().nth(1).unwrap_or_default();
     println!("ferrox, {} threads", rayon::current_num_threads());
@@ -383,5 +444,6 @@ fn main() -> fx::Result<()> {
     reductions(&t)?;
     fused(&t)?;
     quantized(&t)?;
+    decode_step(&t)?;
     Ok(())
 }

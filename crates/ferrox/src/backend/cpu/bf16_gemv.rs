@@ -67,7 +67,7 @@ pub unsafe fn gemv(x: &[u16], w: RowMatrix, y: &mut [f32]) {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use crate::backend::cpu::simd::hsum_avx2;
+    use crate::backend::cpu::simd::{hsum_avx2, prefetch_ahead};
 
     use super::{RowMatrix, ROWS};
     use crate::backend::cpu::bf16_gemm::x86::{first_lanes, load_bf16, reduce4};
@@ -112,6 +112,7 @@ mod x86 {
     unsafe fn block_avx2<const R: usize>(x: &[u16], w: RowMatrix, j: usize, y: MutPtr<f32>) {
         let k = w.k;
         let rows: [*const u16; R] = std::array::from_fn(|r| w.ptr.add((j + r) * w.ld));
+        prefetch_ahead(rows[0] as *const u8, R * w.ld * 2);
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         let high = _mm256_set1_epi32(0xFFFF_0000u32 as i32);
         let halves = |p: *const u16| {
@@ -141,6 +142,7 @@ mod x86 {
     unsafe fn block<const R: usize>(x: &[u16], w: RowMatrix, j: usize, y: MutPtr<f32>) {
         let k = w.k;
         let rows: [*const u16; R] = std::array::from_fn(|r| w.ptr.add((j + r) * w.ld));
+        prefetch_ahead(rows[0] as *const u8, R * w.ld * 2);
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         let full = u32::MAX;
         let mut c = 0;

@@ -141,3 +141,22 @@ pub(crate) unsafe fn widen8_bf16(p: *const u16) -> std::arch::x86_64::__m256 {
     use std::arch::x86_64::*;
     _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i))))
 }
+
+/// Least bytes past a decode pass's first weight row that the pass prefetches: a few passes
+/// ahead, as a pass's rows are short runs that the hardware prefetcher picks up late (each
+/// pass would otherwise wait on its loads).
+const PREFETCH_AHEAD: usize = 4096;
+
+/// Asks for the `len` bytes a decode pass reads from `start` on, [`PREFETCH_AHEAD`] bytes (or
+/// one pass, if longer) further on, to be brought into the cache a 64-byte line at a time. A
+/// prefetch never faults, so addresses past the end of the data are harmless.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_ahead(start: *const u8, len: usize) {
+    use std::arch::x86_64::*;
+    let ahead = start.wrapping_add(PREFETCH_AHEAD.max(len));
+    for line in (0..len).step_by(64) {
+        // SAFETY: prefetching is an SSE instruction (every x86-64 CPU) and never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8) };
+    }
+}

@@ -94,6 +94,7 @@ mod x86 {
 
     use super::{Task, CHUNK};
     use crate::backend::cpu::bf16_gemm::x86::reduce4;
+    use crate::backend::cpu::simd::prefetch_ahead;
 
     /// Output features `j0..j1` of every row of x.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
@@ -111,6 +112,7 @@ mod x86 {
     #[inline(always)]
     unsafe fn rows<const R: usize, const NR: usize>(t: &Task, j0: usize, j1: usize) {
         let groups = t.v.groups();
+        let lanes = LaneGroups::new(t.v.group_size);
         // Each row's scales and biases as f32, with 16 zeros after them: the last chunk's
         // scale vector may read past the row's groups (its lanes there multiply zeros).
         let stride = groups + 16;
@@ -118,12 +120,29 @@ mod x86 {
         let mut biases = vec![0f32; NR * stride];
         let mut j = j0;
         while j + NR <= j1 {
-            block::<R, NR>(t, j, stride, &mut scales, &mut biases);
+            block::<R, NR>(t, j, &lanes, stride, &mut scales, &mut biases);
             j += NR;
         }
         while j < j1 {
-            block::<R, 1>(t, j, stride, &mut scales, &mut biases);
+            block::<R, 1>(t, j, &lanes, stride, &mut scales, &mut biases);
             j += 1;
+        }
+    }
+
+    /// Which group of its chunk each lane of a chunk's sums covers, made once per range of
+    /// features: the group size is not a constant, so its divisions would otherwise run per pass.
+    struct LaneGroups {
+        /// Lane i covers the chunk's elements 8i..8i + 8: group 8i / gs of the chunk.
+        index: __m512i,
+        /// Groups a chunk spans (the group size divides [`CHUNK`]).
+        per_chunk: usize,
+    }
+
+    impl LaneGroups {
+        #[inline(always)]
+        unsafe fn new(gs: usize) -> LaneGroups {
+            let index: [i32; 16] = std::array::from_fn(|i| (8 * i / gs) as i32);
+            LaneGroups { index: _mm512_loadu_si512(index.as_ptr() as *const __m512i), per_chunk: CHUNK / gs }
         }
     }
 
@@ -145,12 +164,14 @@ mod x86 {
     unsafe fn block<const R: usize, const NR: usize>(
         t: &Task,
         j: usize,
+        lanes: &LaneGroups,
         stride: usize,
         scales: &mut [f32],
         biases: &mut [f32],
     ) {
         let v = t.v;
-        let (cols, gs, groups, bpr) = (v.cols, v.group_size, v.groups(), v.bytes_per_row());
+        let (cols, groups, bpr) = (v.cols, v.groups(), v.bytes_per_row());
+        prefetch_ahead(v.bytes.as_ptr().wrapping_add(j * bpr), NR * bpr);
         for i in 0..NR {
             v.scales.read((j + i) * groups, &mut scales[i * stride..i * stride + groups]);
             if let Some(b) = v.biases {
@@ -158,30 +179,9 @@ mod x86 {
             }
         }
         let chunks = cols.div_ceil(CHUNK);
-        // Groups a chunk spans (gs divides CHUNK): hoisted, as the divisor is not a constant.
-        let chunk_groups = CHUNK / gs;
         // Bytes of the last chunk (a full chunk is 64).
         let tail_bytes = (cols - (chunks - 1) * CHUNK) / 2;
         let tail_mask: u64 = if tail_bytes == 64 { u64::MAX } else { (1u64 << tail_bytes) - 1 };
-        // Lane i of a chunk's sums covers its elements 8i..8i + 8: group 8i / gs of the chunk.
-        let lane_group = _mm512_set_epi32(
-            (120 / gs) as i32,
-            (112 / gs) as i32,
-            (104 / gs) as i32,
-            (96 / gs) as i32,
-            (88 / gs) as i32,
-            (80 / gs) as i32,
-            (72 / gs) as i32,
-            (64 / gs) as i32,
-            (56 / gs) as i32,
-            (48 / gs) as i32,
-            (40 / gs) as i32,
-            (32 / gs) as i32,
-            (24 / gs) as i32,
-            (16 / gs) as i32,
-            (8 / gs) as i32,
-            0,
-        );
         let (low4, magic) = (_mm512_set1_epi16(0x000F), _mm512_set1_epi16(0x4300));
         let mut tot = [[_mm512_setzero_ps(); R]; NR];
         let mut xs = [[as_bf16(_mm512_setzero_si512()); 4]; R];
@@ -206,8 +206,8 @@ mod x86 {
                 let q1 = codes(_mm512_srli_epi16::<4>(w), low4, magic);
                 let q2 = codes(_mm512_srli_epi16::<8>(w), low4, magic);
                 let q3 = codes(_mm512_srli_epi16::<12>(w), low4, magic);
-                let first = c * chunk_groups;
-                let sv = _mm512_permutexvar_ps(lane_group, _mm512_loadu_ps(scales.as_ptr().add(i * stride + first)));
+                let first = c * lanes.per_chunk;
+                let sv = _mm512_permutexvar_ps(lanes.index, _mm512_loadu_ps(scales.as_ptr().add(i * stride + first)));
                 for (t, x) in row_tot.iter_mut().zip(&xs) {
                     let a = _mm512_dpbf16_ps(_mm512_setzero_ps(), q0, x[0]);
                     let b = _mm512_dpbf16_ps(_mm512_setzero_ps(), q1, x[1]);

@@ -29,9 +29,6 @@ use crate::primitives::QuantMode;
 /// Elements of a block: one 16-byte load of 4-bit codes, two of 8-bit ones.
 const BLOCK: usize = 32;
 
-/// Bytes ahead of a pass's first weight row that the pass prefetches.
-const PREFETCH_AHEAD: usize = 4096;
-
 /// Whether the kernel computes products with `v` (affine 4- or 8-bit with biases) on this CPU.
 pub fn applies(v: &View) -> bool {
     matches!(v.kind, Kind::Nibbles | Kind::Bytes)
@@ -121,9 +118,9 @@ struct Task<'a> {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Task, BLOCK, PREFETCH_AHEAD};
+    use super::{Task, BLOCK};
     use crate::backend::cpu::quantized::view::Kind;
-    use crate::backend::cpu::simd::hsum_avx2;
+    use crate::backend::cpu::simd::{hsum_avx2, prefetch_ahead};
 
     /// Output features `j0..j1` of every row of x.
     #[target_feature(enable = "avx2,fma")]
@@ -210,12 +207,7 @@ mod x86 {
         let group_bytes = if NIB { gs / 2 } else { gs };
         let pd = t.prep.padded;
         let bytes = v.bytes.as_ptr();
-        // The weight rows a few passes on, a line at a time (a prefetch never faults, so the
-        // addresses past the matrix's end are harmless).
-        let ahead = bytes.wrapping_add(j * bpr + PREFETCH_AHEAD);
-        for line in (0..NR * bpr).step_by(64) {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8);
-        }
+        prefetch_ahead(bytes.wrapping_add(j * bpr), NR * bpr);
         // Each row's scales times each row of x's steps, and its bias term Σ_g b_g·Σx_g in the
         // lanes of its total (8 groups a vector; the padding is zeros on both sides).
         let mut tot = [[_mm256_setzero_ps(); R]; NR];
