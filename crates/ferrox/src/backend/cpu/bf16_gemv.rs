@@ -2,12 +2,14 @@
 //! (output features) hold k contiguous bf16 values — a Linear layer's weight, or the tied
 //! embedding as the output head.
 //!
-//! Each pass dots [`ROWS`] weight rows with x at once, two accumulators a row: eight
-//! independent chains hide the latency, and the rows' four streams keep enough reads in flight
-//! for the product to run at the memory's speed. With AVX512-BF16 a step is 64 elements
-//! through `vdpbf16ps` (32 exact products of bf16 pairs into 16 f32 lanes per instruction),
-//! the last one loaded under a mask, so any k works. With AVX2 a step is 16 elements, each
-//! bf16 widened to f32 by a shift or mask of its bits (exact) and multiplied-added in f32; the last
+//! With AVX512-BF16 a thread reads its range of rows one row at a time, 64 elements a step
+//! through `vdpbf16ps` (32 exact products of bf16 pairs into 16 f32 lanes per instruction) on
+//! two accumulators, the last step under a mask, so any k works. One contiguous stream a
+//! thread is what the hardware prefetcher follows best: on Zen 4, four rows a pass (four
+//! interleaved streams) read ~20 GB/s over a 135M model's step where one row a pass reads
+//! ~29 (docs/PERF.md, session 17). With AVX2 a pass dots [`ROWS_AVX2`] rows at once, two
+//! accumulators a row, 16 elements a step, each bf16 widened to f32 by a shift or mask of its
+//! bits (exact) and multiplied-added in f32, the pass's rows prefetched ahead; the last
 //! `k mod 16` elements are summed one at a time. Products are exact and sums are f32 either
 //! way.
 
@@ -16,8 +18,9 @@ use super::for_feature_ranges;
 use super::iter::MutPtr;
 use super::simd::{best_isa, Isa};
 
-/// Weight rows one pass reads.
-const ROWS: usize = 4;
+/// Weight rows one pass of the AVX2 kernel reads (tuned on Zen 1, whose 256-bit operations
+/// are two 128-bit halves: the rows share each step's split of x).
+const ROWS_AVX2: usize = 4;
 
 /// A matrix of `n` rows of `k` contiguous bf16 values (as bits), row `j` at `ptr + j · ld`.
 #[derive(Clone, Copy)]
@@ -69,21 +72,15 @@ mod x86 {
 
     use crate::backend::cpu::simd::{hsum_avx2, prefetch_ahead};
 
-    use super::{RowMatrix, ROWS};
-    use crate::backend::cpu::bf16_gemm::x86::{first_lanes, load_bf16, reduce4};
+    use super::{RowMatrix, ROWS_AVX2};
+    use crate::backend::cpu::bf16_gemm::x86::{first_lanes, load_bf16};
     use crate::backend::cpu::iter::MutPtr;
 
-    /// Rows `j0..j1` of `w` dotted with x into `y`.
+    /// Rows `j0..j1` of `w` dotted with x into `y`, one row at a time.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub unsafe fn rows(x: &[u16], w: RowMatrix, j0: usize, j1: usize, y: MutPtr<f32>) {
-        let mut j = j0;
-        while j + ROWS <= j1 {
-            block::<ROWS>(x, w, j, y);
-            j += ROWS;
-        }
-        while j < j1 {
-            block::<1>(x, w, j, y);
-            j += 1;
+        for j in j0..j1 {
+            *y.get().add(j) = dot(x, w.ptr.add(j * w.ld), w.k);
         }
     }
 
@@ -91,9 +88,9 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn rows_avx2(x: &[u16], w: RowMatrix, j0: usize, j1: usize, y: MutPtr<f32>) {
         let mut j = j0;
-        while j + ROWS <= j1 {
-            block_avx2::<ROWS>(x, w, j, y);
-            j += ROWS;
+        while j + ROWS_AVX2 <= j1 {
+            block_avx2::<ROWS_AVX2>(x, w, j, y);
+            j += ROWS_AVX2;
         }
         while j < j1 {
             block_avx2::<1>(x, w, j, y);
@@ -137,42 +134,25 @@ mod x86 {
         }
     }
 
-    /// Rows `j..j + R`.
+    /// The dot product of x with the `k` bf16 values at `row`.
     #[inline(always)]
-    unsafe fn block<const R: usize>(x: &[u16], w: RowMatrix, j: usize, y: MutPtr<f32>) {
-        let k = w.k;
-        let rows: [*const u16; R] = std::array::from_fn(|r| w.ptr.add((j + r) * w.ld));
-        prefetch_ahead(rows[0] as *const u8, R * w.ld * 2);
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    unsafe fn dot(x: &[u16], row: *const u16, k: usize) -> f32 {
+        let mut acc = [_mm512_setzero_ps(); 2];
         let full = u32::MAX;
         let mut c = 0;
-        // SAFETY (whole function): reads stay inside x and the rows (the last through masks).
+        // SAFETY (whole function): reads stay inside x and the row (the last through masks).
         while c + 64 <= k {
-            let x0 = load_bf16(x.as_ptr().add(c), full);
-            let x1 = load_bf16(x.as_ptr().add(c + 32), full);
-            for (a, row) in acc.iter_mut().zip(&rows) {
-                a[0] = _mm512_dpbf16_ps(a[0], load_bf16(row.add(c), full), x0);
-                a[1] = _mm512_dpbf16_ps(a[1], load_bf16(row.add(c + 32), full), x1);
-            }
+            acc[0] = _mm512_dpbf16_ps(acc[0], load_bf16(row.add(c), full), load_bf16(x.as_ptr().add(c), full));
+            acc[1] =
+                _mm512_dpbf16_ps(acc[1], load_bf16(row.add(c + 32), full), load_bf16(x.as_ptr().add(c + 32), full));
             c += 64;
         }
         while c < k {
-            let left = k - c;
-            let mask = first_lanes(left);
-            let xv = load_bf16(x.as_ptr().add(c), mask);
-            for (a, row) in acc.iter_mut().zip(&rows) {
-                a[0] = _mm512_dpbf16_ps(a[0], load_bf16(row.add(c), mask), xv);
-            }
+            let mask = first_lanes(k - c);
+            acc[0] = _mm512_dpbf16_ps(acc[0], load_bf16(row.add(c), mask), load_bf16(x.as_ptr().add(c), mask));
             c += 32;
         }
-        let sums: [__m512; R] = std::array::from_fn(|r| _mm512_add_ps(acc[r][0], acc[r][1]));
-        if R == 4 {
-            _mm_storeu_ps(y.get().add(j), reduce4(sums[0], sums[1], sums[2], sums[3]));
-        } else {
-            for (r, s) in sums.iter().enumerate() {
-                *y.get().add(j + r) = _mm512_reduce_add_ps(*s);
-            }
-        }
+        _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
     }
 }
 
