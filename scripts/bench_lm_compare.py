@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """LLM speed side by side: `ferrox bench` against the real mlx-lm (`python -m mlx_lm benchmark`)
 and, when a built llama.cpp is given, llama.cpp's `llama-bench`, in one run on the same machine,
-with the ratios. Random-weight models shaped like SmolLM2-135M and Qwen2.5-0.5B
+with the ratios. Every generation figure is taken after the prompt (llama-bench's `-d`), so
+attention reads the same context in each tool. Random-weight models shaped like SmolLM2-135M and Qwen2.5-0.5B
 (../shared/bench/make_shapes.py makes them, bf16), batch 1, 512-token prompt, 128 generated
 tokens by default. Three precisions: bf16 and f32 (mlx-lm runs bf16 only) and 4-bit (ferrox on
 `ferrox convert -q` output, affine 4-bit g64, beside llama.cpp's Q4_0; mlx-lm's 4-bit CPU path
@@ -92,12 +93,14 @@ def llama_bench(llama_dir, model_dir, outtype, p, g):
             run([sys.executable, "-c", shim, llama_dir, script, model_dir, "--outtype", convert_type, "--outfile", src])
         if outtype == "q4_0":
             run([os.path.join(llama_dir, "build", "bin", "llama-quantize"), src, gguf, "q4_0"])
-    text = run([os.path.join(llama_dir, "build", "bin", "llama-bench"), "-m", gguf, "-p", str(p), "-n", str(g),
-                "-t", "2", "-o", "json"])
-    rows = json.loads(text[text.index("["):text.rindex("]") + 1])
-    pp = next(r["avg_ts"] for r in rows if r["n_prompt"] > 0)
-    tg = next(r["avg_ts"] for r in rows if r["n_gen"] > 0)
-    return pp, tg
+    def bench(*args):
+        text = run([os.path.join(llama_dir, "build", "bin", "llama-bench"), "-m", gguf, "-t", "2", "-o", "json",
+                    *args])
+        return json.loads(text[text.index("["):text.rindex("]") + 1])[0]["avg_ts"]
+
+    # llama-bench generates from an empty context unless told a depth; ferrox bench and
+    # mlx_lm.benchmark generate after the prompt, so the generation test runs at depth p.
+    return bench("-p", str(p), "-n", "0"), bench("-p", "0", "-n", str(g), "-d", str(p))
 
 
 def main():
