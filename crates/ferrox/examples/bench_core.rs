@@ -292,6 +292,12 @@ fn fused(t: &Table) -> fx::Result<()> {
 /// (SmolLM2-135M's MLP 576 ↔ 1536, Qwen2.5-0.5B's 896 ↔ 4864).
 const QUANT_SHAPES: [(usize, usize); 4] = [(576, 1536), (1536, 576), (896, 4864), (4864, 896)];
 
+/// Bytes of an [n, k] matrix quantized with group size 64: the packed codes and a scale and a
+/// bias per group in `dtype`.
+fn quantized_bytes(n: usize, k: usize, bits: usize, dtype: Dtype) -> f64 {
+    (n * k * bits / 8 + 2 * (n * k / 64) * dtype.size()) as f64
+}
+
 /// The all-threads read bandwidth (GB/s) of a plain Rust sum over 256 MiB: the roofline of
 /// the decode kernel.
 fn read_bandwidth() -> f64 {
@@ -331,7 +337,7 @@ fn quantized(t: &Table) -> fx::Result<()> {
             let (wq, s, b) = fx::quantize(&w, 64, bits, fx::QuantMode::Affine)?;
             fx::eval(&[&wq, &s, b.as_ref().unwrap()])?;
             let b = b.unwrap();
-            let bytes = (n * k * bits / 8 + 2 * (n * k / 64) * dtype.size()) as f64;
+            let bytes = quantized_bytes(n, k, bits, dtype);
             let x1 = data(&[1, k], dtype, 2)?;
             let qmv = || fx::quantized_matmul(&x1, &wq, &s, Some(&b), true, 64, bits, fx::QuantMode::Affine);
             let shape = format!("K{k} N{n}");
@@ -408,7 +414,7 @@ fn decode_step(t: &Table) -> fx::Result<()> {
                 let (wq, s, b) = fx::quantize(&w, 64, bits, fx::QuantMode::Affine)?;
                 let b = b.unwrap();
                 fx::eval(&[&wq, &s, &b])?;
-                bytes += (n * k * bits / 8 + 2 * (n * k / 64) * 2) as f64;
+                bytes += quantized_bytes(n, k, bits, Dtype::Bf16);
                 weights.push((wq, Some((s, b))));
             }
         }

@@ -13,10 +13,8 @@
 //! `y = Σ_g s_g·(x_g·(q_g + 128)) + (b_g − 128·s_g)·Σx_g`. Products of bf16 values are exact
 //! in f32; the offset enlarges the terms summed by at most 16×, far below bf16's precision.
 
-use super::view::{Kind, View};
+use super::view::{for_decode_ranges, DecodeTask, Kind, View};
 use crate::backend::cpu::bf16_gemm;
-use crate::backend::cpu::for_feature_ranges;
-use crate::backend::cpu::iter::MutPtr;
 use crate::primitives::QuantMode;
 
 /// Elements of x (and of a packed row) one pass of the inner loop reads.
@@ -67,26 +65,17 @@ fn prepare(x: &[f32], r: usize, cols: usize, gs: usize) -> Prepared {
 pub fn qmv_bf16(x: &[f32], r: usize, v: &View, y: &mut [f32]) {
     debug_assert!(applies(v) && (1..=4).contains(&r));
     let prep = prepare(x, r, v.cols, v.group_size);
-    let n = v.rows;
-    let yp = MutPtr(y.as_mut_ptr());
-    let task = |j0: usize, j1: usize| {
-        let t = Task { v, prep: &prep, r, y: yp };
+    for_decode_ranges(v, &prep, r, y, |t, j0, j1| {
         // SAFETY: `applies` checked the CPU's features.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            x86::run(&t, j0, j1)
+            x86::run(t, j0, j1)
         }
-    };
-    for_feature_ranges(n, v.cols, task);
+    });
 }
 
 /// What every range of output features shares.
-struct Task<'a> {
-    v: &'a View<'a>,
-    prep: &'a Prepared,
-    r: usize,
-    y: MutPtr<f32>,
-}
+type Task<'a> = DecodeTask<'a, Prepared>;
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {

@@ -20,9 +20,7 @@
 //! prefetched: the rows of a pass are short runs that the hardware prefetcher follows late.
 
 use super::qmv::QMV_MAX_ROWS;
-use super::view::{Kind, View};
-use crate::backend::cpu::for_feature_ranges;
-use crate::backend::cpu::iter::MutPtr;
+use super::view::{for_decode_ranges, DecodeTask, Kind, View};
 use crate::backend::cpu::simd::{best_isa, Isa};
 use crate::primitives::QuantMode;
 
@@ -94,25 +92,17 @@ fn prepare(x: &[f32], r: usize, v: &View) -> Prepared {
 pub fn qmv_i16(x: &[f32], r: usize, v: &View, y: &mut [f32]) {
     debug_assert!(applies(v) && (1..=QMV_MAX_ROWS).contains(&r));
     let prep = prepare(x, r, v);
-    let yp = MutPtr(y.as_mut_ptr());
-    let task = |j0: usize, j1: usize| {
-        let t = Task { v, prep: &prep, r, y: yp };
+    for_decode_ranges(v, &prep, r, y, |t, j0, j1| {
         // SAFETY: `applies` checked that the CPU has AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            x86::run(&t, j0, j1)
+            x86::run(t, j0, j1)
         }
-    };
-    for_feature_ranges(v.rows, v.cols, task);
+    });
 }
 
 /// What every range of output features shares.
-struct Task<'a> {
-    v: &'a View<'a>,
-    prep: &'a Prepared,
-    r: usize,
-    y: MutPtr<f32>,
-}
+type Task<'a> = DecodeTask<'a, Prepared>;
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {

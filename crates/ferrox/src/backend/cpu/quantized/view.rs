@@ -5,6 +5,8 @@ use half::{bf16, f16};
 
 use super::formats::{e8m0_to_f32, fp8_table, FP4_VALUES};
 use super::qmm::{QMat, Scale};
+use crate::backend::cpu::for_feature_ranges;
+use crate::backend::cpu::iter::MutPtr;
 use crate::primitives::QuantMode;
 
 /// Largest group size (sizes per-row scratch buffers).
@@ -168,4 +170,30 @@ pub fn decode_floats(mode: QuantMode, src: &[u8], out: &mut [f32]) {
             pair[1] = FP4_VALUES[(b >> 4) as usize];
         }
     }
+}
+
+/// What every range of output features of a decode kernel shares: the matrix, x as the kernel
+/// prepared it (`P`), the rows of x, and the output `[r, v.rows]`.
+pub struct DecodeTask<'a, P> {
+    /// The packed matrix.
+    pub v: &'a View<'a>,
+    /// x in the kernel's own layout.
+    pub prep: &'a P,
+    /// Rows of x.
+    pub r: usize,
+    /// The output.
+    pub y: MutPtr<f32>,
+}
+
+/// Runs `run` over ranges of `v`'s output features split across threads
+/// ([`for_feature_ranges`]), each range with the task they share; `y` is `[r, v.rows]`.
+pub fn for_decode_ranges<P: Sync>(
+    v: &View,
+    prep: &P,
+    r: usize,
+    y: &mut [f32],
+    run: impl Fn(&DecodeTask<P>, usize, usize) + Sync,
+) {
+    let y = MutPtr(y.as_mut_ptr());
+    for_feature_ranges(v.rows, v.cols, |j0, j1| run(&DecodeTask { v, prep, r, y }, j0, j1));
 }
