@@ -284,6 +284,17 @@ fn fused(t: &Table) -> fx::Result<()> {
         t.op("sdpa decode", "B1 Hq32 Hkv8 L1 S2048 D128", dname(dtype), 20, bytes, "GB/s", || {
             fx::fast::scaled_dot_product_attention(&q, &k, &v, scale, SdpaMask::None)
         })?;
+        // SmolLM2-135M's heads after a 512-token prompt: three key/value heads, fewer than
+        // twice the threads here.
+        let (hq, hkv, s, d) = (9usize, 3usize, 576usize, 64usize);
+        let q = data(&[b, hq, 1, d], dtype, 7)?;
+        let k = data(&[b, hkv, s, d], dtype, 8)?;
+        let v = data(&[b, hkv, s, d], dtype, 9)?;
+        let bytes = 2.0 * (b * hkv * s * d * dtype.size()) as f64;
+        let scale = 1.0 / (d as f32).sqrt();
+        t.op("sdpa decode", "B1 Hq9 Hkv3 L1 S576 D64", dname(dtype), 50, bytes, "GB/s", || {
+            fx::fast::scaled_dot_product_attention(&q, &k, &v, scale, SdpaMask::Causal)
+        })?;
     }
     Ok(())
 }
@@ -383,38 +394,40 @@ fn quantized(t: &Table) -> fx::Result<()> {
 const LAYER_135M: [(usize, usize); 4] = [(576, 960), (576, 576), (576, 3072), (1536, 576)];
 
 /// The products of one decode step of a SmolLM2-135M-shaped model (30 layers and the tied
-/// output head, every weight its own matrix: 76 MB at 4-bit, 269 MB in bf16, so they stream
+/// output head, every weight its own matrix: 76 MB at 4-bit, 269 MB in bf16, 538 MB in f32, so they stream
 /// from memory as in a real step, unlike the cases above whose one matrix stays in the cache),
 /// evaluated together, one row of x each. Rated by the bytes of all the weights, as a share
 /// of the read bandwidth.
 fn decode_step(t: &Table) -> fx::Result<()> {
-    let name = |bits: usize| match bits {
-        0 => "decode step bf16".to_string(),
+    // (weights' dtype, bits): 0 bits is the dense matrix itself.
+    let variants = [(Dtype::Bf16, 0usize), (Dtype::F32, 0), (Dtype::Bf16, 4), (Dtype::Bf16, 8)];
+    let name = |(dtype, bits): (Dtype, usize)| match bits {
+        0 => format!("decode step {}", dname(dtype)),
         _ => format!("decode step {bits}-bit g64"),
     };
-    if ![0, 4, 8].iter().any(|&bits| t.wants(&name(bits))) {
+    if !variants.iter().any(|&v| t.wants(&name(v))) {
         return Ok(());
     }
     let bw = read_bandwidth();
     let shapes: Vec<(usize, usize)> = (0..30).flat_map(|_| LAYER_135M).chain([(576, 49152)]).collect();
-    let xs = [data(&[1, 576], Dtype::Bf16, 2)?, data(&[1, 1536], Dtype::Bf16, 3)?];
-    let x_for = |k: usize| &xs[usize::from(k != 576)];
-    for bits in [0usize, 4, 8] {
-        if !t.wants(&name(bits)) {
+    for (dtype, bits) in variants {
+        if !t.wants(&name((dtype, bits))) {
             continue;
         }
+        let xs = [data(&[1, 576], dtype, 2)?, data(&[1, 1536], dtype, 3)?];
+        let x_for = |k: usize| &xs[usize::from(k != 576)];
         let mut bytes = 0.0;
         let mut weights = Vec::new();
         for (i, &(k, n)) in shapes.iter().enumerate() {
-            let w = data(&[n, k], Dtype::Bf16, 10 + i as u64)?;
+            let w = data(&[n, k], dtype, 10 + i as u64)?;
             if bits == 0 {
-                bytes += (n * k * 2) as f64;
+                bytes += (n * k * dtype.size()) as f64;
                 weights.push((w, None));
             } else {
                 let (wq, s, b) = fx::quantize(&w, 64, bits, fx::QuantMode::Affine)?;
                 let b = b.unwrap();
                 fx::eval(&[&wq, &s, &b])?;
-                bytes += quantized_bytes(n, k, bits, Dtype::Bf16);
+                bytes += quantized_bytes(n, k, bits, dtype);
                 weights.push((wq, Some((s, b))));
             }
         }
@@ -432,8 +445,9 @@ fn decode_step(t: &Table) -> fx::Result<()> {
             fx::eval(&ys.iter().collect::<Vec<_>>())
         };
         step()?;
-        if let Some(rate) = t.case(&name(bits), "135M", "bf16", 20, bytes, "GB/s", || step().unwrap())? {
-            println!("| {}: {:.0}% of read {bw:.1} GB/s |||||", name(bits), 100.0 * rate / bw);
+        let case = name((dtype, bits));
+        if let Some(rate) = t.case(&case, "135M", dname(dtype), 20, bytes, "GB/s", || step().unwrap())? {
+            println!("| {case}: {:.0}% of read {bw:.1} GB/s |||||", 100.0 * rate / bw);
         }
     }
     Ok(())

@@ -455,6 +455,58 @@ fn attention_reads_kv_cache_prefix_views() {
     assert_close(&got, &want, 2f64.powi(-8) * 1.05, 1e-4, "bf16 attention over cache views");
 }
 
+/// Decode over a long context (its keys split into chunks that are joined afterwards) with a
+/// mask that hides the first half of the keys — whole chunks of them — in f64, f32, f16 and
+/// bf16: the same as attention over the second half alone, with Dv ≠ Dk.
+#[test]
+fn decode_attention_joins_chunks_under_a_mask() {
+    let (hq, hkv, s, dk, dv, hidden) = (4usize, 2usize, 300usize, 64usize, 48usize, 150usize);
+    let q = values(hq * dk, 41, -1.0, 1.0);
+    let k = values(hkv * s * dk, 42, -1.0, 1.0);
+    let v = values(hkv * s * dv, 43, -1.0, 1.0);
+    let keep: Vec<bool> = (0..s).map(|j| j >= hidden).collect();
+    let mask = Array::from_slice(&keep, &[1, 1, 1, s]).unwrap();
+    let scale = 1.0 / (dk as f64).sqrt();
+    // The reference over the visible keys only, every value first rounded to the dtype.
+    let reference = |round: &dyn Fn(&[f64]) -> Vec<f64>| -> Vec<f64> {
+        let (q, k, v) = (round(&q), round(&k), round(&v));
+        let mut out = Vec::new();
+        for h in 0..hq {
+            let kh = h / (hq / hkv);
+            let sc: Vec<f64> = (hidden..s)
+                .map(|j| (0..dk).map(|t| q[h * dk + t] * k[(kh * s + j) * dk + t]).sum::<f64>() * scale)
+                .collect();
+            let p = softmax_ref(&sc, s - hidden);
+            for t in 0..dv {
+                out.push((hidden..s).map(|j| p[j - hidden] * v[(kh * s + j) * dv + t]).sum());
+            }
+        }
+        out
+    };
+    let f16_values = |x: &[f64]| x.iter().map(|&v| half::f16::from_f64(v).to_f64()).collect::<Vec<_>>();
+    // (dtype, rounding to it, relative and absolute tolerance)
+    type Case<'a> = (Dtype, &'a dyn Fn(&[f64]) -> Vec<f64>, f64, f64);
+    let cases: [Case; 4] = [
+        (Dtype::F64, &|x: &[f64]| x.to_vec(), 1e-12, 1e-14),
+        (Dtype::F32, &|x: &[f64]| f32s(x).iter().map(|&v| v as f64).collect(), 1e-4, 1e-5),
+        (Dtype::F16, &f16_values, 2f64.powi(-11) * 1.05, 1e-3),
+        (Dtype::Bf16, &bf16_values, 2f64.powi(-8) * 1.05, 1e-3),
+    ];
+    for (dtype, round, rel, abs) in cases {
+        let a = |x: &[f64], shape: &[usize]| fx::astype(&Array::from_slice(x, shape).unwrap(), dtype).unwrap();
+        let got = fx::fast::scaled_dot_product_attention(
+            &a(&q, &[1, hq, 1, dk]),
+            &a(&k, &[1, hkv, s, dk]),
+            &a(&v, &[1, hkv, s, dv]),
+            scale as f32,
+            SdpaMask::Array(mask.clone()),
+        )
+        .unwrap();
+        let got = fx::astype(&got, Dtype::F64).unwrap().to_vec::<f64>().unwrap();
+        assert_close(&got, &reference(round), rel, abs, &format!("{dtype:?} decode attention under a mask"));
+    }
+}
+
 #[test]
 fn f32_single_row_matmul_layouts() {
     // One row of a times b stored three ways: row-major [k, n], the transpose of a row-major

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::primitives::AttentionMask;
 use crate::shape::broadcast_strides;
 
-use super::bf16_attention;
+use super::decode_attention;
 use super::iter::{alloc_out, fold_slice, host_values, row_offsets, Ptr, PAR_CHUNK, PAR_THRESHOLD};
 use super::math::exp_f32;
 use super::simd::{dispatch, inline_always, Isa};
@@ -79,7 +79,7 @@ pub(super) fn row_major(x: &Array) -> Result<Data> {
 /// A [B, H, S, D] attention operand whose (batch, head) blocks are each a row-major S×D run
 /// (a KV cache's prefix view is one, with its heads `capacity × D` apart): its data, copied
 /// only when a block is not such a run, and each block's offset from the data's first element.
-fn head_blocks(x: &Array) -> Result<(Data, Vec<isize>)> {
+pub(super) fn head_blocks(x: &Array) -> Result<(Data, Vec<isize>)> {
     let sh = x.shape();
     let d = x.data()?;
     let runs = (sh[2] <= 1 || d.strides[2] == sh[3] as isize) && (sh[3] <= 1 || d.strides[3] == 1);
@@ -415,74 +415,25 @@ pub fn rope(
 }
 
 /// softmax(q kᵀ · scale + mask) v for q [B, Hq, L, D], k [B, Hkv, S, D], v [B, Hkv, S, Dv].
+/// Few query rows per key/value head (decode) take [`decode_attention`].
 pub fn attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape: &[usize]) -> Result<Data> {
+    let decode = decode_attention::rows_per_kv_head(inputs) <= decode_attention::DECODE_ROWS;
     // Compute in f64 for f64 inputs, in f32 otherwise.
     match inputs[0].dtype() {
+        Dtype::F64 if decode => decode_attention::decode_attention::<f64, f64>(inputs, scale as f64, mask, shape),
+        Dtype::F32 if decode => decode_attention::decode_attention::<f32, f32>(inputs, scale, mask, shape),
+        Dtype::F16 if decode => decode_attention::decode_attention::<f16, f32>(inputs, scale, mask, shape),
+        Dtype::Bf16 if decode => decode_attention::decode_attention::<bf16, f32>(inputs, scale, mask, shape),
         Dtype::F64 => attention_in::<f64, f64>(inputs, scale as f64, mask, shape),
         Dtype::F32 => attention_in::<f32, f32>(inputs, scale, mask, shape),
         Dtype::F16 => attention_in::<f16, f32>(inputs, scale, mask, shape),
-        Dtype::Bf16 if decode_rows(inputs) <= DIRECT_ROWS && bf16_attention::applies() => {
-            bf16_decode_attention(inputs, scale, mask, shape)
-        }
         Dtype::Bf16 => attention_in::<bf16, f32>(inputs, scale, mask, shape),
         dtype => unreachable!("attention on {dtype}"),
     }
 }
 
-/// Query rows per (batch, key/value head): the grouped query heads times the queries.
-fn decode_rows(inputs: &[Array]) -> usize {
-    let (q, k) = (inputs[0].shape(), inputs[1].shape());
-    q[1] / k[1].max(1) * q[2]
-}
-
-/// [`attention`] of few query rows (decode) for bf16 inputs through [`bf16_attention`]: one
-/// task per query row (balanced across threads even with few key/value heads), reading that
-/// head's K and V in place.
-fn bf16_decode_attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape: &[usize]) -> Result<Data> {
-    let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
-    let (b, hq, l, dk) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
-    let (hkv, s, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
-    let rows = decode_rows(inputs);
-    let dq = row_major(q)?;
-    // SAFETY: row-major data of q's size; bf16 values read as their bits.
-    let qs = unsafe { std::slice::from_raw_parts(dq.ptr::<u16>(), q.size()) };
-    let ((dkd, koff), (dvd, voff)) = (head_blocks(k)?, head_blocks(v)?);
-    let (kp, vp) = (Ptr(dkd.ptr::<u16>()), Ptr(dvd.ptr::<u16>()));
-    let masked = ScoreMask::<f32>::new::<bf16>(inputs, mask, [b, hq, hkv, l, s])?;
-    alloc_out::<bf16>(shape, |out| {
-        if dv == 0 {
-            return Ok(());
-        }
-        out.par_chunks_mut(dv).enumerate().for_each(|(i, o)| {
-            let (bk, r) = (i / rows, i % rows);
-            // SAFETY: block bk of K (V) is a row-major S×Dk (S×Dv) run at its offset.
-            let (kt, vt) = unsafe {
-                (
-                    std::slice::from_raw_parts(kp.get().offset(koff[bk]), s * dk),
-                    std::slice::from_raw_parts(vp.get().offset(voff[bk]), s * dv),
-                )
-            };
-            let mut p = vec![0f32; s];
-            bf16_attention::scores(&qs[i * dk..(i + 1) * dk], kt, dk, scale, &mut p);
-            dispatch(
-                #[inline(always)]
-                |isa| masked.softmax_rows(bk, r, s, &mut p, isa),
-            );
-            let mut acc = vec![0f32; dv];
-            bf16_attention::weighted_sum(&p, vt, &mut acc);
-            for (ov, a) in o.iter_mut().zip(acc) {
-                *ov = bf16::from_acc(a);
-            }
-        });
-        Ok(())
-    })
-}
-
 /// Query rows per attention task: bounds the score matrix at `QUERY_BLOCK × S`.
 pub(super) const QUERY_BLOCK: usize = 128;
-
-/// Up to this many query rows per key/value head (decode), attention reads K and V directly.
-const DIRECT_ROWS: usize = 8;
 
 /// `Σ a[i] · b[i]`, with `b` read in its own dtype; 16 independent lanes (vectorizes).
 #[inline(always)]
@@ -545,39 +496,6 @@ fn attention_in<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
     let softmax_rows = |bk: usize, r0: usize, width: usize, scores: &mut [F], isa: Isa| {
         masked.softmax_rows(bk, r0, width, scores, isa)
     };
-    // Few query rows (decode): dot products and row updates that read K and V in their own
-    // dtype, once, with no conversion pass and no copy.
-    let direct = inline_always(
-        #[inline(always)]
-        |bk: usize, o: &mut [T], isa: Isa| {
-            let mut qbuf = Vec::new();
-            let qh = as_compute(&qs[bk * rows * dk..(bk + 1) * rows * dk], &mut qbuf);
-            let (kt, vt) = (kblock(bk), vblock(bk));
-            let mut scores = vec![F::ZERO; rows * s];
-            if dk > 0 {
-                for (j, krow) in kt.chunks_exact(dk).enumerate() {
-                    for (r, qrow) in qh.chunks_exact(dk).enumerate() {
-                        scores[r * s + j] = Acc::mul(dot(qrow, krow), scale);
-                    }
-                }
-            }
-            softmax_rows(bk, 0, s, &mut scores, isa);
-            let mut acc = vec![F::ZERO; rows * dv];
-            for (j, vrow) in vt.chunks_exact(dv).enumerate() {
-                for (r, orow) in acc.chunks_exact_mut(dv).enumerate() {
-                    let p = scores[r * s + j];
-                    if p != F::ZERO {
-                        for (a, v) in orow.iter_mut().zip(vrow) {
-                            *a = Acc::add(*a, Acc::mul(p, v.to_acc()));
-                        }
-                    }
-                }
-            }
-            for (ov, &a) in o.iter_mut().zip(&acc) {
-                *ov = T::from_acc(a);
-            }
-        },
-    );
     // One block of query rows `r0..r0 + o.len() / dv` of (batch, kv head) `bk`, with K and V
     // in the compute type.
     let block = inline_always(
@@ -670,12 +588,6 @@ fn attention_in<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
             return Ok(());
         }
         out.par_chunks_mut(rows * dv).enumerate().for_each(|(bk, ob)| {
-            if rows <= DIRECT_ROWS {
-                return dispatch(
-                    #[inline(always)]
-                    |isa| direct(bk, ob, isa),
-                );
-            }
             let (mut kbuf, mut vbuf) = (Vec::new(), Vec::new());
             let (kf, vf) = dispatch(
                 #[inline(always)]
@@ -747,34 +659,40 @@ impl<F: Real + Element<Acc = F>> ScoreMask<F> {
         (last + 1 + s - l).min(s)
     }
 
+    /// Applies the mask to `row`, the scores of keys `j0..j0 + row.len()` of query row `r` of
+    /// (batch, kv head) `bk` (row `r` is head `r / L`, query `r % L` of the group): hidden
+    /// keys get the lowest value, an additive mask is added.
+    #[inline(always)]
+    pub(super) fn apply(&self, bk: usize, r: usize, j0: usize, row: &mut [F]) {
+        let [b, hq, hkv, l, keys] = self.dims;
+        let (g, i) = (r / l, r % l);
+        match self.mask {
+            AttentionMask::Causal => {
+                // Query i sees keys 0..=i + S − L.
+                let visible = (i + keys + 1).saturating_sub(l + j0);
+                for x in row.iter_mut().skip(visible) {
+                    *x = F::MIN;
+                }
+            }
+            AttentionMask::Array => {
+                let h = bk % hkv * (hq / hkv.max(1)) + g;
+                let mst = &self.strides;
+                let [base] = row_offsets::<1>(&[b, hq, l], &[mst[..3].to_vec()], (bk / hkv * hq + h) * l + i);
+                for (j, x) in row.iter_mut().enumerate() {
+                    *x = Acc::add(*x, self.values[(base + (j0 + j) as isize * mst[3]) as usize]);
+                }
+            }
+            AttentionMask::None => {}
+        }
+    }
+
     /// Masked softmax, in place, of the scores (rows of the first `width` ≥
     /// [`Self::keys_visible`] keys) of query rows `r0..` of (batch, kv head) `bk`, whose query
     /// heads are consecutive (row `r` is head `r / L`, query `r % L` of the group).
     #[inline(always)]
     pub(super) fn softmax_rows(&self, bk: usize, r0: usize, width: usize, scores: &mut [F], isa: Isa) {
-        let [b, hq, hkv, l, keys] = self.dims;
-        let group = hq / hkv.max(1);
-        let (bi, kh) = (bk / hkv, bk % hkv);
         for (ri, row) in scores.chunks_exact_mut(width.max(1)).enumerate() {
-            let (g, i) = ((r0 + ri) / l, (r0 + ri) % l);
-            let h = kh * group + g;
-            match self.mask {
-                AttentionMask::Causal => {
-                    // Query i sees keys 0..=i + S − L.
-                    let limit = i + keys - l;
-                    for x in row.iter_mut().skip(limit + 1) {
-                        *x = F::MIN;
-                    }
-                }
-                AttentionMask::Array => {
-                    let mst = &self.strides;
-                    let [base] = row_offsets::<1>(&[b, hq, l], &[mst[..3].to_vec()], (bi * hq + h) * l + i);
-                    for (j, x) in row.iter_mut().enumerate() {
-                        *x = Acc::add(*x, self.values[(base + j as isize * mst[3]) as usize]);
-                    }
-                }
-                AttentionMask::None => {}
-            }
+            self.apply(bk, r0 + ri, 0, row);
             // The largest non-NaN score.
             let m = fold_slice(
                 row,

@@ -1,12 +1,13 @@
 //! The CPU backend: rayon-parallel kernels over strided data.
 
+mod attention_kernels;
 mod attention_vjp;
-mod bf16_attention;
 mod bf16_gemm;
 mod bf16_gemv;
 mod binary;
 mod conv;
 pub(crate) mod copy;
+mod decode_attention;
 mod fast;
 mod fused;
 mod fused_block;

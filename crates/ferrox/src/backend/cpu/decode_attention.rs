@@ -1,0 +1,326 @@
+//! Attention of few query rows against many keys (decode): the keys of each (batch, key/value
+//! head) are split into chunks, so both threads stream K and V even when a model has fewer
+//! key/value heads than twice the threads (SmolLM2-135M has 3). A task takes every query row
+//! of one key/value head (its grouped query heads read K and V once, from the cache) over one
+//! chunk of keys and leaves, per row, the chunk's largest score, its sum of exponentials and
+//! the unnormalized weighted sum of values; a second pass joins the chunks of a row
+//! (rescaling by the largest scores), as flash-decoding does.
+//!
+//! The inner loops are [`attention_kernels`]' where the CPU runs them (bf16 on AVX512-BF16 or
+//! AVX2, f32 and f16 on AVX-512); otherwise, and for f64, this module's portable ones, which
+//! dot four keys at a time in the compute type.
+
+use std::any::TypeId;
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use crate::array::{Array, Data};
+use crate::dtype::Dtype;
+use crate::element::{Acc, Element};
+use crate::error::Result;
+use crate::primitives::AttentionMask;
+
+use super::attention_kernels;
+use super::fast::{as_compute, head_blocks, row_major, Real, ScoreMask};
+use super::iter::{alloc_out, fold_slice, Ptr};
+use super::simd::{dispatch, Isa};
+
+/// Up to this many query rows per key/value head, attention runs here.
+pub(super) const DECODE_ROWS: usize = 8;
+
+/// Fewest keys a chunk takes (below it, splitting costs more than it spreads).
+const MIN_CHUNK: usize = 64;
+
+/// Query rows per (batch, key/value head): the grouped query heads times the queries.
+pub(super) fn rows_per_kv_head(inputs: &[Array]) -> usize {
+    let (q, k) = (inputs[0].shape(), inputs[1].shape());
+    q[1] / k[1].max(1) * q[2]
+}
+
+/// softmax(q kᵀ · scale + mask) v for q [B, Hq, L, Dk], k [B, Hkv, S, Dk], v [B, Hkv, S, Dv]
+/// with at most [`DECODE_ROWS`] query rows per key/value head, computing in `F`.
+pub(super) fn decode_attention<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
+    inputs: &[Array],
+    scale: F,
+    mask: AttentionMask,
+    shape: &[usize],
+) -> Result<Data> {
+    let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+    let (b, hq, l, dk) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+    let (hkv, s, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
+    let rows = rows_per_kv_head(inputs);
+    let heads = b * hkv;
+    let dq = row_major(q)?;
+    // SAFETY: row-major data of q's size.
+    let qs = unsafe { std::slice::from_raw_parts(dq.ptr::<T>(), q.size()) };
+    let ((dkd, koff), (dvd, voff)) = (head_blocks(k)?, head_blocks(v)?);
+    let (kp, vp) = (Ptr(dkd.ptr::<T>()), Ptr(dvd.ptr::<T>()));
+    let masked = ScoreMask::<F>::new::<T>(inputs, mask, [b, hq, hkv, l, s])?;
+    let kernels = Kernels::for_dtype(T::DTYPE);
+    // Chunks per head: enough tasks for a few per thread, none under MIN_CHUNK keys.
+    let want = (4 * rayon::current_num_threads()).div_ceil(heads.max(1));
+    let chunk = s.div_ceil(want).max(MIN_CHUNK).min(s.max(1));
+    let chunks = s.div_ceil(chunk).max(1);
+    // A task's result per query row: the weighted sum, then the largest score and the sum.
+    let part = dv + 2;
+    alloc_out::<T>(shape, |out| {
+        if out.is_empty() || heads == 0 {
+            return Ok(());
+        }
+        let mut parts = vec![F::ZERO; heads * chunks * rows * part];
+        let task = |(t, res): (usize, &mut [F])| {
+            let (bk, c) = (t / chunks, t % chunks);
+            let (j0, j1) = (c * chunk, s.min((c + 1) * chunk));
+            let n = j1 - j0;
+            // SAFETY: block bk of K (V) is a row-major S×Dk (S×Dv) run at its offset.
+            let (kt, vt) = unsafe {
+                (
+                    std::slice::from_raw_parts(kp.get().offset(koff[bk]).add(j0 * dk), n * dk),
+                    std::slice::from_raw_parts(vp.get().offset(voff[bk]).add(j0 * dv), n * dv),
+                )
+            };
+            let qh = &qs[bk * rows * dk..(bk + 1) * rows * dk];
+            dispatch(
+                #[inline(always)]
+                |isa| {
+                    let mut p = vec![F::ZERO; n];
+                    let mut qbuf = Vec::new();
+                    let qf = if kernels == Kernels::Bf16 { &[][..] } else { as_compute(qh, &mut qbuf) };
+                    for (r, res) in res.chunks_exact_mut(part).enumerate() {
+                        let (qt, qf) = (&qh[r * dk..(r + 1) * dk], qf.get(r * dk..(r + 1) * dk).unwrap_or(&[]));
+                        if !simd_scores(kernels, qt, qf, kt, dk, f32_of(scale), &mut p) {
+                            scores(qf, kt, dk, scale, &mut p);
+                        }
+                        masked.apply(bk, r, j0, &mut p);
+                        let (acc, stats) = res.split_at_mut(dv);
+                        let m = exponentiate(&mut p, isa);
+                        stats[0] = m;
+                        stats[1] = fold_slice(&p, F::ZERO, Acc::add, |x: F| x);
+                        if m == F::MIN {
+                            acc.iter_mut().for_each(|a| *a = F::ZERO);
+                        } else if !simd_weighted_sum(kernels, &p, vt, acc) {
+                            weighted_sum(&p, vt, acc);
+                        }
+                    }
+                },
+            )
+        };
+        let tasks = heads * chunks;
+        if tasks == 1 {
+            task((0, &mut parts[..]));
+        } else {
+            parts.par_chunks_mut(rows * part).enumerate().for_each(task);
+        }
+        // Join the chunks of each row: Σ e^(m_c − M) · acc_c / Σ e^(m_c − M) · sum_c.
+        let join = |(i, o): (usize, &mut [T])| {
+            let (bk, r) = (i / rows, i % rows);
+            let part_of = |c: usize| &parts[((bk * chunks + c) * rows + r) * part..][..part];
+            let m = (0..chunks).map(|c| part_of(c)[dv]).fold(F::MIN, |a, x| if x > a { x } else { a });
+            if m == F::MIN {
+                o.iter_mut().for_each(|x| *x = T::from_acc(F::ZERO));
+                return;
+            }
+            let weights: Vec<F> =
+                (0..chunks).map(|c| dispatch(|isa| Real::exp(Acc::sub(part_of(c)[dv], m), isa))).collect();
+            let total = (0..chunks).fold(F::ZERO, |t, c| Acc::add(t, Acc::mul(weights[c], part_of(c)[dv + 1])));
+            let inv = Acc::div(F::ONE, total);
+            for (d, x) in o.iter_mut().enumerate() {
+                let sum = (0..chunks).fold(F::ZERO, |t, c| Acc::add(t, Acc::mul(weights[c], part_of(c)[d])));
+                *x = T::from_acc(Acc::mul(sum, inv));
+            }
+        };
+        if dv > 0 {
+            out.chunks_mut(dv).enumerate().for_each(join);
+        }
+        Ok(())
+    })
+}
+
+/// `x ← e^(x − max x)` in place; returns the largest (non-NaN) score, or `F::MIN` (all
+/// hidden: the scores are left alone).
+#[inline(always)]
+fn exponentiate<F: Real + Element<Acc = F>>(p: &mut [F], isa: Isa) -> F {
+    let m = fold_slice(
+        p,
+        F::MIN,
+        #[inline(always)]
+        |a: F, b: F| if b > a { b } else { a },
+        |x: F| x,
+    );
+    if m != F::MIN {
+        for x in p.iter_mut() {
+            *x = Real::exp(Acc::sub(*x, m), isa);
+        }
+    } else {
+        p.iter_mut().for_each(|x| *x = F::ZERO);
+    }
+    m
+}
+
+/// `out[j] = scale · q · k_j` over the rows of `k` (`dk` values each, in their own type).
+/// Four keys go together, each with [`LANES`] independent sums, so a key's loads and
+/// multiply-adds overlap those of the other three.
+#[inline(always)]
+fn scores<T: Element<Acc = F>, F: Real + Element<Acc = F>>(q: &[F], k: &[T], dk: usize, scale: F, out: &mut [F]) {
+    if dk == 0 {
+        out.iter_mut().for_each(|x| *x = F::ZERO);
+        return;
+    }
+    let mut keys = k.chunks_exact(4 * dk);
+    let mut o = out.chunks_exact_mut(4);
+    for (k4, o4) in (&mut keys).zip(&mut o) {
+        let mut lanes = [[F::ZERO; LANES]; 4];
+        let mut tail = [F::ZERO; 4];
+        let full = dk - dk % LANES;
+        for (c, qv) in q[..full].chunks_exact(LANES).enumerate() {
+            // Fixed-size steps and loops of constant length, so they unroll into vector code
+            // with no bounds checks.
+            let qv: &[F; LANES] = qv.try_into().unwrap();
+            let kv: [&[T; LANES]; 4] = std::array::from_fn(|kr| k4[kr * dk + c * LANES..][..LANES].try_into().unwrap());
+            for e in 0..LANES {
+                for kr in 0..4 {
+                    lanes[kr][e] = Acc::add(lanes[kr][e], Acc::mul(qv[e], kv[kr][e].to_acc()));
+                }
+            }
+        }
+        for (kr, t) in tail.iter_mut().enumerate() {
+            for e in full..dk {
+                *t = Acc::add(*t, Acc::mul(q[e], k4[kr * dk + e].to_acc()));
+            }
+        }
+        for ((x, lane), t) in o4.iter_mut().zip(&lanes).zip(tail) {
+            *x = Acc::mul(Acc::add(sum_lanes(lane), t), scale);
+        }
+    }
+    for (x, row) in o.into_remainder().iter_mut().zip(keys.remainder().chunks_exact(dk)) {
+        let dot = q.iter().zip(row).fold(F::ZERO, |t, (&a, b)| Acc::add(t, Acc::mul(a, b.to_acc())));
+        *x = Acc::mul(dot, scale);
+    }
+}
+
+/// Independent partial sums of a dot product.
+const LANES: usize = 16;
+
+/// The sum of the lanes, pairwise (lane i with lane i + width, halving the width).
+#[inline(always)]
+fn sum_lanes<F: Real>(lanes: &[F; LANES]) -> F {
+    let mut l = *lanes;
+    let mut width = LANES / 2;
+    while width > 0 {
+        for i in 0..width {
+            l[i] = Acc::add(l[i], l[i + width]);
+        }
+        width /= 2;
+    }
+    l[0]
+}
+
+/// `out = Σ_j p[j] · v_j` over the rows of `v` (`out.len()` values each), two rows a step.
+#[inline(always)]
+fn weighted_sum<T: Element<Acc = F>, F: Real + Element<Acc = F>>(p: &[F], v: &[T], out: &mut [F]) {
+    let dv = out.len();
+    out.iter_mut().for_each(|x| *x = F::ZERO);
+    let mut pairs = v.chunks_exact(2 * dv);
+    let mut ps = p.chunks_exact(2);
+    for (v2, p2) in (&mut pairs).zip(&mut ps) {
+        let (v0, v1) = v2.split_at(dv);
+        for ((o, a), b) in out.iter_mut().zip(v0).zip(v1) {
+            *o = Acc::add(*o, Acc::add(Acc::mul(p2[0], a.to_acc()), Acc::mul(p2[1], b.to_acc())));
+        }
+    }
+    if let (Some(&pj), true) = (ps.remainder().first(), pairs.remainder().len() == dv) {
+        for (o, a) in out.iter_mut().zip(pairs.remainder()) {
+            *o = Acc::add(*o, Acc::mul(pj, a.to_acc()));
+        }
+    }
+}
+
+/// Which inner loops run: `attention_kernels`' for bf16 (AVX512-BF16 or AVX2) or for f32 /
+/// f16 (AVX-512), else the portable ones of this module.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kernels {
+    Bf16,
+    Wide,
+    Portable,
+}
+
+impl Kernels {
+    fn for_dtype(dtype: Dtype) -> Kernels {
+        match dtype {
+            Dtype::Bf16 if attention_kernels::applies() => Kernels::Bf16,
+            Dtype::F32 | Dtype::F16 if attention_kernels::wide_applies() => Kernels::Wide,
+            _ => Kernels::Portable,
+        }
+    }
+}
+
+/// `out = scale · k q` through the SIMD kernels (`qt` is the query row in the keys' type, `qf`
+/// in the compute type); false, leaving `out` alone, when `kernels` is portable.
+fn simd_scores<T: 'static, F: 'static>(
+    kernels: Kernels,
+    qt: &[T],
+    qf: &[F],
+    k: &[T],
+    dk: usize,
+    scale: f32,
+    out: &mut [F],
+) -> bool {
+    let out = same_mut::<F, f32>(out);
+    match (kernels, out) {
+        (Kernels::Bf16, Some(out)) => attention_kernels::scores(bf16_bits(qt), bf16_bits(k), dk, scale, out),
+        (Kernels::Wide, Some(out)) => {
+            let q = same::<F, f32>(qf).expect("the compute type of f32 and f16 is f32");
+            if let Some(k) = same::<T, f32>(k) {
+                attention_kernels::scores_wide(q, k, dk, scale, out)
+            } else {
+                attention_kernels::scores_wide(q, same::<T, f16>(k).expect("f32 or f16 keys"), dk, scale, out)
+            }
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// `out = Σ_j p[j] · v_j` through the SIMD kernels; false, leaving `out` alone, when `kernels`
+/// is portable.
+fn simd_weighted_sum<T: 'static, F: 'static>(kernels: Kernels, p: &[F], v: &[T], out: &mut [F]) -> bool {
+    let (p, out) = match (same::<F, f32>(p), same_mut::<F, f32>(out)) {
+        (Some(p), Some(out)) if kernels != Kernels::Portable => (p, out),
+        _ => return false,
+    };
+    if kernels == Kernels::Bf16 {
+        attention_kernels::weighted_sum(p, bf16_bits(v), out);
+    } else if let Some(v) = same::<T, f32>(v) {
+        attention_kernels::weighted_sum_wide(p, v, out);
+    } else {
+        attention_kernels::weighted_sum_wide(p, same::<T, f16>(v).expect("f32 or f16 values"), out);
+    }
+    true
+}
+
+/// `x` as a slice of `U` when `T` is `U`.
+fn same<T: 'static, U: 'static>(x: &[T]) -> Option<&[U]> {
+    // SAFETY: T and U are the same type.
+    (TypeId::of::<T>() == TypeId::of::<U>())
+        .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr() as *const U, x.len()) })
+}
+
+/// `x` as a mutable slice of `U` when `T` is `U`.
+fn same_mut<T: 'static, U: 'static>(x: &mut [T]) -> Option<&mut [U]> {
+    // SAFETY: T and U are the same type.
+    (TypeId::of::<T>() == TypeId::of::<U>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut U, x.len()) })
+}
+
+/// bf16 values as their bits (panics for another type).
+fn bf16_bits<T: 'static>(x: &[T]) -> &[u16] {
+    let x = same::<T, bf16>(x).expect("bf16 values");
+    // SAFETY: a bf16 is its 16 bits.
+    unsafe { std::slice::from_raw_parts(x.as_ptr() as *const u16, x.len()) }
+}
+
+/// A scale of the compute type as f32 (it is f32 wherever the SIMD kernels run).
+fn f32_of<F: Element>(x: F) -> f32 {
+    x.to_f64() as f32
+}
