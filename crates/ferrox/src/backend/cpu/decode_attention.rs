@@ -22,8 +22,8 @@ use crate::error::Result;
 use crate::primitives::AttentionMask;
 
 use super::attention_kernels;
-use super::fast::{as_compute, head_blocks, row_major, Real, ScoreMask};
-use super::iter::{alloc_out, fold_slice, Ptr};
+use super::fast::{as_compute, dot, AttentionOperands, Real, ScoreMask};
+use super::iter::{alloc_out, fold_slice};
 use super::simd::{dispatch, Isa};
 
 /// Up to this many query rows per key/value head, attention runs here.
@@ -32,7 +32,8 @@ pub(super) const DECODE_ROWS: usize = 8;
 /// Fewest keys a chunk takes (below it, splitting costs more than it spreads).
 const MIN_CHUNK: usize = 64;
 
-/// Query rows per (batch, key/value head): the grouped query heads times the queries.
+/// Query rows per (batch, key/value head) of `inputs` (q, k, ...), before reading their data:
+/// the grouped query heads times the queries.
 pub(super) fn rows_per_kv_head(inputs: &[Array]) -> usize {
     let (q, k) = (inputs[0].shape(), inputs[1].shape());
     q[1] / k[1].max(1) * q[2]
@@ -46,16 +47,10 @@ pub(super) fn decode_attention<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
     mask: AttentionMask,
     shape: &[usize],
 ) -> Result<Data> {
-    let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
-    let (b, hq, l, dk) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
-    let (hkv, s, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
-    let rows = rows_per_kv_head(inputs);
+    let ops = AttentionOperands::<T>::new(inputs)?;
+    let AttentionOperands { b, hq, hkv, l, s, dk, dv, .. } = ops;
+    let rows = ops.rows();
     let heads = b * hkv;
-    let dq = row_major(q)?;
-    // SAFETY: row-major data of q's size.
-    let qs = unsafe { std::slice::from_raw_parts(dq.ptr::<T>(), q.size()) };
-    let ((dkd, koff), (dvd, voff)) = (head_blocks(k)?, head_blocks(v)?);
-    let (kp, vp) = (Ptr(dkd.ptr::<T>()), Ptr(dvd.ptr::<T>()));
     let masked = ScoreMask::<F>::new::<T>(inputs, mask, [b, hq, hkv, l, s])?;
     let kernels = Kernels::for_dtype(T::DTYPE);
     // Chunks per head: enough tasks for a few per thread, none under MIN_CHUNK keys.
@@ -73,14 +68,8 @@ pub(super) fn decode_attention<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
             let (bk, c) = (t / chunks, t % chunks);
             let (j0, j1) = (c * chunk, s.min((c + 1) * chunk));
             let n = j1 - j0;
-            // SAFETY: block bk of K (V) is a row-major S×Dk (S×Dv) run at its offset.
-            let (kt, vt) = unsafe {
-                (
-                    std::slice::from_raw_parts(kp.get().offset(koff[bk]).add(j0 * dk), n * dk),
-                    std::slice::from_raw_parts(vp.get().offset(voff[bk]).add(j0 * dv), n * dv),
-                )
-            };
-            let qh = &qs[bk * rows * dk..(bk + 1) * rows * dk];
+            let (kt, vt) = (ops.keys(bk, j0, j1), ops.values(bk, j0, j1));
+            let qh = ops.queries(bk, 0, rows);
             dispatch(
                 #[inline(always)]
                 |isa| {
@@ -194,8 +183,7 @@ fn scores<T: Element<Acc = F>, F: Real + Element<Acc = F>>(q: &[F], k: &[T], dk:
         }
     }
     for (x, row) in o.into_remainder().iter_mut().zip(keys.remainder().chunks_exact(dk)) {
-        let dot = q.iter().zip(row).fold(F::ZERO, |t, (&a, b)| Acc::add(t, Acc::mul(a, b.to_acc())));
-        *x = Acc::mul(dot, scale);
+        *x = Acc::mul(dot(q, row), scale);
     }
 }
 

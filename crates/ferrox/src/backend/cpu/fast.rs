@@ -14,7 +14,7 @@ use crate::primitives::AttentionMask;
 use crate::shape::broadcast_strides;
 
 use super::decode_attention;
-use super::iter::{alloc_out, fold_slice, host_values, row_offsets, Ptr, PAR_CHUNK, PAR_THRESHOLD};
+use super::iter::{alloc_out, fold_slice, host_values, row_offsets, PAR_CHUNK, PAR_THRESHOLD};
 use super::math::exp_f32;
 use super::simd::{dispatch, inline_always, Isa};
 
@@ -79,7 +79,7 @@ pub(super) fn row_major(x: &Array) -> Result<Data> {
 /// A [B, H, S, D] attention operand whose (batch, head) blocks are each a row-major S×D run
 /// (a KV cache's prefix view is one, with its heads `capacity × D` apart): its data, copied
 /// only when a block is not such a run, and each block's offset from the data's first element.
-pub(super) fn head_blocks(x: &Array) -> Result<(Data, Vec<isize>)> {
+fn head_blocks(x: &Array) -> Result<(Data, Vec<isize>)> {
     let sh = x.shape();
     let d = x.data()?;
     let runs = (sh[2] <= 1 || d.strides[2] == sh[3] as isize) && (sh[3] <= 1 || d.strides[3] == 1);
@@ -88,6 +88,83 @@ pub(super) fn head_blocks(x: &Array) -> Result<(Data, Vec<isize>)> {
         .map(|bh| (bh / sh[1]) as isize * d.strides[0] + (bh % sh[1]) as isize * d.strides[1])
         .collect();
     Ok((d, offsets))
+}
+
+/// Attention's q [B, Hq, L, Dk], k [B, Hkv, S, Dk] and v [B, Hkv, S, Dv] as the kernels read
+/// them: q row-major, so the query rows of one (batch, key/value head) — its grouped query
+/// heads, consecutive — are one run; K and V by [`head_blocks`], read in place.
+pub(super) struct AttentionOperands<T> {
+    q: Data,
+    k: (Data, Vec<isize>),
+    v: (Data, Vec<isize>),
+    /// Batch size.
+    pub b: usize,
+    /// Query heads.
+    pub hq: usize,
+    /// Key/value heads.
+    pub hkv: usize,
+    /// Queries.
+    pub l: usize,
+    /// Keys.
+    pub s: usize,
+    /// Query / key size.
+    pub dk: usize,
+    /// Value size.
+    pub dv: usize,
+    _element: std::marker::PhantomData<T>,
+}
+
+impl<T: Element> AttentionOperands<T> {
+    /// The operands of `inputs` (q, k, v, ...), each of element type `T`.
+    pub(super) fn new(inputs: &[Array]) -> Result<Self> {
+        let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+        let [b, hq, l, dk] = [0, 1, 2, 3].map(|i| q.shape()[i]);
+        Ok(AttentionOperands {
+            q: row_major(q)?,
+            k: head_blocks(k)?,
+            v: head_blocks(v)?,
+            b,
+            hq,
+            hkv: k.shape()[1],
+            l,
+            s: k.shape()[2],
+            dk,
+            dv: v.shape()[3],
+            _element: std::marker::PhantomData,
+        })
+    }
+
+    /// Query rows per (batch, key/value head): the grouped query heads times the queries.
+    pub(super) fn rows(&self) -> usize {
+        self.hq / self.hkv.max(1) * self.l
+    }
+
+    /// Query rows `r0..r1` of (batch, key/value head) `bk`, Dk values each.
+    pub(super) fn queries(&self, bk: usize, r0: usize, r1: usize) -> &[T] {
+        let first = (bk * self.rows() + r0) * self.dk;
+        // SAFETY: row-major data of q's B·Hq·L·Dk elements, which hold these rows.
+        unsafe { std::slice::from_raw_parts(self.q.ptr::<T>().add(first), (r1 - r0) * self.dk) }
+    }
+
+    /// Keys `j0..j1` of (batch, key/value head) `bk`, Dk values each.
+    pub(super) fn keys(&self, bk: usize, j0: usize, j1: usize) -> &[T] {
+        // SAFETY: block bk of K is a row-major S×Dk run at its offset.
+        unsafe { Self::run(&self.k, bk, j0, j1, self.dk) }
+    }
+
+    /// Values `j0..j1` of (batch, key/value head) `bk`, Dv values each.
+    pub(super) fn values(&self, bk: usize, j0: usize, j1: usize) -> &[T] {
+        // SAFETY: block bk of V is a row-major S×Dv run at its offset.
+        unsafe { Self::run(&self.v, bk, j0, j1, self.dv) }
+    }
+
+    /// Rows `j0..j1` of block `bk` of a [`head_blocks`] operand with rows of `d` values.
+    ///
+    /// # Safety
+    /// The block must be a row-major run of at least `j1` rows.
+    unsafe fn run((data, offsets): &(Data, Vec<isize>), bk: usize, j0: usize, j1: usize, d: usize) -> &[T] {
+        std::slice::from_raw_parts(data.ptr::<T>().offset(offsets[bk]).add(j0 * d), (j1 - j0) * d)
+    }
 }
 
 /// Runs `f(row_in, row_out, scratch, isa)` over the rows of the last axis, in parallel when
@@ -437,7 +514,7 @@ pub(super) const QUERY_BLOCK: usize = 128;
 
 /// `Σ a[i] · b[i]`, with `b` read in its own dtype; 16 independent lanes (vectorizes).
 #[inline(always)]
-fn dot<T: Element<Acc = F>, F: Real>(a: &[F], b: &[T]) -> F {
+pub(super) fn dot<T: Element<Acc = F>, F: Real>(a: &[F], b: &[T]) -> F {
     const L: usize = 16;
     let mut lanes = [F::ZERO; L];
     let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
@@ -475,23 +552,13 @@ fn attention_in<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
     mask: AttentionMask,
     shape: &[usize],
 ) -> Result<Data> {
-    let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
-    let (b, hq, l, dk) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
-    let (hkv, s) = (k.shape()[1], k.shape()[2]);
-    let dv = v.shape()[3];
-    let group = hq / hkv.max(1);
-    let dq = row_major(q)?;
-    // SAFETY: row-major data of q's size.
-    let qs = unsafe { std::slice::from_raw_parts(dq.ptr::<T>(), q.size()) };
-    let ((dkd, koff), (dvd, voff)) = (head_blocks(k)?, head_blocks(v)?);
-    let (kp, vp) = (Ptr(dkd.ptr::<T>()), Ptr(dvd.ptr::<T>()));
-    // SAFETY: block bk of K (V) is a row-major S×Dk (S×Dv) run at its offset.
-    let kblock = |bk: usize| unsafe { std::slice::from_raw_parts(kp.get().offset(koff[bk]), s * dk) };
-    let vblock = |bk: usize| unsafe { std::slice::from_raw_parts(vp.get().offset(voff[bk]), s * dv) };
+    let ops = AttentionOperands::<T>::new(inputs)?;
+    let AttentionOperands { b, hq, hkv, l, s, dk, dv, .. } = ops;
+    let (kblock, vblock) = (|bk: usize| ops.keys(bk, 0, s), |bk: usize| ops.values(bk, 0, s));
     // The query heads of one key/value head are consecutive, so for each (batch, kv head) its
     // queries form one (group · L) × D matrix, and its outputs one (group · L) × Dv matrix:
     // grouped queries share one pass over K and V. Tasks take QUERY_BLOCK rows of it.
-    let rows = group * l;
+    let rows = ops.rows();
     let masked = ScoreMask::new::<T>(inputs, mask, [b, hq, hkv, l, s])?;
     let softmax_rows = |bk: usize, r0: usize, width: usize, scores: &mut [F], isa: Isa| {
         masked.softmax_rows(bk, r0, width, scores, isa)
@@ -506,7 +573,7 @@ fn attention_in<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
             let s = masked.keys_visible(r0, nr);
             let (kf, vf) = (&kf[..s * dk], &vf[..s * dv]);
             let mut qbuf = Vec::new();
-            let qh = as_compute(&qs[(bk * rows + r0) * dk..(bk * rows + r0 + nr) * dk], &mut qbuf);
+            let qh = as_compute(ops.queries(bk, r0, r0 + nr), &mut qbuf);
             let mut scores = vec![F::ZERO; nr * s];
             if nr * s * dk >= 1 << 14 {
                 // SAFETY: row-major nr×dk, s×dk (read transposed) and nr×s buffers.
