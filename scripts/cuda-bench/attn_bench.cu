@@ -49,9 +49,6 @@ int main() {
   printf("%s: decode attention, bf16, 32 q heads / 8 kv heads, one row a head\n", prop.name);
   cudaStream_t st;
   CK(cudaStreamCreate(&st));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
   const int layers = 16, Hq = 32, Hkv = 8;
   for (int D : {64, 128})
     for (int B : {1, 8})
@@ -85,24 +82,10 @@ int main() {
           return p;
         };
         auto timed = [&](void (*f)(Attn, float*, cudaStream_t), bf16* out) {
-          cudaGraph_t g;
-          cudaGraphExec_t ge;
-          CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-          for (int l = 0; l < layers; ++l) f(params(l, out), part, st);
-          CK(cudaStreamEndCapture(st, &g));
-          CK(cudaGraphInstantiate(&ge, g, 0));
-          CK(cudaGraphLaunch(ge, st));
-          CK(cudaStreamSynchronize(st));
-          const int reps = 50;
-          CK(cudaEventRecord(e0, st));
-          for (int i = 0; i < reps; ++i) CK(cudaGraphLaunch(ge, st));
-          CK(cudaEventRecord(e1, st));
-          CK(cudaEventSynchronize(e1));
-          float ms;
-          CK(cudaEventElapsedTime(&ms, e0, e1));
-          CK(cudaGraphExecDestroy(ge));
-          CK(cudaGraphDestroy(g));
-          return ms * 1e3 / reps / layers;
+          return graph_us(st, [&] {
+                   for (int l = 0; l < layers; ++l) f(params(l, out), part, st);
+                 }) /
+                 layers;
         };
         double t_old = timed(launch_old, o0);
         printf("D %3d B %d S %5d: per-key %7.2f us/layer", D, B, S, t_old);

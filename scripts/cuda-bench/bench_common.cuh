@@ -45,6 +45,33 @@ static float bf16_host(u16 v) {
   return f;
 }
 
+// Mean µs of one replay of the launches `issue()` makes on `s`, captured as a CUDA graph: one
+// replay to warm up, then `reps` back to back between two events.
+template <typename F> static double graph_us(cudaStream_t s, F issue, int reps = 50) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  issue();
+  CK(cudaStreamEndCapture(s, &graph));
+  CK(cudaGraphInstantiate(&exec, graph, 0));
+  CK(cudaGraphLaunch(exec, s));
+  CK(cudaStreamSynchronize(s));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  CK(cudaEventRecord(e0, s));
+  for (int i = 0; i < reps; ++i) CK(cudaGraphLaunch(exec, s));
+  CK(cudaEventRecord(e1, s));
+  CK(cudaEventSynchronize(e1));
+  float ms;
+  CK(cudaEventElapsedTime(&ms, e0, e1));
+  CK(cudaEventDestroy(e0));
+  CK(cudaEventDestroy(e1));
+  CK(cudaGraphExecDestroy(exec));
+  CK(cudaGraphDestroy(graph));
+  return ms * 1e3 / reps;
+}
+
 // A launch of `grid` blocks of `block` threads on `s`, overlapped with the kernel before it
 // (programmatic dependent launch); `attr` must outlive the launch.
 static cudaLaunchConfig_t overlapped(dim3 grid, dim3 block, cudaStream_t s, cudaLaunchAttribute* attr) {

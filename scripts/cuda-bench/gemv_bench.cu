@@ -35,7 +35,7 @@ static void launch_gemv_mma(bf16* out, const bf16* x, const bf16* w, int rows, i
   cudaLaunchAttribute attr;
   cudaLaunchConfig_t cfg = overlapped(dim3((n + 15) / 16), dim3(GEMV_MMA_SPLIT * 32), s, &attr);
   i64 xs = k, ws = k, nn = n, kk = k;
-  cudaLaunchKernelEx(&cfg, gemv_mma, out, x, xs, w, ws, rows, nn, kk, 1.0f, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f, (const bf16*)nullptr, 0.0f);
+  cudaLaunchKernelEx(&cfg, gemv_mma, out, x, xs, w, ws, rows, nn, kk, 1.0f, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f);
 }
 
 // The same launch, overlapped with the kernel before it (programmatic dependent launch), as
@@ -51,18 +51,15 @@ static void launch_gemv_overlapped(bf16* out, const bf16* x, const bf16* w, int 
   else cudaLaunchKernelEx(&cfg, gemv_8, out, x, xs, w, ws, rows, nn, kk, alpha, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f, (const bf16*)nullptr, 0.0f);
 }
 
-// The overlapped launch of the kernels that rms-normalize x (gemv_rms_*, gemv_mma_rms; the
-// norm's weight is x's first row): the cost of the norm joined in. Its outputs differ from the
-// plain kernels' (x is normalized), so its err column means nothing.
+// The overlapped launch of the kernels that rms-normalize x (gemv_rms_*; the norm's weight is
+// x's first row): the cost of the norm joined in. Its outputs differ from the plain kernels'
+// (x is normalized), so its err column means nothing. More than 2 rows have no joined kernel
+// (join.rs): the plain tensor-core one runs.
 static void launch_gemv_rms(bf16* out, const bf16* x, const bf16* w, int rows, int n, int k, cudaStream_t s) {
   cudaLaunchAttribute attr;
   i64 xs = k, ws = k, nn = n, kk = k;
   float alpha = 1.0f;
-  if (rows > 2) {
-    cudaLaunchConfig_t cfg = overlapped(dim3((n + 15) / 16), dim3(GEMV_MMA_SPLIT * 32), s, &attr);
-    cudaLaunchKernelEx(&cfg, gemv_mma_rms, out, x, xs, w, ws, rows, nn, kk, alpha, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f, x, 1e-5f);
-    return;
-  }
+  if (rows > 2) return launch_gemv_mma(out, x, w, rows, n, k, s);
   cudaLaunchConfig_t cfg = overlapped(dim3((n + GEMV_COLS - 1) / GEMV_COLS), dim3(GEMV_SPLIT * 32), s, &attr);
   if (rows == 1) cudaLaunchKernelEx(&cfg, gemv_rms_1, out, x, xs, w, ws, rows, nn, kk, alpha, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f, x, 1e-5f);
   else cudaLaunchKernelEx(&cfg, gemv_rms_2, out, x, xs, w, ws, rows, nn, kk, alpha, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f, x, 1e-5f);
@@ -143,32 +140,17 @@ int main(int argc, char** argv) {
     CK(cudaMalloc(&w, (per_layer * layers + head) * 2));
     fill_bf16<<<1024, 256>>>((u16*)w, per_layer * layers + head, 13, 0.1f);
     CK(cudaDeviceSynchronize());
-    cudaGraph_t graph;
-    cudaGraphExec_t exec;
-    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-    size_t off = 0;
-    for (int l = 0; l < layers; ++l)
-      for (int j = 0; j < nseq; ++j) {
-        variants[vi].f(out, x, w + off, rows, seq[j].n, seq[j].k, s);
-        off += (size_t)seq[j].n * seq[j].k;
-      }
-    variants[vi].f(out, x, w + off, rows, 128256, 2048, s);
-    CK(cudaStreamEndCapture(s, &graph));
-    CK(cudaGraphInstantiate(&exec, graph, 0));
-    CK(cudaGraphLaunch(exec, s));
-    CK(cudaStreamSynchronize(s));
-    const int reps = 50;
-    CK(cudaEventRecord(e0, s));
-    for (int i = 0; i < reps; ++i) CK(cudaGraphLaunch(exec, s));
-    CK(cudaEventRecord(e1, s));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    double us = ms * 1e3 / reps;
+    const double us = graph_us(s, [&] {
+      size_t off = 0;
+      for (int l = 0; l < layers; ++l)
+        for (int j = 0; j < nseq; ++j) {
+          variants[vi].f(out, x, w + off, rows, seq[j].n, seq[j].k, s);
+          off += (size_t)seq[j].n * seq[j].k;
+        }
+      variants[vi].f(out, x, w + off, rows, 128256, 2048, s);
+    });
     double bytes = (per_layer * layers + head) * 2.0;
     printf("step products (%3d launches) %-14s %8.1f us  %7.0f GB/s\n", layers * nseq + 1, variants[vi].name, us, bytes / us / 1e3);
-    CK(cudaGraphExecDestroy(exec));
-    CK(cudaGraphDestroy(graph));
     CK(cudaFree(w));
   }
   CK(cudaGetLastError());

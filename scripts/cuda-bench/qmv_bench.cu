@@ -3,6 +3,9 @@
 // decode step, one row of x, group size 64, with nvcc on the GPU machine
 // (scripts/cuda-bench/run.sh). Each shape is timed over enough weight copies that they do
 // not fit in L2; the figure is bytes of packed weights, scales and biases read a second.
+// Then a whole step's 4-bit products (16 layers of fused q/k/v, o, fused gate/up and down,
+// and the lm head, each layer's own weights) launched overlapped in a CUDA graph, as a
+// replayed decode step runs them.
 // The kernel's block shape can be swept: nvcc ... -DQMV_WARPS=8 -DQMV_SPLIT=4 -DQMV_COLS=4
 // (docs/PERF.md, CUDA session 15).
 
@@ -25,11 +28,21 @@ static void launch_ferrox(bf16* y, const bf16* x, Mat m, int rows, int n, int k,
   qmv_1<<<(n + features - 1) / features, QMV_WARPS * 32, 0, s>>>(y, x, m.w, m.s, m.b, n, k, 64, rows);
 }
 
+// The same launch overlapped with the kernel before it (programmatic dependent launch), as
+// quantized.rs makes it on sm_90 and later.
+static void launch_overlapped(bf16* y, const bf16* x, Mat m, int rows, int n, int k, cudaStream_t s) {
+  const int features = QMV_WARPS / QMV_SPLIT * QMV_COLS;
+  cudaLaunchAttribute attr;
+  cudaLaunchConfig_t cfg = overlapped(dim3((n + features - 1) / features), dim3(QMV_WARPS * 32), s, &attr);
+  i64 nn = n, kk = k, gs = 64;
+  CK(cudaLaunchKernelEx(&cfg, qmv_1, y, x, (const u32*)m.w, (const bf16*)m.s, (const bf16*)m.b, nn, kk, gs, rows));
+}
+
 struct Variant {
   const char* name;
   Launcher f;
 };
-static const Variant variants[] = {{"ferrox qmv_1", launch_ferrox}};
+static const Variant variants[] = {{"ferrox qmv_1", launch_ferrox}, {"overlapped", launch_overlapped}};
 #define NVARIANTS ((int)(sizeof(variants) / sizeof(variants[0])))
 
 struct Shape {
@@ -93,6 +106,34 @@ int main() {
     CK(cudaFree(w));
     CK(cudaFree(sb));
   }
+  // A whole step's products as a CUDA graph: 16 layers' own weights, then the lm head.
+  const Shape layer[] = {{"qkv", 3072, 2048}, {"o", 2048, 2048}, {"gate_up", 16384, 2048}, {"down", 2048, 8192}};
+  std::vector<Shape> seq;
+  for (int l = 0; l < 16; ++l)
+    for (const Shape& sh : layer) seq.push_back(sh);
+  seq.push_back({"lm_head", 128256, 2048});
+  size_t words = 0, groups = 0;
+  for (const Shape& sh : seq) words += (size_t)sh.n * sh.k / 8, groups += (size_t)sh.n * sh.k / 64;
+  u32* w;
+  bf16* sb;
+  CK(cudaMalloc(&w, words * 4));
+  CK(cudaMalloc(&sb, groups * 4));
+  fill_bits<<<1024, 256>>>(w, words, 11);
+  fill_bf16<<<1024, 256>>>((u16*)sb, groups * 2, 5, 0.02f);
+  CK(cudaDeviceSynchronize());
+  for (int vi = 0; vi < NVARIANTS; ++vi) {
+    const double us = graph_us(s, [&] {
+      size_t wo = 0, go = 0;
+      for (const Shape& sh : seq) {
+        variants[vi].f(y, x, Mat{w + wo, sb + go, sb + groups + go}, 1, sh.n, sh.k, s);
+        wo += (size_t)sh.n * sh.k / 8, go += (size_t)sh.n * sh.k / 64;
+      }
+    });
+    const double bytes = words * 4.0 + groups * 4.0;
+    printf("step products (%3d launches) %-14s %8.1f us  %7.0f GB/s\n", (int)seq.size(), variants[vi].name, us, bytes / us / 1e3);
+  }
+  CK(cudaFree(w));
+  CK(cudaFree(sb));
   CK(cudaGetLastError());
   return 0;
 }

@@ -374,6 +374,35 @@ pub enum Op {
         /// Scale of the addend.
         beta: f64,
     },
+    /// [`Op::Rope`] over one position that also writes a KV cache in place. Never built by an
+    /// op: evaluation makes it on a GPU stream from a decode step's rope and the
+    /// `put_along_axis` writes of its keys (and values) at the rope's position into caches
+    /// nothing else holds (`backend::plan`), so one kernel does the work of three. Inputs:
+    /// rope's (x `[B, H, 1, D]`, the offset, the frequencies if `freqs`), the key cache `[B,
+    /// Hk, S, D]`, then, with `values_from`, the source of the value rows `[B, H', 1, D]` and
+    /// the value cache. Rotated heads `keys_from..keys_from + Hk` go to the key cache, source
+    /// heads `values_from..values_from + Hk` to the value cache, at position `offset`
+    /// (wrapped as `put_along_axis` wraps it). The output is rope's.
+    RopeWrite {
+        /// How many leading features rotate.
+        dims: usize,
+        /// Rotate consecutive pairs (else the two halves).
+        traditional: bool,
+        /// Frequency base (unused with custom frequencies).
+        base: f32,
+        /// Position scale.
+        scale: f32,
+        /// Custom frequencies are input 2.
+        freqs: bool,
+        /// The first rotated head that goes to the key cache.
+        keys_from: usize,
+        /// The first source head that goes to the value cache, if values are written.
+        values_from: Option<usize>,
+    },
+    /// Input 0 as it is: a buffer an earlier op of the same evaluation wrote in place (a KV
+    /// cache an [`Op::RopeWrite`] wrote, standing for its `put_along_axis`). Made only by
+    /// evaluation's plan, as `RopeWrite` is.
+    Written,
     /// Matmul of gathered matrices (`gather_mm`): inputs a [..., M, K], b [..., K, N] and
     /// lhs / rhs indices (uint32, one shape) into the flattened batch axes of a and of b;
     /// output [index shape..., M, N], entry i being `a[lhs[i]] @ b[rhs[i]]`.

@@ -602,6 +602,55 @@ fn matmuls(c: &mut Checker) {
     }
 }
 
+/// A decode step's rope and the KV-cache writes of its keys and values at the rope's position
+/// (`put_along_axis` into caches nothing else holds) run as one kernel (backend/cuda/join.rs,
+/// `Op::RopeWrite`): the heads of one joined q/k/v output, 2 sequences, 6 q, 2 kv heads of 64,
+/// custom frequencies too; the caches' other positions must keep their values. Not joined:
+/// a cache read elsewhere too. The join counter must match the joined checks.
+fn rope_cache_writes(c: &mut Checker, dt: Dtype) {
+    let b = bound(dt);
+    let (hq, hk, d, len) = (6, 2, 64, 40);
+    let heads = c.array(&[2, 1, hq + 2 * hk, d], dt, -1.0, 1.0);
+    let (k0, v0) = (c.array(&[2, hk, len, d], dt, -1.0, 1.0), c.array(&[2, hk, len, d], dt, -1.0, 1.0));
+    let freqs = c.array(&[d / 2], Dtype::F32, 1.0, 500.0);
+    let pos = Array::from_slice(&[17i32], &[1]).unwrap();
+    // q, the new key cache and the new value cache, flattened into one output.
+    let step = |custom: bool, keep_old: bool| -> fx::Result<Array> {
+        let y = fx::transpose(&heads, &[0, 2, 1, 3])?;
+        let (base, f) = if custom { (None, Some(&freqs)) } else { (Some(10000.0), None) };
+        let qk = fx::fast::rope(&fx::slice_axis(&y, 1, 0, (hq + hk) as isize)?, d, false, base, 1.0, &pos, f)?;
+        // Caches of the device the check runs on, held by the writes alone.
+        let one = fx::astype(&Array::scalar(1.0f32), dt)?;
+        let (kc, vc) = (fx::multiply(&k0, &one)?, fx::multiply(&v0, &one)?);
+        kc.eval()?;
+        vc.eval()?;
+        let at = fx::reshape_usize(&pos, &[1, 1, 1, 1])?;
+        let k = fx::put_along_axis(&kc, &at, &fx::slice_axis(&qk, 1, hq as isize, (hq + hk) as isize)?, Some(2))?;
+        let v = fx::slice_axis(&y, 1, (hq + hk) as isize, (hq + 2 * hk) as isize)?;
+        let v = fx::put_along_axis(&vc, &at, &v, Some(2))?;
+        let flat = |a: &Array| fx::reshape_usize(a, &[a.size()]);
+        let mut parts = vec![flat(&fx::slice_axis(&qk, 1, 0, hq as isize)?)?, flat(&k)?, flat(&v)?];
+        if keep_old {
+            parts.push(flat(&kc)?);
+        }
+        fx::concatenate(&parts, 0)
+    };
+    let before = (ferrox::backend::cuda::joined_products(), c.results.len());
+    c.check(&format!("fast rope {dt} KV-cache writes joined"), b, || step(false, false));
+    c.check(&format!("fast rope {dt} KV-cache writes joined, custom frequencies"), b, || step(true, false));
+    let ran = c.results.len() - before.1;
+    c.check(&format!("fast rope {dt} KV-cache writes, cache read elsewhere (not joined)"), b, || step(false, true));
+    if ran > 0 {
+        let joined = ferrox::backend::cuda::joined_products() - before.0;
+        let ok = joined == ran;
+        println!(
+            "{} fast rope {dt}: KV-cache writes joined {joined} times for {ran} checks",
+            if ok { "ok  " } else { "FAIL" }
+        );
+        c.results.push((format!("fast rope {dt} KV-cache writes joined"), 0.0, 0.0, ok));
+    }
+}
+
 /// The row kernels: softmax, the norms (also with a weight and bias of another dtype than x)
 /// and rope (offsets of any integer dtype, f16 / bf16 frequencies). None may fall back.
 fn fast(c: &mut Checker) {
@@ -688,6 +737,7 @@ fn fast(c: &mut Checker) {
                 fx::fast::rope(&q, 32, false, None, 1.0, 5i32, Some(&freqs))
             });
         }
+        rope_cache_writes(c, dt);
     }
     // A weight (and bias) of another float dtype than x: the op's dtype is their promotion,
     // and the vectors are converted to it on the device.

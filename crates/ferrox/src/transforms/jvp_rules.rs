@@ -73,7 +73,9 @@ fn rule(op: &Op, inputs: &[Array], out: &Array, ts: Tangents) -> Result<Option<A
         | Op::StopGradient
         | Op::Sort { kind: SortKind::ArgSort | SortKind::ArgPartition(_), .. } => None,
         Op::BitCast => return Err(Error::invalid("jvp", format!("no tangent rule for {op:?}"))),
-        Op::JoinedMatmul { .. } => return Err(super::vjp_rules::only_in_evaluation(op, "jvp")),
+        Op::JoinedMatmul { .. } | Op::RopeWrite { .. } | Op::Written => {
+            return Err(super::vjp_rules::only_in_evaluation(op, "jvp"))
+        }
         Op::Unary(u) => match tx {
             Some(t) if x.dtype().is_float() => unary(*u, x, out, t)?,
             _ => None,

@@ -42,7 +42,7 @@ pub(crate) fn vjp(op: &Op, inputs: &[Array], out: &Array, g: &Array) -> Result<G
         Op::Arange { .. } | Op::RandomBits | Op::Load(_) | Op::ArgReduce { .. } | Op::StopGradient => {
             vec![None; inputs.len()]
         }
-        Op::JoinedMatmul { .. } => return Err(only_in_evaluation(op, "vjp")),
+        Op::JoinedMatmul { .. } | Op::RopeWrite { .. } | Op::Written => return Err(only_in_evaluation(op, "vjp")),
         Op::Unary(u) => vec![unary(*u, x.unwrap(), out, g)?],
         Op::Binary(b) => binary(*b, &inputs[0], &inputs[1], out, g)?,
         Op::Select => {

@@ -222,7 +222,9 @@ pub(crate) fn batch(op: &Op, args: &[Batched], node: &Array, b: usize) -> Result
         Op::Checkpoint(_) => Ok(args.last().expect("the forward result is the last input").clone()),
         Op::Conv(p) => conv(p, args, node, b),
         Op::Quantized { op, params } => super::quantized_rules::vmap(*op, *params, args, node, b),
-        Op::JoinedMatmul { .. } => Err(super::vjp_rules::only_in_evaluation(op, "vmap")),
+        Op::JoinedMatmul { .. } | Op::RopeWrite { .. } | Op::Written => {
+            Err(super::vjp_rules::only_in_evaluation(op, "vmap"))
+        }
         Op::Arange { .. } | Op::Load(_) => {
             Err(Error::invalid("vmap", format!("{op:?} has no inputs and cannot depend on the batch")))
         }

@@ -64,6 +64,9 @@ impl Backend for CpuBackend {
                 let (prologue, epilogue) = (prologue.as_ref(), epilogue.as_ref());
                 crate::backend::joined_matmul_parts(prologue, epilogue, inputs, *alpha, *beta, shape, dtype, &run)
             }
+            Op::RopeWrite { .. } | Op::Written => {
+                Err(crate::error::Error::invalid("eval", format!("{op:?} is planned only on a GPU")))
+            }
             Op::GatherMm { .. } => gather_mm::gather_mm(inputs, shape, dtype),
             Op::Conv(p) => conv::conv(inputs, p, shape, dtype),
             Op::Concatenate(axis) => copy::concatenate(inputs, *axis, shape, dtype),

@@ -8,7 +8,7 @@ use cudarc::driver::LaunchConfig;
 
 use crate::array::{Array, Data};
 use crate::dtype::Dtype;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::shape::broadcast_strides;
 
 use super::alloc::{alloc_out, device_ptr, DeviceBlock};
@@ -183,15 +183,29 @@ pub(crate) fn norm_vjp(
     row_kernel(g, "norm_vjp", x, shape, &extra)
 }
 
+/// The KV-cache writes an [`Op::RopeWrite`](crate::primitives::Op::RopeWrite) joins into a
+/// decode step's rope.
+pub(crate) struct CacheWrites<'a> {
+    /// The key cache `[B, Hk, S, D]` (row-major, held by nothing else: written in place).
+    pub keys: &'a Array,
+    /// The first rotated head written to it.
+    pub keys_from: usize,
+    /// The value rows' source `[B, H', 1, D]`, the first of its heads written, and the value
+    /// cache (as the key cache).
+    pub values: Option<(&'a Array, usize, &'a Array)>,
+}
+
 /// Rotary position embedding of x [..., L, D] (built-in frequencies, or custom f32 ones in
 /// `freqs`; the offset is read on the device, so a cache length computed there needs no
-/// round trip).
+/// round trip). With `writes` (one position), the rotated key heads and the value rows also
+/// go to the caches at the offset.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn rope(
     g: &Gpu,
     x: &Array,
     offset: &Array,
     freqs: Option<&Array>,
+    writes: Option<&CacheWrites>,
     dims: usize,
     traditional: bool,
     base: f32,
@@ -273,10 +287,14 @@ pub(crate) fn rope(
     // decode step one: a thread per rotated pair or unrotated feature of those rows, in small
     // blocks (a decode step's few thousand threads spread over many multiprocessors).
     let rows = total / d;
-    let (kernel, per_thread) = if l >= ROPE_SHARED_FROM { ("rope_heads", ROPE_HEADS) } else { ("rope", 1) };
-    let items = (rows / l).div_ceil(per_thread) * l * (d - dims / 2);
+    let (kernel, per_thread) = match writes {
+        Some(_) => ("rope_write", 1),
+        None if l >= ROPE_SHARED_FROM => ("rope_heads", ROPE_HEADS),
+        None => ("rope", 1),
+    };
+    let mut items = (rows / l).div_ceil(per_thread) * l * (d - dims / 2);
     let f = function(g, t, kernel)?;
-    let args = [
+    let mut args = vec![
         Arg::U64(po),
         Arg::U64(px),
         Arg::Layout(&rows_layout),
@@ -293,6 +311,67 @@ pub(crate) fn rope(
         Arg::U64(pf),
         Arg::I64(fs),
     ];
+    let _keep_caches = match writes {
+        Some(w) => {
+            let (extra, value_items, keep) = cache_args(g, w, shape, t)?;
+            args.extend(extra);
+            items += value_items;
+            keep
+        }
+        None => Vec::new(),
+    };
     launch_overlapped_1d(g, &f, g.grid(items, ROPE_BLOCK), ROPE_BLOCK, &args)?;
     Ok(Some(out))
+}
+
+/// rope_write's trailing arguments (CACHE_ARGS of fast.cu) for `w` and a rope output of
+/// `shape`, the value rows' count of threads, and the data to keep until the launch. The plan
+/// (join.rs) made the op only for shapes and caches these fit; anything else is an error.
+fn cache_args(g: &Gpu, w: &CacheWrites, shape: &[usize], t: Dtype) -> Result<(Vec<Arg<'static>>, usize, Vec<Data>)> {
+    let bad = |what: &str| Error::invalid("rope", format!("joined KV-cache write: {what}"));
+    let cache = |c: &Array| -> Result<(Data, u64)> {
+        let d = c.data()?;
+        if c.dtype() != t || c.ndim() != 4 || d.offset != 0 || !d.is_row_contiguous(c.shape()) {
+            return Err(bad("the cache is not a row-major array of the rope's dtype"));
+        }
+        let p = device_ptr(g, &d, t)?;
+        Ok((d, p))
+    };
+    let ks = w.keys.shape();
+    if shape.len() != 4 || ks.len() != 4 {
+        return Err(bad(&format!("rope output {shape:?} and key cache {ks:?} are not 4-D")));
+    }
+    let (b, heads, kv, len, d) = (shape[0], shape[1], ks[1], ks[2], shape[3]);
+    if shape[2] != 1 || ks[0] != b || ks[3] != d || w.keys_from + kv > heads {
+        return Err(bad(&format!("rope output {shape:?} and key cache {ks:?} do not match")));
+    }
+    let (kd, pk) = cache(w.keys)?;
+    let mut keep = vec![kd];
+    let (mut pv, mut psrc, mut vs, mut value_items) = (0, 0, [0; 3], 0);
+    if let Some((src, from, vc)) = w.values {
+        let sd = src.data()?;
+        let ss = src.shape();
+        if vc.shape() != ks || ss.len() != 4 || ss[0] != b || ss[3] != d || from + kv > ss[1] {
+            return Err(bad(&format!("value source {ss:?} and value cache {:?} do not match", vc.shape())));
+        }
+        let (vd, p) = cache(vc)?;
+        pv = p;
+        psrc = device_ptr(g, &sd, t)?.wrapping_add_signed((from as isize * sd.strides[1]) as i64 * t.size() as i64);
+        vs = [sd.strides[0] as i64, sd.strides[1] as i64, sd.strides[3] as i64];
+        value_items = b * kv * d;
+        keep.extend([vd, sd]);
+    }
+    let args = vec![
+        Arg::U64(pk),
+        Arg::I64(w.keys_from as i64),
+        Arg::U64(pv),
+        Arg::U64(psrc),
+        Arg::I64(vs[0]),
+        Arg::I64(vs[1]),
+        Arg::I64(vs[2]),
+        Arg::I64(kv as i64),
+        Arg::I64(len as i64),
+        Arg::I64(heads as i64),
+    ];
+    Ok((args, value_items, keep))
 }

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use crate::array::{Array, Node, Pending, State};
 use crate::device::Device;
 use crate::eval::Planned;
-use crate::primitives::{Epilogue, Op, Prologue};
+use crate::primitives::{Epilogue, Op, Prologue, ScatterMode};
 
 /// The most rows of a product with joins: those of the FMA kernels that gain from them. The
 /// tensor-core kernel of 3–8 f16 / bf16 rows lost more with its own joined variants than the
@@ -50,6 +50,11 @@ pub(crate) fn plan(order: Vec<Array>) -> Vec<Planned> {
     let key = |a: &Array| Arc::as_ptr(&a.0);
     let mut dropped: HashSet<*const Node> = HashSet::new();
     let mut run_as: HashMap<*const Node, Pending> = HashMap::new();
+    for (gone, runs) in cache_writes(&order) {
+        dropped.extend(gone);
+        run_as.extend(runs);
+        JOINED.fetch_add(1, Ordering::Relaxed);
+    }
     for node in &order {
         let joined = with_prologue(node).or_else(|| with_epilogue(node, &run_as));
         if let Some((gone, pending)) = joined {
@@ -172,4 +177,152 @@ fn with_epilogue(node: &Array, run_as: &HashMap<*const Node, Pending>) -> Option
     let op = Op::JoinedMatmul { prologue, epilogue, alpha, beta: 0.0 };
     let gone = std::iter::once(&product).chain(&f.inputs).map(|a| Arc::as_ptr(&a.0)).collect();
     Some((gone, Pending { op, inputs, stream: f.stream }))
+}
+
+/// A `put_along_axis` into a KV cache that [`cache_writes`] may join: the cache (row-major on
+/// the device, held by nothing else, so written in place), the array whose value is the
+/// position (the index is it, or a reshape of it), and the value rows: heads `from..` of the
+/// `[B, H, 1, D]` array at `source`, through a slice read by nothing else (`slice`) or whole.
+struct CacheWrite {
+    put: *const Node,
+    cache: Array,
+    position: *const Node,
+    source: *const Node,
+    from: usize,
+    slice: Option<*const Node>,
+}
+
+/// `a` as a [`CacheWrite`], if it is one: a pending GPU `put_along_axis` assigning one
+/// position along axis 2 of a 4-D cache `[B, Hk, S, D]`.
+fn cache_write(a: &Array) -> Option<CacheWrite> {
+    let st = a.state();
+    let State::Pending(p) = &*st else { return None };
+    let Op::PutAlongAxis { axis: 2, mode: ScatterMode::Assign } = p.op else { return None };
+    let (cache, idx, vals) = (&p.inputs[0], &p.inputs[1], &p.inputs[2]);
+    let (cs, vs) = (cache.shape(), vals.shape());
+    if !matches!(p.stream.device, Device::Gpu(_)) || cs.len() != 4 || vs != [cs[0], cs[1], 1, cs[3]] {
+        return None;
+    }
+    // Held by this put alone: the joined rope writes its buffer in place.
+    if Arc::strong_count(&cache.0) != 1 || !cache.dtype().is_float() || vals.dtype() != cache.dtype() {
+        return None;
+    }
+    {
+        let cst = cache.state();
+        let State::Ready(d) = &*cst else { return None };
+        let exclusive = Arc::strong_count(&d.buffer) == 1 && d.buffer.is_device_only();
+        if !exclusive || d.offset != 0 || !d.is_row_contiguous(cs) {
+            return None;
+        }
+    }
+    let position = one_position(idx)?;
+    let (source, from, slice) = match read_only_by(vals, 1).then(|| vals.state()) {
+        Some(vst) => match &*vst {
+            State::Pending(sp) => match &sp.op {
+                Op::Slice { start, step } if step.iter().all(|&t| t == 1) && start[0] == 0 && start[2..] == [0, 0] => {
+                    (Arc::as_ptr(&sp.inputs[0].0), start[1], Some(Arc::as_ptr(&vals.0)))
+                }
+                _ => (Arc::as_ptr(&vals.0), 0, None),
+            },
+            State::Ready(_) => return None,
+        },
+        None => (Arc::as_ptr(&vals.0), 0, None),
+    };
+    Some(CacheWrite { put: Arc::as_ptr(&a.0), cache: cache.clone(), position, source, from, slice })
+}
+
+/// The array of one element that index array `idx` repeats (through pending reshapes and
+/// broadcasts: `put_along_axis` broadcasts its indices to the values' shape), if it does.
+fn one_position(idx: &Array) -> Option<*const Node> {
+    let mut a = idx.clone();
+    loop {
+        let next = match &*a.state() {
+            State::Pending(p) if matches!(p.op, Op::Reshape | Op::Broadcast) => p.inputs[0].clone(),
+            _ => break,
+        };
+        a = next;
+    }
+    (a.size() == 1).then_some(Arc::as_ptr(&a.0))
+}
+
+/// A decode step's KV-cache writes joined into its rope (see [`Op::RopeWrite`]): for each
+/// pending GPU rope of one position whose rotated heads one [`CacheWrite`] writes at the
+/// rope's own offset, and (if there is one) a second that writes value rows sliced from the
+/// array the rope's input is sliced from, at the same position: the rope runs as
+/// `RopeWrite`, each put as [`Op::Written`] (its cache, written by then), and the slices
+/// between drop out. Only where every other reader of the puts comes after the rope (the
+/// put of the values may come before it in `order`: it launches nothing). Returns, per
+/// join, the dropped nodes and the nodes' new pending ops.
+#[allow(clippy::type_complexity)]
+fn cache_writes(order: &[Array]) -> Vec<(Vec<*const Node>, Vec<(*const Node, Pending)>)> {
+    let key = |a: &Array| Arc::as_ptr(&a.0);
+    let at: HashMap<*const Node, usize> = order.iter().enumerate().map(|(i, a)| (key(a), i)).collect();
+    let writes: Vec<CacheWrite> = order.iter().filter_map(cache_write).collect();
+    if writes.is_empty() {
+        return Vec::new();
+    }
+    // The first step that reads each node.
+    let mut first_reader: HashMap<*const Node, usize> = HashMap::new();
+    for (i, a) in order.iter().enumerate() {
+        if let State::Pending(p) = &*a.state() {
+            for x in &p.inputs {
+                first_reader.entry(key(x)).or_insert(i);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut used: HashSet<*const Node> = HashSet::new();
+    for k in &writes {
+        let Some(&ri) = at.get(&k.source) else { continue };
+        let rope = &order[ri];
+        let rst = rope.state();
+        let State::Pending(rp) = &*rst else { continue };
+        let Op::Rope { dims, traditional, base, scale, freqs } = rp.op else { continue };
+        let (x, offset) = (&rp.inputs[0], &rp.inputs[1]);
+        let xs = x.shape();
+        if xs.len() != 4
+            || xs[2] != 1
+            || key(offset) != k.position
+            || rope.dtype() != k.cache.dtype()
+            || used.contains(&key(rope))
+        {
+            continue;
+        }
+        // The array the rope's input is sliced from, if it is a slice.
+        let x_source = match &*x.state() {
+            State::Pending(xp) if matches!(xp.op, Op::Slice { .. }) => Some(xp.inputs[0].clone()),
+            _ => None,
+        };
+        let v = x_source.as_ref().and_then(|src| {
+            writes.iter().find(|v| {
+                v.source == key(src)
+                    && v.position == k.position
+                    && v.cache.shape() == k.cache.shape()
+                    && v.put != k.put
+                    && !used.contains(&v.put)
+            })
+        });
+        // Nothing may read a put's output before the rope has written its cache.
+        let after_rope = |w: &CacheWrite| first_reader.get(&w.put).is_none_or(|&r| r > ri);
+        if !after_rope(k) || v.is_some_and(|v| !after_rope(v)) {
+            continue;
+        }
+        let mut inputs = rp.inputs.clone();
+        inputs.push(k.cache.clone());
+        let mut values_from = None;
+        let mut gone: Vec<*const Node> = k.slice.into_iter().collect();
+        let mut runs = vec![(k.put, Pending { op: Op::Written, inputs: vec![k.cache.clone()], stream: rp.stream })];
+        if let (Some(v), Some(source)) = (v, x_source) {
+            used.insert(v.put);
+            inputs.extend([source, v.cache.clone()]);
+            values_from = Some(v.from);
+            gone.extend(v.slice);
+            runs.push((v.put, Pending { op: Op::Written, inputs: vec![v.cache.clone()], stream: rp.stream }));
+        }
+        let op = Op::RopeWrite { dims, traditional, base, scale, freqs, keys_from: k.from, values_from };
+        runs.push((key(rope), Pending { op, inputs, stream: rp.stream }));
+        used.insert(key(rope));
+        out.push((gone, runs));
+    }
+    out
 }

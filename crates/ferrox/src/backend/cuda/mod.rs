@@ -129,7 +129,18 @@ pub(crate) fn eval(ordinal: usize, op: &Op, inputs: &[Array], shape: &[usize], d
         }
         Op::Rope { dims, traditional, base, scale, freqs } => {
             let f = freqs.then(|| &inputs[2]);
-            fast::rope(gpu, &inputs[0], &inputs[1], f, *dims, *traditional, *base, *scale, shape)?
+            fast::rope(gpu, &inputs[0], &inputs[1], f, None, *dims, *traditional, *base, *scale, shape)?
         }
+        Op::RopeWrite { dims, traditional, base, scale, freqs, keys_from, values_from } => {
+            let f = freqs.then(|| &inputs[2]);
+            let caches = &inputs[2 + *freqs as usize..];
+            let values = values_from.map(|from| (&caches[1], from, &caches[2]));
+            let writes = fast::CacheWrites { keys: &caches[0], keys_from: *keys_from, values };
+            let out =
+                fast::rope(gpu, &inputs[0], &inputs[1], f, Some(&writes), *dims, *traditional, *base, *scale, shape)?;
+            // The caches are written: running it elsewhere would lose that.
+            Some(out.ok_or_else(|| crate::error::Error::invalid("rope", "a joined KV-cache write the GPU cannot run"))?)
+        }
+        Op::Written => Some(inputs[0].data()?),
     })
 }

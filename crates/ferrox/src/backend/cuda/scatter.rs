@@ -21,7 +21,7 @@ use super::compile::COMMON;
 use super::context::{cuda_err, Gpu};
 use super::elementwise::copy_strided;
 use super::index::{donated, one_index_dtype, Indices};
-use super::layout::{ctype, launch, Arg, Layout};
+use super::layout::{ctype, launch, launch_overlapped_1d, Arg, Layout};
 
 const SRC: &str = include_str!("kernels/scatter.cu");
 const BLOCK: u32 = 256;
@@ -57,7 +57,9 @@ fn start_from(g: &Gpu, a: &Array) -> Result<Option<(Data, u64)>> {
 
 /// Runs kernel `name` over `n` updates with `args` (the step and the claims' address are
 /// appended): one combining pass, or for assignments a claiming pass and a writing one — or
-/// one plain writing pass when the caller knows no two updates share a destination.
+/// one plain writing pass when the caller knows no two updates share a destination. A single
+/// pass launches overlapped with the kernel before it (a replayed decode step writes its KV
+/// caches so, right after rope).
 fn run(
     g: &Gpu,
     f: &cudarc::driver::CudaFunction,
@@ -74,10 +76,10 @@ fn run(
         a
     };
     if mode != ScatterMode::Assign {
-        return launch(g, f, grid, BLOCK, &with(0, COMBINE));
+        return launch_overlapped_1d(g, f, grid, BLOCK, &with(0, COMBINE));
     }
     if distinct {
-        return launch(g, f, grid, BLOCK, &with(0, PLAIN));
+        return launch_overlapped_1d(g, f, grid, BLOCK, &with(0, PLAIN));
     }
     let win = DeviceBlock::new(out_n * 8)?;
     // SAFETY: the block holds out_n * 8 bytes; the memset is ordered on the GPU's stream.

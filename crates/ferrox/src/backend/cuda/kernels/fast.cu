@@ -354,18 +354,38 @@ template <> __device__ __forceinline__ void rope_sincos<float>(double ang, float
   const double r = fma(-turns, 2.4492935982947064e-16, fma(-turns, 6.283185307179586, ang));
   sincosf((float)r, s, c);
 }
-extern "C" __global__ void rope(ROPE_ARGS) {
+#define ROPE_PASS out, x, rows_l, offset, off64, off_value, rows, l, d, dims, traditional, base, scale, freqs, fs
+// Where rope_write also puts a decode step's keys and values (Op::RopeWrite; l is 1, so row r
+// is head r % heads of batch row r / heads): rotated heads keys_from .. keys_from + kv_heads go
+// to kc, and source heads vsrc (element (b, h, e) at b · vs_b + h · vs_h + e · vs_e) to vc, both
+// row-major [B, kv_heads, len, d] caches, at the offset's position wrapped into 0 .. len.
+#define CACHE_ARGS                                                                                  \
+  T *__restrict__ kc, i64 keys_from, T *__restrict__ vc, const T *__restrict__ vsrc, i64 vs_b, i64 vs_h, \
+      i64 vs_e, i64 kv_heads, i64 len, i64 heads
+__device__ __forceinline__ void rope_impl(ROPE_ARGS, CACHE_ARGS) {
   OVERLAPPED_START();
   const i64 half = dims / 2, per = d - half;
   const double off = rope_offset(offset, off64, off_value);
-  GRID_LOOP(t, rows * per) {
+  const i64 pos = wrap_index((i64)off, len), values = vc ? rows / heads * kv_heads * d : 0;
+  GRID_LOOP(t, rows * per + values) {
+    if (t >= rows * per) {
+      const i64 e = t - rows * per, b = e / (kv_heads * d), h = e / d % kv_heads, j = e % d;
+      vc[((b * kv_heads + h) * len + pos) * d + j] = vsrc[b * vs_b + h * vs_h + j * vs_e];
+      continue;
+    }
     i64 r = t / per, q = t % per, xo;
     offsets<1>(rows_l, r, &xo);
     const T* xr = x + xo;
     T* orow = out + r * d;
+    T* krow = nullptr;
+    if (kc) {
+      const i64 h = r % heads - keys_from;
+      if (h >= 0 && h < kv_heads) krow = kc + ((r / heads * kv_heads + h) * len + pos) * d;
+    }
     if (q >= half) {
       const i64 j = 2 * half + (q - half);
       orow[j] = xr[j];
+      if (krow) krow[j] = xr[j];
       continue;
     }
     // Frequency q rotates features (ia, ib): neighbours, or the two halves.
@@ -373,9 +393,18 @@ extern "C" __global__ void rope(ROPE_ARGS) {
     A c, s;
     rope_sincos<A>((off + (double)(r % l)) * (double)scale * rope_inv_freq<A>(freqs, fs, base, q, dims), &s, &c);
     A a = to_acc<T>(xr[ia]), b = to_acc<T>(xr[ib]);
-    orow[ia] = from_acc<T>(a * c - b * s);
-    orow[ib] = from_acc<T>(a * s + b * c);
+    const T ra = from_acc<T>(a * c - b * s), rb = from_acc<T>(a * s + b * c);
+    orow[ia] = ra;
+    orow[ib] = rb;
+    if (krow) {
+      krow[ia] = ra;
+      krow[ib] = rb;
+    }
   }
+}
+extern "C" __global__ void rope(ROPE_ARGS) { rope_impl(ROPE_PASS, nullptr, 0, nullptr, nullptr, 0, 0, 0, 0, 1, 1); }
+extern "C" __global__ void rope_write(ROPE_ARGS, CACHE_ARGS) {
+  rope_impl(ROPE_PASS, kc, keys_from, vc, vsrc, vs_b, vs_h, vs_e, kv_heads, len, heads);
 }
 // rope over a prompt: a thread per (ROPE_HEADS heads, position, rotated pair or unrotated
 // feature), its heads' values loaded at once and one angle for all (the f64 sine and cosine

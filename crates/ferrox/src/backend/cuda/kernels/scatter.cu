@@ -8,6 +8,10 @@
 // compare-and-swap loop on the aligned word holding the element, so every dtype works):
 // integer and bool results and max / min are exact, float sums and products differ from the
 // CPU's only by their order of rounding.
+//
+// A single pass (combining, or plain writes) is launched overlapped with the kernel before
+// (a decode step's KV-cache writes follow rope), hence OVERLAPPED_START; the claiming pair
+// follows a memset and launches plainly, where the wait is a no-op.
 
 // Step of a scatter kernel: claim destinations, write the winners, or combine atomically.
 #define STEP_CLAIM 0
@@ -79,6 +83,7 @@ __device__ __forceinline__ void apply(T* out, i64 o, T v, i64 pos, u64* win, int
 // ls the slice shape (st[0]: the updates' strides, st[1]: the output's).
 extern "C" __global__ void scatter(T* __restrict__ out, const T* __restrict__ upd, Indices ix, Layout li, Layout ls,
                                    u64* __restrict__ win, int mode, int step) {
+  OVERLAPPED_START();
   i64 slice_n = ls.n;
   GRID_LOOP(i, li.n * slice_n) {
     i64 pos = i / slice_n, j = i - pos * slice_n;
@@ -95,6 +100,7 @@ extern "C" __global__ void scatter(T* __restrict__ out, const T* __restrict__ up
 // axis stride 0, st[2]: the indices'); the output's axis has n elements at stride s.
 extern "C" __global__ void put_along_axis(T* __restrict__ out, const T* __restrict__ vals, const I* __restrict__ idx,
                                           Layout l, i64 n, i64 s, u64* __restrict__ win, int mode, int step) {
+  OVERLAPPED_START();
   GRID_LOOP(i, l.n) {
     i64 o[3];
     offsets<3>(l, i, o);
