@@ -63,5 +63,6 @@ mod tests {
         fx::save_safetensors(d.join("model.safetensors"), [("x", &a)], None).unwrap();
         let e = load(d.to_str().unwrap(), None).err().unwrap().to_string();
         assert!(e.contains("config.json") && e.contains("missing field"), "{e}");
+        std::fs::remove_dir_all(&d).ok();
     }
 }

@@ -173,6 +173,7 @@ mod tests {
         std::fs::write(d.join("m-2.safetensors"), &bytes[..bytes.len() - 2]).unwrap();
         let e = load_weights(&d, None).unwrap_err().to_string();
         assert!(e.contains("m-2.safetensors"), "{e}");
+        std::fs::remove_dir_all(&d).ok();
     }
 
     #[test]
@@ -182,13 +183,16 @@ mod tests {
         let d = tmp("empty");
         let e = weight_files(&d).unwrap_err().to_string();
         assert!(e.contains("no *.safetensors"), "{e}");
+        std::fs::remove_dir_all(&d).ok();
     }
 
     #[test]
     fn offline_hub_id_not_cached() {
         std::env::set_var("HF_HUB_OFFLINE", "1");
-        std::env::set_var("HF_HUB_CACHE", tmp("hub"));
+        let hub = tmp("hub");
+        std::env::set_var("HF_HUB_CACHE", &hub);
         let e = resolve_model_dir("nobody/nothing").unwrap_err().to_string();
         assert!(e.contains("HF_HUB_OFFLINE") && e.contains("nobody/nothing"), "{e}");
+        std::fs::remove_dir_all(&hub).ok();
     }
 }

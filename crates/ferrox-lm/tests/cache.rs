@@ -171,6 +171,7 @@ fn loads_mlx_lm_prompt_cache_and_round_trips() {
         a.shape().to_vec(),
         want["rot_shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect::<Vec<_>>()
     );
+    std::fs::remove_file(&tmp).ok();
 }
 
 fn kv_fixture() -> Value {

@@ -159,4 +159,5 @@ fn unsupported_files_are_clear_errors() {
     std::fs::write(&p, "hello").unwrap();
     let e = ferrox_lm::load(p.to_str().unwrap(), None).err().unwrap().to_string();
     assert!(e.contains("not a GGUF file"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
 }

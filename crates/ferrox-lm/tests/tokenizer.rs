@@ -76,6 +76,7 @@ fn template_from_tokenizer_config() {
     assert_eq!(out, "<|begin_of_text|>hi>");
     let e = Tokenizer::load(Path::new("/nonexistent")).unwrap_err().to_string();
     assert!(e.contains("tokenizer.json"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
