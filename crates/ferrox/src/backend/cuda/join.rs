@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::array::{Array, Node, Pending, State};
-use crate::device::Device;
+use crate::device::{Device, Stream};
 use crate::eval::Planned;
 use crate::primitives::{Epilogue, Op, Prologue, ScatterMode};
 
@@ -179,12 +179,14 @@ fn with_epilogue(node: &Array, run_as: &HashMap<*const Node, Pending>) -> Option
     Some((gone, Pending { op, inputs, stream: f.stream }))
 }
 
-/// A `put_along_axis` into a KV cache that [`cache_writes`] may join: the cache (row-major on
-/// the device, held by nothing else, so written in place), the array whose value is the
-/// position (the index is it, or a reshape of it), and the value rows: heads `from..` of the
-/// `[B, H, 1, D]` array at `source`, through a slice read by nothing else (`slice`) or whole.
+/// A `put_along_axis` into a KV cache that [`cache_writes`] may join: its stream, the cache
+/// (row-major on the device, held by nothing else, so written in place), the array whose value
+/// is the position (the index repeats it through reshapes and broadcasts), and the value rows:
+/// heads `from..` of the `[B, H, 1, D]` array at `source`, through a slice read by nothing else
+/// (`slice`) or whole.
 struct CacheWrite {
     put: *const Node,
+    stream: Stream,
     cache: Array,
     position: *const Node,
     source: *const Node,
@@ -228,7 +230,7 @@ fn cache_write(a: &Array) -> Option<CacheWrite> {
         },
         None => (Arc::as_ptr(&vals.0), 0, None),
     };
-    Some(CacheWrite { put: Arc::as_ptr(&a.0), cache: cache.clone(), position, source, from, slice })
+    Some(CacheWrite { put: Arc::as_ptr(&a.0), stream: p.stream, cache: cache.clone(), position, source, from, slice })
 }
 
 /// The array of one element that index array `idx` repeats (through pending reshapes and
@@ -246,7 +248,7 @@ fn one_position(idx: &Array) -> Option<*const Node> {
 }
 
 /// A decode step's KV-cache writes joined into its rope (see [`Op::RopeWrite`]): for each
-/// pending GPU rope of one position whose rotated heads one [`CacheWrite`] writes at the
+/// pending GPU rope of one position whose rotated heads one [`CacheWrite`] on its stream writes at the
 /// rope's own offset, and (if there is one) a second that writes value rows sliced from the
 /// array the rope's input is sliced from, at the same position: the rope runs as
 /// `RopeWrite`, each put as [`Op::Written`] (its cache, written by then), and the slices
@@ -284,6 +286,7 @@ fn cache_writes(order: &[Array]) -> Vec<(Vec<*const Node>, Vec<(*const Node, Pen
             || xs[2] != 1
             || key(offset) != k.position
             || rope.dtype() != k.cache.dtype()
+            || rp.stream != k.stream
             || used.contains(&key(rope))
         {
             continue;
@@ -296,6 +299,7 @@ fn cache_writes(order: &[Array]) -> Vec<(Vec<*const Node>, Vec<(*const Node, Pen
         let v = x_source.as_ref().and_then(|src| {
             writes.iter().find(|v| {
                 v.source == key(src)
+                    && v.stream == k.stream
                     && v.position == k.position
                     && v.cache.shape() == k.cache.shape()
                     && v.put != k.put
