@@ -70,6 +70,19 @@ impl Checker {
         a
     }
 
+    /// Records, as the check `name`, whether evaluation made `want` joins
+    /// (`backend::cuda::joined_products`) since the counter read `before`; nothing where none
+    /// was expected (every check of the set skipped).
+    fn joins(&mut self, name: &str, before: usize, want: usize) {
+        if want == 0 {
+            return;
+        }
+        let joined = ferrox::backend::cuda::joined_products() - before;
+        let ok = joined == want;
+        println!("{} {name}: {joined} joins, {want} expected", if ok { "ok  " } else { "FAIL" });
+        self.results.push((name.to_string(), 0.0, 0.0, ok));
+    }
+
     /// Leaves blocks of `nbytes` filled with NaN bytes in the GPU's cache, so the next
     /// allocations of that size start poisoned.
     fn poison(&mut self, nbytes: usize) {
@@ -590,15 +603,7 @@ fn matmuls(c: &mut Checker) {
             let n = normed(&x1, Some(&g264))?;
             fx::concatenate(&[fx::matmul(&n, &wlt)?, n], 2)
         });
-        if ran > 0 {
-            let joined = ferrox::backend::cuda::joined_products() - before.0;
-            let ok = joined == ran;
-            println!(
-                "{} matmul {dt}: rms_norm joined into the product {joined} times for {ran} checks",
-                if ok { "ok  " } else { "FAIL" }
-            );
-            c.results.push((format!("matmul {dt} gemv rms_norm joined"), 0.0, 0.0, ok));
-        }
+        c.joins(&format!("matmul {dt} gemv rms_norm joined"), before.0, ran);
     }
 }
 
@@ -640,15 +645,7 @@ fn rope_cache_writes(c: &mut Checker, dt: Dtype) {
     c.check(&format!("fast rope {dt} KV-cache writes joined, custom frequencies"), b, || step(true, false));
     let ran = c.results.len() - before.1;
     c.check(&format!("fast rope {dt} KV-cache writes, cache read elsewhere (not joined)"), b, || step(false, true));
-    if ran > 0 {
-        let joined = ferrox::backend::cuda::joined_products() - before.0;
-        let ok = joined == ran;
-        println!(
-            "{} fast rope {dt}: KV-cache writes joined {joined} times for {ran} checks",
-            if ok { "ok  " } else { "FAIL" }
-        );
-        c.results.push((format!("fast rope {dt} KV-cache writes joined"), 0.0, 0.0, ok));
-    }
+    c.joins(&format!("fast rope {dt} KV-cache writes joined"), before.0, ran);
 }
 
 /// The row kernels: softmax, the norms (also with a weight and bias of another dtype than x)
@@ -1600,15 +1597,7 @@ fn fused(c: &mut Checker) {
                 expected += 2 * c.results.len() - ran - with_norm;
             }
         }
-        if expected > 0 {
-            let joined = ferrox::backend::cuda::joined_products() - before;
-            let ok = joined == expected;
-            println!(
-                "{} fused {dt}: norms and programs joined into products {joined} times, {expected} expected",
-                if ok { "ok  " } else { "FAIL" }
-            );
-            c.results.push((format!("fused {dt} joined into products"), 0.0, 0.0, ok));
-        }
+        c.joins(&format!("fused {dt} joined into products"), before, expected);
     }
     let mixed = fx::compile(|a: &[Array]| {
         let (x, y, n) = (&a[0], &a[1], &a[2]);

@@ -258,11 +258,11 @@ fn one_position(idx: &Array) -> Option<*const Node> {
 #[allow(clippy::type_complexity)]
 fn cache_writes(order: &[Array]) -> Vec<(Vec<*const Node>, Vec<(*const Node, Pending)>)> {
     let key = |a: &Array| Arc::as_ptr(&a.0);
-    let at: HashMap<*const Node, usize> = order.iter().enumerate().map(|(i, a)| (key(a), i)).collect();
     let writes: Vec<CacheWrite> = order.iter().filter_map(cache_write).collect();
     if writes.is_empty() {
         return Vec::new();
     }
+    let at: HashMap<*const Node, usize> = order.iter().enumerate().map(|(i, a)| (key(a), i)).collect();
     // The first step that reads each node.
     let mut first_reader: HashMap<*const Node, usize> = HashMap::new();
     for (i, a) in order.iter().enumerate() {
