@@ -65,6 +65,83 @@ static void launch_gemv_rms(bf16* out, const bf16* x, const bf16* w, int rows, i
   else cudaLaunchKernelEx(&cfg, gemv_rms_2, out, x, xs, w, ws, rows, nn, kk, alpha, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f, x, 1e-5f);
 }
 
+// Stands for a decode step's latency-bound kernels between the q/k/v and o products (rope and
+// the KV writes, attention, its combine): one block spinning `cycles` clocks, overlapped.
+__global__ void bubble(long long cycles) {
+  OVERLAPPED_START();
+  if (threadIdx.x == 0) {
+    const long long t0 = clock64();
+    while (clock64() - t0 < cycles) {
+    }
+  }
+}
+// Warms L2 with `bytes` at p (the next products' weights) while the kernels after it run: it
+// lets them start at once, issues its blocks' share of the range, and waits for the kernel
+// before it only then (so what follows still sees that kernel's writes).
+__global__ void warm_l2(const char* p, size_t bytes) {
+  allow_next_kernel();
+  const size_t per = (bytes / gridDim.x + 127) & ~(size_t)127;
+  const size_t b0 = per * blockIdx.x, b1 = min(bytes, b0 + per);
+  for (size_t o = b0 + threadIdx.x * (size_t)128; o < b1; o += (size_t)blockDim.x * 128) prefetch_l2(p + o);
+  wait_for_previous_kernel();
+}
+__global__ void warm_l2_bulk(const char* p, size_t bytes) {
+  allow_next_kernel();
+  const size_t per = (bytes / (gridDim.x * (size_t)blockDim.x) + 4095) & ~(size_t)4095;
+  const size_t b0 = per * (blockIdx.x * (size_t)blockDim.x + threadIdx.x), b1 = min(bytes, b0 + per);
+  if (b0 < b1)
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + b0), "r"((u32)(b1 - b0)) : "memory");
+  wait_for_previous_kernel();
+}
+
+// A step of fused products with a bubble of `bubble_us` after each layer's q/k/v product, the
+// bubble warming L2 with the next `warm_mb` of weights (o, then gate/up) or not: what warming
+// the next products' weights during latency-bound kernels would save.
+static void bubble_steps(int rows, bf16* x, bf16* out, cudaStream_t s) {
+  const Shape fused[] = {{"qkv", 3072, 2048}, {"o", 2048, 2048}, {"gate_up", 16384, 2048}, {"down", 2048, 8192}};
+  const int layers = 16;
+  size_t per_layer = 0;
+  for (const Shape& sh : fused) per_layer += (size_t)sh.n * sh.k;
+  const size_t head = (size_t)128256 * 2048, total = per_layer * layers + head;
+  bf16* w;
+  CK(cudaMalloc(&w, total * 2));
+  fill_bf16<<<1024, 256>>>((u16*)w, total, 13, 0.1f);
+  CK(cudaDeviceSynchronize());
+  int clock_khz;
+  CK(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, 0));
+  int sms;
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  struct Case {
+    double bubble_us, warm_mb;
+    int bulk;
+  };
+  const Case cases[] = {{0, 0, 0}, {12, 0, 0}, {12, 8, 0}, {12, 24, 0}, {12, 36, 0}, {12, 8, 1}, {12, 24, 1}, {12, 36, 1}, {24, 48, 0}, {24, 0, 0}};
+  for (const Case& c : cases) {
+    const double us = graph_us(s, [&] {
+      size_t off = 0;
+      for (int l = 0; l < layers; ++l)
+        for (int j = 0; j < 4; ++j) {
+          launch_gemv_overlapped(out, x, w + off, rows, fused[j].n, fused[j].k, s);
+          off += (size_t)fused[j].n * fused[j].k;
+          if (j == 0 && c.bubble_us > 0) {
+            cudaLaunchAttribute attr;
+            if (c.warm_mb > 0) {
+              const size_t bytes = std::min((size_t)(c.warm_mb * (1 << 20)), (total - off) * 2) & ~(size_t)4095;
+              cudaLaunchConfig_t cfg = overlapped(dim3(sms), dim3(c.bulk ? 32 : 256), s, &attr);
+              CK(cudaLaunchKernelEx(&cfg, c.bulk ? warm_l2_bulk : warm_l2, (const char*)(w + off), bytes));
+            }
+            cudaLaunchConfig_t cfg = overlapped(dim3(1), dim3(32), s, &attr);
+            CK(cudaLaunchKernelEx(&cfg, bubble, (long long)(c.bubble_us * clock_khz / 1e3)));
+          }
+        }
+      launch_gemv_overlapped(out, x, w + off, rows, 128256, 2048, s);
+    });
+    printf("step, bubble %4.1f us a layer, warm %4.0f MB %-5s %8.1f us  (products + bubbles alone: %.1f)\n", c.bubble_us, c.warm_mb,
+           c.bulk ? "bulk" : "lines", us, c.bubble_us * layers);
+  }
+  CK(cudaFree(w));
+}
+
 int main(int argc, char** argv) {
   int rows = argc > 1 ? atoi(argv[1]) : 1;
   cudaDeviceProp prop;
@@ -153,6 +230,7 @@ int main(int argc, char** argv) {
     printf("step products (%3d launches) %-14s %8.1f us  %7.0f GB/s\n", layers * nseq + 1, variants[vi].name, us, bytes / us / 1e3);
     CK(cudaFree(w));
   }
+  bubble_steps(rows, x, out, s);
   CK(cudaGetLastError());
   return 0;
 }

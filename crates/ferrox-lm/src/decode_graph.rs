@@ -15,10 +15,18 @@
 //!
 //! Anything else — a cache of another kind, a model whose step reads the position on the
 //! host ([`LanguageModel::replays_decode`]), a recording that fails — runs as usual.
+//!
+//! The GPU does not wait for the host between tokens: when a replayed step is enqueued, the
+//! next one is enqueued behind it at once, its token ids fed from this step's picks on the
+//! device ([`Replay::feed`]), before the host waits for this step's picks. The host's work on
+//! a token (detokenizing, stop checks, the caller's) then overlaps the next step instead of
+//! leaving the GPU idle. That step ahead is used when the caller asks for those very tokens at
+//! that position — greedy picks always are — and otherwise dropped: it wrote the caches only
+//! at the position the step that replaces it writes again.
 
 use std::sync::Arc;
 
-use ferrox::{self as fx, Array, Replay};
+use ferrox::{self as fx, Array, Replay, Started};
 
 use crate::cache::KvCache;
 use crate::error::Result;
@@ -34,6 +42,42 @@ struct Recorded {
     pos: Array,
     /// The caches' (rows, positions) the recording was made for.
     shape: (usize, usize),
+    /// The step enqueued ahead (see the module documentation).
+    ahead: Option<Ahead>,
+}
+
+/// A replay enqueued before the host asked for it.
+struct Ahead {
+    started: Started,
+    /// The position and token ids it runs.
+    offset: usize,
+    tokens: Vec<u32>,
+}
+
+impl Recorded {
+    /// Enqueues the replay for `tokens` at `offset`: the one already ahead if it runs those,
+    /// else a new one with its inputs written from the host.
+    fn start(&mut self, offset: usize, tokens: &[u32]) -> Result<Started> {
+        if let Some(a) = self.ahead.take().filter(|a| a.offset == offset && a.tokens == tokens) {
+            return Ok(a.started);
+        }
+        let bytes: Vec<u8> = tokens.iter().flat_map(|&t| (t as i32).to_ne_bytes()).collect();
+        self.replay.write(&self.token, &bytes)?;
+        self.replay.write(&self.pos, &(offset as i32).to_ne_bytes())?;
+        Ok(self.replay.start()?)
+    }
+
+    /// Enqueues, behind the replays enqueued so far, the step for the tokens the latest one
+    /// picks (`picks`, known to the host later) at `offset`, if the caches hold that position.
+    fn start_ahead(&mut self, offset: usize, picks: Vec<u32>) -> Result<()> {
+        self.ahead = None;
+        if offset < self.shape.1 {
+            self.replay.feed(0, &self.token)?;
+            self.replay.write(&self.pos, &(offset as i32).to_ne_bytes())?;
+            self.ahead = Some(Ahead { started: self.replay.start()?, offset, tokens: picks });
+        }
+        Ok(())
+    }
 }
 
 /// Replays a generation's decode steps where it can (see the module documentation).
@@ -125,20 +169,26 @@ impl DecodeGraph {
             self.recorded = None;
             return Ok(None);
         };
-        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
-        if let Some(r) = self.recorded.as_ref().filter(|r| r.shape == shape) {
-            let bytes: Vec<u8> = ids.iter().flat_map(|t| t.to_ne_bytes()).collect();
-            r.replay.write(&r.token, &bytes)?;
-            r.replay.write(&r.pos, &(offset as i32).to_ne_bytes())?;
-            let outs = r.replay.replay()?;
+        if let Some(r) = self.recorded.as_mut().filter(|r| r.shape == shape) {
+            let started = r.start(offset, tokens)?;
+            // The picks of the step just enqueued become the next step's tokens on the device.
+            // Which they are is known only when it finishes, so the step ahead records
+            // `tokens` for now and takes the picks below.
+            r.start_ahead(offset + 1, Vec::new())?;
+            let outs = started.wait()?;
+            let picked = read_picks(&outs[0], &outs[1])?;
+            if let Some(a) = r.ahead.as_mut() {
+                a.tokens = picked.iter().map(|p| p.token).collect();
+            }
             for c in cache.iter_mut() {
                 if let KvCache::Standard(s) = c {
                     s.offset += 1;
                 }
             }
-            return Ok(Some(read_picks(&outs[0], &outs[1])?));
+            return Ok(Some(picked));
         }
         self.recorded = None;
+        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
         let tok = device_ints(ids, &[tokens.len(), 1])?;
         let pos = device_ints(vec![offset as i32], &[1])?;
         let before = buffers(cache)?;
@@ -178,7 +228,9 @@ impl DecodeGraph {
                     "ferrox: decode step recorded at position {offset} for caches of {shape:?} (rows, positions)"
                 );
             }
-            self.recorded = Some(Recorded { replay, token: tok, pos, shape });
+            let mut r = Recorded { replay, token: tok, pos, shape, ahead: None };
+            r.start_ahead(offset + 1, picked.iter().map(|p| p.token).collect())?;
+            self.recorded = Some(r);
         }
         self.warmed = Some(shape);
         Ok(Some(picked))

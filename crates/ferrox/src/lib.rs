@@ -37,7 +37,7 @@ pub use memory::{
     active_memory, cache_memory, clear_cache, peak_memory, reset_peak_memory, set_cache_limit, set_memory_limit,
 };
 pub use ops::*;
-pub use replay::Replay;
+pub use replay::{Replay, Started};
 pub use transforms::{
     checkpoint, compile, grad, jvp, set_compile_enabled, value_and_grad, value_and_grad_tree, vjp, vmap, vmap_call,
     Compiled, StateCell, Tree,

@@ -14,6 +14,11 @@
 //! - the arrays a replay returns share the recorded outputs' memory: read them before the next
 //!   replay.
 //!
+//! A loop need not wait for one step before it enqueues the next: [`Replay::feed`] copies an
+//! output of the latest replay into an input on the device (a decode step's token into the
+//! next step), and [`Replay::start`] enqueues a replay whose outputs reach the host as it
+//! finishes ([`Started::wait`]), so the host reads step k while step k + 1 runs.
+//!
 //! Only a GPU records; [`Replay::record`] returns `None` on other devices (the caller evaluates as
 //! usual).
 
@@ -25,6 +30,49 @@ pub struct Replay {
     #[cfg(feature = "cuda")]
     captured: crate::backend::cuda::graph::Captured,
     outputs: Vec<Array>,
+    /// Page-locked memory of finished [`Started`] replays, for the next ones.
+    #[cfg(feature = "cuda")]
+    downloads: std::sync::Arc<std::sync::Mutex<Vec<crate::backend::cuda::graph::Download>>>,
+}
+
+/// A replay enqueued by [`Replay::start`]; its outputs' values arrive in host memory as it
+/// finishes.
+pub struct Started {
+    #[cfg(feature = "cuda")]
+    download: Option<crate::backend::cuda::graph::Download>,
+    #[cfg(feature = "cuda")]
+    pool: std::sync::Arc<std::sync::Mutex<Vec<crate::backend::cuda::graph::Download>>>,
+    /// The outputs' shapes and dtypes.
+    layouts: Vec<(Vec<usize>, crate::Dtype)>,
+}
+
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Started").field("outputs", &self.layouts.len()).finish()
+    }
+}
+
+impl Started {
+    /// Waits for the replay to finish and returns its outputs as host arrays.
+    pub fn wait(self) -> Result<Vec<Array>> {
+        #[cfg(feature = "cuda")]
+        {
+            let bytes = self.download.as_ref().expect("held until dropped").wait()?;
+            bytes.iter().zip(&self.layouts).map(|(b, (shape, dtype))| Array::from_bytes(b, shape, *dtype)).collect()
+        }
+        #[cfg(not(feature = "cuda"))]
+        unreachable!("a Replay exists only on a GPU")
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        #[cfg(feature = "cuda")]
+        if let Some(d) = self.download.take() {
+            // Reused by a later start, which enqueues its copies after this one's.
+            self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(d);
+        }
+    }
 }
 
 impl std::fmt::Debug for Replay {
@@ -46,7 +94,7 @@ impl Replay {
         if let crate::Device::Gpu(0) = crate::device::current_stream().device {
             let captured = crate::backend::cuda::graph::capture(outputs)?;
             let outputs = outputs.iter().map(|a| (*a).clone()).collect();
-            return Ok(Some(Replay { captured, outputs }));
+            return Ok(Some(Replay { captured, outputs, downloads: Default::default() }));
         }
         let _ = outputs;
         Ok(None)
@@ -62,6 +110,50 @@ impl Replay {
         }
         #[cfg(not(feature = "cuda"))]
         unreachable!("a Replay exists only on a GPU")
+    }
+
+    /// Enqueues the recorded step again without waiting for it, and the copies of its
+    /// outputs to host memory; [`Started::wait`] returns them. Inputs written or fed before
+    /// this call are what it reads; the outputs' device memory is, as after [`Replay::replay`],
+    /// the recorded outputs' (fed from by [`Replay::feed`]).
+    pub fn start(&self) -> Result<Started> {
+        let layouts: Vec<_> = self.outputs.iter().map(|a| (a.shape().to_vec(), a.dtype())).collect();
+        #[cfg(feature = "cuda")]
+        {
+            use crate::backend::cuda::graph::Download;
+            let need: usize = self.outputs.iter().map(Array::nbytes).sum();
+            let reused = self.downloads.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut download = match reused {
+                Some(d) if d.capacity() >= need => d,
+                _ => Download::new(need)?,
+            };
+            self.captured.launch()?;
+            download.start(&self.outputs)?;
+            Ok(Started { download: Some(download), pool: self.downloads.clone(), layouts })
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = layouts;
+            unreachable!("a Replay exists only on a GPU")
+        }
+    }
+
+    /// Overwrites the device bytes of `input` (as [`Replay::write`] requires it) with those of
+    /// recorded output `output` as the replays enqueued so far leave them, on the device and
+    /// in order with them: a step's result becomes the next step's input without the host.
+    pub fn feed(&self, output: usize, input: &Array) -> Result<()> {
+        let out = self.outputs.get(output).ok_or_else(|| {
+            crate::Error::invalid("Replay::feed", format!("output {output} of a step with {}", self.outputs.len()))
+        })?;
+        #[cfg(feature = "cuda")]
+        {
+            crate::backend::cuda::graph::feed(out, input)
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (out, input);
+            unreachable!("a Replay exists only on a GPU")
+        }
     }
 
     /// Overwrites the device bytes of `input` (a row-major array computed on the GPU and never

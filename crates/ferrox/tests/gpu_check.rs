@@ -1488,6 +1488,76 @@ fn replay(c: &mut Checker) {
             c.results.push(("replay decode cache".into(), err, 1e-5, ok));
         }
     }
+    replay_fed(c, &emb, &w, &cache0);
+}
+
+/// Replays enqueued ahead: each step's token fed from the step before's pick on the device
+/// ([`fx::Replay::feed`]) and the step enqueued ([`fx::Replay::start`]) before the host waits
+/// for the one before it, must follow the CPU's greedy chain (logits of every step, and the
+/// cache after the last).
+fn replay_fed(c: &mut Checker, emb: &Array, w: &Array, cache0: &Array) {
+    let steps = 6;
+    let t0 = c.rng.uniform(0.0, 40.0) as i32;
+    let (mut want, mut cache, mut t) = (Vec::new(), cache0.clone(), t0);
+    for p in 0..steps {
+        let (l, pick, k) =
+            cpu(|| replay_step(emb, w, &Array::from_vec(vec![t]), &Array::from_vec(vec![p as i32]), cache)).unwrap();
+        t = pick.item::<u32>().unwrap() as i32;
+        want.push(l);
+        cache = k;
+    }
+    let on_gpu = |a: &Array| {
+        let r = gpu(|| fx::add(a, &fx::zeros(&[], a.dtype())?)).unwrap();
+        r.eval().unwrap();
+        r
+    };
+    let (tok, pos) = (on_gpu(&Array::from_vec(vec![t0])), on_gpu(&Array::from_vec(vec![0i32])));
+    let result = gpu(|| {
+        let (l, pick, k) = replay_step(emb, w, &tok, &pos, on_gpu(cache0))?;
+        let rec = fx::Replay::record(&[&l, &pick, &k])?.expect("a GPU records");
+        // Step 0's logits copied to the host now: the replays below overwrite them.
+        let l0 = cpu(|| fx::add(&l, &fx::zeros(&[], Dtype::F32)?))?;
+        l0.eval()?;
+        let mut got = vec![l0];
+        let start = |p: usize| -> fx::Result<fx::Started> {
+            rec.feed(1, &tok)?;
+            rec.write(&pos, &(p as i32).to_ne_bytes())?;
+            rec.start()
+        };
+        let mut pending = start(1)?;
+        let mut last = Vec::new();
+        for p in 2..=steps {
+            let next = if p < steps { Some(start(p)?) } else { None };
+            last = pending.wait()?;
+            got.push(last[0].clone());
+            match next {
+                Some(n) => pending = n,
+                None => break,
+            }
+        }
+        Ok::<_, fx::Error>((got, last.pop().expect("three outputs")))
+    });
+    match result {
+        Err(e) => {
+            println!("FAIL replay fed ahead: {e}");
+            c.results.push(("replay fed ahead".into(), f64::NAN, 1e-5, false));
+        }
+        Ok((got, k)) => {
+            for (p, (gl, wl)) in got.iter().zip(&want).enumerate() {
+                let (err, norm, ok) = compare(wl, gl, 1e-5);
+                println!(
+                    "{} replay fed ahead step {p}: rel err {err:.2e} (|ref| {norm:.3e})",
+                    if ok { "ok  " } else { "FAIL" }
+                );
+                c.results.push((format!("replay fed ahead step {p} logits"), err, 1e-5, ok));
+            }
+            let ok_len = got.len() == steps;
+            c.results.push(("replay fed ahead: every step".into(), 0.0, 1e-5, ok_len));
+            let (err, _, ok) = compare(&cache, &k, 1e-5);
+            println!("{} replay fed ahead cache: rel err {err:.2e}", if ok { "ok  " } else { "FAIL" });
+            c.results.push(("replay fed ahead cache".into(), err, 1e-5, ok));
+        }
+    }
 }
 
 /// Host time of a chain of `n` small adds: evaluated each time, and replayed (per op, µs).

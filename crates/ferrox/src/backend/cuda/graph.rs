@@ -213,31 +213,150 @@ pub(crate) fn fresh_view(a: &Array) -> Result<Array> {
     Ok(Array::from_data(a.shape().to_vec(), a.dtype(), data))
 }
 
-/// Overwrites the device bytes of `input` with `bytes`, ordered on the stream after the work
-/// enqueued so far (the next replay reads them).
-pub(crate) fn write(input: &Array, bytes: &[u8]) -> Result<()> {
-    let d = input.data()?;
-    if !d.buffer.is_device_only() || d.offset != 0 || !d.is_row_contiguous(input.shape()) {
-        return Err(Error::invalid(
-            "Replay::write",
-            "the input must be a row-major array computed on the GPU (never read on the host)",
-        ));
+/// The device address and byte count of `a`: a row-major array in device memory from its
+/// buffer's start (a recorded step's input or output). `who` names the caller in the error.
+fn device_span(a: &Array, who: &'static str) -> Result<(u64, usize)> {
+    let d = a.data()?;
+    if d.offset != 0 || !d.is_row_contiguous(a.shape()) {
+        return Err(Error::invalid(who, "the array must be row-major from its buffer's start"));
     }
-    if bytes.len() != input.nbytes() {
-        return Err(Error::invalid(
-            "Replay::write",
-            format!("{} bytes for an input of {} bytes", bytes.len(), input.nbytes()),
-        ));
-    }
-    let mem = d.buffer.device_memory().expect("device-only");
+    let mem = d.buffer.device_memory().ok_or_else(|| Error::invalid(who, "the array is not in device memory"))?;
     let block = mem
         .as_any()
         .downcast_ref::<DeviceBlock>()
         .ok_or_else(|| Error::Device("a buffer's device memory is not CUDA memory".into()))?;
+    Ok((block.addr, a.nbytes()))
+}
+
+/// The span of a replay's input: as [`device_span`], and never read on the host (a host copy
+/// would go stale when the bytes are overwritten).
+fn input_span(input: &Array, who: &'static str) -> Result<(u64, usize)> {
+    if !input.data()?.buffer.is_device_only() {
+        return Err(Error::invalid(who, "the input must be computed on the GPU and never read on the host"));
+    }
+    device_span(input, who)
+}
+
+/// Overwrites the device bytes of `input` with `bytes`, ordered on the stream after the work
+/// enqueued so far (the next replay reads them).
+pub(crate) fn write(input: &Array, bytes: &[u8]) -> Result<()> {
+    let (addr, n) = input_span(input, "Replay::write")?;
+    if bytes.len() != n {
+        return Err(Error::invalid("Replay::write", format!("{} bytes for an input of {n} bytes", bytes.len())));
+    }
     let g = gpu(0)?;
     g.bind()?;
     // SAFETY: the block holds the input's bytes; a copy from pageable memory returns once the
     // source has been read.
-    unsafe { cu::memcpy_htod_async(block.addr, bytes, g.stream.cu_stream()) }
+    unsafe { cu::memcpy_htod_async(addr, bytes, g.stream.cu_stream()) }
         .map_err(|e| cuda_err("copying a step's input to the GPU", e))
+}
+
+/// Overwrites the device bytes of `input` with those of `output` (a recorded output, as the
+/// latest replay enqueued left it), ordered on the stream: a step's result fed to the next
+/// step without the host.
+pub(crate) fn feed(output: &Array, input: &Array) -> Result<()> {
+    let (to, n) = input_span(input, "Replay::feed")?;
+    let (from, m) = device_span(output, "Replay::feed")?;
+    if n != m {
+        return Err(Error::invalid("Replay::feed", format!("an output of {m} bytes for an input of {n} bytes")));
+    }
+    let g = gpu(0)?;
+    g.bind()?;
+    // SAFETY: both blocks hold at least n bytes and live while the recording does.
+    unsafe { cu::memcpy_dtod_async(to, from, n, g.stream.cu_stream()) }
+        .map_err(|e| cuda_err("copying a step's output to its input", e))
+}
+
+/// Page-locked host memory that a replay's outputs are copied into on the stream, and the
+/// event marking the copies' end: the host waits for that event, not for the stream, so work
+/// enqueued after the copies (the next replay) keeps the GPU busy meanwhile.
+pub(crate) struct Download {
+    host: *mut u8,
+    capacity: usize,
+    event: cudarc::driver::sys::CUevent,
+    /// The byte count of each output of the copies last enqueued.
+    sizes: Vec<usize>,
+}
+
+// SAFETY: the host memory and the event are owned by this value alone; the driver's calls on
+// them are thread-safe.
+unsafe impl Send for Download {}
+
+impl Download {
+    /// A download with room for `capacity` bytes.
+    pub(crate) fn new(capacity: usize) -> Result<Download> {
+        let g = gpu(0)?;
+        g.bind()?;
+        // SAFETY: a plain page-locked allocation, freed in Drop.
+        let host = unsafe { cu::malloc_host(capacity.max(1), 0) }
+            .map_err(|e| cuda_err("allocating page-locked host memory", e))? as *mut u8;
+        let event = match cu::event::create(cudarc::driver::sys::CUevent_flags::CU_EVENT_DISABLE_TIMING) {
+            Ok(e) => e,
+            Err(e) => {
+                // SAFETY: allocated just above, never shared.
+                let _ = unsafe { cu::free_host(host as *mut std::ffi::c_void) };
+                return Err(cuda_err("creating an event", e));
+            }
+        };
+        Ok(Download { host, capacity, event, sizes: Vec::new() })
+    }
+
+    /// The bytes this download holds room for.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Enqueues copies of `outputs` (row-major device arrays, at most the capacity in all)
+    /// into this memory, back to back, then the event.
+    pub(crate) fn start(&mut self, outputs: &[Array]) -> Result<()> {
+        let g = gpu(0)?;
+        g.bind()?;
+        let stream = g.stream.cu_stream();
+        self.sizes.clear();
+        let mut at = 0;
+        for o in outputs {
+            let (addr, n) = device_span(o, "Replay::start")?;
+            if at + n > self.capacity {
+                return Err(Error::invalid("Replay::start", "the outputs outgrew their download"));
+            }
+            // SAFETY: [at, at + n) lies in this allocation; the event below is waited for
+            // before the host reads it, and Drop waits before freeing it.
+            let dst = unsafe { std::slice::from_raw_parts_mut(self.host.add(at), n) };
+            unsafe { cu::memcpy_dtoh_async(dst, addr, stream) }
+                .map_err(|e| cuda_err("copying a step's outputs to the host", e))?;
+            self.sizes.push(n);
+            at += n;
+        }
+        // SAFETY: the event and the stream are alive.
+        unsafe { cu::event::record(self.event, stream) }.map_err(|e| cuda_err("recording an event", e))
+    }
+
+    /// Waits for the copies [`Download::start`] enqueued; the bytes of each output.
+    pub(crate) fn wait(&self) -> Result<Vec<Vec<u8>>> {
+        // SAFETY: the event is alive.
+        unsafe { cu::event::synchronize(self.event) }.map_err(|e| cuda_err("waiting for a step's outputs", e))?;
+        let mut at = 0;
+        Ok(self
+            .sizes
+            .iter()
+            .map(|&n| {
+                // SAFETY: the copies into [at, at + n) have finished.
+                let v = unsafe { std::slice::from_raw_parts(self.host.add(at), n) }.to_vec();
+                at += n;
+                v
+            })
+            .collect())
+    }
+}
+
+impl Drop for Download {
+    fn drop(&mut self) {
+        // SAFETY: copies into the memory may still be enqueued: wait for them before freeing.
+        unsafe {
+            let _ = cu::event::synchronize(self.event);
+            let _ = cu::event::destroy(self.event);
+            let _ = cu::free_host(self.host as *mut std::ffi::c_void);
+        }
+    }
 }
