@@ -30,6 +30,7 @@ static void launch_gemv(bf16* out, const bf16* x, const bf16* w, int rows, int n
 
 typedef void (*Launcher)(bf16*, const bf16*, const bf16*, int, int, int, cudaStream_t);
 
+
 // The tensor-core kernel for several rows, overlapped.
 static void launch_gemv_mma(bf16* out, const bf16* x, const bf16* w, int rows, int n, int k, cudaStream_t s) {
   cudaLaunchAttribute attr;
@@ -60,7 +61,7 @@ static void launch_gemv_rms(bf16* out, const bf16* x, const bf16* w, int rows, i
   i64 xs = k, ws = k, nn = n, kk = k;
   float alpha = 1.0f;
   if (rows > 2) return launch_gemv_mma(out, x, w, rows, n, k, s);
-  cudaLaunchConfig_t cfg = overlapped(dim3((n + GEMV_COLS - 1) / GEMV_COLS), dim3(GEMV_SPLIT * 32), s, &attr);
+  cudaLaunchConfig_t cfg = overlapped(dim3((n + GEMV_RMS_COLS - 1) / GEMV_RMS_COLS), dim3(GEMV_SPLIT * 32), s, &attr);
   if (rows == 1) cudaLaunchKernelEx(&cfg, gemv_rms_1, out, x, xs, w, ws, rows, nn, kk, alpha, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f, x, 1e-5f);
   else cudaLaunchKernelEx(&cfg, gemv_rms_2, out, x, xs, w, ws, rows, nn, kk, alpha, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f, x, 1e-5f);
 }

@@ -25,7 +25,8 @@ typedef void (*Launcher)(bf16*, const bf16*, Mat, int, int, int, cudaStream_t);
 // The launch ferrox makes for one row (quantized.rs).
 static void launch_ferrox(bf16* y, const bf16* x, Mat m, int rows, int n, int k, cudaStream_t s) {
   const int features = QMV_WARPS / QMV_SPLIT * QMV_COLS;
-  qmv_1<<<(n + features - 1) / features, QMV_WARPS * 32, 0, s>>>(y, x, m.w, m.s, m.b, n, k, 64, rows);
+  qmv_1<<<(n + features - 1) / features, QMV_WARPS * 32, 0, s>>>(y, x, m.w, m.s, m.b, n, k, 64, rows, nullptr,
+                                                                   nullptr, 0.0f);
 }
 
 // The same launch overlapped with the kernel before it (programmatic dependent launch), as
@@ -35,14 +36,36 @@ static void launch_overlapped(bf16* y, const bf16* x, Mat m, int rows, int n, in
   cudaLaunchAttribute attr;
   cudaLaunchConfig_t cfg = overlapped(dim3((n + features - 1) / features), dim3(QMV_WARPS * 32), s, &attr);
   i64 nn = n, kk = k, gs = 64;
-  CK(cudaLaunchKernelEx(&cfg, qmv_1, y, x, (const u32*)m.w, (const bf16*)m.s, (const bf16*)m.b, nn, kk, gs, rows));
+  CK(cudaLaunchKernelEx(&cfg, qmv_1, y, x, (const u32*)m.w, (const bf16*)m.s, (const bf16*)m.b, nn, kk, gs, rows,
+                        (const bf16*)nullptr, (const bf16*)nullptr, 0.0f));
+}
+
+// The joined variants, overlapped: x rms-normalized by the kernel (the norm's weight is x
+// itself), and a residual added (y's first row as the addend). Their outputs differ from the
+// plain kernel's, so their err column means nothing.
+static void launch_rms(bf16* y, const bf16* x, Mat m, int rows, int n, int k, cudaStream_t s) {
+  const int features = QMV_WARPS / QMV_SPLIT * QMV_COLS;
+  cudaLaunchAttribute attr;
+  cudaLaunchConfig_t cfg = overlapped(dim3((n + features - 1) / features), dim3(QMV_WARPS * 32), s, &attr);
+  i64 nn = n, kk = k, gs = 64;
+  CK(cudaLaunchKernelEx(&cfg, qmv_rms_1, y, x, (const u32*)m.w, (const bf16*)m.s, (const bf16*)m.b, nn, kk, gs, rows,
+                        (const bf16*)nullptr, x, 1e-5f));
+}
+static void launch_add(bf16* y, const bf16* x, Mat m, int rows, int n, int k, cudaStream_t s) {
+  const int features = QMV_WARPS / QMV_SPLIT * QMV_COLS;
+  cudaLaunchAttribute attr;
+  cudaLaunchConfig_t cfg = overlapped(dim3((n + features - 1) / features), dim3(QMV_WARPS * 32), s, &attr);
+  i64 nn = n, kk = k, gs = 64;
+  CK(cudaLaunchKernelEx(&cfg, qmv_1, y, x, (const u32*)m.w, (const bf16*)m.s, (const bf16*)m.b, nn, kk, gs, rows,
+                        (const bf16*)y, (const bf16*)nullptr, 0.0f));
 }
 
 struct Variant {
   const char* name;
   Launcher f;
 };
-static const Variant variants[] = {{"ferrox qmv_1", launch_ferrox}, {"overlapped", launch_overlapped}};
+static const Variant variants[] = {
+    {"ferrox qmv_1", launch_ferrox}, {"overlapped", launch_overlapped}, {"rms", launch_rms}, {"add", launch_add}};
 #define NVARIANTS ((int)(sizeof(variants) / sizeof(variants[0])))
 
 struct Shape {

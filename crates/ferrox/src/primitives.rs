@@ -358,12 +358,13 @@ pub enum Op {
         beta: f64,
     },
     /// [`Op::Matmul`] with the work of its producer and consumer joined in: `a` is computed
-    /// from the first inputs by `prologue` (else it is input 0), followed by b and, when beta
-    /// is not 0, c; `epilogue` (if any) maps the product to the output. Never built by an op:
+    /// from the first inputs by `prologue` (else it is input 0), followed by b (with
+    /// `quantized`, the packed matrix, its scales and, if affine, biases) and, when beta is not
+    /// 0, c; `epilogue` (if any) maps the product to the output. Never built by an op:
     /// evaluation makes it on a GPU stream from producers whose only reader is the product and
     /// consumers that alone read it (`backend::plan`), so a decode step's matrix-vector product
-    /// normalizes its own input, or applies SwiGLU to its own output, instead of a kernel of
-    /// its own writing a few kilobytes for the next.
+    /// normalizes its own input, adds the residual, or applies SwiGLU to its own output,
+    /// instead of a kernel of its own writing a few kilobytes for the next.
     JoinedMatmul {
         /// How `a` is computed, if it is.
         prologue: Option<Prologue>,
@@ -373,6 +374,10 @@ pub enum Op {
         alpha: f64,
         /// Scale of the addend.
         beta: f64,
+        /// The right operand is a quantized matrix of this format, stored `[N, K]` as a
+        /// Linear layer keeps it: the product is `a @ dequantize(w)ᵀ` ([`QuantOp::Matmul`] with
+        /// the transpose; alpha is then 1).
+        quantized: Option<QuantParams>,
     },
     /// [`Op::Rope`] over one position that also writes a KV cache in place. Never built by an
     /// op: evaluation makes it on a GPU stream from a decode step's rope and the

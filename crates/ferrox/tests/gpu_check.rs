@@ -978,6 +978,7 @@ fn quantized(c: &mut Checker) {
                 fx::gather_qmm(&x, &wqe, &se, None, None, Some(&idx), true, gs, bits, mode, false)
             });
         }
+        quantized_joins(c, dt);
         // MoE experts: 6 stacked matrices, 4 tokens each routed to 2 of them.
         let we = c.array(&[6, 64, 128], dt, -1.0, 1.0);
         let (wq, s, b) = cpu(|| fx::quantize(&we, 64, 4, QuantMode::Affine)).unwrap();
@@ -990,6 +991,49 @@ fn quantized(c: &mut Checker) {
             });
         }
     }
+}
+
+/// The work before and after a quantized decode product joined into its kernel
+/// (backend/cuda/join.rs): an `rms_norm` read only by the product (with and without a weight),
+/// a residual added to its output (either operand order), both; 1 and 2 rows, 4- and 3-bit,
+/// 100 features (past a block's end). Not joined: 8 rows, a product read twice, a residual of
+/// another shape (broadcast). The join counter must match.
+fn quantized_joins(c: &mut Checker, dt: Dtype) {
+    use fx::primitives::QuantMode;
+    let b = bound(dt);
+    let (n, k) = (100, 512);
+    let w = c.array(&[n, k], dt, -1.0, 1.0);
+    let g = c.array(&[k], dt, 0.5, 1.5);
+    let (x1, x2, x8) =
+        (c.array(&[1, 1, k], dt, -1.0, 1.0), c.array(&[2, k], dt, -1.0, 1.0), c.array(&[8, k], dt, -1.0, 1.0));
+    let (r1, r2, r8) =
+        (c.array(&[1, 1, n], dt, -1.0, 1.0), c.array(&[2, n], dt, -1.0, 1.0), c.array(&[8, n], dt, -1.0, 1.0));
+    let before = ferrox::backend::cuda::joined_products();
+    // Joins expected: one a check of the first four, two for the norm and the residual.
+    let mut want = 0;
+    for bits in [4usize, 3] {
+        let (wq, s, bq) = cpu(|| fx::quantize(&w, 64, bits, QuantMode::Affine)).unwrap();
+        let bq = bq.unwrap();
+        let qmm = |x: &Array| fx::quantized_matmul(x, &wq, &s, Some(&bq), true, 64, bits, QuantMode::Affine);
+        let normed = |x: &Array, g: Option<&Array>| fx::fast::rms_norm(x, g, 1e-5);
+        let name = |what: &str| format!("quantized-join {dt} {bits}-bit {what}");
+        let n0 = c.results.len();
+        c.check(&name("joined rms_norm, 1 row"), b, || qmm(&normed(&x1, Some(&g))?));
+        c.check(&name("joined rms_norm, 2 rows, no weight"), b, || qmm(&normed(&x2, None)?));
+        c.check(&name("joined residual, 1 row"), b, || fx::add(&qmm(&x1)?, &r1));
+        c.check(&name("joined residual first, 2 rows"), b, || fx::add(&r2, &qmm(&x2)?));
+        want += c.results.len() - n0;
+        let n0 = c.results.len();
+        c.check(&name("joined rms_norm and residual, 1 row"), b, || fx::add(&r1, &qmm(&normed(&x1, Some(&g))?)?));
+        want += 2 * (c.results.len() - n0);
+        c.check(&name("rms_norm, 8 rows, residual (not joined)"), b, || fx::add(&r8, &qmm(&normed(&x8, Some(&g))?)?));
+        c.check(&name("read twice, residual (not joined)"), b, || {
+            let p = qmm(&x1)?;
+            fx::concatenate(&[fx::add(&p, &r1)?, p], 2)
+        });
+        c.check(&name("broadcast residual (not joined)"), b, || fx::add(&qmm(&x2)?, &fx::slice_axis(&r2, 0, 0, 1)?));
+    }
+    c.joins(&format!("quantized-join {dt}: joins"), before, want);
 }
 
 /// Quantization on the GPU (bit for bit: every part compared exactly), gather_mm and

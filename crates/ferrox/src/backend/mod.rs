@@ -14,9 +14,9 @@ pub mod fallback;
 use crate::array::{Array, Data, Pending};
 use crate::device::Device;
 use crate::dtype::Dtype;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::eval::Planned;
-use crate::primitives::{Epilogue, Op, Prologue};
+use crate::primitives::{BinaryOp, Epilogue, Op, Prologue, QuantMode, QuantOp, QuantParams};
 
 /// The interface every backend implements.
 pub trait Backend: Send + Sync {
@@ -51,6 +51,7 @@ pub(crate) fn joined_matmul_parts(
     inputs: &[Array],
     alpha: f64,
     beta: f64,
+    quantized: Option<QuantParams>,
     shape: &[usize],
     dtype: Dtype,
     run: &RunOp,
@@ -65,6 +66,20 @@ pub(crate) fn joined_matmul_parts(
         None => pro[0].clone(),
     };
     let ins: Vec<Array> = std::iter::once(a).chain(rest.iter().cloned()).collect();
+    if let Some(params) = quantized {
+        // The quantized product, then the addend (the plan joins only beta 1, no epilogue).
+        if epilogue.is_some() || (beta != 0.0 && beta != 1.0) || alpha != 1.0 {
+            return Err(Error::invalid("eval", "a joined quantized product takes no epilogue and no scales"));
+        }
+        let nw = if params.mode == QuantMode::Affine { 3 } else { 2 };
+        let op = Op::Quantized { op: QuantOp::Matmul { transpose: true }, params };
+        let product = run(&op, &ins[..1 + nw], shape, dtype)?;
+        if beta == 0.0 {
+            return Ok(product);
+        }
+        let product = Array::from_data(shape.to_vec(), dtype, product);
+        return run(&Op::Binary(BinaryOp::Add), &[product, ins[1 + nw].clone()], shape, dtype);
+    }
     let product = Op::Matmul { alpha, beta };
     let Some(Epilogue::Halves { graph, lower_first }) = epilogue else { return run(&product, &ins, shape, dtype) };
     // The product has twice the output's columns, in the operands' dtype.

@@ -59,10 +59,11 @@ impl Backend for CpuBackend {
             Op::ArgReduce { op, axis } => reduce::arg_reduce(*op, x.unwrap(), *axis, shape),
             Op::Scan { op, axis, reverse, inclusive } => reduce::scan(*op, x.unwrap(), *axis, *reverse, *inclusive),
             Op::Matmul { alpha, beta } => matmul::matmul(inputs, *alpha, *beta, shape, dtype),
-            Op::JoinedMatmul { prologue, epilogue, alpha, beta } => {
+            Op::JoinedMatmul { prologue, epilogue, alpha, beta, quantized } => {
                 let run = |op: &Op, ins: &[Array], shape: &[usize], dt: Dtype| self.eval(op, ins, shape, dt);
                 let (prologue, epilogue) = (prologue.as_ref(), epilogue.as_ref());
-                crate::backend::joined_matmul_parts(prologue, epilogue, inputs, *alpha, *beta, shape, dtype, &run)
+                let (a, b, q) = (*alpha, *beta, *quantized);
+                crate::backend::joined_matmul_parts(prologue, epilogue, inputs, a, b, q, shape, dtype, &run)
             }
             Op::RopeWrite { .. } | Op::Written => {
                 Err(crate::error::Error::invalid("eval", format!("{op:?} is planned only on a GPU")))

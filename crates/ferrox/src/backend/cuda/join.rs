@@ -9,14 +9,17 @@
 //! writing it (`*_glu`: a block computes gate column j and up column j together).
 //!
 //! Before an evaluation runs, [`plan`] finds, on a GPU stream,
-//! - each product of at most [`JOIN_ROWS`] rows whose left operand is an `rms_norm` read by
-//!   nothing else, and
+//! - each product (dense, or of a quantized matrix) of at most [`JOIN_ROWS`] rows whose left
+//!   operand is an `rms_norm` read by nothing else (quantized weights up to
+//!   [`JOIN_NORM_BYTES`]),
 //! - each two-input elementwise program of `compile` over the lower and upper halves of the
-//!   columns of such a product (two slices read by nothing else, of a product without an
-//!   addend read by nothing else),
+//!   columns of such a dense product (two slices read by nothing else, of a product without an
+//!   addend read by nothing else), and
+//! - each `add` of a quantized such product read by nothing else and a residual of its shape
+//!   (the quantized kernel, `qmv`, adds it before rounding),
 //!
 //! drops the norm, the slices and the product from the steps, and runs the product, or the
-//! program, as [`Op::JoinedMatmul`] over the inputs of the first op instead. The graph is not
+//! program, or the add, as [`Op::JoinedMatmul`] over the inputs of the first op instead. The graph is not
 //! changed: should the evaluation stop before the joined op, every node is still as it was
 //! built. Where the kernel cannot take the operands after all (layout, alignment, dtype), the
 //! backend runs the joined ops one after another, as the nodes would have.
@@ -28,13 +31,21 @@ use std::sync::Arc;
 use crate::array::{Array, Node, Pending, State};
 use crate::device::{Device, Stream};
 use crate::eval::Planned;
-use crate::primitives::{Epilogue, Op, Prologue, ScatterMode};
+use crate::primitives::{BinaryOp, Epilogue, Op, Prologue, QuantMode, QuantOp, QuantParams, ScatterMode};
 
 /// The most rows of a product with joins: those of the FMA kernels that gain from them. The
 /// tensor-core kernel of 3–8 f16 / bf16 rows lost more with its own joined variants than the
 /// kernels they spare cost (batch-8 decode of the 1B model 7 % slower, H100, session 15);
 /// batch 1 gained ~1.5 %.
 const JOIN_ROWS: usize = 2;
+
+/// The largest quantized weight (bytes) a product normalizes its own input for: the joined
+/// kernel's extra work grows with the weight (each block weighs and squares all of x for its
+/// few features), the norm's own kernel does not. A 4-bit Llama-3.2-1B gate/up product (19
+/// MB) joins; its 148 MB output head does not (H200: `qmv_rms` 102.9 µs, plain 85.9, a norm
+/// kernel ~3; scripts/cuda-bench/qmv_bench.cu, docs/PERF.md session 20). Dense products
+/// always join: four columns a block make the norm nearly free there (gemv.cu, GEMV_RMS_COLS).
+const JOIN_NORM_BYTES: usize = 64 << 20;
 
 /// Ops joined into products so far in this process.
 static JOINED: AtomicUsize = AtomicUsize::new(0);
@@ -56,7 +67,8 @@ pub(crate) fn plan(order: Vec<Array>) -> Vec<Planned> {
         JOINED.fetch_add(1, Ordering::Relaxed);
     }
     for node in &order {
-        let joined = with_prologue(node).or_else(|| with_epilogue(node, &run_as));
+        let joined =
+            with_prologue(node).or_else(|| with_epilogue(node, &run_as)).or_else(|| with_addend(node, &run_as));
         if let Some((gone, pending)) = joined {
             for g in gone {
                 run_as.remove(&g);
@@ -86,14 +98,34 @@ fn rows(shape: &[usize]) -> usize {
     shape[..shape.len() - 1].iter().product()
 }
 
-/// For a pending product of at most JOIN_ROWS rows on a GPU whose left operand is a pending
-/// `rms_norm` read by nothing else: the norm's node and the product over the norm's inputs.
+/// A product the matrix-vector kernels join work into: `Op::Matmul`'s (alpha, beta), or a
+/// quantized matrix's format (`x @ dequantize(w)ᵀ`, as a Linear layer multiplies; alpha 1,
+/// beta 0).
+fn product(op: &Op) -> Option<(f64, f64, Option<QuantParams>)> {
+    match *op {
+        Op::Matmul { alpha, beta } => Some((alpha, beta, None)),
+        Op::Quantized { op: QuantOp::Matmul { transpose: true }, params } => Some((1.0, 0.0, Some(params))),
+        _ => None,
+    }
+}
+
+/// The bytes of a quantized product's matrix (packed words, scales, biases if affine).
+fn weight_bytes(p: &Pending, q: QuantParams) -> usize {
+    p.inputs[1..].iter().take(if q.mode == QuantMode::Affine { 3 } else { 2 }).map(Array::nbytes).sum()
+}
+
+/// For a pending product (dense or quantized, [`product`]) of at most JOIN_ROWS rows on a GPU
+/// whose left operand is a pending `rms_norm` read by nothing else (a quantized weight at most
+/// [`JOIN_NORM_BYTES`]): the norm's node and the product over the norm's inputs.
 fn with_prologue(node: &Array) -> Option<(Vec<*const Node>, Pending)> {
     let st = node.state();
     let State::Pending(p) = &*st else { return None };
-    let Op::Matmul { alpha, beta } = p.op else { return None };
+    let (alpha, beta, quantized) = product(&p.op)?;
     let x = &p.inputs[0];
     if !matches!(p.stream.device, Device::Gpu(_)) || !(1..=JOIN_ROWS).contains(&rows(node.shape())) {
+        return None;
+    }
+    if quantized.is_some_and(|q| weight_bytes(p, q) > JOIN_NORM_BYTES) {
         return None;
     }
     if !read_only_by(x, 1) {
@@ -106,7 +138,8 @@ fn with_prologue(node: &Array) -> Option<(Vec<*const Node>, Pending)> {
         return None;
     }
     let inputs = xp.inputs.iter().chain(&p.inputs[1..]).cloned().collect();
-    let op = Op::JoinedMatmul { prologue: Some(Prologue::RmsNorm { eps, weight }), epilogue: None, alpha, beta };
+    let op =
+        Op::JoinedMatmul { prologue: Some(Prologue::RmsNorm { eps, weight }), epilogue: None, alpha, beta, quantized };
     Some((vec![Arc::as_ptr(&x.0)], Pending { op, inputs, stream: p.stream }))
 }
 
@@ -157,11 +190,11 @@ fn with_epilogue(node: &Array, run_as: &HashMap<*const Node, Pending>) -> Option
     }
     // The product as planned: with its norm joined in, or as built.
     let (prologue, alpha, inputs) = match run_as.get(&Arc::as_ptr(&product.0)) {
-        Some(Pending { op: Op::JoinedMatmul { prologue, epilogue: None, alpha, beta }, inputs, .. })
-            if *beta == 0.0 =>
-        {
-            (prologue.clone(), *alpha, inputs.clone())
-        }
+        Some(Pending {
+            op: Op::JoinedMatmul { prologue, epilogue: None, alpha, beta, quantized: None },
+            inputs,
+            ..
+        }) if *beta == 0.0 => (prologue.clone(), *alpha, inputs.clone()),
         Some(_) => return None,
         None => {
             let ps = product.state();
@@ -174,9 +207,54 @@ fn with_epilogue(node: &Array, run_as: &HashMap<*const Node, Pending>) -> Option
         }
     };
     let epilogue = Some(Epilogue::Halves { graph: graph.clone(), lower_first: lower[0] });
-    let op = Op::JoinedMatmul { prologue, epilogue, alpha, beta: 0.0 };
+    let op = Op::JoinedMatmul { prologue, epilogue, alpha, beta: 0.0, quantized: None };
     let gone = std::iter::once(&product).chain(&f.inputs).map(|a| Arc::as_ptr(&a.0)).collect();
     Some((gone, Pending { op, inputs, stream: f.stream }))
+}
+
+/// For a pending GPU `add` of two same-shape, same-dtype arrays, one a quantized product of
+/// at most JOIN_ROWS rows ([`product`]) read by nothing else: the product's node and the
+/// product with the other array as its addend (a residual connection after a quantized
+/// layer; dense layers join theirs when built, `addmm`). The product as planned so far: its
+/// norm joined in or not.
+fn with_addend(node: &Array, run_as: &HashMap<*const Node, Pending>) -> Option<(Vec<*const Node>, Pending)> {
+    let st = node.state();
+    let State::Pending(a) = &*st else { return None };
+    if !matches!(a.op, Op::Binary(BinaryOp::Add)) || !matches!(a.stream.device, Device::Gpu(_)) {
+        return None;
+    }
+    let same = |x: &Array| x.shape() == node.shape() && x.dtype() == node.dtype();
+    if !a.inputs.iter().all(same) {
+        return None;
+    }
+    // The product is input `i`; the addend is the other one.
+    let is_product = |x: &Array| {
+        let xs = x.state();
+        matches!(&*xs, State::Pending(p) if p.stream == a.stream
+            && matches!(product(&p.op), Some((_, _, Some(_)))))
+    };
+    let i = (0..2).find(|&i| is_product(&a.inputs[i]))?;
+    let (prod, addend) = (&a.inputs[i], &a.inputs[1 - i]);
+    if Arc::ptr_eq(&prod.0, &addend.0) || !read_only_by(prod, 1) || !(1..=JOIN_ROWS).contains(&rows(prod.shape())) {
+        return None;
+    }
+    let (prologue, quantized, inputs) = match run_as.get(&Arc::as_ptr(&prod.0)) {
+        Some(Pending {
+            op: Op::JoinedMatmul { prologue, epilogue: None, beta, quantized: Some(q), .. },
+            inputs,
+            ..
+        }) if *beta == 0.0 => (prologue.clone(), *q, inputs.clone()),
+        Some(_) => return None,
+        None => {
+            let ps = prod.state();
+            let State::Pending(pp) = &*ps else { return None };
+            let (_, _, Some(q)) = product(&pp.op)? else { return None };
+            (None, q, pp.inputs.clone())
+        }
+    };
+    let inputs = inputs.into_iter().chain(std::iter::once(addend.clone())).collect();
+    let op = Op::JoinedMatmul { prologue, epilogue: None, alpha: 1.0, beta: 1.0, quantized: Some(quantized) };
+    Some((vec![Arc::as_ptr(&prod.0)], Pending { op, inputs, stream: a.stream }))
 }
 
 /// A `put_along_axis` into a KV cache that [`cache_writes`] may join: its stream, the cache

@@ -13,7 +13,7 @@ use crate::array::{Array, Data};
 use crate::backend::cpu::iter::collapse;
 use crate::dtype::Dtype;
 use crate::error::Result;
-use crate::primitives::{Epilogue, Op, Prologue};
+use crate::primitives::{Epilogue, Op, Prologue, QuantParams};
 use crate::shape::broadcast_strides;
 
 use super::alloc::{alloc_out, device_ptr};
@@ -94,9 +94,12 @@ const GEMV_BLOCK: u32 = 128;
 const GEMV_MMA_BLOCK: u32 = 256;
 /// Output columns a block of the matrix-vector kernel takes (GEMV_COLS in gemv.cu).
 const GEMV_COLS: usize = 2;
+/// The same where the kernel normalizes x (GEMV_RMS_COLS in gemv.cu).
+const GEMV_RMS_COLS: usize = 4;
 
-/// The left operand of a matrix-vector product as the kernel reads it (gemv.cu).
-enum GemvX<'a> {
+/// The left operand of a matrix-vector product as the kernel reads it (gemv.cu, and qmv of
+/// quantized.cu).
+pub(crate) enum GemvX<'a> {
     /// The rows of `a`, as they are.
     Rows(&'a Array),
     /// `rms_norm(x, weight, eps)`, normalized by the kernel while loading x.
@@ -104,7 +107,8 @@ enum GemvX<'a> {
 }
 
 impl GemvX<'_> {
-    fn array(&self) -> &Array {
+    /// The array the kernel reads (before any normalization).
+    pub(crate) fn array(&self) -> &Array {
         match self {
             GemvX::Rows(x) | GemvX::RmsNorm { x, .. } => x,
         }
@@ -202,12 +206,13 @@ fn gemv(
     // columns are then j and j + n / 2: one output column).
     let half = matches!(dtype, Dtype::F16 | Dtype::Bf16);
     let mma = half && rows > 2 && k.is_multiple_of(32) && rms.is_empty() && glu.is_none();
+    let cols = if rms.is_empty() { GEMV_COLS } else { GEMV_RMS_COLS };
     let (name, blocks, block) = if mma {
         ("gemv_mma".to_string(), n.div_ceil(16), GEMV_MMA_BLOCK)
     } else if glu.is_some() {
-        (format!("gemv{rms}_glu_{}", rows.next_power_of_two()), n / 2, GEMV_BLOCK)
+        (format!("gemv{rms}_glu_{}", rows.next_power_of_two()), (n / 2).div_ceil(cols / 2), GEMV_BLOCK)
     } else {
-        (format!("gemv{rms}_{}", rows.next_power_of_two()), n.div_ceil(GEMV_COLS), GEMV_BLOCK)
+        (format!("gemv{rms}_{}", rows.next_power_of_two()), n.div_ceil(cols), GEMV_BLOCK)
     };
     let c = ctype(dtype);
     let mma_kind = if half { format!("#define MMA_KIND \"{c}\"\n") } else { String::new() };
@@ -250,11 +255,10 @@ fn gemv(
 pub(crate) fn joined_matmul(
     g: &Gpu,
     ordinal: usize,
-    prologue: Option<&Prologue>,
-    epilogue: Option<&Epilogue>,
+    (prologue, epilogue): (Option<&Prologue>, Option<&Epilogue>),
     inputs: &[Array],
-    alpha: f64,
-    beta: f64,
+    (alpha, beta): (f64, f64),
+    quantized: Option<QuantParams>,
     shape: &[usize],
     dtype: Dtype,
 ) -> Result<Option<Data>> {
@@ -265,24 +269,33 @@ pub(crate) fn joined_matmul(
         }
         None => GemvX::Rows(&pro[0]),
     };
-    let glu = match epilogue {
-        Some(Epilogue::Halves { graph, lower_first }) => super::fused::glu_source(graph, *lower_first, dtype),
-        None => None,
-    };
-    if epilogue.is_none() || glu.is_some() {
-        // The product's shape: the output's, or twice its columns.
-        let mut full = shape.to_vec();
-        if epilogue.is_some() {
-            *full.last_mut().expect("a product has columns") *= 2;
+    if let Some(params) = quantized {
+        if epilogue.is_none() && alpha == 1.0 && (beta == 0.0 || beta == 1.0) {
+            if let Some(out) = super::quantized::joined_qmv(g, &x, rest, params, beta == 1.0, shape, dtype)? {
+                return Ok(Some(out));
+            }
         }
-        let (out, po) = alloc_out(shape, dtype)?;
-        let addend = rest.get(1).filter(|_| beta != 0.0).map(|c| (c, beta));
-        if gemv(g, &x, &rest[0], alpha, addend, glu.as_deref(), &full, po)? {
-            return Ok(Some(out));
+    } else {
+        let glu = match epilogue {
+            Some(Epilogue::Halves { graph, lower_first }) => super::fused::glu_source(graph, *lower_first, dtype),
+            None => None,
+        };
+        if epilogue.is_none() || glu.is_some() {
+            // The product's shape: the output's, or twice its columns.
+            let mut full = shape.to_vec();
+            if epilogue.is_some() {
+                *full.last_mut().expect("a product has columns") *= 2;
+            }
+            let (out, po) = alloc_out(shape, dtype)?;
+            let addend = rest.get(1).filter(|_| beta != 0.0).map(|c| (c, beta));
+            if gemv(g, &x, &rest[0], alpha, addend, glu.as_deref(), &full, po)? {
+                return Ok(Some(out));
+            }
         }
     }
     let run = |op: &Op, ins: &[Array], shape: &[usize], dt: Dtype| super::eval_or_fallback(ordinal, op, ins, shape, dt);
-    crate::backend::joined_matmul_parts(prologue, epilogue, inputs, alpha, beta, shape, dtype, &run).map(Some)
+    crate::backend::joined_matmul_parts(prologue, epilogue, inputs, alpha, beta, quantized, shape, dtype, &run)
+        .map(Some)
 }
 
 /// `alpha * a @ b + beta * c` over the batch axes of `shape`.

@@ -89,14 +89,13 @@ pub(crate) fn eval(ordinal: usize, op: &Op, inputs: &[Array], shape: &[usize], d
             }
         }
         Op::Matmul { alpha, beta } => matmul::matmul(gpu, inputs, *alpha, *beta, shape, dtype)?,
-        Op::JoinedMatmul { prologue, epilogue, alpha, beta } => matmul::joined_matmul(
+        Op::JoinedMatmul { prologue, epilogue, alpha, beta, quantized } => matmul::joined_matmul(
             gpu,
             ordinal,
-            prologue.as_ref(),
-            epilogue.as_ref(),
+            (prologue.as_ref(), epilogue.as_ref()),
             inputs,
-            *alpha,
-            *beta,
+            (*alpha, *beta),
+            *quantized,
             shape,
             dtype,
         )?,

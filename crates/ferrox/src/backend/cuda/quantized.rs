@@ -22,6 +22,7 @@ use super::context::Gpu;
 use super::elementwise::copy;
 use super::gather_mm::{self, BSide, Dims, Pairs};
 use super::layout::{ctype, launch, launch_cfg, launch_overlapped, Arg};
+use super::matmul::GemvX;
 
 const SRC: &str = include_str!("kernels/quantized.cu");
 /// Rows of x up to which the matrix-vector kernel runs.
@@ -79,7 +80,7 @@ fn aligned_rows(g: &Gpu, x: &Array) -> Result<(Data, u64)> {
 /// The stored matrix: packed words, scales, biases (each row-major, kept alive; no biases in
 /// the floating-point formats: address 0), its rows and columns, and its format.
 struct Stored {
-    keep: Vec<Data>,
+    _keep: Vec<Data>,
     w: u64,
     scales: u64,
     biases: u64,
@@ -163,7 +164,7 @@ fn stored(g: &Gpu, inputs: &[Array], p: QuantParams, dtype: Dtype, batched: bool
     } else {
         0
     };
-    Ok(Some(Stored { keep, w: pw, scales: ps, biases: pb, rows, cols, params: p }))
+    Ok(Some(Stored { _keep: keep, w: pw, scales: ps, biases: pb, rows, cols, params: p }))
 }
 
 /// Dequantizes the stored matrix into a fresh row-major [rows, cols] array of `dtype`.
@@ -325,42 +326,15 @@ fn matmul(
     }
     let Some(m) = stored(g, inputs, p, dtype, false)? else { return Ok(None) };
     let k = *x.shape().last().unwrap_or(&0);
-    let (kk, n) = m.product_dims(transpose);
+    let kk = m.product_dims(transpose).0;
     if k != kk {
         return Ok(None);
     }
     let rows = x.size() / k.max(1);
     if transpose && rows <= QMV_MAX_ROWS {
-        let (out, po) = alloc_out(shape, dtype)?;
-        if rows * n == 0 {
+        if let Some(out) = qmv(g, x, &m, None, None, shape, dtype)? {
             return Ok(Some(out));
         }
-        let (_kx, px) = aligned_rows(g, x)?;
-        if m.w % 16 != 0 {
-            return Ok(None);
-        }
-        let mr = rows.next_power_of_two();
-        let f = function(g, dtype, p, &format!("qmv_{mr}"), mr)?;
-        let [w, s, b] = m.args();
-        let args = [
-            Arg::U64(po),
-            Arg::U64(px),
-            w,
-            s,
-            b,
-            Arg::I64(n as i64),
-            Arg::I64(k as i64),
-            Arg::I64(p.group_size as i64),
-            Arg::I32(rows as i32),
-        ];
-        let cfg = LaunchConfig {
-            grid_dim: (n.div_ceil(QMV_FEATURES) as u32, 1, 1),
-            block_dim: (QMV_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        launch_overlapped(g, &f, cfg, &args)?;
-        drop(m.keep);
-        return Ok(Some(out));
     }
     // Prefill: dequantize, then a cuBLAS product with the matrix (transposed) as a view.
     let wd = dequantize_into(g, &m, p, dtype)?;
@@ -371,6 +345,100 @@ fn matmul(
     };
     let w = Array::from_data(wshape, dtype, wdata);
     super::matmul::matmul(g, &[x.clone(), w], 1.0, 0.0, shape, dtype)
+}
+
+/// `x @ dequantize(w)ᵀ` for the few rows of a decode step with the matrix-vector kernel
+/// (qmv_M; qmv_rms_M with `norm`: x normalized by the kernel as `rms_norm(x, weight, eps)`,
+/// and the residual `addend` added before the one rounding); `None` where it does not fit.
+fn qmv(
+    g: &Gpu,
+    x: &Array,
+    m: &Stored,
+    norm: Option<(Option<&Array>, f32)>,
+    addend: Option<&Array>,
+    shape: &[usize],
+    dtype: Dtype,
+) -> Result<Option<Data>> {
+    let k = *x.shape().last().unwrap_or(&0);
+    let (kk, n) = m.product_dims(true);
+    let rows = x.size() / k.max(1);
+    if k != kk || rows > QMV_MAX_ROWS || !m.w.is_multiple_of(16) || shape.last() != Some(&n) {
+        return Ok(None);
+    }
+    let (out, po) = alloc_out(shape, dtype)?;
+    if rows * n == 0 {
+        return Ok(Some(out));
+    }
+    let (_kx, px) = aligned_rows(g, x)?;
+    let mut keep = Vec::new();
+    let mut pointer = |a: &Array, align16: bool| -> Result<u64> {
+        let (d, p) = if align16 { aligned_rows(g, a)? } else { row_major(g, a)? };
+        keep.push(d);
+        Ok(p)
+    };
+    let pc = match addend {
+        Some(c) if c.shape() == shape && c.dtype() == dtype => pointer(c, false)?,
+        Some(_) => return Ok(None),
+        None => 0,
+    };
+    let (name, pn, eps) = match norm {
+        Some((Some(w), eps)) if w.shape() == [k] && w.dtype() == dtype => ("qmv_rms", pointer(w, true)?, eps),
+        Some((Some(_), _)) => return Ok(None),
+        Some((None, eps)) => ("qmv_rms", 0, eps),
+        None => ("qmv", 0, 0.0),
+    };
+    let mr = rows.next_power_of_two();
+    let f = function(g, dtype, m.params, &format!("{name}_{mr}"), mr)?;
+    let [w, s, b] = m.args();
+    let args = [
+        Arg::U64(po),
+        Arg::U64(px),
+        w,
+        s,
+        b,
+        Arg::I64(n as i64),
+        Arg::I64(k as i64),
+        Arg::I64(m.params.group_size as i64),
+        Arg::I32(rows as i32),
+        Arg::U64(pc),
+        Arg::U64(pn),
+        Arg::F32(eps),
+    ];
+    let cfg = LaunchConfig {
+        grid_dim: (n.div_ceil(QMV_FEATURES) as u32, 1, 1),
+        block_dim: (QMV_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch_overlapped(g, &f, cfg, &args)?;
+    Ok(Some(out))
+}
+
+/// [`Op::JoinedMatmul`](crate::primitives::Op::JoinedMatmul) of a quantized matrix: the
+/// product of `x` (normalized by the kernel for [`GemvX::RmsNorm`]) and the stored matrix
+/// whose packed words, scales and (affine) biases begin `rest`, plus, with `addend`, the
+/// array after them; `None` where the matrix-vector kernel does not take it (the caller runs
+/// the joined ops one after another).
+pub(crate) fn joined_qmv(
+    g: &Gpu,
+    x: &GemvX,
+    rest: &[Array],
+    p: QuantParams,
+    addend: bool,
+    shape: &[usize],
+    dtype: Dtype,
+) -> Result<Option<Data>> {
+    let xa = x.array();
+    let nw = product_inputs(p.mode) - 1;
+    if xa.dtype() != dtype || rest.len() != nw + usize::from(addend) || rest[0].ndim() != 2 {
+        return Ok(None);
+    }
+    let ins: Vec<Array> = std::iter::once(xa.clone()).chain(rest[..nw].iter().cloned()).collect();
+    let Some(m) = stored(g, &ins, p, dtype, false)? else { return Ok(None) };
+    let norm = match x {
+        GemvX::RmsNorm { weight, eps, .. } => Some((*weight, *eps)),
+        GemvX::Rows(_) => None,
+    };
+    qmv(g, xa, &m, norm, addend.then(|| &rest[nw]), shape, dtype)
 }
 
 /// `quantized_matmul` of a stack of stored matrices [..., rows, words]: the tiled kernel over

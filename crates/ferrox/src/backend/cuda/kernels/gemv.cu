@@ -24,8 +24,8 @@
 // - *_glu (a module of their own, GEMV_GLU defined): the product's two halves of columns
 //   joined by glu_epilogue(lower, upper), which backend/cuda/prologue.rs generates from a
 //   compile'd program (a SwiGLU block's silu(gate) · up over a joined gate/up projection):
-//   a block's columns are j and j + n / 2, and it writes output j of n / 2, each half's sum
-//   rounded to T first as the product's own output is.
+//   a block's columns are j.. of each half (j and j + n / 2 paired), and it writes outputs j..
+//   of n / 2, each half's sum rounded to T first as the product's own output is.
 // Both cost the product a few percent (scripts/cuda-bench, "rms"); the host joins them only
 // where the FMA kernels run (1 and 2 rows): the tensor-core kernel of more rows lost more
 // with them (batch-8 decode 7 % slower) than the kernels they replace cost.
@@ -36,6 +36,11 @@
 // addresses are multiples of a chunk (the host checks; gemv_mma's k, of 32).
 #define GEMV_SPLIT 4
 #define GEMV_COLS 2
+// The columns of a block that normalizes x (gemv_rms_*): each block weighs and squares all of
+// x, so more columns a block spread that work over more weights (H200, one row: the Llama 1B
+// step's 65 products all normalized 898 µs with 2 columns, 791 with 4, 761 plain; gate/up
+// 21.5 → 19.7 µs, lm head 150.2 → 135.0 against 133.9 plain; scripts/cuda-bench/gemv_bench.cu).
+#define GEMV_RMS_COLS 4
 #define CHUNK (16 / (int)sizeof(T))
 
 // The generated join of a GEMV_GLU module (defined after this file).
@@ -62,43 +67,50 @@ __device__ __forceinline__ void rms_weigh(const uint4& xv, const T* __restrict__
 }
 __device__ __forceinline__ float rms_scale(float ss, i64 k, float eps) { return 1.0f / sqrtf(ss * (1.0f / (float)k) + eps); }
 
-template <int R, int U, bool RMS, bool GLU>
+// COLS: output columns a block takes (GEMV_COLS, or GEMV_RMS_COLS where it normalizes x); with
+// GLU, half of them from each half of the product's columns.
+template <int R, int U, bool RMS, bool GLU, int COLS = GEMV_COLS>
 __device__ __forceinline__ void gemv_impl(T* __restrict__ out, const T* __restrict__ x, i64 xs,
                                           const T* __restrict__ w, i64 ws, int rows, i64 n, i64 k, float alpha,
                                           const T* __restrict__ cadd, i64 cs_r, i64 cs_c, float beta,
                                           const T* __restrict__ nw, float eps) {
-  __shared__ float red[GEMV_SPLIT][GEMV_COLS][R];
+  __shared__ float red[GEMV_SPLIT][COLS][R];
   __shared__ float red_ss[GEMV_SPLIT][R];
   allow_next_kernel();
   const int lane = threadIdx.x & 31, part = threadIdx.x >> 5;
-  // The block's columns: col0 and col0 + 1, or with GLU, j and j + n / 2.
+  // The block's columns: col0 .. col0 + COLS - 1, or with GLU, col0 .. col0 + COLS / 2 - 1 of
+  // each half (column c of the block is col0 + c % HC + c / HC · n / 2).
+  constexpr int HC = GLU ? COLS / 2 : COLS;
   const i64 half = n / 2;
-  const i64 col0 = GLU ? (i64)blockIdx.x : (i64)blockIdx.x * GEMV_COLS, cstep = GLU ? half : 1;
+  const i64 col0 = (i64)blockIdx.x * HC;
   const i64 chunks = k / CHUNK;
   const i64 per = (chunks + GEMV_SPLIT - 1) / GEMV_SPLIT;
   const i64 c0 = part * per, c1 = min(chunks, c0 + per);
-  const uint4* wr[GEMV_COLS];
+  const uint4* wr[COLS];
 #pragma unroll
-  for (int c = 0; c < GEMV_COLS; ++c) wr[c] = (const uint4*)(w + (col0 + c * cstep < n ? col0 + c * cstep : col0) * ws);
+  for (int c = 0; c < COLS; ++c) {
+    const i64 col = col0 + c % HC + (c / HC) * half;
+    wr[c] = (const uint4*)(w + (col < n ? col : col0) * ws);
+  }
   // Launched overlapped with the kernel before it (which x may come from, but never the
   // weights): start this lane's weights toward L2 while that kernel finishes, then wait.
   for (i64 ch = c0 + lane; ch < c1; ch += 32)
 #pragma unroll
-    for (int c = 0; c < GEMV_COLS; ++c) prefetch_l2(wr[c] + ch);
+    for (int c = 0; c < COLS; ++c) prefetch_l2(wr[c] + ch);
   wait_for_previous_kernel();
-  float acc[GEMV_COLS][R], ss[R];
+  float acc[COLS][R], ss[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) ss[r] = 0.f;
 #pragma unroll
-  for (int c = 0; c < GEMV_COLS; ++c)
+  for (int c = 0; c < COLS; ++c)
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[c][r] = 0.f;
   for (i64 base = c0 + lane; base < c1; base += 32 * U) {
-    uint4 wv[GEMV_COLS][U];
+    uint4 wv[COLS][U];
 #pragma unroll
     for (int u = 0; u < U; ++u)
 #pragma unroll
-      for (int c = 0; c < GEMV_COLS; ++c)
+      for (int c = 0; c < COLS; ++c)
         if (base + 32 * u < c1) wv[c][u] = __ldg(wr[c] + base + 32 * u);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
@@ -116,7 +128,7 @@ __device__ __forceinline__ void gemv_impl(T* __restrict__ out, const T* __restri
             for (int e = 0; e < CHUNK; ++e) xf[e] = (float)to_acc<T>(xe[e]);
           }
 #pragma unroll
-          for (int c = 0; c < GEMV_COLS; ++c) {
+          for (int c = 0; c < COLS; ++c) {
             const T* we = (const T*)&wv[c][u];
 #pragma unroll
             for (int e = 0; e < CHUNK; ++e) acc[c][r] = fmaf((float)to_acc<T>(we[e]), xf[e], acc[c][r]);
@@ -126,7 +138,7 @@ __device__ __forceinline__ void gemv_impl(T* __restrict__ out, const T* __restri
     }
   }
 #pragma unroll
-  for (int c = 0; c < GEMV_COLS; ++c)
+  for (int c = 0; c < COLS; ++c)
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       float v = acc[c][r];
@@ -144,15 +156,15 @@ __device__ __forceinline__ void gemv_impl(T* __restrict__ out, const T* __restri
     }
   }
   __syncthreads();
-  // Thread (c, r) finishes column slot c of row r; with GLU, thread r both of row r's.
-  if (threadIdx.x < (GLU ? 1 : GEMV_COLS) * R) {
-    const int c = GLU ? 0 : threadIdx.x / R, r = threadIdx.x % R;
-    // Column slot c's sum and (for GLU) slot 1's.
+  // Thread (c, r) finishes column slot c of row r; with GLU, slots c and c + HC.
+  if (threadIdx.x < HC * R) {
+    const int c = threadIdx.x / R, r = threadIdx.x % R;
+    // Column slot c's sum and (for GLU) slot c + HC's.
     float v = 0.f, v1 = 0.f;
 #pragma unroll
     for (int p = 0; p < GEMV_SPLIT; ++p) {
       v += red[p][c][r];
-      if constexpr (GLU) v1 += red[p][1][r];
+      if constexpr (GLU) v1 += red[p][c + HC][r];
     }
     float scale = 1.0f;
     if constexpr (RMS) {
@@ -162,8 +174,8 @@ __device__ __forceinline__ void gemv_impl(T* __restrict__ out, const T* __restri
       scale = rms_scale(t, k, eps);
     }
     if constexpr (GLU) {
-      if (r < rows && col0 < half)
-        out[r * half + col0] = glu_epilogue(from_acc<T>(v * scale * alpha), from_acc<T>(v1 * scale * alpha));
+      if (r < rows && col0 + c < half)
+        out[r * half + col0 + c] = glu_epilogue(from_acc<T>(v * scale * alpha), from_acc<T>(v1 * scale * alpha));
     } else {
       const i64 col = col0 + c;
       if (r < rows && col < n) out[r * n + col] = from_acc<T>(v * scale * alpha + addend(cadd, cs_r, cs_c, beta, r, col));
@@ -178,7 +190,8 @@ __device__ __forceinline__ void gemv_impl(T* __restrict__ out, const T* __restri
       NAME(T* __restrict__ out, const T* __restrict__ x, i64 xs, const T* __restrict__ w, i64 ws, int rows, \
            i64 n, i64 k, float alpha, const T* __restrict__ cadd, i64 cs_r, i64 cs_c, float beta,          \
            const T* __restrict__ nw, float eps) {                                                       \
-    gemv_impl<R, U, RMS, GLU>(out, x, xs, w, ws, rows, n, k, alpha, cadd, cs_r, cs_c, beta, nw, eps);     \
+    gemv_impl<R, U, RMS, GLU, RMS ? GEMV_RMS_COLS : GEMV_COLS>(out, x, xs, w, ws, rows, n, k, alpha, cadd, cs_r, \
+                                                              cs_c, beta, nw, eps);                          \
   }
 #ifdef GEMV_GLU
 #define GEMV(R, U)                                \

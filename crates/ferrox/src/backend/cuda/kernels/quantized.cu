@@ -104,12 +104,20 @@ __device__ __forceinline__ u32 code_at(const u32* words, int j) {
 #ifndef QMV_COLS
 #define QMV_COLS 4
 #endif
-template <int M>
+//
+// Joined work (backend/cuda/join.rs): with cadd (not null), y = x · Wᵀ + cadd (cadd row-major
+// like y), summed in f32 and rounded once; with RMS, x is rms_norm(x, nw, eps) (nw null: no
+// weight): each lane multiplies the x values it loads by nw and gathers their squares, and
+// each output's sum is scaled by 1 / sqrt(mean(x²) + eps) at the end (the product, scale and
+// bias terms alike, are linear in x). The QMV_SPLIT warps of a group see every pack of x once.
+template <int M, bool RMS>
 __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict__ x, const u32* __restrict__ w,
                                          const S* __restrict__ scales, const S* __restrict__ biases, i64 n_out,
-                                         i64 k, i64 gs, int rows) {
+                                         i64 k, i64 gs, int rows, const T* __restrict__ cadd,
+                                         const T* __restrict__ nw, float eps) {
   constexpr int PER16 = 16 / (int)sizeof(T);
   __shared__ float red[QMV_WARPS][QMV_COLS][M];
+  __shared__ float red_ss[QMV_WARPS][M];
   allow_next_kernel();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int part = warp % QMV_SPLIT;
@@ -125,7 +133,9 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
 #pragma unroll
     for (int c = 0; c < QMV_COLS; ++c) prefetch_l2(w + (row[c] * packs + p) * BITS);
   wait_for_previous_kernel();
-  float acc[QMV_COLS][M];
+  float acc[QMV_COLS][M], ss[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) ss[m] = 0.0f;
 #pragma unroll
   for (int c = 0; c < QMV_COLS; ++c)
 #pragma unroll
@@ -145,6 +155,20 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
         const T* e = (const T*)&v;
 #pragma unroll
         for (int i = 0; i < PER16; ++i) xf[q * PER16 + i] = to_acc<T>(e[i]);
+      }
+      if constexpr (RMS) {
+#pragma unroll
+        for (int j = 0; j < 32; ++j) ss[m] = fmaf(xf[j], xf[j], ss[m]);
+        if (nw) {
+          const uint4* gv = (const uint4*)(nw + (p << 5));
+#pragma unroll
+          for (int q = 0; q < 32 / PER16; ++q) {
+            const uint4 v = __ldg(gv + q);
+            const T* e = (const T*)&v;
+#pragma unroll
+            for (int i = 0; i < PER16; ++i) xf[q * PER16 + i] *= to_acc<T>(e[i]);
+          }
+        }
       }
       float sx[2] = {0.0f, 0.0f};
 #pragma unroll
@@ -171,6 +195,15 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
       for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
       if (lane == 0) red[warp][c][m] = v;
     }
+  if constexpr (RMS) {
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      float v = ss[m];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0) red_ss[warp][m] = v;
+    }
+  }
   __syncthreads();
   const int t = threadIdx.x;
   if (t < QMV_WARPS / QMV_SPLIT * QMV_COLS * M) {
@@ -179,18 +212,32 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
     float v = 0.0f;
 #pragma unroll
     for (int q = 0; q < QMV_SPLIT; ++q) v += red[grp * QMV_SPLIT + q][c][m];
-    if (r < n_out && m < rows) y[m * n_out + r] = from_acc<T>(v);
+    if constexpr (RMS) {
+      float t2 = 0.0f;
+#pragma unroll
+      for (int q = 0; q < QMV_SPLIT; ++q) t2 += red_ss[grp * QMV_SPLIT + q][m];
+      v *= 1.0f / sqrtf(t2 * (1.0f / (float)k) + eps);
+    }
+    if (r < n_out && m < rows) {
+      if (cadd) v += to_acc<T>(cadd[m * n_out + r]);
+      y[m * n_out + r] = from_acc<T>(v);
+    }
   }
 }
 
 // The kernels for up to M rows of x (`rows` of them), M a power of two; a module holds those
 // of one M (QMV_M; none without it), so a first use compiles only the kernels it needs.
-#define QMV(M)                                                                                               \
-  extern "C" __global__ void __launch_bounds__(QMV_WARPS * 32)                                              \
-      qmv_##M(T* __restrict__ y, const T* __restrict__ x, const u32* __restrict__ w, const S* __restrict__ scales, \
-              const S* __restrict__ biases, i64 n_out, i64 k, i64 gs, int rows) {                           \
-    qmv_impl<M>(y, x, w, scales, biases, n_out, k, gs, rows);                                                \
+// qmv_M takes x as it is, qmv_rms_M normalizes it (qmv_impl's RMS); either adds cadd if given.
+#define QMV_KERNEL(NAME, M, RMS)                                                                                \
+  extern "C" __global__ void __launch_bounds__(QMV_WARPS * 32)                                                 \
+      NAME(T* __restrict__ y, const T* __restrict__ x, const u32* __restrict__ w, const S* __restrict__ scales,   \
+           const S* __restrict__ biases, i64 n_out, i64 k, i64 gs, int rows, const T* __restrict__ cadd,          \
+           const T* __restrict__ nw, float eps) {                                                               \
+    qmv_impl<M, RMS>(y, x, w, scales, biases, n_out, k, gs, rows, cadd, nw, eps);                               \
   }
+#define QMV(M)                   \
+  QMV_KERNEL(qmv_##M, M, false) \
+  QMV_KERNEL(qmv_rms_##M, M, true)
 // gather_qmm for few rows: blockIdx.y is the index pair; li is the index shape with the lhs
 // (st[0]) and rhs (st[1]) index arrays' strides; x holds nx matrices of rows × k, W nw of
 // n_out × k (an index past them is clamped: the GPU cannot stop to report it).
@@ -203,8 +250,9 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
     offsets<2>(li, blockIdx.y, o);                                                                      \
     const i64 xi = min((i64)lhs[o[0]], nx - 1), wi = min((i64)rhs[o[1]], nw - 1);                       \
     const i64 groups = n_out * (k / gs);                                                                \
-    qmv_impl<M>(y + (i64)blockIdx.y * rows * n_out, x + xi * rows * k, w + wi * n_out * (k / 32) * BITS, \
-                scales + wi * groups, biases ? biases + wi * groups : biases, n_out, k, gs, rows);    \
+    qmv_impl<M, false>(y + (i64)blockIdx.y * rows * n_out, x + xi * rows * k,                          \
+                       w + wi * n_out * (k / 32) * BITS, scales + wi * groups,                          \
+                       biases ? biases + wi * groups : biases, n_out, k, gs, rows, nullptr, nullptr, 0.0f); \
   }
 // (Through one more macro, so QMV_M is replaced by its value before ## pastes it.)
 #define QMV_KERNELS(M) QMV(M) GATHER_QMV(M)
