@@ -29,35 +29,29 @@ static void launch_ferrox(bf16* y, const bf16* x, Mat m, int rows, int n, int k,
                                                                    nullptr, 0.0f);
 }
 
-// The same launch overlapped with the kernel before it (programmatic dependent launch), as
-// quantized.rs makes it on sm_90 and later.
-static void launch_overlapped(bf16* y, const bf16* x, Mat m, int rows, int n, int k, cudaStream_t s) {
+// A launch of `kern` overlapped with the kernel before it (programmatic dependent launch), as
+// quantized.rs makes it on sm_90 and later, with the joins' arguments (addend, norm weight).
+template <typename K>
+static void launch_qmv(K kern, bf16* y, const bf16* x, Mat m, int rows, int n, int k, cudaStream_t s,
+                       const bf16* cadd, const bf16* nw) {
   const int features = QMV_WARPS / QMV_SPLIT * QMV_COLS;
   cudaLaunchAttribute attr;
   cudaLaunchConfig_t cfg = overlapped(dim3((n + features - 1) / features), dim3(QMV_WARPS * 32), s, &attr);
   i64 nn = n, kk = k, gs = 64;
-  CK(cudaLaunchKernelEx(&cfg, qmv_1, y, x, (const u32*)m.w, (const bf16*)m.s, (const bf16*)m.b, nn, kk, gs, rows,
-                        (const bf16*)nullptr, (const bf16*)nullptr, 0.0f));
+  CK(cudaLaunchKernelEx(&cfg, kern, y, x, (const u32*)m.w, (const bf16*)m.s, (const bf16*)m.b, nn, kk, gs, rows, cadd,
+                        nw, 1e-5f));
 }
-
-// The joined variants, overlapped: x rms-normalized by the kernel (the norm's weight is x
-// itself), and a residual added (y's first row as the addend). Their outputs differ from the
-// plain kernel's, so their err column means nothing.
+static void launch_overlapped(bf16* y, const bf16* x, Mat m, int rows, int n, int k, cudaStream_t s) {
+  launch_qmv(qmv_1, y, x, m, rows, n, k, s, nullptr, nullptr);
+}
+// The joined variants: x rms-normalized by the kernel (the norm's weight is x itself), and a
+// residual added (y as the addend). Their outputs differ from the plain kernel's, so their err
+// column means nothing.
 static void launch_rms(bf16* y, const bf16* x, Mat m, int rows, int n, int k, cudaStream_t s) {
-  const int features = QMV_WARPS / QMV_SPLIT * QMV_COLS;
-  cudaLaunchAttribute attr;
-  cudaLaunchConfig_t cfg = overlapped(dim3((n + features - 1) / features), dim3(QMV_WARPS * 32), s, &attr);
-  i64 nn = n, kk = k, gs = 64;
-  CK(cudaLaunchKernelEx(&cfg, qmv_rms_1, y, x, (const u32*)m.w, (const bf16*)m.s, (const bf16*)m.b, nn, kk, gs, rows,
-                        (const bf16*)nullptr, x, 1e-5f));
+  launch_qmv(qmv_rms_1, y, x, m, rows, n, k, s, nullptr, x);
 }
 static void launch_add(bf16* y, const bf16* x, Mat m, int rows, int n, int k, cudaStream_t s) {
-  const int features = QMV_WARPS / QMV_SPLIT * QMV_COLS;
-  cudaLaunchAttribute attr;
-  cudaLaunchConfig_t cfg = overlapped(dim3((n + features - 1) / features), dim3(QMV_WARPS * 32), s, &attr);
-  i64 nn = n, kk = k, gs = 64;
-  CK(cudaLaunchKernelEx(&cfg, qmv_1, y, x, (const u32*)m.w, (const bf16*)m.s, (const bf16*)m.b, nn, kk, gs, rows,
-                        (const bf16*)y, (const bf16*)nullptr, 0.0f));
+  launch_qmv(qmv_1, y, x, m, rows, n, k, s, y, nullptr);
 }
 
 struct Variant {

@@ -172,8 +172,7 @@ impl DecodeGraph {
         if let Some(r) = self.recorded.as_mut().filter(|r| r.shape == shape) {
             let started = r.start(offset, tokens)?;
             // The picks of the step just enqueued become the next step's tokens on the device.
-            // Which they are is known only when it finishes, so the step ahead records
-            // `tokens` for now and takes the picks below.
+            // Which they are is known only when it finishes: the step ahead is told below.
             r.start_ahead(offset + 1, Vec::new())?;
             let outs = started.wait()?;
             let picked = read_picks(&outs[0], &outs[1])?;

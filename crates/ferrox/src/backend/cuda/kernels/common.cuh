@@ -20,7 +20,7 @@ __device__ __forceinline__ void wait_for_previous_kernel() {
 #endif
 }
 // Lets the kernel after this one in the stream start, if it was launched overlapped: its blocks
-// run what comes before their wait_for_previous_kernel (the products prefetch their weights)
+// run what comes before their wait_for_previous_kernel (small products prefetch their weights)
 // while this kernel finishes; the wait still returns only when this kernel has completed.
 // Called first thing by the kernels that come before products in a decode step.
 __device__ __forceinline__ void allow_next_kernel() {
@@ -35,6 +35,16 @@ __device__ __forceinline__ void allow_next_kernel() {
   allow_next_kernel()
 // Starts moving the line holding p toward L2 (a hint: nothing waits for it).
 __device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+// Whether a decode product of `weights` elements moves them toward L2 before it waits for the
+// kernel before it: worth it for the small ones, whose time is mostly that wait, and a loss for
+// the large ones, where the extra requests slow the stream itself (H200, the Llama-3.2-1B
+// step's 65 bf16 products as a graph: prefetching all 761 µs, none 700, the lm head 133.5 →
+// 115.5 µs; q/o 3.8 → 4.3 µs; 4-bit likewise, 571 → 552 µs; scripts/cuda-bench, PERF
+// session 20). The default of a benchmark may set it.
+#ifndef PREFETCH_MAX_WEIGHTS
+#define PREFETCH_MAX_WEIGHTS (1ll << 23)
+#endif
+__device__ __forceinline__ bool prefetch_weights(i64 weights) { return weights <= PREFETCH_MAX_WEIGHTS; }
 
 #define MAXD 8
 // A strided view of up to 4 operands over one logical shape of `nd` axes and `n` elements.

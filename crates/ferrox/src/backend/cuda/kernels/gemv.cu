@@ -9,7 +9,7 @@
 // bandwidth, bounds a product this small otherwise), multiplies them in f32 with the same
 // chunk of each x row (read through L1; each serves every column), and the slices' sums are
 // joined by shuffles and then through shared memory. The kernel is launched overlapped with
-// the one before it (programmatic dependent launch): it moves its weights toward L2 first.
+// the one before it (programmatic dependent launch): a small one moves its weights toward L2 first.
 // Measured on an H100 with scripts/cuda-bench (Llama-3.2-1B shapes, one row): 1.3-1.5x the
 // bandwidth of a warp a column, whole k to itself.
 //
@@ -36,6 +36,7 @@
 // addresses are multiples of a chunk (the host checks; gemv_mma's k, of 32).
 #define GEMV_SPLIT 4
 #define GEMV_COLS 2
+
 // The columns of a block that normalizes x (gemv_rms_*): each block weighs and squares all of
 // x, so more columns a block spread that work over more weights (H200, one row: the Llama 1B
 // step's 65 products all normalized 898 µs with 2 columns, 791 with 4, 761 plain; gate/up
@@ -93,10 +94,12 @@ __device__ __forceinline__ void gemv_impl(T* __restrict__ out, const T* __restri
     wr[c] = (const uint4*)(w + (col < n ? col : col0) * ws);
   }
   // Launched overlapped with the kernel before it (which x may come from, but never the
-  // weights): start this lane's weights toward L2 while that kernel finishes, then wait.
-  for (i64 ch = c0 + lane; ch < c1; ch += 32)
+  // weights): a small product starts this lane's weights toward L2 while that kernel
+  // finishes, then waits (prefetch_weights).
+  if (prefetch_weights(n * k))
+    for (i64 ch = c0 + lane; ch < c1; ch += 32)
 #pragma unroll
-    for (int c = 0; c < COLS; ++c) prefetch_l2(wr[c] + ch);
+      for (int c = 0; c < COLS; ++c) prefetch_l2(wr[c] + ch);
   wait_for_previous_kernel();
   float acc[COLS][R], ss[R];
 #pragma unroll

@@ -104,6 +104,7 @@ __device__ __forceinline__ u32 code_at(const u32* words, int j) {
 #ifndef QMV_COLS
 #define QMV_COLS 4
 #endif
+
 //
 // Joined work (backend/cuda/join.rs): with cadd (not null), y = x · Wᵀ + cadd (cadd row-major
 // like y), summed in f32 and rounded once; with RMS, x is rms_norm(x, nw, eps) (nw null: no
@@ -128,10 +129,12 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
 #pragma unroll
   for (int c = 0; c < QMV_COLS; ++c) row[c] = min(row0 + c, n_out - 1);
   // Launched overlapped with the kernel before it (which x may come from, but never the
-  // matrix): start this lane's packs toward L2 while that kernel finishes, then wait.
-  for (i64 p = p0 + lane; p < p1; p += 32)
+  // matrix): a small product starts this lane's packs toward L2 while that kernel finishes,
+  // then waits (prefetch_weights).
+  if (prefetch_weights(n_out * k))
+    for (i64 p = p0 + lane; p < p1; p += 32)
 #pragma unroll
-    for (int c = 0; c < QMV_COLS; ++c) prefetch_l2(w + (row[c] * packs + p) * BITS);
+      for (int c = 0; c < QMV_COLS; ++c) prefetch_l2(w + (row[c] * packs + p) * BITS);
   wait_for_previous_kernel();
   float acc[QMV_COLS][M], ss[M];
 #pragma unroll
