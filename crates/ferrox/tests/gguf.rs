@@ -11,10 +11,11 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/io").join(name)
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ferrox-gguf-{}", std::process::id()));
+/// A fresh directory for a test's files (the caller removes it).
+fn scratch_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferrox-gguf-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    dir
 }
 
 #[test]
@@ -126,8 +127,9 @@ fn q4_0_q4_1_q8_0_q4_k_q5_k_convert_to_affine_losslessly() {
 #[test]
 fn bad_files_are_clear_errors() {
     let bytes = std::fs::read(fixture("tiny.gguf")).unwrap();
+    let dir = scratch_dir("bad-files");
     let write = |name: &str, b: &[u8]| {
-        let p = scratch(name);
+        let p = dir.join(name);
         std::fs::write(&p, b).unwrap();
         p
     };
@@ -144,7 +146,8 @@ fn bad_files_are_clear_errors() {
     let mut huge = bytes.clone();
     huge[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
     assert!(msg(write("huge.gguf", &huge)).contains("does not fit"));
-    assert!(msg(scratch("missing.gguf")).contains("no such file"));
+    assert!(msg(dir.join("missing.gguf")).contains("no such file"));
+    std::fs::remove_dir_all(&dir).unwrap();
     let f = GgufFile::open(fixture("tiny.gguf")).unwrap();
     assert!(f.array("nope", None).unwrap_err().to_string().contains("no tensor named"));
     assert!(f.array("t.f32", Some(Dtype::I32)).is_err());

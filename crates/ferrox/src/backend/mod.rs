@@ -111,3 +111,52 @@ pub(crate) fn run(p: &Pending, out: &Array) -> Result<Data> {
         Device::Gpu(i) => Err(crate::error::Error::Device(format!("no GPU backend for Gpu({i}) in this build"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::cpu::{test_rand, CpuBackend};
+    use super::*;
+
+    fn array(n: &[usize], seed: u64) -> Array {
+        let v: Vec<f32> = test_rand(n.iter().product(), seed).iter().map(|x| x * 2.0 - 1.0).collect();
+        Array::from_slice(&v, n).unwrap()
+    }
+
+    /// A joined quantized product that a backend runs as its parts (having no kernel for it)
+    /// is, bit for bit, the ops it stands for: rms_norm, the product with the quantized
+    /// matrix, the residual added — with and without the norm's weight and the residual.
+    #[test]
+    fn joined_quantized_product_runs_as_its_parts() {
+        let (x, g, w, r) = (array(&[2, 64], 1), array(&[64], 2), array(&[8, 64], 3), array(&[2, 8], 4));
+        let (wq, s, b) = crate::quantize(&w, 32, 4, QuantMode::Affine).unwrap();
+        let b = b.unwrap();
+        let params = QuantParams { group_size: 32, bits: 4, mode: QuantMode::Affine };
+        for (weight, residual) in [(true, true), (false, true), (true, false)] {
+            let normed = crate::fast::rms_norm(&x, weight.then_some(&g), 1e-5).unwrap();
+            let product = crate::quantized_matmul(&normed, &wq, &s, Some(&b), true, 32, 4, QuantMode::Affine).unwrap();
+            let want = if residual { crate::add(&product, &r).unwrap() } else { product };
+            let mut inputs = vec![x.clone()];
+            if weight {
+                inputs.push(g.clone());
+            }
+            inputs.extend([wq.clone(), s.clone(), b.clone()]);
+            if residual {
+                inputs.push(r.clone());
+            }
+            let op = Op::JoinedMatmul {
+                prologue: Some(Prologue::RmsNorm { eps: 1e-5, weight }),
+                epilogue: None,
+                alpha: 1.0,
+                beta: if residual { 1.0 } else { 0.0 },
+                quantized: Some(params),
+            };
+            let got = CpuBackend.eval(&op, &inputs, &[2, 8], Dtype::F32).unwrap();
+            let got = Array::from_data(vec![2, 8], Dtype::F32, got);
+            assert_eq!(
+                got.to_vec::<f32>().unwrap(),
+                want.to_vec::<f32>().unwrap(),
+                "weight {weight}, residual {residual}"
+            );
+        }
+    }
+}
