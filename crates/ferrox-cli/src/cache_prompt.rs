@@ -39,6 +39,9 @@ pub struct CachePromptArgs {
 
 pub fn run(args: CachePromptArgs) -> Result<()> {
     let kv = args.kv.quantization()?;
+    if let Some(q) = &kv {
+        q.check_max_kv_size(args.max_kv_size)?;
+    }
     let loaded = load_model(&args.model)?;
     // As mlx_lm.cache_prompt: standard input for `-`, else the text as given (no escapes).
     let prompt = if args.prompt == "-" { crate::generate::read_prompt("-")? } else { args.prompt.clone() };

@@ -194,6 +194,10 @@ fn bad_input_is_an_error_not_a_panic() {
         (vec!["generate", "--model", &m, "--max-kv-size", "0"], "max_kv_size must be at least 1"),
         (vec!["generate", "--model", &m, "--prefill-step-size", "0"], "prefill_step_size must be at least 1"),
         (vec!["generate", "--model", &m, "--kv-bits", "7"], "kv bits must be"),
+        (
+            vec!["generate", "--model", &m, "--kv-bits", "4", "--max-kv-size", "64"],
+            "cannot quantize the rotating cache",
+        ),
         (vec!["generate", "--model", &m, "--temp", "-1"], "temp must be >= 0"),
         (vec!["generate", "--model", &m, "--top-p", "2"], "top_p must be in [0, 1]"),
         (vec!["generate", "--model", &m, "--chat-template-config", "[1]"], "must be a JSON object"),
@@ -205,6 +209,22 @@ fn bad_input_is_an_error_not_a_panic() {
         (
             vec!["cache-prompt", "--model", &m, "--prompt", "Hi", "--prompt-cache-file", &cache, "--max-kv-size", "0"],
             "at least 1",
+        ),
+        (
+            vec![
+                "cache-prompt",
+                "--model",
+                &m,
+                "--prompt",
+                "Hi",
+                "--prompt-cache-file",
+                &cache,
+                "--kv-bits",
+                "8",
+                "--max-kv-size",
+                "9",
+            ],
+            "cannot quantize the rotating cache",
         ),
         (vec!["bench", "--model", &m, "-p", "0"], "must be at least 1"),
         (vec!["chat", "--model", &m, "--max-kv-size", "0"], "max_kv_size must be at least 1"),

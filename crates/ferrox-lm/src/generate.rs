@@ -73,6 +73,9 @@ impl GenerateOptions {
         if self.prefill_step_size == 0 {
             return Err(Error::Invalid("prefill_step_size must be at least 1".into()));
         }
+        if let Some(q) = &self.kv_quantization {
+            q.check_max_kv_size(self.max_kv_size)?;
+        }
         Ok(())
     }
 }

@@ -36,6 +36,20 @@ impl KvQuantization {
         }
         Ok(KvQuantization { bits, group_size, start })
     }
+
+    /// An error if the caches are to rotate (`max_kv_size`, `--max-kv-size`): a rotating
+    /// cache is never quantized, so the pair would leave the quantization unused (mlx-lm
+    /// refuses it as well). Rotating caches a model makes for its sliding-window layers stay
+    /// unquantized beside the quantized standard ones ([`maybe_quantize`]).
+    pub fn check_max_kv_size(&self, max_kv_size: Option<usize>) -> Result<()> {
+        match max_kv_size {
+            Some(m) => Err(Error::Invalid(format!(
+                "--kv-bits {} cannot quantize the rotating cache --max-kv-size {m} asks for: give one or the other",
+                self.bits
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// One layer's quantized keys and values.
@@ -119,8 +133,9 @@ impl QuantizedCache {
 }
 
 /// Turns every standard cache that holds at least `q.start` positions into a quantized one
-/// (mlx-lm's `maybe_quantize_kv_cache`), keeping a batch's left padding. Rotating caches,
-/// already bounded, stay as they are.
+/// (mlx-lm's `maybe_quantize_kv_cache`), keeping a batch's left padding. Rotating caches
+/// (a model's sliding-window layers; `--max-kv-size` with quantization is refused, see
+/// [`KvQuantization::check_max_kv_size`]), already bounded, stay as they are.
 pub fn maybe_quantize(caches: &mut [KvCache], q: &KvQuantization) -> Result<()> {
     for c in caches.iter_mut() {
         if let KvCache::Standard(s) = c {
