@@ -1461,6 +1461,14 @@ fn replay_step(emb: &Array, w: &Array, tok: &Array, pos: &Array, cache: Array) -
     Ok((logits, pick, cache))
 }
 
+/// `a` computed on the GPU (its bytes in device memory, never read on the host): a recorded
+/// step's input or state.
+fn on_gpu(a: &Array) -> Array {
+    let r = gpu(|| fx::add(a, &fx::zeros(&[], a.dtype())?)).unwrap();
+    r.eval().unwrap();
+    r
+}
+
 /// Recorded steps ([`fx::Replay`]): a decode-shaped step recorded once at position 0 and
 /// replayed at positions 1.. with new inputs written to the device must give what the CPU
 /// computes step by step (the KV cache carried in place); then the host time of a chain of
@@ -1483,11 +1491,6 @@ fn replay(c: &mut Checker) {
         cache = k;
     }
     // The GPU: inputs computed there (device memory), the cache a fresh device buffer.
-    let on_gpu = |a: &Array| {
-        let r = gpu(|| fx::add(a, &fx::zeros(&[], a.dtype())?)).unwrap();
-        r.eval().unwrap();
-        r
-    };
     let tok = on_gpu(&Array::from_vec(vec![tokens[0]]));
     let pos = on_gpu(&Array::from_vec(vec![0i32]));
     let result = gpu(|| {
@@ -1550,11 +1553,6 @@ fn replay_fed(c: &mut Checker, emb: &Array, w: &Array, cache0: &Array) {
         want.push(l);
         cache = k;
     }
-    let on_gpu = |a: &Array| {
-        let r = gpu(|| fx::add(a, &fx::zeros(&[], a.dtype())?)).unwrap();
-        r.eval().unwrap();
-        r
-    };
     let (tok, pos) = (on_gpu(&Array::from_vec(vec![t0])), on_gpu(&Array::from_vec(vec![0i32])));
     let result = gpu(|| {
         let (l, pick, k) = replay_step(emb, w, &tok, &pos, on_gpu(cache0))?;

@@ -16,7 +16,7 @@ use crate::device::Device;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::eval::Planned;
-use crate::primitives::{BinaryOp, Epilogue, Op, Prologue, QuantMode, QuantOp, QuantParams};
+use crate::primitives::{BinaryOp, Epilogue, Op, Prologue, QuantOp, QuantParams};
 
 /// The interface every backend implements.
 pub trait Backend: Send + Sync {
@@ -71,7 +71,7 @@ pub(crate) fn joined_matmul_parts(
         if epilogue.is_some() || (beta != 0.0 && beta != 1.0) || alpha != 1.0 {
             return Err(Error::invalid("eval", "a joined quantized product takes no epilogue and no scales"));
         }
-        let nw = if params.mode == QuantMode::Affine { 3 } else { 2 };
+        let nw = params.mode.matrix_inputs();
         let op = Op::Quantized { op: QuantOp::Matmul { transpose: true }, params };
         let product = run(&op, &ins[..1 + nw], shape, dtype)?;
         if beta == 0.0 {
@@ -116,6 +116,7 @@ pub(crate) fn run(p: &Pending, out: &Array) -> Result<Data> {
 mod tests {
     use super::cpu::{test_rand, CpuBackend};
     use super::*;
+    use crate::primitives::QuantMode;
 
     fn array(n: &[usize], seed: u64) -> Array {
         let v: Vec<f32> = test_rand(n.iter().product(), seed).iter().map(|x| x * 2.0 - 1.0).collect();

@@ -52,6 +52,16 @@ impl QuantMode {
             QuantMode::Mxfp8 => (32, 8),
         }
     }
+
+    /// How many arrays store a matrix of this format: packed elements, scales and, if affine,
+    /// biases (the inputs of a quantized op after x).
+    pub fn matrix_inputs(self) -> usize {
+        if self == QuantMode::Affine {
+            3
+        } else {
+            2
+        }
+    }
 }
 
 impl std::str::FromStr for QuantMode {

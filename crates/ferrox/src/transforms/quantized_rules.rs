@@ -226,7 +226,7 @@ pub(crate) fn vmap(op: QuantOp, p: QuantParams, args: &[Batched], node: &Array, 
         Ok((Array::from_op(out_shape.clone(), node.dtype(), q, inputs), Some(0)))
     };
     let off = usize::from(op != QuantOp::Dequantize);
-    let n_mat = if p.mode == QuantMode::Affine { 3 } else { 2 };
+    let n_mat = p.mode.matrix_inputs();
     let mats = &args[off..off + n_mat];
     let mats_batched = mats.iter().any(|a| a.1.is_some());
     let lift = |a: &Batched| front_as(a, b, &example_shape(a));

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use crate::array::{Array, Node, Pending, State};
 use crate::device::{Device, Stream};
 use crate::eval::Planned;
-use crate::primitives::{BinaryOp, Epilogue, Op, Prologue, QuantMode, QuantOp, QuantParams, ScatterMode};
+use crate::primitives::{BinaryOp, Epilogue, Op, Prologue, QuantOp, QuantParams, ScatterMode};
 
 /// The most rows of a product with joins: those of the FMA kernels that gain from them. The
 /// tensor-core kernel of 3–8 f16 / bf16 rows lost more with its own joined variants than the
@@ -101,7 +101,7 @@ fn rows(shape: &[usize]) -> usize {
 /// A product the matrix-vector kernels join work into: `Op::Matmul`'s (alpha, beta), or a
 /// quantized matrix's format (`x @ dequantize(w)ᵀ`, as a Linear layer multiplies; alpha 1,
 /// beta 0).
-fn product(op: &Op) -> Option<(f64, f64, Option<QuantParams>)> {
+fn product_of(op: &Op) -> Option<(f64, f64, Option<QuantParams>)> {
     match *op {
         Op::Matmul { alpha, beta } => Some((alpha, beta, None)),
         Op::Quantized { op: QuantOp::Matmul { transpose: true }, params } => Some((1.0, 0.0, Some(params))),
@@ -111,16 +111,16 @@ fn product(op: &Op) -> Option<(f64, f64, Option<QuantParams>)> {
 
 /// The bytes of a quantized product's matrix (packed words, scales, biases if affine).
 fn weight_bytes(p: &Pending, q: QuantParams) -> usize {
-    p.inputs[1..].iter().take(if q.mode == QuantMode::Affine { 3 } else { 2 }).map(Array::nbytes).sum()
+    p.inputs[1..].iter().take(q.mode.matrix_inputs()).map(Array::nbytes).sum()
 }
 
-/// For a pending product (dense or quantized, [`product`]) of at most JOIN_ROWS rows on a GPU
+/// For a pending product (dense or quantized, [`product_of`]) of at most JOIN_ROWS rows on a GPU
 /// whose left operand is a pending `rms_norm` read by nothing else (a quantized weight at most
 /// [`JOIN_NORM_BYTES`]): the norm's node and the product over the norm's inputs.
 fn with_prologue(node: &Array) -> Option<(Vec<*const Node>, Pending)> {
     let st = node.state();
     let State::Pending(p) = &*st else { return None };
-    let (alpha, beta, quantized) = product(&p.op)?;
+    let (alpha, beta, quantized) = product_of(&p.op)?;
     let x = &p.inputs[0];
     if !matches!(p.stream.device, Device::Gpu(_)) || !(1..=JOIN_ROWS).contains(&rows(node.shape())) {
         return None;
@@ -188,23 +188,8 @@ fn with_epilogue(node: &Array, run_as: &HashMap<*const Node, Pending>) -> Option
     if !read_only_by(&product, 3) {
         return None;
     }
-    // The product as planned: with its norm joined in, or as built.
-    let (prologue, alpha, inputs) = match run_as.get(&Arc::as_ptr(&product.0)) {
-        Some(Pending {
-            op: Op::JoinedMatmul { prologue, epilogue: None, alpha, beta, quantized: None },
-            inputs,
-            ..
-        }) if *beta == 0.0 => (prologue.clone(), *alpha, inputs.clone()),
-        Some(_) => return None,
-        None => {
-            let ps = product.state();
-            let State::Pending(pp) = &*ps else { return None };
-            let Op::Matmul { alpha, beta } = pp.op else { return None };
-            if beta != 0.0 || pp.stream != f.stream {
-                return None;
-            }
-            (None, alpha, pp.inputs.clone())
-        }
+    let PlannedProduct { prologue, alpha, quantized: None, inputs } = as_planned(&product, f.stream, run_as)? else {
+        return None;
     };
     let epilogue = Some(Epilogue::Halves { graph: graph.clone(), lower_first: lower[0] });
     let op = Op::JoinedMatmul { prologue, epilogue, alpha, beta: 0.0, quantized: None };
@@ -212,8 +197,50 @@ fn with_epilogue(node: &Array, run_as: &HashMap<*const Node, Pending>) -> Option
     Some((gone, Pending { op, inputs, stream: f.stream }))
 }
 
+/// A product without an addend or an epilogue as evaluation will run it: with its norm joined
+/// in (planned so far), or as built.
+struct PlannedProduct {
+    /// The norm joined in, if it is.
+    prologue: Option<Prologue>,
+    /// The product's scale.
+    alpha: f64,
+    /// The quantized matrix's format (`None`: a dense product).
+    quantized: Option<QuantParams>,
+    /// The inputs it runs over.
+    inputs: Vec<Array>,
+}
+
+/// `product` (a pending product on `stream`, [`product_of`]) as planned so far, if it has no
+/// addend (beta 0) and no epilogue.
+fn as_planned(product: &Array, stream: Stream, run_as: &HashMap<*const Node, Pending>) -> Option<PlannedProduct> {
+    match run_as.get(&Arc::as_ptr(&product.0)) {
+        Some(Pending { op: Op::JoinedMatmul { prologue, epilogue: None, alpha, beta, quantized }, inputs, .. })
+            if *beta == 0.0 =>
+        {
+            Some(PlannedProduct {
+                prologue: prologue.clone(),
+                alpha: *alpha,
+                quantized: *quantized,
+                inputs: inputs.clone(),
+            })
+        }
+        Some(_) => None,
+        None => {
+            let ps = product.state();
+            let State::Pending(pp) = &*ps else { return None };
+            let (alpha, beta, quantized) = product_of(&pp.op)?;
+            (beta == 0.0 && pp.stream == stream).then(|| PlannedProduct {
+                prologue: None,
+                alpha,
+                quantized,
+                inputs: pp.inputs.clone(),
+            })
+        }
+    }
+}
+
 /// For a pending GPU `add` of two same-shape, same-dtype arrays, one a quantized product of
-/// at most JOIN_ROWS rows ([`product`]) read by nothing else: the product's node and the
+/// at most JOIN_ROWS rows ([`product_of`]) read by nothing else: the product's node and the
 /// product with the other array as its addend (a residual connection after a quantized
 /// layer; dense layers join theirs when built, `addmm`). The product as planned so far: its
 /// norm joined in or not.
@@ -231,26 +258,16 @@ fn with_addend(node: &Array, run_as: &HashMap<*const Node, Pending>) -> Option<(
     let is_product = |x: &Array| {
         let xs = x.state();
         matches!(&*xs, State::Pending(p) if p.stream == a.stream
-            && matches!(product(&p.op), Some((_, _, Some(_)))))
+            && matches!(product_of(&p.op), Some((_, _, Some(_)))))
     };
     let i = (0..2).find(|&i| is_product(&a.inputs[i]))?;
     let (prod, addend) = (&a.inputs[i], &a.inputs[1 - i]);
     if Arc::ptr_eq(&prod.0, &addend.0) || !read_only_by(prod, 1) || !(1..=JOIN_ROWS).contains(&rows(prod.shape())) {
         return None;
     }
-    let (prologue, quantized, inputs) = match run_as.get(&Arc::as_ptr(&prod.0)) {
-        Some(Pending {
-            op: Op::JoinedMatmul { prologue, epilogue: None, beta, quantized: Some(q), .. },
-            inputs,
-            ..
-        }) if *beta == 0.0 => (prologue.clone(), *q, inputs.clone()),
-        Some(_) => return None,
-        None => {
-            let ps = prod.state();
-            let State::Pending(pp) = &*ps else { return None };
-            let (_, _, Some(q)) = product(&pp.op)? else { return None };
-            (None, q, pp.inputs.clone())
-        }
+    let PlannedProduct { prologue, quantized: Some(quantized), inputs, .. } = as_planned(prod, a.stream, run_as)?
+    else {
+        return None;
     };
     let inputs = inputs.into_iter().chain(std::iter::once(addend.clone())).collect();
     let op = Op::JoinedMatmul { prologue, epilogue: None, alpha: 1.0, beta: 1.0, quantized: Some(quantized) };

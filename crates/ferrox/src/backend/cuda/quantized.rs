@@ -95,6 +95,14 @@ impl Stored {
         [Arg::U64(self.w), Arg::U64(self.scales), Arg::U64(self.biases)]
     }
 
+    /// The leading arguments of the matrix-vector kernels (qmv_M, qmv_rms_M, gather_qmv_M):
+    /// the output's and x's addresses, these matrices, n, k and the group size.
+    fn qmv_args<'a>(&self, out: u64, x: u64, n: usize, k: usize) -> Vec<Arg<'a>> {
+        let [w, s, b] = self.args();
+        let dims = [n, k, self.params.group_size].map(|v| Arg::I64(v as i64));
+        [Arg::U64(out), Arg::U64(x), w, s, b].into_iter().chain(dims).collect()
+    }
+
     /// The product's (k, n): x's last axis and the output's, with or without the transpose.
     fn product_dims(&self, transpose: bool) -> (usize, usize) {
         if transpose {
@@ -115,16 +123,6 @@ impl Stored {
         };
         let f = function(g, x.dtype(), self.params, "gather_mm_tiled", 0)?;
         gather_mm::tiled(g, &f, x, &b, pairs, d, shape)
-    }
-}
-
-/// How many inputs a product of format `mode` has before any index arrays: x, the packed
-/// matrix, scales, and biases if affine.
-fn product_inputs(mode: QuantMode) -> usize {
-    if mode == QuantMode::Affine {
-        4
-    } else {
-        3
     }
 }
 
@@ -195,7 +193,7 @@ pub(crate) fn eval(
         QuantOp::Dequantize => {
             // As a product's inputs, with a placeholder for x.
             let ins: Vec<Array> = std::iter::once(inputs[0].clone()).chain(inputs.iter().cloned()).collect();
-            if ins.len() < product_inputs(p.mode) {
+            if ins.len() < 1 + p.mode.matrix_inputs() {
                 return Ok(None);
             }
             let Some(m) = stored(g, &ins, p, dtype, false)? else { return Ok(None) };
@@ -255,7 +253,7 @@ fn gather_qmm(
     let x = &inputs[0];
     let n_in = inputs.len();
     let (lhs, rhs) = (&inputs[n_in - 2], &inputs[n_in - 1]);
-    if x.dtype() != dtype || n_in != product_inputs(p.mode) + 2 || x.ndim() < 2 {
+    if x.dtype() != dtype || n_in != 1 + p.mode.matrix_inputs() + 2 || x.ndim() < 2 {
         return Ok(None);
     }
     let Some(m) = stored(g, inputs, p, dtype, true)? else { return Ok(None) };
@@ -282,23 +280,15 @@ fn gather_qmm(
     }
     let mr = rows.next_power_of_two();
     let f = function(g, dtype, p, &format!("gather_qmv_{mr}"), mr)?;
-    let [w, s, b] = m.args();
-    let args = [
-        Arg::U64(po),
-        Arg::U64(px),
-        w,
-        s,
-        b,
-        Arg::I64(n as i64),
-        Arg::I64(k as i64),
-        Arg::I64(p.group_size as i64),
+    let mut args = m.qmv_args(po, px, n, k);
+    args.extend([
         Arg::U64(pr.lhs),
         Arg::U64(pr.rhs),
         Arg::Layout(&pr.layout),
         Arg::I64(nx as i64),
         Arg::I64(nw as i64),
         Arg::I32(rows as i32),
-    ];
+    ]);
     let cfg = LaunchConfig {
         grid_dim: (n.div_ceil(QMV_FEATURES) as u32, pairs as u32, 1),
         block_dim: (QMV_THREADS, 1, 1),
@@ -318,7 +308,7 @@ fn matmul(
     dtype: Dtype,
 ) -> Result<Option<Data>> {
     let x = &inputs[0];
-    if x.dtype() != dtype || inputs.len() != product_inputs(p.mode) {
+    if x.dtype() != dtype || inputs.len() != 1 + p.mode.matrix_inputs() {
         return Ok(None);
     }
     if inputs[1].ndim() > 2 {
@@ -330,8 +320,8 @@ fn matmul(
     if k != kk {
         return Ok(None);
     }
-    let rows = x.size() / k.max(1);
-    if transpose && rows <= QMV_MAX_ROWS {
+    // Decode: the matrix-vector kernel, where it takes the rows.
+    if transpose {
         if let Some(out) = qmv(g, x, &m, None, None, shape, dtype)? {
             return Ok(Some(out));
         }
@@ -389,21 +379,8 @@ fn qmv(
     };
     let mr = rows.next_power_of_two();
     let f = function(g, dtype, m.params, &format!("{name}_{mr}"), mr)?;
-    let [w, s, b] = m.args();
-    let args = [
-        Arg::U64(po),
-        Arg::U64(px),
-        w,
-        s,
-        b,
-        Arg::I64(n as i64),
-        Arg::I64(k as i64),
-        Arg::I64(m.params.group_size as i64),
-        Arg::I32(rows as i32),
-        Arg::U64(pc),
-        Arg::U64(pn),
-        Arg::F32(eps),
-    ];
+    let mut args = m.qmv_args(po, px, n, k);
+    args.extend([Arg::I32(rows as i32), Arg::U64(pc), Arg::U64(pn), Arg::F32(eps)]);
     let cfg = LaunchConfig {
         grid_dim: (n.div_ceil(QMV_FEATURES) as u32, 1, 1),
         block_dim: (QMV_THREADS, 1, 1),
@@ -428,7 +405,7 @@ pub(crate) fn joined_qmv(
     dtype: Dtype,
 ) -> Result<Option<Data>> {
     let xa = x.array();
-    let nw = product_inputs(p.mode) - 1;
+    let nw = p.mode.matrix_inputs();
     if xa.dtype() != dtype || rest.len() != nw + usize::from(addend) || rest[0].ndim() != 2 {
         return Ok(None);
     }
