@@ -66,6 +66,23 @@ static void launch_gemv_rms(bf16* out, const bf16* x, const bf16* w, int rows, i
   else cudaLaunchKernelEx(&cfg, gemv_rms_2, out, x, xs, w, ws, rows, nn, kk, alpha, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f, x, 1e-5f);
 }
 
+// The normalizing kernels with the rope epilogue (gemv_rms_rope_*: every head of 64 rotated
+// at position 517, no cache writes): the cost of a decode step's rope joined into its q/k/v
+// product. Its outputs are rotated heads: its err column means nothing.
+static i32* rope_pos;
+static void launch_gemv_rms_rope(bf16* out, const bf16* x, const bf16* w, int rows, int n, int k, cudaStream_t s) {
+  if (rows > 2) return launch_gemv_mma(out, x, w, rows, n, k, s);
+  cudaLaunchAttribute attr;
+  i64 xs = k, ws = k, nn = n, kk = k;
+  GemvRope rp;
+  memset(&rp, 0, sizeof rp);
+  rp.offset = (u64)rope_pos, rp.d = 64, rp.heads = n / 64, rp.values_from = -1, rp.len = 1;
+  rp.base = 500000.0f, rp.scale = 1.0f;
+  cudaLaunchConfig_t cfg = overlapped(dim3(n / GEMV_RMS_COLS), dim3(GEMV_SPLIT * 32), s, &attr);
+  if (rows == 1) cudaLaunchKernelEx(&cfg, gemv_rms_rope_1, out, x, xs, w, ws, rows, nn, kk, 1.0f, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f, x, 1e-5f, rp);
+  else cudaLaunchKernelEx(&cfg, gemv_rms_rope_2, out, x, xs, w, ws, rows, nn, kk, 1.0f, (const bf16*)nullptr, (i64)0, (i64)0, 0.0f, x, 1e-5f, rp);
+}
+
 // Stands for a decode step's latency-bound kernels between the q/k/v and o products (rope and
 // the KV writes, attention, its combine): one block spinning `cycles` clocks, overlapped.
 __global__ void bubble(long long cycles) {
@@ -166,8 +183,11 @@ int main(int argc, char** argv) {
   };
   const Variant variants[] = {
       {"ferrox gemv", launch_gemv}, {"overlapped", launch_gemv_overlapped}, {"mma", launch_gemv_mma},
-      {"rms", launch_gemv_rms}};
-  const int nvariants = 4;
+      {"rms", launch_gemv_rms}, {"rms rope", launch_gemv_rms_rope}};
+  const int nvariants = 5;
+  const i32 pos = 517;
+  CK(cudaMalloc(&rope_pos, sizeof pos));
+  CK(cudaMemcpy(rope_pos, &pos, sizeof pos, cudaMemcpyHostToDevice));
   std::vector<u16> ref(8 * 128256), got(8 * 128256);
   for (const Shape& sh : shapes) {
     size_t per = (size_t)sh.n * sh.k;

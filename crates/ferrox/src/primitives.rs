@@ -576,6 +576,13 @@ pub enum Epilogue {
         /// The program's first input is the lower half (else the upper).
         lower_first: bool,
     },
+    /// A decode step's rope and KV-cache writes over the product's output seen as heads
+    /// `[B, H, 1, D]` (one position: the product's `H · D` columns): this [`Op::RopeWrite`]
+    /// with the product's heads as both its x (the leading ones) and its value rows' source.
+    /// The output is the op's; the inputs after the product's are the op's own after x and the
+    /// source: the offset, the frequencies if any, the key cache, the value cache if it
+    /// writes values.
+    Rope(Box<Op>),
 }
 
 /// A function of arrays to arrays, shareable across threads (what `checkpoint` wraps).

@@ -611,16 +611,47 @@ fn matmuls(c: &mut Checker) {
 /// (`put_along_axis` into caches nothing else holds) run as one kernel (backend/cuda/join.rs,
 /// `Op::RopeWrite`): the heads of one joined q/k/v output, 2 sequences, 6 q, 2 kv heads of 64,
 /// custom frequencies too; the caches' other positions must keep their values. Not joined:
-/// a cache read elsewhere too. The join counter must match the joined checks.
+/// a cache read elsewhere too. Where those heads are the product of a decode step's x (1 or 2
+/// rows, its rms_norm joined in or none), the product computes the rope and the writes too
+/// (`Epilogue::Rope`, gemv.cu's `*_rope_*`). The join counter must match the joined checks.
 fn rope_cache_writes(c: &mut Checker, dt: Dtype) {
     let b = bound(dt);
-    let (hq, hk, d, len) = (6, 2, 64, 40);
+    let (hq, hk, d, len, k) = (6, 2, 64, 40, 256);
     let heads = c.array(&[2, 1, hq + 2 * hk, d], dt, -1.0, 1.0);
     let (k0, v0) = (c.array(&[2, hk, len, d], dt, -1.0, 1.0), c.array(&[2, hk, len, d], dt, -1.0, 1.0));
     let freqs = c.array(&[d / 2], Dtype::F32, 1.0, 500.0);
     let pos = Array::from_slice(&[17i32], &[1]).unwrap();
+    let x = c.array(&[2, 1, k], dt, -1.0, 1.0);
+    let (w, g) = (c.array(&[(hq + 2 * hk) * d, k], dt, -0.1, 0.1), c.array(&[k], dt, 0.5, 1.5));
+    let quantized = |bits: usize| cpu(|| fx::quantize(&w, 64, bits, fx::primitives::QuantMode::Affine)).unwrap();
+    // No quantized f64 matrices.
+    let (q4, q3) = if dt == Dtype::F64 { (None, None) } else { (Some(quantized(4)), Some(quantized(3))) };
+    // The heads as given, or as the product of `rows` rows of x (normalized first or not) and
+    // w, or w quantized to `bits` bits.
+    #[derive(Clone, Copy)]
+    enum Heads {
+        Given,
+        Product { rows: usize, norm: bool, bits: Option<usize> },
+    }
     // q, the new key cache and the new value cache, flattened into one output.
-    let step = |custom: bool, keep_old: bool| -> fx::Result<Array> {
+    let step = |custom: bool, keep_old: bool, from: Heads| -> fx::Result<Array> {
+        let (heads, rows) = match from {
+            Heads::Given => (heads.clone(), 2),
+            Heads::Product { rows, norm, bits } => {
+                let x = fx::slice_axis(&x, 0, 0, rows as isize)?;
+                let x = if norm { fx::fast::rms_norm(&x, Some(&g), 1e-5)? } else { x };
+                let y = match bits {
+                    None => fx::matmul(&x, &fx::transpose(&w, &[1, 0])?)?,
+                    Some(bits) => {
+                        let (wq, s, bq) = if bits == 4 { &q4 } else { &q3 }.as_ref().expect("a quantized matrix");
+                        let mode = fx::primitives::QuantMode::Affine;
+                        fx::quantized_matmul(&x, wq, s, bq.as_ref(), true, 64, bits, mode)?
+                    }
+                };
+                (fx::reshape_usize(&y, &[rows, 1, hq + 2 * hk, d])?, rows)
+            }
+        };
+        let (k0, v0) = (fx::slice_axis(&k0, 0, 0, rows as isize)?, fx::slice_axis(&v0, 0, 0, rows as isize)?);
         let y = fx::transpose(&heads, &[0, 2, 1, 3])?;
         let (base, f) = if custom { (None, Some(&freqs)) } else { (Some(10000.0), None) };
         let qk = fx::fast::rope(&fx::slice_axis(&y, 1, 0, (hq + hk) as isize)?, d, false, base, 1.0, &pos, f)?;
@@ -641,11 +672,33 @@ fn rope_cache_writes(c: &mut Checker, dt: Dtype) {
         fx::concatenate(&parts, 0)
     };
     let before = (ferrox::backend::cuda::joined_products(), c.results.len());
-    c.check(&format!("fast rope {dt} KV-cache writes joined"), b, || step(false, false));
-    c.check(&format!("fast rope {dt} KV-cache writes joined, custom frequencies"), b, || step(true, false));
-    let ran = c.results.len() - before.1;
-    c.check(&format!("fast rope {dt} KV-cache writes, cache read elsewhere (not joined)"), b, || step(false, true));
-    c.joins(&format!("fast rope {dt} KV-cache writes joined"), before.0, ran);
+    c.check(&format!("fast rope {dt} KV-cache writes joined"), b, || step(false, false, Heads::Given));
+    c.check(&format!("fast rope {dt} KV-cache writes joined, custom frequencies"), b, || {
+        step(true, false, Heads::Given)
+    });
+    let mut want = c.results.len() - before.1;
+    c.check(&format!("fast rope {dt} KV-cache writes, cache read elsewhere (not joined)"), b, || {
+        step(false, true, Heads::Given)
+    });
+    // The product's joins: the writes, the rope into the product, and the norm; dense, and
+    // (but for f64) of a 4- or 3-bit matrix.
+    let bits: &[Option<usize>] = if dt == Dtype::F64 { &[None] } else { &[None, Some(4), Some(3)] };
+    for &bits in bits {
+        let kind = bits.map_or("dense".to_string(), |b| format!("{b}-bit"));
+        let n0 = c.results.len();
+        c.check(&format!("fast rope {dt} KV-cache writes joined into the {kind} product, 1 row"), b, || {
+            step(false, false, Heads::Product { rows: 1, norm: false, bits })
+        });
+        want += 2 * (c.results.len() - n0);
+        let n0 = c.results.len();
+        c.check(
+            &format!("fast rope {dt} KV-cache writes joined into the normalizing {kind} product, 2 rows"),
+            b,
+            || step(true, false, Heads::Product { rows: 2, norm: true, bits }),
+        );
+        want += 3 * (c.results.len() - n0);
+    }
+    c.joins(&format!("fast rope {dt} KV-cache writes joined"), before.0, want);
 }
 
 /// The row kernels: softmax, the norms (also with a weight and bias of another dtype than x)
@@ -736,6 +789,9 @@ fn fast(c: &mut Checker) {
         }
         rope_cache_writes(c, dt);
     }
+    // f64: planned alike, but the product kernels take no f64, so the joined ops run one
+    // after another (backend::joined_matmul_parts).
+    rope_cache_writes(c, Dtype::F64);
     // A weight (and bias) of another float dtype than x: the op's dtype is their promotion,
     // and the vectors are converted to it on the device.
     for (xdt, wdt, bdt) in [

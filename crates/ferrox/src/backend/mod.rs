@@ -11,7 +11,7 @@ pub mod cuda;
 #[cfg(feature = "cuda")]
 pub mod fallback;
 
-use crate::array::{Array, Data, Pending};
+use crate::array::{row_major_strides, Array, Data, Pending};
 use crate::device::Device;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
@@ -66,6 +66,17 @@ pub(crate) fn joined_matmul_parts(
         None => pro[0].clone(),
     };
     let ins: Vec<Array> = std::iter::once(a).chain(rest.iter().cloned()).collect();
+    if let Some(Epilogue::Rope(rope)) = epilogue {
+        // The product's op, its inputs and its columns (a quantized matrix is stored [N, ·]).
+        let (op, np, n) = match quantized {
+            Some(params) => {
+                let op = Op::Quantized { op: QuantOp::Matmul { transpose: true }, params };
+                (op, 1 + params.mode.matrix_inputs(), ins[1].shape()[0])
+            }
+            None => (Op::Matmul { alpha, beta: 0.0 }, 2, ins[1].shape()[ins[1].ndim() - 1]),
+        };
+        return rope_parts(rope, (&op, &ins[..np], n), &ins[np..], shape, dtype, run);
+    }
     if let Some(params) = quantized {
         // The quantized product, then the addend (the plan joins only beta 1, no epilogue).
         if epilogue.is_some() || (beta != 0.0 && beta != 1.0) || alpha != 1.0 {
@@ -81,7 +92,11 @@ pub(crate) fn joined_matmul_parts(
         return run(&Op::Binary(BinaryOp::Add), &[product, ins[1 + nw].clone()], shape, dtype);
     }
     let product = Op::Matmul { alpha, beta };
-    let Some(Epilogue::Halves { graph, lower_first }) = epilogue else { return run(&product, &ins, shape, dtype) };
+    let (graph, lower_first) = match epilogue {
+        None => return run(&product, &ins, shape, dtype),
+        Some(Epilogue::Halves { graph, lower_first }) => (graph, lower_first),
+        Some(Epilogue::Rope(_)) => unreachable!("run above"),
+    };
     // The product has twice the output's columns, in the operands' dtype.
     let (nd, pdt) = (shape.len(), ins[0].dtype());
     let mut full = shape.to_vec();
@@ -96,6 +111,50 @@ pub(crate) fn joined_matmul_parts(
     let (lo, hi) = (half(true)?, half(false)?);
     let halves = if *lower_first { [lo, hi] } else { [hi, lo] };
     run(&Op::Fused(graph.clone()), &halves, shape, dtype)
+}
+
+/// [`Epilogue::Rope`] as its parts: `product` (the op, its inputs, its `n` columns; one
+/// position, `[B, 1, n]`), its heads `[B, n / D, 1, D]` (the same memory: one position), the
+/// leading ones of `shape` sliced, and the rope op over them with the inputs `after` the
+/// product's.
+fn rope_parts(
+    rope: &Op,
+    (op, ins, n): (&Op, &[Array], usize),
+    after: &[Array],
+    shape: &[usize],
+    dtype: Dtype,
+    run: &RunOp,
+) -> Result<Data> {
+    let Op::RopeWrite { values_from, .. } = rope else {
+        return Err(Error::invalid("eval", "a product's rope epilogue holds a rope op"));
+    };
+    let d = shape[shape.len() - 1];
+    let mut full = ins[0].shape().to_vec();
+    *full.last_mut().expect("a product's operand has columns") = n;
+    if shape.len() != 4
+        || shape[2] != 1
+        || d == 0
+        || !n.is_multiple_of(d)
+        || full.iter().product::<usize>() != shape[0] * n
+    {
+        return Err(Error::invalid("eval", format!("a rope over {shape:?} of a product of {n} columns")));
+    }
+    let p = run(op, ins, &full, dtype)?;
+    if !p.is_row_contiguous(&full) {
+        return Err(Error::invalid("eval", "a product's output is not row-major"));
+    }
+    let heads_shape = [shape[0], n / d, 1, d];
+    let heads = Array::from_data(heads_shape.to_vec(), dtype, Data { strides: row_major_strides(&heads_shape), ..p });
+    let slice = Op::Slice { start: vec![0; 4], step: vec![1; 4] };
+    let x = Array::from_data(shape.to_vec(), dtype, run(&slice, std::slice::from_ref(&heads), shape, dtype)?);
+    // The op's inputs: x, the offset (and frequencies), the key cache, then the value rows'
+    // source and the value cache.
+    let own = after.len() - values_from.is_some() as usize;
+    let mut rope_ins: Vec<Array> = std::iter::once(x).chain(after[..own].iter().cloned()).collect();
+    if values_from.is_some() {
+        rope_ins.extend([heads, after[own].clone()]);
+    }
+    run(rope, &rope_ins, shape, dtype)
 }
 
 /// Runs a pending node on its stream's device.

@@ -213,42 +213,10 @@ pub(crate) fn rope(
     shape: &[usize],
 ) -> Result<Option<Data>> {
     let t = x.dtype();
-    let f32_freqs = |f: &Array| matches!(f.dtype(), Dtype::F32 | Dtype::F16 | Dtype::Bf16);
-    if !t.is_float()
-        || shape.len() < 2
-        || offset.size() != 1
-        || !offset.dtype().is_integer()
-        || freqs.is_some_and(|f| !f32_freqs(f))
-    {
+    if !t.is_float() || shape.len() < 2 {
         return Ok(None);
     }
-    // The kernel reads an i32 or i64 offset and f32 frequencies: others are converted on the
-    // device first (an offset as the CPU's cast to i64 does; f16 / bf16 frequencies exactly).
-    let (off_i64, freqs_f32);
-    let offset = if matches!(offset.dtype(), Dtype::I32 | Dtype::I64) {
-        offset
-    } else {
-        let Some(c) = astype_array(g, offset, Dtype::I64)? else { return Ok(None) };
-        off_i64 = c;
-        &off_i64
-    };
-    let freqs = match freqs {
-        Some(f) if f.dtype() != Dtype::F32 => {
-            let Some(c) = astype_array(g, f, Dtype::F32)? else { return Ok(None) };
-            freqs_f32 = c;
-            Some(&freqs_f32)
-        }
-        f => f,
-    };
-    let off64 = (offset.dtype() == Dtype::I64) as i32;
-    let (pf, fs, _keep_f) = match freqs {
-        Some(f) => {
-            let d = f.data()?;
-            let st = broadcast_strides(f.shape(), &d.strides, &[dims / 2]);
-            (device_ptr(g, &d, Dtype::F32)?, st[0] as i64, Some(d))
-        }
-        None => (0, 0, None),
-    };
+    let Some(angles) = rope_angles(g, offset, freqs, dims)? else { return Ok(None) };
     let nd = shape.len();
     let (l, d) = (shape[nd - 2], shape[nd - 1]);
     let total: usize = shape.iter().product();
@@ -270,19 +238,6 @@ pub(crate) fn rope(
         }
     };
     let px = device_ptr(g, &keep, t)?;
-    // An offset only on the host (a Rust integer made into a scalar) goes in as a value, read
-    // here: converting it with an op would run a kernel and wait for the GPU, every call.
-    let od = offset.data()?;
-    let (poff, off64, off_value) = if od.buffer.device_memory().is_none() {
-        let bytes = &od.buffer.as_bytes()[od.offset * offset.dtype().size()..];
-        let v = match offset.dtype() {
-            Dtype::I32 => i32::from_ne_bytes(bytes[..4].try_into().expect("4 bytes")) as i64,
-            _ => i64::from_ne_bytes(bytes[..8].try_into().expect("8 bytes")),
-        };
-        (0, 2, v)
-    } else {
-        (device_ptr(g, &od, offset.dtype())?, off64, 0)
-    };
     // Over a prompt a thread takes ROPE_HEADS rows of one position (one angle for all), over a
     // decode step one: a thread per rotated pair or unrotated feature of those rows, in small
     // blocks (a decode step's few thousand threads spread over many multiprocessors).
@@ -298,9 +253,9 @@ pub(crate) fn rope(
         Arg::U64(po),
         Arg::U64(px),
         Arg::Layout(&rows_layout),
-        Arg::U64(poff),
-        Arg::I32(off64),
-        Arg::I64(off_value),
+        Arg::U64(angles.offset),
+        Arg::I32(angles.off64),
+        Arg::I64(angles.off_value),
         Arg::I64(rows as i64),
         Arg::I64(l as i64),
         Arg::I64(d as i64),
@@ -308,8 +263,8 @@ pub(crate) fn rope(
         Arg::I32(traditional as i32),
         Arg::F32(base),
         Arg::F32(scale),
-        Arg::U64(pf),
-        Arg::I64(fs),
+        Arg::U64(angles.freqs),
+        Arg::I64(angles.fs),
     ];
     let _keep_caches = match writes {
         Some(w) => {
@@ -322,6 +277,84 @@ pub(crate) fn rope(
     };
     launch_overlapped_1d(g, &f, g.grid(items, ROPE_BLOCK), ROPE_BLOCK, &args)?;
     Ok(Some(out))
+}
+
+/// A rope's position and frequencies as its kernels read them (ROPE_ARGS of fast.cu, GemvRope
+/// of gemv.cu; common.cuh's `rope_offset`).
+pub(crate) struct RopeAngles {
+    /// The offset's device address (0 when it is `off_value`).
+    pub offset: u64,
+    /// 1: the offset is an i64, 0: an i32, 2: it is `off_value`.
+    pub off64: i32,
+    /// The offset, when it was on the host.
+    pub off_value: i64,
+    /// The custom frequencies' device address (f32), or 0.
+    pub freqs: u64,
+    /// Their stride.
+    pub fs: i64,
+    /// What the addresses point into, kept until the launch.
+    keep: Vec<Data>,
+}
+
+impl RopeAngles {
+    /// The data its addresses point into.
+    pub(crate) fn into_keep(self) -> Vec<Data> {
+        self.keep
+    }
+}
+
+/// [`RopeAngles`] of an integer scalar `offset` and the frequencies of `dims / 2` pairs, or
+/// None where the kernels cannot read them.
+pub(crate) fn rope_angles(g: &Gpu, offset: &Array, freqs: Option<&Array>, dims: usize) -> Result<Option<RopeAngles>> {
+    let f32_freqs = |f: &Array| matches!(f.dtype(), Dtype::F32 | Dtype::F16 | Dtype::Bf16);
+    if offset.size() != 1 || !offset.dtype().is_integer() || freqs.is_some_and(|f| !f32_freqs(f)) {
+        return Ok(None);
+    }
+    // The kernels read an i32 or i64 offset and f32 frequencies: others are converted on the
+    // device first (an offset as the CPU's cast to i64 does; f16 / bf16 frequencies exactly).
+    let (off_i64, freqs_f32);
+    let offset = if matches!(offset.dtype(), Dtype::I32 | Dtype::I64) {
+        offset
+    } else {
+        let Some(c) = astype_array(g, offset, Dtype::I64)? else { return Ok(None) };
+        off_i64 = c;
+        &off_i64
+    };
+    let freqs = match freqs {
+        Some(f) if f.dtype() != Dtype::F32 => {
+            let Some(c) = astype_array(g, f, Dtype::F32)? else { return Ok(None) };
+            freqs_f32 = c;
+            Some(&freqs_f32)
+        }
+        f => f,
+    };
+    let mut keep = Vec::new();
+    let (pf, fs) = match freqs {
+        Some(f) => {
+            let d = f.data()?;
+            let st = broadcast_strides(f.shape(), &d.strides, &[dims / 2]);
+            let p = device_ptr(g, &d, Dtype::F32)?;
+            keep.push(d);
+            (p, st[0] as i64)
+        }
+        None => (0, 0),
+    };
+    // An offset only on the host (a Rust integer made into a scalar) goes in as a value, read
+    // here: converting it with an op would run a kernel and wait for the GPU, every call.
+    let od = offset.data()?;
+    let (poff, off64, off_value) = if od.buffer.device_memory().is_none() {
+        let bytes = &od.buffer.as_bytes()[od.offset * offset.dtype().size()..];
+        let v = match offset.dtype() {
+            Dtype::I32 => i32::from_ne_bytes(bytes[..4].try_into().expect("4 bytes")) as i64,
+            _ => i64::from_ne_bytes(bytes[..8].try_into().expect("8 bytes")),
+        };
+        (0, 2, v)
+    } else {
+        let p = device_ptr(g, &od, offset.dtype())?;
+        (p, (offset.dtype() == Dtype::I64) as i32, 0)
+    };
+    keep.push(od);
+    Ok(Some(RopeAngles { offset: poff, off64, off_value, freqs: pf, fs, keep }))
 }
 
 /// rope_write's trailing arguments (CACHE_ARGS of fast.cu) for `w` and a rope output of

@@ -14,13 +14,15 @@
 //!   [`JOIN_NORM_BYTES`]),
 //! - each two-input elementwise program of `compile` over the lower and upper halves of the
 //!   columns of such a dense product (two slices read by nothing else, of a product without an
-//!   addend read by nothing else), and
+//!   addend read by nothing else),
 //! - each `add` of a quantized such product read by nothing else and a residual of its shape
-//!   (the quantized kernel, `qmv`, adds it before rounding),
+//!   (the quantized kernel, `qmv`, adds it before rounding), and
+//! - each decode step's rope (its KV-cache writes joined in, [`cache_writes`]) over the heads
+//!   of such a product ([`with_rope`]),
 //!
-//! drops the norm, the slices and the product from the steps, and runs the product, or the
-//! program, or the add, as [`Op::JoinedMatmul`] over the inputs of the first op instead. The graph is not
-//! changed: should the evaluation stop before the joined op, every node is still as it was
+//! drops the norm, the views and the product from the steps, and runs the product, or the
+//! program, the add or the rope, as [`Op::JoinedMatmul`] over the inputs of the first op
+//! instead. The graph is not changed: should the evaluation stop before the joined op, every node is still as it was
 //! built. Where the kernel cannot take the operands after all (layout, alignment, dtype), the
 //! backend runs the joined ops one after another, as the nodes would have.
 
@@ -67,8 +69,10 @@ pub(crate) fn plan(order: Vec<Array>) -> Vec<Planned> {
         JOINED.fetch_add(1, Ordering::Relaxed);
     }
     for node in &order {
-        let joined =
-            with_prologue(node).or_else(|| with_epilogue(node, &run_as)).or_else(|| with_addend(node, &run_as));
+        let joined = with_prologue(node)
+            .or_else(|| with_epilogue(node, &run_as))
+            .or_else(|| with_addend(node, &run_as))
+            .or_else(|| with_rope(node, &run_as));
         if let Some((gone, pending)) = joined {
             for g in gone {
                 run_as.remove(&g);
@@ -195,6 +199,74 @@ fn with_epilogue(node: &Array, run_as: &HashMap<*const Node, Pending>) -> Option
     let op = Op::JoinedMatmul { prologue, epilogue, alpha, beta: 0.0, quantized: None };
     let gone = std::iter::once(&product).chain(&f.inputs).map(|a| Arc::as_ptr(&a.0)).collect();
     Some((gone, Pending { op, inputs, stream: f.stream }))
+}
+
+/// For a decode step's rope planned with its KV-cache writes ([`Op::RopeWrite`], from
+/// [`cache_writes`]) over the leading heads of a product's output (dense or of a quantized
+/// matrix) of one position of at most JOIN_ROWS rows — x sliced from `transpose(reshape(y,
+/// [B, 1, H, D]), [0, 2, 1, 3])`, the value rows (if written) from the same heads, each view
+/// read by nothing else — when the rope turns the two halves of whole heads: the product's
+/// and the views' nodes, and the product computing the rope ([`Epilogue::Rope`]; the
+/// `*_rope_*` kernels of gemv.cu and quantized.cu).
+fn with_rope(node: &Array, run_as: &HashMap<*const Node, Pending>) -> Option<(Vec<*const Node>, Pending)> {
+    let planned = run_as.get(&Arc::as_ptr(&node.0))?;
+    let Op::RopeWrite { dims, traditional, freqs, values_from, .. } = planned.op else { return None };
+    let (shape, stream) = (node.shape(), planned.stream);
+    if traditional || shape.len() != 4 || dims != shape[3] {
+        return None;
+    }
+    // x: the leading heads of the product's heads (held by the order, the rope and the plan).
+    let x = &planned.inputs[0];
+    let heads = sliced_from(x, stream, 2)?;
+    let at_source = 3 + freqs as usize;
+    if values_from.is_some() && !Arc::ptr_eq(&planned.inputs[at_source].0, &heads.0) {
+        return None;
+    }
+    // The heads: held here, read by x, and by the value rows' slice and the plan's source if it
+    // writes values.
+    if !read_only_by(&heads, 2 + 2 * values_from.is_some() as usize) {
+        return None;
+    }
+    let r = view_of(&heads, stream, |op| matches!(op, Op::Transpose(p) if p[..] == [0, 2, 1, 3]))?;
+    let y = view_of(&r, stream, |op| matches!(op, Op::Reshape))?;
+    let (ys, rs, hs) = (y.shape(), r.shape(), heads.shape());
+    if hs[0] != shape[0] || hs[2..] != shape[2..] {
+        return None;
+    }
+    // Each held here and read by the view after it.
+    if !read_only_by(&r, 2) || !read_only_by(&y, 2) || ys.len() != 3 || rs[..2] != ys[..2] || rs[1] != 1 {
+        return None;
+    }
+    if !(1..=JOIN_ROWS).contains(&rows(ys)) {
+        return None;
+    }
+    let PlannedProduct { prologue, alpha, quantized, inputs } = as_planned(&y, stream, run_as)?;
+    // After the product's inputs: the offset (and frequencies), the key cache, the value cache.
+    let caches = &planned.inputs[1..at_source];
+    let values = values_from.map(|_| planned.inputs[at_source + 1].clone());
+    let inputs = inputs.into_iter().chain(caches.iter().cloned()).chain(values).collect();
+    let epilogue = Some(Epilogue::Rope(Box::new(planned.op.clone())));
+    let op = Op::JoinedMatmul { prologue, epilogue, alpha, beta: 0.0, quantized };
+    let gone = [&y, &r, &heads, x].iter().map(|a| Arc::as_ptr(&a.0)).collect();
+    Some((gone, Pending { op, inputs, stream }))
+}
+
+/// The array a pending plain slice `x` on `stream` (starting at 0, step 1) views, if `x` is
+/// one read by `readers` nodes.
+fn sliced_from(x: &Array, stream: Stream, readers: usize) -> Option<Array> {
+    let source = view_of(
+        x,
+        stream,
+        |op| matches!(op, Op::Slice { start, step } if start.iter().all(|&s| s == 0) && step.iter().all(|&t| t == 1)),
+    )?;
+    read_only_by(x, readers).then_some(source)
+}
+
+/// The input of `a` when `a` is pending on `stream` with a one-input op that `is_view` accepts.
+fn view_of(a: &Array, stream: Stream, is_view: impl Fn(&Op) -> bool) -> Option<Array> {
+    let st = a.state();
+    let State::Pending(p) = &*st else { return None };
+    (p.stream == stream && p.inputs.len() == 1 && is_view(&p.op)).then(|| p.inputs[0].clone())
 }
 
 /// A product without an addend or an epilogue as evaluation will run it: with its norm joined

@@ -113,6 +113,8 @@ pub(crate) enum Arg<'a> {
     Attn(&'a super::attention::Attn),
     /// A convolution's geometry.
     Conv(&'a super::conv::ConvGeom),
+    /// The rope epilogue of a matrix-vector product.
+    GemvRope(&'a super::matmul::GemvRope),
 }
 
 /// Launches `f` on the GPU's stream with `grid` blocks of `block` threads.
@@ -152,6 +154,7 @@ pub(crate) fn launch_overlapped(g: &Gpu, f: &CudaFunction, cfg: LaunchConfig, ar
             Arg::Indices(v) => *v as *const super::index::Indices as *mut c_void,
             Arg::Attn(v) => *v as *const super::attention::Attn as *mut c_void,
             Arg::Conv(v) => *v as *const super::conv::ConvGeom as *mut c_void,
+            Arg::GemvRope(v) => *v as *const super::matmul::GemvRope as *mut c_void,
         })
         .collect();
     let mut attr = sys::CUlaunchAttribute {
@@ -194,6 +197,7 @@ pub(crate) fn launch_cfg(g: &Gpu, f: &CudaFunction, cfg: LaunchConfig, args: &[A
             Arg::Indices(v) => b.arg(*v),
             Arg::Attn(v) => b.arg(*v),
             Arg::Conv(v) => b.arg(*v),
+            Arg::GemvRope(v) => b.arg(*v),
         };
     }
     // SAFETY: each kernel's Rust caller passes the arguments its CUDA signature declares,

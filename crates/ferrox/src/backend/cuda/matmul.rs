@@ -7,7 +7,7 @@ use std::ffi::c_void;
 use cudarc::cublas::result as blas;
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::LaunchConfig;
+use cudarc::driver::{DeviceRepr, LaunchConfig};
 
 use crate::array::{Array, Data};
 use crate::backend::cpu::iter::collapse;
@@ -115,14 +115,54 @@ impl GemvX<'_> {
     }
 }
 
+/// The rope epilogue's parameters (`struct GemvRope` of gemv.cu).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct GemvRope {
+    offset: u64,
+    freqs: u64,
+    kc: u64,
+    vc: u64,
+    off_value: i64,
+    fs: i64,
+    len: i64,
+    off64: i32,
+    d: i32,
+    heads: i32,
+    keys_from: i32,
+    values_from: i32,
+    kv_heads: i32,
+    base: f32,
+    scale: f32,
+}
+
+// SAFETY: a plain #[repr(C)] struct matching the kernel's parameter type.
+unsafe impl DeviceRepr for GemvRope {}
+
+impl GemvRope {
+    /// The heads' size.
+    pub(crate) fn head_size(&self) -> usize {
+        self.d as usize
+    }
+}
+
+/// What the matrix-vector kernel makes of its product besides the product itself.
+enum GemvJoin<'a> {
+    /// Nothing: the product (and its addend).
+    Product,
+    /// gemv.cu's `glu_epilogue` (this source) over the two halves of the columns.
+    Glu(&'a str),
+    /// The rotated heads of [`Epilogue::Rope`].
+    Rope(&'a GemvRope),
+}
+
 /// `alpha * x @ b (+ beta * c)` into the row-major output at `po` with the matrix-vector
 /// kernel, when it fits: a decode step's products (a few contiguous rows of x against a
 /// weight `b` whose columns are contiguous rows in memory — a Linear layer's transposed weight
 /// — shared by every batch), the addend `c` (a residual) read through its strides. One launch
 /// with no library overhead, where cuBLAS runs a general product (often two kernels) for one
-/// row. x may be normalized by the kernel ([`GemvX`]), and with `glu` (the source of
-/// gemv.cu's `glu_epilogue`, no addend) the output is that join of the product's two halves
-/// of columns (`shape` is the product's). False (nothing done) otherwise.
+/// row. x may be normalized by the kernel ([`GemvX`]), and the output may be what `join` makes
+/// of the product (no addend then; `shape` is the product's). False (nothing done) otherwise.
 #[allow(clippy::too_many_arguments)]
 fn gemv(
     g: &Gpu,
@@ -130,7 +170,7 @@ fn gemv(
     b: &Array,
     alpha: f64,
     addend: Option<(&Array, f64)>,
-    glu: Option<&str>,
+    join: &GemvJoin,
     shape: &[usize],
     po: u64,
 ) -> Result<bool> {
@@ -147,8 +187,20 @@ fn gemv(
         || rows > GEMV_ROWS
         || !k.is_multiple_of(chunk)
         || a.shape()[..a.ndim() - 1].iter().product::<usize>() != rows
-        || (glu.is_some() && (addend.is_some() || !n.is_multiple_of(2)))
     {
+        return Ok(false);
+    }
+    let cols = if matches!(x, GemvX::Rows(_)) { GEMV_COLS } else { GEMV_RMS_COLS };
+    let joins = match join {
+        GemvJoin::Product => true,
+        GemvJoin::Glu(_) => addend.is_none() && n.is_multiple_of(2),
+        // A block's columns pair within one head: half of them from each half of it.
+        GemvJoin::Rope(r) => {
+            let d = r.head_size();
+            addend.is_none() && rows <= 2 && d > 0 && n.is_multiple_of(d) && (d / 2).is_multiple_of(cols / 2)
+        }
+    };
+    if !joins {
         return Ok(false);
     }
     let (da, db) = (a.data()?, b.data()?);
@@ -205,17 +257,20 @@ fn gemv(
     // and 8 rows (fewer rows run the next size up), which also take the joins (a block's
     // columns are then j and j + n / 2: one output column).
     let half = matches!(dtype, Dtype::F16 | Dtype::Bf16);
-    let mma = half && rows > 2 && k.is_multiple_of(32) && rms.is_empty() && glu.is_none();
-    let cols = if rms.is_empty() { GEMV_COLS } else { GEMV_RMS_COLS };
-    let (name, blocks, block) = if mma {
-        ("gemv_mma".to_string(), n.div_ceil(16), GEMV_MMA_BLOCK)
-    } else if glu.is_some() {
-        (format!("gemv{rms}_glu_{}", rows.next_power_of_two()), (n / 2).div_ceil(cols / 2), GEMV_BLOCK)
-    } else {
-        (format!("gemv{rms}_{}", rows.next_power_of_two()), n.div_ceil(cols), GEMV_BLOCK)
+    let mma = half && rows > 2 && k.is_multiple_of(32) && rms.is_empty() && matches!(join, GemvJoin::Product);
+    let rows2 = rows.next_power_of_two();
+    let (name, blocks, block) = match join {
+        _ if mma => ("gemv_mma".to_string(), n.div_ceil(16), GEMV_MMA_BLOCK),
+        GemvJoin::Product => (format!("gemv{rms}_{rows2}"), n.div_ceil(cols), GEMV_BLOCK),
+        GemvJoin::Glu(_) => (format!("gemv{rms}_glu_{rows2}"), (n / 2).div_ceil(cols / 2), GEMV_BLOCK),
+        GemvJoin::Rope(_) => (format!("gemv{rms}_rope_{rows2}"), n / cols, GEMV_BLOCK),
     };
     let c = ctype(dtype);
     let mma_kind = if half { format!("#define MMA_KIND \"{c}\"\n") } else { String::new() };
+    let glu = match join {
+        GemvJoin::Glu(src) => Some(*src),
+        _ => None,
+    };
     let f = match glu {
         // A program's kernels: a module of their own, its join after gemv.cu.
         Some(src) => g.function(&format!("gemv glu {c}\n{src}"), &name, || {
@@ -225,7 +280,7 @@ fn gemv(
             g.function(&format!("gemv {c}"), &name, || format!("{COMMON}\n#define T {c}\n{mma_kind}{GEMV_SRC}\n"))?
         }
     };
-    let args = [
+    let mut args = vec![
         Arg::U64(po),
         Arg::U64(pa),
         Arg::I64(k as i64),
@@ -242,6 +297,9 @@ fn gemv(
         Arg::U64(pw),
         Arg::F32(eps),
     ];
+    if let GemvJoin::Rope(r) = join {
+        args.push(Arg::GemvRope(r));
+    }
     let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
     launch_overlapped(g, &f, cfg, &args)?;
     Ok(true)
@@ -270,15 +328,36 @@ pub(crate) fn joined_matmul(
         None => GemvX::Rows(&pro[0]),
     };
     if let Some(params) = quantized {
-        if epilogue.is_none() && alpha == 1.0 && (beta == 0.0 || beta == 1.0) {
-            if let Some(out) = super::quantized::joined_qmv(g, &x, rest, params, beta == 1.0, shape, dtype)? {
+        let nw = params.mode.matrix_inputs();
+        let join = match epilogue {
+            None if alpha == 1.0 && (beta == 0.0 || beta == 1.0) => Some(None),
+            Some(Epilogue::Rope(rope)) if rest.len() > nw => {
+                // A quantized matrix is stored [N, ·].
+                rope_params(g, rope, &rest[nw..], rest[0].shape()[0], shape, dtype)?.map(Some)
+            }
+            _ => None,
+        };
+        if let Some(rope) = join {
+            let rope = rope.as_ref().map(|(r, _keep)| r);
+            let addend = beta == 1.0 && rope.is_none();
+            if let Some(out) = super::quantized::joined_qmv(g, &x, rest, params, addend, rope, shape, dtype)? {
+                return Ok(Some(out));
+            }
+        }
+    } else if let Some(Epilogue::Rope(rope)) = epilogue {
+        let n = rest[0].shape()[rest[0].ndim() - 1];
+        if let Some((params, _keep)) = rope_params(g, rope, &rest[1..], n, shape, dtype)? {
+            let (out, po) = alloc_out(shape, dtype)?;
+            // The product: [B, 1, heads · d].
+            let full = [shape[0], 1, n];
+            if gemv(g, &x, &rest[0], alpha, None, &GemvJoin::Rope(&params), &full, po)? {
                 return Ok(Some(out));
             }
         }
     } else {
         let glu = match epilogue {
             Some(Epilogue::Halves { graph, lower_first }) => super::fused::glu_source(graph, *lower_first, dtype),
-            None => None,
+            _ => None,
         };
         if epilogue.is_none() || glu.is_some() {
             // The product's shape: the output's, or twice its columns.
@@ -288,7 +367,8 @@ pub(crate) fn joined_matmul(
             }
             let (out, po) = alloc_out(shape, dtype)?;
             let addend = rest.get(1).filter(|_| beta != 0.0).map(|c| (c, beta));
-            if gemv(g, &x, &rest[0], alpha, addend, glu.as_deref(), &full, po)? {
+            let join = glu.as_deref().map_or(GemvJoin::Product, GemvJoin::Glu);
+            if gemv(g, &x, &rest[0], alpha, addend, &join, &full, po)? {
                 return Ok(Some(out));
             }
         }
@@ -296,6 +376,83 @@ pub(crate) fn joined_matmul(
     let run = |op: &Op, ins: &[Array], shape: &[usize], dt: Dtype| super::eval_or_fallback(ordinal, op, ins, shape, dt);
     crate::backend::joined_matmul_parts(prologue, epilogue, inputs, alpha, beta, quantized, shape, dtype, &run)
         .map(Some)
+}
+
+/// [`GemvRope`] for `rope` (an [`Op::RopeWrite`]) over a product of `n` columns whose
+/// rotated heads are `shape` (`[B, heads, 1, d]`), with the op's other inputs (`after` the
+/// product's: offset, frequencies, key cache, value cache), and the data its addresses point
+/// into; None where the kernels cannot take them.
+pub(crate) fn rope_params(
+    g: &Gpu,
+    rope: &Op,
+    after: &[Array],
+    n: usize,
+    shape: &[usize],
+    dtype: Dtype,
+) -> Result<Option<(GemvRope, Vec<Data>)>> {
+    let &Op::RopeWrite { dims, traditional, base, scale, freqs, keys_from, values_from } = rope else {
+        return Ok(None);
+    };
+    let (offset, f) = (&after[0], freqs.then(|| &after[1]));
+    let caches = &after[1 + freqs as usize..];
+    let Some(angles) = super::fast::rope_angles(g, offset, f, dims)? else { return Ok(None) };
+    if shape.len() != 4 || shape[2] != 1 {
+        return Ok(None);
+    }
+    let d = shape[3];
+    let ks = caches[0].shape();
+    let kv_heads = ks[1];
+    let fits = |a: &Array| {
+        a.dtype() == dtype
+            && a.shape() == ks
+            && a.data()
+                .is_ok_and(|da| da.offset == 0 && da.is_row_contiguous(ks) && da.buffer.device_memory().is_some())
+    };
+    let heads = n / d.max(1);
+    let in_heads = |from: usize| from + kv_heads <= heads;
+    if traditional
+        || dims != d
+        || shape[1] > heads
+        || ks.len() != 4
+        || ks[0] != shape[0]
+        || ks[3] != d
+        || !caches.iter().all(fits)
+        || !in_heads(keys_from)
+        || values_from.is_some_and(|v| !in_heads(v))
+    {
+        return Ok(None);
+    }
+    let mut keep = Vec::new();
+    let mut address = |a: &Array| -> Result<u64> {
+        let da = a.data()?;
+        let p = device_ptr(g, &da, dtype)?;
+        keep.push(da);
+        Ok(p)
+    };
+    let kc = address(&caches[0])?;
+    let vc = match values_from {
+        Some(_) => address(&caches[1])?,
+        None => 0,
+    };
+    let params = GemvRope {
+        offset: angles.offset,
+        freqs: angles.freqs,
+        kc,
+        vc,
+        off_value: angles.off_value,
+        fs: angles.fs,
+        len: ks[2] as i64,
+        off64: angles.off64,
+        d: d as i32,
+        heads: shape[1] as i32,
+        keys_from: keys_from as i32,
+        values_from: values_from.map_or(-1, |v| v as i32),
+        kv_heads: kv_heads as i32,
+        base,
+        scale,
+    };
+    keep.extend(angles.into_keep());
+    Ok(Some((params, keep)))
 }
 
 /// `alpha * a @ b + beta * c` over the batch axes of `shape`.
@@ -331,7 +488,7 @@ pub(crate) fn matmul(
         return Ok(Some(out));
     }
     let addend = inputs.get(2).filter(|_| beta != 0.0).map(|c| (c, beta));
-    if gemv(g, &GemvX::Rows(a), b, alpha, addend, None, shape, po)? {
+    if gemv(g, &GemvX::Rows(a), b, alpha, addend, &GemvJoin::Product, shape, po)? {
         return Ok(Some(out));
     }
     // The product accumulates onto the addend in the output: the addend's own buffer where

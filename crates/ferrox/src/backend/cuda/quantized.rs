@@ -22,7 +22,7 @@ use super::context::Gpu;
 use super::elementwise::copy;
 use super::gather_mm::{self, BSide, Dims, Pairs};
 use super::layout::{ctype, launch, launch_cfg, launch_overlapped, Arg};
-use super::matmul::GemvX;
+use super::matmul::{GemvRope, GemvX};
 
 const SRC: &str = include_str!("kernels/quantized.cu");
 /// Rows of x up to which the matrix-vector kernel runs.
@@ -31,6 +31,8 @@ const QMV_MAX_ROWS: usize = 8;
 const QMV_THREADS: u32 = 128;
 /// Output features a block of the matrix-vector kernel takes (QMV_WARPS / QMV_SPLIT · QMV_COLS).
 const QMV_FEATURES: usize = 8;
+/// Output features a warp group of the matrix-vector kernel takes (QMV_COLS).
+const QMV_COLS: usize = 4;
 /// Rows (pairs × rows of x) from which `gather_qmm` with sorted indices takes the tiled kernel:
 /// enough that runs of rows share their matrix (a prompt's tokens routed to experts), where the
 /// matrix-vector kernel would read a matrix once per pair.
@@ -322,7 +324,7 @@ fn matmul(
     }
     // Decode: the matrix-vector kernel, where it takes the rows.
     if transpose {
-        if let Some(out) = qmv(g, x, &m, None, None, shape, dtype)? {
+        if let Some(out) = qmv(g, x, &m, None, None, None, shape, dtype)? {
             return Ok(Some(out));
         }
     }
@@ -339,20 +341,32 @@ fn matmul(
 
 /// `x @ dequantize(w)ᵀ` for the few rows of a decode step with the matrix-vector kernel
 /// (qmv_M; qmv_rms_M with `norm`: x normalized by the kernel as `rms_norm(x, weight, eps)`,
-/// and the residual `addend` added before the one rounding); `None` where it does not fit.
+/// and the residual `addend` added before the one rounding; `*_rope_M` with `rope`: the output
+/// of `shape` is the product's rotated heads, no addend); `None` where it does not fit.
+#[allow(clippy::too_many_arguments)]
 fn qmv(
     g: &Gpu,
     x: &Array,
     m: &Stored,
     norm: Option<(Option<&Array>, f32)>,
     addend: Option<&Array>,
+    rope: Option<&GemvRope>,
     shape: &[usize],
     dtype: Dtype,
 ) -> Result<Option<Data>> {
     let k = *x.shape().last().unwrap_or(&0);
     let (kk, n) = m.product_dims(true);
     let rows = x.size() / k.max(1);
-    if k != kk || rows > QMV_MAX_ROWS || !m.w.is_multiple_of(16) || shape.last() != Some(&n) {
+    // With the rope, a group's features pair within one head: half of them from each half.
+    let fits_rope = |r: &GemvRope| {
+        let d = r.head_size();
+        addend.is_none() && rows <= 2 && d > 0 && n.is_multiple_of(d) && (d / 2).is_multiple_of(QMV_COLS / 2)
+    };
+    let fits = match rope {
+        Some(r) => fits_rope(r),
+        None => shape.last() == Some(&n),
+    };
+    if k != kk || rows > QMV_MAX_ROWS || !m.w.is_multiple_of(16) || !fits {
         return Ok(None);
     }
     let (out, po) = alloc_out(shape, dtype)?;
@@ -378,9 +392,13 @@ fn qmv(
         None => ("qmv", 0, 0.0),
     };
     let mr = rows.next_power_of_two();
-    let f = function(g, dtype, m.params, &format!("{name}_{mr}"), mr)?;
+    let rope_name = if rope.is_some() { "_rope" } else { "" };
+    let f = function(g, dtype, m.params, &format!("{name}{rope_name}_{mr}"), mr)?;
     let mut args = m.qmv_args(po, px, n, k);
     args.extend([Arg::I32(rows as i32), Arg::U64(pc), Arg::U64(pn), Arg::F32(eps)]);
+    if let Some(r) = rope {
+        args.push(Arg::GemvRope(r));
+    }
     let cfg = LaunchConfig {
         grid_dim: (n.div_ceil(QMV_FEATURES) as u32, 1, 1),
         block_dim: (QMV_THREADS, 1, 1),
@@ -393,20 +411,23 @@ fn qmv(
 /// [`Op::JoinedMatmul`](crate::primitives::Op::JoinedMatmul) of a quantized matrix: the
 /// product of `x` (normalized by the kernel for [`GemvX::RmsNorm`]) and the stored matrix
 /// whose packed words, scales and (affine) biases begin `rest`, plus, with `addend`, the
-/// array after them; `None` where the matrix-vector kernel does not take it (the caller runs
-/// the joined ops one after another).
+/// array after them, or with `rope`, the product's rotated heads (`shape`); `None` where the
+/// matrix-vector kernel does not take it (the caller runs the joined ops one after another).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn joined_qmv(
     g: &Gpu,
     x: &GemvX,
     rest: &[Array],
     p: QuantParams,
     addend: bool,
+    rope: Option<&GemvRope>,
     shape: &[usize],
     dtype: Dtype,
 ) -> Result<Option<Data>> {
     let xa = x.array();
     let nw = p.mode.matrix_inputs();
-    if xa.dtype() != dtype || rest.len() != nw + usize::from(addend) || rest[0].ndim() != 2 {
+    let inputs_fit = rope.is_some() || rest.len() == nw + usize::from(addend);
+    if xa.dtype() != dtype || !inputs_fit || rest[0].ndim() != 2 {
         return Ok(None);
     }
     let ins: Vec<Array> = std::iter::once(xa.clone()).chain(rest[..nw].iter().cloned()).collect();
@@ -415,7 +436,7 @@ pub(crate) fn joined_qmv(
         GemvX::RmsNorm { weight, eps, .. } => Some((*weight, *eps)),
         GemvX::Rows(_) => None,
     };
-    qmv(g, xa, &m, norm, addend.then(|| &rest[nw]), shape, dtype)
+    qmv(g, xa, &m, norm, addend.then(|| &rest[nw]), rope, shape, dtype)
 }
 
 /// `quantized_matmul` of a stack of stored matrices [..., rows, words]: the tiled kernel over

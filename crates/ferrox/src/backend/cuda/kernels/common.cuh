@@ -323,3 +323,87 @@ __device__ __forceinline__ i64 indexed_offset(const Indices& ix, const i64* oi) 
   return base;
 }
 
+// Rotary position embedding's shared pieces (rope of fast.cu, and the rotated heads a decode
+// step's q/k/v product writes itself in gemv.cu). The offset is an integer scalar on the
+// device (i64 if off64 is 1, i32 if 0), or, when off64 is 2, the value off_value.
+__device__ __forceinline__ double rope_offset(const void* offset, int off64, i64 off_value) {
+  return off64 == 2 ? (double)off_value : off64 ? (double)*(const i64*)offset : (double)*(const i32*)offset;
+}
+// The inverse frequency of pair q and the sine and cosine of an angle, accurate to f64 for f64
+// data. For the types computed in f32 the f64 work is cut to what keeps their precision at
+// any position: the frequency by exp2 / log2 (not pow), and the angle reduced to [-pi, pi] in
+// f64 before f32's sine and cosine (whose error there is an ulp or two).
+template <typename C>
+__device__ __forceinline__ double rope_inv_freq(const float* __restrict__ freqs, i64 fs, float base, i64 q, i64 dims) {
+  if (freqs) return 1.0 / (double)freqs[q * fs];
+  const double e = -(2.0 * (double)q) / (double)dims;
+  if constexpr (sizeof(C) == 8) return pow((double)base, e);
+  else return exp2(e * log2((double)base));
+}
+template <typename C> __device__ __forceinline__ void rope_sincos(double ang, C* s, C* c) { sincos(ang, s, c); }
+template <> __device__ __forceinline__ void rope_sincos<float>(double ang, float* s, float* c) {
+  const double turns = rint(ang * 0.15915494309189535);  // 1 / (2 pi)
+  // 2 pi in two parts (Cody and Waite): the reduction is exact to ~1e-16 radians a turn.
+  const double r = fma(-turns, 2.4492935982947064e-16, fma(-turns, 6.283185307179586, ang));
+  sincosf((float)r, s, c);
+}
+
+// The rotated heads of a decode step's q/k/v product (gemv.cu's *_rope_* kernels, quantized.cu's
+// qmv_*rope_*; struct GemvRope of matmul.rs): the product's output is [rows, n / d, d] heads,
+// one position of each batch row; heads 0 .. heads rotate by the position's angles (rope_*
+// above: built-in frequencies from base, or 1 / freqs[q · fs]) into the kernel's output [rows,
+// heads, d]; heads keys_from .. + kv_heads, rotated, and values_from .. + kv_heads
+// (values_from < 0: none), as they are, go to row-major caches kc and vc [rows, kv_heads, len,
+// d] at the position wrapped into 0 .. len.
+struct GemvRope {
+  u64 offset, freqs, kc, vc;
+  i64 off_value, fs, len;
+  i32 off64, d, heads, keys_from, values_from, kv_heads;
+  float base, scale;
+};
+
+// What a rope epilogue reads from memory for feature pair q: the position and the custom
+// frequency (if any), loaded by rope_load before a kernel's main loop (after its wait for the
+// kernel before) so that the loads' round trip hides behind the loop's instead of adding to
+// the kernel's tail.
+struct RopeAt {
+  i64 off;
+  float freq;
+};
+__device__ __forceinline__ RopeAt rope_load(const GemvRope& rp, i64 q) {
+  RopeAt at;
+  at.off = rp.off64 == 2 ? rp.off_value : rp.off64 ? *(const i64*)rp.offset : (i64)(*(const i32*)rp.offset);
+  at.freq = rp.freqs ? ((const float*)rp.freqs)[q * rp.fs] : 0.0f;
+  return at;
+}
+
+// The rope epilogue of batch row r's features q and q + d / 2 of head h (at: rope_load's of
+// q): their sums ya and yb, already rounded to the element type E as the product's own output
+// is, rotated (if h < heads) and written.
+template <typename E>
+__device__ __forceinline__ void rope_epilogue(const GemvRope& rp, RopeAt at, E* __restrict__ out, int r, i64 h, i64 q,
+                                              E ya, E yb) {
+  const i64 d = rp.d, half = d / 2;
+  const i64 pos = wrap_index(at.off, rp.len);
+  const i64 kh = h - rp.keys_from, vh = h - rp.values_from;
+  if (rp.values_from >= 0 && vh >= 0 && vh < rp.kv_heads) {
+    E* vrow = (E*)rp.vc + ((r * rp.kv_heads + vh) * rp.len + pos) * d;
+    vrow[q] = ya;
+    vrow[q + half] = yb;
+  }
+  if (h >= rp.heads) return;
+  // rope_inv_freq's value, from the frequency loaded.
+  const double inv = rp.freqs ? 1.0 / (double)at.freq : rope_inv_freq<float>(nullptr, 0, rp.base, q, d);
+  float s, c;
+  rope_sincos<float>((double)at.off * (double)rp.scale * inv, &s, &c);
+  const float a = to_acc<E>(ya), b = to_acc<E>(yb);
+  const E ra = from_acc<E>(a * c - b * s), rb = from_acc<E>(a * s + b * c);
+  E* orow = out + (r * rp.heads + h) * d;
+  orow[q] = ra;
+  orow[q + half] = rb;
+  if (kh >= 0 && kh < rp.kv_heads) {
+    E* krow = (E*)rp.kc + ((r * rp.kv_heads + kh) * rp.len + pos) * d;
+    krow[q] = ra;
+    krow[q + half] = rb;
+  }
+}

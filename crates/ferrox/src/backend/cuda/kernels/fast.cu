@@ -333,27 +333,6 @@ extern "C" __global__ void norm_vjp(T* __restrict__ out, const T* __restrict__ x
 #define ROPE_ARGS                                                                                                  \
   T *__restrict__ out, const T *__restrict__ x, Layout rows_l, const void *offset, int off64, i64 off_value, i64 rows, \
       i64 l, i64 d, i64 dims, int traditional, float base, float scale, const float *__restrict__ freqs, i64 fs
-__device__ __forceinline__ double rope_offset(const void* offset, int off64, i64 off_value) {
-  return off64 == 2 ? (double)off_value : off64 ? (double)*(const i64*)offset : (double)*(const i32*)offset;
-}
-// The inverse frequency of pair q and the sine and cosine of an angle, accurate to f64 for f64
-// data. For the types computed in f32 the f64 work is cut to what keeps their precision at
-// any position: the frequency by exp2 / log2 (not pow), and the angle reduced to [-pi, pi] in
-// f64 before f32's sine and cosine (whose error there is an ulp or two).
-template <typename C>
-__device__ __forceinline__ double rope_inv_freq(const float* __restrict__ freqs, i64 fs, float base, i64 q, i64 dims) {
-  if (freqs) return 1.0 / (double)freqs[q * fs];
-  const double e = -(2.0 * (double)q) / (double)dims;
-  if constexpr (sizeof(C) == 8) return pow((double)base, e);
-  else return exp2(e * log2((double)base));
-}
-template <typename C> __device__ __forceinline__ void rope_sincos(double ang, C* s, C* c) { sincos(ang, s, c); }
-template <> __device__ __forceinline__ void rope_sincos<float>(double ang, float* s, float* c) {
-  const double turns = rint(ang * 0.15915494309189535);  // 1 / (2 pi)
-  // 2 pi in two parts (Cody and Waite): the reduction is exact to ~1e-16 radians a turn.
-  const double r = fma(-turns, 2.4492935982947064e-16, fma(-turns, 6.283185307179586, ang));
-  sincosf((float)r, s, c);
-}
 #define ROPE_PASS out, x, rows_l, offset, off64, off_value, rows, l, d, dims, traditional, base, scale, freqs, fs
 // Where rope_write also puts a decode step's keys and values (Op::RopeWrite; l is 1, so row r
 // is head r % heads of batch row r / heads): rotated heads keys_from .. keys_from + kv_heads go

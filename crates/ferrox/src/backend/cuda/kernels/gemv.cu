@@ -26,6 +26,10 @@
 //   compile'd program (a SwiGLU block's silu(gate) · up over a joined gate/up projection):
 //   a block's columns are j.. of each half (j and j + n / 2 paired), and it writes outputs j..
 //   of n / 2, each half's sum rounded to T first as the product's own output is.
+// - *_rope_*: a decode step's q/k/v product (one position) as heads of size d, its output
+//   the leading heads rotated (rope, the two halves of each head paired) and its key and
+//   value heads written into the KV caches at the position (Op::RopeWrite's work, GemvRope
+//   below): a block's columns are j.. and j + d / 2.. of one head.
 // Both cost the product a few percent (scripts/cuda-bench, "rms"); the host joins them only
 // where the FMA kernels run (1 and 2 rows): the tensor-core kernel of more rows lost more
 // with them (batch-8 decode 7 % slower) than the kernels they replace cost.
@@ -69,21 +73,24 @@ __device__ __forceinline__ void rms_weigh(const uint4& xv, const T* __restrict__
 __device__ __forceinline__ float rms_scale(float ss, i64 k, float eps) { return 1.0f / sqrtf(ss * (1.0f / (float)k) + eps); }
 
 // COLS: output columns a block takes (GEMV_COLS, or GEMV_RMS_COLS where it normalizes x); with
-// GLU, half of them from each half of the product's columns.
-template <int R, int U, bool RMS, bool GLU, int COLS = GEMV_COLS>
+// GLU, half of them from each half of the product's columns; with ROPE (rp), half from each
+// half of one head.
+template <int R, int U, bool RMS, bool GLU, int COLS = GEMV_COLS, bool ROPE = false>
 __device__ __forceinline__ void gemv_impl(T* __restrict__ out, const T* __restrict__ x, i64 xs,
                                           const T* __restrict__ w, i64 ws, int rows, i64 n, i64 k, float alpha,
                                           const T* __restrict__ cadd, i64 cs_r, i64 cs_c, float beta,
-                                          const T* __restrict__ nw, float eps) {
+                                          const T* __restrict__ nw, float eps, const GemvRope* rp = nullptr) {
   __shared__ float red[GEMV_SPLIT][COLS][R];
   __shared__ float red_ss[GEMV_SPLIT][R];
   allow_next_kernel();
   const int lane = threadIdx.x & 31, part = threadIdx.x >> 5;
-  // The block's columns: col0 .. col0 + COLS - 1, or with GLU, col0 .. col0 + COLS / 2 - 1 of
-  // each half (column c of the block is col0 + c % HC + c / HC · n / 2).
-  constexpr int HC = GLU ? COLS / 2 : COLS;
-  const i64 half = n / 2;
-  const i64 col0 = (i64)blockIdx.x * HC;
+  // The block's columns: col0 .. col0 + COLS - 1, or with GLU (ROPE), col0 .. col0 + COLS / 2 -
+  // 1 of each half of the columns (of a head): column c of the block is col0 + c % HC + c / HC
+  // · half, half being n / 2 (d / 2).
+  constexpr int HC = GLU || ROPE ? COLS / 2 : COLS;
+  const i64 half = ROPE ? rp->d / 2 : n / 2;
+  const i64 slot0 = (i64)blockIdx.x * HC;
+  const i64 col0 = ROPE ? slot0 / half * 2 * half + slot0 % half : slot0;
   const i64 chunks = k / CHUNK;
   const i64 per = (chunks + GEMV_SPLIT - 1) / GEMV_SPLIT;
   const i64 c0 = part * per, c1 = min(chunks, c0 + per);
@@ -101,6 +108,11 @@ __device__ __forceinline__ void gemv_impl(T* __restrict__ out, const T* __restri
 #pragma unroll
       for (int c = 0; c < COLS; ++c) prefetch_l2(wr[c] + ch);
   wait_for_previous_kernel();
+  // The rope epilogue's position and frequency, for the thread that finishes column slot
+  // threadIdx.x / R (below).
+  RopeAt rope_at;
+  if constexpr (ROPE)
+    if (threadIdx.x < HC * R) rope_at = rope_load(*rp, col0 % (2 * half) + threadIdx.x / R);
   float acc[COLS][R], ss[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) ss[r] = 0.f;
@@ -162,12 +174,12 @@ __device__ __forceinline__ void gemv_impl(T* __restrict__ out, const T* __restri
   // Thread (c, r) finishes column slot c of row r; with GLU, slots c and c + HC.
   if (threadIdx.x < HC * R) {
     const int c = threadIdx.x / R, r = threadIdx.x % R;
-    // Column slot c's sum and (for GLU) slot c + HC's.
+    // Column slot c's sum and (GLU, ROPE) slot c + HC's.
     float v = 0.f, v1 = 0.f;
 #pragma unroll
     for (int p = 0; p < GEMV_SPLIT; ++p) {
       v += red[p][c][r];
-      if constexpr (GLU) v1 += red[p][c + HC][r];
+      if constexpr (GLU || ROPE) v1 += red[p][c + HC][r];
     }
     float scale = 1.0f;
     if constexpr (RMS) {
@@ -179,6 +191,10 @@ __device__ __forceinline__ void gemv_impl(T* __restrict__ out, const T* __restri
     if constexpr (GLU) {
       if (r < rows && col0 + c < half)
         out[r * half + col0 + c] = glu_epilogue(from_acc<T>(v * scale * alpha), from_acc<T>(v1 * scale * alpha));
+    } else if constexpr (ROPE) {
+      if (r < rows && col0 + c < n)
+        rope_epilogue(*rp, rope_at, out, r, col0 / (2 * half), col0 % (2 * half) + c, from_acc<T>(v * scale * alpha),
+                      from_acc<T>(v1 * scale * alpha));
     } else {
       const i64 col = col0 + c;
       if (r < rows && col < n) out[r * n + col] = from_acc<T>(v * scale * alpha + addend(cadd, cs_r, cs_c, beta, r, col));
@@ -209,6 +225,23 @@ GEMV(1, 4)
 GEMV(2, 4)
 GEMV(4, 2)
 GEMV(8, 2)
+
+// The rope epilogue's kernels (1 and 2 rows: the joins' rows), with GemvRope after the usual
+// arguments (out is the rotated heads).
+#ifndef GEMV_GLU
+#define GEMV_ROPE_KERNEL(NAME, R, U, RMS)                                                                    \
+  extern "C" __global__ void __launch_bounds__(GEMV_SPLIT * 32, 4)                                          \
+      NAME(T* __restrict__ out, const T* __restrict__ x, i64 xs, const T* __restrict__ w, i64 ws, int rows,       \
+           i64 n, i64 k, float alpha, const T* __restrict__ cadd, i64 cs_r, i64 cs_c, float beta,                \
+           const T* __restrict__ nw, float eps, GemvRope rp) {                                                 \
+    gemv_impl<R, U, RMS, false, RMS ? GEMV_RMS_COLS : GEMV_COLS, true>(out, x, xs, w, ws, rows, n, k, alpha, cadd, \
+                                                                       cs_r, cs_c, beta, nw, eps, &rp);         \
+  }
+GEMV_ROPE_KERNEL(gemv_rope_1, 1, 4, false)
+GEMV_ROPE_KERNEL(gemv_rms_rope_1, 1, 4, true)
+GEMV_ROPE_KERNEL(gemv_rope_2, 2, 4, false)
+GEMV_ROPE_KERNEL(gemv_rms_rope_2, 2, 4, true)
+#endif
 
 // ---- several rows of x on the tensor cores (f16 / bf16): mma.sync m16n8k16, f32 sums ----
 // out[r, c] for up to 8 rows as a 16 × 8 tile product per 16 output columns: A = the 16 weight

@@ -111,23 +111,29 @@ __device__ __forceinline__ u32 code_at(const u32* words, int j) {
 // weight): each lane multiplies the x values it loads by nw and gathers their squares, and
 // each output's sum is scaled by 1 / sqrt(mean(x²) + eps) at the end (the product, scale and
 // bias terms alike, are linear in x). The QMV_SPLIT warps of a group see every pack of x once.
-template <int M, bool RMS>
+// With ROPE, y is a decode step's rotated heads (common.cuh's rope_epilogue, rp): a group's
+// features are q.. and q + d / 2.. of one head, half of them from each half.
+template <int M, bool RMS, bool ROPE = false>
 __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict__ x, const u32* __restrict__ w,
                                          const S* __restrict__ scales, const S* __restrict__ biases, i64 n_out,
                                          i64 k, i64 gs, int rows, const T* __restrict__ cadd,
-                                         const T* __restrict__ nw, float eps) {
+                                         const T* __restrict__ nw, float eps, const GemvRope* rp = nullptr) {
   constexpr int PER16 = 16 / (int)sizeof(T);
   __shared__ float red[QMV_WARPS][QMV_COLS][M];
   __shared__ float red_ss[QMV_WARPS][M];
   allow_next_kernel();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int part = warp % QMV_SPLIT;
-  const i64 row0 = ((i64)blockIdx.x * (QMV_WARPS / QMV_SPLIT) + warp / QMV_SPLIT) * QMV_COLS;
+  // A group's features: row0 .. row0 + QMV_COLS - 1, or with ROPE, row0 + c % HC + c / HC · d / 2.
+  constexpr int HC = ROPE ? QMV_COLS / 2 : QMV_COLS;
+  const i64 half = ROPE ? rp->d / 2 : 0;
+  const i64 slot0 = ((i64)blockIdx.x * (QMV_WARPS / QMV_SPLIT) + warp / QMV_SPLIT) * HC;
+  const i64 row0 = ROPE ? slot0 / half * 2 * half + slot0 % half : slot0;
   const i64 packs = k >> 5, groups = k / gs;
   const i64 per = (packs + QMV_SPLIT - 1) / QMV_SPLIT, p0 = part * per, p1 = min(packs, p0 + per);
   i64 row[QMV_COLS];
 #pragma unroll
-  for (int c = 0; c < QMV_COLS; ++c) row[c] = min(row0 + c, n_out - 1);
+  for (int c = 0; c < QMV_COLS; ++c) row[c] = min(row0 + c % HC + (c / HC) * half, n_out - 1);
   // Launched overlapped with the kernel before it (which x may come from, but never the
   // matrix): a small product starts this lane's packs toward L2 while that kernel finishes,
   // then waits (prefetch_weights).
@@ -136,6 +142,16 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
 #pragma unroll
       for (int c = 0; c < QMV_COLS; ++c) prefetch_l2(w + (row[c] * packs + p) * BITS);
   wait_for_previous_kernel();
+  // The rope epilogue's position and frequency, for the thread that finishes slot t / M % HC of
+  // group t / (HC · M) (below).
+  RopeAt rope_at;
+  if constexpr (ROPE) {
+    const int t = threadIdx.x;
+    if (t < QMV_WARPS / QMV_SPLIT * HC * M) {
+      const i64 s0 = ((i64)blockIdx.x * (QMV_WARPS / QMV_SPLIT) + t / (HC * M)) * HC;
+      rope_at = rope_load(*rp, s0 % half + t / M % HC);
+    }
+  }
   float acc[QMV_COLS][M], ss[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) ss[m] = 0.0f;
@@ -209,21 +225,35 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
   }
   __syncthreads();
   const int t = threadIdx.x;
-  if (t < QMV_WARPS / QMV_SPLIT * QMV_COLS * M) {
-    const int grp = t / (QMV_COLS * M), c = t / M % QMV_COLS, m = t % M;
-    const i64 r = ((i64)blockIdx.x * (QMV_WARPS / QMV_SPLIT) + grp) * QMV_COLS + c;
-    float v = 0.0f;
+  // Thread (grp, c, m) finishes feature slot c of group grp for row m; with ROPE, slots c and c + HC.
+  if (t < QMV_WARPS / QMV_SPLIT * HC * M) {
+    const int grp = t / (HC * M), c = t / M % HC, m = t % M;
+    // The sum of slot cc, normalized if RMS.
+    auto sum = [&](int cc) {
+      float v = 0.0f;
 #pragma unroll
-    for (int q = 0; q < QMV_SPLIT; ++q) v += red[grp * QMV_SPLIT + q][c][m];
-    if constexpr (RMS) {
-      float t2 = 0.0f;
+      for (int q = 0; q < QMV_SPLIT; ++q) v += red[grp * QMV_SPLIT + q][cc][m];
+      if constexpr (RMS) {
+        float t2 = 0.0f;
 #pragma unroll
-      for (int q = 0; q < QMV_SPLIT; ++q) t2 += red_ss[grp * QMV_SPLIT + q][m];
-      v *= 1.0f / sqrtf(t2 * (1.0f / (float)k) + eps);
-    }
-    if (r < n_out && m < rows) {
-      if (cadd) v += to_acc<T>(cadd[m * n_out + r]);
-      y[m * n_out + r] = from_acc<T>(v);
+        for (int q = 0; q < QMV_SPLIT; ++q) t2 += red_ss[grp * QMV_SPLIT + q][m];
+        v *= 1.0f / sqrtf(t2 * (1.0f / (float)k) + eps);
+      }
+      return v;
+    };
+    const i64 s0 = ((i64)blockIdx.x * (QMV_WARPS / QMV_SPLIT) + grp) * HC;
+    if constexpr (ROPE) {
+      const i64 r0 = s0 / half * 2 * half + s0 % half;
+      if (r0 < n_out && m < rows)
+        rope_epilogue(*rp, rope_at, y, m, r0 / (2 * half), r0 % (2 * half) + c, from_acc<T>(sum(c)),
+                      from_acc<T>(sum(c + HC)));
+    } else {
+      const i64 r = s0 + c;
+      if (r < n_out && m < rows) {
+        float v = sum(c);
+        if (cadd) v += to_acc<T>(cadd[m * n_out + r]);
+        y[m * n_out + r] = from_acc<T>(v);
+      }
     }
   }
 }
@@ -238,9 +268,21 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
            const T* __restrict__ nw, float eps) {                                                               \
     qmv_impl<M, RMS>(y, x, w, scales, biases, n_out, k, gs, rows, cadd, nw, eps);                               \
   }
+// qmv_rope_M and qmv_rms_rope_M: the same with the rope epilogue (GemvRope after the usual
+// arguments; y is the rotated heads, cadd unused).
+#define QMV_ROPE_KERNEL(NAME, M, RMS)                                                                           \
+  extern "C" __global__ void __launch_bounds__(QMV_WARPS * 32)                                                 \
+      NAME(T* __restrict__ y, const T* __restrict__ x, const u32* __restrict__ w, const S* __restrict__ scales,   \
+           const S* __restrict__ biases, i64 n_out, i64 k, i64 gs, int rows, const T* __restrict__ cadd,          \
+           const T* __restrict__ nw, float eps, GemvRope rp) {                                                  \
+    qmv_impl<M, RMS, true>(y, x, w, scales, biases, n_out, k, gs, rows, cadd, nw, eps, &rp);                    \
+  }
 #define QMV(M)                   \
   QMV_KERNEL(qmv_##M, M, false) \
   QMV_KERNEL(qmv_rms_##M, M, true)
+#define QMV_ROPE(M)                        \
+  QMV_ROPE_KERNEL(qmv_rope_##M, M, false) \
+  QMV_ROPE_KERNEL(qmv_rms_rope_##M, M, true)
 // gather_qmm for few rows: blockIdx.y is the index pair; li is the index shape with the lhs
 // (st[0]) and rhs (st[1]) index arrays' strides; x holds nx matrices of rows × k, W nw of
 // n_out × k (an index past them is clamped: the GPU cannot stop to report it).
@@ -259,8 +301,13 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
   }
 // (Through one more macro, so QMV_M is replaced by its value before ## pastes it.)
 #define QMV_KERNELS(M) QMV(M) GATHER_QMV(M)
+#define QMV_ROPE_KERNELS(M) QMV_ROPE(M)
 #ifdef QMV_M
 QMV_KERNELS(QMV_M)
+// The rope's only for the joins' rows (1 and 2).
+#if QMV_M <= 2
+QMV_ROPE_KERNELS(QMV_M)
+#endif
 #endif
 
 // The bits of codes 8q .. 8q + 7 of the pack at p (BITS bytes of it, little-endian).
