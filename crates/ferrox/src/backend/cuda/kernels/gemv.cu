@@ -38,7 +38,14 @@
 // chunks, then the warps' slices in order). f16 / bf16 products of three or more rows run
 // gemv_mma instead (below), whose sums go in the tensor cores' order. k, xs, ws and the
 // addresses are multiples of a chunk (the host checks; gemv_mma's k, of 32).
+// (GEMV_SPLIT and GEMV_U, the one-row kernels' chunks in flight a column, may be set before
+// this file, as scripts/cuda-bench/gemv_bench.cu's sweeps do; the host launches the defaults.)
+#ifndef GEMV_SPLIT
 #define GEMV_SPLIT 4
+#endif
+#ifndef GEMV_U
+#define GEMV_U 4
+#endif
 #define GEMV_COLS 2
 
 // The columns of a block that normalizes x (gemv_rms_*): each block weighs and squares all of
@@ -221,7 +228,7 @@ __device__ __forceinline__ void gemv_impl(T* __restrict__ out, const T* __restri
   GEMV_KERNEL(gemv_##R, R, U, false, false)    \
   GEMV_KERNEL(gemv_rms_##R, R, U, true, false)
 #endif
-GEMV(1, 4)
+GEMV(1, GEMV_U)
 GEMV(2, 4)
 GEMV(4, 2)
 GEMV(8, 2)
