@@ -66,51 +66,53 @@ pub(crate) fn joined_matmul_parts(
         None => pro[0].clone(),
     };
     let ins: Vec<Array> = std::iter::once(a).chain(rest.iter().cloned()).collect();
-    if let Some(Epilogue::Rope(rope)) = epilogue {
-        // The product's op, its inputs and its columns (a quantized matrix is stored [N, ·]).
-        let (op, np, n) = match quantized {
-            Some(params) => {
-                let op = Op::Quantized { op: QuantOp::Matmul { transpose: true }, params };
-                (op, 1 + params.mode.matrix_inputs(), ins[1].shape()[0])
+    match (epilogue, quantized) {
+        (Some(Epilogue::Rope(rope)), _) => {
+            // The product's op, its inputs and its columns (a quantized matrix is stored [N, ·]).
+            let (op, np, n) = match quantized {
+                Some(params) => {
+                    let op = Op::Quantized { op: QuantOp::Matmul { transpose: true }, params };
+                    (op, 1 + params.mode.matrix_inputs(), ins[1].shape()[0])
+                }
+                None => (Op::Matmul { alpha, beta: 0.0 }, 2, ins[1].shape()[ins[1].ndim() - 1]),
+            };
+            rope_parts(rope, (&op, &ins[..np], n), &ins[np..], shape, dtype, run)
+        }
+        (Some(Epilogue::Halves { .. }), Some(_)) => {
+            Err(Error::invalid("eval", "a joined quantized product takes no elementwise epilogue"))
+        }
+        (None, Some(params)) => {
+            // The quantized product, then the addend (the plan joins only beta 1).
+            if (beta != 0.0 && beta != 1.0) || alpha != 1.0 {
+                return Err(Error::invalid("eval", "a joined quantized product takes no scales"));
             }
-            None => (Op::Matmul { alpha, beta: 0.0 }, 2, ins[1].shape()[ins[1].ndim() - 1]),
-        };
-        return rope_parts(rope, (&op, &ins[..np], n), &ins[np..], shape, dtype, run);
-    }
-    if let Some(params) = quantized {
-        // The quantized product, then the addend (the plan joins only beta 1, no epilogue).
-        if epilogue.is_some() || (beta != 0.0 && beta != 1.0) || alpha != 1.0 {
-            return Err(Error::invalid("eval", "a joined quantized product takes no epilogue and no scales"));
+            let nw = params.mode.matrix_inputs();
+            let op = Op::Quantized { op: QuantOp::Matmul { transpose: true }, params };
+            let product = run(&op, &ins[..1 + nw], shape, dtype)?;
+            if beta == 0.0 {
+                return Ok(product);
+            }
+            let product = Array::from_data(shape.to_vec(), dtype, product);
+            run(&Op::Binary(BinaryOp::Add), &[product, ins[1 + nw].clone()], shape, dtype)
         }
-        let nw = params.mode.matrix_inputs();
-        let op = Op::Quantized { op: QuantOp::Matmul { transpose: true }, params };
-        let product = run(&op, &ins[..1 + nw], shape, dtype)?;
-        if beta == 0.0 {
-            return Ok(product);
+        (None, None) => run(&Op::Matmul { alpha, beta }, &ins, shape, dtype),
+        (Some(Epilogue::Halves { graph, lower_first }), None) => {
+            // The product has twice the output's columns, in the operands' dtype.
+            let (nd, pdt) = (shape.len(), ins[0].dtype());
+            let mut full = shape.to_vec();
+            full[nd - 1] *= 2;
+            let p = Array::from_data(full.clone(), pdt, run(&Op::Matmul { alpha, beta }, &ins, &full, pdt)?);
+            let half = |lower: bool| -> Result<Array> {
+                let mut start = vec![0; nd];
+                start[nd - 1] = if lower { 0 } else { shape[nd - 1] };
+                let op = Op::Slice { start, step: vec![1; nd] };
+                Ok(Array::from_data(shape.to_vec(), pdt, run(&op, std::slice::from_ref(&p), shape, pdt)?))
+            };
+            let (lo, hi) = (half(true)?, half(false)?);
+            let halves = if *lower_first { [lo, hi] } else { [hi, lo] };
+            run(&Op::Fused(graph.clone()), &halves, shape, dtype)
         }
-        let product = Array::from_data(shape.to_vec(), dtype, product);
-        return run(&Op::Binary(BinaryOp::Add), &[product, ins[1 + nw].clone()], shape, dtype);
     }
-    let product = Op::Matmul { alpha, beta };
-    let (graph, lower_first) = match epilogue {
-        None => return run(&product, &ins, shape, dtype),
-        Some(Epilogue::Halves { graph, lower_first }) => (graph, lower_first),
-        Some(Epilogue::Rope(_)) => unreachable!("run above"),
-    };
-    // The product has twice the output's columns, in the operands' dtype.
-    let (nd, pdt) = (shape.len(), ins[0].dtype());
-    let mut full = shape.to_vec();
-    full[nd - 1] *= 2;
-    let p = Array::from_data(full.clone(), pdt, run(&product, &ins, &full, pdt)?);
-    let half = |lower: bool| -> Result<Array> {
-        let mut start = vec![0; nd];
-        start[nd - 1] = if lower { 0 } else { shape[nd - 1] };
-        let op = Op::Slice { start, step: vec![1; nd] };
-        Ok(Array::from_data(shape.to_vec(), pdt, run(&op, std::slice::from_ref(&p), shape, pdt)?))
-    };
-    let (lo, hi) = (half(true)?, half(false)?);
-    let halves = if *lower_first { [lo, hi] } else { [hi, lo] };
-    run(&Op::Fused(graph.clone()), &halves, shape, dtype)
 }
 
 /// [`Epilogue::Rope`] as its parts: `product` (the op, its inputs, its `n` columns; one

@@ -382,7 +382,7 @@ pub(crate) fn joined_matmul(
 /// rotated heads are `shape` (`[B, heads, 1, d]`), with the op's other inputs (`after` the
 /// product's: offset, frequencies, key cache, value cache), and the data its addresses point
 /// into; None where the kernels cannot take them.
-pub(crate) fn rope_params(
+fn rope_params(
     g: &Gpu,
     rope: &Op,
     after: &[Array],
