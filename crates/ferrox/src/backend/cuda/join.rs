@@ -215,9 +215,10 @@ fn with_rope(node: &Array, run_as: &HashMap<*const Node, Pending>) -> Option<(Ve
     if traditional || shape.len() != 4 || dims != shape[3] {
         return None;
     }
-    // x: the leading heads of the product's heads (held by the order, the rope and the plan).
+    // x: a plain slice of the product's heads (held by the order, the rope and the plan).
     let x = &planned.inputs[0];
-    let heads = sliced_from(x, stream, 2)?;
+    let plain_slice = |op: &Op| matches!(op, Op::Slice { start, step } if start.iter().all(|&s| s == 0) && step.iter().all(|&t| t == 1));
+    let heads = view_of(x, stream, plain_slice).filter(|_| read_only_by(x, 2))?;
     let at_source = 3 + freqs as usize;
     if values_from.is_some() && !Arc::ptr_eq(&planned.inputs[at_source].0, &heads.0) {
         return None;
@@ -249,17 +250,6 @@ fn with_rope(node: &Array, run_as: &HashMap<*const Node, Pending>) -> Option<(Ve
     let op = Op::JoinedMatmul { prologue, epilogue, alpha, beta: 0.0, quantized };
     let gone = [&y, &r, &heads, x].iter().map(|a| Arc::as_ptr(&a.0)).collect();
     Some((gone, Pending { op, inputs, stream }))
-}
-
-/// The array a pending plain slice `x` on `stream` (starting at 0, step 1) views, if `x` is
-/// one read by `readers` nodes.
-fn sliced_from(x: &Array, stream: Stream, readers: usize) -> Option<Array> {
-    let source = view_of(
-        x,
-        stream,
-        |op| matches!(op, Op::Slice { start, step } if start.iter().all(|&s| s == 0) && step.iter().all(|&t| t == 1)),
-    )?;
-    read_only_by(x, readers).then_some(source)
 }
 
 /// The input of `a` when `a` is pending on `stream` with a one-input op that `is_view` accepts.

@@ -140,9 +140,12 @@ pub(crate) struct GemvRope {
 unsafe impl DeviceRepr for GemvRope {}
 
 impl GemvRope {
-    /// The heads' size.
-    pub(crate) fn head_size(&self) -> usize {
-        self.d as usize
+    /// Whether a kernel whose blocks (or warp groups) take `cols` columns can compute these
+    /// heads from a product of `n` columns over `rows` rows (1 or 2, the joins' rows): its
+    /// columns pair within one head, half of them from each half.
+    pub(crate) fn fits(&self, n: usize, rows: usize, cols: usize) -> bool {
+        let d = self.d as usize;
+        rows <= 2 && d > 0 && n.is_multiple_of(d) && (d / 2).is_multiple_of(cols / 2)
     }
 }
 
@@ -194,11 +197,7 @@ fn gemv(
     let joins = match join {
         GemvJoin::Product => true,
         GemvJoin::Glu(_) => addend.is_none() && n.is_multiple_of(2),
-        // A block's columns pair within one head: half of them from each half of it.
-        GemvJoin::Rope(r) => {
-            let d = r.head_size();
-            addend.is_none() && rows <= 2 && d > 0 && n.is_multiple_of(d) && (d / 2).is_multiple_of(cols / 2)
-        }
+        GemvJoin::Rope(r) => addend.is_none() && r.fits(n, rows, cols),
     };
     if !joins {
         return Ok(false);
@@ -329,17 +328,18 @@ pub(crate) fn joined_matmul(
     };
     if let Some(params) = quantized {
         let nw = params.mode.matrix_inputs();
-        let join = match epilogue {
-            None if alpha == 1.0 && (beta == 0.0 || beta == 1.0) => Some(None),
+        // The kernel takes the product plain (with a residual: beta 1), or with the rope.
+        let plain = epilogue.is_none() && alpha == 1.0 && (beta == 0.0 || beta == 1.0);
+        let rope = match epilogue {
+            // A quantized matrix is stored [N, ·].
             Some(Epilogue::Rope(rope)) if rest.len() > nw => {
-                // A quantized matrix is stored [N, ·].
-                rope_params(g, rope, &rest[nw..], rest[0].shape()[0], shape, dtype)?.map(Some)
+                rope_params(g, rope, &rest[nw..], rest[0].shape()[0], shape, dtype)?
             }
             _ => None,
         };
-        if let Some(rope) = join {
+        if plain || rope.is_some() {
             let rope = rope.as_ref().map(|(r, _keep)| r);
-            let addend = beta == 1.0 && rope.is_none();
+            let addend = plain && beta == 1.0;
             if let Some(out) = super::quantized::joined_qmv(g, &x, rest, params, addend, rope, shape, dtype)? {
                 return Ok(Some(out));
             }

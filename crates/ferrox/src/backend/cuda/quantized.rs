@@ -357,13 +357,8 @@ fn qmv(
     let k = *x.shape().last().unwrap_or(&0);
     let (kk, n) = m.product_dims(true);
     let rows = x.size() / k.max(1);
-    // With the rope, a group's features pair within one head: half of them from each half.
-    let fits_rope = |r: &GemvRope| {
-        let d = r.head_size();
-        addend.is_none() && rows <= 2 && d > 0 && n.is_multiple_of(d) && (d / 2).is_multiple_of(QMV_COLS / 2)
-    };
     let fits = match rope {
-        Some(r) => fits_rope(r),
+        Some(r) => addend.is_none() && r.fits(n, rows, QMV_COLS),
         None => shape.last() == Some(&n),
     };
     if k != kk || rows > QMV_MAX_ROWS || !m.w.is_multiple_of(16) || !fits {

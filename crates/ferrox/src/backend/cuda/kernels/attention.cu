@@ -133,8 +133,7 @@ __device__ __forceinline__ void decode_impl(const Attn& p, float* __restrict__ p
       float s = 0.0f;
 #pragma unroll
       for (int e = 0; e < EPL; ++e) s += q[r][e] * kv[e];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+      s = warp_sum(s);
       if (!valid[r]) continue;
       s = masked_score(p, s, b, hh[r], ii[r], j);
       if (s == NEG_INF) continue;
@@ -312,8 +311,7 @@ __device__ __forceinline__ void decode_rows_impl(const Attn& p, float* __restric
     }
     __syncwarp();
   }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
+  l = warp_sum(l);
   const i64 orow = (i64)(b * p.Hq + h) * p.L + i;
   if (nsplit == 1) {
 #pragma unroll
@@ -382,8 +380,7 @@ __device__ __forceinline__ void combine_impl(const Attn& p, const float* __restr
   const float ws = ms == NEG_INF ? 0.0f : expf(ms - M);
   w[t] = ws;
   float lw = ls * ws;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) lw += __shfl_xor_sync(0xffffffffu, lw, o);
+  lw = warp_sum(lw);
   if (lane == 0) rsum[warp] = lw;
   __syncthreads();
   float Ls = 0.0f;
@@ -907,11 +904,6 @@ extern "C" __global__ void __launch_bounds__(128) attn_mma_128(Attn p) { flash_m
 // + B·Hq·L·D, then + B·Hkv·S·D). A row whose every key is masked gets zero probabilities.
 #define VJP_E 8
 #define VJP_WARPS 4
-
-__device__ __forceinline__ F warp_sum(F v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 
 // r[e] = row[lane + 32 e] (0 past n).
 __device__ __forceinline__ void vjp_load(F* r, const T* row, int n, int lane) {

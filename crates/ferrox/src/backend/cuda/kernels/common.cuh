@@ -33,6 +33,13 @@ __device__ __forceinline__ void allow_next_kernel() {
 #define OVERLAPPED_START()     \
   wait_for_previous_kernel(); \
   allow_next_kernel()
+// The sum of v over the 32 lanes of a warp, in every lane (every lane must call it).
+template <typename V>
+__device__ __forceinline__ V warp_sum(V v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
 // Starts moving the line holding p toward L2 (a hint: nothing waits for it).
 __device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 // Whether a decode product of `weights` elements moves them toward L2 before it waits for the
@@ -324,10 +331,10 @@ __device__ __forceinline__ i64 indexed_offset(const Indices& ix, const i64* oi) 
 }
 
 // Rotary position embedding's shared pieces (rope of fast.cu, and the rotated heads a decode
-// step's q/k/v product writes itself in gemv.cu). The offset is an integer scalar on the
-// device (i64 if off64 is 1, i32 if 0), or, when off64 is 2, the value off_value.
-__device__ __forceinline__ double rope_offset(const void* offset, int off64, i64 off_value) {
-  return off64 == 2 ? (double)off_value : off64 ? (double)*(const i64*)offset : (double)*(const i32*)offset;
+// step's q/k/v product writes itself in gemv.cu and quantized.cu). The position is an integer
+// scalar on the device (i64 if off64 is 1, i32 if 0), or, when off64 is 2, the value off_value.
+__device__ __forceinline__ i64 rope_position(const void* offset, int off64, i64 off_value) {
+  return off64 == 2 ? off_value : off64 ? *(const i64*)offset : (i64)(*(const i32*)offset);
 }
 // The inverse frequency of pair q and the sine and cosine of an angle, accurate to f64 for f64
 // data. For the types computed in f32 the f64 work is cut to what keeps their precision at
@@ -362,6 +369,10 @@ struct GemvRope {
   float base, scale;
 };
 
+// The first column of pair slot `slot` of heads of 2 · half columns: slot j of a head pairs
+// its columns j and j + half (the kernels' blocks take consecutive slots).
+__device__ __forceinline__ i64 rope_slot_column(i64 slot, i64 half) { return slot / half * 2 * half + slot % half; }
+
 // What a rope epilogue reads from memory for feature pair q: the position and the custom
 // frequency (if any), loaded by rope_load before a kernel's main loop (after its wait for the
 // kernel before) so that the loads' round trip hides behind the loop's instead of adding to
@@ -372,7 +383,7 @@ struct RopeAt {
 };
 __device__ __forceinline__ RopeAt rope_load(const GemvRope& rp, i64 q) {
   RopeAt at;
-  at.off = rp.off64 == 2 ? rp.off_value : rp.off64 ? *(const i64*)rp.offset : (i64)(*(const i32*)rp.offset);
+  at.off = rope_position((const void*)rp.offset, rp.off64, rp.off_value);
   at.freq = rp.freqs ? ((const float*)rp.freqs)[q * rp.fs] : 0.0f;
   return at;
 }

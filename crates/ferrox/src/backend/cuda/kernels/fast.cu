@@ -4,15 +4,9 @@
 #define FBLOCK 256
 typedef acc_t<T> A;
 
-// Warp-wide sum; block-wide sum and max (NaN propagating) of one value a thread: warp
-// shuffles, then the warps' results through shared memory (every thread of the block must
+// Block-wide sum and max (NaN propagating) of one value a thread: warp shuffles (common.cuh's
+// warp_sum), then the warps' results through shared memory (every thread of the block must
 // call them).
-template <typename V>
-__device__ __forceinline__ V warp_sum(V v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 template <typename V>
 __device__ __forceinline__ V block_sum(V v) {
   __shared__ V sh[FBLOCK / 32];
@@ -344,7 +338,7 @@ extern "C" __global__ void norm_vjp(T* __restrict__ out, const T* __restrict__ x
 __device__ __forceinline__ void rope_impl(ROPE_ARGS, CACHE_ARGS) {
   OVERLAPPED_START();
   const i64 half = dims / 2, per = d - half;
-  const double off = rope_offset(offset, off64, off_value);
+  const double off = (double)rope_position(offset, off64, off_value);
   const i64 pos = wrap_index((i64)off, len), values = vc ? rows / heads * kv_heads * d : 0;
   GRID_LOOP(t, rows * per + values) {
     if (t >= rows * per) {
@@ -394,7 +388,7 @@ extern "C" __global__ void rope_heads(ROPE_ARGS) {
   OVERLAPPED_START();
   const i64 half = dims / 2, per = d - half, heads = rows / l;
   const i64 items = (heads + ROPE_HEADS - 1) / ROPE_HEADS * l * per;
-  const double off = rope_offset(offset, off64, off_value);
+  const double off = (double)rope_position(offset, off64, off_value);
   GRID_LOOP(t, items) {
     i64 q, pos, h0;
     if (items <= 0x7fffffff) {  // 32-bit division where it fits

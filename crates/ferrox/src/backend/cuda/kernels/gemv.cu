@@ -97,7 +97,7 @@ __device__ __forceinline__ void gemv_impl(T* __restrict__ out, const T* __restri
   constexpr int HC = GLU || ROPE ? COLS / 2 : COLS;
   const i64 half = ROPE ? rp->d / 2 : n / 2;
   const i64 slot0 = (i64)blockIdx.x * HC;
-  const i64 col0 = ROPE ? slot0 / half * 2 * half + slot0 % half : slot0;
+  const i64 col0 = ROPE ? rope_slot_column(slot0, half) : slot0;
   const i64 chunks = k / CHUNK;
   const i64 per = (chunks + GEMV_SPLIT - 1) / GEMV_SPLIT;
   const i64 c0 = part * per, c1 = min(chunks, c0 + per);
@@ -163,17 +163,13 @@ __device__ __forceinline__ void gemv_impl(T* __restrict__ out, const T* __restri
   for (int c = 0; c < COLS; ++c)
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      float v = acc[c][r];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      const float v = warp_sum(acc[c][r]);
       if (lane == 0) red[part][c][r] = v;
     }
   if constexpr (RMS) {
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      float v = ss[r];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      const float v = warp_sum(ss[r]);
       if (lane == 0) red_ss[part][r] = v;
     }
   }

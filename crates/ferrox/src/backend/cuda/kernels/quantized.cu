@@ -128,7 +128,7 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
   constexpr int HC = ROPE ? QMV_COLS / 2 : QMV_COLS;
   const i64 half = ROPE ? rp->d / 2 : 0;
   const i64 slot0 = ((i64)blockIdx.x * (QMV_WARPS / QMV_SPLIT) + warp / QMV_SPLIT) * HC;
-  const i64 row0 = ROPE ? slot0 / half * 2 * half + slot0 % half : slot0;
+  const i64 row0 = ROPE ? rope_slot_column(slot0, half) : slot0;
   const i64 packs = k >> 5, groups = k / gs;
   const i64 per = (packs + QMV_SPLIT - 1) / QMV_SPLIT, p0 = part * per, p1 = min(packs, p0 + per);
   i64 row[QMV_COLS];
@@ -209,17 +209,13 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
   for (int c = 0; c < QMV_COLS; ++c)
 #pragma unroll
     for (int m = 0; m < M; ++m) {
-      float v = acc[c][m];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      const float v = warp_sum(acc[c][m]);
       if (lane == 0) red[warp][c][m] = v;
     }
   if constexpr (RMS) {
 #pragma unroll
     for (int m = 0; m < M; ++m) {
-      float v = ss[m];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      const float v = warp_sum(ss[m]);
       if (lane == 0) red_ss[warp][m] = v;
     }
   }
@@ -243,7 +239,7 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
     };
     const i64 s0 = ((i64)blockIdx.x * (QMV_WARPS / QMV_SPLIT) + grp) * HC;
     if constexpr (ROPE) {
-      const i64 r0 = s0 / half * 2 * half + s0 % half;
+      const i64 r0 = rope_slot_column(s0, half);
       if (r0 < n_out && m < rows)
         rope_epilogue(*rp, rope_at, y, m, r0 / (2 * half), r0 % (2 * half) + c, from_acc<T>(sum(c)),
                       from_acc<T>(sum(c + HC)));
