@@ -71,6 +71,21 @@ static void launch_rms_rope(bf16* y, const bf16* x, Mat m, int rows, int n, int 
                         (const bf16*)nullptr, x, 1e-5f, rp));
 }
 
+// The long-k kernel (qmv_long_1: 8 warps, 4 splitting k, 8 features a group), and the mix
+// quantized.rs launches: it where k is at least the features and there are 2 048 or more.
+static void launch_long(bf16* y, const bf16* x, Mat m, int rows, int n, int k, cudaStream_t s) {
+  const int features = QMV_LONG_WARPS / QMV_LONG_SPLIT * QMV_LONG_COLS;
+  cudaLaunchAttribute attr;
+  cudaLaunchConfig_t cfg = overlapped(dim3((n + features - 1) / features), dim3(QMV_LONG_WARPS * 32), s, &attr);
+  i64 nn = n, kk = k, gs = 64;
+  CK(cudaLaunchKernelEx(&cfg, qmv_long_1, y, x, (const u32*)m.w, (const bf16*)m.s, (const bf16*)m.b, nn, kk, gs, rows,
+                        (const bf16*)nullptr, (const bf16*)nullptr, 1e-5f));
+}
+static void launch_mixed(bf16* y, const bf16* x, Mat m, int rows, int n, int k, cudaStream_t s) {
+  if (k >= n && n >= 2048) launch_long(y, x, m, rows, n, k, s);
+  else launch_overlapped(y, x, m, rows, n, k, s);
+}
+
 struct Variant {
   const char* name;
   Launcher f;
@@ -79,7 +94,9 @@ static const Variant variants[] = {{"ferrox qmv_1", launch_ferrox},
                                    {"overlapped", launch_overlapped},
                                    {"rms", launch_rms},
                                    {"add", launch_add},
-                                   {"rms rope", launch_rms_rope}};
+                                   {"rms rope", launch_rms_rope},
+                                   {"long", launch_long},
+                                   {"mixed", launch_mixed}};
 #define NVARIANTS ((int)(sizeof(variants) / sizeof(variants[0])))
 
 struct Shape {

@@ -1064,9 +1064,23 @@ fn quantized_joins(c: &mut Checker, dt: Dtype) {
         (c.array(&[1, 1, k], dt, -1.0, 1.0), c.array(&[2, k], dt, -1.0, 1.0), c.array(&[8, k], dt, -1.0, 1.0));
     let (r1, r2, r8) =
         (c.array(&[1, 1, n], dt, -1.0, 1.0), c.array(&[2, n], dt, -1.0, 1.0), c.array(&[8, n], dt, -1.0, 1.0));
+    // k as long as 2 048 features or longer: the long-k kernel (qmv_long_*), plain and joined.
+    let wl = c.array(&[2048, 2048], dt, -1.0, 1.0);
+    let (xl1, xl2) = (c.array(&[1, 1, 2048], dt, -1.0, 1.0), c.array(&[2, 2048], dt, -1.0, 1.0));
+    let rl2 = c.array(&[2, 2048], dt, -1.0, 1.0);
     let before = ferrox::backend::cuda::joined_products();
     // Joins expected: one a check of the first four, two for the norm and the residual.
     let mut want = 0;
+    for bits in [4usize, 3] {
+        let (wq, s, bq) = cpu(|| fx::quantize(&wl, 64, bits, QuantMode::Affine)).unwrap();
+        let qmm = |x: &Array| fx::quantized_matmul(x, &wq, &s, bq.as_ref(), true, 64, bits, QuantMode::Affine);
+        c.check(&format!("quantized-join {dt} {bits}-bit long k, 1 row"), b, || qmm(&xl1));
+        let n0 = c.results.len();
+        c.check(&format!("quantized-join {dt} {bits}-bit long k, joined residual, 2 rows"), b, || {
+            fx::add(&qmm(&xl2)?, &rl2)
+        });
+        want += c.results.len() - n0;
+    }
     for bits in [4usize, 3] {
         let (wq, s, bq) = cpu(|| fx::quantize(&w, 64, bits, QuantMode::Affine)).unwrap();
         let bq = bq.unwrap();

@@ -33,6 +33,13 @@ const QMV_THREADS: u32 = 128;
 const QMV_FEATURES: usize = 8;
 /// Output features a warp group of the matrix-vector kernel takes (QMV_COLS).
 const QMV_COLS: usize = 4;
+/// Threads and output features a block of the long-k kernel takes (`qmv_long_M`:
+/// QMV_LONG_WARPS · 32, QMV_LONG_WARPS / QMV_LONG_SPLIT · QMV_LONG_COLS).
+const QMV_LONG_THREADS: u32 = 256;
+const QMV_LONG_FEATURES: usize = 16;
+/// The fewest features a product takes the long-k kernel for (with k at least as long): fewer
+/// make too few of its blocks (k / v projections measured slower).
+const QMV_LONG_MIN_FEATURES: usize = 2048;
 /// Rows (pairs × rows of x) from which `gather_qmm` with sorted indices takes the tiled kernel:
 /// enough that runs of rows share their matrix (a prompt's tokens routed to experts), where the
 /// matrix-vector kernel would read a matrix once per pair.
@@ -342,7 +349,9 @@ fn matmul(
 /// `x @ dequantize(w)ᵀ` for the few rows of a decode step with the matrix-vector kernel
 /// (qmv_M; qmv_rms_M with `norm`: x normalized by the kernel as `rms_norm(x, weight, eps)`,
 /// and the residual `addend` added before the one rounding; `*_rope_M` with `rope`: the output
-/// of `shape` is the product's rotated heads, no addend); `None` where it does not fit.
+/// of `shape` is the product's rotated heads, no addend; `qmv_long_M` for a plain product of
+/// 1–2 rows whose k is at least its [`QMV_LONG_MIN_FEATURES`] or more features); `None` where
+/// it does not fit.
 #[allow(clippy::too_many_arguments)]
 fn qmv(
     g: &Gpu,
@@ -387,18 +396,21 @@ fn qmv(
         None => ("qmv", 0, 0.0),
     };
     let mr = rows.next_power_of_two();
-    let rope_name = if rope.is_some() { "_rope" } else { "" };
-    let f = function(g, dtype, m.params, &format!("{name}{rope_name}_{mr}"), mr)?;
+    // A plain product of 1–2 rows whose k is long beside its features: more warps split k.
+    let long = norm.is_none() && rope.is_none() && rows <= 2 && k >= n && n >= QMV_LONG_MIN_FEATURES;
+    let (name, threads, features) = match rope {
+        _ if long => ("qmv_long".to_string(), QMV_LONG_THREADS, QMV_LONG_FEATURES),
+        Some(_) => (format!("{name}_rope"), QMV_THREADS, QMV_FEATURES),
+        None => (name.to_string(), QMV_THREADS, QMV_FEATURES),
+    };
+    let f = function(g, dtype, m.params, &format!("{name}_{mr}"), mr)?;
     let mut args = m.qmv_args(po, px, n, k);
     args.extend([Arg::I32(rows as i32), Arg::U64(pc), Arg::U64(pn), Arg::F32(eps)]);
     if let Some(r) = rope {
         args.push(Arg::GemvRope(r));
     }
-    let cfg = LaunchConfig {
-        grid_dim: (n.div_ceil(QMV_FEATURES) as u32, 1, 1),
-        block_dim: (QMV_THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg =
+        LaunchConfig { grid_dim: (n.div_ceil(features) as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
     launch_overlapped(g, &f, cfg, &args)?;
     Ok(Some(out))
 }

@@ -111,58 +111,59 @@ __device__ __forceinline__ u32 code_at(const u32* words, int j) {
 // weight): each lane multiplies the x values it loads by nw and gathers their squares, and
 // each output's sum is scaled by 1 / sqrt(mean(x²) + eps) at the end (the product, scale and
 // bias terms alike, are linear in x). The QMV_SPLIT warps of a group see every pack of x once.
+// (WARPS, SPLIT, COLS: the block's shape, QMV_WARPS, QMV_SPLIT and QMV_COLS unless given.)
 // With ROPE, y is a decode step's rotated heads (common.cuh's rope_epilogue, rp): a group's
 // features are q.. and q + d / 2.. of one head, half of them from each half.
-template <int M, bool RMS, bool ROPE = false>
+template <int M, bool RMS, bool ROPE = false, int WARPS = QMV_WARPS, int SPLIT = QMV_SPLIT, int COLS = QMV_COLS>
 __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict__ x, const u32* __restrict__ w,
                                          const S* __restrict__ scales, const S* __restrict__ biases, i64 n_out,
                                          i64 k, i64 gs, int rows, const T* __restrict__ cadd,
                                          const T* __restrict__ nw, float eps, const GemvRope* rp = nullptr) {
   constexpr int PER16 = 16 / (int)sizeof(T);
-  __shared__ float red[QMV_WARPS][QMV_COLS][M];
-  __shared__ float red_ss[QMV_WARPS][M];
+  __shared__ float red[WARPS][COLS][M];
+  __shared__ float red_ss[WARPS][M];
   allow_next_kernel();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int part = warp % QMV_SPLIT;
-  // A group's features: row0 .. row0 + QMV_COLS - 1, or with ROPE, row0 + c % HC + c / HC · d / 2.
-  constexpr int HC = ROPE ? QMV_COLS / 2 : QMV_COLS;
+  const int part = warp % SPLIT;
+  // A group's features: row0 .. row0 + COLS - 1, or with ROPE, row0 + c % HC + c / HC · d / 2.
+  constexpr int HC = ROPE ? COLS / 2 : COLS;
   const i64 half = ROPE ? rp->d / 2 : 0;
-  const i64 slot0 = ((i64)blockIdx.x * (QMV_WARPS / QMV_SPLIT) + warp / QMV_SPLIT) * HC;
+  const i64 slot0 = ((i64)blockIdx.x * (WARPS / SPLIT) + warp / SPLIT) * HC;
   const i64 row0 = ROPE ? rope_slot_column(slot0, half) : slot0;
   const i64 packs = k >> 5, groups = k / gs;
-  const i64 per = (packs + QMV_SPLIT - 1) / QMV_SPLIT, p0 = part * per, p1 = min(packs, p0 + per);
-  i64 row[QMV_COLS];
+  const i64 per = (packs + SPLIT - 1) / SPLIT, p0 = part * per, p1 = min(packs, p0 + per);
+  i64 row[COLS];
 #pragma unroll
-  for (int c = 0; c < QMV_COLS; ++c) row[c] = min(row0 + c % HC + (c / HC) * half, n_out - 1);
+  for (int c = 0; c < COLS; ++c) row[c] = min(row0 + c % HC + (c / HC) * half, n_out - 1);
   // Launched overlapped with the kernel before it (which x may come from, but never the
   // matrix): a small product starts this lane's packs toward L2 while that kernel finishes,
   // then waits (prefetch_weights).
   if (prefetch_weights(n_out * k))
     for (i64 p = p0 + lane; p < p1; p += 32)
 #pragma unroll
-      for (int c = 0; c < QMV_COLS; ++c) prefetch_l2(w + (row[c] * packs + p) * BITS);
+      for (int c = 0; c < COLS; ++c) prefetch_l2(w + (row[c] * packs + p) * BITS);
   wait_for_previous_kernel();
   // The rope epilogue's position and frequency, for the thread that finishes slot t / M % HC of
   // group t / (HC · M) (below).
   RopeAt rope_at;
   if constexpr (ROPE) {
     const int t = threadIdx.x;
-    if (t < QMV_WARPS / QMV_SPLIT * HC * M) {
-      const i64 s0 = ((i64)blockIdx.x * (QMV_WARPS / QMV_SPLIT) + t / (HC * M)) * HC;
+    if (t < WARPS / SPLIT * HC * M) {
+      const i64 s0 = ((i64)blockIdx.x * (WARPS / SPLIT) + t / (HC * M)) * HC;
       rope_at = rope_load(*rp, s0 % half + t / M % HC);
     }
   }
-  float acc[QMV_COLS][M], ss[M];
+  float acc[COLS][M], ss[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) ss[m] = 0.0f;
 #pragma unroll
-  for (int c = 0; c < QMV_COLS; ++c)
+  for (int c = 0; c < COLS; ++c)
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[c][m] = 0.0f;
   for (i64 p = p0 + lane; p < p1; p += 32) {
-    u32 words[QMV_COLS][BITS];
+    u32 words[COLS][BITS];
 #pragma unroll
-    for (int c = 0; c < QMV_COLS; ++c) load_pack(w + (row[c] * packs + p) * BITS, words[c]);
+    for (int c = 0; c < COLS; ++c) load_pack(w + (row[c] * packs + p) * BITS, words[c]);
 #pragma unroll
     for (int m = 0; m < M; ++m) {
       if (m >= rows) break;
@@ -193,7 +194,7 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
 #pragma unroll
       for (int j = 0; j < 32; ++j) sx[j >> 4] += xf[j];
 #pragma unroll
-      for (int c = 0; c < QMV_COLS; ++c) {
+      for (int c = 0; c < COLS; ++c) {
         float d[2] = {0.0f, 0.0f};
 #pragma unroll
         for (int j = 0; j < 32; ++j) d[j >> 4] = fmaf(xf[j], code_value(code_at(words[c], j)), d[j >> 4]);
@@ -206,7 +207,7 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
     }
   }
 #pragma unroll
-  for (int c = 0; c < QMV_COLS; ++c)
+  for (int c = 0; c < COLS; ++c)
 #pragma unroll
     for (int m = 0; m < M; ++m) {
       const float v = warp_sum(acc[c][m]);
@@ -222,22 +223,22 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
   __syncthreads();
   const int t = threadIdx.x;
   // Thread (grp, c, m) finishes feature slot c of group grp for row m; with ROPE, slots c and c + HC.
-  if (t < QMV_WARPS / QMV_SPLIT * HC * M) {
+  if (t < WARPS / SPLIT * HC * M) {
     const int grp = t / (HC * M), c = t / M % HC, m = t % M;
     // The sum of slot cc, normalized if RMS.
     auto sum = [&](int cc) {
       float v = 0.0f;
 #pragma unroll
-      for (int q = 0; q < QMV_SPLIT; ++q) v += red[grp * QMV_SPLIT + q][cc][m];
+      for (int q = 0; q < SPLIT; ++q) v += red[grp * SPLIT + q][cc][m];
       if constexpr (RMS) {
         float t2 = 0.0f;
 #pragma unroll
-        for (int q = 0; q < QMV_SPLIT; ++q) t2 += red_ss[grp * QMV_SPLIT + q][m];
+        for (int q = 0; q < SPLIT; ++q) t2 += red_ss[grp * SPLIT + q][m];
         v *= 1.0f / sqrtf(t2 * (1.0f / (float)k) + eps);
       }
       return v;
     };
-    const i64 s0 = ((i64)blockIdx.x * (QMV_WARPS / QMV_SPLIT) + grp) * HC;
+    const i64 s0 = ((i64)blockIdx.x * (WARPS / SPLIT) + grp) * HC;
     if constexpr (ROPE) {
       const i64 r0 = rope_slot_column(s0, half);
       if (r0 < n_out && m < rows)
@@ -279,6 +280,24 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
 #define QMV_ROPE(M)                        \
   QMV_ROPE_KERNEL(qmv_rope_##M, M, false) \
   QMV_ROPE_KERNEL(qmv_rms_rope_##M, M, true)
+// qmv_long_M: qmv_M (cadd too) in blocks of QMV_LONG_WARPS warps, QMV_LONG_SPLIT of them
+// splitting k for each QMV_LONG_COLS features: more packs in flight a feature, for products
+// whose k is long beside their few features (a layer's o and down projections: at k = 8192 a
+// lane of the default shape waits for memory four times in turn). H200, 4-bit, one row
+// (qmv_bench.cu): down 2 048 × 8 192 14.4 → 7.3 µs, o 2 048 × 2 048 5.0 → 4.0, the step's 65
+// products as a graph 554 → 525 µs; 4-bit generation of the 1B shape ~1 150 → ~1 162 tok/s. With
+// many features (q/k/v, gate/up, the head) it is slower, too few blocks for k / v.
+#define QMV_LONG_WARPS 8
+#define QMV_LONG_SPLIT 4
+#define QMV_LONG_COLS 8
+#define QMV_LONG(M)                                                                                              \
+  extern "C" __global__ void __launch_bounds__(QMV_LONG_WARPS * 32)                                            \
+      qmv_long_##M(T* __restrict__ y, const T* __restrict__ x, const u32* __restrict__ w,                         \
+                   const S* __restrict__ scales, const S* __restrict__ biases, i64 n_out, i64 k, i64 gs, int rows, \
+                   const T* __restrict__ cadd, const T* __restrict__ nw, float eps) {                            \
+    qmv_impl<M, false, false, QMV_LONG_WARPS, QMV_LONG_SPLIT, QMV_LONG_COLS>(y, x, w, scales, biases, n_out, k, gs,  \
+                                                                           rows, cadd, nw, eps);               \
+  }
 // gather_qmm for few rows: blockIdx.y is the index pair; li is the index shape with the lhs
 // (st[0]) and rhs (st[1]) index arrays' strides; x holds nx matrices of rows × k, W nw of
 // n_out × k (an index past them is clamped: the GPU cannot stop to report it).
@@ -297,12 +316,12 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
   }
 // (Through one more macro, so QMV_M is replaced by its value before ## pastes it.)
 #define QMV_KERNELS(M) QMV(M) GATHER_QMV(M)
-#define QMV_ROPE_KERNELS(M) QMV_ROPE(M)
+#define QMV_FEW_ROWS_KERNELS(M) QMV_ROPE(M) QMV_LONG(M)
 #ifdef QMV_M
 QMV_KERNELS(QMV_M)
-// The rope's only for the joins' rows (1 and 2).
+// The rope's and the long shape's only for the joins' rows (1 and 2).
 #if QMV_M <= 2
-QMV_ROPE_KERNELS(QMV_M)
+QMV_FEW_ROWS_KERNELS(QMV_M)
 #endif
 #endif
 
