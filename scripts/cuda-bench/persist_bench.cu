@@ -22,7 +22,8 @@
 // nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/pb scripts/cuda-bench/persist_bench.cu && /tmp/pb
 // (-DSLOTS=n and -DCONSUMER_WARPS=n set the ring and the consumers, -DPAGE_WEIGHTS=n the page:
 // at least the longest k, 8 192; -DSTREAM_ONLY sums the words as numbers instead of their codes: how
-// fast the pages move with almost no arithmetic.)
+// fast the pages move with almost no arithmetic; -DMMA_SUMS sums on the tensor cores,
+// page_sums_mma.)
 
 #include "bench_common.cuh"
 #define T bf16
@@ -44,7 +45,7 @@ constexpr int CT = CONSUMER_WARPS * 32, THREADS = CT + 32;
 constexpr int PAGE_CODE_BYTES = PAGE_WEIGHTS / 2, PAGE_GROUPS = PAGE_WEIGHTS / 64;
 constexpr int PAGE_BYTES = PAGE_CODE_BYTES + 2 * PAGE_GROUPS * 2;
 constexpr int MAX_K = 8192;
-constexpr int SMEM = SLOTS * PAGE_BYTES + MAX_K * 2 + 2 * SLOTS * 8;
+constexpr int SMEM = SLOTS * PAGE_BYTES + MAX_K * 2 + 2 * SLOTS * 8 + MAX_K / 64 * 4;
 
 struct Prod {
   const u32* w;
@@ -132,6 +133,87 @@ __device__ __forceinline__ void page_sums(const unsigned char* page, const bf16*
   }
 }
 
+// The tensor-core form of page_sums (-DMMA_SUMS; x of bf16). A page's codes become bf16
+// 128 + c, two by one lop3 (codes j and j + 4 of a word share a 32-bit register), and
+// mma.m16n8k16 (f32 accumulation) sums x · (128 + c) a group of 64 codes at a time; the group's
+// scale s and bias b then add s · D + (b − 128 s) · Σx in f32, as the scalar kernel adds
+// s · (x · c) + b · Σx. The 8 columns of the mma are (feature f, quarter q) pairs, Q = 8 / F
+// quarters of k a feature: row q of A is x's quarter q, so D[q][(f, q)] is that quarter's sum
+// (the other rows are unused). Lane (g, t) holds column g's codes 16t .. 16t + 15 of a group
+// and x's pairs in the same order, which xf holds ready (xf_prepare); sx holds x's group sums.
+__device__ __forceinline__ u32 code_pair(u32 w, int shift) {
+  u32 r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(w >> shift), "r"(0x000F000Fu), "r"(0x43004300u));
+  return r;  // (w >> shift & mask) | magic
+}
+__device__ __forceinline__ void mma_bf16(float* d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+// x (k values) as mma fragments: block u of 16 values becomes the pairs (0,4) (1,5) (2,6) (3,7)
+// (8,12) (9,13) (10,14) (11,15), 32 bytes; and the sums of x's groups of 64. By the consumers.
+__device__ __forceinline__ void xf_prepare(const bf16* x, int k, uint4* xf, float* sx, int t) {
+  for (int u = t; u < k / 16; u += CT) {
+    const uint4 lo = __ldcg((const uint4*)x + 2 * u), hi = __ldcg((const uint4*)x + 2 * u + 1);
+    xf[2 * u] = make_uint4(__byte_perm(lo.x, lo.z, 0x5410), __byte_perm(lo.x, lo.z, 0x7632),
+                           __byte_perm(lo.y, lo.w, 0x5410), __byte_perm(lo.y, lo.w, 0x7632));
+    xf[2 * u + 1] = make_uint4(__byte_perm(hi.x, hi.z, 0x5410), __byte_perm(hi.x, hi.z, 0x7632),
+                               __byte_perm(hi.y, hi.w, 0x5410), __byte_perm(hi.y, hi.w, 0x7632));
+  }
+  for (int g = t; g < k / 64; g += CT) {
+    float v = 0.0f;
+    for (int i = 0; i < 8; ++i) {
+      const uint4 q = __ldcg((const uint4*)x + 8 * g + i);
+      const bf16* e = (const bf16*)&q;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v += to_acc<bf16>(e[j]);
+    }
+    sx[g] = v;
+  }
+}
+template <int Q>
+__device__ __forceinline__ void page_sums_mma(const unsigned char* page, const uint4* xf, const float* sx, bf16* y,
+                                              float* red, int lane, int k) {
+  constexpr int F = 8 / Q, GQ = PAGE_WEIGHTS / 8 / 64;  // groups a quarter
+  const int g = lane >> 2, t = lane & 3, wpf = k / 8, gpf = k / 64;
+  const u32* codes = (const u32*)page;
+  const bf16* sc = (const bf16*)(page + PAGE_CODE_BYTES);
+  const bf16* bi = sc + PAGE_GROUPS;
+  // B: column g = (feature g / Q, quarter g % Q); A: row g is quarter g % Q.
+  const u32* bw = codes + (g / Q) * wpf + (g % Q) * (GQ * 8) + 2 * t;
+  const uint4* ax = xf + 2 * ((g % Q) * GQ * 4 + t);
+  // The columns of this lane's c0 / c1, and whether its row g holds their quarter.
+  const int n0 = 2 * t, n1 = 2 * t + 1;
+  const int s0i = (n0 / Q) * gpf + (n0 % Q) * GQ, s1i = (n1 / Q) * gpf + (n1 % Q) * GQ;
+  const int x0i = (n0 % Q) * GQ, x1i = (n1 % Q) * GQ;
+  float acc0 = 0.0f, acc1 = 0.0f;
+#pragma unroll 4
+  for (int G = 0; G < GQ; ++G) {
+    const uint2 w = *(const uint2*)(bw + 8 * G);
+    const uint4 xa = ax[8 * G], xb = ax[8 * G + 1];
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    mma_bf16(d, xa.x, xa.x, xa.y, xa.y, code_pair(w.x, 0), code_pair(w.x, 4));
+    mma_bf16(d, xa.z, xa.z, xa.w, xa.w, code_pair(w.x, 8), code_pair(w.x, 12));
+    mma_bf16(d, xb.x, xb.x, xb.y, xb.y, code_pair(w.y, 0), code_pair(w.y, 4));
+    mma_bf16(d, xb.z, xb.z, xb.w, xb.w, code_pair(w.y, 8), code_pair(w.y, 12));
+    const float sa = to_acc<bf16>(sc[s0i + G]), sb = to_acc<bf16>(sc[s1i + G]);
+    acc0 += sa * d[0] + (to_acc<bf16>(bi[s0i + G]) - 128.0f * sa) * sx[x0i + G];
+    acc1 += sb * d[1] + (to_acc<bf16>(bi[s1i + G]) - 128.0f * sb) * sx[x1i + G];
+  }
+  if (g == n0 % Q) red[n0] = acc0;
+  if (g == n1 % Q) red[n1] = acc1;
+  __syncwarp();
+  if (lane < F) {
+    float v = 0.0f;
+#pragma unroll
+    for (int q = 0; q < Q; ++q) v += red[lane * Q + q];
+    y[lane] = from_acc<bf16>(v);
+  }
+}
+
 // counters[i]: product i's pages done (zeroed by the host before each run). The consumer warps
 // take a product's pages of this block CONSUMER_WARPS at a time, one each, and meet after each
 // such round: so no warp waits on a slot two fills ahead of the one it last saw complete (an
@@ -143,6 +225,8 @@ __global__ void __launch_bounds__(THREADS, 1) pipelined(const Prod* __restrict__
   bf16* xs = (bf16*)(smem + SLOTS * PAGE_BYTES);
   u64* full = (u64*)(smem + SLOTS * PAGE_BYTES + MAX_K * 2);
   u64* empty = full + SLOTS;
+  float* sx = (float*)(empty + SLOTS);
+  __shared__ float red[CONSUMER_WARPS][8];
   const int grid = gridDim.x, b = blockIdx.x;
   if (threadIdx.x == 0) {
     for (int i = 0; i < SLOTS; ++i) mbar_init(full + i, 1), mbar_init(empty + i, 1);
@@ -181,7 +265,11 @@ __global__ void __launch_bounds__(THREADS, 1) pipelined(const Prod* __restrict__
       while (load_acquire(counters + pr.dep) < need) __nanosleep(20);
     }
     consumers_sync();
+#ifdef MMA_SUMS
+    xf_prepare(pr.x, pr.k, (uint4*)xs, sx, t);
+#else
     for (int i = t; i < pr.k / 8; i += CT) ((uint4*)xs)[i] = __ldcg((const uint4*)pr.x + i);
+#endif
     consumers_sync();
     for (int r = 0; r < mine; r += CONSUMER_WARPS) {
       const int j = r + warp;
@@ -190,6 +278,14 @@ __global__ void __launch_bounds__(THREADS, 1) pipelined(const Prod* __restrict__
         mbar_wait(full + slot, (n / SLOTS) & 1);
         const unsigned char* page = pages + slot * PAGE_BYTES;
         bf16* y = pr.y + (size_t)g * f_count;
+#ifdef MMA_SUMS
+        switch (f_count) {
+          case 8: page_sums_mma<1>(page, (const uint4*)xs, sx, y, red[warp], lane, pr.k); break;
+          case 4: page_sums_mma<2>(page, (const uint4*)xs, sx, y, red[warp], lane, pr.k); break;
+          case 2: page_sums_mma<4>(page, (const uint4*)xs, sx, y, red[warp], lane, pr.k); break;
+          default: page_sums_mma<8>(page, (const uint4*)xs, sx, y, red[warp], lane, pr.k); break;
+        }
+#else
         switch (f_count) {
           case 1: page_sums<1>(page, xs, y, lane); break;
           case 2: page_sums<2>(page, xs, y, lane); break;
@@ -197,6 +293,7 @@ __global__ void __launch_bounds__(THREADS, 1) pipelined(const Prod* __restrict__
           case 8: page_sums<8>(page, xs, y, lane); break;
           default: page_sums<16>(page, xs, y, lane); break;
         }
+#endif
         __syncwarp();
         if (lane == 0) mbar_arrive(empty + slot);
       }
