@@ -7,17 +7,18 @@
 //               overlapped (programmatic dependent launch) in a CUDA graph, as a replayed
 //               step runs them today;
 //   pipelined:  one kernel of one block a multiprocessor (a cooperative launch: all resident).
-//               A product is cut into pages of PAGE_WEIGHTS weights (16 384: 8 features at
-//               k = 2048, 2 at k = 8192; 8 KiB of codes, 512 B of scales, 512 B of biases, each one bulk copy
-//               since a page's rows are adjacent); page g goes to block g mod grid, a fixed
-//               schedule each block knows. A producer warp streams the block's pages, in order
-//               and across products, into a ring of SLOTS pages of shared memory (TMA bulk
-//               copies completing on an mbarrier a slot) — weights never depend on the step, so
-//               it runs ahead of the sums by up to SLOTS pages. The consumer warps wait until
-//               the product their x comes from has all its pages done (a counter a product in
-//               global memory, bumped once a block), read x into shared memory once a product,
-//               then each sums a page of its own from shared memory (page_sums), writes its
-//               outputs and frees the slot.
+//               A product is cut into pages of PAGE_WEIGHTS weights (8 192: 4 features at
+//               k = 2048, 1 at k = 8192; 4 KiB of codes, 256 B of scales, 256 B of biases, each
+//               one bulk copy since a page's rows are adjacent); page g goes to block g mod
+//               grid, a fixed schedule each block knows. A producer warp streams the block's
+//               pages, in order and across products, into the consumer warps' rings of shared
+//               memory (TMA bulk copies completing on an mbarrier a slot) — weights never depend
+//               on the step, so it runs ahead of the sums by up to SLOTS pages. A loader warp
+//               waits until the product x comes from has all its pages done (a counter a
+//               product in global memory) and puts x in shared memory (two buffers); each
+//               consumer warp sums its pages from shared memory (page_sums), writes their
+//               outputs, frees their slots and adds its count to the product's counter. No
+//               warp waits for another's pages.
 // Outputs are compared with the launches' (summation orders differ: a relative error).
 // nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/pb scripts/cuda-bench/persist_bench.cu && /tmp/pb
 // (-DSLOTS=n and -DCONSUMER_WARPS=n set the ring and the consumers, -DPAGE_WEIGHTS=n the page:
@@ -33,19 +34,24 @@
 #include "../../crates/ferrox/src/backend/cuda/kernels/quantized.cu"
 
 #ifndef SLOTS
-#define SLOTS 16
+#define SLOTS 32
 #endif
 #ifndef CONSUMER_WARPS
 #define CONSUMER_WARPS 8
 #endif
-constexpr int CT = CONSUMER_WARPS * 32, THREADS = CT + 32;
+// The consumer warps, then the producer warp, then the x loader warp.
+constexpr int CT = CONSUMER_WARPS * 32, THREADS = CT + 64;
+// Each consumer warp's own ring of slots.
+constexpr int RING = SLOTS / CONSUMER_WARPS;
+static_assert(RING >= 1 && SLOTS % CONSUMER_WARPS == 0, "SLOTS: a multiple of CONSUMER_WARPS");
 #ifndef PAGE_WEIGHTS
-#define PAGE_WEIGHTS 16384
+#define PAGE_WEIGHTS 8192
 #endif
 constexpr int PAGE_CODE_BYTES = PAGE_WEIGHTS / 2, PAGE_GROUPS = PAGE_WEIGHTS / 64;
 constexpr int PAGE_BYTES = PAGE_CODE_BYTES + 2 * PAGE_GROUPS * 2;
 constexpr int MAX_K = 8192;
-constexpr int SMEM = SLOTS * PAGE_BYTES + MAX_K * 2 + 2 * SLOTS * 8 + MAX_K / 64 * 4;
+// The pages, x twice (bf16, or its fragments), x's group sums twice, the mbarriers.
+constexpr int SMEM = SLOTS * PAGE_BYTES + 2 * MAX_K * 2 + 2 * (MAX_K / 64) * 4 + (2 * SLOTS + 4) * 8;
 
 struct Prod {
   const u32* w;
@@ -83,7 +89,6 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, u32 bytes,
                "l"(src), "r"(bytes), "r"(smem_addr(bar))
                : "memory");
 }
-__device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, %0;" ::"r"(CT) : "memory"); }
 __device__ __forceinline__ u32 load_acquire(const u32* p) {
   u32 v;
   asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
@@ -154,16 +159,16 @@ __device__ __forceinline__ void mma_bf16(float* d, u32 a0, u32 a1, u32 a2, u32 a
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 // x (k values) as mma fragments: block u of 16 values becomes the pairs (0,4) (1,5) (2,6) (3,7)
-// (8,12) (9,13) (10,14) (11,15), 32 bytes; and the sums of x's groups of 64. By the consumers.
+// (8,12) (9,13) (10,14) (11,15), 32 bytes; and the sums of x's groups of 64. By the x loader warp.
 __device__ __forceinline__ void xf_prepare(const bf16* x, int k, uint4* xf, float* sx, int t) {
-  for (int u = t; u < k / 16; u += CT) {
+  for (int u = t; u < k / 16; u += 32) {
     const uint4 lo = __ldcg((const uint4*)x + 2 * u), hi = __ldcg((const uint4*)x + 2 * u + 1);
     xf[2 * u] = make_uint4(__byte_perm(lo.x, lo.z, 0x5410), __byte_perm(lo.x, lo.z, 0x7632),
                            __byte_perm(lo.y, lo.w, 0x5410), __byte_perm(lo.y, lo.w, 0x7632));
     xf[2 * u + 1] = make_uint4(__byte_perm(hi.x, hi.z, 0x5410), __byte_perm(hi.x, hi.z, 0x7632),
                                __byte_perm(hi.y, hi.w, 0x5410), __byte_perm(hi.y, hi.w, 0x7632));
   }
-  for (int g = t; g < k / 64; g += CT) {
+  for (int g = t; g < k / 64; g += 32) {
     float v = 0.0f;
     for (int i = 0; i < 8; ++i) {
       const uint4 q = __ldcg((const uint4*)x + 8 * g + i);
@@ -214,34 +219,39 @@ __device__ __forceinline__ void page_sums_mma(const unsigned char* page, const u
   }
 }
 
-// counters[i]: product i's pages done (zeroed by the host before each run). The consumer warps
-// take a product's pages of this block CONSUMER_WARPS at a time, one each, and meet after each
-// such round: so no warp waits on a slot two fills ahead of the one it last saw complete (an
-// mbarrier's parity wait tells only one phase from the next), since SLOTS >= CONSUMER_WARPS.
-static_assert(SLOTS >= CONSUMER_WARPS, "a round of pages must fit in the ring");
+// counters[i]: product i's pages done (zeroed by the host before each run). The block's pages
+// are numbered in order across products (n); page n goes to consumer warp n mod
+// CONSUMER_WARPS, into slot (n / CONSUMER_WARPS) mod RING of that warp's own ring, so each ring
+// is filled and emptied in order and no warp waits for another. The loader warp waits for the
+// product x comes from and loads x into one of two buffers (xready / xfree: an mbarrier each);
+// every consumer warp waits for each product's x, even with no page of it, so those waits
+// stay in step with the buffers' phases.
 __global__ void __launch_bounds__(THREADS, 1) pipelined(const Prod* __restrict__ prods, int nprod, u32* counters) {
   extern __shared__ __align__(128) unsigned char smem[];
   unsigned char* pages = smem;
-  bf16* xs = (bf16*)(smem + SLOTS * PAGE_BYTES);
-  u64* full = (u64*)(smem + SLOTS * PAGE_BYTES + MAX_K * 2);
+  bf16* xbuf = (bf16*)(smem + SLOTS * PAGE_BYTES);
+  float* sxbuf = (float*)(xbuf + 2 * MAX_K);
+  u64* full = (u64*)(sxbuf + 2 * (MAX_K / 64));
   u64* empty = full + SLOTS;
-  float* sx = (float*)(empty + SLOTS);
+  u64* xready = empty + SLOTS;
+  u64* xfree = xready + 2;
   __shared__ float red[CONSUMER_WARPS][8];
-  const int grid = gridDim.x, b = blockIdx.x;
+  const int grid = gridDim.x, b = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (threadIdx.x == 0) {
     for (int i = 0; i < SLOTS; ++i) mbar_init(full + i, 1), mbar_init(empty + i, 1);
+    for (int i = 0; i < 2; ++i) mbar_init(xready + i, 1), mbar_init(xfree + i, CONSUMER_WARPS);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
-  if (threadIdx.x >= CT) {  // the producer warp: one lane issues the copies
-    if (threadIdx.x != CT) return;
+  if (warp == CONSUMER_WARPS) {  // the producer: one lane issues the copies
+    if (lane != 0) return;
     int n = 0;
     for (int p = 0; p < nprod; ++p) {
       const Prod pr = prods[p];
       const int npages = pr.n * pr.k / PAGE_WEIGHTS;
       for (int g = first_page(pr, b, grid); g < npages; g += grid, ++n) {
-        const int slot = n % SLOTS;
-        if (n >= SLOTS) mbar_wait(empty + slot, (n / SLOTS - 1) & 1);
+        const int i = n / CONSUMER_WARPS, slot = (n % CONSUMER_WARPS) * RING + i % RING;
+        if (i >= RING) mbar_wait(empty + slot, (i / RING - 1) & 1);
         unsigned char* page = pages + slot * PAGE_BYTES;
         mbar_expect(full + slot, PAGE_BYTES);
         bulk_copy(page, (const unsigned char*)pr.w + (size_t)g * PAGE_CODE_BYTES, PAGE_CODE_BYTES, full + slot);
@@ -252,58 +262,76 @@ __global__ void __launch_bounds__(THREADS, 1) pipelined(const Prod* __restrict__
     }
     return;
   }
-  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
-  int n0 = 0;  // the block's sequence number of the product's first page
+  if (warp == CONSUMER_WARPS + 1) {  // the x loader
+    int q = 0;
+    for (int p = 0; p < nprod; ++p) {
+      const Prod pr = prods[p];
+      if (first_page(pr, b, grid) >= pr.n * pr.k / PAGE_WEIGHTS) continue;
+      const int buf = q & 1;
+      if (q >= 2) mbar_wait(xfree + buf, (q / 2 - 1) & 1);
+      if (pr.dep >= 0 && lane == 0) {
+        const Prod& d = prods[pr.dep];
+        const u32 need = (u32)(d.n * d.k / PAGE_WEIGHTS);
+        while (load_acquire(counters + pr.dep) < need) __nanosleep(20);
+      }
+      __syncwarp();
+      bf16* xs = xbuf + buf * MAX_K;
+#ifdef MMA_SUMS
+      xf_prepare(pr.x, pr.k, (uint4*)xs, sxbuf + buf * (MAX_K / 64), lane);
+#else
+      for (int i = lane; i < pr.k / 8; i += 32) ((uint4*)xs)[i] = __ldcg((const uint4*)pr.x + i);
+#endif
+      __threadfence_block();
+      __syncwarp();
+      if (lane == 0) mbar_arrive(xready + buf);
+      ++q;
+    }
+    return;
+  }
+  int n0 = 0, q = 0;  // the block's number of the product's first page; the product's x buffer
   for (int p = 0; p < nprod; ++p) {
     const Prod pr = prods[p];
     const int npages = pr.n * pr.k / PAGE_WEIGHTS, g0 = first_page(pr, b, grid);
     if (g0 >= npages) continue;
-    const int mine = (npages - g0 + grid - 1) / grid, f_count = PAGE_WEIGHTS / pr.k;
-    if (pr.dep >= 0 && t == 0) {
-      const Prod& d = prods[pr.dep];
-      const u32 need = (u32)(d.n * d.k / PAGE_WEIGHTS);
-      while (load_acquire(counters + pr.dep) < need) __nanosleep(20);
-    }
-    consumers_sync();
+    const int mine = (npages - g0 + grid - 1) / grid, f_count = PAGE_WEIGHTS / pr.k, buf = q & 1;
+    const bf16* xs = xbuf + buf * MAX_K;
+    mbar_wait(xready + buf, (q / 2) & 1);
+    int done = 0;
+    for (int j = ((warp - n0) % CONSUMER_WARPS + CONSUMER_WARPS) % CONSUMER_WARPS; j < mine;
+         j += CONSUMER_WARPS, ++done) {
+      const int n = n0 + j, i = n / CONSUMER_WARPS, slot = warp * RING + i % RING, g = g0 + j * grid;
+      mbar_wait(full + slot, (i / RING) & 1);
+      const unsigned char* page = pages + slot * PAGE_BYTES;
+      bf16* y = pr.y + (size_t)g * f_count;
 #ifdef MMA_SUMS
-    xf_prepare(pr.x, pr.k, (uint4*)xs, sx, t);
-#else
-    for (int i = t; i < pr.k / 8; i += CT) ((uint4*)xs)[i] = __ldcg((const uint4*)pr.x + i);
-#endif
-    consumers_sync();
-    for (int r = 0; r < mine; r += CONSUMER_WARPS) {
-      const int j = r + warp;
-      if (j < mine) {
-        const int n = n0 + j, slot = n % SLOTS, g = g0 + j * grid;
-        mbar_wait(full + slot, (n / SLOTS) & 1);
-        const unsigned char* page = pages + slot * PAGE_BYTES;
-        bf16* y = pr.y + (size_t)g * f_count;
-#ifdef MMA_SUMS
-        switch (f_count) {
-          case 8: page_sums_mma<1>(page, (const uint4*)xs, sx, y, red[warp], lane, pr.k); break;
-          case 4: page_sums_mma<2>(page, (const uint4*)xs, sx, y, red[warp], lane, pr.k); break;
-          case 2: page_sums_mma<4>(page, (const uint4*)xs, sx, y, red[warp], lane, pr.k); break;
-          default: page_sums_mma<8>(page, (const uint4*)xs, sx, y, red[warp], lane, pr.k); break;
-        }
-#else
-        switch (f_count) {
-          case 1: page_sums<1>(page, xs, y, lane); break;
-          case 2: page_sums<2>(page, xs, y, lane); break;
-          case 4: page_sums<4>(page, xs, y, lane); break;
-          case 8: page_sums<8>(page, xs, y, lane); break;
-          default: page_sums<16>(page, xs, y, lane); break;
-        }
-#endif
-        __syncwarp();
-        if (lane == 0) mbar_arrive(empty + slot);
+      const float* sx = sxbuf + buf * (MAX_K / 64);
+      switch (f_count) {
+        case 8: page_sums_mma<1>(page, (const uint4*)xs, sx, y, red[warp], lane, pr.k); break;
+        case 4: page_sums_mma<2>(page, (const uint4*)xs, sx, y, red[warp], lane, pr.k); break;
+        case 2: page_sums_mma<4>(page, (const uint4*)xs, sx, y, red[warp], lane, pr.k); break;
+        default: page_sums_mma<8>(page, (const uint4*)xs, sx, y, red[warp], lane, pr.k); break;
       }
-      consumers_sync();
+#else
+      switch (f_count) {
+        case 1: page_sums<1>(page, xs, y, lane); break;
+        case 2: page_sums<2>(page, xs, y, lane); break;
+        case 4: page_sums<4>(page, xs, y, lane); break;
+        case 8: page_sums<8>(page, xs, y, lane); break;
+        default: page_sums<16>(page, xs, y, lane); break;
+      }
+#endif
+      __syncwarp();
+      if (lane == 0) mbar_arrive(empty + slot);
     }
-    if (t == 0) {
+    if (done) {
       __threadfence();
-      atomicAdd(counters + p, (u32)mine);
+      __syncwarp();
+      if (lane == 0) atomicAdd(counters + p, (u32)done);
     }
+    __syncwarp();
+    if (lane == 0) mbar_arrive(xfree + buf);
     n0 += mine;
+    ++q;
   }
 }
 
