@@ -88,6 +88,31 @@ fn random_compositions_are_identical() {
     }
 }
 
+/// Programs wholly in bf16 or f16 (no casts) over rows long enough for the CPU's block
+/// interpreter, a SwiGLU-sized 1536 among them: each fused step computes in f32 and rounds to
+/// the dtype as the unfused op does, so the outputs are identical.
+#[test]
+fn half_precision_compositions_are_identical() {
+    for seed in 0..16u64 {
+        let dt = [Dtype::Bf16, Dtype::F16][seed as usize % 2];
+        // Ops 7 and 8 cast: made doublings instead.
+        let prog: Vec<(usize, usize, usize)> = program(seed + 500, 3, 6 + seed as usize % 8)
+            .into_iter()
+            .map(|(op, a, b)| (if op == 7 || op == 8 { 15 } else { op }, a, b))
+            .collect();
+        let inputs =
+            vec![rand(&[4, 1536], dt, seed * 7), rand(&[4, 1], dt, seed * 7 + 1), rand(&[1536], dt, seed * 7 + 2)];
+        let p = prog.clone();
+        let f = move |a: &[Array]| run_program(&p, a);
+        let want = f(&inputs).unwrap();
+        let got = fx::compile(f).call(&inputs).unwrap();
+        for (j, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.dtype(), dt, "program {seed} output {j}: dtype");
+            assert_identical(&format!("program {seed} output {j}"), g, w);
+        }
+    }
+}
+
 /// Random programs with reductions among the elementwise steps (kept dims, so every value
 /// still broadcasts against the others): reductions over trailing axes take their elementwise
 /// producers as fused prologues, others reduce a fused prologue computed whole.

@@ -1,5 +1,5 @@
-//! The fast path for fused programs of float arithmetic in one dtype (f32 or f64): a block
-//! interpreter.
+//! The fast path for fused programs of float arithmetic in one dtype (f32, f64, bf16 or
+//! f16): a block interpreter.
 //!
 //! The output is walked in blocks of at most [`BLOCK`] elements along its last (collapsed)
 //! axis. For each block every step runs one tight loop — a float unary op or binary
@@ -9,14 +9,15 @@
 //! never leave the L1/L2 cache, and nothing is allocated per block.
 //!
 //! Every step computes exactly what the plain kernel computes — the same per-op tables
-//! ([`per_float_op!`], [`per_arith_op!`]) under the same dispatched instruction set — so the
-//! results are bit for bit those of the unfused ops.
+//! ([`per_float_op!`], [`per_arith_op!`]) under the same dispatched instruction set, in the
+//! dtype's compute type (f32 for bf16 and f16) and rounded to the dtype after each step — so
+//! the results are bit for bit those of the unfused ops.
 
 use rayon::prelude::*;
 
 use crate::array::{row_major_strides, Array, Data};
 use crate::dtype::Dtype;
-use crate::element::{Acc, Element};
+use crate::element::Element;
 use crate::error::Result;
 use crate::memory::Buffer;
 use crate::primitives::{BinaryOp, FusedGraph, FusedSlot, Op, UnaryOp};
@@ -34,15 +35,21 @@ const BLOCK: usize = 1024;
 /// per-step dispatch; the generic tiled path runs those.
 const MIN_ROW: usize = 128;
 
+/// Up to this many output elements the blocks run one after another on the calling thread:
+/// waking another thread costs more than a few blocks take (a decode step's SwiGLU, 1 536
+/// elements, took ~8 µs split over two threads).
+const SERIAL_MAX: usize = 16 * BLOCK;
+
 /// Inputs whose block offsets live on the stack (more take a small allocation per block).
 const MAX_INLINE_INPUTS: usize = 16;
 
 /// Whether [`eval`] runs `g`: every step a float unary op or binary arithmetic producing
-/// `dtype` (f32 or f64) from operands of `dtype`, and the output's rows long enough.
+/// `dtype` (a float) from operands of `dtype`, and the output's rows long enough.
 pub fn supports(g: &FusedGraph, inputs: &[Array], shape: &[usize], dtype: Dtype) -> bool {
     use BinaryOp::*;
     use UnaryOp::*;
-    if !matches!(dtype, Dtype::F32 | Dtype::F64) || shape.last().is_none_or(|&n| n < MIN_ROW) {
+    if !matches!(dtype, Dtype::F32 | Dtype::F64 | Dtype::Bf16 | Dtype::F16) || shape.last().is_none_or(|&n| n < MIN_ROW)
+    {
         return false;
     }
     let arith = |b: BinaryOp| {
@@ -91,13 +98,16 @@ pub fn eval(g: &FusedGraph, inputs: &[Array], shape: &[usize], dtype: Dtype) -> 
     match dtype {
         Dtype::F32 => run::<f32>(g, inputs, shape),
         Dtype::F64 => run::<f64>(g, inputs, shape),
+        Dtype::Bf16 => run::<half::bf16>(g, inputs, shape),
+        Dtype::F16 => run::<half::f16>(g, inputs, shape),
         _ => unreachable!("fused block interpreter on {dtype}"),
     }
 }
 
 fn run<T>(g: &FusedGraph, inputs: &[Array], shape: &[usize]) -> Result<Data>
 where
-    T: Element<Acc = T> + FloatMath + Default + Send + Sync,
+    T: Element + Default + Send + Sync,
+    T::Acc: FloatMath,
 {
     let size: usize = shape.iter().product();
     let mut buffer = Buffer::alloc(size * std::mem::size_of::<T>())?;
@@ -195,21 +205,25 @@ where
         }
     };
     let blocks = (size / inner) * blocks_per_row;
-    if blocks == 1 {
-        body(&mut scratch(), 0);
+    if size <= SERIAL_MAX {
+        let mut s = scratch();
+        (0..blocks).for_each(|blk| body(&mut s, blk));
     } else {
         (0..blocks).into_par_iter().for_each_init(scratch, body);
     }
     Ok(Data::contiguous(buffer, shape))
 }
 
-/// One float unary op over a block.
-fn unary_block<T: FloatMath + Element<Acc = T>>(op: UnaryOp, x: Operand<'_, T>, out: &mut [T]) {
+/// One float unary op over a block, in `T`'s compute type.
+fn unary_block<T: Element>(op: UnaryOp, x: Operand<'_, T>, out: &mut [T])
+where
+    T::Acc: FloatMath,
+{
     match x {
         Operand::Splat(v) => {
             let r = dispatch(
                 #[inline(always)]
-                |isa| v.unary(op, isa),
+                |isa| T::from_acc(v.to_acc().unary(op, isa)),
             );
             out.fill(r);
         }
@@ -219,7 +233,7 @@ fn unary_block<T: FloatMath + Element<Acc = T>>(op: UnaryOp, x: Operand<'_, T>, 
                 #[inline(always)]
                 |isa| {
                     for (o, &v) in out.iter_mut().zip(xs) {
-                        *o = v.unary(OP, isa);
+                        *o = T::from_acc(v.to_acc().unary(OP, isa));
                     }
                 },
             )
@@ -227,9 +241,14 @@ fn unary_block<T: FloatMath + Element<Acc = T>>(op: UnaryOp, x: Operand<'_, T>, 
     }
 }
 
-/// One binary arithmetic op over a block.
-fn binary_block<T: Acc + Element<Acc = T>>(op: BinaryOp, a: Operand<'_, T>, b: Operand<'_, T>, out: &mut [T]) {
-    per_arith_op!(op, T, f => binary_loop(a, b, out, f), unreachable!("{op:?} is not arithmetic"))
+/// One binary arithmetic op over a block, in `T`'s compute type.
+fn binary_block<T: Element>(op: BinaryOp, a: Operand<'_, T>, b: Operand<'_, T>, out: &mut [T]) {
+    per_arith_op!(
+        op,
+        T::Acc,
+        f => binary_loop(a, b, out, #[inline(always)] |x: T, y: T| T::from_acc(f(x.to_acc(), y.to_acc()))),
+        unreachable!("{op:?} is not arithmetic")
+    )
 }
 
 /// `out[k] = f(a[k], b[k])` over a block, one loop per operand shape, under the best ISA.
