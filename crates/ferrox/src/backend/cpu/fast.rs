@@ -418,7 +418,9 @@ pub fn rope(
     const ANCHOR: usize = 64;
     let mut cos = vec![0f64; l * half];
     let mut sin = vec![0f64; l * half];
-    let step: Vec<(f64, f64)> = inv_freq.iter().map(|&f| (scale as f64 * f).sin_cos()).collect();
+    // (A decode step's one position needs no step.)
+    let step: Vec<(f64, f64)> =
+        if l > 1 { inv_freq.iter().map(|&f| (scale as f64 * f).sin_cos()).collect() } else { Vec::new() };
     let fill = |(run, (c, s)): (usize, (&mut [f64], &mut [f64]))| {
         let pos = (offset + (run * ANCHOR) as f64) * scale as f64;
         for ((c, s), &f) in c.iter_mut().zip(s.iter_mut()).zip(&inv_freq) {
