@@ -455,12 +455,13 @@ fn attention_reads_kv_cache_prefix_views() {
     assert_close(&got, &want, 2f64.powi(-8) * 1.05, 1e-4, "bf16 attention over cache views");
 }
 
-/// Decode over a long context (its keys split into chunks that are joined afterwards) with a
-/// mask that hides the first half of the keys — whole chunks of them — in f64, f32, f16 and
-/// bf16: the same as attention over the second half alone, with Dv ≠ Dk.
+/// Decode over a long context (its keys split into chunks that are joined afterwards: enough
+/// work to share between threads) with a mask that hides the first half of the keys — whole
+/// chunks of them — in f64, f32, f16 and bf16: the same as attention over the second half
+/// alone, with Dv ≠ Dk.
 #[test]
 fn decode_attention_joins_chunks_under_a_mask() {
-    let (hq, hkv, s, dk, dv, hidden) = (4usize, 2usize, 300usize, 64usize, 48usize, 150usize);
+    let (hq, hkv, s, dk, dv, hidden) = (4usize, 2usize, 1200usize, 64usize, 48usize, 600usize);
     let q = values(hq * dk, 41, -1.0, 1.0);
     let k = values(hkv * s * dk, 42, -1.0, 1.0);
     let v = values(hkv * s * dv, 43, -1.0, 1.0);

@@ -32,6 +32,11 @@ pub(super) const DECODE_ROWS: usize = 8;
 /// Fewest keys a chunk takes (below it, splitting costs more than it spreads).
 const MIN_CHUNK: usize = 64;
 
+/// Below this many multiply-adds (query rows × keys × (Dk + Dv), over every head) the tasks
+/// run one after another on the calling thread: a few microseconds of work, less than waking
+/// the other thread costs.
+const SERIAL_WORK: usize = 1 << 19;
+
 /// Query rows per (batch, key/value head) of `inputs` (q, k, ...), before reading their data:
 /// the grouped query heads times the queries.
 pub(super) fn rows_per_kv_head(inputs: &[Array]) -> usize {
@@ -53,8 +58,10 @@ pub(super) fn decode_attention<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
     let heads = b * hkv;
     let masked = ScoreMask::<F>::new::<T>(inputs, mask, [b, hq, hkv, l, s])?;
     let kernels = Kernels::for_dtype(T::DTYPE);
-    // Chunks per head: enough tasks for a few per thread, none under MIN_CHUNK keys.
-    let want = (4 * rayon::current_num_threads()).div_ceil(heads.max(1));
+    let serial = heads * rows * s * (dk + dv) < SERIAL_WORK;
+    // Chunks per head: enough tasks for a few per thread, none under MIN_CHUNK keys (one
+    // when the work is too small to share).
+    let want = if serial { 1 } else { (4 * rayon::current_num_threads()).div_ceil(heads.max(1)) };
     let chunk = s.div_ceil(want).max(MIN_CHUNK).min(s.max(1));
     let chunks = s.div_ceil(chunk).max(1);
     // A task's result per query row: the weighted sum, then the largest score and the sum.
@@ -96,8 +103,8 @@ pub(super) fn decode_attention<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
             )
         };
         let tasks = heads * chunks;
-        if tasks == 1 {
-            task((0, &mut parts[..]));
+        if tasks == 1 || serial {
+            parts.chunks_mut(rows * part).enumerate().for_each(task);
         } else {
             parts.par_chunks_mut(rows * part).enumerate().for_each(task);
         }
