@@ -258,10 +258,10 @@ pub fn logsumexp(x: &Array, shape: &[usize]) -> Result<Data> {
 }
 
 /// A weight or bias vector over the last axis, as the compute type.
-fn vector<A: Real>(a: Option<&Array>, n: usize) -> Result<Option<Vec<A>>> {
+fn vector<A: Real + Element>(a: Option<&Array>, n: usize) -> Result<Option<Vec<A>>> {
     match a {
         None => Ok(None),
-        Some(w) => Ok(Some(host_values::<f64>(w, &[n])?.into_iter().map(A::of).collect())),
+        Some(w) => Ok(Some(host_values::<A>(w, &[n])?)),
     }
 }
 
