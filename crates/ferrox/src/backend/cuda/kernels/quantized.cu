@@ -258,12 +258,13 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
 // The kernels for up to M rows of x (`rows` of them), M a power of two; a module holds those
 // of one M (QMV_M; none without it), so a first use compiles only the kernels it needs.
 // qmv_M takes x as it is, qmv_rms_M normalizes it (qmv_impl's RMS); either adds cadd if given.
-#define QMV_KERNEL(NAME, M, RMS)                                                                                \
-  extern "C" __global__ void __launch_bounds__(QMV_WARPS * 32)                                                 \
+// (WARPS, SPLIT, COLS: the block's shape, as qmv_impl takes it.)
+#define QMV_KERNEL(NAME, M, RMS, WARPS, SPLIT, COLS)                                                            \
+  extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                     \
       NAME(T* __restrict__ y, const T* __restrict__ x, const u32* __restrict__ w, const S* __restrict__ scales,   \
            const S* __restrict__ biases, i64 n_out, i64 k, i64 gs, int rows, const T* __restrict__ cadd,          \
            const T* __restrict__ nw, float eps) {                                                               \
-    qmv_impl<M, RMS>(y, x, w, scales, biases, n_out, k, gs, rows, cadd, nw, eps);                               \
+    qmv_impl<M, RMS, false, WARPS, SPLIT, COLS>(y, x, w, scales, biases, n_out, k, gs, rows, cadd, nw, eps);    \
   }
 // qmv_rope_M and qmv_rms_rope_M: the same with the rope epilogue (GemvRope after the usual
 // arguments; y is the rotated heads, cadd unused).
@@ -274,9 +275,9 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
            const T* __restrict__ nw, float eps, GemvRope rp) {                                                  \
     qmv_impl<M, RMS, true>(y, x, w, scales, biases, n_out, k, gs, rows, cadd, nw, eps, &rp);                    \
   }
-#define QMV(M)                   \
-  QMV_KERNEL(qmv_##M, M, false) \
-  QMV_KERNEL(qmv_rms_##M, M, true)
+#define QMV(M)                                                     \
+  QMV_KERNEL(qmv_##M, M, false, QMV_WARPS, QMV_SPLIT, QMV_COLS) \
+  QMV_KERNEL(qmv_rms_##M, M, true, QMV_WARPS, QMV_SPLIT, QMV_COLS)
 #define QMV_ROPE(M)                        \
   QMV_ROPE_KERNEL(qmv_rope_##M, M, false) \
   QMV_ROPE_KERNEL(qmv_rms_rope_##M, M, true)
@@ -290,14 +291,7 @@ __device__ __forceinline__ void qmv_impl(T* __restrict__ y, const T* __restrict_
 #define QMV_LONG_WARPS 8
 #define QMV_LONG_SPLIT 4
 #define QMV_LONG_COLS 8
-#define QMV_LONG(M)                                                                                              \
-  extern "C" __global__ void __launch_bounds__(QMV_LONG_WARPS * 32)                                            \
-      qmv_long_##M(T* __restrict__ y, const T* __restrict__ x, const u32* __restrict__ w,                         \
-                   const S* __restrict__ scales, const S* __restrict__ biases, i64 n_out, i64 k, i64 gs, int rows, \
-                   const T* __restrict__ cadd, const T* __restrict__ nw, float eps) {                            \
-    qmv_impl<M, false, false, QMV_LONG_WARPS, QMV_LONG_SPLIT, QMV_LONG_COLS>(y, x, w, scales, biases, n_out, k, gs,  \
-                                                                           rows, cadd, nw, eps);               \
-  }
+#define QMV_LONG(M) QMV_KERNEL(qmv_long_##M, M, false, QMV_LONG_WARPS, QMV_LONG_SPLIT, QMV_LONG_COLS)
 // gather_qmm for few rows: blockIdx.y is the index pair; li is the index shape with the lhs
 // (st[0]) and rhs (st[1]) index arrays' strides; x holds nx matrices of rows × k, W nw of
 // n_out × k (an index past them is clamped: the GPU cannot stop to report it).
