@@ -7,6 +7,7 @@ use super::lanes;
 use super::panel::panel;
 use super::qmm::{E4m3, E8m0, QMat};
 use super::qmv::{qmv, QMV_MAX_ROWS};
+use super::view::View;
 use crate::backend::cpu::test_rand as rand;
 use crate::primitives::{QuantMode, QuantParams};
 
@@ -118,7 +119,8 @@ fn kernels_match_a_float64_reference_at_every_isa() {
 
 /// The bf16-activation 4-bit decode kernel (where the CPU has AVX512-BF16), against float64
 /// products: every group size, row lengths that end inside a 128-element chunk, output counts
-/// with tails, 1–4 rows of x.
+/// with tails, 1–4 rows of x, and scales and biases stored as f32, f16 and bf16 (each read by
+/// its own path).
 #[test]
 fn bf16_decode_kernel_matches_a_float64_reference() {
     if !crate::backend::cpu::bf16_gemm::cpu_supported() {
@@ -128,27 +130,47 @@ fn bf16_decode_kernel_matches_a_float64_reference() {
     let round_bf16 = |v: f32| half::bf16::from_f32(v).to_f32();
     for gs in [32, 64, 128] {
         let p = QuantParams { group_size: gs, bits: 4, mode: QuantMode::Affine };
-        for (n, k) in [(1, gs), (5, 2 * gs), (13, 576), (70, 384), (9, 1088)] {
+        for (n, k) in [(1, gs), (5, 2 * gs), (13, 576), (70, 384), (9, 1088), (6, 1600)] {
             if k % gs != 0 {
                 continue;
             }
-            let w = RandomAffine::new(n, k, p, 11);
-            let q = w.matrix();
-            let v = super::view::View::of(&q);
-            let affine = w.reference();
-            for r in 1..=4 {
-                let x: Vec<f32> = rand(r * k, 14 + r as u64).iter().map(|v| round_bf16(v * 2.0 - 1.0)).collect();
-                let mut y = vec![f32::NAN; r * n];
-                super::qmv_bf16::qmv_bf16(&x, r, &v, &mut y);
-                for (i, &got) in y.iter().enumerate() {
-                    // The kernel sums x·(code + 128)·s: errors scale with those terms.
-                    let (want, mag) =
-                        affine_reference(affine, &x, i / n, i % n, |c, s, b| (c * s + b).abs() + 144.0 * s.abs());
-                    assert!(
-                        (got as f64 - want).abs() <= 1e-6 * mag,
-                        "g{gs} n{n} k{k} r{r} [{i}]: {got} vs {want} (tolerance {})",
-                        1e-6 * mag
-                    );
+            let mut w = RandomAffine::new(n, k, p, 11);
+            for stored in ["f32", "f16", "bf16"] {
+                // Scales and biases rounded to the stored type, so the f32 reference is exact.
+                let round = |v: &mut f32| match stored {
+                    "f16" => *v = half::f16::from_f32(*v).to_f32(),
+                    "bf16" => *v = round_bf16(*v),
+                    _ => {}
+                };
+                w.scales.iter_mut().chain(w.biases.iter_mut()).for_each(round);
+                let halves = |v: &[f32]| v.iter().map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>();
+                let brains = |v: &[f32]| v.iter().map(|&v| half::bf16::from_f32(v)).collect::<Vec<_>>();
+                let (s16, b16, sb, bb) = (halves(&w.scales), halves(&w.biases), brains(&w.scales), brains(&w.biases));
+                let product = |x: &[f32], r: usize| {
+                    let mut y = vec![f32::NAN; r * n];
+                    let (words, rows, cols) = (&w.words[..], n, k);
+                    let v = match stored {
+                        "f16" => View::of(&QMat { words, scales: &s16[..], biases: Some(&b16[..]), rows, cols, p }),
+                        "bf16" => View::of(&QMat { words, scales: &sb[..], biases: Some(&bb[..]), rows, cols, p }),
+                        _ => View::of(&w.matrix()),
+                    };
+                    super::qmv_bf16::qmv_bf16(x, r, &v, &mut y);
+                    y
+                };
+                for r in 1..=4 {
+                    let x: Vec<f32> = rand(r * k, 14 + r as u64).iter().map(|v| round_bf16(v * 2.0 - 1.0)).collect();
+                    let y = product(&x, r);
+                    for (i, &got) in y.iter().enumerate() {
+                        // The kernel sums x·(code + 128)·s: errors scale with those terms.
+                        let (want, mag) = affine_reference(w.reference(), &x, i / n, i % n, |c, s, b| {
+                            (c * s + b).abs() + 144.0 * s.abs()
+                        });
+                        assert!(
+                            (got as f64 - want).abs() <= 1e-6 * mag,
+                            "{stored} scales g{gs} n{n} k{k} r{r} [{i}]: {got} vs {want} (tolerance {})",
+                            1e-6 * mag
+                        );
+                    }
                 }
             }
         }
@@ -171,7 +193,7 @@ fn bf16_prefill_kernel_matches_a_float64_reference() {
             for (n, k, r) in [(33, 2 * gs, 7), (70, 384, 13)] {
                 let w = RandomAffine::new(n, k, p, 21);
                 let q = w.matrix();
-                let v = super::view::View::of(&q);
+                let v = View::of(&q);
                 let affine = w.reference();
                 let x: Vec<f32> = rand(r * k, 24).iter().map(|v| round_bf16(v * 2.0 - 1.0)).collect();
                 let mut y = vec![f32::NAN; r * n];
@@ -261,7 +283,7 @@ fn integer_decode_kernel_matches_a_float64_reference() {
                 }
                 let w = RandomAffine::new(n, k, p, 31);
                 let q = w.matrix();
-                let v = super::view::View::of(&q);
+                let v = View::of(&q);
                 assert!(super::qmv_i16::applies(&v));
                 let affine = w.reference();
                 let (codes, scales) = (&w.codes, &w.scales);

@@ -9,9 +9,12 @@
 //! `vdpbf16ps` dot them with x, whose chunk was reordered once per call to meet them
 //! (element `4j + k` of a chunk at position `32k + j`). Lane `i` of the chunk's sum covers
 //! elements `8i..8i + 8`, all of one group, so the group scales multiply the lanes as one
-//! vector. The offset of 128 comes back out through x's group sums, with the bias term:
-//! `y = Σ_g s_g·(x_g·(q_g + 128)) + (b_g − 128·s_g)·Σx_g`. Products of bf16 values are exact
-//! in f32; the offset enlarges the terms summed by at most 16×, far below bf16's precision.
+//! vector, read straight from the stored scales (bf16 ones by one masked word permute that
+//! puts each group's bits in the high half of its lanes: no per-pass copy into f32, which cost
+//! a quarter of the kernel's time on short rows). The offset of 128 comes back out through x's
+//! group sums, with the bias term: `y = Σ_g s_g·(x_g·(q_g + 128)) + (b_g − 128·s_g)·Σx_g`.
+//! Products of bf16 values are exact in f32; the offset enlarges the terms summed by at most
+//! 16×, far below bf16's precision.
 
 use super::view::{for_decode_ranges, DecodeTask, Kind, View};
 use crate::backend::cpu::bf16_gemm;
@@ -81,39 +84,95 @@ type Task<'a> = DecodeTask<'a, Prepared>;
 mod x86 {
     use std::arch::x86_64::*;
 
+    use half::{bf16, f16};
+
     use super::{Task, CHUNK};
     use crate::backend::cpu::bf16_gemm::x86::reduce4;
+    use crate::backend::cpu::quantized::view::ScaleSlice;
     use crate::backend::cpu::simd::prefetch_ahead;
 
     /// Output features `j0..j1` of every row of x.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub unsafe fn run(t: &Task, j0: usize, j1: usize) {
-        // Output features per pass: enough independent accumulator chains to hide the
-        // latency, few enough to stay in registers.
-        match t.r {
-            1 => rows::<1, 4>(t, j0, j1),
-            2 => rows::<2, 2>(t, j0, j1),
-            3 => rows::<3, 1>(t, j0, j1),
-            _ => rows::<4, 1>(t, j0, j1),
+        // Affine matrices have scales and biases of one stored type.
+        match (t.v.scales, t.v.biases) {
+            (ScaleSlice::Bf16(s), Some(ScaleSlice::Bf16(b))) => by_rows(t, s, b, j0, j1),
+            (ScaleSlice::F16(s), Some(ScaleSlice::F16(b))) => by_rows(t, s, b, j0, j1),
+            (ScaleSlice::F32(s), Some(ScaleSlice::F32(b))) => by_rows(t, s, b, j0, j1),
+            _ => unreachable!("`applies` admits affine matrices with biases only"),
         }
     }
 
     #[inline(always)]
-    unsafe fn rows<const R: usize, const NR: usize>(t: &Task, j0: usize, j1: usize) {
-        let groups = t.v.groups();
-        let lanes = LaneGroups::new(t.v.group_size);
-        // Each row's scales and biases as f32, with 16 zeros after them: the last chunk's
-        // scale vector may read past the row's groups (its lanes there multiply zeros).
-        let stride = groups + 16;
-        let mut scales = vec![0f32; NR * stride];
-        let mut biases = vec![0f32; NR * stride];
+    unsafe fn by_rows<S: Stored>(t: &Task, s: &[S], b: &[S], j0: usize, j1: usize) {
+        // Output features per pass: enough independent accumulator chains to hide the
+        // latency, few enough to stay in registers.
+        match t.r {
+            1 => rows::<S, 1, 4>(t, s, b, j0, j1),
+            2 => rows::<S, 2, 2>(t, s, b, j0, j1),
+            3 => rows::<S, 3, 1>(t, s, b, j0, j1),
+            _ => rows::<S, 4, 1>(t, s, b, j0, j1),
+        }
+    }
+
+    /// A stored type of scales and biases, read straight from the matrix into f32 lanes (no
+    /// copy of a row's scales per pass).
+    trait Stored: Copy {
+        /// The scale of each lane of a chunk's sums: lane `i` takes group `first + 8i / gs`;
+        /// `groups` masks the groups read (those the chunk covers), the rest read as zero.
+        unsafe fn lanes(p: *const Self, first: usize, groups: u32, l: &LaneGroups) -> __m512;
+        /// Values `p[0..16]` as f32, those outside `mask` zero (and not read).
+        unsafe fn sixteen(p: *const Self, mask: u16) -> __m512;
+    }
+
+    impl Stored for bf16 {
+        #[inline(always)]
+        unsafe fn lanes(p: *const Self, first: usize, groups: u32, l: &LaneGroups) -> __m512 {
+            // The group's bf16 bits into the high half of each lane, the low half zero: the
+            // f32 of the same value.
+            let words = _mm512_maskz_loadu_epi16(groups, p.add(first) as *const i16);
+            _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAA_AAAA, l.words, words))
+        }
+        #[inline(always)]
+        unsafe fn sixteen(p: *const Self, mask: u16) -> __m512 {
+            let words = _mm256_maskz_loadu_epi16(mask, p as *const i16);
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(words)))
+        }
+    }
+
+    impl Stored for f16 {
+        #[inline(always)]
+        unsafe fn lanes(p: *const Self, first: usize, groups: u32, l: &LaneGroups) -> __m512 {
+            let halves = _mm256_maskz_loadu_epi16(groups as u16, p.add(first) as *const i16);
+            _mm512_permutexvar_ps(l.lanes, _mm512_cvtph_ps(halves))
+        }
+        #[inline(always)]
+        unsafe fn sixteen(p: *const Self, mask: u16) -> __m512 {
+            _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p as *const i16))
+        }
+    }
+
+    impl Stored for f32 {
+        #[inline(always)]
+        unsafe fn lanes(p: *const Self, first: usize, groups: u32, l: &LaneGroups) -> __m512 {
+            _mm512_permutexvar_ps(l.lanes, _mm512_maskz_loadu_ps(groups as u16, p.add(first)))
+        }
+        #[inline(always)]
+        unsafe fn sixteen(p: *const Self, mask: u16) -> __m512 {
+            _mm512_maskz_loadu_ps(mask, p)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn rows<S: Stored, const R: usize, const NR: usize>(t: &Task, s: &[S], b: &[S], j0: usize, j1: usize) {
+        let lanes = LaneGroups::new(t.v.group_size, t.v.cols);
         let mut j = j0;
         while j + NR <= j1 {
-            block::<R, NR>(t, j, &lanes, stride, &mut scales, &mut biases);
+            block::<S, R, NR>(t, s, b, j, &lanes);
             j += NR;
         }
         while j < j1 {
-            block::<R, 1>(t, j, &lanes, stride, &mut scales, &mut biases);
+            block::<S, R, 1>(t, s, b, j, &lanes);
             j += 1;
         }
     }
@@ -122,16 +181,30 @@ mod x86 {
     /// features: the group size is not a constant, so its divisions would otherwise run per pass.
     struct LaneGroups {
         /// Lane i covers the chunk's elements 8i..8i + 8: group 8i / gs of the chunk.
-        index: __m512i,
+        lanes: __m512i,
+        /// The same as 16-bit word indices (word `2i + 1` is lane i's high half).
+        words: __m512i,
         /// Groups a chunk spans (the group size divides [`CHUNK`]).
         per_chunk: usize,
+        /// Masks of the groups a chunk reads: a whole chunk's, and the last chunk's of a row.
+        whole: u32,
+        last: u32,
     }
 
     impl LaneGroups {
         #[inline(always)]
-        unsafe fn new(gs: usize) -> LaneGroups {
-            let index: [i32; 16] = std::array::from_fn(|i| (8 * i / gs) as i32);
-            LaneGroups { index: _mm512_loadu_si512(index.as_ptr() as *const __m512i), per_chunk: CHUNK / gs }
+        unsafe fn new(gs: usize, cols: usize) -> LaneGroups {
+            let lanes: [i32; 16] = std::array::from_fn(|i| (8 * i / gs) as i32);
+            let words: [i16; 32] = std::array::from_fn(|w| (8 * (w / 2) / gs) as i16);
+            let per_chunk = CHUNK / gs;
+            let last = cols / gs - (cols.div_ceil(CHUNK) - 1) * per_chunk;
+            LaneGroups {
+                lanes: _mm512_loadu_si512(lanes.as_ptr() as *const __m512i),
+                words: _mm512_loadu_si512(words.as_ptr() as *const __m512i),
+                per_chunk,
+                whole: (1 << per_chunk) - 1,
+                last: (1 << last) - 1,
+            }
         }
     }
 
@@ -148,25 +221,19 @@ mod x86 {
         as_bf16(_mm512_ternarylogic_epi32::<0xEA>(shifted, low4, magic))
     }
 
-    /// Output features `j..j + NR` for the `R` rows of x.
+    /// Output features `j..j + NR` for the `R` rows of x; `s` and `b` are the matrix's scales
+    /// and biases.
     #[inline(always)]
-    unsafe fn block<const R: usize, const NR: usize>(
+    unsafe fn block<S: Stored, const R: usize, const NR: usize>(
         t: &Task,
+        s: &[S],
+        b: &[S],
         j: usize,
         lanes: &LaneGroups,
-        stride: usize,
-        scales: &mut [f32],
-        biases: &mut [f32],
     ) {
         let v = t.v;
         let (cols, groups, bpr) = (v.cols, v.groups(), v.bytes_per_row());
         prefetch_ahead(v.bytes.as_ptr().wrapping_add(j * bpr), NR * bpr);
-        for i in 0..NR {
-            v.scales.read((j + i) * groups, &mut scales[i * stride..i * stride + groups]);
-            if let Some(b) = v.biases {
-                b.read((j + i) * groups, &mut biases[i * stride..i * stride + groups]);
-            }
-        }
         let chunks = cols.div_ceil(CHUNK);
         // Bytes of the last chunk (a full chunk is 64).
         let tail_bytes = (cols - (chunks - 1) * CHUNK) / 2;
@@ -176,27 +243,28 @@ mod x86 {
         let mut xs = [[as_bf16(_mm512_setzero_si512()); 4]; R];
         for c in 0..chunks {
             // SAFETY (whole loop): x rows hold `chunks · CHUNK` elements; packed reads stay
-            // inside the row (the last chunk's through a mask); scale reads stay inside the
-            // row's `groups + 16` floats.
+            // inside the row (the last chunk's through a mask), and so do the scale reads (the
+            // groups a chunk covers, through a mask).
             for (m, x) in xs.iter_mut().enumerate() {
                 for (k, xk) in x.iter_mut().enumerate() {
                     let p = t.prep.x.as_ptr().add(m * t.prep.stride + c * CHUNK + 32 * k);
                     *xk = as_bf16(_mm512_loadu_si512(p as *const __m512i));
                 }
             }
+            let whole = c + 1 < chunks;
+            let first = c * lanes.per_chunk;
             for (i, row_tot) in tot.iter_mut().enumerate() {
                 let wp = v.bytes.as_ptr().add((j + i) * bpr + c * (CHUNK / 2));
-                let w = if c + 1 < chunks {
-                    _mm512_loadu_si512(wp as *const __m512i)
+                let (w, read) = if whole {
+                    (_mm512_loadu_si512(wp as *const __m512i), lanes.whole)
                 } else {
-                    _mm512_maskz_loadu_epi8(tail_mask, wp as *const i8)
+                    (_mm512_maskz_loadu_epi8(tail_mask, wp as *const i8), lanes.last)
                 };
                 let q0 = codes(w, low4, magic);
                 let q1 = codes(_mm512_srli_epi16::<4>(w), low4, magic);
                 let q2 = codes(_mm512_srli_epi16::<8>(w), low4, magic);
                 let q3 = codes(_mm512_srli_epi16::<12>(w), low4, magic);
-                let first = c * lanes.per_chunk;
-                let sv = _mm512_permutexvar_ps(lanes.index, _mm512_loadu_ps(scales.as_ptr().add(i * stride + first)));
+                let sv = S::lanes(s.as_ptr().add((j + i) * groups), first, read, lanes);
                 for (t, x) in row_tot.iter_mut().zip(&xs) {
                     let a = _mm512_dpbf16_ps(_mm512_setzero_ps(), q0, x[0]);
                     let b = _mm512_dpbf16_ps(_mm512_setzero_ps(), q1, x[1]);
@@ -210,15 +278,16 @@ mod x86 {
         // lanes of each sum, 16 groups at a time.
         let minus_128 = _mm512_set1_ps(-128.0);
         for (i, row) in tot.iter_mut().enumerate() {
-            for (m, lanes) in row.iter_mut().enumerate() {
-                let sums = t.prep.xsum.as_ptr().add(m * t.prep.sums_stride);
-                let mut g = 0;
-                while g < groups {
-                    let (s, b) = (scales.as_ptr().add(i * stride + g), biases.as_ptr().add(i * stride + g));
-                    let offset = _mm512_fmadd_ps(_mm512_loadu_ps(s), minus_128, _mm512_loadu_ps(b));
-                    *lanes = _mm512_fmadd_ps(offset, _mm512_loadu_ps(sums.add(g)), *lanes);
-                    g += 16;
+            let (sp, bp) = (s.as_ptr().add((j + i) * groups), b.as_ptr().add((j + i) * groups));
+            let mut g = 0;
+            while g < groups {
+                let mask = if groups - g >= 16 { u16::MAX } else { (1u16 << (groups - g)) - 1 };
+                let offset = _mm512_fmadd_ps(S::sixteen(sp.add(g), mask), minus_128, S::sixteen(bp.add(g), mask));
+                for (m, lanes) in row.iter_mut().enumerate() {
+                    let sums = t.prep.xsum.as_ptr().add(m * t.prep.sums_stride + g);
+                    *lanes = _mm512_fmadd_ps(offset, _mm512_loadu_ps(sums), *lanes);
                 }
+                g += 16;
             }
         }
         let n = v.rows;
