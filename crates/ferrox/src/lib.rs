@@ -17,6 +17,7 @@ pub mod element;
 pub mod error;
 pub mod eval;
 pub mod io;
+mod linger;
 pub mod memory;
 pub mod ops;
 pub mod primitives;
