@@ -108,9 +108,10 @@ static LAST_EVAL_END: Mutex<Option<std::time::Instant>> = Mutex::new(None);
 
 /// Runs the ops of `order` in turn on a thread of the compute pool (rayon's), stopping at the
 /// first error. A kernel that splits its work then shares it with the pool's other threads by
-/// work stealing, and [`crate::linger::keep_awake`] keeps them awake between the ops of a step; called
-/// from outside the pool, each op would instead hand its pieces to sleeping workers and sleep
-/// until they finish, which costs more than a small op (a decode step runs hundreds).
+/// work stealing, and [`crate::linger::keep_awake`] keeps them awake between the ops of a
+/// step; called from outside the pool, each op would instead hand its pieces to sleeping
+/// workers and sleep until they finish, which costs more than a small op (a decode step runs
+/// hundreds).
 ///
 /// Each node is dropped as soon as it ran, so an intermediate is freed once its last consumer
 /// ran (and its memory is reused while still in cache).

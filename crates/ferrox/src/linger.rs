@@ -25,8 +25,8 @@ static LINGERING: AtomicUsize = AtomicUsize::new(0);
 /// missing ones). Cheap when they run already: one atomic load.
 pub(crate) fn keep_awake() {
     let others = rayon::current_num_threads().saturating_sub(1);
-    while LINGERING.load(Ordering::Acquire) < others {
-        LINGERING.fetch_add(1, Ordering::AcqRel);
+    // Claim a place before starting a task, so two callers never start more than `others`.
+    while LINGERING.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < others).then_some(n + 1)).is_ok() {
         rayon::spawn(linger);
     }
 }

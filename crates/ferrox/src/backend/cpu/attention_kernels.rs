@@ -51,8 +51,8 @@ pub fn weighted_sum(p: &[f32], v: &[u16], out: &mut [f32]) {
     }
 }
 
-/// A key / value element type the AVX-512 kernels read 16 at a time as f32: f32, f16, and
-/// bf16 (as its bits).
+/// An element type the AVX-512 kernels read 16 at a time as f32 (attention's keys and values,
+/// the 4-bit decode kernel's scales and biases): f32, f16, and bf16 (as its bits).
 pub trait Wide: Copy {
     /// The 16 values at `p` as f32, the lanes past `mask` zero (not read).
     ///

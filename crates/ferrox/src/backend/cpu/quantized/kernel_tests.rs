@@ -144,8 +144,8 @@ fn bf16_decode_kernel_matches_a_float64_reference() {
                 };
                 w.scales.iter_mut().chain(w.biases.iter_mut()).for_each(round);
                 let halves = |v: &[f32]| v.iter().map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>();
-                let brains = |v: &[f32]| v.iter().map(|&v| half::bf16::from_f32(v)).collect::<Vec<_>>();
-                let (s16, b16, sb, bb) = (halves(&w.scales), halves(&w.biases), brains(&w.scales), brains(&w.biases));
+                let bfloats = |v: &[f32]| v.iter().map(|&v| half::bf16::from_f32(v)).collect::<Vec<_>>();
+                let (s16, b16, sb, bb) = (halves(&w.scales), halves(&w.biases), bfloats(&w.scales), bfloats(&w.biases));
                 let product = |x: &[f32], r: usize| {
                     let mut y = vec![f32::NAN; r * n];
                     let (words, rows, cols) = (&w.words[..], n, k);

@@ -84,10 +84,11 @@ type Task<'a> = DecodeTask<'a, Prepared>;
 mod x86 {
     use std::arch::x86_64::*;
 
-    use half::{bf16, f16};
+    use half::f16;
 
     use super::{Task, CHUNK};
-    use crate::backend::cpu::bf16_gemm::x86::reduce4;
+    use crate::backend::cpu::attention_kernels::Wide;
+    use crate::backend::cpu::bf16_gemm::x86::{first_lanes, reduce4};
     use crate::backend::cpu::quantized::view::ScaleSlice;
     use crate::backend::cpu::simd::prefetch_ahead;
 
@@ -96,7 +97,9 @@ mod x86 {
     pub unsafe fn run(t: &Task, j0: usize, j1: usize) {
         // Affine matrices have scales and biases of one stored type.
         match (t.v.scales, t.v.biases) {
-            (ScaleSlice::Bf16(s), Some(ScaleSlice::Bf16(b))) => by_rows(t, s, b, j0, j1),
+            (ScaleSlice::Bf16(s), Some(ScaleSlice::Bf16(b))) => {
+                by_rows::<u16>(t, bytemuck::cast_slice(s), bytemuck::cast_slice(b), j0, j1)
+            }
             (ScaleSlice::F16(s), Some(ScaleSlice::F16(b))) => by_rows(t, s, b, j0, j1),
             (ScaleSlice::F32(s), Some(ScaleSlice::F32(b))) => by_rows(t, s, b, j0, j1),
             _ => unreachable!("`applies` admits affine matrices with biases only"),
@@ -115,28 +118,21 @@ mod x86 {
         }
     }
 
-    /// A stored type of scales and biases, read straight from the matrix into f32 lanes (no
-    /// copy of a row's scales per pass).
-    trait Stored: Copy {
+    /// A stored type of scales and biases (bf16 as its bits), read straight from the matrix
+    /// into f32 lanes (no copy of a row's scales per pass); [`Wide::load16`] reads 16 groups.
+    trait Stored: Wide {
         /// The scale of each lane of a chunk's sums: lane `i` takes group `first + 8i / gs`;
         /// `groups` masks the groups read (those the chunk covers), the rest read as zero.
         unsafe fn lanes(p: *const Self, first: usize, groups: u32, l: &LaneGroups) -> __m512;
-        /// Values `p[0..16]` as f32, those outside `mask` zero (and not read).
-        unsafe fn sixteen(p: *const Self, mask: u16) -> __m512;
     }
 
-    impl Stored for bf16 {
+    impl Stored for u16 {
         #[inline(always)]
         unsafe fn lanes(p: *const Self, first: usize, groups: u32, l: &LaneGroups) -> __m512 {
             // The group's bf16 bits into the high half of each lane, the low half zero: the
             // f32 of the same value.
             let words = _mm512_maskz_loadu_epi16(groups, p.add(first) as *const i16);
             _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAA_AAAA, l.words, words))
-        }
-        #[inline(always)]
-        unsafe fn sixteen(p: *const Self, mask: u16) -> __m512 {
-            let words = _mm256_maskz_loadu_epi16(mask, p as *const i16);
-            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(words)))
         }
     }
 
@@ -146,20 +142,12 @@ mod x86 {
             let halves = _mm256_maskz_loadu_epi16(groups as u16, p.add(first) as *const i16);
             _mm512_permutexvar_ps(l.lanes, _mm512_cvtph_ps(halves))
         }
-        #[inline(always)]
-        unsafe fn sixteen(p: *const Self, mask: u16) -> __m512 {
-            _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p as *const i16))
-        }
     }
 
     impl Stored for f32 {
         #[inline(always)]
         unsafe fn lanes(p: *const Self, first: usize, groups: u32, l: &LaneGroups) -> __m512 {
             _mm512_permutexvar_ps(l.lanes, _mm512_maskz_loadu_ps(groups as u16, p.add(first)))
-        }
-        #[inline(always)]
-        unsafe fn sixteen(p: *const Self, mask: u16) -> __m512 {
-            _mm512_maskz_loadu_ps(mask, p)
         }
     }
 
@@ -281,8 +269,8 @@ mod x86 {
             let (sp, bp) = (s.as_ptr().add((j + i) * groups), b.as_ptr().add((j + i) * groups));
             let mut g = 0;
             while g < groups {
-                let mask = if groups - g >= 16 { u16::MAX } else { (1u16 << (groups - g)) - 1 };
-                let offset = _mm512_fmadd_ps(S::sixteen(sp.add(g), mask), minus_128, S::sixteen(bp.add(g), mask));
+                let mask = first_lanes(groups - g) as u16;
+                let offset = _mm512_fmadd_ps(S::load16(sp.add(g), mask), minus_128, S::load16(bp.add(g), mask));
                 for (m, lanes) in row.iter_mut().enumerate() {
                     let sums = t.prep.xsum.as_ptr().add(m * t.prep.sums_stride + g);
                     *lanes = _mm512_fmadd_ps(offset, _mm512_loadu_ps(sums), *lanes);
