@@ -161,8 +161,9 @@ mod x86 {
         }
     }
 
-    /// Which group of its chunk each lane of a chunk's sums covers, made once per range of
-    /// features: the group size is not a constant, so its divisions would otherwise run per pass.
+    /// How a packed row splits into chunks and which group of its chunk each lane of a chunk's
+    /// sums covers, made once per range of features: the group size and the row length are not
+    /// constants, so their divisions would otherwise run for every row.
     struct LaneGroups {
         /// Lane i covers the chunk's elements 8i..8i + 8: group 8i / gs of the chunk.
         lanes: __m512i,
@@ -173,6 +174,9 @@ mod x86 {
         /// Masks of the groups a chunk reads: a whole chunk's, and the last chunk's of a row.
         whole: u32,
         last: u32,
+        /// Chunks of a row, and the mask of the bytes of its last (a whole chunk is 64 bytes).
+        chunks: usize,
+        tail_bytes: u64,
     }
 
     impl LaneGroups {
@@ -181,13 +185,17 @@ mod x86 {
             let lanes: [i32; 16] = std::array::from_fn(|i| (8 * i / gs) as i32);
             let words: [i16; 32] = std::array::from_fn(|w| (8 * (w / 2) / gs) as i16);
             let per_chunk = CHUNK / gs;
-            let last = cols / gs - (cols.div_ceil(CHUNK) - 1) * per_chunk;
+            let chunks = cols.div_ceil(CHUNK);
+            let last = cols / gs - (chunks - 1) * per_chunk;
+            let tail_bytes = (cols - (chunks - 1) * CHUNK) / 2;
             LaneGroups {
                 lanes: _mm512_loadu_si512(lanes.as_ptr() as *const __m512i),
                 words: _mm512_loadu_si512(words.as_ptr() as *const __m512i),
                 per_chunk,
                 whole: (1 << per_chunk) - 1,
                 last: (1 << last) - 1,
+                chunks,
+                tail_bytes: if tail_bytes == 64 { u64::MAX } else { (1 << tail_bytes) - 1 },
             }
         }
     }
@@ -210,13 +218,9 @@ mod x86 {
     #[inline(always)]
     unsafe fn feature<S: Stored, const R: usize>(t: &Task, s: &[S], b: &[S], j: usize, lanes: &LaneGroups) {
         let v = t.v;
-        let (cols, groups, bpr) = (v.cols, v.groups(), v.bytes_per_row());
+        let (groups, bpr, chunks) = (v.groups(), v.bytes_per_row(), lanes.chunks);
         let row = v.bytes.as_ptr().add(j * bpr);
         prefetch_ahead(row, bpr);
-        let chunks = cols.div_ceil(CHUNK);
-        // Bytes of the last chunk (a full chunk is 64).
-        let tail_bytes = (cols - (chunks - 1) * CHUNK) / 2;
-        let tail_mask: u64 = if tail_bytes == 64 { u64::MAX } else { (1u64 << tail_bytes) - 1 };
         let (low4, magic) = (_mm512_set1_epi16(0x000F), _mm512_set1_epi16(0x4300));
         let (sp, bp) = (s.as_ptr().add(j * groups), b.as_ptr().add(j * groups));
         let mut tot = [_mm512_setzero_ps(); R];
@@ -228,7 +232,7 @@ mod x86 {
             let (w, read) = if c + 1 < chunks {
                 (_mm512_loadu_si512(wp as *const __m512i), lanes.whole)
             } else {
-                (_mm512_maskz_loadu_epi8(tail_mask, wp as *const i8), lanes.last)
+                (_mm512_maskz_loadu_epi8(lanes.tail_bytes, wp as *const i8), lanes.last)
             };
             let q0 = codes(w, low4, magic);
             let q1 = codes(_mm512_srli_epi16::<4>(w), low4, magic);
