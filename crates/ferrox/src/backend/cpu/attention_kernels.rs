@@ -2,16 +2,20 @@
 //! KV cache, scores and the weighted sum of values computed straight from the keys and values
 //! in their own dtype.
 //!
+//! Every kernel takes all the query rows of one key/value head (its grouped query heads) at
+//! once, up to four rows a pass, so a key or value loaded and widened once serves every row.
+//!
 //! bf16: with AVX512-BF16, scores take four keys at a time: `vdpbf16ps` dots 32 bf16 pairs
 //! per instruction into f32 lanes (products exact), and one transposing reduction sums the
 //! four keys' lanes together, instead of a horizontal sum per key. With AVX2, keys and the
 //! query are widened to f32 8 values at a time and dotted by FMA, four keys in independent
-//! chains. f32 and f16 keys (AVX-512) are dotted four at a time by FMA, 16 values a step, with
-//! the same reduction. The weighted sum widens values to f32 (a bf16 value is the top half of
-//! its f32, an f16 one is converted by `vcvtph2ps`) and multiplies-adds them in f32: with
-//! AVX-512 one pass over the values covers 64 columns (a whole row of a 64-wide head), two
-//! rows a step in independent chains; with AVX2 (bf16), 8 columns a pass and four rows a step.
-//! Probabilities stay f32, so results are exact products in f32 sums.
+//! chains, one query row at a time. f32 and f16 keys (AVX-512) are dotted four at a time by
+//! FMA, 16 values a step, with the same reduction. The weighted sum widens values to f32 and
+//! multiplies-adds them in f32, 64 columns a pass (a whole row of a 64-wide head): 32 bf16
+//! values are one load, split into the f32 of their even and of their odd columns by a shift
+//! and a mask (the sums are put back in column order once, at the end); f16 is converted by
+//! `vcvtph2ps`. With AVX2 (bf16), 8 columns a pass and four rows a step. Probabilities stay
+//! f32, so results are exact products in f32 sums.
 
 use super::bf16_gemm::cpu_supported;
 use super::simd::{best_isa, Isa};
@@ -21,32 +25,36 @@ pub fn applies() -> bool {
     cpu_supported() || best_isa() != Isa::Baseline
 }
 
-/// `out[j] = scale · Σ_d q[d] · k[j·dk + d]` for the `out.len()` keys of `k` (rows of `dk`
-/// bf16 values, as bits). The CPU must run the kernels ([`applies`]).
-pub fn scores(q: &[u16], k: &[u16], dk: usize, scale: f32, out: &mut [f32]) {
-    assert!(applies() && q.len() >= dk && k.len() >= out.len() * dk);
+/// `out[r·n + j] = scale · Σ_d q[r·dk + d] · k[j·dk + d]` for the `rows` query rows of `q` and
+/// the `n = out.len() / rows` keys of `k` (rows of `dk` bf16 values, as bits). The CPU must run
+/// the kernels ([`applies`]).
+pub fn scores(q: &[u16], rows: usize, k: &[u16], dk: usize, scale: f32, out: &mut [f32]) {
+    assert!(applies() && rows > 0 && out.len().is_multiple_of(rows));
+    assert!(q.len() >= rows * dk && k.len() >= out.len() / rows * dk);
     // SAFETY: features checked; the lengths bound every read.
     #[cfg(target_arch = "x86_64")]
     unsafe {
         if cpu_supported() {
-            x86::scores(q, k, dk, scale, out)
+            x86::scores(q, rows, k, dk, scale, out)
         } else {
-            avx2::scores(q, k, dk, scale, out)
+            avx2::scores(q, rows, k, dk, scale, out)
         }
     }
 }
 
-/// `out[d] = Σ_j p[j] · v[j·dv + d]` for the `p.len()` rows of `v` (rows of `dv = out.len()`
-/// bf16 values, as bits). The CPU must run the kernels ([`applies`]).
-pub fn weighted_sum(p: &[f32], v: &[u16], out: &mut [f32]) {
-    assert!(applies() && v.len() >= p.len() * out.len());
-    // SAFETY: features checked; the lengths bound every read.
+/// `out[r·stride + d] = Σ_j p[r·n + j] · v[j·dv + d]` for `d < dv`, the `rows` rows of
+/// probabilities `p` and the `n = p.len() / rows` rows of `v` (`dv` bf16 values each, as bits);
+/// the rest of each `stride` of `out` is left alone. The CPU must run the kernels ([`applies`]).
+pub fn weighted_sum(p: &[f32], rows: usize, v: &[u16], dv: usize, out: &mut [f32], stride: usize) {
+    assert!(applies() && rows > 0 && p.len().is_multiple_of(rows) && stride >= dv);
+    assert!(v.len() >= p.len() / rows * dv && out.len() >= (rows - 1) * stride + dv);
+    // SAFETY: features checked; the lengths bound every read and write.
     #[cfg(target_arch = "x86_64")]
     unsafe {
         if cpu_supported() {
-            x86::weighted_sum(p, v, out)
+            x86::weighted_sum(p, rows, v, dv, out, stride)
         } else {
-            avx2::weighted_sum(p, v, out)
+            avx2::weighted_sum(p, rows, v, dv, out, stride)
         }
     }
 }
@@ -61,6 +69,31 @@ pub trait Wide: Copy {
     /// `p` must be readable.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load16(p: *const Self, mask: u16) -> std::arch::x86_64::__m512;
+
+    /// The first `min(left, 64)` values at `p` as four f32 vectors (the rest zero, not read),
+    /// in an order of columns that [`Wide::store64`] undoes: here, column order.
+    ///
+    /// # Safety
+    /// As [`Wide::load16`]; those values must be readable.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load64(p: *const Self, left: usize) -> [std::arch::x86_64::__m512; 4] {
+        std::array::from_fn(|w| Self::load16(p.wrapping_add(16 * w), x86::first16(left.saturating_sub(16 * w))))
+    }
+
+    /// Stores the first `min(left, 64)` columns of `sums` (vectors in [`Wide::load64`]'s
+    /// order) at `out`, in column order.
+    ///
+    /// # Safety
+    /// As [`Wide::load16`]; those values of `out` must be writable.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn store64(sums: [std::arch::x86_64::__m512; 4], out: *mut f32, left: usize) {
+        for (w, s) in sums.into_iter().enumerate() {
+            let mask = x86::first16(left.saturating_sub(16 * w));
+            std::arch::x86_64::_mm512_mask_storeu_ps(out.wrapping_add(16 * w), mask, s);
+        }
+    }
 }
 
 /// Whether this CPU runs [`scores_wide`] and [`weighted_sum_wide`] (AVX-512).
@@ -68,41 +101,81 @@ pub fn wide_applies() -> bool {
     best_isa() == Isa::Avx512
 }
 
-/// `out[j] = scale · Σ_d q[d] · k[j·dk + d]` for the `out.len()` keys of `k` (rows of `dk`
-/// values). The CPU must have AVX-512 ([`wide_applies`]).
-pub fn scores_wide<E: Wide>(q: &[f32], k: &[E], dk: usize, scale: f32, out: &mut [f32]) {
-    assert!(wide_applies() && q.len() >= dk && k.len() >= out.len() * dk);
+/// [`scores`] for f32 queries and f32 or f16 keys. The CPU must have AVX-512
+/// ([`wide_applies`]).
+pub fn scores_wide<E: Wide>(q: &[f32], rows: usize, k: &[E], dk: usize, scale: f32, out: &mut [f32]) {
+    assert!(wide_applies() && rows > 0 && out.len().is_multiple_of(rows));
+    assert!(q.len() >= rows * dk && k.len() >= out.len() / rows * dk);
     // SAFETY: features checked; the lengths bound every read.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        x86::scores_wide(q, k, dk, scale, out)
+        x86::scores_wide(q, rows, k, dk, scale, out)
     }
 }
 
-/// `out[d] = Σ_j p[j] · v[j·dv + d]` for the `p.len()` rows of `v` (rows of `dv = out.len()`
-/// values). The CPU must have AVX-512 ([`wide_applies`]).
-pub fn weighted_sum_wide<E: Wide>(p: &[f32], v: &[E], out: &mut [f32]) {
-    assert!(wide_applies() && v.len() >= p.len() * out.len());
-    // SAFETY: features checked; the lengths bound every read.
+/// [`weighted_sum`] for f32 or f16 values. The CPU must have AVX-512 ([`wide_applies`]).
+pub fn weighted_sum_wide<E: Wide>(p: &[f32], rows: usize, v: &[E], dv: usize, out: &mut [f32], stride: usize) {
+    assert!(wide_applies() && rows > 0 && p.len().is_multiple_of(rows) && stride >= dv);
+    assert!(v.len() >= p.len() / rows * dv && out.len() >= (rows - 1) * stride + dv);
+    // SAFETY: features checked; the lengths bound every read and write.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        x86::weighted_sum(p, v, out)
+        x86::weighted_sum(p, rows, v, dv, out, stride)
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+    use std::marker::PhantomData;
 
     use crate::backend::cpu::bf16_gemm::x86::{first_lanes, load_bf16, reduce4};
 
     use super::Wide;
+
+    /// The mask of the first `n` (at most 16, more count as 16) of 16 lanes.
+    #[inline(always)]
+    pub fn first16(n: usize) -> u16 {
+        first_lanes(n.min(16)) as u16
+    }
 
     impl Wide for u16 {
         #[inline(always)]
         unsafe fn load16(p: *const u16, mask: u16) -> __m512 {
             let bits = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p as *const i16));
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(bits))
+        }
+
+        /// Two loads of 32 values, each split into its even columns (the low halves of its
+        /// 32-bit lanes, shifted up) and its odd ones (the high halves, masked): a bf16 value is
+        /// the top half of its f32.
+        #[inline(always)]
+        unsafe fn load64(p: *const u16, left: usize) -> [__m512; 4] {
+            let high = _mm512_set1_epi32(0xFFFF_0000_u32 as i32);
+            let [a, b] = [0, 32].map(|c| {
+                _mm512_maskz_loadu_epi16(first_lanes(left.saturating_sub(c)), p.wrapping_add(c) as *const i16)
+            });
+            [
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(a)),
+                _mm512_castsi512_ps(_mm512_and_si512(a, high)),
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(b)),
+                _mm512_castsi512_ps(_mm512_and_si512(b, high)),
+            ]
+        }
+
+        /// Interleaves the even and odd columns of each half back into column order.
+        #[inline(always)]
+        unsafe fn store64(sums: [__m512; 4], out: *mut f32, left: usize) {
+            let first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+            let second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+            for h in 0..2 {
+                let (even, odd) = (sums[2 * h], sums[2 * h + 1]);
+                let c = 32 * h;
+                let lo = _mm512_permutex2var_ps(even, first, odd);
+                let hi = _mm512_permutex2var_ps(even, second, odd);
+                _mm512_mask_storeu_ps(out.wrapping_add(c), first16(left.saturating_sub(c)), lo);
+                _mm512_mask_storeu_ps(out.wrapping_add(c + 16), first16(left.saturating_sub(c + 16)), hi);
+            }
         }
     }
 
@@ -120,112 +193,192 @@ mod x86 {
         }
     }
 
-    /// Σ q·k over one key row, 16 values a step, for the `R` rows starting at `rows`.
-    #[inline(always)]
-    unsafe fn dots_wide<const R: usize, E: Wide>(q: *const f32, rows: *const E, dk: usize) -> [__m512; R] {
-        let mut acc = [_mm512_setzero_ps(); R];
-        let mut c = 0;
-        while c < dk {
-            let mask = first_lanes(dk - c) as u16;
-            let qv = _mm512_maskz_loadu_ps(mask, q.add(c));
-            for (r, a) in acc.iter_mut().enumerate() {
-                *a = _mm512_fmadd_ps(E::load16(rows.add(r * dk + c), mask), qv, *a);
-            }
-            c += 16;
-        }
-        acc
+    /// How keys are dotted with a query, a step of lanes at a time, into f32 sums.
+    trait KeyDot {
+        /// The keys' element type.
+        type Key;
+        /// The query's element type.
+        type Query;
+        /// A step of keys or query in a register.
+        type Step: Copy;
+        /// Values a step covers.
+        const LANES: usize;
+        /// The first `min(left, LANES)` keys at `p` (the rest zero, not read).
+        unsafe fn keys(p: *const Self::Key, left: usize) -> Self::Step;
+        /// The first `min(left, LANES)` query values at `p`.
+        unsafe fn query(p: *const Self::Query, left: usize) -> Self::Step;
+        /// `acc` plus the products of `k` and `q`.
+        unsafe fn madd(acc: __m512, k: Self::Step, q: Self::Step) -> __m512;
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    pub unsafe fn scores_wide<E: Wide>(q: &[f32], k: &[E], dk: usize, scale: f32, out: &mut [f32]) {
-        let n = out.len();
+    /// bf16 keys and query by `vdpbf16ps`, 32 pairs a step.
+    struct Bf16Dot;
+
+    impl KeyDot for Bf16Dot {
+        type Key = u16;
+        type Query = u16;
+        type Step = __m512bh;
+        const LANES: usize = 32;
+        #[inline(always)]
+        unsafe fn keys(p: *const u16, left: usize) -> __m512bh {
+            load_bf16(p, first_lanes(left))
+        }
+        #[inline(always)]
+        unsafe fn query(p: *const u16, left: usize) -> __m512bh {
+            load_bf16(p, first_lanes(left))
+        }
+        #[inline(always)]
+        unsafe fn madd(acc: __m512, k: __m512bh, q: __m512bh) -> __m512 {
+            _mm512_dpbf16_ps(acc, k, q)
+        }
+    }
+
+    /// Keys of a [`Wide`] type widened to f32 and an f32 query by FMA, 16 a step.
+    struct WideDot<E>(PhantomData<E>);
+
+    impl<E: Wide> KeyDot for WideDot<E> {
+        type Key = E;
+        type Query = f32;
+        type Step = __m512;
+        const LANES: usize = 16;
+        #[inline(always)]
+        unsafe fn keys(p: *const E, left: usize) -> __m512 {
+            E::load16(p, first16(left))
+        }
+        #[inline(always)]
+        unsafe fn query(p: *const f32, left: usize) -> __m512 {
+            _mm512_maskz_loadu_ps(first16(left), p)
+        }
+        #[inline(always)]
+        unsafe fn madd(acc: __m512, k: __m512, q: __m512) -> __m512 {
+            _mm512_fmadd_ps(k, q, acc)
+        }
+    }
+
+    /// Scores of the `R` query rows at `q` against the `n` keys at `k`, four keys a step (the
+    /// keys loaded once for every row), into rows of `n` at `out`.
+    #[inline(always)]
+    unsafe fn scores_of<D: KeyDot, const R: usize>(
+        q: *const D::Query,
+        k: *const D::Key,
+        dk: usize,
+        n: usize,
+        scale: f32,
+        out: *mut f32,
+    ) {
         let mut j = 0;
         while j + 4 <= n {
-            let [a, b, c, d] = dots_wide::<4, E>(q.as_ptr(), k.as_ptr().add(j * dk), dk);
-            _mm_storeu_ps(out.as_mut_ptr().add(j), _mm_mul_ps(reduce4(a, b, c, d), _mm_set1_ps(scale)));
+            let keys = k.add(j * dk);
+            let mut acc = [[_mm512_setzero_ps(); 4]; R];
+            let mut c = 0;
+            while c < dk {
+                let kv: [D::Step; 4] = std::array::from_fn(|i| D::keys(keys.add(i * dk + c), dk - c));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let qv = D::query(q.add(r * dk + c), dk - c);
+                    for (ai, &ki) in a.iter_mut().zip(&kv) {
+                        *ai = D::madd(*ai, ki, qv);
+                    }
+                }
+                c += D::LANES;
+            }
+            for (r, [a, b, c, d]) in acc.into_iter().enumerate() {
+                _mm_storeu_ps(out.add(r * n + j), _mm_mul_ps(reduce4(a, b, c, d), _mm_set1_ps(scale)));
+            }
             j += 4;
         }
         while j < n {
-            let [a] = dots_wide::<1, E>(q.as_ptr(), k.as_ptr().add(j * dk), dk);
-            out[j] = _mm512_reduce_add_ps(a) * scale;
+            for r in 0..R {
+                let mut acc = _mm512_setzero_ps();
+                let mut c = 0;
+                while c < dk {
+                    acc = D::madd(acc, D::keys(k.add(j * dk + c), dk - c), D::query(q.add(r * dk + c), dk - c));
+                    c += D::LANES;
+                }
+                *out.add(r * n + j) = _mm512_reduce_add_ps(acc) * scale;
+            }
             j += 1;
         }
     }
 
-    /// Σ q·k over one key row for the `R` rows starting at `rows`.
+    /// [`scores_of`] over any number of rows, four at a time.
     #[inline(always)]
-    unsafe fn dots<const R: usize>(q: *const u16, rows: *const u16, dk: usize) -> [__m512; R] {
-        let mut acc = [_mm512_setzero_ps(); R];
-        let mut c = 0;
-        while c < dk {
-            let mask = first_lanes(dk - c);
-            let qv = load_bf16(q.add(c), mask);
-            for (r, a) in acc.iter_mut().enumerate() {
-                *a = _mm512_dpbf16_ps(*a, load_bf16(rows.add(r * dk + c), mask), qv);
+    unsafe fn scores_rows<D: KeyDot>(
+        q: *const D::Query,
+        rows: usize,
+        k: *const D::Key,
+        dk: usize,
+        n: usize,
+        scale: f32,
+        out: *mut f32,
+    ) {
+        let mut r = 0;
+        while r < rows {
+            let (q, out) = (q.add(r * dk), out.add(r * n));
+            match rows - r {
+                1 => scores_of::<D, 1>(q, k, dk, n, scale, out),
+                2 => scores_of::<D, 2>(q, k, dk, n, scale, out),
+                3 => scores_of::<D, 3>(q, k, dk, n, scale, out),
+                _ => scores_of::<D, 4>(q, k, dk, n, scale, out),
             }
-            c += 32;
+            r += 4;
         }
-        acc
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    pub unsafe fn scores(q: &[u16], k: &[u16], dk: usize, scale: f32, out: &mut [f32]) {
-        let n = out.len();
-        let mut j = 0;
-        while j + 4 <= n {
-            let [a, b, c, d] = dots::<4>(q.as_ptr(), k.as_ptr().add(j * dk), dk);
-            _mm_storeu_ps(out.as_mut_ptr().add(j), _mm_mul_ps(reduce4(a, b, c, d), _mm_set1_ps(scale)));
-            j += 4;
-        }
-        while j < n {
-            let [a] = dots::<1>(q.as_ptr(), k.as_ptr().add(j * dk), dk);
-            out[j] = _mm512_reduce_add_ps(a) * scale;
-            j += 1;
-        }
+    pub unsafe fn scores(q: &[u16], rows: usize, k: &[u16], dk: usize, scale: f32, out: &mut [f32]) {
+        scores_rows::<Bf16Dot>(q.as_ptr(), rows, k.as_ptr(), dk, out.len() / rows, scale, out.as_mut_ptr());
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    pub unsafe fn weighted_sum<E: Wide>(p: &[f32], v: &[E], out: &mut [f32]) {
-        let dv = out.len();
+    pub unsafe fn scores_wide<E: Wide>(q: &[f32], rows: usize, k: &[E], dk: usize, scale: f32, out: &mut [f32]) {
+        scores_rows::<WideDot<E>>(q.as_ptr(), rows, k.as_ptr(), dk, out.len() / rows, scale, out.as_mut_ptr());
+    }
+
+    /// The weighted sums of the `R` probability rows at `p` (`n` each) over the `n` value
+    /// rows at `v`, 64 columns a pass (each value row loaded and widened once for every row),
+    /// into rows `stride` apart at `out`.
+    #[inline(always)]
+    unsafe fn weighted_sum_of<E: Wide, const R: usize>(
+        p: *const f32,
+        n: usize,
+        v: *const E,
+        dv: usize,
+        out: *mut f32,
+        stride: usize,
+    ) {
         let mut c = 0;
         while c < dv {
-            match (dv - c).div_ceil(16) {
-                1 => columns::<1, E>(p, v, dv, c, out),
-                2 => columns::<2, E>(p, v, dv, c, out),
-                3 => columns::<3, E>(p, v, dv, c, out),
-                _ => columns::<4, E>(p, v, dv, c, out),
+            let left = dv - c;
+            let mut acc = [[_mm512_setzero_ps(); 4]; R];
+            for j in 0..n {
+                let vv = E::load64(v.add(j * dv + c), left);
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let pr = _mm512_set1_ps(*p.add(r * n + j));
+                    for (ai, &vi) in a.iter_mut().zip(&vv) {
+                        *ai = _mm512_fmadd_ps(pr, vi, *ai);
+                    }
+                }
+            }
+            for (r, a) in acc.into_iter().enumerate() {
+                E::store64(a, out.add(r * stride + c), left);
             }
             c += 64;
         }
     }
 
-    /// Columns `c..c + 16·W` of the weighted sum (those past `dv` masked off) in one pass
-    /// over the rows of v, two rows a step into two sets of accumulators.
-    #[inline(always)]
-    #[allow(clippy::needless_range_loop)] // w indexes both accumulator sets and the row loads
-    unsafe fn columns<const W: usize, E: Wide>(p: &[f32], v: &[E], dv: usize, c: usize, out: &mut [f32]) {
-        let s = p.len();
-        let masks: [u16; W] = std::array::from_fn(|w| first_lanes(dv.saturating_sub(c + 16 * w)) as u16);
-        let row = |j: usize, w: usize| E::load16(v.as_ptr().add(j * dv + c + 16 * w), masks[w]);
-        let mut acc = [[_mm512_setzero_ps(); W]; 2];
-        let mut j = 0;
-        while j + 2 <= s {
-            let (p0, p1) = (_mm512_set1_ps(p[j]), _mm512_set1_ps(p[j + 1]));
-            for w in 0..W {
-                acc[0][w] = _mm512_fmadd_ps(p0, row(j, w), acc[0][w]);
-                acc[1][w] = _mm512_fmadd_ps(p1, row(j + 1, w), acc[1][w]);
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    pub unsafe fn weighted_sum<E: Wide>(p: &[f32], rows: usize, v: &[E], dv: usize, out: &mut [f32], stride: usize) {
+        let n = p.len() / rows;
+        let mut r = 0;
+        while r < rows {
+            let (p, out) = (p.as_ptr().add(r * n), out.as_mut_ptr().add(r * stride));
+            match rows - r {
+                1 => weighted_sum_of::<E, 1>(p, n, v.as_ptr(), dv, out, stride),
+                2 => weighted_sum_of::<E, 2>(p, n, v.as_ptr(), dv, out, stride),
+                3 => weighted_sum_of::<E, 3>(p, n, v.as_ptr(), dv, out, stride),
+                _ => weighted_sum_of::<E, 4>(p, n, v.as_ptr(), dv, out, stride),
             }
-            j += 2;
-        }
-        if j < s {
-            let p0 = _mm512_set1_ps(p[j]);
-            for w in 0..W {
-                acc[0][w] = _mm512_fmadd_ps(p0, row(j, w), acc[0][w]);
-            }
-        }
-        for w in 0..W {
-            let sum = _mm512_add_ps(acc[0][w], acc[1][w]);
-            _mm512_mask_storeu_ps(out.as_mut_ptr().add(c + 16 * w), masks[w], sum);
+            r += 4;
         }
     }
 }
@@ -262,8 +415,18 @@ mod avx2 {
         })
     }
 
+    /// One query row at a time ([`row_scores`]).
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn scores(q: &[u16], k: &[u16], dk: usize, scale: f32, out: &mut [f32]) {
+    pub unsafe fn scores(q: &[u16], rows: usize, k: &[u16], dk: usize, scale: f32, out: &mut [f32]) {
+        let n = out.len() / rows;
+        for (r, out) in out.chunks_exact_mut(n.max(1)).take(rows).enumerate() {
+            row_scores(&q[r * dk..(r + 1) * dk], k, dk, scale, &mut out[..n]);
+        }
+    }
+
+    /// The scores of one query row.
+    #[inline(always)]
+    unsafe fn row_scores(q: &[u16], k: &[u16], dk: usize, scale: f32, out: &mut [f32]) {
         let n = out.len();
         let mut j = 0;
         while j + 4 <= n {
@@ -279,8 +442,18 @@ mod avx2 {
         }
     }
 
+    /// One probability row at a time ([`row_weighted_sum`]).
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn weighted_sum(p: &[f32], v: &[u16], out: &mut [f32]) {
+    pub unsafe fn weighted_sum(p: &[f32], rows: usize, v: &[u16], dv: usize, out: &mut [f32], stride: usize) {
+        let n = p.len() / rows;
+        for r in 0..rows {
+            row_weighted_sum(&p[r * n..(r + 1) * n], v, &mut out[r * stride..r * stride + dv]);
+        }
+    }
+
+    /// The weighted sum of one probability row.
+    #[inline(always)]
+    unsafe fn row_weighted_sum(p: &[f32], v: &[u16], out: &mut [f32]) {
         let (s, dv) = (p.len(), out.len());
         let mut c = 0;
         while c + 8 <= dv {
@@ -312,10 +485,51 @@ mod tests {
     use half::bf16;
 
     use super::*;
-    use crate::backend::cpu::{assert_sum_close, test_bf16_bits};
+    use crate::backend::cpu::{assert_sum_close, test_bf16_bits, test_rand};
 
-    /// Key counts around the four-key step, head sizes around the 32- and 16-lane steps:
-    /// against float64 sums.
+    /// Key counts around the four-key step, head sizes around the 16-, 32- and 64-lane steps,
+    /// query rows around the four-row pass.
+    const SIZES: [(usize, usize); 7] = [(1, 1), (3, 17), (5, 64), (9, 80), (4, 100), (130, 128), (6, 33)];
+    const ROWS: [usize; 4] = [1, 3, 4, 6];
+
+    /// Scores `sc` (rows × s) and weighted sums `o` (rows of `stride`, the first `d` written)
+    /// of queries `q` (rows × d), keys and values `kv` (s × d, element i read by `kf`) and
+    /// probabilities `p` (rows × s), against float64 sums; the columns past `d` must be untouched.
+    #[allow(clippy::too_many_arguments)]
+    fn check(
+        name: &str,
+        rows: usize,
+        s: usize,
+        d: usize,
+        q: &dyn Fn(usize) -> f64,
+        kf: &dyn Fn(usize) -> f64,
+        p: &[f32],
+        sc: &[f32],
+        o: &[f32],
+        stride: usize,
+    ) {
+        for r in 0..rows {
+            for j in 0..s {
+                let terms = (0..d).map(|e| 0.5 * q(r * d + e) * kf(j * d + e));
+                assert_sum_close(sc[r * s + j], terms, format!("{name} scores rows{rows} s{s} d{d} row {r} key {j}"));
+            }
+            for e in 0..d {
+                let terms = (0..s).map(|j| p[r * s + j] as f64 * kf(j * d + e));
+                assert_sum_close(
+                    o[r * stride + e],
+                    terms,
+                    format!("{name} weighted sum rows{rows} s{s} d{d} row {r} column {e}"),
+                );
+            }
+            assert!(
+                o[r * stride + d..][..stride - d].iter().all(|x| x.is_nan()),
+                "{name}: wrote past the row's columns"
+            );
+        }
+    }
+
+    /// The bf16 kernels (the dispatched ones, and the AVX2 ones where a CPU with AVX512-BF16
+    /// skips them) against float64 sums.
     #[test]
     fn kernels_match_a_float64_reference() {
         if !applies() {
@@ -323,35 +537,28 @@ mod tests {
             return;
         }
         let f = |b: u16| bf16::from_bits(b).to_f32() as f64;
-        // The dispatched kernels, and the AVX2 ones where a CPU with AVX512-BF16 skips them.
-        type Kernels = (fn(&[u16], &[u16], usize, f32, &mut [f32]), fn(&[f32], &[u16], &mut [f32]));
-        let mut kernels: Vec<(&str, Kernels)> = vec![("dispatched", (scores, weighted_sum))];
+        type Scores = fn(&[u16], usize, &[u16], usize, f32, &mut [f32]);
+        type Sum = fn(&[f32], usize, &[u16], usize, &mut [f32], usize);
+        let mut kernels: Vec<(&str, Scores, Sum)> = vec![("dispatched", scores, weighted_sum)];
         #[cfg(target_arch = "x86_64")]
-        if crate::backend::cpu::simd::best_isa() != crate::backend::cpu::simd::Isa::Baseline {
+        if best_isa() != Isa::Baseline {
             // SAFETY (both): the CPU has AVX2 and FMA.
             kernels.push((
                 "avx2",
-                (
-                    |q, k, d, sc, o| unsafe { avx2::scores(q, k, d, sc, o) },
-                    |p, v, o| unsafe { avx2::weighted_sum(p, v, o) },
-                ),
+                |q, r, k, d, sc, o| unsafe { avx2::scores(q, r, k, d, sc, o) },
+                |p, r, v, d, o, st| unsafe { avx2::weighted_sum(p, r, v, d, o, st) },
             ));
         }
-        for (name, (scores, weighted_sum)) in kernels {
-            for (s, d) in [(1, 1), (3, 17), (5, 64), (9, 80), (4, 100), (130, 128)] {
-                let (q, k) = (test_bf16_bits(d, 1), test_bf16_bits(s * d, 2));
-                let mut sc = vec![f32::NAN; s];
-                scores(&q, &k, d, 0.5, &mut sc);
-                for (j, &got) in sc.iter().enumerate() {
-                    let terms = (0..d).map(|e| 0.5 * f(q[e]) * f(k[j * d + e]));
-                    assert_sum_close(got, terms, format!("{name} scores s{s} d{d} key {j}"));
-                }
-                let p: Vec<f32> = crate::backend::cpu::test_rand(s, 3);
-                let mut o = vec![f32::NAN; d];
-                weighted_sum(&p, &k, &mut o);
-                for (e, &got) in o.iter().enumerate() {
-                    let terms = (0..s).map(|j| p[j] as f64 * f(k[j * d + e]));
-                    assert_sum_close(got, terms, format!("{name} weighted sum s{s} d{d} column {e}"));
+        for (name, scores, weighted_sum) in kernels {
+            for (s, d) in SIZES {
+                for rows in ROWS {
+                    let (q, k) = (test_bf16_bits(rows * d, 1), test_bf16_bits(s * d, 2));
+                    let p = test_rand(rows * s, 3);
+                    let stride = d + 3;
+                    let (mut sc, mut o) = (vec![f32::NAN; rows * s], vec![f32::NAN; rows * stride]);
+                    scores(&q, rows, &k, d, 0.5, &mut sc);
+                    weighted_sum(&p, rows, &k, d, &mut o, stride);
+                    check(name, rows, s, d, &|i| f(q[i]), &|i| f(k[i]), &p, &sc, &o, stride);
                 }
             }
         }
@@ -364,28 +571,23 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX-512");
             return;
         }
-        for (s, d) in [(1, 1), (3, 17), (5, 64), (9, 80), (4, 100), (130, 128)] {
-            let q: Vec<f32> = crate::backend::cpu::test_rand(d, 1).iter().map(|v| v * 2.0 - 1.0).collect();
-            let k32: Vec<f32> = crate::backend::cpu::test_rand(s * d, 2).iter().map(|v| v * 2.0 - 1.0).collect();
-            let k16: Vec<half::f16> = k32.iter().map(|&v| half::f16::from_f32(v)).collect();
-            let p: Vec<f32> = crate::backend::cpu::test_rand(s, 3);
-            let check = |name: &str, kf: &dyn Fn(usize) -> f64, sc: Vec<f32>, o: Vec<f32>| {
-                for (j, &got) in sc.iter().enumerate() {
-                    let terms = (0..d).map(|e| 0.5 * q[e] as f64 * kf(j * d + e));
-                    assert_sum_close(got, terms, format!("{name} scores s{s} d{d} key {j}"));
-                }
-                for (e, &got) in o.iter().enumerate() {
-                    let terms = (0..s).map(|j| p[j] as f64 * kf(j * d + e));
-                    assert_sum_close(got, terms, format!("{name} weighted sum s{s} d{d} column {e}"));
-                }
-            };
-            let (mut sc, mut o) = (vec![f32::NAN; s], vec![f32::NAN; d]);
-            scores_wide(&q, &k32, d, 0.5, &mut sc);
-            weighted_sum_wide(&p, &k32, &mut o);
-            check("f32", &|i| k32[i] as f64, sc.clone(), o.clone());
-            scores_wide(&q, &k16, d, 0.5, &mut sc);
-            weighted_sum_wide(&p, &k16, &mut o);
-            check("f16", &|i| k16[i].to_f64(), sc, o);
+        for (s, d) in SIZES {
+            for rows in ROWS {
+                let q: Vec<f32> = test_rand(rows * d, 1).iter().map(|v| v * 2.0 - 1.0).collect();
+                let k32: Vec<f32> = test_rand(s * d, 2).iter().map(|v| v * 2.0 - 1.0).collect();
+                let k16: Vec<half::f16> = k32.iter().map(|&v| half::f16::from_f32(v)).collect();
+                let p = test_rand(rows * s, 3);
+                let stride = d + 3;
+                let qf = |i: usize| q[i] as f64;
+                let (mut sc, mut o) = (vec![f32::NAN; rows * s], vec![f32::NAN; rows * stride]);
+                scores_wide(&q, rows, &k32, d, 0.5, &mut sc);
+                weighted_sum_wide(&p, rows, &k32, d, &mut o, stride);
+                check("f32", rows, s, d, &qf, &|i| k32[i] as f64, &p, &sc, &o, stride);
+                let (mut sc, mut o) = (vec![f32::NAN; rows * s], vec![f32::NAN; rows * stride]);
+                scores_wide(&q, rows, &k16, d, 0.5, &mut sc);
+                weighted_sum_wide(&p, rows, &k16, d, &mut o, stride);
+                check("f16", rows, s, d, &qf, &|i| k16[i].to_f64(), &p, &sc, &o, stride);
+            }
         }
     }
 }

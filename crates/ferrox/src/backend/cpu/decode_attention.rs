@@ -80,23 +80,28 @@ pub(super) fn decode_attention<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
             dispatch(
                 #[inline(always)]
                 |isa| {
-                    let mut p = vec![F::ZERO; n];
+                    // Every row's scores, then their probabilities (each row's largest score and
+                    // sum of exponentials kept), then every row's weighted sum of the values.
+                    let mut p = vec![F::ZERO; rows * n];
                     let mut qbuf = Vec::new();
                     let qf = if kernels == Kernels::Bf16 { &[][..] } else { as_compute(qh, &mut qbuf) };
-                    for (r, res) in res.chunks_exact_mut(part).enumerate() {
-                        let (qt, qf) = (&qh[r * dk..(r + 1) * dk], qf.get(r * dk..(r + 1) * dk).unwrap_or(&[]));
-                        if !simd_scores(kernels, qt, qf, kt, dk, f32_of(scale), &mut p) {
-                            scores(qf, kt, dk, scale, &mut p);
+                    if !simd_scores(kernels, qh, qf, rows, kt, dk, f32_of(scale), &mut p) {
+                        for (qr, pr) in qf.chunks_exact(dk.max(1)).zip(p.chunks_exact_mut(n.max(1))) {
+                            scores(qr, kt, dk, scale, pr);
                         }
-                        masked.apply(bk, r, j0, &mut p);
-                        let (acc, stats) = res.split_at_mut(dv);
-                        let m = exponentiate(&mut p, isa);
-                        stats[0] = m;
-                        stats[1] = fold_slice(&p, F::ZERO, Acc::add, |x: F| x);
-                        if m == F::MIN {
-                            acc.iter_mut().for_each(|a| *a = F::ZERO);
-                        } else if !simd_weighted_sum(kernels, &p, vt, acc) {
-                            weighted_sum(&p, vt, acc);
+                    }
+                    for (r, res) in res.chunks_exact_mut(part).enumerate() {
+                        let pr = &mut p[r * n..(r + 1) * n];
+                        masked.apply(bk, r, j0, pr);
+                        // A row whose keys are all hidden gets zero probabilities, so zero sums.
+                        res[dv] = exponentiate(pr, isa);
+                        res[dv + 1] = fold_slice(pr, F::ZERO, Acc::add, |x: F| x);
+                    }
+                    if n == 0 {
+                        res.chunks_exact_mut(part).for_each(|r| r[..dv].iter_mut().for_each(|a| *a = F::ZERO));
+                    } else if !simd_weighted_sum(kernels, &p, rows, vt, dv, res, part) {
+                        for (pr, res) in p.chunks_exact(n).zip(res.chunks_exact_mut(part)) {
+                            weighted_sum(pr, vt, &mut res[..dv]);
                         }
                     }
                 },
@@ -250,12 +255,15 @@ impl Kernels {
     }
 }
 
-/// `out = scale · k q` through the SIMD kernels (`qt` is the query row in the keys' type, `qf`
-/// in the compute type); false, leaving `out` alone, when `kernels` is portable.
+/// The scores of `rows` query rows (`qt` in the keys' type, `qf` in the compute type) against
+/// the keys `k`, into rows of `out`, through the SIMD kernels; false, leaving `out` alone, when
+/// `kernels` is portable.
+#[allow(clippy::too_many_arguments)]
 fn simd_scores<T: 'static, F: 'static>(
     kernels: Kernels,
     qt: &[T],
     qf: &[F],
+    rows: usize,
     k: &[T],
     dk: usize,
     scale: f32,
@@ -263,13 +271,13 @@ fn simd_scores<T: 'static, F: 'static>(
 ) -> bool {
     let out = same_mut::<F, f32>(out);
     match (kernels, out) {
-        (Kernels::Bf16, Some(out)) => attention_kernels::scores(bf16_bits(qt), bf16_bits(k), dk, scale, out),
+        (Kernels::Bf16, Some(out)) => attention_kernels::scores(bf16_bits(qt), rows, bf16_bits(k), dk, scale, out),
         (Kernels::Wide, Some(out)) => {
             let q = same::<F, f32>(qf).expect("the compute type of f32 and f16 is f32");
             if let Some(k) = same::<T, f32>(k) {
-                attention_kernels::scores_wide(q, k, dk, scale, out)
+                attention_kernels::scores_wide(q, rows, k, dk, scale, out)
             } else {
-                attention_kernels::scores_wide(q, same::<T, f16>(k).expect("f32 or f16 keys"), dk, scale, out)
+                attention_kernels::scores_wide(q, rows, same::<T, f16>(k).expect("f32 or f16 keys"), dk, scale, out)
             }
         }
         _ => return false,
@@ -277,19 +285,27 @@ fn simd_scores<T: 'static, F: 'static>(
     true
 }
 
-/// `out = Σ_j p[j] · v_j` through the SIMD kernels; false, leaving `out` alone, when `kernels`
-/// is portable.
-fn simd_weighted_sum<T: 'static, F: 'static>(kernels: Kernels, p: &[F], v: &[T], out: &mut [F]) -> bool {
+/// `out[r·stride..][..dv] = Σ_j p[r·n + j] · v_j` for the `rows` rows of `p` through the SIMD
+/// kernels; false, leaving `out` alone, when `kernels` is portable.
+fn simd_weighted_sum<T: 'static, F: 'static>(
+    kernels: Kernels,
+    p: &[F],
+    rows: usize,
+    v: &[T],
+    dv: usize,
+    out: &mut [F],
+    stride: usize,
+) -> bool {
     let (p, out) = match (same::<F, f32>(p), same_mut::<F, f32>(out)) {
         (Some(p), Some(out)) if kernels != Kernels::Portable => (p, out),
         _ => return false,
     };
     if kernels == Kernels::Bf16 {
-        attention_kernels::weighted_sum(p, bf16_bits(v), out);
+        attention_kernels::weighted_sum(p, rows, bf16_bits(v), dv, out, stride);
     } else if let Some(v) = same::<T, f32>(v) {
-        attention_kernels::weighted_sum_wide(p, v, out);
+        attention_kernels::weighted_sum_wide(p, rows, v, dv, out, stride);
     } else {
-        attention_kernels::weighted_sum_wide(p, same::<T, f16>(v).expect("f32 or f16 values"), out);
+        attention_kernels::weighted_sum_wide(p, rows, same::<T, f16>(v).expect("f32 or f16 values"), dv, out, stride);
     }
     true
 }
