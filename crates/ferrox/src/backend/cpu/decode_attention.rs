@@ -59,9 +59,16 @@ pub(super) fn decode_attention<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
     let masked = ScoreMask::<F>::new::<T>(inputs, mask, [b, hq, hkv, l, s])?;
     let kernels = Kernels::for_dtype(T::DTYPE);
     let serial = heads * rows * s * (dk + dv) < SERIAL_WORK;
-    // Chunks per head: enough tasks for a few per thread, none under MIN_CHUNK keys (one
-    // when the work is too small to share).
-    let want = if serial { 1 } else { (4 * rayon::current_num_threads()).div_ceil(heads.max(1)) };
+    // Chunks per head: enough tasks for a few per thread, and a multiple of the threads in all
+    // where that takes at most threads - 1 more chunks, so that equal tasks end together; none
+    // under MIN_CHUNK keys (one when the work is too small to share).
+    let threads = rayon::current_num_threads().max(1);
+    let want = if serial {
+        1
+    } else {
+        let few = (4 * threads).div_ceil(heads.max(1));
+        (few..few + threads).find(|c| (heads * c).is_multiple_of(threads)).unwrap_or(few)
+    };
     let chunk = s.div_ceil(want).max(MIN_CHUNK).min(s.max(1));
     let chunks = s.div_ceil(chunk).max(1);
     // A task's result per query row: the weighted sum, then the largest score and the sum.
