@@ -4,6 +4,7 @@ mod attention_kernels;
 mod attention_vjp;
 mod bf16_gemm;
 mod bf16_gemv;
+mod bf16_prefill;
 mod binary;
 mod conv;
 pub(crate) mod copy;
