@@ -5,9 +5,11 @@
 //! block of its query rows (a block reads a prefix: the keys it can see).
 //!
 //! The scores come out in f32 (products of bf16 values are exact, sums f32) and take the
-//! scale, the mask and the softmax in f32; the probabilities are rounded to bf16 for the second
-//! product, as MLX's attention does when it runs as matrix products (its score and probability
-//! arrays are bf16); that product's sums stay f32 until the output is rounded.
+//! scale, the mask and the softmax in f32. The probabilities enter the product with V as two
+//! bf16 parts, `hi = bf16(p)` and `lo = bf16(p − hi)` (16 significant bits together): one
+//! product over twice the keys, V's panels read twice. Rounding p to one bf16, as
+//! FlashAttention does, moved a tiny bf16 model's greedy tokens away from mlx-lm's; the two
+//! parts cost that product an f32 product's instructions, and q kᵀ keeps its 2× gain.
 
 use half::bf16;
 use rayon::prelude::*;
@@ -52,27 +54,31 @@ pub(super) fn attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape
                 let q = bits(ops.queries(bk, r0, r0 + nr));
                 let mut scores = vec![0f32; nr * seen];
                 if seen > 0 {
-                    bf16_gemm::gemm_in_task(q, dk, nr, &keys.prefix(dk, seen), &mut scores);
+                    bf16_gemm::gemm_in_task(q, dk, nr, &keys.prefix(dk, seen, 1), &mut scores);
                 }
-                // The probabilities in bf16, rows of an even width (a zero column past an odd
-                // count of keys: the products go in pairs of keys).
+                // Each row of probabilities as its bf16 high parts then its low parts, each
+                // of an even width (a zero column past an odd count of keys: the products go
+                // in pairs of keys).
                 let width = seen + seen % 2;
-                let mut p = vec![0u16; nr * width];
+                let mut p = vec![0u16; nr * 2 * width];
                 dispatch(
                     #[inline(always)]
                     |isa| {
                         scores.iter_mut().for_each(|x| *x *= scale);
                         masked.softmax_rows(bk, r0, seen, &mut scores, isa);
-                        for (pr, sr) in p.chunks_exact_mut(width.max(1)).zip(scores.chunks_exact(seen.max(1))) {
-                            for (d, &x) in pr.iter_mut().zip(sr) {
-                                *d = bf16::from_acc(x).to_bits();
+                        for (pr, sr) in p.chunks_exact_mut((2 * width).max(1)).zip(scores.chunks_exact(seen.max(1))) {
+                            let (hi, lo) = pr.split_at_mut(width);
+                            for ((h, l), &x) in hi.iter_mut().zip(lo.iter_mut()).zip(sr) {
+                                let high = bf16::from_acc(x);
+                                *h = high.to_bits();
+                                *l = bf16::from_acc(x - high.to_acc()).to_bits();
                             }
                         }
                     },
                 );
                 let mut acc = vec![0f32; nr * dv];
                 if width > 0 {
-                    bf16_gemm::gemm_in_task(&p, width, nr, &values.prefix(width, dv), &mut acc);
+                    bf16_gemm::gemm_in_task(&p, 2 * width, nr, &values.prefix(width, dv, 2), &mut acc);
                 }
                 dispatch(
                     #[inline(always)]
@@ -126,24 +132,26 @@ impl Panels {
         Panels { data, k }
     }
 
-    /// The first `k` rows (even, at most the packed ones) and `n` columns, as a product's
-    /// right operand.
-    fn prefix(&self, k: usize, n: usize) -> Prefix<'_> {
+    /// The first `k` rows (even, at most the packed ones) and `n` columns, stacked `copies`
+    /// times along k, as a product's right operand.
+    fn prefix(&self, k: usize, n: usize, copies: usize) -> Prefix<'_> {
         debug_assert!(k.is_multiple_of(2) && k <= self.k);
-        Prefix { panels: self, k, n }
+        Prefix { panels: self, k, n, copies }
     }
 }
 
-/// A prefix of [`Panels`]: its panels' first `k` rows are themselves panels of `k` rows.
+/// A prefix of [`Panels`], stacked: a panel's first `k` rows are themselves a panel of `k`
+/// rows, and panels of k rows one after another are one panel of their rows together.
 struct Prefix<'a> {
     panels: &'a Panels,
     k: usize,
     n: usize,
+    copies: usize,
 }
 
 impl PackB for Prefix<'_> {
     fn dims(&self) -> (usize, usize) {
-        (self.k, self.n)
+        (self.copies * self.k, self.n)
     }
 
     fn group_size(&self) -> Option<usize> {
@@ -151,7 +159,9 @@ impl PackB for Prefix<'_> {
     }
 
     fn pack(&self, n0: usize, dst: &mut [u16], _scales: &mut [f32]) {
-        let panel = &self.panels.data[n0 / NR * self.panels.k * NR..];
-        dst[..self.k * NR].copy_from_slice(&panel[..self.k * NR]);
+        let panel = &self.panels.data[n0 / NR * self.panels.k * NR..][..self.k * NR];
+        for copy in dst.chunks_exact_mut(self.k * NR).take(self.copies) {
+            copy.copy_from_slice(panel);
+        }
     }
 }
