@@ -53,18 +53,6 @@ pub fn cpu_supported() -> bool {
 /// overwritten. The CPU must have AVX512-BF16 ([`cpu_supported`]).
 pub fn gemm(a: &[u16], lda: usize, m: usize, b: &impl PackB, acc: &mut [f32]) {
     let (k, n) = b.dims();
-    product(a, lda, m, b, acc, m * n * k >= 1 << 20);
-}
-
-/// [`gemm`] on the calling thread only, for products inside tasks that already share the work
-/// among threads.
-pub fn gemm_in_task(a: &[u16], lda: usize, m: usize, b: &impl PackB, acc: &mut [f32]) {
-    product(a, lda, m, b, acc, false);
-}
-
-/// [`gemm`], its column panels taken in parallel or not.
-fn product(a: &[u16], lda: usize, m: usize, b: &impl PackB, acc: &mut [f32], parallel: bool) {
-    let (k, n) = b.dims();
     assert!(cpu_supported() && k > 0 && k % 2 == 0 && acc.len() >= m * n && (m == 0 || a.len() >= (m - 1) * lda + k));
     if let Some(gs) = b.group_size() {
         assert!(gs % 2 == 0 && k % gs == 0);
@@ -84,7 +72,7 @@ fn product(a: &[u16], lda: usize, m: usize, b: &impl PackB, acc: &mut [f32], par
             x86::panel_rows(&t, m)
         }
     };
-    if parallel {
+    if m * n * k >= 1 << 20 {
         (0..panels).into_par_iter().for_each(task);
     } else {
         (0..panels).for_each(task);

@@ -13,10 +13,10 @@ use crate::error::Result;
 use crate::primitives::AttentionMask;
 use crate::shape::broadcast_strides;
 
+use super::decode_attention;
 use super::iter::{alloc_out, fold_slice, host_values, row_offsets, PAR_CHUNK, PAR_THRESHOLD};
 use super::math::exp_f32;
 use super::simd::{dispatch, inline_always, Isa};
-use super::{bf16_prefill, decode_attention};
 
 /// Float compute type with the few functions the fused kernels need.
 pub(super) trait Real: Acc {
@@ -503,7 +503,6 @@ pub fn attention(inputs: &[Array], scale: f32, mask: AttentionMask, shape: &[usi
         Dtype::F32 if decode => decode_attention::decode_attention::<f32, f32>(inputs, scale, mask, shape),
         Dtype::F16 if decode => decode_attention::decode_attention::<f16, f32>(inputs, scale, mask, shape),
         Dtype::Bf16 if decode => decode_attention::decode_attention::<bf16, f32>(inputs, scale, mask, shape),
-        Dtype::Bf16 if bf16_prefill::applies(inputs) => bf16_prefill::attention(inputs, scale, mask, shape),
         Dtype::F64 => attention_in::<f64, f64>(inputs, scale as f64, mask, shape),
         Dtype::F32 => attention_in::<f32, f32>(inputs, scale, mask, shape),
         Dtype::F16 => attention_in::<f16, f32>(inputs, scale, mask, shape),

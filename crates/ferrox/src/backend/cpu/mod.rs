@@ -4,7 +4,6 @@ mod attention_kernels;
 mod attention_vjp;
 mod bf16_gemm;
 mod bf16_gemv;
-mod bf16_prefill;
 mod binary;
 mod conv;
 pub(crate) mod copy;
