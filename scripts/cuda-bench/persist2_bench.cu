@@ -43,7 +43,7 @@
 //
 // nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/pb2 scripts/cuda-bench/persist2_bench.cu && /tmp/pb2
 // -DNWARPS=n worker warps a block (16), -DRING=n slots a warp (2; 3 at most with the lists in
-// shared memory), -DNO_SUMS replaces the sums by adding the words (how fast the chunks move with
+// shared memory, 4 with -DLIST8), -DNO_SUMS replaces the sums by adding the words (how fast the chunks move with
 // almost no arithmetic), -DNO_WEIGHTS copies no weights either (the chain of dependencies alone),
 // -DTRACE the time of each step of a product (printed). Earlier versions, each measured slower:
 // -DLIST_L1 reads the chunk lists through L1 (else they are copied into shared memory first),
@@ -51,6 +51,31 @@
 // thread takes outputs between two barriers), -DONE_D one mma accumulator chain a group pair
 // (else two), -DFENCE_SIGNAL (with -DLAST_WARP_JOIN) the signal as a fence and an atomic add.
 // scripts/cuda-bench/persist2_sweep.sh builds and runs several at once.
+// Session 27's levers, off by default (the session-26 default stays the baseline). Each built
+// and checked, each measured slower than the default with dependencies (371-374 us); POLL_X and
+// KX=1 are faster with no waits (271 / 289 against 311 us):
+// -DKDEP k-chunked dependencies: product p raises one counter per 512 outputs (x chunk c of its
+// consumer), counters[p * XCH + c], from the blocks whose octets touch that chunk; the poll warp
+// (a lane a chunk) publishes each chunk of x in shared memory as it completes (xrdy[c] = p), and
+// a worker warp of a split product waits only for the x chunk of its own chunk, loads that
+// chunk's 512 values from L2 itself into a scratch of its own (no x barrier, no shared x of the
+// whole k). Whole products (the head) keep the shared x and its barrier. -DCTR_STRIDE=n spaces
+// the chunk counters n words apart (1).
+// -DKX=n (with KDEP) where x goes: 0 (the default) each worker warp loads its chunk's x into its
+// own scratch, as above; 1 the poll warp loads each x chunk into the block's shared x as it
+// completes (four chunks a round trip), then publishes it (workers read x from shared memory, no
+// x barrier; a whole product must come last); 2 the chunk counters alone: the poll warp waits
+// for all of x's chunks, then the workers load x and meet at the barrier as before.
+// -DPOLL_X (without KDEP) the one counter a product as before, but the poll warp, once it sees
+// it, copies all of x raw into a staging buffer with cp.async (one round trip for any k), turns
+// it into the fragment order and the group sums itself, then publishes it; the workers neither
+// load x nor meet at the x barrier (a whole product must come last).
+// -DPIPE_POLL=n (without KDEP or POLL_X) the poll lane keeps four relaxed loads of the counter in
+// flight, n cycles apart, instead of one acquire load at a time.
+// -DHALF (with KDEP, KX=0) half chunks (8 features x 256 codes) for a block's split products of at
+// most NWARPS / 2 full chunks (o; q/k/v where a block has 2 octets), so each warp's sums are half.
+// -DLIST8 the chunk lists as 8-byte descriptors (shared memory for a deeper ring: RING=4 fits
+// with KDEP).
 
 #include "bench_common.cuh"
 #define T bf16
@@ -82,6 +107,52 @@ constexpr int CHUNK_K = 512;               // codes of a chunk's row: 8 groups o
 // 8 x 16 B of biases.
 constexpr int ROW_STRIDE = 288, SLOT_CODES = 8 * ROW_STRIDE, SLOT_BYTES = SLOT_CODES + 256;
 constexpr int MAX_K = 8192;
+constexpr int XCH = MAX_K / CHUNK_K;  // x chunks a product can be read in (KDEP's counters a product)
+#ifndef CTR_STRIDE
+#define CTR_STRIDE 1
+#endif
+#if defined(KDEP) && !defined(KX)
+#define KX 0
+#endif
+#if defined(KDEP) && KX == 0
+#define WX 1  // x a warp's own (KX=0)
+#else
+#define WX 0
+#endif
+#if defined(KDEP) && KX == 1
+#define PX 1  // x loaded by the poll warp chunk by chunk (KX=1)
+#else
+#define PX 0
+#endif
+#if defined(POLL_X) && defined(KDEP)
+#error POLL_X is without KDEP
+#endif
+#ifdef POLL_X
+constexpr int STAGE_BYTES = MAX_K * 2;  // raw x, for the poll warp
+#else
+constexpr int STAGE_BYTES = 0;
+#endif
+#if defined(HALF) && !WX
+#error HALF needs KDEP with KX=0
+#endif
+// KDEP, KX=0: only whole products (the head) keep x in shared memory, so its buffers hold k <=
+// XBUF_K; each worker warp has a scratch for one chunk's x (1 KiB in fragment order, 8 group sums).
+#if WX
+constexpr int XBUF_K = 2048, XW_BYTES = 1024 + 32;
+#else
+constexpr int XBUF_K = MAX_K, XW_BYTES = 0;
+#endif
+#ifdef LIST8
+typedef int2 ListEnt;  // (p | flags << 8) | kc << 16, f0 | c << 17
+inline int2 pack_ent(int4 d) { return make_int2((d.x & 0xfff) | d.z << 16, d.y | d.w << 17); }
+__device__ __forceinline__ int4 unpack_ent(int2 e) {
+  return make_int4(e.x & 0xfff, e.y & 0x1ffff, (int)((unsigned)e.x >> 16), (int)((unsigned)e.y >> 17));
+}
+#else
+typedef int4 ListEnt;
+inline int4 pack_ent(int4 d) { return d; }
+__device__ __forceinline__ int4 unpack_ent(int4 e) { return e; }
+#endif
 constexpr int PART_MAX = 1024;  // partial sums a block keeps for one split product (8 a chunk)
 // LIST_SMEM (the default): each warp's chunk list copied into shared memory at the start (at
 // most LIST_MAX chunks a warp), instead of read through L1 (-DLIST_L1).
@@ -94,9 +165,9 @@ constexpr int LIST_MAX = LIST_MAX_CHUNKS;
 constexpr int LIST_MAX = 0;
 #endif
 // The rings, x twice (fragment order, 2 B a value), x's group sums twice, the partials twice,
-// the lists.
-constexpr int SMEM = NWARPS * RING * SLOT_BYTES + 2 * MAX_K * 2 + 2 * (MAX_K / 64) * 4 + 2 * PART_MAX * 4 +
-                     NWARPS * LIST_MAX * 16;
+// the lists, the warps' x scratch (KDEP).
+constexpr int SMEM = NWARPS * RING * SLOT_BYTES + 2 * XBUF_K * 2 + 2 * (XBUF_K / 64) * 4 + 2 * PART_MAX * 4 +
+                     NWARPS * LIST_MAX * (int)sizeof(ListEnt) + NWARPS * XW_BYTES + STAGE_BYTES;
 constexpr int MAX_PROD = 72;
 
 struct Prod {
@@ -112,9 +183,10 @@ struct Prod {
 // average, then whole (octets round the warps). The host's schedule and the kernel both use it.
 struct Share {
   int oct0, octs;  // its first octet and how many
-  int kc;          // k-chunks an octet (k / 512)
+  int kc;          // k-chunks an octet (k / 512; k / 256 when half)
   int whole;       // whole octets a warp (else split)
   int workers;     // its warps with a chunk of it
+  int half;        // chunks of 256 codes (HALF)
 };
 __host__ __device__ inline Share share_of(int octs_all, int k, int b, int grid) {
   Share q;
@@ -122,6 +194,10 @@ __host__ __device__ inline Share share_of(int octs_all, int k, int b, int grid) 
   q.octs = (int)((long long)octs_all * (b + 1) / grid) - q.oct0;
   q.kc = k / CHUNK_K;
   q.whole = octs_all >= NWARPS * grid;
+  q.half = 0;
+#ifdef HALF
+  if (!q.whole && q.octs * q.kc * 2 <= NWARPS) q.half = 1, q.kc *= 2;
+#endif
   q.workers = q.whole ? (q.octs < NWARPS ? q.octs : NWARPS) : (q.octs * q.kc < NWARPS ? q.octs * q.kc : NWARPS);
   return q;
 }
@@ -129,6 +205,9 @@ __host__ __device__ inline Share share_of(int octs_all, int k, int b, int grid) 
 __device__ __forceinline__ u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(dst)), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async8(void* dst, const void* src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(smem_addr(dst)), "l"(src) : "memory");
 }
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 // Waits until at most n of this thread's commit groups are still in flight (n < 8).
@@ -147,6 +226,13 @@ __device__ __forceinline__ void cp_wait(int n) {
 __device__ __forceinline__ u32 load_acquire(const u32* p) {
   u32 v;
   asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+// PIPE_POLL's sampling load: relaxed, so several can be in flight (an acquire load holds the
+// ones after it). The x loads that follow are L2 loads (.cg) ordered after it through the flag.
+__device__ __forceinline__ u32 load_relaxed(const u32* p) {
+  u32 v;
+  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
   return v;
 }
 __device__ __forceinline__ void prefetch_l1(const void* p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
@@ -190,12 +276,27 @@ struct Chunk {
 };
 
 // Starts the copies of chunk d of product pr into `slot` (one commit group).
-__device__ __forceinline__ void issue_chunk(const Prod& pr, const int4 d, unsigned char* slot, int lane) {
+__device__ __forceinline__ void issue_chunk(const Prod& pr, const int4 d, unsigned char* slot, int lane, int half) {
 #ifdef NO_WEIGHTS
   cp_commit();
   return;
 #endif
   const u32 row_bytes = (u32)pr.k / 2, f0 = d.y, kc = d.z;
+  if (half) {  // 8 rows of 128 B (the first half of each slot row), 4 scales and biases a row
+    const unsigned char* src = (const unsigned char*)pr.w + (size_t)(f0 * row_bytes + kc * (CHUNK_K / 4));
+#pragma unroll
+    for (int m = 0; m < 2; ++m) {
+      const int i = 32 * m + lane;
+      cp_async16(slot + (i >> 3) * ROW_STRIDE + (i & 7) * 16, src + (i >> 3) * row_bytes + (i & 7) * 16);
+    }
+    if (lane < 16) {
+      const u32 r = lane & 7;
+      const bf16* sb = (lane < 8 ? pr.s : pr.b) + (size_t)((f0 + r) * ((u32)pr.k / 64) + kc * 4);
+      cp_async8(slot + SLOT_CODES + (lane >> 3) * 128 + r * 16, sb);
+    }
+    cp_commit();
+    return;
+  }
   const unsigned char* src = (const unsigned char*)pr.w + (size_t)(f0 * row_bytes + kc * (CHUNK_K / 2));
 #pragma unroll
   for (int m = 0; m < 4; ++m) {  // 128 pieces of 16 B: lanes 0-15 one row, 16-31 the next
@@ -213,6 +314,8 @@ __device__ __forceinline__ void issue_chunk(const Prod& pr, const int4 d, unsign
 // The sums of one chunk (slot) for feature lane / 4 of its octet; xf: x in fragment order from
 // the chunk's first group on; sx: x's group sums from there on. Lane (g, t) holds words 2t and
 // 2t + 1 of each group of row g (codes 16t .. 16t + 15 of the group).
+// NJ: group pairs (4 for a chunk, 2 for a half chunk).
+template <int NJ>
 __device__ __forceinline__ float chunk_sums(const unsigned char* slot, const uint4* xf, const float* sx, int lane) {
   const int g = lane >> 2, t = lane & 3;
   const uint4 sv = *(const uint4*)(slot + SLOT_CODES + g * 16);
@@ -221,7 +324,7 @@ __device__ __forceinline__ float chunk_sums(const unsigned char* slot, const uin
   const unsigned char* row = slot + g * ROW_STRIDE + 8 * t;
   float acc = 0.0f;
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
+  for (int j = 0; j < NJ; ++j) {
     const uint2 wa = *(const uint2*)(row + (2 * j) * 32), wb = *(const uint2*)(row + (2 * j + 1) * 32);
 #ifdef NO_SUMS
     acc += (float)(wa.x ^ wa.y ^ wb.x ^ wb.y) + bf_lo(sw[j]) + bf_lo(bw[j]);
@@ -273,16 +376,62 @@ __device__ __forceinline__ void x_load(const bf16* x, int k, uint4* xf, float* s
   }
 }
 
+// KDEP: one warp loads `items` (<= 32) items of x from `x` on (lane i item i) into its scratch,
+// in the order of x_load: xf[0 .. 2 items), sx[0 .. items / 4).
+// KX=1: stores item i (lo, hi: its 16 values) like x_load (all lanes take part).
+__device__ __forceinline__ void x_store(uint4 lo, uint4 hi, uint4* xf, float* sx, int i, int lane) {
+  xf[2 * i] = make_uint4(__byte_perm(lo.x, lo.z, 0x5410), __byte_perm(lo.x, lo.z, 0x7632),
+                         __byte_perm(lo.y, lo.w, 0x5410), __byte_perm(lo.y, lo.w, 0x7632));
+  xf[2 * i + 1] = make_uint4(__byte_perm(hi.x, hi.z, 0x5410), __byte_perm(hi.x, hi.z, 0x7632),
+                             __byte_perm(hi.y, hi.w, 0x5410), __byte_perm(hi.y, hi.w, 0x7632));
+  const u32 e[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+  float v = 0.0f;
+#pragma unroll
+  for (int q = 0; q < 8; ++q) v += bf_lo(e[q]) + bf_hi(e[q]);
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  v += __shfl_xor_sync(0xffffffffu, v, 2);
+  if ((lane & 3) == 0) sx[i / 4] = v;
+}
+__device__ __forceinline__ void x_piece(const bf16* x, int items, uint4* xf, float* sx, int lane) {
+  const bool on = lane < items;
+  uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
+  if (on) lo = __ldcg((const uint4*)x + 2 * lane), hi = __ldcg((const uint4*)x + 2 * lane + 1);
+  if (on) {
+    xf[2 * lane] = make_uint4(__byte_perm(lo.x, lo.z, 0x5410), __byte_perm(lo.x, lo.z, 0x7632),
+                              __byte_perm(lo.y, lo.w, 0x5410), __byte_perm(lo.y, lo.w, 0x7632));
+    xf[2 * lane + 1] = make_uint4(__byte_perm(hi.x, hi.z, 0x5410), __byte_perm(hi.x, hi.z, 0x7632),
+                                  __byte_perm(hi.y, hi.w, 0x5410), __byte_perm(hi.y, hi.w, 0x7632));
+  }
+  const u32 e[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+  float v = 0.0f;
+#pragma unroll
+  for (int q = 0; q < 8; ++q) v += bf_lo(e[q]) + bf_hi(e[q]);
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  v += __shfl_xor_sync(0xffffffffu, v, 2);
+  if (on && (lane & 3) == 0) sx[lane / 4] = v;
+}
+// The x chunks (512 outputs each, < XCH) block b's outputs of product p touch: [*c0, *c1].
+__host__ __device__ inline void touched(const Share& q, int* c0, int* c1) {
+  *c0 = q.oct0 * 8 / CHUNK_K;
+  const int e = ((q.oct0 + q.octs) * 8 - 1) / CHUNK_K;
+  *c1 = e < XCH - 1 ? e : XCH - 1;
+}
+__device__ __forceinline__ void red_release(u32* p) {
+  asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(p) : "memory");
+}
+
 // counters[p]: blocks done with product p, epoch * prods[p].blocks once run `epoch` has done it
 // (they are never reset: each run raises them by one round). Worker warp w of block b sums the
 // chunks list[starts[b * NWARPS + w] .. starts[b * NWARPS + w + 1]) in order.
 __global__ void __launch_bounds__(THREADS, 1)
-    persistent(const Prod* __restrict__ prods, int nprod, const int4* __restrict__ list,
-               const int* __restrict__ starts, u32* counters, u32 epoch) {
+    persistent(const Prod* __restrict__ prods, int nprod, const ListEnt* __restrict__ list,
+               const int* __restrict__ starts, u32* counters, u32 epoch, const u32* __restrict__ needs) {
   extern __shared__ __align__(128) unsigned char smem[];
-  uint4* xbuf = (uint4*)(smem + NWARPS * RING * SLOT_BYTES);  // 2 x MAX_K * 2 B
-  float* sxbuf = (float*)(smem + NWARPS * RING * SLOT_BYTES + 2 * MAX_K * 2);
-  float* parts = sxbuf + 2 * (MAX_K / 64);
+  uint4* xbuf = (uint4*)(smem + NWARPS * RING * SLOT_BYTES);  // 2 x XBUF_K * 2 B
+  float* sxbuf = (float*)(smem + NWARPS * RING * SLOT_BYTES + 2 * XBUF_K * 2);
+  float* parts = sxbuf + 2 * (XBUF_K / 64);
+  __shared__ int xrdy[XCH];  // KDEP: the last product whose x chunk c is complete in global memory
+  __shared__ int wdone;      // KX=1: the last product whose sums the workers are all past
   __shared__ Prod pr_s[MAX_PROD];
   __shared__ Share sh_s[MAX_PROD];
   __shared__ int xseen;     // the last product whose x is complete in global memory
@@ -294,17 +443,140 @@ __global__ void __launch_bounds__(THREADS, 1)
     sh_s[p] = share_of(pr.n / 8, pr.k, b, grid);
   }
   if (tid == 0) xseen = -1, bdone[0] = bdone[1] = 0;
+  if (tid < XCH) xrdy[tid] = -1;
+  if (tid == 0) wdone = -1;
   __syncthreads();
 
   if (warp == NWARPS) {  // the poll warp: one lane waits for each product's x in turn
+#ifdef POLL_X
+    unsigned char* stage = (unsigned char*)((ListEnt*)(parts + 2 * PART_MAX) + NWARPS * LIST_MAX) + NWARPS * XW_BYTES;
+    for (int p = 0; p < nprod; ++p) {
+      if (sh_s[p].octs == 0) continue;
+      const Prod& pr = pr_s[p];
+      if (lane == 0 && pr.dep >= 0) {
+        const u32 need = epoch * (u32)pr_s[pr.dep].blocks;
+        while (load_acquire(counters + pr.dep) < need) {
+        }
+      }
+      __syncwarp();
+      if (lane == 0) stamp(p, 0);
+      const int items = pr.k / 16;  // 32 B each
+      for (int i = lane; i < 2 * items; i += 32) cp_async16(stage + 16 * i, (const uint4*)pr.x + i);
+      cp_commit();
+      // Buffer p & 1 is free once the workers are past the sums of p - 2.
+      if (p >= 2)
+        while (*(volatile int*)&wdone < p - 2) {
+        }
+      uint4* xf = xbuf + (p & 1) * (XBUF_K / 8);
+      float* sx = sxbuf + (p & 1) * (XBUF_K / 64);
+      cp_wait(0);
+      __syncwarp();
+      for (int i = lane; i < items; i += 32)
+        x_store(((const uint4*)stage)[2 * i], ((const uint4*)stage)[2 * i + 1], xf, sx, i, lane);
+      __syncwarp();
+      if (lane == 0) {
+        __threadfence_block();
+        *(volatile int*)&xseen = p;
+      }
+    }
+    return;
+#endif
+#ifdef KDEP
+    // Lane c waits for x chunk c of each product in turn and publishes it as it comes; xseen
+    // once all have (for whole products).
+    for (int p = 0; p < nprod; ++p) {
+      if (sh_s[p].octs == 0) continue;
+      const Prod& pr = pr_s[p];
+      bool done = lane >= pr.k / CHUNK_K;
+      u32 need = 0;
+      const u32* ctr = counters;
+      if (!done && pr.dep >= 0) need = epoch * needs[pr.dep * XCH + lane], ctr = counters + (pr.dep * XCH + lane) * CTR_STRIDE;
+#if PX
+      // Buffer p & 1 is free once the workers are past the sums of p - 2.
+      if (p >= 2)
+        while (*(volatile int*)&wdone < p - 2) {
+        }
+      uint4* xf = xbuf + (p & 1) * (XBUF_K / 8);
+      float* sx = sxbuf + (p & 1) * (XBUF_K / 64);
+#endif
+      for (;;) {
+        bool now = false;
+        if (!done && (need == 0 || load_acquire(ctr) >= need)) {
+          done = true, now = true;
+#if !PX
+          __threadfence_block();
+          *(volatile int*)&xrdy[lane] = p;
+#endif
+        }
+#if PX
+        // The chunks just seen: the warp loads them, up to four a round trip, then publishes them.
+        u32 fresh = __ballot_sync(0xffffffffu, now);
+        while (fresh) {
+          int cs[4], m = 0;
+          u32 bm = 0;
+#pragma unroll
+          for (int r = 0; r < 4; ++r)
+            if (fresh) cs[r] = __ffs(fresh) - 1, bm |= fresh & (0u - fresh), fresh &= fresh - 1, m = r + 1;
+          uint4 lo[4], hi[4];
+#pragma unroll
+          for (int r = 0; r < 4; ++r)
+            if (r < m) {
+              const uint4* src = (const uint4*)pr.x + 2 * (cs[r] * 32 + lane);
+              lo[r] = __ldcg(src), hi[r] = __ldcg(src + 1);
+            }
+#pragma unroll
+          for (int r = 0; r < 4; ++r)
+            if (r < m) x_store(lo[r], hi[r], xf, sx, cs[r] * 32 + lane, lane);
+          __syncwarp();
+          if ((bm >> lane) & 1) {
+            __threadfence_block();
+            *(volatile int*)&xrdy[lane] = p;
+          }
+        }
+#endif
+        if (__all_sync(0xffffffffu, done)) break;
+      }
+      if (lane == 0) {
+        stamp(p, 0);
+        __threadfence_block();
+        *(volatile int*)&xseen = p;
+      }
+      __syncwarp();
+    }
+    return;
+#endif
     if (lane == 0)
       for (int p = 0; p < nprod; ++p) {
         if (sh_s[p].octs == 0) continue;
         const Prod& pr = pr_s[p];
         if (pr.dep >= 0) {
           const u32 need = epoch * (u32)pr_s[pr.dep].blocks;
+#ifdef PIPE_POLL
+          // Four relaxed loads in flight, PIPE_POLL cycles apart (each reissued as soon as it is
+          // back), so the count is sampled about four times a round trip instead of once.
+          const u32* c = counters + pr.dep;
+          u32 v[4];
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            v[r] = load_relaxed(c);
+            const long long t0 = clock64();
+            while (clock64() - t0 < PIPE_POLL) {
+            }
+          }
+          for (bool seen = false; !seen;) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r)
+              if (!seen) {
+                if (v[r] >= need)
+                  seen = true;
+                else
+                  v[r] = load_relaxed(c);
+              }
+          }
+#else
           while (load_acquire(counters + pr.dep) < need) {
           }
+#endif
         }
         stamp(p, 0);
         // Release at block scope: the workers' loads of x come after they see xseen.
@@ -318,13 +590,22 @@ __global__ void __launch_bounds__(THREADS, 1)
   unsigned char* ring = smem + warp * RING * SLOT_BYTES;
   const int count = starts[b * NWARPS + warp + 1] - starts[b * NWARPS + warp];
 #ifdef LIST_SMEM
-  int4* mine = (int4*)(parts + 2 * PART_MAX) + warp * LIST_MAX;
+  ListEnt* mine = (ListEnt*)(parts + 2 * PART_MAX) + warp * LIST_MAX;
   for (int j = lane; j < count; j += 32) mine[j] = list[starts[b * NWARPS + warp] + j];
   __syncwarp();
-#define LIST_LOAD(j) mine[j]
+#define LIST_LOAD(j) unpack_ent(mine[j])
 #else
-  const int4* mine = list + starts[b * NWARPS + warp];
-#define LIST_LOAD(j) __ldg(mine + (j))
+  const ListEnt* mine = list + starts[b * NWARPS + warp];
+#define LIST_LOAD(j) unpack_ent(__ldg(mine + (j)))
+#endif
+#ifdef KDEP
+  uint4* xw = (uint4*)((unsigned char*)((ListEnt*)(parts + 2 * PART_MAX) + NWARPS * LIST_MAX) + warp * XW_BYTES);
+  float* sxw = (float*)(xw + 64);
+#endif
+#ifdef HALF
+#define HALF_OF(p) sh_s[p].half
+#else
+#define HALF_OF(p) 0
 #endif
   int i = 0, issued = 0;  // the next chunk to sum, to copy
   float whole_acc = 0.0f;
@@ -336,7 +617,7 @@ __global__ void __launch_bounds__(THREADS, 1)
       if ((issued & 7) == 0) prefetch_l1(mine + issued + 16);
 #endif
       const int4 d = LIST_LOAD(issued);
-      issue_chunk(pr_s[d.x & 255], d, ring + (issued % RING) * SLOT_BYTES, lane);
+      issue_chunk(pr_s[d.x & 255], d, ring + (issued % RING) * SLOT_BYTES, lane, HALF_OF(d.x & 255));
     }
   };
 #ifndef LIST_SMEM
@@ -346,15 +627,30 @@ __global__ void __launch_bounds__(THREADS, 1)
     const Share& q = sh_s[p];
     if (q.octs == 0) continue;
     fill();  // before any wait for x
+    uint4* xf = xbuf + (p & 1) * (XBUF_K / 8);
+    float* sx = sxbuf + (p & 1) * (XBUF_K / 64);
+#if WX || PX
+    int xk = -1;  // the piece of x in this warp's scratch (KX=0) / last seen ready (KX=1)
+    bool xs = false;
+    if (q.whole) {
+#endif
+#if PX || defined(POLL_X)
+    // x is in buffer p & 1 once the poll warp has published all of it.
+    while (*(volatile int*)&xseen < p) {
+    }
+    __threadfence_block();
+#else
     // x into buffer p & 1 (its readers of product p - 2 are past the barrier of p - 1).
     while (*(volatile int*)&xseen < p) {
     }
     __threadfence_block();
-    uint4* xf = xbuf + (p & 1) * (MAX_K / 8);
-    float* sx = sxbuf + (p & 1) * (MAX_K / 64);
     x_load(pr_s[p].x, pr_s[p].k, xf, sx, tid);
     asm volatile("bar.sync 1, %0;" ::"r"(NWARPS * 32) : "memory");
+#endif
     if (tid == 0) stamp(p, 1);
+#if WX || PX
+    }
+#endif
     bool had = false;
     for (; i < count; ++i) {
       const int4 d = LIST_LOAD(i);
@@ -362,10 +658,40 @@ __global__ void __launch_bounds__(THREADS, 1)
       had = true;
       fill();
       const int flags = d.x >> 8, kc = d.z;
+#if PX
+      if (!q.whole && kc != xk) {  // wait for this chunk's 512 values of x alone
+        while (*(volatile int*)&xrdy[kc] < p) {
+        }
+        __threadfence_block();
+        xk = kc;
+        if (tid == 0 && !xs) stamp(p, 1), xs = true;
+      }
+#endif
+#if WX
+      if (!q.whole && kc != xk) {  // this chunk's x: wait for its 512 values alone, then load them
+        const int xc = q.half ? kc >> 1 : kc;
+        while (*(volatile int*)&xrdy[xc] < p) {
+        }
+        __threadfence_block();
+        x_piece(pr_s[p].x + kc * (q.half ? CHUNK_K / 2 : CHUNK_K), q.half ? 16 : 32, xw, sxw, lane);
+        __syncwarp();
+        xk = kc;
+        if (tid == 0 && !xs) stamp(p, 1), xs = true;
+      }
+#endif
       cp_wait(issued - i - 1);
       __syncwarp();
-      const float acc = chunk_sums(ring + (i % RING) * SLOT_BYTES, xf + kc * (CHUNK_K / 16) * 2,
-                                   sx + kc * (CHUNK_K / 64), lane);
+      float acc;
+#if WX
+      if (!q.whole) {
+        if (q.half)
+          acc = chunk_sums<2>(ring + (i % RING) * SLOT_BYTES, xw, sxw, lane);
+        else
+          acc = chunk_sums<4>(ring + (i % RING) * SLOT_BYTES, xw, sxw, lane);
+      } else
+#endif
+        acc = chunk_sums<4>(ring + (i % RING) * SLOT_BYTES, xf + kc * (CHUNK_K / 16) * 2, sx + kc * (CHUNK_K / 64),
+                            lane);
       const int g = lane >> 2;
       if (flags & WHOLE) {
         whole_acc = kc == 0 ? acc : whole_acc + acc;
@@ -378,6 +704,12 @@ __global__ void __launch_bounds__(THREADS, 1)
 #ifdef PJOIN
     if (!q.whole) {  // every worker: the partials written, then one output a thread, then the signal
       asm volatile("bar.sync 2, %0;" ::"r"(NWARPS * 32) : "memory");
+#if WX || PX
+      if (tid == 0 && !xs) stamp(p, 1);
+#endif
+#if PX || defined(POLL_X)
+      if (tid == 0) *(volatile int*)&wdone = p;  // every worker is past its sums of p
+#endif
       if (tid == 0) stamp(p, 2);
       const float* pp = parts + (p & 1) * PART_MAX;
       for (int f = tid; f < q.octs * 8; f += NWARPS * 32) {
@@ -393,10 +725,19 @@ __global__ void __launch_bounds__(THREADS, 1)
         pr_s[p].y[q.oct0 * 8 + f] = from_acc<bf16>(v);
       }
       asm volatile("bar.sync 2, %0;" ::"r"(NWARPS * 32) : "memory");
+#ifdef KDEP
+      {  // one thread a touched x chunk
+        int c0, c1;
+        touched(q, &c0, &c1);
+        if (tid <= c1 - c0) red_release(counters + (p * XCH + c0 + tid) * CTR_STRIDE);
+        if (tid == 0) stamp(p, 3);
+      }
+#else
       if (tid == 0) {
         asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counters + p) : "memory");
         stamp(p, 3);
       }
+#endif
       continue;
     }
 #endif
@@ -424,7 +765,11 @@ __global__ void __launch_bounds__(THREADS, 1)
     __syncwarp();
     if (lane == 0) {
       bdone[p & 1] = 0;
-#ifdef FENCE_SIGNAL
+#if defined(KDEP)
+      int c0, c1;
+      touched(q, &c0, &c1);
+      for (int c = c0; c <= c1; ++c) red_release(counters + (p * XCH + c) * CTR_STRIDE);
+#elif defined(FENCE_SIGNAL)
       __threadfence();
       atomicAdd(counters + p, 1u);
 #else
@@ -513,11 +858,47 @@ int main() {
     }
   }
   starts.push_back((int)list.size());
-  int4* dlist;
+  std::vector<ListEnt> plist;
+  bool fits8 = true;
+  for (const int4& d : list) {
+    plist.push_back(pack_ent(d));
+    fits8 = fits8 && (d.x & 0xfff) == d.x && d.y < (1 << 17) && d.z < (1 << 15) && d.w < (1 << 15);
+  }
+  // KDEP: needs[p * XCH + c]: the blocks whose outputs of p touch x chunk c (what its counter
+  // reaches a run); whole products must fit the shared x buffers.
+  std::vector<u32> needs(nprod * XCH, 0);
+  bool kdep_ok = true;
+  for (int p = 0; p < nprod; ++p) {
+    for (int b = 0; b < grid; ++b) {
+      const Share q = share_of(seq[p].n / 8, seq[p].k, b, grid);
+      if (q.octs == 0) continue;
+      int c0, c1;
+      touched(q, &c0, &c1);
+      for (int c = c0; c <= c1; ++c) ++needs[p * XCH + c];
+      if (q.whole && seq[p].k > XBUF_K) kdep_ok = false;
+#if PX || defined(POLL_X)
+      if (q.octs == 0 || (q.whole && p != nprod - 1)) kdep_ok = false;  // wdone's rule needs both
+#endif
+    }
+    if (p > 0)
+      for (int c = 0; c < seq[p].k / CHUNK_K; ++c) kdep_ok = kdep_ok && needs[(p - 1) * XCH + c] > 0;
+  }
+#ifndef LIST8
+  fits8 = true;
+#endif
+  if (!fits8 || !kdep_ok) {
+    fprintf(stderr, "a descriptor does not fit 8 bytes (%d), or KDEP's chunks / x buffers do not fit (%d)\n", fits8,
+            kdep_ok);
+    return 1;
+  }
+  u32* dneeds;
+  CK(cudaMalloc(&dneeds, needs.size() * 4));
+  CK(cudaMemcpy(dneeds, needs.data(), needs.size() * 4, cudaMemcpyHostToDevice));
+  ListEnt* dlist;
   int* dstarts;
-  CK(cudaMalloc(&dlist, list.size() * sizeof(int4)));
+  CK(cudaMalloc(&dlist, plist.size() * sizeof(ListEnt)));
   CK(cudaMalloc(&dstarts, starts.size() * sizeof(int)));
-  CK(cudaMemcpy(dlist, list.data(), list.size() * sizeof(int4), cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dlist, plist.data(), plist.size() * sizeof(ListEnt), cudaMemcpyHostToDevice));
   CK(cudaMemcpy(dstarts, starts.data(), starts.size() * sizeof(int), cudaMemcpyHostToDevice));
   int longest = 0;
   for (size_t j = 0; j + 1 < starts.size(); ++j) longest = std::max(longest, starts[j + 1] - starts[j]);
@@ -530,7 +911,8 @@ int main() {
   CK(cudaMalloc(&dprods, prods.size() * sizeof(Prod)));
   CK(cudaMemcpy(dprods, prods.data(), prods.size() * sizeof(Prod), cudaMemcpyHostToDevice));
   u32* counters;
-  CK(cudaMalloc(&counters, nprod * 4));
+  const size_t ncounters = (size_t)nprod * XCH * CTR_STRIDE;
+  CK(cudaMalloc(&counters, ncounters * 4));
 #ifdef TRACE
   unsigned long long* tbuf;
   const size_t tn = (size_t)nprod * grid * 4;
@@ -538,7 +920,7 @@ int main() {
   CK(cudaMemset(tbuf, 0, tn * 8));
   CK(cudaMemcpyToSymbol(trace_buf, &tbuf, sizeof(tbuf)));
 #endif
-  CK(cudaMemset(counters, 0, nprod * 4));
+  CK(cudaMemset(counters, 0, ncounters * 4));
   cudaStream_t s;
   CK(cudaStreamCreate(&s));
   CK(cudaDeviceSynchronize());
@@ -577,7 +959,7 @@ int main() {
   CK(cudaFuncSetAttribute(persistent, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
   int np = nprod;
   u32 epoch = 0;
-  void* args[] = {&dprods, &np, &dlist, &dstarts, &counters, &epoch};
+  void* args[] = {&dprods, &np, &dlist, &dstarts, &counters, &epoch, &dneeds};
   auto run = [&] {
     ++epoch;  // read by the launch call (the arguments are copied then)
     CK(cudaLaunchCooperativeKernel((void*)persistent, dim3(grid), dim3(THREADS), args, SMEM, s));
@@ -697,7 +1079,35 @@ int main() {
   CK(cudaFuncSetAttribute(empty_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
   printf("empty cooperative launch:  %8.1f us\n", time_runs(empty, 30, &best));
   CK(cudaGetLastError());
-  printf("RESULT warps=%d ring=%d%s%s%s%s%s deps=%.1f free=%.1f launches=%.1f check=%s\n", NWARPS, RING,
+  const char* tags = ""
+#ifdef KDEP
+                     " kdep"
+#endif
+#if defined(KDEP) && KX == 1
+                     " kx1"
+#elif defined(KDEP) && KX == 2
+                     " kx2"
+#endif
+#ifdef POLL_X
+                     " poll_x"
+#endif
+#ifdef PIPE_POLL
+                     " pipe_poll"
+#endif
+#ifdef HALF
+                     " half"
+#endif
+#ifdef LIST8
+                     " list8"
+#endif
+#if CTR_STRIDE != 1
+                     " ctr_stride"
+#endif
+#ifdef TRACE
+                     " trace"
+#endif
+      ;
+  printf("RESULT warps=%d ring=%d%s%s%s%s%s%s deps=%.1f free=%.1f launches=%.1f check=%s\n", NWARPS, RING, tags,
 #ifdef NO_SUMS
 #ifdef NO_WEIGHTS
          " noweights",
