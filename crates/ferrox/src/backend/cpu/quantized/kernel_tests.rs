@@ -265,9 +265,10 @@ fn affine_reference(w: Affine, x: &[f32], m: usize, o: usize, term: impl Fn(f64,
     (want, mag)
 }
 
-/// The integer (AVX2) 4- and 8-bit decode kernel against float64 products: every group size,
-/// output counts with tails, 1–4 rows of x, groups of zeros; its error is bounded by the
-/// rounding of x to a step of max|x_g| / 32767 per group, plus f32 summation.
+/// The integer 4- and 8-bit decode kernel, on each path this CPU has (AVX2, AVX-512 VNNI),
+/// against float64 products: every group size, output counts with tails, 1–4 rows of x,
+/// groups of zeros; its error is bounded by the rounding of x to a step of max|x_g| / 32767
+/// per group, plus f32 summation.
 #[test]
 fn integer_decode_kernel_matches_a_float64_reference() {
     if crate::backend::cpu::simd::best_isa() == crate::backend::cpu::simd::Isa::Baseline {
@@ -287,7 +288,9 @@ fn integer_decode_kernel_matches_a_float64_reference() {
                 assert!(super::qmv_i16::applies(&v));
                 let affine = w.reference();
                 let (codes, scales) = (&w.codes, &w.scales);
-                for r in 1..=4 {
+                for (path, r) in
+                    super::qmv_i16::Path::available(&v).into_iter().flat_map(|p| (1..=4).map(move |r| (p, r)))
+                {
                     // Values over several magnitudes, and the first group of row 0 all zeros.
                     let mut x: Vec<f32> = rand(r * k, 34 + r as u64)
                         .iter()
@@ -296,7 +299,7 @@ fn integer_decode_kernel_matches_a_float64_reference() {
                         .collect();
                     x[..gs].fill(0.0);
                     let mut y = vec![f32::NAN; r * n];
-                    super::qmv_i16::qmv_i16(&x, r, &v, &mut y);
+                    super::qmv_i16::qmv_i16_on(path, &x, r, &v, &mut y);
                     for (i, &got) in y.iter().enumerate() {
                         let (m, o) = (i / n, i % n);
                         let (want, mag) = affine_reference(affine, &x, m, o, |c, s, b| c * s.abs() + b.abs());
@@ -313,7 +316,7 @@ fn integer_decode_kernel_matches_a_float64_reference() {
                         let tol = 1e-6 * mag + 1.01 * rounding;
                         assert!(
                             (got as f64 - want).abs() <= tol,
-                            "{bits}b g{gs} n{n} k{k} r{r} [{i}]: {got} vs {want} (tolerance {tol})"
+                            "{path:?} {bits}b g{gs} n{n} k{k} r{r} [{i}]: {got} vs {want} (tolerance {tol})"
                         );
                     }
                 }

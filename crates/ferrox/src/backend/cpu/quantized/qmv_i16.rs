@@ -1,18 +1,23 @@
-//! The affine 4- and 8-bit decode kernel on AVX2 integer dot products, for CPUs without
+//! The affine 4- and 8-bit decode kernel on integer dot products, for CPUs without
 //! AVX512-BF16 (the bf16 kernel, [`super::qmv_bf16`], is exact where it applies).
 //!
 //! Each group of x is held as 16-bit integers on a step of its own (`dx_g = max|x_g| / 32767`,
-//! rounded to nearest), and the codes are widened to 16 bits, so `vpmaddwd` multiplies 16 pairs
-//! and sums them into 8 exact 32-bit lanes: no code is ever converted to a float. A group's
+//! rounded to nearest), and the codes are widened to 16 bits, so `vpmaddwd` multiplies pairs
+//! and sums them into exact 32-bit lanes: no code is ever converted to a float. A group's
 //! integer sum becomes a float once, times `s_g · dx_g`; the bias term comes through x's group
 //! sums (of the float values): `y = Σ_g s_g·dx_g·(q_g·x̂_g) + b_g·Σx_g`. The rounding of x moves
 //! each element by at most `dx_g / 2`, about 1.5e-5 of its group's largest magnitude, far
 //! below the bf16 rounding of the activations themselves.
 //!
-//! 4-bit rows: the low nibbles of 16 packed bytes are the even elements of a 32-element block
-//! and the high nibbles the odd ones; each half is masked in a 128-bit register and widened to
-//! 16 words, and x is reordered per block to meet them (even elements, then odd). 8-bit rows:
-//! 16 bytes widen to 16 codes in order.
+//! Two widths, one layout idea. A block of x is `2·L` elements for `L` 16-bit lanes; 4-bit
+//! codes of a block are `L` bytes, whose low nibbles are the block's even elements and high
+//! nibbles its odd ones, so x is reordered per block to meet them (even elements, then odd).
+//! - AVX2 (`L` = 16): 16 packed bytes are masked into their two nibbles in a 128-bit register
+//!   and each half widened to 16 words; 8-bit rows widen 16 bytes to 16 codes in order.
+//! - AVX-512 with VNNI (`L` = 32, groups of 64 or 128): 32 packed bytes widen to 32 words on
+//!   the load (`vpmovzxbw`); a word's low nibble is `w & 15` and its high one `w >> 4`, and
+//!   `vpdpwssd` multiplies and accumulates in one instruction — five instructions per 64
+//!   weights where AVX2 takes about eighteen. 8-bit rows widen 32 bytes in order.
 //!
 //! Per pass a few weight rows share each load of x; the rows' scales times x's steps and their
 //! bias terms are computed for the pass before its group loop, so that loop only multiplies,
@@ -24,8 +29,48 @@ use super::view::{for_decode_ranges, DecodeTask, Kind, View};
 use crate::backend::cpu::simd::{best_isa, Isa};
 use crate::primitives::QuantMode;
 
-/// Elements of a block: one 16-byte load of 4-bit codes, two of 8-bit ones.
-const BLOCK: usize = 32;
+/// The instruction sets the kernel has a path for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// AVX2 and FMA: blocks of 32 elements.
+    Avx2,
+    /// AVX-512 BW with VNNI: blocks of 64 elements (groups of 64 or 128).
+    Avx512Vnni,
+}
+
+impl Path {
+    /// Elements of x a block covers (one pass of codes through the 16-bit lanes).
+    fn block(self) -> usize {
+        match self {
+            Path::Avx2 => 32,
+            Path::Avx512Vnni => 64,
+        }
+    }
+
+    /// Whether this CPU has AVX-512 with VNNI and `v`'s groups are whole blocks of 64.
+    fn avx512_vnni_runs(v: &View) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if best_isa() == Isa::Avx512 && is_x86_feature_detected!("avx512vnni") {
+            return v.group_size.is_multiple_of(64);
+        }
+        false
+    }
+
+    /// The fastest path this CPU runs for `v` (which [`applies`]).
+    pub fn best(v: &View) -> Path {
+        if Path::avx512_vnni_runs(v) {
+            Path::Avx512Vnni
+        } else {
+            Path::Avx2
+        }
+    }
+
+    /// Every path this CPU runs for `v` (which [`applies`]), fastest first.
+    pub fn available(v: &View) -> Vec<Path> {
+        let wide = Path::avx512_vnni_runs(v).then_some(Path::Avx512Vnni);
+        wide.into_iter().chain((best_isa() != Isa::Baseline).then_some(Path::Avx2)).collect()
+    }
+}
 
 /// Whether the kernel computes products with `v` (affine 4- or 8-bit with biases) on this CPU.
 pub fn applies(v: &View) -> bool {
@@ -49,8 +94,9 @@ struct Prepared {
     padded: usize,
 }
 
-/// Rounds the groups of `x` ([r, cols]) to integers (see the module docs).
-fn prepare(x: &[f32], r: usize, v: &View) -> Prepared {
+/// Rounds the groups of `x` ([r, cols]) to integers, in blocks of `block` elements (see the
+/// module docs).
+fn prepare(x: &[f32], r: usize, v: &View, block: usize) -> Prepared {
     let (cols, gs, groups) = (v.cols, v.group_size, v.groups());
     let padded = groups.next_multiple_of(8);
     let mut p = Prepared { x: vec![0; r * cols], dx: vec![0.0; r * padded], xsum: vec![0.0; r * padded], padded };
@@ -70,11 +116,11 @@ fn prepare(x: &[f32], r: usize, v: &View) -> Prepared {
             // Adding and taking away 1.5·2²³ rounds |v| ≤ 32767 to the nearest integer (ties
             // to even) in vector registers, where `round_ties_even` would call libm.
             let round = |val: f32| ((val * inv + 12_582_912.0) - 12_582_912.0) as i16;
-            for (d, s) in dst.chunks_exact_mut(BLOCK).zip(src.chunks_exact(BLOCK)) {
+            for (d, s) in dst.chunks_exact_mut(block).zip(src.chunks_exact(block)) {
                 if v.kind == Kind::Nibbles {
-                    for e in 0..BLOCK / 2 {
+                    for e in 0..block / 2 {
                         d[e] = round(s[2 * e]);
-                        d[BLOCK / 2 + e] = round(s[2 * e + 1]);
+                        d[block / 2 + e] = round(s[2 * e + 1]);
                     }
                 } else {
                     for (o, &val) in d.iter_mut().zip(s) {
@@ -90,13 +136,21 @@ fn prepare(x: &[f32], r: usize, v: &View) -> Prepared {
 /// `y = x @ Wᵀ` for the `r` (1 to [`QMV_MAX_ROWS`]) rows of `x` ([r, cols] f32), `y` [r, rows]; `v` must be
 /// one the kernel [`applies`] to.
 pub fn qmv_i16(x: &[f32], r: usize, v: &View, y: &mut [f32]) {
-    debug_assert!(applies(v) && (1..=QMV_MAX_ROWS).contains(&r));
-    let prep = prepare(x, r, v);
+    qmv_i16_on(Path::best(v), x, r, v, y)
+}
+
+/// [`qmv_i16`] on `path`, one of [`Path::available`] for `v`.
+pub fn qmv_i16_on(path: Path, x: &[f32], r: usize, v: &View, y: &mut [f32]) {
+    debug_assert!(applies(v) && (1..=QMV_MAX_ROWS).contains(&r) && Path::available(v).contains(&path));
+    let prep = prepare(x, r, v, path.block());
     for_decode_ranges(v, &prep, r, y, |t, j0, j1| {
-        // SAFETY: `applies` checked that the CPU has AVX2 and FMA.
+        // SAFETY: `Path::available` checked that the CPU has the path's features.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            x86::run(t, j0, j1)
+            match path {
+                Path::Avx2 => x86::run(t, j0, j1),
+                Path::Avx512Vnni => x86::run512(t, j0, j1),
+            }
         }
     });
 }
@@ -108,11 +162,16 @@ type Task<'a> = DecodeTask<'a, Prepared>;
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Task, BLOCK};
+    use super::Task;
     use crate::backend::cpu::quantized::view::Kind;
     use crate::backend::cpu::simd::{hsum_avx2, prefetch_ahead};
 
-    /// Output features `j0..j1` of every row of x.
+    /// Elements of an AVX2 block: one 16-byte load of 4-bit codes, two of 8-bit ones.
+    const BLOCK: usize = 32;
+    /// Elements of an AVX-512 block: one 32-byte load of 4-bit codes, two of 8-bit ones.
+    const BLOCK512: usize = 64;
+
+    /// Output features `j0..j1` of every row of x, with AVX2.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn run(t: &Task, j0: usize, j1: usize) {
         match t.v.group_size {
@@ -122,24 +181,45 @@ mod x86 {
         }
     }
 
+    /// Output features `j0..j1` of every row of x, with AVX-512 and VNNI (groups of 64 or 128).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+    pub unsafe fn run512(t: &Task, j0: usize, j1: usize) {
+        match t.v.group_size {
+            64 => with_blocks512::<1>(t, j0, j1),
+            _ => with_blocks512::<2>(t, j0, j1),
+        }
+    }
+
+    /// Weight rows a pass for `R` rows of x: one for one row of x, so a thread's loads are
+    /// one sequential stream (a 135M step's 8-bit products 15-25 % faster than two rows a pass
+    /// on Zen 4, docs/PERF.md session 24); two rows of x share each weight load between two
+    /// weight rows; more rows of x leave no registers for a second.
+    macro_rules! by_rows {
+        ($rows:ident, $t:expr, $j0:expr, $j1:expr, $b:ident) => {{
+            let nibbles = $t.v.kind == Kind::Nibbles;
+            match ($t.r, nibbles) {
+                (1, true) => $rows::<1, 1, $b, true>($t, $j0, $j1),
+                (2, true) => $rows::<2, 2, $b, true>($t, $j0, $j1),
+                (3, true) => $rows::<3, 1, $b, true>($t, $j0, $j1),
+                (_, true) => $rows::<4, 1, $b, true>($t, $j0, $j1),
+                (1, false) => $rows::<1, 1, $b, false>($t, $j0, $j1),
+                (2, false) => $rows::<2, 2, $b, false>($t, $j0, $j1),
+                (3, false) => $rows::<3, 1, $b, false>($t, $j0, $j1),
+                (_, false) => $rows::<4, 1, $b, false>($t, $j0, $j1),
+            }
+        }};
+    }
+
     /// [`run`] with `B` blocks a group (a constant, so the group's loop unrolls).
     #[inline(always)]
     unsafe fn with_blocks<const B: usize>(t: &Task, j0: usize, j1: usize) {
-        let nibbles = t.v.kind == Kind::Nibbles;
-        // Weight rows a pass: one for one row of x, so a thread's loads are one sequential
-        // stream (a 135M step's 8-bit products 15-25 % faster than two rows a pass on Zen 4,
-        // docs/PERF.md session 24); two rows of x share each weight load between two weight
-        // rows; more rows of x leave no registers for a second.
-        match (t.r, nibbles) {
-            (1, true) => rows::<1, 1, B, true>(t, j0, j1),
-            (2, true) => rows::<2, 2, B, true>(t, j0, j1),
-            (3, true) => rows::<3, 1, B, true>(t, j0, j1),
-            (_, true) => rows::<4, 1, B, true>(t, j0, j1),
-            (1, false) => rows::<1, 1, B, false>(t, j0, j1),
-            (2, false) => rows::<2, 2, B, false>(t, j0, j1),
-            (3, false) => rows::<3, 1, B, false>(t, j0, j1),
-            (_, false) => rows::<4, 1, B, false>(t, j0, j1),
-        }
+        by_rows!(rows, t, j0, j1, B)
+    }
+
+    /// [`run512`] with `B` blocks a group.
+    #[inline(always)]
+    unsafe fn with_blocks512<const B: usize>(t: &Task, j0: usize, j1: usize) {
+        by_rows!(rows512, t, j0, j1, B)
     }
 
     /// Scratch of one range: for each weight row of a pass, its scales and biases
@@ -151,10 +231,54 @@ mod x86 {
         scaled: Vec<f32>,
     }
 
+    impl Scratch {
+        fn new(t: &Task, rows_of_x: usize, weight_rows: usize) -> Scratch {
+            let pd = t.prep.padded;
+            Scratch {
+                scales: vec![0.0; weight_rows * pd],
+                biases: vec![0.0; weight_rows * pd],
+                scaled: vec![0.0; weight_rows * rows_of_x * pd],
+            }
+        }
+
+        /// Scale of group `g` of weight row `i` times row `m` of x's step, for `R` rows of x.
+        #[inline(always)]
+        unsafe fn scaled<const R: usize>(&self, i: usize, m: usize, pd: usize, g: usize) -> *const f32 {
+            self.scaled.as_ptr().add((i * R + m) * pd + g)
+        }
+    }
+
+    /// The pass's preamble: reads the scales and biases of weight rows `j..j + NR`, stores
+    /// each one's scales times each row of x's steps, and returns its bias term
+    /// `Σ_g b_g·Σx_g` for each row of x in the lanes of a vector (8 groups a vector; the
+    /// padding is zeros on both sides).
+    #[inline(always)]
+    unsafe fn pass_scales<const R: usize, const NR: usize>(t: &Task, j: usize, s: &mut Scratch) -> [[__m256; R]; NR] {
+        let (v, pd) = (t.v, t.prep.padded);
+        let groups = v.groups();
+        let mut tot = [[_mm256_setzero_ps(); R]; NR];
+        for (i, tot_i) in tot.iter_mut().enumerate() {
+            let (sc, bi) = (&mut s.scales[i * pd..i * pd + groups], &mut s.biases[i * pd..i * pd + groups]);
+            v.scales.read((j + i) * groups, sc);
+            if let Some(b) = v.biases {
+                b.read((j + i) * groups, bi);
+            }
+            for (m, tot_im) in tot_i.iter_mut().enumerate() {
+                let (dx, xs) = (t.prep.dx.as_ptr().add(m * pd), t.prep.xsum.as_ptr().add(m * pd));
+                let (sc, bi) = (s.scales.as_ptr().add(i * pd), s.biases.as_ptr().add(i * pd));
+                let out = s.scaled.as_mut_ptr().add((i * R + m) * pd);
+                for g in (0..pd).step_by(8) {
+                    _mm256_storeu_ps(out.add(g), _mm256_mul_ps(_mm256_loadu_ps(sc.add(g)), _mm256_loadu_ps(dx.add(g))));
+                    *tot_im = _mm256_fmadd_ps(_mm256_loadu_ps(bi.add(g)), _mm256_loadu_ps(xs.add(g)), *tot_im);
+                }
+            }
+        }
+        tot
+    }
+
     #[inline(always)]
     unsafe fn rows<const R: usize, const NR: usize, const B: usize, const NIB: bool>(t: &Task, j0: usize, j1: usize) {
-        let pd = t.prep.padded;
-        let mut s = Scratch { scales: vec![0.0; NR * pd], biases: vec![0.0; NR * pd], scaled: vec![0.0; NR * R * pd] };
+        let mut s = Scratch::new(t, R, NR);
         let mut j = j0;
         while j + NR <= j1 {
             block::<R, NR, B, NIB>(t, j, &mut s);
@@ -162,6 +286,24 @@ mod x86 {
         }
         while j < j1 {
             block::<R, 1, B, NIB>(t, j, &mut s);
+            j += 1;
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn rows512<const R: usize, const NR: usize, const B: usize, const NIB: bool>(
+        t: &Task,
+        j0: usize,
+        j1: usize,
+    ) {
+        let mut s = Scratch::new(t, R, NR);
+        let mut j = j0;
+        while j + NR <= j1 {
+            block512::<R, NR, B, NIB>(t, j, &mut s);
+            j += NR;
+        }
+        while j < j1 {
+            block512::<R, 1, B, NIB>(t, j, &mut s);
             j += 1;
         }
     }
@@ -186,6 +328,22 @@ mod x86 {
         }
     }
 
+    /// 32 codes of a 64-element block as 16-bit lanes, as [`codes`] does for 32: each packed
+    /// 4-bit byte widens to a word `w`, whose even element is `w & 15` and odd one `w >> 4`.
+    #[inline(always)]
+    unsafe fn codes512<const NIB: bool>(row: *const u8, block: usize) -> (__m512i, __m512i) {
+        if NIB {
+            let w = _mm512_cvtepu8_epi16(_mm256_loadu_si256(row.add(block * BLOCK512 / 2) as *const __m256i));
+            (_mm512_and_si512(w, _mm512_set1_epi16(0x0F)), _mm512_srli_epi16::<4>(w))
+        } else {
+            let p = row.add(block * BLOCK512);
+            (
+                _mm512_cvtepu8_epi16(_mm256_loadu_si256(p as *const __m256i)),
+                _mm512_cvtepu8_epi16(_mm256_loadu_si256(p.add(32) as *const __m256i)),
+            )
+        }
+    }
+
     /// Output features `j..j + NR` for the `R` rows of x, in groups of `B` blocks.
     #[inline(always)]
     unsafe fn block<const R: usize, const NR: usize, const B: usize, const NIB: bool>(
@@ -200,25 +358,7 @@ mod x86 {
         let pd = t.prep.padded;
         let bytes = v.bytes.as_ptr();
         prefetch_ahead(bytes.wrapping_add(j * bpr), NR * bpr);
-        // Each row's scales times each row of x's steps, and its bias term Σ_g b_g·Σx_g in the
-        // lanes of its total (8 groups a vector; the padding is zeros on both sides).
-        let mut tot = [[_mm256_setzero_ps(); R]; NR];
-        for (i, tot_i) in tot.iter_mut().enumerate() {
-            let (sc, bi) = (&mut s.scales[i * pd..i * pd + groups], &mut s.biases[i * pd..i * pd + groups]);
-            v.scales.read((j + i) * groups, sc);
-            if let Some(b) = v.biases {
-                b.read((j + i) * groups, bi);
-            }
-            for (m, tot_im) in tot_i.iter_mut().enumerate() {
-                let (dx, xs) = (t.prep.dx.as_ptr().add(m * pd), t.prep.xsum.as_ptr().add(m * pd));
-                let (sc, bi) = (s.scales.as_ptr().add(i * pd), s.biases.as_ptr().add(i * pd));
-                let out = s.scaled.as_mut_ptr().add((i * R + m) * pd);
-                for g in (0..pd).step_by(8) {
-                    _mm256_storeu_ps(out.add(g), _mm256_mul_ps(_mm256_loadu_ps(sc.add(g)), _mm256_loadu_ps(dx.add(g))));
-                    *tot_im = _mm256_fmadd_ps(_mm256_loadu_ps(bi.add(g)), _mm256_loadu_ps(xs.add(g)), *tot_im);
-                }
-            }
-        }
+        let mut tot = pass_scales::<R, NR>(t, j, s);
         let rows: [*const u8; NR] = std::array::from_fn(|i| bytes.add((j + i) * bpr));
         // SAFETY (whole loop): code reads stay inside each weight row (`bpr` bytes), x reads
         // inside each row of x (`cols` integers), scratch reads inside the scratch.
@@ -226,10 +366,11 @@ mod x86 {
             let mut acc = [[_mm256_setzero_si256(); R]; NR];
             for b in 0..B {
                 let xb = g * gs + b * BLOCK;
-                let xs: [(__m256i, __m256i); R] = std::array::from_fn(|m| {
+                let mut xs = [(_mm256_setzero_si256(), _mm256_setzero_si256()); R];
+                for (m, xm) in xs.iter_mut().enumerate() {
                     let xp = t.prep.x.as_ptr().add(m * cols + xb);
-                    (_mm256_loadu_si256(xp as *const __m256i), _mm256_loadu_si256(xp.add(16) as *const __m256i))
-                });
+                    *xm = (_mm256_loadu_si256(xp as *const __m256i), _mm256_loadu_si256(xp.add(16) as *const __m256i));
+                }
                 for (i, acc_i) in acc.iter_mut().enumerate() {
                     let (lo, hi) = codes::<NIB>(rows[i].add(g * group_bytes), b);
                     for (m, a) in acc_i.iter_mut().enumerate() {
@@ -240,7 +381,7 @@ mod x86 {
             }
             for i in 0..NR {
                 for m in 0..R {
-                    let sd = _mm256_broadcast_ss(&*s.scaled.as_ptr().add((i * R + m) * pd + g));
+                    let sd = _mm256_broadcast_ss(&*s.scaled::<R>(i, m, pd, g));
                     tot[i][m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][m]), sd, tot[i][m]);
                 }
             }
@@ -249,6 +390,93 @@ mod x86 {
         for (i, row) in tot.iter().enumerate() {
             for (m, lanes) in row.iter().enumerate() {
                 *t.y.get().add(m * n + j + i) = hsum_avx2(*lanes);
+            }
+        }
+    }
+
+    /// [`block`] with AVX-512 and VNNI: 64-element blocks, `vpdpwssd` accumulating, and two
+    /// float totals a row of x (even and odd groups) so consecutive groups' scalings overlap.
+    #[inline(always)]
+    unsafe fn block512<const R: usize, const NR: usize, const B: usize, const NIB: bool>(
+        t: &Task,
+        j: usize,
+        s: &mut Scratch,
+    ) {
+        let v = t.v;
+        let (cols, groups, bpr) = (v.cols, v.groups(), v.bytes_per_row());
+        let pd = t.prep.padded;
+        let bytes = v.bytes.as_ptr();
+        prefetch_ahead(bytes.wrapping_add(j * bpr), NR * bpr);
+        let bias = pass_scales::<R, NR>(t, j, s);
+        let mut tot = [[[_mm512_setzero_ps(); 2]; R]; NR];
+        let rows: [*const u8; NR] = std::array::from_fn(|i| bytes.add((j + i) * bpr));
+        let x = t.prep.x.as_ptr();
+        // SAFETY (whole loop): as in `block`. (Named functions, not closures: a closure is
+        // compiled without this function's target features, so its intrinsics become calls.)
+        let mut g = 0;
+        while g + 2 <= groups {
+            let a0 = sums512::<R, NR, B, NIB>(x, cols, &rows, g);
+            let a1 = sums512::<R, NR, B, NIB>(x, cols, &rows, g + 1);
+            scale512::<R, NR>(&mut tot, 0, a0, s, pd, g);
+            scale512::<R, NR>(&mut tot, 1, a1, s, pd, g + 1);
+            g += 2;
+        }
+        if g < groups {
+            let a0 = sums512::<R, NR, B, NIB>(x, cols, &rows, g);
+            scale512::<R, NR>(&mut tot, 0, a0, s, pd, g);
+        }
+        let n = v.rows;
+        for i in 0..NR {
+            for m in 0..R {
+                let [a, b] = tot[i][m];
+                *t.y.get().add(m * n + j + i) = _mm512_reduce_add_ps(_mm512_add_ps(a, b)) + hsum_avx2(bias[i][m]);
+            }
+        }
+    }
+
+    /// The integer sums of group `g` of each weight row (`rows`) with each of the `R` rows of
+    /// x (`x`, [R, cols] prepared in 64-element blocks).
+    #[inline(always)]
+    unsafe fn sums512<const R: usize, const NR: usize, const B: usize, const NIB: bool>(
+        x: *const i16,
+        cols: usize,
+        rows: &[*const u8; NR],
+        g: usize,
+    ) -> [[__m512i; R]; NR] {
+        let gs = B * BLOCK512;
+        let group_bytes = if NIB { gs / 2 } else { gs };
+        let mut acc = [[_mm512_setzero_si512(); R]; NR];
+        for b in 0..B {
+            let xb = g * gs + b * BLOCK512;
+            let mut xs = [(_mm512_setzero_si512(), _mm512_setzero_si512()); R];
+            for (m, xm) in xs.iter_mut().enumerate() {
+                let xp = x.add(m * cols + xb);
+                *xm = (_mm512_loadu_si512(xp as *const _), _mm512_loadu_si512(xp.add(32) as *const _));
+            }
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                let (lo, hi) = codes512::<NIB>(rows[i].add(g * group_bytes), b);
+                for (m, a) in acc_i.iter_mut().enumerate() {
+                    *a = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(*a, lo, xs[m].0), hi, xs[m].1);
+                }
+            }
+        }
+        acc
+    }
+
+    /// Adds group `g`'s integer sums, scaled, into the totals `tot[..][..][half]`.
+    #[inline(always)]
+    unsafe fn scale512<const R: usize, const NR: usize>(
+        tot: &mut [[[__m512; 2]; R]; NR],
+        half: usize,
+        acc: [[__m512i; R]; NR],
+        s: &Scratch,
+        pd: usize,
+        g: usize,
+    ) {
+        for i in 0..NR {
+            for m in 0..R {
+                let sd = _mm512_set1_ps(*s.scaled::<R>(i, m, pd, g));
+                tot[i][m][half] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][m]), sd, tot[i][m][half]);
             }
         }
     }
