@@ -9,7 +9,7 @@ mkdir -p "$OUT"
 # Default: the bench as it is, again with a trace, the stream alone (no sums) and the chain
 # alone (no weights); name:flags pairs, separated by ';'.
 VARIANTS=${VARIANTS:-"best:;trace:-DTRACE;nosums:-DNO_SUMS;chain:-DNO_WEIGHTS -DNO_SUMS -DTRACE"}
-# Session 27's rounds, each against the default in the same run: VARIANTS=s27 (k-chunked
+# Session 26's second rounds, each against the default in the same run: VARIANTS=s27 (k-chunked
 # dependencies, half chunks, 8-byte lists), s27b, s27c, s27d (below).
 S27="best:;kdep:-DKDEP;kdep_half:-DKDEP -DHALF;kdep_r3:-DKDEP -DRING=3;kdep_l8r4:-DKDEP -DLIST8 -DRING=4"
 S27+=";kdep_half_l8r4:-DKDEP -DHALF -DLIST8 -DRING=4;l8r4:-DLIST8 -DRING=4;kdep_s32:-DKDEP -DCTR_STRIDE=32"

@@ -286,8 +286,6 @@ fn integer_decode_kernel_matches_a_float64_reference() {
                 let q = w.matrix();
                 let v = View::of(&q);
                 assert!(super::qmv_i16::applies(&v));
-                let affine = w.reference();
-                let (codes, scales) = (&w.codes, &w.scales);
                 for (path, r) in
                     super::qmv_i16::Path::available(&v).into_iter().flat_map(|p| (1..=4).map(move |r| (p, r)))
                 {
@@ -302,23 +300,67 @@ fn integer_decode_kernel_matches_a_float64_reference() {
                     super::qmv_i16::qmv_i16_on(path, &x, r, &v, &mut y);
                     for (i, &got) in y.iter().enumerate() {
                         let (m, o) = (i / n, i % n);
-                        let (want, mag) = affine_reference(affine, &x, m, o, |c, s, b| c * s.abs() + b.abs());
-                        // x's rounding: each element moves by at most half its group's step.
-                        let rounding: f64 = (0..k / gs)
-                            .map(|g| {
-                                let xg = &x[m * k + g * gs..m * k + (g + 1) * gs];
-                                let step = xg.iter().fold(0f32, |t, v| t.max(v.abs())) as f64 / 32767.0;
-                                let codes_sum: f64 =
-                                    codes[o * k + g * gs..o * k + (g + 1) * gs].iter().map(|&c| c as f64).sum();
-                                (scales[(o * k) / gs + g] as f64).abs() * codes_sum * step / 2.0
-                            })
-                            .sum();
-                        let tol = 1e-6 * mag + 1.01 * rounding;
+                        let (want, tol) = integer_bounds(&w, &x, m, o);
                         assert!(
                             (got as f64 - want).abs() <= tol,
                             "{path:?} {bits}b g{gs} n{n} k{k} r{r} [{i}]: {got} vs {want} (tolerance {tol})"
                         );
                     }
+                }
+            }
+        }
+    }
+}
+
+/// The float64 product `(m, o)` of `x @ Wᵀ` and the bound of an integer kernel's error there:
+/// x's rounding to a step of max|x_g| / 32767 per group moves each element by at most half a
+/// step, plus f32 summation.
+fn integer_bounds(w: &RandomAffine, x: &[f32], m: usize, o: usize) -> (f64, f64) {
+    let (k, gs) = (w.k, w.p.group_size);
+    let (want, mag) = affine_reference(w.reference(), x, m, o, |c, s, b| c * s.abs() + b.abs());
+    let rounding: f64 = (0..k / gs)
+        .map(|g| {
+            let xg = &x[m * k + g * gs..m * k + (g + 1) * gs];
+            let step = xg.iter().fold(0f32, |t, v| t.max(v.abs())) as f64 / 32767.0;
+            let codes_sum: f64 = w.codes[o * k + g * gs..o * k + (g + 1) * gs].iter().map(|&c| c as f64).sum();
+            (w.scales[(o * k) / gs + g] as f64).abs() * codes_sum * step / 2.0
+        })
+        .sum();
+    (want, 1e-6 * mag + 1.01 * rounding)
+}
+
+/// The integer prefill kernel (AVX-512 VNNI) against float64 products: every bit width it
+/// takes and group size, feature counts around its panel of 32, row counts around its tile of
+/// 6, a group of zeros.
+#[test]
+fn integer_prefill_kernel_matches_a_float64_reference() {
+    for bits in [2, 3, 4, 6, 8] {
+        for gs in [32, 64, 128] {
+            let p = QuantParams { group_size: gs, bits, mode: QuantMode::Affine };
+            let (n, k) = if gs == 32 { (33, 256) } else { (70, 384) };
+            let w = RandomAffine::new(n, k, p, 41);
+            let q = w.matrix();
+            let v = View::of(&q);
+            if !super::qmm_i16::applies(&v) {
+                eprintln!("skipped: this CPU has no AVX-512 VNNI");
+                return;
+            }
+            for r in [1, 6, 13] {
+                let mut x: Vec<f32> = rand(r * k, 50 + r as u64)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (v * 2.0 - 1.0) * (1 + i % 5) as f32)
+                    .collect();
+                x[k..k + gs.min(r * k - k)].fill(0.0);
+                let mut y = vec![f32::NAN; r * n];
+                super::qmm_i16::qmm_i16(&x, r, &v, &mut y);
+                for (i, &got) in y.iter().enumerate() {
+                    let (m, o) = (i / n, i % n);
+                    let (want, tol) = integer_bounds(&w, &x, m, o);
+                    assert!(
+                        (got as f64 - want).abs() <= tol,
+                        "{bits}b g{gs} r{r} [{i}]: {got} vs {want} (tolerance {tol})"
+                    );
                 }
             }
         }

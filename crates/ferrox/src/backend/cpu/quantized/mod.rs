@@ -8,6 +8,7 @@ mod lanes;
 mod panel;
 mod qmm;
 mod qmm_bf16;
+mod qmm_i16;
 mod qmv;
 mod qmv_bf16;
 mod qmv_i16;

@@ -25,7 +25,7 @@ use crate::backend::cpu::simd::best_isa;
 use super::panel::panel;
 use super::qmv::{qmv, QMV_MAX_ROWS};
 use super::view::{ScaleSlice, View};
-use super::{qmm_bf16, qmv_bf16, qmv_i16};
+use super::{qmm_bf16, qmm_i16, qmv_bf16, qmv_i16};
 
 /// A stored scale (or bias): a float in affine mode, a uint8 code in the other modes.
 pub(super) trait Scale: Copy + Send + Sync {
@@ -99,6 +99,9 @@ fn product<S: Scale>(x: &[f32], x_dtype: Dtype, r: usize, q: &QMat<S>, transpose
         }
     } else if transpose && x_bf16 && qmm_bf16::applies(&View::of(q)) {
         qmm_bf16::qmm_bf16(x, r, &View::of(q), y);
+    } else if transpose && matches!(x_dtype, Dtype::Bf16 | Dtype::F16) && qmm_i16::applies(&View::of(q)) {
+        // Half-precision x only, as for the integer decode kernel.
+        qmm_i16::qmm_i16(x, r, &View::of(q), y);
     } else {
         panel(best_isa(), x, r, q, transpose, y);
     }

@@ -81,56 +81,75 @@ pub fn applies(v: &View) -> bool {
         && best_isa() != Isa::Baseline
 }
 
-/// x as integers on a step per group, with the steps and group sums.
-struct Prepared {
-    /// `[r, cols]` integers (4-bit: reordered per block, even elements then odd).
-    x: Vec<i16>,
+/// x as integers on a step per group, with the steps and group sums (also the prefill
+/// kernel's, [`super::qmm_i16`]).
+pub(super) struct Prepared {
+    /// `[r, cols]` integers (4-bit: reordered per block, even elements then odd, where the
+    /// kernel asked for it).
+    pub x: Vec<i16>,
     /// The step of each group of each row: `[r, padded]`, zero past the row's groups.
-    dx: Vec<f32>,
+    pub dx: Vec<f32>,
     /// Σ over each group of each row of x (the float values): `[r, padded]`, zero past the
     /// row's groups.
-    xsum: Vec<f32>,
+    pub xsum: Vec<f32>,
     /// The groups of a row rounded up to a whole vector of 8.
-    padded: usize,
+    pub padded: usize,
 }
 
-/// Rounds the groups of `x` ([r, cols]) to integers, in blocks of `block` elements (see the
-/// module docs).
-fn prepare(x: &[f32], r: usize, v: &View, block: usize) -> Prepared {
-    let (cols, gs, groups) = (v.cols, v.group_size, v.groups());
+/// Rounds the groups of `x` ([r, cols]) to integers (see the module docs); for 4-bit rows,
+/// each block of `block` elements is reordered (even elements, then odd) unless `block` is
+/// `None`.
+pub(super) fn prepare(x: &[f32], r: usize, v: &View, block: Option<usize>) -> Prepared {
+    let (cols, groups) = (v.cols, v.groups());
     let padded = groups.next_multiple_of(8);
     let mut p = Prepared { x: vec![0; r * cols], dx: vec![0.0; r * padded], xsum: vec![0.0; r * padded], padded };
-    for m in 0..r {
-        for g in 0..groups {
-            let src = &x[m * cols + g * gs..m * cols + (g + 1) * gs];
-            let dst = &mut p.x[m * cols + g * gs..m * cols + (g + 1) * gs];
-            let (top, sum) = src.iter().fold((0f32, 0f32), |(t, s), &e| (t.max(e.abs()), s + e));
-            p.xsum[m * padded + g] = sum;
-            if top == 0.0 || !top.is_finite() {
-                // Zeros stay zero; a NaN or infinity spreads through the step as a float would.
-                p.dx[m * padded + g] = if top == 0.0 { 0.0 } else { f32::NAN };
-                continue;
-            }
-            let inv = 32767.0 / top;
-            p.dx[m * padded + g] = top / 32767.0;
-            // Adding and taking away 1.5·2²³ rounds |v| ≤ 32767 to the nearest integer (ties
-            // to even) in vector registers, where `round_ties_even` would call libm.
-            let round = |val: f32| ((val * inv + 12_582_912.0) - 12_582_912.0) as i16;
-            for (d, s) in dst.chunks_exact_mut(block).zip(src.chunks_exact(block)) {
-                if v.kind == Kind::Nibbles {
+    let reorder = block.filter(|_| v.kind == Kind::Nibbles);
+    type Row<'a> = (usize, ((&'a mut [i16], &'a mut [f32]), &'a mut [f32]));
+    let row =
+        |(m, ((xq, dx), xsum)): Row| prepare_row(&x[m * cols..(m + 1) * cols], v.group_size, reorder, xq, dx, xsum);
+    if r * cols >= 1 << 16 {
+        use rayon::prelude::*;
+        let rows = p.x.par_chunks_mut(cols).zip(p.dx.par_chunks_mut(padded)).zip(p.xsum.par_chunks_mut(padded));
+        rows.enumerate().for_each(row);
+    } else {
+        let rows = p.x.chunks_mut(cols).zip(p.dx.chunks_mut(padded)).zip(p.xsum.chunks_mut(padded));
+        rows.enumerate().for_each(row);
+    }
+    p
+}
+
+/// [`prepare`] of one row `src`: its integers into `xq`, its groups' steps into `dx` and
+/// sums into `xsum`; 4-bit blocks of `reorder` elements reordered.
+fn prepare_row(src: &[f32], gs: usize, reorder: Option<usize>, xq: &mut [i16], dx: &mut [f32], xsum: &mut [f32]) {
+    for (g, (src, dst)) in src.chunks_exact(gs).zip(xq.chunks_exact_mut(gs)).enumerate() {
+        let (top, sum) = src.iter().fold((0f32, 0f32), |(t, s), &e| (t.max(e.abs()), s + e));
+        xsum[g] = sum;
+        if top == 0.0 || !top.is_finite() {
+            // Zeros stay zero; a NaN or infinity spreads through the step as a float would.
+            dx[g] = if top == 0.0 { 0.0 } else { f32::NAN };
+            continue;
+        }
+        let inv = 32767.0 / top;
+        dx[g] = top / 32767.0;
+        // Adding and taking away 1.5·2²³ rounds |v| ≤ 32767 to the nearest integer (ties to
+        // even) in vector registers, where `round_ties_even` would call libm.
+        let round = |val: f32| ((val * inv + 12_582_912.0) - 12_582_912.0) as i16;
+        match reorder {
+            Some(block) => {
+                for (d, s) in dst.chunks_exact_mut(block).zip(src.chunks_exact(block)) {
                     for e in 0..block / 2 {
                         d[e] = round(s[2 * e]);
                         d[block / 2 + e] = round(s[2 * e + 1]);
                     }
-                } else {
-                    for (o, &val) in d.iter_mut().zip(s) {
-                        *o = round(val);
-                    }
+                }
+            }
+            None => {
+                for (o, &val) in dst.iter_mut().zip(src) {
+                    *o = round(val);
                 }
             }
         }
     }
-    p
 }
 
 /// `y = x @ Wᵀ` for the `r` (1 to [`QMV_MAX_ROWS`]) rows of `x` ([r, cols] f32), `y` [r, rows]; `v` must be
@@ -142,7 +161,7 @@ pub fn qmv_i16(x: &[f32], r: usize, v: &View, y: &mut [f32]) {
 /// [`qmv_i16`] on `path`, one of [`Path::available`] for `v`.
 pub fn qmv_i16_on(path: Path, x: &[f32], r: usize, v: &View, y: &mut [f32]) {
     debug_assert!(applies(v) && (1..=QMV_MAX_ROWS).contains(&r) && Path::available(v).contains(&path));
-    let prep = prepare(x, r, v, path.block());
+    let prep = prepare(x, r, v, Some(path.block()));
     for_decode_ranges(v, &prep, r, y, |t, j0, j1| {
         // SAFETY: `Path::available` checked that the CPU has the path's features.
         #[cfg(target_arch = "x86_64")]
