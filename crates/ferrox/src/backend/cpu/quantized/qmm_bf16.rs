@@ -7,7 +7,7 @@
 
 use half::bf16;
 
-use super::view::{unpack_bytes, Kind, View};
+use super::view::View;
 use crate::backend::cpu::bf16_gemm::{self, PackB, NR};
 use crate::primitives::QuantMode;
 
@@ -88,30 +88,15 @@ impl PackB for Codes<'_> {
 
     fn pack(&self, n0: usize, dst: &mut [u16], scales: &mut [f32]) {
         let v = self.v;
-        let (k, groups, bpr) = (v.cols, v.groups(), v.bytes_per_row());
+        let (k, groups) = (v.cols, v.groups());
         let cols = NR.min(v.rows - n0);
         dst.iter_mut().for_each(|d| *d = 0);
         scales.iter_mut().for_each(|s| *s = 0.0);
         let bits = code_bits();
-        let mut codes = vec![0u8; k];
+        let mut unpacked = vec![0u8; k];
         let mut row_scales = vec![0f32; groups];
         for j in 0..cols {
-            let row = &v.bytes[(n0 + j) * bpr..(n0 + j + 1) * bpr];
-            let codes: &[u8] = match v.kind {
-                Kind::Bytes => row,
-                Kind::Nibbles => {
-                    for (pair, &b) in codes.chunks_exact_mut(2).zip(row) {
-                        pair[0] = b & 15;
-                        pair[1] = b >> 4;
-                    }
-                    &codes
-                }
-                Kind::Codes(b) => {
-                    unpack_bytes(b, row, &mut codes);
-                    &codes
-                }
-                Kind::Floats => unreachable!("affine matrices only"),
-            };
+            let codes = v.row_codes(n0 + j, &mut unpacked);
             for (kk, &c) in codes.iter().enumerate() {
                 dst[(kk / 2) * 2 * NR + 2 * j + kk % 2] = bits[c as usize];
             }

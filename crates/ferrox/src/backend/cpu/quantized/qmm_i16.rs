@@ -18,7 +18,7 @@
 use rayon::prelude::*;
 
 use super::qmv_i16::{prepare, Prepared};
-use super::view::{unpack_bytes, Kind, View, MAX_GROUP};
+use super::view::{Kind, View, MAX_GROUP};
 use crate::backend::cpu::iter::MutPtr;
 use crate::backend::cpu::simd::{best_isa, Isa};
 use crate::primitives::QuantMode;
@@ -81,29 +81,14 @@ struct Panel {
 
 impl Panel {
     fn pack(v: &View, n0: usize) -> Panel {
-        let (k, groups, bpr) = (v.cols, v.groups(), v.bytes_per_row());
+        let (k, groups) = (v.cols, v.groups());
         let cols = NR.min(v.rows - n0);
         let mut p =
             Panel { codes: vec![0; k * NR], scales: vec![0.0; groups * NR], biases: vec![0.0; groups * NR], n0, cols };
         let mut unpacked = vec![0u8; k];
         let mut row_groups = vec![0f32; groups];
         for j in 0..cols {
-            let row = &v.bytes[(n0 + j) * bpr..(n0 + j + 1) * bpr];
-            let codes: &[u8] = match v.kind {
-                Kind::Bytes => row,
-                Kind::Nibbles => {
-                    for (pair, &b) in unpacked.chunks_exact_mut(2).zip(row) {
-                        pair[0] = b & 15;
-                        pair[1] = b >> 4;
-                    }
-                    &unpacked
-                }
-                Kind::Codes(b) => {
-                    unpack_bytes(b, row, &mut unpacked);
-                    &unpacked
-                }
-                Kind::Floats => unreachable!("affine matrices only"),
-            };
+            let codes = v.row_codes(n0 + j, &mut unpacked);
             for (kp, pair) in codes.chunks_exact(2).enumerate() {
                 p.codes[kp * 2 * NR + 2 * j] = pair[0] as i16;
                 p.codes[kp * 2 * NR + 2 * j + 1] = pair[1] as i16;

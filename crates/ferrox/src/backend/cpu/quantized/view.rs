@@ -129,6 +129,28 @@ impl View<'_> {
     pub fn groups(&self) -> usize {
         self.cols / self.group_size
     }
+
+    /// The codes of row `j` of an affine matrix, one a byte: the packed bytes themselves at 8
+    /// bits, else unpacked into `buf` (`cols` bytes).
+    pub fn row_codes<'b>(&'b self, j: usize, buf: &'b mut [u8]) -> &'b [u8] {
+        let bpr = self.bytes_per_row();
+        let row = &self.bytes[j * bpr..(j + 1) * bpr];
+        match self.kind {
+            Kind::Bytes => row,
+            Kind::Nibbles => {
+                for (pair, &b) in buf.chunks_exact_mut(2).zip(row) {
+                    pair[0] = b & 15;
+                    pair[1] = b >> 4;
+                }
+                buf
+            }
+            Kind::Codes(b) => {
+                unpack_bytes(b, row, buf);
+                buf
+            }
+            Kind::Floats => unreachable!("affine matrices only"),
+        }
+    }
 }
 
 /// Unpacks the `out.len()` codes of `bits` bits (1, 2, 3, 5 or 6) of `src` (a whole number of
