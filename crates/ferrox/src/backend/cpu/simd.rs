@@ -87,6 +87,18 @@ pub fn best_isa() -> Isa {
     Isa::Baseline
 }
 
+/// Whether this CPU runs AVX-512 code ([`Isa::Avx512`]) with the VNNI integer dot products
+/// (`vpdpwssd`), which the integer quantized kernels use.
+#[inline]
+pub fn has_avx512_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        best_isa() == Isa::Avx512 && is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Runs `f` compiled for the best instruction set of this CPU, passing that [`Isa`].
 ///
 /// `f` should be a loop over slices (or a whole row computation): the dispatch itself costs a

@@ -18,9 +18,9 @@
 use rayon::prelude::*;
 
 use super::qmv_i16::{prepare, Prepared};
-use super::view::{Kind, View, MAX_GROUP};
+use super::view::{View, MAX_GROUP};
 use crate::backend::cpu::iter::MutPtr;
-use crate::backend::cpu::simd::{best_isa, Isa};
+use crate::backend::cpu::simd::has_avx512_vnni;
 use crate::primitives::QuantMode;
 
 /// Output features of a panel (two vectors of 16 lanes).
@@ -30,20 +30,12 @@ const MR: usize = 6;
 
 /// Whether the kernel computes `x @ Wᵀ` with `v` on this CPU.
 pub fn applies(v: &View) -> bool {
-    let vnni = {
-        #[cfg(target_arch = "x86_64")]
-        {
-            best_isa() == Isa::Avx512 && is_x86_feature_detected!("avx512vnni")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        false
-    };
-    vnni && v.mode == QuantMode::Affine
+    // Affine codes have at most 8 bits; groups of at most MAX_GROUP keep the sums in i32.
+    has_avx512_vnni()
+        && v.mode == QuantMode::Affine
         && v.biases.is_some()
-        && v.bits <= 8
         && v.group_size.is_multiple_of(2)
         && v.group_size <= MAX_GROUP
-        && !matches!(v.kind, Kind::Floats)
 }
 
 /// `y = x @ Wᵀ` for the `r` rows of `x` ([r, cols], half-precision values held as f32), `y`

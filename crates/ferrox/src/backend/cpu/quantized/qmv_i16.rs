@@ -26,7 +26,7 @@
 
 use super::qmv::QMV_MAX_ROWS;
 use super::view::{for_decode_ranges, DecodeTask, Kind, View};
-use crate::backend::cpu::simd::{best_isa, Isa};
+use crate::backend::cpu::simd::{best_isa, has_avx512_vnni, Isa};
 use crate::primitives::QuantMode;
 
 /// The instruction sets the kernel has a path for.
@@ -49,11 +49,7 @@ impl Path {
 
     /// Whether this CPU has AVX-512 with VNNI and `v`'s groups are whole blocks of 64.
     fn avx512_vnni_runs(v: &View) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        if best_isa() == Isa::Avx512 && is_x86_feature_detected!("avx512vnni") {
-            return v.group_size.is_multiple_of(64);
-        }
-        false
+        has_avx512_vnni() && v.group_size.is_multiple_of(64)
     }
 
     /// The fastest path this CPU runs for `v` (which [`applies`]).
