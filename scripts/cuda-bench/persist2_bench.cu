@@ -354,31 +354,8 @@ __device__ __forceinline__ float chunk_sums(const unsigned char* slot, const uin
   return acc;
 }
 
-// Item i of x (k values), i = (group i / 4, t = i % 4): x's 16 values 64 (i / 4) + 16t ..,
-// stored in xf as the B registers of its four mma steps, (0,4) (1,5) (2,6) (3,7) (8,12) (9,13)
-// (10,14) (11,15): 32 B; with the three lanes beside it (the same group), sx[group] = the
-// group's sum. By the worker threads, item tid and on (k / 16: a multiple of 32, so whole
-// warps take part).
-__device__ __forceinline__ void x_load(const bf16* x, int k, uint4* xf, float* sx, int tid) {
-  for (int i = tid; i < k / 16; i += NWARPS * 32) {
-    const uint4 lo = __ldcg((const uint4*)x + 2 * i), hi = __ldcg((const uint4*)x + 2 * i + 1);
-    xf[2 * i] = make_uint4(__byte_perm(lo.x, lo.z, 0x5410), __byte_perm(lo.x, lo.z, 0x7632),
-                           __byte_perm(lo.y, lo.w, 0x5410), __byte_perm(lo.y, lo.w, 0x7632));
-    xf[2 * i + 1] = make_uint4(__byte_perm(hi.x, hi.z, 0x5410), __byte_perm(hi.x, hi.z, 0x7632),
-                               __byte_perm(hi.y, hi.w, 0x5410), __byte_perm(hi.y, hi.w, 0x7632));
-    const u32 e[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
-    float v = 0.0f;
-#pragma unroll
-    for (int q = 0; q < 8; ++q) v += bf_lo(e[q]) + bf_hi(e[q]);
-    v += __shfl_xor_sync(0xffffffffu, v, 1);
-    v += __shfl_xor_sync(0xffffffffu, v, 2);
-    if ((tid & 3) == 0) sx[i / 4] = v;
-  }
-}
-
-// KDEP: one warp loads `items` (<= 32) items of x from `x` on (lane i item i) into its scratch,
-// in the order of x_load: xf[0 .. 2 items), sx[0 .. items / 4).
-// KX=1: stores item i (lo, hi: its 16 values) like x_load (all lanes take part).
+// Stores item i (lo, hi: its 16 values) in the fragment order, with its group sum: x_load
+// and KX=1 (all lanes take part; `lane & 3` is the item's place in its group of 4).
 __device__ __forceinline__ void x_store(uint4 lo, uint4 hi, uint4* xf, float* sx, int i, int lane) {
   xf[2 * i] = make_uint4(__byte_perm(lo.x, lo.z, 0x5410), __byte_perm(lo.x, lo.z, 0x7632),
                          __byte_perm(lo.y, lo.w, 0x5410), __byte_perm(lo.y, lo.w, 0x7632));
@@ -392,6 +369,20 @@ __device__ __forceinline__ void x_store(uint4 lo, uint4 hi, uint4* xf, float* sx
   v += __shfl_xor_sync(0xffffffffu, v, 2);
   if ((lane & 3) == 0) sx[i / 4] = v;
 }
+// Item i of x (k values), i = (group i / 4, t = i % 4): x's 16 values 64 (i / 4) + 16t ..,
+// stored in xf as the B registers of its four mma steps, (0,4) (1,5) (2,6) (3,7) (8,12) (9,13)
+// (10,14) (11,15): 32 B; with the three lanes beside it (the same group), sx[group] = the
+// group's sum. By the worker threads, item tid and on (k / 16: a multiple of 32, so whole
+// warps take part).
+__device__ __forceinline__ void x_load(const bf16* x, int k, uint4* xf, float* sx, int tid) {
+  for (int i = tid; i < k / 16; i += NWARPS * 32) {
+    const uint4 lo = __ldcg((const uint4*)x + 2 * i), hi = __ldcg((const uint4*)x + 2 * i + 1);
+    x_store(lo, hi, xf, sx, i, tid);
+  }
+}
+
+// KDEP: one warp loads `items` (<= 32) items of x from `x` on (lane i item i) into its scratch,
+// in the order of x_load: xf[0 .. 2 items), sx[0 .. items / 4).
 __device__ __forceinline__ void x_piece(const bf16* x, int items, uint4* xf, float* sx, int lane) {
   const bool on = lane < items;
   uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
