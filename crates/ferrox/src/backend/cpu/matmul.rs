@@ -12,7 +12,7 @@ use crate::shape::broadcast_strides;
 
 use super::iter::{alloc_out, map1, operand, row_offsets, MutPtr, Ptr, PAR_CHUNK, PAR_THRESHOLD};
 use super::simd::{dispatch, inline_always};
-use super::{bf16_gemm, bf16_gemv};
+use super::{bf16_gemm, bf16_gemv, f32_gemm};
 
 /// One matrix operand: base pointer, and row / column strides (elements).
 #[derive(Clone, Copy)]
@@ -40,12 +40,14 @@ fn parallelism(flops: usize) -> gemm::Parallelism {
     }
 }
 
-/// `dst = dst_scale * dst + prod_scale * a @ b` for one matrix, on `gemm`.
+/// `dst = dst_scale * dst + prod_scale * a @ b` for one matrix (`dst_scale * dst` only when
+/// `read_dst`; `dst`'s columns contiguous): f32 on [`f32_gemm`] where the CPU runs it, else on
+/// `gemm`.
 ///
 /// # Safety
 /// The views must be valid for m×k, k×n and m×n.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_one<T: 'static + Copy>(
+pub(super) unsafe fn gemm_one<T: Element>(
     m: usize,
     n: usize,
     k: usize,
@@ -58,6 +60,14 @@ unsafe fn gemm_one<T: 'static + Copy>(
     prod_scale: T,
     par: gemm::Parallelism,
 ) {
+    if T::DTYPE == Dtype::F32 && f32_gemm::supported() {
+        let threads = match par {
+            gemm::Parallelism::None => 1,
+            gemm::Parallelism::Rayon(t) => t.max(1),
+        };
+        let (beta, alpha) = (dst_scale.to_f64() as f32, prod_scale.to_f64() as f32);
+        return f32_gemm::gemm((m, n, k), MutPtr(dst.get() as *mut f32), dst_rs, read_dst, a, b, beta, alpha, threads);
+    }
     gemm::gemm(
         m, n, k, dst.0, 1, dst_rs, read_dst, a.ptr.0, a.cs, a.rs, b.ptr.0, b.cs, b.rs, dst_scale, prod_scale, false,
         false, false, par,
@@ -213,7 +223,7 @@ pub fn matmul(inputs: &[Array], alpha: f64, beta: f64, shape: &[usize], dtype: D
         Dtype::F32 if m == 1 => half_matmul::<f32>(inputs, alpha, beta, shape),
         Dtype::F32 => run!(f32, |v| v as f32),
         Dtype::F64 => run!(f64, |v| v),
-        Dtype::F16 if m > 1 => run!(f16, f16::from_f64),
+        Dtype::F16 if m > 1 && !f32_gemm::supported() => run!(f16, f16::from_f64),
         Dtype::F16 => half_matmul::<f16>(inputs, alpha, beta, shape),
         Dtype::Bf16 => half_matmul::<bf16>(inputs, alpha, beta, shape),
         _ => Err(Error::dtype("matmul", "only floating-point types are supported", dtype)),
@@ -322,6 +332,13 @@ fn half_matmul<T: Element<Acc = f32>>(inputs: &[Array], alpha: f64, beta: f64, s
             } else if T::DTYPE == Dtype::Bf16 && m > 1 && k > 0 && k % 2 == 0 && bf16_gemm::cpu_supported() {
                 // SAFETY: a's rows and b are batch bi's views (bf16: T is bf16 here).
                 unsafe { bf16_product(pa.get().offset(oa) as *const u16, a_rs, a_cs, m, k, bm.cast(), n, &mut acc) };
+            } else if m > 1 && f32_gemm::supported() {
+                let am = Mat { ptr: Ptr(unsafe { pa.get().offset(oa) }), rs: a_rs, cs: a_cs };
+                let threads = if m * n * k >= 1 << 20 { rayon::current_num_threads() } else { 1 };
+                // SAFETY: a and b are batch bi's views, acc is m × n.
+                unsafe {
+                    f32_gemm::gemm((m, n, k), MutPtr(acc.as_mut_ptr()), n as isize, false, am, bm, 0.0, 1.0, threads)
+                };
             } else {
                 // SAFETY: panels of a (m × kb) read inside batch bi's view; b is batch bi's matrix.
                 unsafe {

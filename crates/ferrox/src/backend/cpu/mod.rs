@@ -8,6 +8,7 @@ mod binary;
 mod conv;
 pub(crate) mod copy;
 mod decode_attention;
+mod f32_gemm;
 mod fast;
 mod fused;
 mod fused_block;
