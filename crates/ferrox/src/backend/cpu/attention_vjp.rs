@@ -15,13 +15,14 @@ use crate::error::Result;
 use crate::primitives::AttentionMask;
 
 use super::fast::{as_compute, row_major, Real, ScoreMask, QUERY_BLOCK};
-use super::iter::{alloc_out, MutPtr};
+use super::iter::{alloc_out, MutPtr, Ptr};
+use super::matmul::{gemm_one, Mat};
 use super::simd::dispatch;
 
 /// `dst (m×n) = alpha · a (m×k) · b (k×n) (+ dst if accumulate)`, row-major buffers read with
 /// the given (row, column) strides, on the calling thread.
 #[allow(clippy::too_many_arguments)]
-fn gemm<F: 'static>(
+fn gemm<F: Element>(
     (m, n, k): (usize, usize, usize),
     dst: &mut [F],
     accumulate: bool,
@@ -37,25 +38,17 @@ fn gemm<F: 'static>(
     }
     // SAFETY: the strides describe m×k, k×n and m×n matrices inside the given buffers.
     unsafe {
-        gemm::gemm(
+        gemm_one(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
-            1,
+            MutPtr(dst.as_mut_ptr()),
             n as isize,
             accumulate,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
+            Mat { ptr: Ptr(a.as_ptr()), rs: a_rs as isize, cs: a_cs as isize },
+            Mat { ptr: Ptr(b.as_ptr()), rs: b_rs as isize, cs: b_cs as isize },
             one,
             alpha,
-            false,
-            false,
-            false,
             gemm::Parallelism::None,
         )
     }

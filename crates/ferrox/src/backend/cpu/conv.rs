@@ -24,6 +24,7 @@ use crate::memory::Buffer;
 use crate::primitives::ConvParams;
 
 use super::iter::{alloc_out, MutPtr, Ptr};
+use super::matmul::{gemm_one, Mat};
 
 /// Marks a (position, tap) pair that reads padding or a hole of the input dilation.
 const HOLE: isize = isize::MIN;
@@ -144,7 +145,7 @@ pub fn conv(inputs: &[Array], p: &ConvParams, shape: &[usize], dtype: Dtype) -> 
     )
 }
 
-fn conv_typed<T: Element>(
+fn conv_typed<T: Element<Acc: Element>>(
     g: &Geom,
     dx: &Data,
     xshape: &[usize],
@@ -290,7 +291,7 @@ fn im2col<'a, T: Element>(
     }
 }
 
-fn im2col_gemm<T: Element>(
+fn im2col_gemm<T: Element<Acc: Element>>(
     g: &Geom,
     dx: &Data,
     xshape: &[usize],
@@ -375,25 +376,17 @@ fn im2col_gemm<T: Element>(
                 // weight slice of group grp is kd × cout_g with column stride kd; the blocks
                 // of different workers are disjoint.
                 unsafe {
-                    gemm::gemm(
+                    gemm_one(
                         nrows,
                         cout_g,
                         kd,
-                        dst,
-                        1,
+                        MutPtr(dst),
                         dst_rs,
                         false,
-                        a,
-                        1,
-                        a_rs,
-                        wbase.get().add(grp * cout_g * kd),
-                        kd as isize,
-                        1,
+                        Mat { ptr: Ptr(a), rs: a_rs, cs: 1 },
+                        Mat { ptr: Ptr(wbase.get().add(grp * cout_g * kd)), rs: 1, cs: kd as isize },
                         T::Acc::ZERO,
                         T::Acc::ONE,
-                        false,
-                        false,
-                        false,
                         par,
                     )
                 };

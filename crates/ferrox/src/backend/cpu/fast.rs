@@ -14,8 +14,9 @@ use crate::primitives::AttentionMask;
 use crate::shape::broadcast_strides;
 
 use super::decode_attention;
-use super::iter::{alloc_out, fold_slice, host_values, row_offsets, PAR_CHUNK, PAR_THRESHOLD};
+use super::iter::{alloc_out, fold_slice, host_values, row_offsets, MutPtr, Ptr, PAR_CHUNK, PAR_THRESHOLD};
 use super::math::exp_f32;
+use super::matmul::{gemm_one, Mat};
 use super::simd::{dispatch, inline_always, Isa};
 
 /// Float compute type with the few functions the fused kernels need.
@@ -580,25 +581,17 @@ fn attention_in<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
             if nr * s * dk >= 1 << 14 {
                 // SAFETY: row-major nr×dk, s×dk (read transposed) and nr×s buffers.
                 unsafe {
-                    gemm::gemm(
+                    gemm_one(
                         nr,
                         s,
                         dk,
-                        scores.as_mut_ptr(),
-                        1,
+                        MutPtr(scores.as_mut_ptr()),
                         s as isize,
                         false,
-                        qh.as_ptr(),
-                        1,
-                        dk as isize,
-                        kf.as_ptr(),
-                        dk as isize,
-                        1,
+                        Mat { ptr: Ptr(qh.as_ptr()), rs: dk as isize, cs: 1 },
+                        Mat { ptr: Ptr(kf.as_ptr()), rs: 1, cs: dk as isize },
                         F::ZERO,
                         scale,
-                        false,
-                        false,
-                        false,
                         gemm::Parallelism::None,
                     )
                 };
@@ -614,25 +607,17 @@ fn attention_in<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
             if nr * s * dv >= 1 << 14 {
                 // SAFETY: row-major nr×s, s×dv and nr×dv buffers.
                 unsafe {
-                    gemm::gemm(
+                    gemm_one(
                         nr,
                         dv,
                         s,
-                        acc.as_mut_ptr(),
-                        1,
+                        MutPtr(acc.as_mut_ptr()),
                         dv as isize,
                         false,
-                        scores.as_ptr(),
-                        1,
-                        s as isize,
-                        vf.as_ptr(),
-                        1,
-                        dv as isize,
+                        Mat { ptr: Ptr(scores.as_ptr()), rs: s as isize, cs: 1 },
+                        Mat { ptr: Ptr(vf.as_ptr()), rs: dv as isize, cs: 1 },
                         F::ZERO,
                         F::ONE,
-                        false,
-                        false,
-                        false,
                         gemm::Parallelism::None,
                     )
                 };

@@ -1,5 +1,8 @@
-//! Matrix multiplication: the `gemm` crate for f32 / f64 / f16, a panel-converting path for
-//! bf16, and direct matrix-vector kernels for the decode case (one row).
+//! Matrix multiplication: [`f32_gemm`] for f32, f16 and bf16 on AVX-512 CPUs (the operands
+//! widened as it packs them), [`bf16_gemm`] for bf16 on AVX512-BF16, the `gemm` crate for f64
+//! and for f32 / f16 elsewhere (half types converted in panels), and direct matrix-vector
+//! kernels for the decode case (one row). Every product of the CPU backend goes through
+//! [`gemm_one`] or these kernels.
 
 use half::{bf16, f16};
 use rayon::prelude::*;

@@ -11,7 +11,8 @@ use rayon::prelude::*;
 use super::lanes::{self, Lanes, LanesKernel};
 use super::qmm::{QMat, Scale};
 use super::view::{decode_floats, unpack_bytes, Kind, View, MAX_GROUP};
-use crate::backend::cpu::iter::MutPtr;
+use crate::backend::cpu::iter::{MutPtr, Ptr};
+use crate::backend::cpu::matmul::{gemm_one, Mat};
 use crate::backend::cpu::simd::Isa;
 
 /// Largest dequantized panel (f32 elements, 8 MiB).
@@ -53,25 +54,17 @@ pub fn panel<S: Scale>(isa: Isa, x: &[f32], r: usize, q: &QMat<S>, transpose: bo
             };
             // SAFETY: x is r×k, the panel k×w (strides above), y r×n with columns n0..n0+w.
             unsafe {
-                gemm::gemm(
+                gemm_one(
                     r,
                     w,
                     k,
-                    y.as_mut_ptr().add(n0),
-                    1,
+                    MutPtr(y.as_mut_ptr().add(n0)),
                     n as isize,
                     false,
-                    x.as_ptr(),
-                    1,
-                    k as isize,
-                    buf.as_ptr(),
-                    rhs_cs,
-                    rhs_rs,
+                    Mat { ptr: Ptr(x.as_ptr()), rs: k as isize, cs: 1 },
+                    Mat { ptr: Ptr(buf.as_ptr()), rs: rhs_rs, cs: rhs_cs },
                     0.0f32,
                     1.0f32,
-                    false,
-                    false,
-                    false,
                     par,
                 )
             };

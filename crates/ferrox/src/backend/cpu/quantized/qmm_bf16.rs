@@ -9,6 +9,8 @@ use half::bf16;
 
 use super::view::View;
 use crate::backend::cpu::bf16_gemm::{self, PackB, NR};
+use crate::backend::cpu::iter::{MutPtr, Ptr};
+use crate::backend::cpu::matmul::{gemm_one, Mat};
 use crate::primitives::QuantMode;
 
 /// Whether the kernel computes `x @ Wᵀ` with `v` on this CPU.
@@ -41,25 +43,17 @@ pub fn qmm_bf16(x: &[f32], r: usize, v: &View, y: &mut [f32]) {
     };
     // SAFETY: xsum is r × groups, biases n × groups (read transposed), y r × n.
     unsafe {
-        gemm::gemm(
+        gemm_one(
             r,
             n,
             groups,
-            y.as_mut_ptr(),
-            1,
+            MutPtr(y.as_mut_ptr()),
             n as isize,
             true,
-            xsum.as_ptr(),
-            1,
-            groups as isize,
-            biases.as_ptr(),
-            groups as isize,
-            1,
+            Mat { ptr: Ptr(xsum.as_ptr()), rs: groups as isize, cs: 1 },
+            Mat { ptr: Ptr(biases.as_ptr()), rs: 1, cs: groups as isize },
             1.0f32,
             1.0f32,
-            false,
-            false,
-            false,
             par,
         )
     };
