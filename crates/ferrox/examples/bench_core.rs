@@ -168,7 +168,7 @@ fn matmuls(t: &Table) -> fx::Result<()> {
     for dtype in [Dtype::F32, Dtype::F16, Dtype::Bf16] {
         for n in [1024usize, 2048, 4096] {
             if !t.wants("matmul") {
-                return Ok(());
+                break;
             }
             let a = data(&[n, n], dtype, 1)?;
             let b = data(&[n, n], dtype, 2)?;
@@ -181,6 +181,17 @@ fn matmuls(t: &Table) -> fx::Result<()> {
             t.op("matmul", &format!("{n}x{n}x{n}"), dname(dtype), iters, flops, "GFLOP/s", || fx::matmul(&a, &b))?;
         }
     }
+    // Prompt attention's two products for a 135M head (D 64, a block of 128 queries, 384
+    // keys): small enough that each matrix runs on one thread, the batch across threads.
+    let (batch, m, s, d) = (64usize, 128usize, 384usize, 64usize);
+    let q = data(&[batch, m, d], Dtype::F32, 1)?;
+    let k = data(&[batch, s, d], Dtype::F32, 2)?;
+    let p = data(&[batch, m, s], Dtype::F32, 3)?;
+    let flops = 2.0 * (batch * m * s * d) as f64;
+    let shape = format!("B{batch} M{m} K{d} N{s}");
+    t.op("matmul batched q kT", &shape, "f32", 10, flops, "GFLOP/s", || fx::matmul(&q, &fx::swapaxes(&k, 1, 2)?))?;
+    let shape = format!("B{batch} M{m} K{s} N{d}");
+    t.op("matmul batched p v", &shape, "f32", 10, flops, "GFLOP/s", || fx::matmul(&p, &k))?;
     Ok(())
 }
 

@@ -129,8 +129,14 @@ pub(super) fn decode_attention<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
                 o.iter_mut().for_each(|x| *x = T::from_acc(F::ZERO));
                 return;
             }
-            let weights: Vec<F> =
-                (0..chunks).map(|c| dispatch(|isa| Real::exp(Acc::sub(part_of(c)[dv], m), isa))).collect();
+            let weights: Vec<F> = (0..chunks)
+                .map(|c| {
+                    dispatch(
+                        #[inline(always)]
+                        |isa| Real::exp(Acc::sub(part_of(c)[dv], m), isa),
+                    )
+                })
+                .collect();
             let total = (0..chunks).fold(F::ZERO, |t, c| Acc::add(t, Acc::mul(weights[c], part_of(c)[dv + 1])));
             let inv = Acc::div(F::ONE, total);
             for (d, x) in o.iter_mut().enumerate() {

@@ -563,9 +563,13 @@ fn attention_in<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
     // grouped queries share one pass over K and V. Tasks take QUERY_BLOCK rows of it.
     let rows = ops.rows();
     let masked = ScoreMask::new::<T>(inputs, mask, [b, hq, hkv, l, s])?;
-    let softmax_rows = |bk: usize, r0: usize, width: usize, scores: &mut [F], isa: Isa| {
-        masked.softmax_rows(bk, r0, width, scores, isa)
-    };
+    // Inlined where called, so that its loops are compiled with the dispatched instruction set.
+    let softmax_rows = inline_always(
+        #[inline(always)]
+        |bk: usize, r0: usize, width: usize, scores: &mut [F], isa: Isa| {
+            masked.softmax_rows(bk, r0, width, scores, isa)
+        },
+    );
     // One block of query rows `r0..r0 + o.len() / dv` of (batch, kv head) `bk`, with K and V
     // in the compute type.
     let block = inline_always(
