@@ -4,11 +4,12 @@
 //! `dst = alpha · a @ b (+ beta · dst)`, the operands f32, bf16 or f16 (widened to f32 as they
 //! are copied), sums in f32. The k axis is cut into blocks of at most [`KC`]. Each block of
 //! `a` is copied once into panels of [`MR`] rows (a row at a fixed stride of `KC`, so the
-//! micro-tile's loads are one base register and constant offsets). Threads then take strips of
-//! [`NR`] columns of `b`: a strip's part of the block is copied k-major into a buffer that
-//! stays in the L1 cache (transposed 16 × 16 in registers when `b`'s columns are contiguous
-//! along k, as a transposed weight's are), and a micro-tile of MR × NR sums in 28 registers
-//! runs over each panel of `a`.
+//! micro-tile's loads are one base register and constant offsets). Tasks then take groups of
+//! up to [`GROUP`] strips of [`NR`] columns of `b` (and, when the strips are fewer than the
+//! threads, runs of `a`'s panels): each strip's part of the block is copied k-major
+//! (transposed 16 × 16 in registers when `b`'s columns are contiguous along k, as a transposed
+//! weight's are), and a micro-tile of MR × NR sums in 28 registers runs over each panel of `a`
+//! by each strip of the group — the panel stays in L1 while the group's strips stay in L2.
 
 use std::cell::RefCell;
 use std::thread::LocalKey;
@@ -25,7 +26,7 @@ use crate::element::Element;
 const MR: usize = 14;
 /// Columns of a micro-tile (two vectors of 16 lanes).
 const NR: usize = 32;
-/// Largest block of the k axis (a strip's block fills 32 KiB).
+/// Largest block of the k axis (a strip's block is at most 32 KiB).
 const KC: usize = 256;
 /// Most strips a task packs together: their blocks (up to 512 KiB) stay in the L2 cache while
 /// a panel of `a` is multiplied by each of them from L1.
