@@ -12,11 +12,10 @@
 //! by each strip of the group — the panel stays in L1 while the group's strips stay in L2.
 
 use std::cell::RefCell;
-use std::thread::LocalKey;
 
 use rayon::prelude::*;
 
-use super::iter::{MutPtr, Ptr};
+use super::iter::{with_scratch, MutPtr, Ptr};
 use super::matmul::Mat;
 use super::simd::{best_isa, Isa};
 use crate::dtype::Dtype;
@@ -44,24 +43,6 @@ thread_local! {
     static PANELS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// A task's strips of `b`, kept the same way.
     static STRIPS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` on at least `len` f32 values (64-byte aligned) of this thread's buffer `key`, or
-/// of a fresh one when a nested call on this thread (work stealing) holds it.
-fn with_scratch<R>(key: &'static LocalKey<RefCell<Vec<f32>>>, len: usize, f: impl FnOnce(*mut f32) -> R) -> R {
-    key.with(|cell| {
-        let mut own = Vec::new();
-        let mut held = cell.try_borrow_mut();
-        let buf = match held.as_mut() {
-            Ok(b) => &mut **b,
-            Err(_) => &mut own,
-        };
-        if buf.len() < len + 16 {
-            *buf = vec![0f32; len + 16];
-        }
-        let off = buf.as_ptr().align_offset(64);
-        f(buf[off..].as_mut_ptr())
-    })
 }
 
 /// `dst = alpha · a @ b + beta · dst` (`beta · dst` only when `read_dst`) for `a` m × k, `b`
@@ -100,7 +81,7 @@ pub(super) unsafe fn gemm<T: Element>(
     let parallel = threads > 1 && m * n * k >= PARALLEL_WORK;
     with_scratch(&PANELS, blocks * panels * MR * KC, |packed| {
         // Panel p of block blk starts at (blk * panels + p) * MR * KC.
-        let packed = MutPtr(packed);
+        let packed = MutPtr(packed.as_mut_ptr());
         let pack = |t: usize| {
             let (blk, p) = (t / panels, t % panels);
             let (k0, i0) = (blk * kc, p * MR);
@@ -130,6 +111,7 @@ pub(super) unsafe fn gemm<T: Element>(
                 return;
             }
             with_scratch(&STRIPS, per_group * KC * NR, |strips_buf| {
+                let strips_buf = strips_buf.as_mut_ptr();
                 for blk in 0..blocks {
                     let k0 = blk * kc;
                     let run = Run {

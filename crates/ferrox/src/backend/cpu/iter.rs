@@ -70,6 +70,30 @@ impl<T: Copy> Ptr<T> {
     }
 }
 
+/// Runs `f` on `len` f32 values (64-byte aligned, contents unspecified) of this thread's
+/// buffer `key`, kept between calls so a kernel's scratch is not a fresh allocation (and fresh
+/// page faults) each time; a nested call on the same thread (work stealing) that finds the
+/// buffer held gets one of its own.
+pub fn with_scratch<R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    key.with(|cell| {
+        let mut own = Vec::new();
+        let mut held = cell.try_borrow_mut();
+        let buf = match held.as_mut() {
+            Ok(b) => &mut **b,
+            Err(_) => &mut own,
+        };
+        if buf.len() < len + 16 {
+            *buf = vec![0f32; len + 16];
+        }
+        let off = buf.as_ptr().align_offset(64);
+        f(&mut buf[off..off + len])
+    })
+}
+
 /// A mutable raw pointer for kernels that write disjoint elements from several threads.
 #[derive(Clone, Copy)]
 pub struct MutPtr<T>(pub *mut T);

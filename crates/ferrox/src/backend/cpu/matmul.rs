@@ -337,7 +337,7 @@ fn half_matmul<T: Element<Acc = f32>>(inputs: &[Array], alpha: f64, beta: f64, s
                 unsafe { bf16_product(pa.get().offset(oa) as *const u16, a_rs, a_cs, m, k, bm.cast(), n, &mut acc) };
             } else if m > 1 && f32_gemm::supported() {
                 let am = Mat { ptr: Ptr(unsafe { pa.get().offset(oa) }), rs: a_rs, cs: a_cs };
-                let threads = if m * n * k >= 1 << 20 { rayon::current_num_threads() } else { 1 };
+                let threads = rayon::current_num_threads();
                 // SAFETY: a and b are batch bi's views, acc is m × n.
                 unsafe {
                     f32_gemm::gemm((m, n, k), MutPtr(acc.as_mut_ptr()), n as isize, false, am, bm, 0.0, 1.0, threads)

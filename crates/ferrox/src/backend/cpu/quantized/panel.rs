@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use super::lanes::{self, Lanes, LanesKernel};
 use super::qmm::{QMat, Scale};
 use super::view::{decode_floats, unpack_bytes, Kind, View, MAX_GROUP};
-use crate::backend::cpu::iter::{MutPtr, Ptr};
+use crate::backend::cpu::iter::{with_scratch, MutPtr, Ptr};
 use crate::backend::cpu::matmul::{gemm_one, Mat};
 use crate::backend::cpu::simd::Isa;
 
@@ -32,17 +32,7 @@ pub fn panel<S: Scale>(isa: Isa, x: &[f32], r: usize, q: &QMat<S>, transpose: bo
     // Panel width: whole groups when the panel cuts across them (not transposed).
     let unit = if transpose { 16 } else { v.group_size };
     let nb = ((PANEL_ELEMS / k.max(1)) / unit * unit).max(unit).min(n);
-    PANEL.with(|cell| {
-        // A nested call on this thread (work stealing) gets a buffer of its own.
-        let mut own = Vec::new();
-        let mut held = cell.try_borrow_mut();
-        let buf = match held.as_mut() {
-            Ok(b) => &mut **b,
-            Err(_) => &mut own,
-        };
-        if buf.len() < nb * k {
-            *buf = vec![0f32; nb * k];
-        }
+    with_scratch(&PANEL, nb * k, |buf| {
         for n0 in (0..n).step_by(nb) {
             let w = nb.min(n - n0);
             dequantize_panel(isa, &v, transpose, n0, w, &mut buf[..w * k]);
