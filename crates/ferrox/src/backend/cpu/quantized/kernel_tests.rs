@@ -135,26 +135,11 @@ fn bf16_decode_kernel_matches_a_float64_reference() {
                 continue;
             }
             let mut w = RandomAffine::new(n, k, p, 11);
-            for stored in ["f32", "f16", "bf16"] {
-                // Scales and biases rounded to the stored type, so the f32 reference is exact.
-                let round = |v: &mut f32| match stored {
-                    "f16" => *v = half::f16::from_f32(*v).to_f32(),
-                    "bf16" => *v = round_bf16(*v),
-                    _ => {}
-                };
-                w.scales.iter_mut().chain(w.biases.iter_mut()).for_each(round);
-                let halves = |v: &[f32]| v.iter().map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>();
-                let bfloats = |v: &[f32]| v.iter().map(|&v| half::bf16::from_f32(v)).collect::<Vec<_>>();
-                let (s16, b16, sb, bb) = (halves(&w.scales), halves(&w.biases), bfloats(&w.scales), bfloats(&w.biases));
+            for stored in [Stored::F32, Stored::F16, Stored::Bf16] {
+                let scales = w.store(stored);
                 let product = |x: &[f32], r: usize| {
                     let mut y = vec![f32::NAN; r * n];
-                    let (words, rows, cols) = (&w.words[..], n, k);
-                    let v = match stored {
-                        "f16" => View::of(&QMat { words, scales: &s16[..], biases: Some(&b16[..]), rows, cols, p }),
-                        "bf16" => View::of(&QMat { words, scales: &sb[..], biases: Some(&bb[..]), rows, cols, p }),
-                        _ => View::of(&w.matrix()),
-                    };
-                    super::qmv_bf16::qmv_bf16(x, r, &v, &mut y);
+                    super::qmv_bf16::qmv_bf16(x, r, &scales.view(&w), &mut y);
                     y
                 };
                 for r in 1..=4 {
@@ -167,7 +152,7 @@ fn bf16_decode_kernel_matches_a_float64_reference() {
                         });
                         assert!(
                             (got as f64 - want).abs() <= 1e-6 * mag,
-                            "{stored} scales g{gs} n{n} k{k} r{r} [{i}]: {got} vs {want} (tolerance {})",
+                            "{stored:?} scales g{gs} n{n} k{k} r{r} [{i}]: {got} vs {want} (tolerance {})",
                             1e-6 * mag
                         );
                     }
@@ -244,6 +229,65 @@ impl RandomAffine {
     fn reference(&self) -> Affine<'_> {
         (&self.codes, &self.scales, &self.biases, self.k, self.p.group_size)
     }
+
+    /// Rounds the scales and biases to `stored` (so the f32 reference stays exact) and
+    /// returns them stored so.
+    fn store(&mut self, stored: Stored) -> StoredScales {
+        let (s, b) = (&mut self.scales, &mut self.biases);
+        match stored {
+            Stored::F32 => StoredScales::F32,
+            Stored::F16 => {
+                let half = |v: &mut Vec<f32>| v.iter_mut().map(to_f16).collect::<Vec<_>>();
+                StoredScales::F16(half(s), half(b))
+            }
+            Stored::Bf16 => {
+                let bfloat = |v: &mut Vec<f32>| v.iter_mut().map(to_bf16).collect::<Vec<_>>();
+                StoredScales::Bf16(bfloat(s), bfloat(b))
+            }
+        }
+    }
+}
+
+/// `v` rounded to f16, and its value kept rounded.
+fn to_f16(v: &mut f32) -> half::f16 {
+    let h = half::f16::from_f32(*v);
+    *v = h.to_f32();
+    h
+}
+
+/// `v` rounded to bf16, and its value kept rounded.
+fn to_bf16(v: &mut f32) -> half::bf16 {
+    let h = half::bf16::from_f32(*v);
+    *v = h.to_f32();
+    h
+}
+
+/// The stored type of a test matrix's scales and biases (each read by its own kernel path).
+#[derive(Clone, Copy, Debug)]
+enum Stored {
+    F32,
+    F16,
+    Bf16,
+}
+
+/// A [`RandomAffine`]'s scales and biases in their stored type ([`RandomAffine::store`]).
+enum StoredScales {
+    /// The matrix's own f32 ones.
+    F32,
+    F16(Vec<half::f16>, Vec<half::f16>),
+    Bf16(Vec<half::bf16>, Vec<half::bf16>),
+}
+
+impl StoredScales {
+    /// The view of `w`'s codes with these scales and biases.
+    fn view<'a>(&'a self, w: &'a RandomAffine) -> View<'a> {
+        let (words, rows, cols, p) = (&w.words[..], w.n, w.k, w.p);
+        match self {
+            StoredScales::F32 => View::of(&w.matrix()),
+            StoredScales::F16(s, b) => View::of(&QMat { words, scales: &s[..], biases: Some(&b[..]), rows, cols, p }),
+            StoredScales::Bf16(s, b) => View::of(&QMat { words, scales: &s[..], biases: Some(&b[..]), rows, cols, p }),
+        }
+    }
 }
 
 /// An affine matrix for [`affine_reference`]: codes `[n, k]`, per-group scales and biases, k,
@@ -266,8 +310,8 @@ fn affine_reference(w: Affine, x: &[f32], m: usize, o: usize, term: impl Fn(f64,
 }
 
 /// The integer 4- and 8-bit decode kernel, on each path this CPU has (AVX2, AVX-512 VNNI),
-/// against float64 products: every group size, output counts with tails, 1–4 rows of x,
-/// groups of zeros; its error is bounded by the rounding of x to a step of max|x_g| / 32767
+/// against float64 products: every group size, output counts with tails, rows of more than 16
+/// groups, 1–4 rows of x, groups of zeros, scales and biases stored as f32, f16 and bf16; its error is bounded by the rounding of x to a step of max|x_g| / 32767
 /// per group, plus f32 summation.
 #[test]
 fn integer_decode_kernel_matches_a_float64_reference() {
@@ -278,13 +322,16 @@ fn integer_decode_kernel_matches_a_float64_reference() {
     for bits in [4, 8] {
         for gs in [32, 64, 128] {
             let p = QuantParams { group_size: gs, bits, mode: QuantMode::Affine };
-            for (n, k) in [(1, gs), (5, 2 * gs), (13, 576), (70, 384), (9, 1152)] {
+            for ((n, k), stored) in [(1, gs), (5, 2 * gs), (13, 576), (70, 384), (9, 1152), (6, 1600)]
+                .into_iter()
+                .flat_map(|nk| [Stored::F32, Stored::F16, Stored::Bf16].map(|s| (nk, s)))
+            {
                 if k % gs != 0 {
                     continue;
                 }
-                let w = RandomAffine::new(n, k, p, 31);
-                let q = w.matrix();
-                let v = View::of(&q);
+                let mut w = RandomAffine::new(n, k, p, 31);
+                let scales = w.store(stored);
+                let v = scales.view(&w);
                 assert!(super::qmv_i16::applies(&v));
                 for (path, r) in
                     super::qmv_i16::Path::available(&v).into_iter().flat_map(|p| (1..=4).map(move |r| (p, r)))
@@ -303,7 +350,7 @@ fn integer_decode_kernel_matches_a_float64_reference() {
                         let (want, tol) = integer_bounds(&w, &x, m, o);
                         assert!(
                             (got as f64 - want).abs() <= tol,
-                            "{path:?} {bits}b g{gs} n{n} k{k} r{r} [{i}]: {got} vs {want} (tolerance {tol})"
+                            "{path:?} {stored:?} scales {bits}b g{gs} n{n} k{k} r{r} [{i}]: {got} vs {want} (tolerance {tol})"
                         );
                     }
                 }

@@ -19,10 +19,15 @@
 //!   `vpdpwssd` multiplies and accumulates in one instruction — five instructions per 64
 //!   weights where AVX2 takes about eighteen. 8-bit rows widen 32 bytes in order.
 //!
-//! Per pass a few weight rows share each load of x; the rows' scales times x's steps and their
-//! bias terms are computed for the pass before its group loop, so that loop only multiplies,
-//! adds and, once a group, converts and scales. The weight bytes a few passes ahead are
-//! prefetched: the rows of a pass are short runs that the hardware prefetcher follows late.
+//! Per pass one weight row (two for two rows of x on AVX2) is summed with each row of x; the
+//! row's scales times x's steps and its bias terms are made before its group loop, so that
+//! loop only multiplies, adds and, once a group, converts and scales. On AVX-512 they are made
+//! 16 groups at a time, straight from the stored scales and biases (f32, f16 or bf16) with
+//! masked loads, and four rows' lane sums are reduced together: at 576 columns a row is only
+//! nine groups, and this per-row work, not the group loop, had bounded the kernel (a 135M
+//! step's products 5.6 → 4.4 ms on two threads, docs/PERF.md session 28). The weight bytes a
+//! few passes ahead are prefetched: the rows of a pass are short runs that the hardware
+//! prefetcher follows late.
 
 use super::qmv::QMV_MAX_ROWS;
 use super::view::{for_decode_ranges, DecodeTask, Kind, View};
@@ -178,7 +183,9 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::Task;
-    use crate::backend::cpu::quantized::view::Kind;
+    use crate::backend::cpu::attention_kernels::Wide;
+    use crate::backend::cpu::bf16_gemm::x86::{first_lanes, reduce4};
+    use crate::backend::cpu::quantized::view::{Kind, ScaleSlice};
     use crate::backend::cpu::simd::{hsum_avx2, prefetch_ahead};
 
     /// Elements of an AVX2 block: one 16-byte load of 4-bit codes, two of 8-bit ones.
@@ -199,42 +206,60 @@ mod x86 {
     /// Output features `j0..j1` of every row of x, with AVX-512 and VNNI (groups of 64 or 128).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
     pub unsafe fn run512(t: &Task, j0: usize, j1: usize) {
-        match t.v.group_size {
-            64 => with_blocks512::<1>(t, j0, j1),
-            _ => with_blocks512::<2>(t, j0, j1),
+        // Affine matrices have scales and biases of one stored type (bf16 read as its bits).
+        match (t.v.scales, t.v.biases) {
+            (ScaleSlice::Bf16(s), Some(ScaleSlice::Bf16(b))) => {
+                by_group512::<u16>(t, bytemuck::cast_slice(s), bytemuck::cast_slice(b), j0, j1)
+            }
+            (ScaleSlice::F16(s), Some(ScaleSlice::F16(b))) => by_group512(t, s, b, j0, j1),
+            (ScaleSlice::F32(s), Some(ScaleSlice::F32(b))) => by_group512(t, s, b, j0, j1),
+            _ => unreachable!("`applies` admits affine matrices with biases only"),
         }
     }
 
-    /// Weight rows a pass for `R` rows of x: one for one row of x, so a thread's loads are
-    /// one sequential stream (a 135M step's 8-bit products 15-25 % faster than two rows a pass
-    /// on Zen 4, docs/PERF.md session 24); two rows of x share each weight load between two
-    /// weight rows; more rows of x leave no registers for a second.
-    macro_rules! by_rows {
-        ($rows:ident, $t:expr, $j0:expr, $j1:expr, $b:ident) => {{
-            let nibbles = $t.v.kind == Kind::Nibbles;
-            match ($t.r, nibbles) {
-                (1, true) => $rows::<1, 1, $b, true>($t, $j0, $j1),
-                (2, true) => $rows::<2, 2, $b, true>($t, $j0, $j1),
-                (3, true) => $rows::<3, 1, $b, true>($t, $j0, $j1),
-                (_, true) => $rows::<4, 1, $b, true>($t, $j0, $j1),
-                (1, false) => $rows::<1, 1, $b, false>($t, $j0, $j1),
-                (2, false) => $rows::<2, 2, $b, false>($t, $j0, $j1),
-                (3, false) => $rows::<3, 1, $b, false>($t, $j0, $j1),
-                (_, false) => $rows::<4, 1, $b, false>($t, $j0, $j1),
-            }
-        }};
+    /// [`run512`] with the group size (blocks a group) and the rows of x as constants.
+    #[inline(always)]
+    unsafe fn by_group512<S: Wide>(t: &Task, s: &[S], b: &[S], j0: usize, j1: usize) {
+        let (s, b) = (s.as_ptr(), b.as_ptr());
+        let nibbles = t.v.kind == Kind::Nibbles;
+        macro_rules! rows {
+            ($b:literal) => {
+                match (t.r, nibbles) {
+                    (1, true) => rows512::<1, $b, true, S>(t, s, b, j0, j1),
+                    (2, true) => rows512::<2, $b, true, S>(t, s, b, j0, j1),
+                    (3, true) => rows512::<3, $b, true, S>(t, s, b, j0, j1),
+                    (_, true) => rows512::<4, $b, true, S>(t, s, b, j0, j1),
+                    (1, false) => rows512::<1, $b, false, S>(t, s, b, j0, j1),
+                    (2, false) => rows512::<2, $b, false, S>(t, s, b, j0, j1),
+                    (3, false) => rows512::<3, $b, false, S>(t, s, b, j0, j1),
+                    (_, false) => rows512::<4, $b, false, S>(t, s, b, j0, j1),
+                }
+            };
+        }
+        if t.v.group_size == 64 {
+            rows!(1)
+        } else {
+            rows!(2)
+        }
     }
 
-    /// [`run`] with `B` blocks a group (a constant, so the group's loop unrolls).
+    /// [`run`] with `B` blocks a group (a constant, so the group's loop unrolls). Weight rows
+    /// a pass for `R` rows of x: one for one row of x, so a thread's loads are one sequential
+    /// stream (a 135M step's 8-bit products 15-25 % faster than two rows a pass on Zen 4,
+    /// docs/PERF.md session 24); two rows of x share each weight load between two weight rows;
+    /// more rows of x leave no registers for a second.
     #[inline(always)]
     unsafe fn with_blocks<const B: usize>(t: &Task, j0: usize, j1: usize) {
-        by_rows!(rows, t, j0, j1, B)
-    }
-
-    /// [`run512`] with `B` blocks a group.
-    #[inline(always)]
-    unsafe fn with_blocks512<const B: usize>(t: &Task, j0: usize, j1: usize) {
-        by_rows!(rows512, t, j0, j1, B)
+        match (t.r, t.v.kind == Kind::Nibbles) {
+            (1, true) => rows::<1, 1, B, true>(t, j0, j1),
+            (2, true) => rows::<2, 2, B, true>(t, j0, j1),
+            (3, true) => rows::<3, 1, B, true>(t, j0, j1),
+            (_, true) => rows::<4, 1, B, true>(t, j0, j1),
+            (1, false) => rows::<1, 1, B, false>(t, j0, j1),
+            (2, false) => rows::<2, 2, B, false>(t, j0, j1),
+            (3, false) => rows::<3, 1, B, false>(t, j0, j1),
+            (_, false) => rows::<4, 1, B, false>(t, j0, j1),
+        }
     }
 
     /// Scratch of one range: for each weight row of a pass, its scales and biases
@@ -305,22 +330,113 @@ mod x86 {
         }
     }
 
+    /// What every feature of a range shares: the matrix's sizes, made once (they are not
+    /// constants, and a division per feature showed in profiles), and where its scales,
+    /// biases and x are.
+    struct Range512<S> {
+        groups: usize,
+        bpr: usize,
+        cols: usize,
+        padded: usize,
+        scales: *const S,
+        biases: *const S,
+        x: *const i16,
+    }
+
+    /// One packed row a pass, so a thread's loads walk its range as one sequential stream;
+    /// four rows' sums are reduced together ([`reduce4`]) and stored as one vector.
     #[inline(always)]
-    unsafe fn rows512<const R: usize, const NR: usize, const B: usize, const NIB: bool>(
+    unsafe fn rows512<const R: usize, const B: usize, const NIB: bool, S: Wide>(
         t: &Task,
+        scales: *const S,
+        biases: *const S,
         j0: usize,
         j1: usize,
     ) {
-        let mut s = Scratch::new(t, R, NR);
+        let v = t.v;
+        let c = Range512 {
+            groups: v.groups(),
+            bpr: v.bytes_per_row(),
+            cols: v.cols,
+            padded: t.prep.padded,
+            scales,
+            biases,
+            x: t.prep.x.as_ptr(),
+        };
+        let (n, y) = (v.rows, t.y.get());
         let mut j = j0;
-        while j + NR <= j1 {
-            block512::<R, NR, B, NIB>(t, j, &mut s);
-            j += NR;
+        // SAFETY (whole function): `j0..j1` are rows of the matrix and columns of y's rows.
+        while j + 4 <= j1 {
+            let s0 = feature512::<R, B, NIB, S>(t, &c, j);
+            let s1 = feature512::<R, B, NIB, S>(t, &c, j + 1);
+            let s2 = feature512::<R, B, NIB, S>(t, &c, j + 2);
+            let s3 = feature512::<R, B, NIB, S>(t, &c, j + 3);
+            for m in 0..R {
+                _mm_storeu_ps(y.add(m * n + j), reduce4(s0[m], s1[m], s2[m], s3[m]));
+            }
+            j += 4;
         }
         while j < j1 {
-            block512::<R, 1, B, NIB>(t, j, &mut s);
+            let s = feature512::<R, B, NIB, S>(t, &c, j);
+            for (m, s_m) in s.iter().enumerate() {
+                *y.add(m * n + j) = _mm512_reduce_add_ps(*s_m);
+            }
             j += 1;
         }
+    }
+
+    /// Output feature `j` for the `R` rows of x, as 16 lanes to be summed: 16 groups at a
+    /// time, their scales times x's steps are made in one vector (kept on the stack, each
+    /// group broadcast from it) and their bias terms `b_g·Σx_g` added to the lanes, then each
+    /// group's integer sums are scaled into two totals (even and odd groups, so consecutive
+    /// groups' scalings overlap).
+    #[inline(always)]
+    unsafe fn feature512<const R: usize, const B: usize, const NIB: bool, S: Wide>(
+        t: &Task,
+        c: &Range512<S>,
+        j: usize,
+    ) -> [__m512; R] {
+        let row = t.v.bytes.as_ptr().add(j * c.bpr);
+        prefetch_ahead(row, c.bpr);
+        let (sp, bp) = (c.scales.add(j * c.groups), c.biases.add(j * c.groups));
+        let (dx, xsum) = (t.prep.dx.as_ptr(), t.prep.xsum.as_ptr());
+        let mut tot = [[_mm512_setzero_ps(); 2]; R];
+        let mut sd = [[0f32; 16]; R];
+        let mut g0 = 0;
+        // SAFETY (whole loop): scale, bias, step and sum reads are masked to the row's groups;
+        // code reads stay inside the row, x reads inside each row of x.
+        while g0 < c.groups {
+            let n = (c.groups - g0).min(16);
+            let mask = first_lanes(n) as u16;
+            let (s, b) = (S::load16(sp.add(g0), mask), S::load16(bp.add(g0), mask));
+            for m in 0..R {
+                let at = m * c.padded + g0;
+                _mm512_storeu_ps(sd[m].as_mut_ptr(), _mm512_mul_ps(s, _mm512_maskz_loadu_ps(mask, dx.add(at))));
+                tot[m][1] = _mm512_fmadd_ps(b, _mm512_maskz_loadu_ps(mask, xsum.add(at)), tot[m][1]);
+            }
+            let mut g = 0;
+            while g + 2 <= n {
+                let a0 = sums512::<R, B, NIB>(c.x, c.cols, row, g0 + g);
+                let a1 = sums512::<R, B, NIB>(c.x, c.cols, row, g0 + g + 1);
+                for m in 0..R {
+                    tot[m][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0[m]), _mm512_set1_ps(sd[m][g]), tot[m][0]);
+                    tot[m][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1[m]), _mm512_set1_ps(sd[m][g + 1]), tot[m][1]);
+                }
+                g += 2;
+            }
+            if g < n {
+                let a0 = sums512::<R, B, NIB>(c.x, c.cols, row, g0 + g);
+                for m in 0..R {
+                    tot[m][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0[m]), _mm512_set1_ps(sd[m][g]), tot[m][0]);
+                }
+            }
+            g0 += 16;
+        }
+        let mut out = [_mm512_setzero_ps(); R];
+        for m in 0..R {
+            out[m] = _mm512_add_ps(tot[m][0], tot[m][1]);
+        }
+        out
     }
 
     /// 16 codes of a block as 16-bit lanes: for 4-bit rows, the even elements' codes (`lo`)
@@ -409,90 +525,27 @@ mod x86 {
         }
     }
 
-    /// [`block`] with AVX-512 and VNNI: 64-element blocks, `vpdpwssd` accumulating, and two
-    /// float totals a row of x (even and odd groups) so consecutive groups' scalings overlap.
+    /// The integer sums of group `g` of the packed row `row` with each of the `R` rows of x
+    /// (`x`, [R, cols] prepared in 64-element blocks).
     #[inline(always)]
-    unsafe fn block512<const R: usize, const NR: usize, const B: usize, const NIB: bool>(
-        t: &Task,
-        j: usize,
-        s: &mut Scratch,
-    ) {
-        let v = t.v;
-        let (cols, groups, bpr) = (v.cols, v.groups(), v.bytes_per_row());
-        let pd = t.prep.padded;
-        let bytes = v.bytes.as_ptr();
-        prefetch_ahead(bytes.wrapping_add(j * bpr), NR * bpr);
-        let bias = pass_scales::<R, NR>(t, j, s);
-        let mut tot = [[[_mm512_setzero_ps(); 2]; R]; NR];
-        let rows: [*const u8; NR] = std::array::from_fn(|i| bytes.add((j + i) * bpr));
-        let x = t.prep.x.as_ptr();
-        // SAFETY (whole loop): as in `block`. (Named functions, not closures: a closure is
-        // compiled without this function's target features, so its intrinsics become calls.)
-        let mut g = 0;
-        while g + 2 <= groups {
-            let a0 = sums512::<R, NR, B, NIB>(x, cols, &rows, g);
-            let a1 = sums512::<R, NR, B, NIB>(x, cols, &rows, g + 1);
-            scale512::<R, NR>(&mut tot, 0, a0, s, pd, g);
-            scale512::<R, NR>(&mut tot, 1, a1, s, pd, g + 1);
-            g += 2;
-        }
-        if g < groups {
-            let a0 = sums512::<R, NR, B, NIB>(x, cols, &rows, g);
-            scale512::<R, NR>(&mut tot, 0, a0, s, pd, g);
-        }
-        let n = v.rows;
-        for i in 0..NR {
-            for m in 0..R {
-                let [a, b] = tot[i][m];
-                *t.y.get().add(m * n + j + i) = _mm512_reduce_add_ps(_mm512_add_ps(a, b)) + hsum_avx2(bias[i][m]);
-            }
-        }
-    }
-
-    /// The integer sums of group `g` of each weight row (`rows`) with each of the `R` rows of
-    /// x (`x`, [R, cols] prepared in 64-element blocks).
-    #[inline(always)]
-    unsafe fn sums512<const R: usize, const NR: usize, const B: usize, const NIB: bool>(
+    unsafe fn sums512<const R: usize, const B: usize, const NIB: bool>(
         x: *const i16,
         cols: usize,
-        rows: &[*const u8; NR],
+        row: *const u8,
         g: usize,
-    ) -> [[__m512i; R]; NR] {
+    ) -> [__m512i; R] {
         let gs = B * BLOCK512;
         let group_bytes = if NIB { gs / 2 } else { gs };
-        let mut acc = [[_mm512_setzero_si512(); R]; NR];
+        let mut acc = [_mm512_setzero_si512(); R];
         for b in 0..B {
             let xb = g * gs + b * BLOCK512;
-            let mut xs = [(_mm512_setzero_si512(), _mm512_setzero_si512()); R];
-            for (m, xm) in xs.iter_mut().enumerate() {
+            let (lo, hi) = codes512::<NIB>(row.add(g * group_bytes), b);
+            for (m, a) in acc.iter_mut().enumerate() {
                 let xp = x.add(m * cols + xb);
-                *xm = (_mm512_loadu_si512(xp as *const _), _mm512_loadu_si512(xp.add(32) as *const _));
-            }
-            for (i, acc_i) in acc.iter_mut().enumerate() {
-                let (lo, hi) = codes512::<NIB>(rows[i].add(g * group_bytes), b);
-                for (m, a) in acc_i.iter_mut().enumerate() {
-                    *a = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(*a, lo, xs[m].0), hi, xs[m].1);
-                }
+                let (x0, x1) = (_mm512_loadu_si512(xp as *const _), _mm512_loadu_si512(xp.add(32) as *const _));
+                *a = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(*a, lo, x0), hi, x1);
             }
         }
         acc
-    }
-
-    /// Adds group `g`'s integer sums, scaled, into the totals `tot[..][..][half]`.
-    #[inline(always)]
-    unsafe fn scale512<const R: usize, const NR: usize>(
-        tot: &mut [[[__m512; 2]; R]; NR],
-        half: usize,
-        acc: [[__m512i; R]; NR],
-        s: &Scratch,
-        pd: usize,
-        g: usize,
-    ) {
-        for i in 0..NR {
-            for m in 0..R {
-                let sd = _mm512_set1_ps(*s.scaled::<R>(i, m, pd, g));
-                tot[i][m][half] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][m]), sd, tot[i][m][half]);
-            }
-        }
     }
 }
