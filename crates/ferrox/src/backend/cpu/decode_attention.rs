@@ -21,10 +21,10 @@ use crate::element::{Acc, Element};
 use crate::error::Result;
 use crate::primitives::AttentionMask;
 
-use super::attention_kernels;
 use super::fast::{as_compute, dot, AttentionOperands, Real, ScoreMask};
 use super::iter::{alloc_out, fold_slice};
 use super::simd::{dispatch, Isa};
+use super::{attention_kernels, bf16_gemm};
 
 /// Up to this many query rows per key/value head, attention runs here.
 pub(super) const DECODE_ROWS: usize = 8;
@@ -249,8 +249,9 @@ fn weighted_sum<T: Element<Acc = F>, F: Real + Element<Acc = F>>(p: &[F], v: &[T
     }
 }
 
-/// Which inner loops run: `attention_kernels`' for bf16 (AVX512-BF16 or AVX2) or for f32 /
-/// f16 (AVX-512), else the portable ones of this module.
+/// Which inner loops run: `attention_kernels`' for bf16 (AVX512-BF16, or AVX2 without
+/// AVX-512) or the wide ones for f32, f16 and bf16 (AVX-512: a bf16 key or value is widened as
+/// it loads), else the portable ones of this module.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kernels {
     Bf16,
@@ -261,8 +262,9 @@ enum Kernels {
 impl Kernels {
     fn for_dtype(dtype: Dtype) -> Kernels {
         match dtype {
+            Dtype::Bf16 if bf16_gemm::cpu_supported() => Kernels::Bf16,
+            Dtype::F32 | Dtype::F16 | Dtype::Bf16 if attention_kernels::wide_applies() => Kernels::Wide,
             Dtype::Bf16 if attention_kernels::applies() => Kernels::Bf16,
-            Dtype::F32 | Dtype::F16 if attention_kernels::wide_applies() => Kernels::Wide,
             _ => Kernels::Portable,
         }
     }
@@ -289,8 +291,10 @@ fn simd_scores<T: 'static, F: 'static>(
             let q = same::<F, f32>(qf).expect("the compute type of f32 and f16 is f32");
             if let Some(k) = same::<T, f32>(k) {
                 attention_kernels::scores_wide(q, rows, k, dk, scale, out)
+            } else if let Some(k) = same::<T, f16>(k) {
+                attention_kernels::scores_wide(q, rows, k, dk, scale, out)
             } else {
-                attention_kernels::scores_wide(q, rows, same::<T, f16>(k).expect("f32 or f16 keys"), dk, scale, out)
+                attention_kernels::scores_wide(q, rows, bf16_bits(k), dk, scale, out)
             }
         }
         _ => return false,
@@ -317,8 +321,10 @@ fn simd_weighted_sum<T: 'static, F: 'static>(
         attention_kernels::weighted_sum(p, rows, bf16_bits(v), dv, out, stride);
     } else if let Some(v) = same::<T, f32>(v) {
         attention_kernels::weighted_sum_wide(p, rows, v, dv, out, stride);
+    } else if let Some(v) = same::<T, f16>(v) {
+        attention_kernels::weighted_sum_wide(p, rows, v, dv, out, stride);
     } else {
-        attention_kernels::weighted_sum_wide(p, rows, same::<T, f16>(v).expect("f32 or f16 values"), dv, out, stride);
+        attention_kernels::weighted_sum_wide(p, rows, bf16_bits(v), dv, out, stride);
     }
     true
 }
