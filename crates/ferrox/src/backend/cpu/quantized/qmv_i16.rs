@@ -31,7 +31,7 @@
 
 use super::qmv::QMV_MAX_ROWS;
 use super::view::{for_decode_ranges, DecodeTask, Kind, View};
-use crate::backend::cpu::simd::{best_isa, has_avx512_vnni, Isa};
+use crate::backend::cpu::simd::{best_isa, dispatch, has_avx512_vnni, Isa};
 use crate::primitives::QuantMode;
 
 /// The instruction sets the kernel has a path for.
@@ -106,8 +106,13 @@ pub(super) fn prepare(x: &[f32], r: usize, v: &View, block: Option<usize>) -> Pr
     let mut p = Prepared { x: vec![0; r * cols], dx: vec![0.0; r * padded], xsum: vec![0.0; r * padded], padded };
     let reorder = block.filter(|_| v.kind == Kind::Nibbles);
     type Row<'a> = (usize, ((&'a mut [i16], &'a mut [f32]), &'a mut [f32]));
-    let row =
-        |(m, ((xq, dx), xsum)): Row| prepare_row(&x[m * cols..(m + 1) * cols], v.group_size, reorder, xq, dx, xsum);
+    // Compiled for the CPU's vectors: the rounding, largest magnitudes and sums vectorize.
+    let row = |(m, ((xq, dx), xsum)): Row| {
+        dispatch(
+            #[inline(always)]
+            |_| prepare_row(&x[m * cols..(m + 1) * cols], v.group_size, reorder, xq, dx, xsum),
+        )
+    };
     if r * cols >= 1 << 16 {
         use rayon::prelude::*;
         let rows = p.x.par_chunks_mut(cols).zip(p.dx.par_chunks_mut(padded)).zip(p.xsum.par_chunks_mut(padded));
@@ -120,11 +125,22 @@ pub(super) fn prepare(x: &[f32], r: usize, v: &View, block: Option<usize>) -> Pr
 }
 
 /// [`prepare`] of one row `src`: its integers into `xq`, its groups' steps into `dx` and
-/// sums into `xsum`; 4-bit blocks of `reorder` elements reordered.
+/// sums into `xsum`; 4-bit blocks of `reorder` elements reordered. Written to vectorize: the
+/// largest magnitude is an integer maximum of the magnitudes' bits (a NaN's bits exceed every
+/// number's, an infinity's every finite one's), and the sum runs in 16 lanes.
+#[inline(always)]
 fn prepare_row(src: &[f32], gs: usize, reorder: Option<usize>, xq: &mut [i16], dx: &mut [f32], xsum: &mut [f32]) {
     for (g, (src, dst)) in src.chunks_exact(gs).zip(xq.chunks_exact_mut(gs)).enumerate() {
-        let (top, sum) = src.iter().fold((0f32, 0f32), |(t, s), &e| (t.max(e.abs()), s + e));
-        xsum[g] = sum;
+        let mut lanes = [0f32; 16];
+        let mut top_bits = 0u32;
+        for c in src.chunks(16) {
+            for (l, &e) in lanes.iter_mut().zip(c) {
+                *l += e;
+                top_bits = top_bits.max(e.to_bits() & 0x7FFF_FFFF);
+            }
+        }
+        xsum[g] = lanes.iter().sum();
+        let top = f32::from_bits(top_bits);
         if top == 0.0 || !top.is_finite() {
             // Zeros stay zero; a NaN or infinity spreads through the step as a float would.
             dx[g] = if top == 0.0 { 0.0 } else { f32::NAN };
