@@ -346,17 +346,14 @@ mod x86 {
         }
     }
 
-    /// What every feature of a range shares: the matrix's sizes, made once (they are not
-    /// constants, and a division per feature showed in profiles), and where its scales,
-    /// biases and x are.
+    /// What every feature of a range shares beyond the task: the matrix's group count and
+    /// row bytes, made once (they are not constants, and a division per feature showed in
+    /// profiles), and its scales and biases as their stored type.
     struct Range512<S> {
         groups: usize,
         bpr: usize,
-        cols: usize,
-        padded: usize,
         scales: *const S,
         biases: *const S,
-        x: *const i16,
     }
 
     /// One packed row a pass, so a thread's loads walk its range as one sequential stream;
@@ -370,15 +367,7 @@ mod x86 {
         j1: usize,
     ) {
         let v = t.v;
-        let c = Range512 {
-            groups: v.groups(),
-            bpr: v.bytes_per_row(),
-            cols: v.cols,
-            padded: t.prep.padded,
-            scales,
-            biases,
-            x: t.prep.x.as_ptr(),
-        };
+        let c = Range512 { groups: v.groups(), bpr: v.bytes_per_row(), scales, biases };
         let (n, y) = (v.rows, t.y.get());
         let mut j = j0;
         // SAFETY (whole function): `j0..j1` are rows of the matrix and columns of y's rows.
@@ -415,7 +404,8 @@ mod x86 {
         let row = t.v.bytes.as_ptr().add(j * c.bpr);
         prefetch_ahead(row, c.bpr);
         let (sp, bp) = (c.scales.add(j * c.groups), c.biases.add(j * c.groups));
-        let (dx, xsum) = (t.prep.dx.as_ptr(), t.prep.xsum.as_ptr());
+        let (x, dx, xsum) = (t.prep.x.as_ptr(), t.prep.dx.as_ptr(), t.prep.xsum.as_ptr());
+        let (cols, padded) = (t.v.cols, t.prep.padded);
         let mut tot = [[_mm512_setzero_ps(); 2]; R];
         let mut sd = [[0f32; 16]; R];
         let mut g0 = 0;
@@ -426,14 +416,14 @@ mod x86 {
             let mask = first_lanes(n) as u16;
             let (s, b) = (S::load16(sp.add(g0), mask), S::load16(bp.add(g0), mask));
             for m in 0..R {
-                let at = m * c.padded + g0;
+                let at = m * padded + g0;
                 _mm512_storeu_ps(sd[m].as_mut_ptr(), _mm512_mul_ps(s, _mm512_maskz_loadu_ps(mask, dx.add(at))));
                 tot[m][1] = _mm512_fmadd_ps(b, _mm512_maskz_loadu_ps(mask, xsum.add(at)), tot[m][1]);
             }
             let mut g = 0;
             while g + 2 <= n {
-                let a0 = sums512::<R, B, NIB>(c.x, c.cols, row, g0 + g);
-                let a1 = sums512::<R, B, NIB>(c.x, c.cols, row, g0 + g + 1);
+                let a0 = sums512::<R, B, NIB>(x, cols, row, g0 + g);
+                let a1 = sums512::<R, B, NIB>(x, cols, row, g0 + g + 1);
                 for m in 0..R {
                     tot[m][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0[m]), _mm512_set1_ps(sd[m][g]), tot[m][0]);
                     tot[m][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1[m]), _mm512_set1_ps(sd[m][g + 1]), tot[m][1]);
@@ -441,7 +431,7 @@ mod x86 {
                 g += 2;
             }
             if g < n {
-                let a0 = sums512::<R, B, NIB>(c.x, c.cols, row, g0 + g);
+                let a0 = sums512::<R, B, NIB>(x, cols, row, g0 + g);
                 for m in 0..R {
                     tot[m][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0[m]), _mm512_set1_ps(sd[m][g]), tot[m][0]);
                 }
