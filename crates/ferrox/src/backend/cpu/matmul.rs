@@ -13,9 +13,10 @@ use crate::element::{widen_for_sum, Element};
 use crate::error::{Error, Result};
 use crate::shape::broadcast_strides;
 
+use super::decode_gemv::{self, Weight};
 use super::iter::{alloc_out, map1, operand, row_offsets, MutPtr, Ptr, PAR_CHUNK, PAR_THRESHOLD};
 use super::simd::{dispatch, inline_always};
-use super::{bf16_gemm, bf16_gemv, f32_gemm};
+use super::{bf16_gemm, f32_gemm};
 
 /// One matrix operand: base pointer, and row / column strides (elements).
 #[derive(Clone, Copy)]
@@ -329,9 +330,13 @@ fn half_matmul<T: Element<Acc = f32>>(inputs: &[Array], alpha: f64, beta: f64, s
             let [oa, ob] = row_offsets::<2>(batch_shape, &bstrides, bi);
             let (a_rs, a_cs) = (sa[nd - 2], sa[nd - 1]);
             let bm = Mat { ptr: Ptr(unsafe { pb.get().offset(ob) }), rs: sb[nd - 2], cs: sb[nd - 1] };
-            if T::DTYPE == Dtype::Bf16 && m == 1 && bm.rs == 1 && bm.cs >= 0 && bf16_gemv::applies() {
-                // SAFETY: a's row and b are batch bi's views (bf16: T is bf16 here).
-                unsafe { bf16_row_product(pa.get().offset(oa) as *const u16, a_cs, k, bm.cast(), n, &mut acc) };
+            let row_product = m == 1 && bm.rs == 1 && bm.cs >= 0;
+            if T::DTYPE == Dtype::Bf16 && row_product && u16::applies() {
+                // SAFETY: a's row and b are batch bi's views (bf16: T is bf16 here, read as bits).
+                unsafe { row_times_rows::<u16>(pa.get().offset(oa) as *const u16, a_cs, k, bm.cast(), n, &mut acc) };
+            } else if T::DTYPE == Dtype::F32 && row_product && f32::applies() {
+                // SAFETY: a's row and b are batch bi's views (T is f32 here).
+                unsafe { row_times_rows::<f32>(pa.get().offset(oa) as *const f32, a_cs, k, bm.cast(), n, &mut acc) };
             } else if T::DTYPE == Dtype::Bf16 && m > 1 && k > 0 && k % 2 == 0 && bf16_gemm::cpu_supported() {
                 // SAFETY: a's rows and b are batch bi's views (bf16: T is bf16 here).
                 unsafe { bf16_product(pa.get().offset(oa) as *const u16, a_rs, a_cs, m, k, bm.cast(), n, &mut acc) };
@@ -412,19 +417,19 @@ unsafe fn bf16_product(
     }
 }
 
-/// `acc = a @ b` for one bf16 row `a` (k elements at stride `a_cs`, read in place when
-/// contiguous) and a `b` whose columns are contiguous along k (a transposed weight) through
-/// [`bf16_gemv`].
+/// `acc = a @ b` for one row `a` (k elements at stride `a_cs`, read in place when contiguous)
+/// and a `b` whose columns are contiguous along k (a transposed weight) through
+/// [`decode_gemv`].
 ///
 /// # Safety
-/// The views must be valid for k and k × n bf16 elements (as bits).
-unsafe fn bf16_row_product(a: *const u16, a_cs: isize, k: usize, b: Mat<u16>, n: usize, acc: &mut [f32]) {
-    let w = bf16_gemv::RowMatrix { ptr: b.ptr.get(), ld: b.cs as usize, n, k };
+/// The views must be valid for k and k × n elements.
+unsafe fn row_times_rows<E: Weight + Copy>(a: *const E, a_cs: isize, k: usize, b: Mat<E>, n: usize, acc: &mut [f32]) {
+    let w = decode_gemv::RowMatrix { ptr: b.ptr.get(), ld: b.cs as usize, n, k };
     if a_cs == 1 {
-        bf16_gemv::gemv(std::slice::from_raw_parts(a, k), w, acc);
+        decode_gemv::gemv(std::slice::from_raw_parts(a, k), w, acc);
     } else {
-        let row: Vec<u16> = (0..k).map(|e| *a.offset(e as isize * a_cs)).collect();
-        bf16_gemv::gemv(&row, w, acc);
+        let row: Vec<E> = (0..k).map(|e| *a.offset(e as isize * a_cs)).collect();
+        decode_gemv::gemv(&row, w, acc);
     }
 }
 

@@ -3,11 +3,11 @@
 mod attention_kernels;
 mod attention_vjp;
 mod bf16_gemm;
-mod bf16_gemv;
 mod binary;
 mod conv;
 pub(crate) mod copy;
 mod decode_attention;
+mod decode_gemv;
 mod f32_gemm;
 mod fast;
 mod fused;
