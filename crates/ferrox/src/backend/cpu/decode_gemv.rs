@@ -122,7 +122,8 @@ mod x86 {
     use super::{RowMatrix, ROWS_AVX2};
 
     /// How far ahead of a step of the wide kernel its row is asked for: on the Xeon of
-    /// session 29, 8 KiB read a 135M step ~10 % faster than none and ~3 % faster than 4 KiB (a C model of the step).
+    /// session 29, 8 KiB read a 135M step ~10 % faster than none and ~3 % faster than 4 KiB
+    /// (a C model of the step).
     const WIDE_PREFETCH_BYTES: usize = 8192;
 
     /// Rows `j0..j1` of `w` dotted with x into `y`, one row at a time, by `vdpbf16ps`.
