@@ -56,7 +56,7 @@ impl<E> Copy for RowMatrix<E> {}
 unsafe impl<E> Sync for RowMatrix<E> {}
 
 /// A weight element the decode product reads: bf16 (as its bits) or f32.
-pub trait Weight: Sized + Sync {
+pub trait Weight: Copy + Sync {
     /// Whether this CPU has a kernel for these weights.
     fn applies() -> bool;
 

@@ -423,7 +423,7 @@ unsafe fn bf16_product(
 ///
 /// # Safety
 /// The views must be valid for k and k × n elements.
-unsafe fn row_times_rows<E: Weight + Copy>(a: *const E, a_cs: isize, k: usize, b: Mat<E>, n: usize, acc: &mut [f32]) {
+unsafe fn row_times_rows<E: Weight>(a: *const E, a_cs: isize, k: usize, b: Mat<E>, n: usize, acc: &mut [f32]) {
     let w = decode_gemv::RowMatrix { ptr: b.ptr.get(), ld: b.cs as usize, n, k };
     if a_cs == 1 {
         decode_gemv::gemv(std::slice::from_raw_parts(a, k), w, acc);
