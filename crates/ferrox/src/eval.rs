@@ -214,7 +214,7 @@ fn run(a: &Array, run_as: Option<Pending>) -> Result<()> {
     let start = crate::profile::enabled().then(std::time::Instant::now);
     let data = crate::backend::run(&pending, a)?;
     if let Some(start) = start {
-        crate::profile::record(&pending.op, a.dtype(), start.elapsed());
+        crate::profile::record(&pending.op, a.dtype(), a.shape(), start.elapsed());
     }
     // Detach: dropping the pending state releases the inputs.
     let old = std::mem::replace(&mut *a.state(), State::Ready(data));

@@ -1,7 +1,8 @@
 //! Time spent per op kind during evaluation, for finding where a workload's time goes.
 //!
 //! Off unless the environment sets `FERROX_PROFILE=1` (read once) or [`set_enabled`] turns it
-//! on; when off it costs one relaxed atomic load per evaluated op. Times are wall-clock around
+//! on; `FERROX_PROFILE=shapes` also keys each op by its output shape (a decode step's products
+//! one row per matrix shape). When off it costs one relaxed atomic load per evaluated op. Times are wall-clock around
 //! each op's backend call: on the CPU that is the kernel; on a GPU it is the host's share
 //! (enqueueing), not the kernel's run time.
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 use crate::dtype::Dtype;
 use crate::primitives::Op;
 
-/// 0: not yet read from the environment, 1: off, 2: on.
+/// 0: not yet read from the environment, 1: off, 2: on, 3: on, keyed by output shape too.
 static STATE: AtomicU8 = AtomicU8::new(0);
 
 /// Accumulated (count, time) per "Op dtype" key.
@@ -23,11 +24,15 @@ static TABLE: Mutex<Option<HashMap<String, (u64, Duration)>>> = Mutex::new(None)
 pub fn enabled() -> bool {
     match STATE.load(Ordering::Relaxed) {
         0 => {
-            let on = std::env::var("FERROX_PROFILE").is_ok_and(|v| v == "1");
-            STATE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
-            on
+            let state = match std::env::var("FERROX_PROFILE").as_deref() {
+                Ok("1") => 2,
+                Ok("shapes") => 3,
+                _ => 1,
+            };
+            STATE.store(state, Ordering::Relaxed);
+            state > 1
         }
-        s => s == 2,
+        s => s > 1,
     }
 }
 
@@ -44,9 +49,12 @@ fn op_name(op: &Op) -> String {
     full[..end].trim_end_matches('(').to_string()
 }
 
-/// Adds one evaluation of `op` producing `dtype` that took `elapsed`.
-pub(crate) fn record(op: &Op, dtype: Dtype, elapsed: Duration) {
-    add(format!("{} {dtype}", op_name(op)), elapsed);
+/// Adds one evaluation of `op` producing `dtype` of `shape` that took `elapsed`.
+pub(crate) fn record(op: &Op, dtype: Dtype, shape: &[usize], elapsed: Duration) {
+    match STATE.load(Ordering::Relaxed) {
+        3 => add(format!("{} {dtype} {shape:?}", op_name(op)), elapsed),
+        _ => add(format!("{} {dtype}", op_name(op)), elapsed),
+    }
 }
 
 /// Adds `elapsed` under a host step that is not an op, named in parentheses so it sorts
