@@ -22,24 +22,61 @@
 use super::bf16_gemm::cpu_supported;
 use super::simd::{best_isa, Isa};
 
+/// The rows of the values, asked for from memory while the keys are scored (one row a key),
+/// so the weighted sum after the scores finds them in cache: a 135M decode layer's K and V
+/// come from memory, and without this its values arrive only as the sum reaches them
+/// (decode attention ~12 % faster in a 4-bit 135M token with it, docs/PERF.md session 30).
+#[derive(Clone, Copy)]
+struct Along {
+    ptr: *const u8,
+    row_bytes: usize,
+}
+
+impl Along {
+    const NONE: Along = Along { ptr: std::ptr::null(), row_bytes: 0 };
+
+    /// The rows of `values` for `n` keys (none when `values` holds none).
+    fn of<E>(values: &[E], n: usize) -> Along {
+        match values.len() / n.max(1) {
+            0 => Along::NONE,
+            row => Along { ptr: values.as_ptr() as *const u8, row_bytes: row * std::mem::size_of::<E>() },
+        }
+    }
+
+    /// Asks for rows `j..j + n`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn fetch(self, j: usize, n: usize) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let mut off = 0;
+        while off < n * self.row_bytes {
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(self.ptr.wrapping_add(j * self.row_bytes + off) as *const i8) };
+            off += 64;
+        }
+    }
+}
+
 /// Whether this CPU runs the kernels (AVX512-BF16, or AVX2 with FMA).
 pub fn applies() -> bool {
     cpu_supported() || best_isa() != Isa::Baseline
 }
 
 /// `out[r·n + j] = scale · Σ_d q[r·dk + d] · k[j·dk + d]` for the `rows` query rows of `q` and
-/// the `n = out.len() / rows` keys of `k` (rows of `dk` bf16 values, as bits). The CPU must run
-/// the kernels ([`applies`]).
-pub fn scores(q: &[u16], rows: usize, k: &[u16], dk: usize, scale: f32, out: &mut [f32]) {
+/// the `n = out.len() / rows` keys of `k` (rows of `dk` bf16 values, as bits), asking for the
+/// `n` rows of `values` (the keys' values, or none) from memory on the way ([`Along`]). The CPU
+/// must run the kernels ([`applies`]).
+pub fn scores(q: &[u16], rows: usize, k: &[u16], dk: usize, scale: f32, out: &mut [f32], values: &[u16]) {
     assert!(applies() && rows > 0 && out.len().is_multiple_of(rows));
     assert!(q.len() >= rows * dk && k.len() >= out.len() / rows * dk);
+    let along = Along::of(values, out.len() / rows);
     // SAFETY: features checked; the lengths bound every read.
     #[cfg(target_arch = "x86_64")]
     unsafe {
         if cpu_supported() {
-            x86::scores(q, rows, k, dk, scale, out)
+            x86::scores(q, rows, k, dk, scale, out, along)
         } else {
-            avx2::scores(q, rows, k, dk, scale, out)
+            avx2::scores(q, rows, k, dk, scale, out, along)
         }
     }
 }
@@ -105,13 +142,14 @@ pub fn wide_applies() -> bool {
 
 /// [`scores`] for f32 queries and f32, f16 or bf16 (as bits) keys. The CPU must have AVX-512
 /// ([`wide_applies`]).
-pub fn scores_wide<E: Wide>(q: &[f32], rows: usize, k: &[E], dk: usize, scale: f32, out: &mut [f32]) {
+pub fn scores_wide<E: Wide>(q: &[f32], rows: usize, k: &[E], dk: usize, scale: f32, out: &mut [f32], values: &[E]) {
     assert!(wide_applies() && rows > 0 && out.len().is_multiple_of(rows));
     assert!(q.len() >= rows * dk && k.len() >= out.len() / rows * dk);
+    let along = Along::of(values, out.len() / rows);
     // SAFETY: features checked; the lengths bound every read.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        x86::scores_wide(q, rows, k, dk, scale, out)
+        x86::scores_wide(q, rows, k, dk, scale, out, along)
     }
 }
 
@@ -134,7 +172,7 @@ mod x86 {
 
     use crate::backend::cpu::bf16_gemm::x86::{first_lanes, load_bf16, reduce4};
 
-    use super::Wide;
+    use super::{Along, Wide};
 
     /// The mask of the first `n` (at most 16, more count as 16) of 16 lanes.
     #[inline(always)]
@@ -268,9 +306,11 @@ mod x86 {
         n: usize,
         scale: f32,
         out: *mut f32,
+        along: Along,
     ) {
         let mut j = 0;
         while j + 4 <= n {
+            along.fetch(j, 4);
             let keys = k.add(j * dk);
             let mut acc = [[_mm512_setzero_ps(); 4]; R];
             let mut c = 0;
@@ -305,6 +345,7 @@ mod x86 {
 
     /// [`scores_of`] over any number of rows, four at a time.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn scores_rows<D: KeyDot>(
         q: *const D::Query,
         rows: usize,
@@ -313,28 +354,39 @@ mod x86 {
         n: usize,
         scale: f32,
         out: *mut f32,
+        along: Along,
     ) {
         let mut r = 0;
         while r < rows {
             let (q, out) = (q.add(r * dk), out.add(r * n));
+            // The values are asked for on the first pass over the keys only.
+            let along = if r == 0 { along } else { Along::NONE };
             match rows - r {
-                1 => scores_of::<D, 1>(q, k, dk, n, scale, out),
-                2 => scores_of::<D, 2>(q, k, dk, n, scale, out),
-                3 => scores_of::<D, 3>(q, k, dk, n, scale, out),
-                _ => scores_of::<D, 4>(q, k, dk, n, scale, out),
+                1 => scores_of::<D, 1>(q, k, dk, n, scale, out, along),
+                2 => scores_of::<D, 2>(q, k, dk, n, scale, out, along),
+                3 => scores_of::<D, 3>(q, k, dk, n, scale, out, along),
+                _ => scores_of::<D, 4>(q, k, dk, n, scale, out, along),
             }
             r += 4;
         }
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    pub unsafe fn scores(q: &[u16], rows: usize, k: &[u16], dk: usize, scale: f32, out: &mut [f32]) {
-        scores_rows::<Bf16Dot>(q.as_ptr(), rows, k.as_ptr(), dk, out.len() / rows, scale, out.as_mut_ptr());
+    pub unsafe fn scores(q: &[u16], rows: usize, k: &[u16], dk: usize, scale: f32, out: &mut [f32], along: Along) {
+        scores_rows::<Bf16Dot>(q.as_ptr(), rows, k.as_ptr(), dk, out.len() / rows, scale, out.as_mut_ptr(), along);
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    pub unsafe fn scores_wide<E: Wide>(q: &[f32], rows: usize, k: &[E], dk: usize, scale: f32, out: &mut [f32]) {
-        scores_rows::<WideDot<E>>(q.as_ptr(), rows, k.as_ptr(), dk, out.len() / rows, scale, out.as_mut_ptr());
+    pub unsafe fn scores_wide<E: Wide>(
+        q: &[f32],
+        rows: usize,
+        k: &[E],
+        dk: usize,
+        scale: f32,
+        out: &mut [f32],
+        along: Along,
+    ) {
+        scores_rows::<WideDot<E>>(q.as_ptr(), rows, k.as_ptr(), dk, out.len() / rows, scale, out.as_mut_ptr(), along);
     }
 
     /// The weighted sums of the `R` probability rows at `p` (`n` each) over the `n` value
@@ -393,6 +445,8 @@ mod avx2 {
 
     use crate::backend::cpu::simd::{hsum_avx2, widen8_bf16};
 
+    use super::Along;
+
     /// One bf16 value widened to f32.
     #[inline(always)]
     fn widen(b: u16) -> f32 {
@@ -420,19 +474,22 @@ mod avx2 {
 
     /// One query row at a time ([`row_scores`]).
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn scores(q: &[u16], rows: usize, k: &[u16], dk: usize, scale: f32, out: &mut [f32]) {
+    pub unsafe fn scores(q: &[u16], rows: usize, k: &[u16], dk: usize, scale: f32, out: &mut [f32], along: Along) {
         let n = out.len() / rows;
         for (r, out) in out.chunks_exact_mut(n.max(1)).take(rows).enumerate() {
-            row_scores(&q[r * dk..(r + 1) * dk], k, dk, scale, &mut out[..n]);
+            // The values are asked for on the first pass over the keys only.
+            let along = if r == 0 { along } else { Along::NONE };
+            row_scores(&q[r * dk..(r + 1) * dk], k, dk, scale, &mut out[..n], along);
         }
     }
 
     /// The scores of one query row.
     #[inline(always)]
-    unsafe fn row_scores(q: &[u16], k: &[u16], dk: usize, scale: f32, out: &mut [f32]) {
+    unsafe fn row_scores(q: &[u16], k: &[u16], dk: usize, scale: f32, out: &mut [f32], along: Along) {
         let n = out.len();
         let mut j = 0;
         while j + 4 <= n {
+            along.fetch(j, 4);
             let sums = dots::<4>(q.as_ptr(), k.as_ptr().add(j * dk), dk);
             for (o, s) in out[j..j + 4].iter_mut().zip(sums) {
                 *o = s * scale;
@@ -540,7 +597,7 @@ mod tests {
             return;
         }
         let f = |b: u16| bf16::from_bits(b).to_f32() as f64;
-        type Scores = fn(&[u16], usize, &[u16], usize, f32, &mut [f32]);
+        type Scores = fn(&[u16], usize, &[u16], usize, f32, &mut [f32], &[u16]);
         type Sum = fn(&[f32], usize, &[u16], usize, &mut [f32], usize);
         let mut kernels: Vec<(&str, Scores, Sum)> = vec![("dispatched", scores, weighted_sum)];
         #[cfg(target_arch = "x86_64")]
@@ -548,7 +605,7 @@ mod tests {
             // SAFETY (both): the CPU has AVX2 and FMA.
             kernels.push((
                 "avx2",
-                |q, r, k, d, sc, o| unsafe { avx2::scores(q, r, k, d, sc, o) },
+                |q, r, k, d, sc, o, v| unsafe { avx2::scores(q, r, k, d, sc, o, Along::of(v, o.len() / r)) },
                 |p, r, v, d, o, st| unsafe { avx2::weighted_sum(p, r, v, d, o, st) },
             ));
         }
@@ -559,7 +616,8 @@ mod tests {
                     let p = test_rand(rows * s, 3);
                     let stride = d + 3;
                     let (mut sc, mut o) = (vec![f32::NAN; rows * s], vec![f32::NAN; rows * stride]);
-                    scores(&q, rows, &k, d, 0.5, &mut sc);
+                    // The keys stand in for the values asked for alongside (a hint only).
+                    scores(&q, rows, &k, d, 0.5, &mut sc, &k);
                     weighted_sum(&p, rows, &k, d, &mut o, stride);
                     check(name, rows, s, d, &|i| f(q[i]), &|i| f(k[i]), &p, &sc, &o, stride);
                 }
@@ -583,11 +641,11 @@ mod tests {
                 let stride = d + 3;
                 let qf = |i: usize| q[i] as f64;
                 let (mut sc, mut o) = (vec![f32::NAN; rows * s], vec![f32::NAN; rows * stride]);
-                scores_wide(&q, rows, &k32, d, 0.5, &mut sc);
+                scores_wide(&q, rows, &k32, d, 0.5, &mut sc, &k32);
                 weighted_sum_wide(&p, rows, &k32, d, &mut o, stride);
                 check("f32", rows, s, d, &qf, &|i| k32[i] as f64, &p, &sc, &o, stride);
                 let (mut sc, mut o) = (vec![f32::NAN; rows * s], vec![f32::NAN; rows * stride]);
-                scores_wide(&q, rows, &k16, d, 0.5, &mut sc);
+                scores_wide(&q, rows, &k16, d, 0.5, &mut sc, &[]);
                 weighted_sum_wide(&p, rows, &k16, d, &mut o, stride);
                 check("f16", rows, s, d, &qf, &|i| k16[i].to_f64(), &p, &sc, &o, stride);
             }

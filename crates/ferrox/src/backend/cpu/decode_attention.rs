@@ -92,7 +92,7 @@ pub(super) fn decode_attention<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
                     let mut p = vec![F::ZERO; rows * n];
                     let mut qbuf = Vec::new();
                     let qf = if kernels == Kernels::Bf16 { &[][..] } else { as_compute(qh, &mut qbuf) };
-                    if !simd_scores(kernels, qh, qf, rows, kt, dk, f32_of(scale), &mut p) {
+                    if !simd_scores(kernels, qh, qf, rows, kt, vt, dk, f32_of(scale), &mut p) {
                         for (qr, pr) in qf.chunks_exact(dk.max(1)).zip(p.chunks_exact_mut(n.max(1))) {
                             scores(qr, kt, dk, scale, pr);
                         }
@@ -271,8 +271,8 @@ impl Kernels {
 }
 
 /// The scores of `rows` query rows (`qt` in the keys' type, `qf` in the compute type) against
-/// the keys `k`, into rows of `out`, through the SIMD kernels; false, leaving `out` alone, when
-/// `kernels` is portable.
+/// the keys `k`, into rows of `out`, through the SIMD kernels, which ask for the values `v` from
+/// memory as they go; false, leaving `out` alone, when `kernels` is portable.
 #[allow(clippy::too_many_arguments)]
 fn simd_scores<T: 'static, F: 'static>(
     kernels: Kernels,
@@ -280,21 +280,24 @@ fn simd_scores<T: 'static, F: 'static>(
     qf: &[F],
     rows: usize,
     k: &[T],
+    v: &[T],
     dk: usize,
     scale: f32,
     out: &mut [F],
 ) -> bool {
     let out = same_mut::<F, f32>(out);
     match (kernels, out) {
-        (Kernels::Bf16, Some(out)) => attention_kernels::scores(bf16_bits(qt), rows, bf16_bits(k), dk, scale, out),
+        (Kernels::Bf16, Some(out)) => {
+            attention_kernels::scores(bf16_bits(qt), rows, bf16_bits(k), dk, scale, out, bf16_bits(v))
+        }
         (Kernels::Wide, Some(out)) => {
             let q = same::<F, f32>(qf).expect("the compute type of f32 and f16 is f32");
-            if let Some(k) = same::<T, f32>(k) {
-                attention_kernels::scores_wide(q, rows, k, dk, scale, out)
-            } else if let Some(k) = same::<T, f16>(k) {
-                attention_kernels::scores_wide(q, rows, k, dk, scale, out)
+            if let (Some(k), Some(v)) = (same::<T, f32>(k), same::<T, f32>(v)) {
+                attention_kernels::scores_wide(q, rows, k, dk, scale, out, v)
+            } else if let (Some(k), Some(v)) = (same::<T, f16>(k), same::<T, f16>(v)) {
+                attention_kernels::scores_wide(q, rows, k, dk, scale, out, v)
             } else {
-                attention_kernels::scores_wide(q, rows, bf16_bits(k), dk, scale, out)
+                attention_kernels::scores_wide(q, rows, bf16_bits(k), dk, scale, out, bf16_bits(v))
             }
         }
         _ => return false,
