@@ -14,9 +14,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a lingering task spins without finding work before it leaves its worker: longer
-/// than the gaps inside a decode step and between two steps' evaluations (sampling, graph
-/// building: ~150 µs), short enough to leave an idle process idle.
-const LINGER: Duration = Duration::from_micros(300);
+/// than the gaps inside a decode step (5–50 µs), short enough to leave an idle process idle.
+/// Spinning across the host's work between two steps' evaluations (sampling and building the
+/// next graph, ~200 µs) slows it down on two cores: a 135M 4-bit token was ~3 % faster with
+/// 150 µs than with 300, ~10 % slower with 600 or more, and slower still when the tasks left
+/// as soon as an evaluation ended (each then woke its worker again; docs/PERF.md session 30).
+const LINGER: Duration = Duration::from_micros(150);
 
 /// Lingering tasks running now.
 static LINGERING: AtomicUsize = AtomicUsize::new(0);
