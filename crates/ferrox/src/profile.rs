@@ -2,9 +2,9 @@
 //!
 //! Off unless the environment sets `FERROX_PROFILE=1` (read once) or [`set_enabled`] turns it
 //! on; `FERROX_PROFILE=shapes` also keys each op by its output shape (a decode step's products
-//! one row per matrix shape). When off it costs one relaxed atomic load per evaluated op. Times are wall-clock around
-//! each op's backend call: on the CPU that is the kernel; on a GPU it is the host's share
-//! (enqueueing), not the kernel's run time.
+//! one row per matrix shape). When off it costs one relaxed atomic load per evaluated op.
+//! Times are wall-clock around each op's backend call: on the CPU that is the kernel; on a GPU
+//! it is the host's share (enqueueing), not the kernel's run time.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};

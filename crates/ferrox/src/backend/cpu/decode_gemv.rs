@@ -12,7 +12,7 @@
 //!   elements a step into four f32 accumulators, each step asking for the line 8 KiB on.
 //!   A bf16 step is two loads split into the f32 of their even and their odd columns by a
 //!   shift and a mask (the `Wide` loads of `attention_kernels`), and x is laid out once a
-//!   range in the same order, so the products pair up; four rows' sums are reduced together.
+//!   product in the same order, so the products pair up; four rows' sums are reduced together.
 //!   On a Xeon without AVX512-BF16 the four-row AVX2 kernel read a 135M bf16 step at ~21
 //!   GB/s and the f32 one ~24, where the memory gives 27 (docs/PERF.md, session 29).
 //! - AVX2 (bf16): a pass dots [`ROWS_AVX2`] rows at once, two accumulators a row, 16
@@ -60,12 +60,20 @@ pub trait Weight: Copy + Sync {
     /// Whether this CPU has a kernel for these weights.
     fn applies() -> bool;
 
-    /// Rows `j0..j1` of `w` dotted with `x` into `y`.
+    /// The first `k` values of x laid out for the kernel that runs, made once a product and
+    /// shared by its ranges: the wide kernel's order, or nothing for kernels that read x as
+    /// it is.
+    ///
+    /// # Safety
+    /// [`Weight::applies`] must hold; `x` must hold `k` values.
+    unsafe fn layout(x: &[Self], k: usize) -> Vec<f32>;
+
+    /// Rows `j0..j1` of `w` dotted with `x` (and its [`Weight::layout`] `xs`) into `y`.
     ///
     /// # Safety
     /// [`Weight::applies`] must hold; `w` must be valid for its rows, `x` for `w.k` values,
     /// and rows `j0..j1` of `y` must be this call's alone.
-    unsafe fn rows(x: &[Self], w: RowMatrix<Self>, j0: usize, j1: usize, y: MutPtr<f32>);
+    unsafe fn rows(x: &[Self], xs: &[f32], w: RowMatrix<Self>, j0: usize, j1: usize, y: MutPtr<f32>);
 }
 
 impl Weight for u16 {
@@ -74,12 +82,21 @@ impl Weight for u16 {
         cpu_supported() || best_isa() != Isa::Baseline
     }
 
-    unsafe fn rows(x: &[u16], w: RowMatrix<u16>, j0: usize, j1: usize, y: MutPtr<f32>) {
+    unsafe fn layout(x: &[u16], k: usize) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if !cpu_supported() && wide_applies() {
+            return x86::wide_layout(x, k);
+        }
+        let _ = (x, k);
+        Vec::new()
+    }
+
+    unsafe fn rows(x: &[u16], xs: &[f32], w: RowMatrix<u16>, j0: usize, j1: usize, y: MutPtr<f32>) {
         #[cfg(target_arch = "x86_64")]
         if cpu_supported() {
             x86::rows_bf16(x, w, j0, j1, y)
         } else if wide_applies() {
-            x86::rows_wide(x, w, j0, j1, y)
+            x86::rows_wide(xs, w, j0, j1, y)
         } else {
             x86::rows_avx2(x, w, j0, j1, y)
         }
@@ -92,9 +109,19 @@ impl Weight for f32 {
         wide_applies()
     }
 
-    unsafe fn rows(x: &[f32], w: RowMatrix<f32>, j0: usize, j1: usize, y: MutPtr<f32>) {
+    unsafe fn layout(x: &[f32], k: usize) -> Vec<f32> {
         #[cfg(target_arch = "x86_64")]
-        x86::rows_wide(x, w, j0, j1, y)
+        return x86::wide_layout(x, k);
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (x, k);
+            Vec::new()
+        }
+    }
+
+    unsafe fn rows(_: &[f32], xs: &[f32], w: RowMatrix<f32>, j0: usize, j1: usize, y: MutPtr<f32>) {
+        #[cfg(target_arch = "x86_64")]
+        x86::rows_wide(xs, w, j0, j1, y)
     }
 }
 
@@ -106,8 +133,10 @@ impl Weight for f32 {
 pub unsafe fn gemv<E: Weight>(x: &[E], w: RowMatrix<E>, y: &mut [f32]) {
     assert!(E::applies() && x.len() >= w.k && y.len() >= w.n);
     let out = MutPtr(y.as_mut_ptr());
-    // SAFETY: the kernel applies; rows j0..j1 of w and of y belong to this range only.
-    for_feature_ranges(w.n, w.k, |j0, j1| unsafe { E::rows(x, w, j0, j1, out) });
+    // SAFETY: the kernel applies and x holds w.k values.
+    let xs = unsafe { E::layout(x, w.k) };
+    // SAFETY: as above; rows j0..j1 of w and of y belong to this range only.
+    for_feature_ranges(w.n, w.k, |j0, j1| unsafe { E::rows(x, &xs, w, j0, j1, out) });
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -134,12 +163,10 @@ mod x86 {
         }
     }
 
-    /// Rows `j0..j1` of `w` dotted with x into `y` with AVX-512 FMA, one row at a time, four
-    /// rows' sums reduced together.
+    /// The first `k` values of x as the wide kernel's weight loads lay them out (64 values a
+    /// step, zero past k).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    pub unsafe fn rows_wide<E: Wide>(x: &[E], w: RowMatrix<E>, j0: usize, j1: usize, y: MutPtr<f32>) {
-        let k = w.k;
-        // x as the weights' loads lay it out (64 values a step, zero past k).
+    pub unsafe fn wide_layout<E: Wide>(x: &[E], k: usize) -> Vec<f32> {
         let mut xs = vec![0f32; k.div_ceil(64) * 64];
         for (s, chunk) in xs.chunks_exact_mut(64).enumerate() {
             let v = E::load64(x.as_ptr().add(64 * s), k - 64 * s);
@@ -147,21 +174,29 @@ mod x86 {
                 _mm512_storeu_ps(chunk.as_mut_ptr().add(16 * i), v);
             }
         }
+        xs
+    }
+
+    /// Rows `j0..j1` of `w` dotted with x (laid out by [`wide_layout`] as `xs`) into `y` with
+    /// AVX-512 FMA, one row at a time, four rows' sums reduced together.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    pub unsafe fn rows_wide<E: Wide>(xs: &[f32], w: RowMatrix<E>, j0: usize, j1: usize, y: MutPtr<f32>) {
+        let k = w.k;
         let mut j = j0;
         while j + 4 <= j1 {
             let row = |r: usize| w.ptr.add((j + r) * w.ld);
-            let (a, b) = (row_wide(&xs, row(0), k), row_wide(&xs, row(1), k));
-            let (c, d) = (row_wide(&xs, row(2), k), row_wide(&xs, row(3), k));
+            let (a, b) = (row_wide(xs, row(0), k), row_wide(xs, row(1), k));
+            let (c, d) = (row_wide(xs, row(2), k), row_wide(xs, row(3), k));
             _mm_storeu_ps(y.get().add(j), reduce4(a, b, c, d));
             j += 4;
         }
         while j < j1 {
-            *y.get().add(j) = _mm512_reduce_add_ps(row_wide(&xs, w.ptr.add(j * w.ld), k));
+            *y.get().add(j) = _mm512_reduce_add_ps(row_wide(xs, w.ptr.add(j * w.ld), k));
             j += 1;
         }
     }
 
-    /// The lanes of the dot product of `xs` (x laid out by [`rows_wide`]) with the `k`
+    /// The lanes of the dot product of `xs` (x laid out by [`wide_layout`]) with the `k`
     /// values at `row`.
     #[inline(always)]
     unsafe fn row_wide<E: Wide>(xs: &[f32], row: *const E, k: usize) -> __m512 {
@@ -303,7 +338,7 @@ mod tests {
                 if wide_applies() {
                     let mut y = vec![f32::NAN; n];
                     // SAFETY: the CPU has AVX-512; w holds n rows.
-                    unsafe { x86::rows_wide(&x, m, 0, n, MutPtr(y.as_mut_ptr())) };
+                    unsafe { x86::rows_wide(&x86::wide_layout(&x, k), m, 0, n, MutPtr(y.as_mut_ptr())) };
                     check("wide", &x, &w, (n, k, ld), &y, f);
                 }
                 if best_isa() != Isa::Baseline {
