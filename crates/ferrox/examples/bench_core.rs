@@ -408,23 +408,37 @@ const LAYER_135M: [(usize, usize); 4] = [(576, 960), (576, 576), (576, 3072), (1
 /// output head, every weight its own matrix: 76 MB at 4-bit, 269 MB in bf16, 538 MB in f32, so they stream
 /// from memory as in a real step, unlike the cases above whose one matrix stays in the cache),
 /// evaluated together, one row of x each. Rated by the bytes of all the weights, as a share
-/// of the read bandwidth.
+/// of the read bandwidth. The "joined" case holds the same bytes as five matrices (the 30
+/// layers' matrices of each kind stacked, and the head): the rate the kernel streams at when
+/// a product's fixed costs are spread over large matrices, against which the step's 121
+/// products are measured (docs/PERF.md, session 31).
 fn decode_step(t: &Table) -> fx::Result<()> {
-    // (weights' dtype, bits): 0 bits is the dense matrix itself.
-    let variants = [(Dtype::Bf16, 0usize), (Dtype::F32, 0), (Dtype::Bf16, 4), (Dtype::Bf16, 8)];
-    let name = |(dtype, bits): (Dtype, usize)| match bits {
-        0 => format!("decode step {}", dname(dtype)),
-        _ => format!("decode step {bits}-bit g64"),
+    // (weights' dtype, bits, joined): 0 bits is the dense matrix itself.
+    let variants = [
+        (Dtype::Bf16, 0usize, false),
+        (Dtype::F32, 0, false),
+        (Dtype::Bf16, 4, false),
+        (Dtype::Bf16, 4, true),
+        (Dtype::Bf16, 8, false),
+    ];
+    let name = |(dtype, bits, joined): (Dtype, usize, bool)| match (bits, joined) {
+        (0, _) => format!("decode step {}", dname(dtype)),
+        (_, false) => format!("decode step {bits}-bit g64"),
+        (_, true) => format!("decode step {bits}-bit g64 joined"),
     };
     if !variants.iter().any(|&v| t.wants(&name(v))) {
         return Ok(());
     }
     let bw = read_bandwidth();
-    let shapes: Vec<(usize, usize)> = (0..30).flat_map(|_| LAYER_135M).chain([(576, 49152)]).collect();
-    for (dtype, bits) in variants {
-        if !t.wants(&name((dtype, bits))) {
+    for (dtype, bits, joined) in variants {
+        if !t.wants(&name((dtype, bits, joined))) {
             continue;
         }
+        let shapes: Vec<(usize, usize)> = if joined {
+            LAYER_135M.iter().map(|&(k, n)| (k, 30 * n)).chain([(576, 49152)]).collect()
+        } else {
+            (0..30).flat_map(|_| LAYER_135M).chain([(576, 49152)]).collect()
+        };
         let xs = [data(&[1, 576], dtype, 2)?, data(&[1, 1536], dtype, 3)?];
         let x_for = |k: usize| &xs[usize::from(k != 576)];
         let mut bytes = 0.0;
@@ -456,7 +470,7 @@ fn decode_step(t: &Table) -> fx::Result<()> {
             fx::eval(&ys.iter().collect::<Vec<_>>())
         };
         step()?;
-        let case = name((dtype, bits));
+        let case = name((dtype, bits, joined));
         if let Some(rate) = t.case(&case, "135M", dname(dtype), 20, bytes, "GB/s", || step().unwrap())? {
             println!("| {case}: {:.0}% of read {bw:.1} GB/s |||||", 100.0 * rate / bw);
         }
