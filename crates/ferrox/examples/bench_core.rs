@@ -421,10 +421,9 @@ fn decode_step(t: &Table) -> fx::Result<()> {
         (Dtype::Bf16, 4, true),
         (Dtype::Bf16, 8, false),
     ];
-    let name = |(dtype, bits, joined): (Dtype, usize, bool)| match (bits, joined) {
-        (0, _) => format!("decode step {}", dname(dtype)),
-        (_, false) => format!("decode step {bits}-bit g64"),
-        (_, true) => format!("decode step {bits}-bit g64 joined"),
+    let name = |(dtype, bits, joined): (Dtype, usize, bool)| match bits {
+        0 => format!("decode step {}", dname(dtype)),
+        _ => format!("decode step {bits}-bit g64{}", if joined { " joined" } else { "" }),
     };
     if !variants.iter().any(|&v| t.wants(&name(v))) {
         return Ok(());

@@ -14,31 +14,39 @@ use std::time::Duration;
 use crate::dtype::Dtype;
 use crate::primitives::Op;
 
-/// 0: not yet read from the environment, 1: off, 2: on, 3: on, keyed by output shape too.
-static STATE: AtomicU8 = AtomicU8::new(0);
+/// [`UNREAD`], [`OFF`], [`BY_OP`] or [`BY_SHAPE`].
+static STATE: AtomicU8 = AtomicU8::new(UNREAD);
+/// The environment not yet read.
+const UNREAD: u8 = 0;
+/// Not recording.
+const OFF: u8 = 1;
+/// Recording, keyed by op and dtype.
+const BY_OP: u8 = 2;
+/// Recording, keyed by op, dtype and output shape.
+const BY_SHAPE: u8 = 3;
 
-/// Accumulated (count, time) per "Op dtype" key.
+/// Accumulated (count, time) per "Op dtype" (or "Op dtype [shape]") key.
 static TABLE: Mutex<Option<HashMap<String, (u64, Duration)>>> = Mutex::new(None);
 
 /// Whether evaluation records per-op times.
 pub fn enabled() -> bool {
     match STATE.load(Ordering::Relaxed) {
-        0 => {
+        UNREAD => {
             let state = match std::env::var("FERROX_PROFILE").as_deref() {
-                Ok("1") => 2,
-                Ok("shapes") => 3,
-                _ => 1,
+                Ok("1") => BY_OP,
+                Ok("shapes") => BY_SHAPE,
+                _ => OFF,
             };
             STATE.store(state, Ordering::Relaxed);
-            state > 1
+            state != OFF
         }
-        s => s > 1,
+        s => s != OFF,
     }
 }
 
 /// Turns recording on or off (overriding `FERROX_PROFILE`).
 pub fn set_enabled(on: bool) {
-    STATE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+    STATE.store(if on { BY_OP } else { OFF }, Ordering::Relaxed);
 }
 
 /// The variant name of `op`, with the elementwise function where there is one (`Matmul`,
@@ -52,7 +60,7 @@ fn op_name(op: &Op) -> String {
 /// Adds one evaluation of `op` producing `dtype` of `shape` that took `elapsed`.
 pub(crate) fn record(op: &Op, dtype: Dtype, shape: &[usize], elapsed: Duration) {
     match STATE.load(Ordering::Relaxed) {
-        3 => add(format!("{} {dtype} {shape:?}", op_name(op)), elapsed),
+        BY_SHAPE => add(format!("{} {dtype} {shape:?}", op_name(op)), elapsed),
         _ => add(format!("{} {dtype}", op_name(op)), elapsed),
     }
 }
