@@ -8,7 +8,7 @@ use super::panel::panel;
 use super::qmm::{E4m3, E8m0, QMat};
 use super::qmv::{qmv, QMV_MAX_ROWS};
 use super::view::View;
-use crate::backend::cpu::test_rand as rand;
+use crate::backend::cpu::{assert_sum_close, test_rand as rand};
 use crate::primitives::{QuantMode, QuantParams};
 
 /// Runs the decode (`prefill` false; `transpose` must be true) or prefill kernel on the
@@ -409,6 +409,57 @@ fn integer_prefill_kernel_matches_a_float64_reference() {
                         "{bits}b g{gs} r{r} [{i}]: {got} vs {want} (tolerance {tol})"
                     );
                 }
+            }
+        }
+    }
+}
+
+/// The integer kernels' rounding of x, on this CPU's path, against its definition: each group
+/// on a step of max|x_g| / 32767, each element `round_ties_even(x / step)` computed in f32 as
+/// `x · (32767 / max)`, 4-bit blocks reordered (even elements, then odd), the group sums
+/// within f32 summation error, a group of zeros left zero and a group with a NaN a NaN step.
+#[test]
+fn integer_kernels_round_x_as_defined() {
+    for gs in [32, 64, 128] {
+        for block in [Some(32), Some(64), None] {
+            if block.is_some_and(|b| b > gs) {
+                continue;
+            }
+            let p = QuantParams { group_size: gs, bits: 4, mode: QuantMode::Affine };
+            let (r, k) = (2, 3 * gs);
+            let w = RandomAffine::new(4, k, p, 61);
+            let q = w.matrix();
+            let v = View::of(&q);
+            let mut x: Vec<f32> =
+                rand(r * k, 62).iter().enumerate().map(|(i, v)| (v * 2.0 - 1.0) * (1 + i % 9) as f32).collect();
+            x[gs..2 * gs].fill(0.0);
+            x[k + 5] = f32::NAN;
+            let prep = super::qmv_i16::prepare(&x, r, &v, block);
+            for m in 0..r {
+                for g in 0..k / gs {
+                    let xg = &x[m * k + g * gs..m * k + (g + 1) * gs];
+                    let (dx, xsum) = (prep.dx[m * prep.padded + g], prep.xsum[m * prep.padded + g]);
+                    let what = format!("g{gs} block {block:?} row {m} group {g}");
+                    if xg.iter().any(|v| v.is_nan()) {
+                        assert!(dx.is_nan() && xsum.is_nan(), "{what}: a NaN gives a NaN step and sum");
+                        continue;
+                    }
+                    assert_sum_close(xsum, xg.iter().map(|&v| v as f64), &what);
+                    let top = xg.iter().fold(0f32, |t, v| t.max(v.abs()));
+                    assert_eq!(dx, top / 32767.0, "{what}: step");
+                    let got = &prep.x[m * k + g * gs..m * k + (g + 1) * gs];
+                    for (e, &val) in xg.iter().enumerate() {
+                        let want = if top == 0.0 { 0 } else { (val * (32767.0 / top)).round_ties_even() as i16 };
+                        let at = match block {
+                            Some(b) => e / b * b + (e % b) / 2 + (e % 2) * b / 2,
+                            None => e,
+                        };
+                        assert_eq!(got[at], want, "{what}: element {e}");
+                    }
+                }
+            }
+            for m in 0..r {
+                assert!(prep.dx[m * prep.padded + k / gs..(m + 1) * prep.padded].iter().all(|&d| d == 0.0), "padding");
             }
         }
     }

@@ -19,8 +19,8 @@ use crate::shape::broadcast_strides;
 
 use super::row_major;
 use crate::array::Data;
-use crate::backend::cpu::iter::{alloc_out, row_offsets};
-use crate::backend::cpu::simd::best_isa;
+use crate::backend::cpu::iter::{alloc_out, row_offsets, PAR_THRESHOLD};
+use crate::backend::cpu::simd::{best_isa, dispatch};
 
 use super::panel::panel;
 use super::qmv::{qmv, QMV_MAX_ROWS};
@@ -121,12 +121,34 @@ struct Operands<'a> {
     count: usize,
 }
 
+/// `dst[i] = src[i]` through f32, in vectors; split across threads only when large (a decode
+/// step's vectors are converted on the calling thread).
+fn convert<S: Element<Acc = f32>, D: Element<Acc = f32>>(src: &[S], dst: &mut [D]) {
+    let run = |s: &[S], d: &mut [D]| {
+        dispatch(
+            #[inline(always)]
+            |_| {
+                for (o, &v) in d.iter_mut().zip(s) {
+                    *o = D::from_acc(v.to_acc());
+                }
+            },
+        )
+    };
+    if src.len() < PAR_THRESHOLD {
+        run(src, dst);
+    } else {
+        dst.par_chunks_mut(PAR_THRESHOLD / 2).zip(src.par_chunks(PAR_THRESHOLD / 2)).for_each(|(d, s)| run(s, d));
+    }
+}
+
 /// x converted to f32 (borrowed when it already is).
 fn x_f32(d: &Data, size: usize, dtype: Dtype) -> Cow<'_, [f32]> {
     fn conv<T: Element<Acc = f32>>(d: &Data, size: usize) -> Vec<f32> {
         // SAFETY: row-major data of `size` elements.
         let s = unsafe { std::slice::from_raw_parts(d.ptr::<T>(), size) };
-        s.par_iter().with_min_len(1 << 14).map(|v| v.to_acc()).collect()
+        let mut x = vec![0f32; size];
+        convert(s, &mut x);
+        x
     }
     match dtype {
         // SAFETY: as above.
@@ -222,12 +244,12 @@ fn run_pairs(
         }),
         Dtype::F16 => alloc_out::<f16>(shape, |out| {
             compute(&mut y);
-            out.par_iter_mut().with_min_len(1 << 14).zip(&y).for_each(|(o, &v)| *o = f16::from_f32(v));
+            convert(&y, out);
             Ok(())
         }),
         _ => alloc_out::<bf16>(shape, |out| {
             compute(&mut y);
-            out.par_iter_mut().with_min_len(1 << 14).zip(&y).for_each(|(o, &v)| *o = bf16::from_f32(v));
+            convert(&y, out);
             Ok(())
         }),
     }

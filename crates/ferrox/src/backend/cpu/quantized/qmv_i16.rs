@@ -108,9 +108,17 @@ pub(super) fn prepare(x: &[f32], r: usize, v: &View, block: Option<usize>) -> Pr
     type Row<'a> = (usize, ((&'a mut [i16], &'a mut [f32]), &'a mut [f32]));
     // Compiled for the CPU's vectors: the rounding, largest magnitudes and sums vectorize.
     let row = |(m, ((xq, dx), xsum)): Row| {
+        let src = &x[m * cols..(m + 1) * cols];
         dispatch(
             #[inline(always)]
-            |_| prepare_row(&x[m * cols..(m + 1) * cols], v.group_size, reorder, xq, dx, xsum),
+            |isa| {
+                #[cfg(target_arch = "x86_64")]
+                if isa == Isa::Avx512 && v.group_size.is_multiple_of(32) {
+                    // SAFETY: `Isa::Avx512` has the features; groups are whole 32-element runs.
+                    return unsafe { x86::prepare_row512(src, v.group_size, reorder, xq, dx, xsum) };
+                }
+                prepare_row(src, v.group_size, reorder, xq, dx, xsum)
+            },
         )
     };
     if r * cols >= 1 << 16 {
@@ -208,6 +216,65 @@ mod x86 {
     const BLOCK: usize = 32;
     /// Elements of an AVX-512 block: one 32-byte load of 4-bit codes, two of 8-bit ones.
     const BLOCK512: usize = 64;
+
+    /// [`super::prepare_row`] with AVX-512: a group's sum and largest magnitude 16 lanes at a
+    /// time, and its integers rounded by the vector conversion (to nearest, ties to even, as
+    /// the scalar one); a 4-bit block's even and odd elements are gathered by a two-register
+    /// permute of each 32-element run. `gs` is a multiple of 32 and of the block.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    pub unsafe fn prepare_row512(
+        src: &[f32],
+        gs: usize,
+        reorder: Option<usize>,
+        xq: &mut [i16],
+        dx: &mut [f32],
+        xsum: &mut [f32],
+    ) {
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+        let magnitude = _mm512_set1_epi32(0x7FFF_FFFF);
+        for (g, (s, d)) in src.chunks_exact(gs).zip(xq.chunks_exact_mut(gs)).enumerate() {
+            let (s, d) = (s.as_ptr(), d.as_mut_ptr());
+            let (mut sum, mut top_bits) = (_mm512_setzero_ps(), _mm512_setzero_si512());
+            for i in (0..gs).step_by(16) {
+                let e = _mm512_loadu_ps(s.add(i));
+                sum = _mm512_add_ps(sum, e);
+                top_bits = _mm512_max_epu32(top_bits, _mm512_and_si512(_mm512_castps_si512(e), magnitude));
+            }
+            xsum[g] = _mm512_reduce_add_ps(sum);
+            let top = f32::from_bits(_mm512_reduce_max_epu32(top_bits));
+            if top == 0.0 || !top.is_finite() {
+                // As the scalar rows: zeros stay zero, a NaN or infinity makes the step NaN.
+                dx[g] = if top == 0.0 { 0.0 } else { f32::NAN };
+                continue;
+            }
+            dx[g] = top / 32767.0;
+            let inv = _mm512_set1_ps(32767.0 / top);
+            let round = |e: __m512| {
+                let n = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+                    e, inv,
+                ));
+                _mm512_cvtepi32_epi16(n)
+            };
+            match reorder {
+                Some(block) => {
+                    for b in (0..gs).step_by(block) {
+                        for h in (0..block).step_by(32) {
+                            let (lo, hi) = (_mm512_loadu_ps(s.add(b + h)), _mm512_loadu_ps(s.add(b + h + 16)));
+                            let (e, o) = (_mm512_permutex2var_ps(lo, even, hi), _mm512_permutex2var_ps(lo, odd, hi));
+                            _mm256_storeu_si256(d.add(b + h / 2) as *mut __m256i, round(e));
+                            _mm256_storeu_si256(d.add(b + block / 2 + h / 2) as *mut __m256i, round(o));
+                        }
+                    }
+                }
+                None => {
+                    for i in (0..gs).step_by(16) {
+                        _mm256_storeu_si256(d.add(i) as *mut __m256i, round(_mm512_loadu_ps(s.add(i))));
+                    }
+                }
+            }
+        }
+    }
 
     /// Output features `j0..j1` of every row of x, with AVX2.
     #[target_feature(enable = "avx2,fma")]
