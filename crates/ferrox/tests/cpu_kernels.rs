@@ -321,10 +321,14 @@ fn attention_ref(
 
 #[test]
 fn attention_decode_and_blocked_prefill() {
-    let (hq, hkv, s, d) = (8usize, 2usize, 300usize, 64usize);
+    // Heads of 64 and of 128 (the decode kernels' fixed widths) with four and three query
+    // rows a key/value head, and key counts that leave a tail of fewer than four keys.
     // L = 1 and 2: grouped decode, K and V read in place; L = 80: 320 rows per kv head, two
     // blocks, through gemm.
-    for (l, causal) in [(1usize, false), (2, true), (80, true), (80, false)] {
+    for ((hq, hkv, s, d), (l, causal)) in [(8usize, 2usize, 300usize, 64usize), (6, 2, 301, 128)]
+        .into_iter()
+        .flat_map(|shape| [(1usize, false), (2, true), (80, true), (80, false)].map(|lc| (shape, lc)))
+    {
         let q = values(hq * l * d, 13, -1.0, 1.0);
         let k = values(hkv * s * d, 14, -1.0, 1.0);
         let v = values(hkv * s * d, 15, -1.0, 1.0);
@@ -344,7 +348,7 @@ fn attention_decode_and_blocked_prefill() {
         let got: Vec<f64> = got.iter().map(|&x| x as f64).collect();
         let r = |x: &[f64]| f32s(x).iter().map(|&x| x as f64).collect::<Vec<_>>();
         let want = attention_ref(&r(&q), &r(&k), &r(&v), hq, hkv, l, s, d, causal);
-        assert_close(&got, &want, 1e-4, 1e-5, &format!("f32 attention L={l}"));
+        assert_close(&got, &want, 1e-4, 1e-5, &format!("f32 attention D={d} L={l}"));
         let got = fx::fast::scaled_dot_product_attention(
             &bf16_array(&q, &[1, hq, l, d]),
             &bf16_array(&k, &[1, hkv, s, d]),
@@ -357,7 +361,7 @@ fn attention_decode_and_blocked_prefill() {
         .unwrap();
         let got: Vec<f64> = got.iter().map(|g| g.to_f64()).collect();
         let want = attention_ref(&bf16_values(&q), &bf16_values(&k), &bf16_values(&v), hq, hkv, l, s, d, causal);
-        assert_close(&got, &want, 2f64.powi(-8) * 1.05, 1e-4, &format!("bf16 attention L={l}"));
+        assert_close(&got, &want, 2f64.powi(-8) * 1.05, 1e-4, &format!("bf16 attention D={d} L={l}"));
     }
 }
 

@@ -120,6 +120,27 @@ pub trait Wide: Copy {
         std::array::from_fn(|w| Self::load16(p.wrapping_add(16 * w), x86::first16(left.saturating_sub(16 * w))))
     }
 
+    /// The 32 values at `p` as two f32 vectors, in an order of columns that
+    /// [`Wide::order32`] gives a query too: here, column order.
+    ///
+    /// # Safety
+    /// As [`Wide::load16`]; the 32 values must be readable.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load32(p: *const Self) -> [std::arch::x86_64::__m512; 2] {
+        [Self::load16(p, u16::MAX), Self::load16(p.wrapping_add(16), u16::MAX)]
+    }
+
+    /// 32 f32 values in column order, put in [`Wide::load32`]'s order (for a dot product).
+    ///
+    /// # Safety
+    /// As [`Wide::load16`].
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn order32(v: [std::arch::x86_64::__m512; 2]) -> [std::arch::x86_64::__m512; 2] {
+        v
+    }
+
     /// Stores the first `min(left, 64)` columns of `sums` (vectors in [`Wide::load64`]'s
     /// order) at `out`, in column order.
     ///
@@ -202,6 +223,22 @@ mod x86 {
                 _mm512_castsi512_ps(_mm512_slli_epi32::<16>(b)),
                 _mm512_castsi512_ps(_mm512_and_si512(b, high)),
             ]
+        }
+
+        /// One load, split as [`Wide::load64`] splits: the even columns, then the odd ones.
+        #[inline(always)]
+        unsafe fn load32(p: *const u16) -> [__m512; 2] {
+            let a = _mm512_loadu_si512(p as *const __m512i);
+            let high = _mm512_set1_epi32(0xFFFF_0000_u32 as i32);
+            [_mm512_castsi512_ps(_mm512_slli_epi32::<16>(a)), _mm512_castsi512_ps(_mm512_and_si512(a, high))]
+        }
+
+        /// The even columns, then the odd ones.
+        #[inline(always)]
+        unsafe fn order32(v: [__m512; 2]) -> [__m512; 2] {
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+            [_mm512_permutex2var_ps(v[0], even, v[1]), _mm512_permutex2var_ps(v[0], odd, v[1])]
         }
 
         /// Interleaves the even and odd columns of each half back into column order.
@@ -376,6 +413,90 @@ mod x86 {
         scores_rows::<Bf16Dot>(q.as_ptr(), rows, k.as_ptr(), dk, out.len() / rows, scale, out.as_mut_ptr(), along);
     }
 
+    /// [`scores_of`] for keys of `32·S` values (a constant, so the loops unroll without
+    /// masks) of a [`Wide`] type: each 32 values of a key are one or two loads
+    /// ([`Wide::load32`]) whose column order the query rows take once ([`Wide::order32`]).
+    #[inline(always)]
+    unsafe fn scores_fixed<E: Wide, const R: usize, const S: usize>(
+        q: *const f32,
+        k: *const E,
+        n: usize,
+        scale: f32,
+        out: *mut f32,
+        along: Along,
+    ) {
+        let dk = 32 * S;
+        // The query rows in the keys' column order, read from here by the multiply-adds.
+        let mut qs = [[[_mm512_setzero_ps(); 2]; S]; R];
+        for (r, qr) in qs.iter_mut().enumerate() {
+            for (s, qv) in qr.iter_mut().enumerate() {
+                let at = q.add(r * dk + 32 * s);
+                *qv = E::order32([_mm512_loadu_ps(at), _mm512_loadu_ps(at.add(16))]);
+            }
+        }
+        /// Adds a key's products with each query row to `acc`.
+        #[inline(always)]
+        unsafe fn dot<E: Wide, const R: usize, const S: usize>(
+            key: *const E,
+            qs: &[[[__m512; 2]; S]; R],
+            acc: &mut [__m512; R],
+        ) {
+            for s in 0..S {
+                let kv = E::load32(key.add(32 * s));
+                for (a, qr) in acc.iter_mut().zip(qs) {
+                    *a = _mm512_fmadd_ps(kv[0], qr[s][0], *a);
+                    *a = _mm512_fmadd_ps(kv[1], qr[s][1], *a);
+                }
+            }
+        }
+        let mut j = 0;
+        while j + 4 <= n {
+            along.fetch(j, 4);
+            let mut acc = [[_mm512_setzero_ps(); R]; 4];
+            for (i, a) in acc.iter_mut().enumerate() {
+                dot(k.add((j + i) * dk), &qs, a);
+            }
+            for r in 0..R {
+                let sums = reduce4(acc[0][r], acc[1][r], acc[2][r], acc[3][r]);
+                _mm_storeu_ps(out.add(r * n + j), _mm_mul_ps(sums, _mm_set1_ps(scale)));
+            }
+            j += 4;
+        }
+        while j < n {
+            let mut acc = [_mm512_setzero_ps(); R];
+            dot(k.add(j * dk), &qs, &mut acc);
+            for (r, a) in acc.into_iter().enumerate() {
+                *out.add(r * n + j) = _mm512_reduce_add_ps(a) * scale;
+            }
+            j += 1;
+        }
+    }
+
+    /// [`scores_fixed`] over any number of rows, four at a time.
+    #[inline(always)]
+    unsafe fn scores_fixed_rows<E: Wide, const S: usize>(
+        q: *const f32,
+        rows: usize,
+        k: *const E,
+        n: usize,
+        scale: f32,
+        out: *mut f32,
+        along: Along,
+    ) {
+        let mut r = 0;
+        while r < rows {
+            let (q, out) = (q.add(r * 32 * S), out.add(r * n));
+            let along = if r == 0 { along } else { Along::NONE };
+            match rows - r {
+                1 => scores_fixed::<E, 1, S>(q, k, n, scale, out, along),
+                2 => scores_fixed::<E, 2, S>(q, k, n, scale, out, along),
+                3 => scores_fixed::<E, 3, S>(q, k, n, scale, out, along),
+                _ => scores_fixed::<E, 4, S>(q, k, n, scale, out, along),
+            }
+            r += 4;
+        }
+    }
+
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
     pub unsafe fn scores_wide<E: Wide>(
         q: &[f32],
@@ -386,7 +507,12 @@ mod x86 {
         out: &mut [f32],
         along: Along,
     ) {
-        scores_rows::<WideDot<E>>(q.as_ptr(), rows, k.as_ptr(), dk, out.len() / rows, scale, out.as_mut_ptr(), along);
+        let (q, k, n, out) = (q.as_ptr(), k.as_ptr(), out.len() / rows, out.as_mut_ptr());
+        match dk {
+            64 => scores_fixed_rows::<E, 2>(q, rows, k, n, scale, out, along),
+            128 => scores_fixed_rows::<E, 4>(q, rows, k, n, scale, out, along),
+            _ => scores_rows::<WideDot<E>>(q, rows, k, dk, n, scale, out, along),
+        }
     }
 
     /// The weighted sums of the `R` probability rows at `p` (`n` each) over the `n` value

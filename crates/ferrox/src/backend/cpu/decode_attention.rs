@@ -139,10 +139,23 @@ pub(super) fn decode_attention<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
                 .collect();
             let total = (0..chunks).fold(F::ZERO, |t, c| Acc::add(t, Acc::mul(weights[c], part_of(c)[dv + 1])));
             let inv = Acc::div(F::ONE, total);
-            for (d, x) in o.iter_mut().enumerate() {
-                let sum = (0..chunks).fold(F::ZERO, |t, c| Acc::add(t, Acc::mul(weights[c], part_of(c)[d])));
-                *x = T::from_acc(Acc::mul(sum, inv));
-            }
+            // 16 columns at a time, each summed over the chunks in order (in vectors).
+            dispatch(
+                #[inline(always)]
+                |_| {
+                    for (b, o) in o.chunks_mut(16).enumerate() {
+                        let mut sums = [F::ZERO; 16];
+                        for (c, &w) in weights.iter().enumerate() {
+                            for (s, &x) in sums.iter_mut().zip(&part_of(c)[16 * b..]) {
+                                *s = Acc::add(*s, Acc::mul(w, x));
+                            }
+                        }
+                        for (x, s) in o.iter_mut().zip(sums) {
+                            *x = T::from_acc(Acc::mul(s, inv));
+                        }
+                    }
+                },
+            )
         };
         if dv > 0 {
             out.chunks_mut(dv).enumerate().for_each(join);
