@@ -202,23 +202,41 @@ pub(crate) struct Planned {
     pub run_as: Option<Pending>,
 }
 
+thread_local! {
+    /// See [`pending_refs`].
+    static PENDING_REFS: Cell<usize> = const { Cell::new(1) };
+}
+
+/// How many references an input of the op running on this thread has when nothing but the
+/// evaluation holds it: its node's pending state, and the planned computation's where one
+/// stands in ([`Planned::run_as`]; such an input is in both). A kernel may then write its
+/// output over the input's buffer (a donation).
+pub(crate) fn pending_refs() -> usize {
+    PENDING_REFS.with(|r| r.get())
+}
+
+/// Computes `a` (by `run_as` if given) and makes it ready. The node's state stays locked while
+/// its op runs, so the op reads its pending inputs in place (no copy of them per node); only
+/// the node's own computation reads that state, and a kernel's nested evaluation never reaches
+/// the node it computes (the graph has no cycles).
 fn run(a: &Array, run_as: Option<Pending>) -> Result<()> {
-    let pending = {
-        let mut st = a.state();
-        match (&mut *st, run_as) {
-            (State::Ready(_), _) => return Ok(()),
-            (State::Pending(_), Some(p)) => p,
-            (State::Pending(p), None) => Pending { op: p.op.clone(), inputs: p.inputs.clone(), stream: p.stream },
+    let mut st = a.state();
+    PENDING_REFS.with(|r| r.set(1 + usize::from(run_as.is_some())));
+    let start = crate::profile::enabled().then(std::time::Instant::now);
+    let data = match (&*st, &run_as) {
+        (State::Ready(_), _) => return Ok(()),
+        (State::Pending(_), Some(p)) | (State::Pending(p), None) => {
+            let data = crate::backend::run(p, a)?;
+            if let Some(start) = start {
+                crate::profile::record(&p.op, a.dtype(), a.shape(), start.elapsed());
+            }
+            data
         }
     };
-    let start = crate::profile::enabled().then(std::time::Instant::now);
-    let data = crate::backend::run(&pending, a)?;
-    if let Some(start) = start {
-        crate::profile::record(&pending.op, a.dtype(), a.shape(), start.elapsed());
-    }
     // Detach: dropping the pending state releases the inputs.
-    let old = std::mem::replace(&mut *a.state(), State::Ready(data));
-    drop(pending);
+    let old = std::mem::replace(&mut *st, State::Ready(data));
+    drop(st);
     drop(old);
+    drop(run_as);
     Ok(())
 }

@@ -228,13 +228,12 @@ pub fn slice_update(x: &Array, update: &Array, start: &[usize], step: &[isize]) 
 }
 
 /// The data of `x` if the node being computed may take it over and write into it: nothing
-/// but that node (and the evaluator's copy of its inputs) holds `x`, no view shares its
+/// but that node's pending computation holds `x` ([`crate::eval::pending_refs`]), no view shares its
 /// buffer, and the buffer is row-major host memory of its own. A KV cache written one token
 /// at a time is this case: each update replaces the cache's buffer, so the old one is only
 /// the update's input, and writing in place saves a copy of the whole cache per token.
 fn donated(x: &Array) -> Option<Data> {
-    // The consumer's pending inputs and the evaluator's clone of them (eval::run).
-    if std::sync::Arc::strong_count(&x.0) != 2 {
+    if std::sync::Arc::strong_count(&x.0) != crate::eval::pending_refs() {
         return None;
     }
     let st = x.state();

@@ -198,13 +198,13 @@ pub(crate) fn slice_update(
 }
 
 /// The data of `x` if the slice_update being computed may write into it: nothing but that
-/// node (and the evaluator's copy of its inputs) holds `x`, no view shares its buffer, and the
+/// node's pending computation holds `x` ([`crate::eval::pending_refs`]), no view shares its buffer, and the
 /// buffer is row-major device memory of its own (the CPU backend's rule, for device
 /// buffers). A KV cache written one token at a time is this case, and writing in place saves
 /// a copy of the whole cache (a kernel and its bytes) per layer and token. Kernels still
 /// reading the old contents ran earlier on the same stream, so the write comes after them.
 pub(crate) fn donated(x: &Array) -> Option<Data> {
-    if std::sync::Arc::strong_count(&x.0) != 2 {
+    if std::sync::Arc::strong_count(&x.0) != crate::eval::pending_refs() {
         return None;
     }
     let st = x.state();
