@@ -456,8 +456,9 @@ mod x86 {
             for (i, a) in acc.iter_mut().enumerate() {
                 dot(k.add((j + i) * dk), &qs, a);
             }
-            for r in 0..R {
-                let sums = reduce4(acc[0][r], acc[1][r], acc[2][r], acc[3][r]);
+            let [a0, a1, a2, a3] = acc;
+            for (r, (((s0, s1), s2), s3)) in a0.into_iter().zip(a1).zip(a2).zip(a3).enumerate() {
+                let sums = reduce4(s0, s1, s2, s3);
                 _mm_storeu_ps(out.add(r * n + j), _mm_mul_ps(sums, _mm_set1_ps(scale)));
             }
             j += 4;
