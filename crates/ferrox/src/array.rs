@@ -219,6 +219,13 @@ impl Array {
 
     /// The elements in row-major order, converted to `T` with `astype` rules.
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
+        // Already of that type and row-major once evaluated: read it without a copy node (and
+        // without an evaluation of its own: a decode step reads its picks this way).
+        if self.dtype() == T::DTYPE {
+            if let Some(v) = self.data()?.as_slice::<T>(self.shape()) {
+                return Ok(v.to_vec());
+            }
+        }
         let a = if self.dtype() == T::DTYPE { self.clone() } else { crate::ops::astype(self, T::DTYPE)? };
         let a = crate::ops::contiguous(&a)?;
         let d = a.data()?;

@@ -93,6 +93,10 @@ pub fn eval(outputs: &[&Array]) -> Result<()> {
         now
     });
     let order = topological_order(outputs)?;
+    if order.is_empty() {
+        // Everything is computed already: no hand-over to the compute pool.
+        return Ok(());
+    }
     if let Some(t) = start {
         crate::profile::record_step("eval: graph walk", t.elapsed());
     }
