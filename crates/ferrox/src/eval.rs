@@ -224,8 +224,15 @@ pub(crate) fn pending_refs() -> usize {
 /// the node's own computation reads that state, and a kernel's nested evaluation never reaches
 /// the node it computes (the graph has no cycles).
 fn run(a: &Array, run_as: Option<Pending>) -> Result<()> {
+    /// Puts back the count of the op this one runs inside (a kernel's nested evaluation).
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PENDING_REFS.with(|r| r.set(self.0));
+        }
+    }
+    let _outer = Restore(PENDING_REFS.with(|r| r.replace(1 + usize::from(run_as.is_some()))));
     let mut st = a.state();
-    PENDING_REFS.with(|r| r.set(1 + usize::from(run_as.is_some())));
     let start = crate::profile::enabled().then(std::time::Instant::now);
     let data = match (&*st, &run_as) {
         (State::Ready(_), _) => return Ok(()),
