@@ -195,6 +195,37 @@ mod x86 {
 
     use super::{Along, Wide};
 
+    /// Runs `$body` for rows `$r` = 0, 4, 8, … of `$rows`, with `$R` a constant: the rows left
+    /// from `$r`, at most four. A macro, not a function taking a closure: a closure is compiled
+    /// without the caller's target features.
+    macro_rules! in_fours {
+        ($rows:expr, |$r:ident, $R:ident| $body:expr) => {{
+            let rows = $rows;
+            let mut $r = 0;
+            while $r < rows {
+                match rows - $r {
+                    1 => {
+                        const $R: usize = 1;
+                        $body
+                    }
+                    2 => {
+                        const $R: usize = 2;
+                        $body
+                    }
+                    3 => {
+                        const $R: usize = 3;
+                        $body
+                    }
+                    _ => {
+                        const $R: usize = 4;
+                        $body
+                    }
+                }
+                $r += 4;
+            }
+        }};
+    }
+
     /// The mask of the first `n` (at most 16, more count as 16) of 16 lanes.
     #[inline(always)]
     pub fn first16(n: usize) -> u16 {
@@ -393,19 +424,11 @@ mod x86 {
         out: *mut f32,
         along: Along,
     ) {
-        let mut r = 0;
-        while r < rows {
-            let (q, out) = (q.add(r * dk), out.add(r * n));
+        in_fours!(rows, |r, R| {
             // The values are asked for on the first pass over the keys only.
             let along = if r == 0 { along } else { Along::NONE };
-            match rows - r {
-                1 => scores_of::<D, 1>(q, k, dk, n, scale, out, along),
-                2 => scores_of::<D, 2>(q, k, dk, n, scale, out, along),
-                3 => scores_of::<D, 3>(q, k, dk, n, scale, out, along),
-                _ => scores_of::<D, 4>(q, k, dk, n, scale, out, along),
-            }
-            r += 4;
-        }
+            scores_of::<D, R>(q.add(r * dk), k, dk, n, scale, out.add(r * n), along)
+        });
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
@@ -484,18 +507,10 @@ mod x86 {
         out: *mut f32,
         along: Along,
     ) {
-        let mut r = 0;
-        while r < rows {
-            let (q, out) = (q.add(r * 32 * S), out.add(r * n));
+        in_fours!(rows, |r, R| {
             let along = if r == 0 { along } else { Along::NONE };
-            match rows - r {
-                1 => scores_fixed::<E, 1, S>(q, k, n, scale, out, along),
-                2 => scores_fixed::<E, 2, S>(q, k, n, scale, out, along),
-                3 => scores_fixed::<E, 3, S>(q, k, n, scale, out, along),
-                _ => scores_fixed::<E, 4, S>(q, k, n, scale, out, along),
-            }
-            r += 4;
-        }
+            scores_fixed::<E, R, S>(q.add(r * 32 * S), k, n, scale, out.add(r * n), along)
+        });
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
@@ -551,17 +566,9 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
     pub unsafe fn weighted_sum<E: Wide>(p: &[f32], rows: usize, v: &[E], dv: usize, out: &mut [f32], stride: usize) {
         let n = p.len() / rows;
-        let mut r = 0;
-        while r < rows {
-            let (p, out) = (p.as_ptr().add(r * n), out.as_mut_ptr().add(r * stride));
-            match rows - r {
-                1 => weighted_sum_of::<E, 1>(p, n, v.as_ptr(), dv, out, stride),
-                2 => weighted_sum_of::<E, 2>(p, n, v.as_ptr(), dv, out, stride),
-                3 => weighted_sum_of::<E, 3>(p, n, v.as_ptr(), dv, out, stride),
-                _ => weighted_sum_of::<E, 4>(p, n, v.as_ptr(), dv, out, stride),
-            }
-            r += 4;
-        }
+        in_fours!(rows, |r, R| {
+            weighted_sum_of::<E, R>(p.as_ptr().add(r * n), n, v.as_ptr(), dv, out.as_mut_ptr().add(r * stride), stride)
+        });
     }
 }
 
