@@ -389,34 +389,32 @@ pub fn norm_vjp(
     }, unreachable!())
 }
 
-/// Rotary position embedding of x [..., L, D] over the first `dims` features; token l of
-/// each sequence sits at position `offset + l`.
-#[allow(clippy::too_many_arguments)]
-pub fn rope(
-    x: &Array,
-    offset: &Array,
-    freqs: Option<&Array>,
+/// What a one-position rope table depends on (rope's frequencies from `base`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct DecodeAngles {
+    offset: u64,
+    base: u32,
+    scale: u32,
     dims: usize,
-    traditional: bool,
-    base: f32,
-    scale: f32,
-    shape: &[usize],
-) -> Result<Data> {
-    let nd = shape.len();
-    let (l, d) = (shape[nd - 2], shape[nd - 1]);
-    let half = dims / 2;
-    // The op checked that the offset holds one integer.
-    let offset = host_values::<i64>(offset, offset.shape())?[0] as f64;
-    // Inverse frequencies: base^(-2i/dims), or 1 / freqs[i].
-    let inv_freq: Vec<f64> = match freqs {
-        Some(f) => host_values::<f64>(f, &[half])?.into_iter().map(|p| 1.0 / p).collect(),
-        None => (0..half).map(|i| (base as f64).powf(-(2.0 * i as f64) / dims as f64)).collect(),
-    };
-    // cos/sin table for the L positions (shared by every sequence and head), in f64. Each run
-    // of ANCHOR positions starts from sin_cos and steps by angle addition (rotating by the
-    // per-position angle), which is exact to ~1e-14 over the run and costs a few multiplies
-    // per entry instead of a sin_cos; runs fill in parallel.
+}
+
+/// A rope table: cos and sin, `[positions, dims / 2]`, in f64.
+type AngleTable = std::rc::Rc<(Vec<f64>, Vec<f64>)>;
+
+thread_local! {
+    /// The latest one-position table this thread made, with what it was made for: the 30-odd
+    /// layers of a decode step (whose ops run on one thread) share it.
+    static LAST_DECODE_ANGLES: std::cell::RefCell<Option<(DecodeAngles, AngleTable)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The cos and sin tables `[l, inv_freq.len()]` of positions `offset ..` (times `scale`), in
+/// f64. Each run of ANCHOR positions starts from sin_cos and steps by angle addition (rotating
+/// by the per-position angle), which is exact to ~1e-14 over the run and costs a few
+/// multiplies per entry instead of a sin_cos; runs fill in parallel.
+fn angle_table(offset: f64, l: usize, scale: f32, inv_freq: &[f64]) -> (Vec<f64>, Vec<f64>) {
     const ANCHOR: usize = 64;
+    let half = inv_freq.len();
     let mut cos = vec![0f64; l * half];
     let mut sin = vec![0f64; l * half];
     // (A decode step's one position needs no step.)
@@ -424,7 +422,7 @@ pub fn rope(
         if l > 1 { inv_freq.iter().map(|&f| (scale as f64 * f).sin_cos()).collect() } else { Vec::new() };
     let fill = |(run, (c, s)): (usize, (&mut [f64], &mut [f64]))| {
         let pos = (offset + (run * ANCHOR) as f64) * scale as f64;
-        for ((c, s), &f) in c.iter_mut().zip(s.iter_mut()).zip(&inv_freq) {
+        for ((c, s), &f) in c.iter_mut().zip(s.iter_mut()).zip(inv_freq) {
             (*s, *c) = (pos * f).sin_cos();
         }
         for p in 1..c.len() / half {
@@ -444,10 +442,57 @@ pub fn rope(
             cos.par_chunks_mut(run).zip(sin.par_chunks_mut(run)).enumerate().for_each(fill);
         }
     }
+    (cos, sin)
+}
+
+/// Rotary position embedding of x [..., L, D] over the first `dims` features; token l of
+/// each sequence sits at position `offset + l`.
+#[allow(clippy::too_many_arguments)]
+pub fn rope(
+    x: &Array,
+    offset: &Array,
+    freqs: Option<&Array>,
+    dims: usize,
+    traditional: bool,
+    base: f32,
+    scale: f32,
+    shape: &[usize],
+) -> Result<Data> {
+    let nd = shape.len();
+    let (l, d) = (shape[nd - 2], shape[nd - 1]);
+    let half = dims / 2;
+    // The op checked that the offset holds one integer.
+    let offset = host_values::<i64>(offset, offset.shape())?[0] as f64;
+    // A decode step rotates every layer's heads at one position: its table is made once.
+    let key = (l == 1 && freqs.is_none()).then(|| DecodeAngles {
+        offset: offset.to_bits(),
+        base: base.to_bits(),
+        scale: scale.to_bits(),
+        dims,
+    });
+    let cached = key.and_then(|k| {
+        LAST_DECODE_ANGLES.with(|c| c.borrow().as_ref().filter(|(ck, _)| *ck == k).map(|(_, t)| t.clone()))
+    });
+    let table = match cached {
+        Some(t) => t,
+        None => {
+            // Inverse frequencies: base^(-2i/dims), or 1 / freqs[i].
+            let inv_freq: Vec<f64> = match freqs {
+                Some(f) => host_values::<f64>(f, &[half])?.into_iter().map(|p| 1.0 / p).collect(),
+                None => (0..half).map(|i| (base as f64).powf(-(2.0 * i as f64) / dims as f64)).collect(),
+            };
+            let t = AngleTable::new(angle_table(offset, l, scale, &inv_freq));
+            if let Some(k) = key {
+                LAST_DECODE_ANGLES.with(|c| *c.borrow_mut() = Some((k, t.clone())));
+            }
+            t
+        }
+    };
+    let (cos, sin) = (&table.0, &table.1);
     crate::dispatch_float!(x.dtype(), T => {
         type A = <T as Element>::Acc;
-        let cos: Vec<A> = cos.into_iter().map(A::of).collect();
-        let sin: Vec<A> = sin.into_iter().map(A::of).collect();
+        let cos: Vec<A> = cos.iter().map(|&c| A::of(c)).collect();
+        let sin: Vec<A> = sin.iter().map(|&s| A::of(s)).collect();
         let d_row = row_major(x)?;
         let total = x.size();
         // SAFETY: row-major data of total elements.
