@@ -34,8 +34,12 @@ const MIN_CHUNK: usize = 64;
 
 /// Below this many multiply-adds (query rows × keys × (Dk + Dv), over every head) the tasks
 /// run one after another on the calling thread: a few microseconds of work, less than waking
-/// the other thread costs.
-const SERIAL_WORK: usize = 1 << 19;
+/// the other thread costs (SmolLM2-135M's heads: up to ~170 keys; docs/PERF.md session 33).
+const SERIAL_WORK: usize = 3 << 16;
+
+/// Tasks a thread takes, about: each task has a fixed cost (its score rows, their softmax
+/// passes), so few large ones beat many small ones while every thread still gets some.
+const TASKS_PER_THREAD: usize = 2;
 
 /// Query rows per (batch, key/value head) of `inputs` (q, k, ...), before reading their data:
 /// the grouped query heads times the queries.
@@ -59,14 +63,14 @@ pub(super) fn decode_attention<T: Element<Acc = F>, F: Real + Element<Acc = F>>(
     let masked = ScoreMask::<F>::new::<T>(inputs, mask, [b, hq, hkv, l, s])?;
     let kernels = Kernels::for_dtype(T::DTYPE);
     let serial = heads * rows * s * (dk + dv) < SERIAL_WORK;
-    // Chunks per head: enough tasks for a few per thread, and a multiple of the threads in all
+    // Chunks per head: about TASKS_PER_THREAD tasks a thread, and a multiple of the threads in all
     // where that takes at most threads - 1 more chunks, so that equal tasks end together; none
     // under MIN_CHUNK keys (one when the work is too small to share).
     let threads = rayon::current_num_threads().max(1);
     let want = if serial {
         1
     } else {
-        let few = (4 * threads).div_ceil(heads.max(1));
+        let few = (TASKS_PER_THREAD * threads).div_ceil(heads.max(1));
         (few..few + threads).find(|c| (heads * c).is_multiple_of(threads)).unwrap_or(few)
     };
     let chunk = s.div_ceil(want).max(MIN_CHUNK).min(s.max(1));
