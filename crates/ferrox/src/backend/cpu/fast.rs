@@ -389,10 +389,11 @@ pub fn norm_vjp(
     }, unreachable!())
 }
 
-/// What a one-position rope table depends on (rope's frequencies from `base`).
+/// What a rope table of frequencies from `base` depends on.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct DecodeAngles {
+struct AngleKey {
     offset: u64,
+    positions: usize,
     base: u32,
     scale: u32,
     dims: usize,
@@ -402,9 +403,10 @@ struct DecodeAngles {
 type AngleTable = std::rc::Rc<(Vec<f64>, Vec<f64>)>;
 
 thread_local! {
-    /// The latest one-position table this thread made, with what it was made for: the 30-odd
-    /// layers of a decode step (whose ops run on one thread) share it.
-    static LAST_DECODE_ANGLES: std::cell::RefCell<Option<(DecodeAngles, AngleTable)>> =
+    /// The latest table this thread made from `base`, with what it was made for: every layer
+    /// of a forward pass (whose ops run on one thread) rotates the same positions, so they
+    /// share it.
+    static LAST_ANGLES: std::cell::RefCell<Option<(AngleKey, AngleTable)>> =
         const { std::cell::RefCell::new(None) };
 }
 
@@ -463,16 +465,17 @@ pub fn rope(
     let half = dims / 2;
     // The op checked that the offset holds one integer.
     let offset = host_values::<i64>(offset, offset.shape())?[0] as f64;
-    // A decode step rotates every layer's heads at one position: its table is made once.
-    let key = (l == 1 && freqs.is_none()).then(|| DecodeAngles {
+    // Every layer of a pass rotates the same positions: the table is made once (frequencies
+    // given as an array are read and tabled each call).
+    let key = freqs.is_none().then(|| AngleKey {
         offset: offset.to_bits(),
+        positions: l,
         base: base.to_bits(),
         scale: scale.to_bits(),
         dims,
     });
-    let cached = key.and_then(|k| {
-        LAST_DECODE_ANGLES.with(|c| c.borrow().as_ref().filter(|(ck, _)| *ck == k).map(|(_, t)| t.clone()))
-    });
+    let cached =
+        key.and_then(|k| LAST_ANGLES.with(|c| c.borrow().as_ref().filter(|(ck, _)| *ck == k).map(|(_, t)| t.clone())));
     let table = match cached {
         Some(t) => t,
         None => {
@@ -483,7 +486,7 @@ pub fn rope(
             };
             let t = AngleTable::new(angle_table(offset, l, scale, &inv_freq));
             if let Some(k) = key {
-                LAST_DECODE_ANGLES.with(|c| *c.borrow_mut() = Some((k, t.clone())));
+                LAST_ANGLES.with(|c| *c.borrow_mut() = Some((k, t.clone())));
             }
             t
         }
