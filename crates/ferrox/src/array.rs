@@ -1,5 +1,6 @@
 //! [`Array`]: a cheap, shareable handle to a lazily computed n-dimensional array.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::device::{current_stream, Stream};
@@ -90,6 +91,8 @@ pub(crate) struct Node {
     pub shape: Vec<usize>,
     pub dtype: Dtype,
     pub state: Mutex<State>,
+    /// The latest graph walk that reached this node (see `eval::topological_order`).
+    pub visited: AtomicU64,
 }
 
 /// A lazy n-dimensional array.
@@ -103,7 +106,7 @@ pub struct Array(pub(crate) Arc<Node>);
 impl Array {
     /// An evaluated array of `shape` over `data`.
     pub(crate) fn from_data(shape: Vec<usize>, dtype: Dtype, data: Data) -> Array {
-        Array(Arc::new(Node { shape, dtype, state: Mutex::new(State::Ready(data)) }))
+        Array(Arc::new(Node { shape, dtype, state: Mutex::new(State::Ready(data)), visited: AtomicU64::new(0) }))
     }
 
     /// Records `op` over `inputs`, producing an array of `shape` and `dtype`, on the current
@@ -111,7 +114,7 @@ impl Array {
     pub(crate) fn from_op(shape: Vec<usize>, dtype: Dtype, op: Op, inputs: Vec<Array>) -> Array {
         let stream = current_stream();
         let pending = Pending { op, inputs, stream };
-        Array(Arc::new(Node { shape, dtype, state: Mutex::new(State::Pending(pending)) }))
+        Array(Arc::new(Node { shape, dtype, state: Mutex::new(State::Pending(pending)), visited: AtomicU64::new(0) }))
     }
 
     /// An array holding a copy of `data`, laid out as `shape`.

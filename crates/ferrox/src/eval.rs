@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::array::{Array, Node, Pending, State};
@@ -156,29 +157,35 @@ pub fn async_eval(outputs: &[&Array]) {
     let _ = started_rx.recv();
 }
 
+/// Numbers the graph walks of [`topological_order`]; a node stores the latest walk that
+/// reached it, so a walk needs no set of the nodes it has seen.
+static WALKS: AtomicU64 = AtomicU64::new(1);
+
 /// Pending nodes reachable from `outputs`, inputs before their consumers.
+///
+/// Two walks at once (nested evaluations inside kernels on two threads) may overwrite each
+/// other's marks on a shared node; a node reached twice is then listed twice, which costs
+/// nothing ([`run`] skips a node already computed) and keeps inputs before consumers.
 fn topological_order(outputs: &[&Array]) -> Result<Vec<Array>> {
     let tracing = TRACERS.with(|t| !t.borrow().is_empty());
+    let walk = WALKS.fetch_add(1, Ordering::Relaxed);
+    let seen = |a: &Array| a.0.visited.load(Ordering::Relaxed) == walk;
     let mut order = Vec::new();
-    let mut seen: HashSet<*const Node> = HashSet::new();
     // Iterative post-order DFS: (array, inputs pushed yet?).
-    let mut stack: Vec<(Array, bool)> = outputs.iter().map(|a| ((*a).clone(), false)).collect();
-    stack.reverse();
+    let mut stack: Vec<(Array, bool)> = outputs.iter().rev().map(|a| ((*a).clone(), false)).collect();
     while let Some((a, expanded)) = stack.pop() {
-        let key = Arc::as_ptr(&a.0);
         if expanded {
             order.push(a);
             continue;
         }
-        if seen.contains(&key) {
+        if seen(&a) {
             continue;
         }
-        let inputs = match &*a.state() {
-            State::Ready(_) => continue,
-            State::Pending(p) => p.inputs.clone(),
-        };
+        a.0.visited.store(walk, Ordering::Relaxed);
+        let st = a.state();
+        let State::Pending(p) = &*st else { continue };
         if tracing {
-            if let Some(name) = tracer_of(key) {
+            if let Some(name) = tracer_of(Arc::as_ptr(&a.0)) {
                 return Err(Error::invalid(
                     name,
                     "cannot evaluate a value that depends on the function's inputs while it is being \
@@ -186,13 +193,8 @@ fn topological_order(outputs: &[&Array]) -> Result<Vec<Array>> {
                 ));
             }
         }
-        seen.insert(key);
-        stack.push((a, true));
-        for inp in inputs.into_iter().rev() {
-            if !seen.contains(&Arc::as_ptr(&inp.0)) {
-                stack.push((inp, false));
-            }
-        }
+        stack.push((a.clone(), true));
+        stack.extend(p.inputs.iter().rev().filter(|inp| !seen(inp)).map(|inp| (inp.clone(), false)));
     }
     Ok(order)
 }
