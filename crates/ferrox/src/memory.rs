@@ -29,6 +29,8 @@ pub(crate) struct Pool {
     cached: usize,
     memory_limit: usize,
     cache_limit: usize,
+    /// Cached blocks by size. A size's list stays when it empties, so a loop that frees and
+    /// takes back the same sizes (a decode step) allocates no list or tree node each time.
     free: BTreeMap<usize, Vec<usize>>,
     /// Which memory this is, for error messages ("host", "GPU 0").
     what: &'static str,
@@ -77,12 +79,8 @@ impl Pool {
 
     fn trim_cache_to(&mut self, limit: usize) {
         while self.cached > limit {
-            let Some((&size, _)) = self.free.iter().next_back() else { break };
-            let addrs = self.free.get_mut(&size).unwrap();
-            let a = addrs.pop().unwrap();
-            if addrs.is_empty() {
-                self.free.remove(&size);
-            }
+            let Some((&size, addrs)) = self.free.iter_mut().rev().find(|(_, a)| !a.is_empty()) else { break };
+            let a = addrs.pop().expect("found non-empty");
             self.cached -= size;
             (self.sys_free)(a, size);
         }
@@ -92,13 +90,8 @@ impl Pool {
     pub(crate) fn allocate(&mut self, nbytes: usize) -> Result<(usize, usize)> {
         let size = block_size(nbytes.max(1));
         // Reuse a cached block no more than 1/8 larger than asked.
-        let hit = self.free.range(size..=size + size / 8).next().map(|(&s, _)| s);
-        if let Some(s) = hit {
-            let addrs = self.free.get_mut(&s).unwrap();
-            let a = addrs.pop().unwrap();
-            if addrs.is_empty() {
-                self.free.remove(&s);
-            }
+        let hit = self.free.range_mut(size..=size + size / 8).find_map(|(&s, addrs)| Some((s, addrs.pop()?)));
+        if let Some((s, a)) = hit {
             self.cached -= s;
             self.active += s;
             self.peak = self.peak.max(self.active);
