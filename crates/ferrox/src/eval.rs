@@ -166,7 +166,7 @@ static WALKS: AtomicU64 = AtomicU64::new(1);
 /// Two walks at once (nested evaluations inside kernels on two threads) may overwrite each
 /// other's marks on a shared node; a node reached twice is then listed twice, which costs
 /// nothing ([`run`] skips a node already computed) and keeps inputs before consumers.
-fn topological_order(outputs: &[&Array]) -> Result<Vec<Array>> {
+pub(crate) fn topological_order(outputs: &[&Array]) -> Result<Vec<Array>> {
     let tracing = TRACERS.with(|t| !t.borrow().is_empty());
     let walk = WALKS.fetch_add(1, Ordering::Relaxed);
     let seen = |a: &Array| a.0.visited.load(Ordering::Relaxed) == walk;

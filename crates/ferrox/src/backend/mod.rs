@@ -28,14 +28,16 @@ pub trait Backend: Send + Sync {
 
 /// The steps that evaluate `order` (pending nodes, inputs before their consumers): on a GPU,
 /// a matrix-vector product takes in the norm before it and the SwiGLU after it where nothing
-/// else reads what passes between them ([`cuda::join`]), and those nodes drop out; every other
-/// node runs as it is. The graph itself is not changed, so an evaluation that stops at an
+/// else reads what passes between them ([`cuda::join`]); on the CPU, a quantized one takes
+/// in the norm before it and the residual add after it ([`cpu::join`]); the nodes joined in
+/// drop out, and every other node runs as it is. The graph itself is not changed, so an evaluation that stops at an
 /// error leaves every node as it was built.
 pub(crate) fn plan(order: Vec<Array>) -> Vec<Planned> {
     #[cfg(feature = "cuda")]
-    return cuda::join::plan(order);
+    let steps = cuda::join::plan(order);
     #[cfg(not(feature = "cuda"))]
-    order.into_iter().map(|node| Planned { node, run_as: None }).collect()
+    let steps = order.into_iter().map(|node| Planned { node, run_as: None }).collect();
+    cpu::join::plan(steps)
 }
 
 /// How a backend evaluates one op over evaluated inputs into an output of a shape and dtype.

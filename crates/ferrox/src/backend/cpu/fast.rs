@@ -266,6 +266,28 @@ fn vector<A: Real + Element>(a: Option<&Array>, n: usize) -> Result<Option<Vec<A
     }
 }
 
+/// One row of RMS normalization in the compute type `A`: `o = r / sqrt(mean(r²) + eps) · w`,
+/// each value rounded to `T`. The op's kernel and the quantized products that take the norm
+/// in ([`rms_norm_f32`]) both compute it here, so they agree bit for bit.
+#[inline(always)]
+fn rms_norm_row<T: Element<Acc = A>, A: Real>(r: &[T], w: &[A], eps: A, o: &mut [T]) {
+    let inv_n = A::of(1.0 / r.len().max(1) as f64);
+    let ss = fold_slice(
+        r,
+        A::ZERO,
+        Acc::add,
+        #[inline(always)]
+        |v: T| {
+            let a = v.to_acc();
+            Acc::mul(a, a)
+        },
+    );
+    let scale = Acc::div(A::ONE, Real::sqrt(Acc::add(Acc::mul(ss, inv_n), eps)));
+    for ((ov, v), &wv) in o.iter_mut().zip(r).zip(w) {
+        *ov = T::from_acc(Acc::mul(Acc::mul(v.to_acc(), scale), wv));
+    }
+}
+
 /// RMS normalization over the last axis, times an optional weight.
 pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f32, shape: &[usize]) -> Result<Data> {
     let n = *shape.last().unwrap_or(&1);
@@ -274,18 +296,43 @@ pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f32, shape: &[usize]) ->
         // No weight multiplies by one, which is exact.
         let w = vector::<A>(weight, n)?.unwrap_or_else(|| vec![A::ONE; n]);
         let eps = A::of(eps as f64);
-        let inv_n = A::of(1.0 / n.max(1) as f64);
-        for_rows::<T, T>(x, n, shape, #[inline(always)] |r, o, _, _| {
-            let ss = fold_slice(r, A::ZERO, Acc::add, #[inline(always)] |v: T| {
-                let a = v.to_acc();
-                Acc::mul(a, a)
-            });
-            let scale = Acc::div(A::ONE, Real::sqrt(Acc::add(Acc::mul(ss, inv_n), eps)));
-            for ((ov, v), &wv) in o.iter_mut().zip(r).zip(&w) {
-                *ov = T::from_acc(Acc::mul(Acc::mul(v.to_acc(), scale), wv));
-            }
-        })
+        for_rows::<T, T>(x, n, shape, #[inline(always)] |r, o, _, _| rms_norm_row(r, &w, eps, o))
     }, unreachable!())
+}
+
+/// [`rms_norm`] of the few rows of a float32, float16 or bfloat16 `x`, on the calling
+/// thread, as float32 values (of `x`'s dtype: widened after rounding, so exactly the op's
+/// output): what a decode step's product reads when it takes its input's norm in.
+pub(super) fn rms_norm_f32(x: &Array, weight: Option<&Array>, eps: f32) -> Result<Vec<f32>> {
+    let n = *x.shape().last().unwrap_or(&1);
+    let d = row_major(x)?;
+    macro_rules! rows {
+        ($T:ty) => {{
+            let w = vector::<f32>(weight, n)?.unwrap_or_else(|| vec![1.0; n]);
+            // SAFETY: row-major data of x.size() elements.
+            let xs = unsafe { std::slice::from_raw_parts(d.ptr::<$T>(), x.size()) };
+            let mut out = vec![0f32; x.size()];
+            let mut row = vec![<$T>::default(); n];
+            dispatch(
+                #[inline(always)]
+                |_| {
+                    for (r, o) in xs.chunks(n.max(1)).zip(out.chunks_mut(n.max(1))) {
+                        rms_norm_row(r, &w, eps, &mut row);
+                        for (o, v) in o.iter_mut().zip(&row) {
+                            *o = v.to_acc();
+                        }
+                    }
+                },
+            );
+            Ok(out)
+        }};
+    }
+    match x.dtype() {
+        Dtype::F32 => rows!(f32),
+        Dtype::F16 => rows!(f16),
+        Dtype::Bf16 => rows!(bf16),
+        dt => Err(crate::Error::invalid("rms_norm", format!("a product's joined norm over {dt}"))),
+    }
 }
 
 /// Layer normalization over the last axis, with optional weight and bias.

@@ -15,6 +15,7 @@ mod fused_block;
 mod gather_mm;
 mod index;
 pub(crate) mod iter;
+pub(crate) mod join;
 mod math;
 mod matmul;
 mod quantized;
@@ -28,7 +29,7 @@ use crate::array::{Array, Data};
 use crate::device::Device;
 use crate::dtype::Dtype;
 use crate::error::Result;
-use crate::primitives::Op;
+use crate::primitives::{Op, Prologue};
 
 use super::Backend;
 
@@ -60,6 +61,14 @@ impl Backend for CpuBackend {
             Op::ArgReduce { op, axis } => reduce::arg_reduce(*op, x.unwrap(), *axis, shape),
             Op::Scan { op, axis, reverse, inclusive } => reduce::scan(*op, x.unwrap(), *axis, *reverse, *inclusive),
             Op::Matmul { alpha, beta } => matmul::matmul(inputs, *alpha, *beta, shape, dtype),
+            Op::JoinedMatmul { prologue, epilogue: None, alpha, beta, quantized: Some(params) }
+                if *alpha == 1.0
+                    && (*beta == 0.0 || *beta == 1.0)
+                    && matches!(inputs[0].dtype(), Dtype::F32 | Dtype::F16 | Dtype::Bf16) =>
+            {
+                let norm = prologue.as_ref().map(|Prologue::RmsNorm { eps, weight }| (*eps, *weight));
+                quantized::joined_matmul(inputs, norm, *beta == 1.0, *params, shape, dtype)
+            }
             Op::JoinedMatmul { prologue, epilogue, alpha, beta, quantized } => {
                 let run = |op: &Op, ins: &[Array], shape: &[usize], dt: Dtype| self.eval(op, ins, shape, dt);
                 let (prologue, epilogue) = (prologue.as_ref(), epilogue.as_ref());

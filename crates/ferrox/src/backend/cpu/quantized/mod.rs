@@ -53,6 +53,8 @@ fn row_major(x: &Array) -> Result<Data> {
     }
 }
 
+pub use qmm::joined_matmul;
+
 /// Evaluates one quantized op.
 pub fn eval(op: QuantOp, p: QuantParams, inputs: &[Array], shape: &[usize], dtype: Dtype) -> Result<Data> {
     match op {

@@ -199,7 +199,10 @@ fn with_matrices<R>(
 }
 
 /// Runs the products of `pairs` (x matrix, stored matrix), each of `m` rows, into `out`
-/// ([pairs, m, n] of the output dtype). Pairs that share a stored matrix run as one product.
+/// ([pairs, m, n] of the output dtype), plus `addend` (row-major, of the output's shape and
+/// dtype) if given, added to the product rounded to the dtype, as an `add` after the product
+/// would. Pairs that share a stored matrix run as one product.
+#[allow(clippy::too_many_arguments)]
 fn run_pairs(
     ops: &Operands,
     p: QuantParams,
@@ -208,6 +211,7 @@ fn run_pairs(
     m: usize,
     shape: &[usize],
     dtype: Dtype,
+    addend: Option<&Data>,
 ) -> Result<Data> {
     let (k, n) = if transpose { (ops.cols, ops.rows) } else { (ops.rows, ops.cols) };
     let total = pairs.len() * m * n;
@@ -240,34 +244,65 @@ fn run_pairs(
     match dtype {
         Dtype::F32 => alloc_out::<f32>(shape, |out| {
             compute(out);
+            if let Some(c) = addend {
+                add_in_place(out, c, total);
+            }
             Ok(())
         }),
         Dtype::F16 => alloc_out::<f16>(shape, |out| {
             compute(&mut y);
             convert(&y, out);
+            if let Some(c) = addend {
+                add_in_place(out, c, total);
+            }
             Ok(())
         }),
         _ => alloc_out::<bf16>(shape, |out| {
             compute(&mut y);
             convert(&y, out);
+            if let Some(c) = addend {
+                add_in_place(out, c, total);
+            }
             Ok(())
         }),
     }
 }
 
-/// Reads the operands (x, packed, scales, biases) of a product node.
-fn operands<'a>(inputs: &[Array], p: QuantParams, xd: &'a Data, wd: &'a Data) -> Result<Operands<'a>> {
-    let (x, wq) = (&inputs[0], &inputs[1]);
+/// `out[i] += c[i]` (`c`: `total` values) in the compute type, rounded to `D` (an `add` of two `D` arrays), in
+/// vectors on the calling thread (a decode step's few thousand values).
+fn add_in_place<D: Element<Acc = f32>>(out: &mut [D], c: &Data, total: usize) {
+    // SAFETY: the addend is row-major data of the output's `total` elements and dtype.
+    let c = unsafe { std::slice::from_raw_parts(c.ptr::<D>(), total) };
+    dispatch(
+        #[inline(always)]
+        |_| {
+            for (o, &c) in out.iter_mut().zip(c) {
+                *o = D::from_acc(o.to_acc() + c.to_acc());
+            }
+        },
+    )
+}
+
+/// Reads the operands of a product node: x (as f32 values of `x_dtype`), and from `mats` the
+/// packed matrix (row-major `wd`), scales and biases.
+fn operands<'a>(
+    x: Cow<'a, [f32]>,
+    x_dtype: Dtype,
+    mats: &[Array],
+    p: QuantParams,
+    wd: &'a Data,
+) -> Result<Operands<'a>> {
+    let wq = &mats[0];
     let rows = wq.shape()[wq.ndim() - 2];
     let cols = wq.shape()[wq.ndim() - 1] * 32 / p.bits;
     let count = wq.size() / (rows * (cols * p.bits / 32)).max(1);
     Ok(Operands {
-        x: x_f32(xd, x.size(), x.dtype()),
-        x_dtype: x.dtype(),
+        x,
+        x_dtype,
         // SAFETY: row-major data of wq.size() words.
         words: unsafe { std::slice::from_raw_parts(wd.ptr::<u32>(), wq.size()) },
-        scales: row_major(&inputs[2])?,
-        biases: if p.mode == QuantMode::Affine { Some(row_major(&inputs[3])?) } else { None },
+        scales: row_major(&mats[1])?,
+        biases: if p.mode == QuantMode::Affine { Some(row_major(&mats[2])?) } else { None },
         rows,
         cols,
         count,
@@ -284,11 +319,11 @@ pub fn quantized_matmul(
 ) -> Result<Data> {
     let (x, wq) = (&inputs[0], &inputs[1]);
     let (xd, wd) = (row_major(x)?, row_major(wq)?);
-    let ops = operands(inputs, p, &xd, &wd)?;
+    let ops = operands(x_f32(&xd, x.size(), x.dtype()), x.dtype(), &inputs[1..], p, &wd)?;
     let k = *x.shape().last().expect("x has an axis");
     if wq.ndim() == 2 {
         let r = x.size() / k.max(1);
-        return run_pairs(&ops, p, transpose, &[(0, 0)], r, shape, dtype);
+        return run_pairs(&ops, p, transpose, &[(0, 0)], r, shape, dtype, None);
     }
     // Batched: the output's batch axes broadcast those of x and of the stored matrices.
     let nd = shape.len();
@@ -302,7 +337,38 @@ pub fn quantized_matmul(
             (xi as usize, wi as usize)
         })
         .collect();
-    run_pairs(&ops, p, transpose, &pairs, m, shape, dtype)
+    run_pairs(&ops, p, transpose, &pairs, m, shape, dtype, None)
+}
+
+/// A decode product with its input's norm and the residual add after it joined in
+/// ([`Op::JoinedMatmul`](crate::primitives::Op::JoinedMatmul) as `backend::cpu::join` plans
+/// it): `[rms_norm(x, weight, eps)] @ dequantize(w)ᵀ [+ c]`, bit for bit the ops it stands
+/// for. Inputs: x (and the norm's weight if `norm` says it has one), the stored matrix
+/// `[N, K]` (packed, scales, biases if affine), then c if `add`.
+pub fn joined_matmul(
+    inputs: &[Array],
+    norm: Option<(f32, bool)>,
+    add: bool,
+    p: QuantParams,
+    shape: &[usize],
+    dtype: Dtype,
+) -> Result<Data> {
+    let x = &inputs[0];
+    let first = norm.map_or(1, |(_, weight)| 1 + weight as usize);
+    let mats = &inputs[first..first + p.mode.matrix_inputs()];
+    let wd = row_major(&mats[0])?;
+    let xd;
+    let xs = match norm {
+        Some((eps, weight)) => Cow::Owned(super::super::fast::rms_norm_f32(x, weight.then(|| &inputs[1]), eps)?),
+        None => {
+            xd = row_major(x)?;
+            x_f32(&xd, x.size(), x.dtype())
+        }
+    };
+    let ops = operands(xs, x.dtype(), mats, p, &wd)?;
+    let addend = if add { Some(row_major(&inputs[inputs.len() - 1])?) } else { None };
+    let r = x.size() / x.shape().last().copied().unwrap_or(1).max(1);
+    run_pairs(&ops, p, true, &[(0, 0)], r, shape, dtype, addend.as_ref())
 }
 
 /// `gather_qmm`: inputs x, packed, scales, (biases), lhs and rhs indices (uint32, one shape).
@@ -310,10 +376,10 @@ pub fn gather_qmm(inputs: &[Array], p: QuantParams, transpose: bool, shape: &[us
     let (x, wq) = (&inputs[0], &inputs[1]);
     let (lhs, rhs) = (&inputs[inputs.len() - 2], &inputs[inputs.len() - 1]);
     let (xd, wd) = (row_major(x)?, row_major(wq)?);
-    let ops = operands(inputs, p, &xd, &wd)?;
+    let ops = operands(x_f32(&xd, x.size(), x.dtype()), x.dtype(), &inputs[1..], p, &wd)?;
     let nd = x.ndim();
     let (m, k) = (x.shape()[nd - 2], x.shape()[nd - 1]);
     let x_count = x.size() / (m * k).max(1);
     let pairs = crate::backend::cpu::gather_mm::index_pairs("gather_qmm", lhs, rhs, x_count, ops.count)?;
-    run_pairs(&ops, p, transpose, &pairs, m, shape, dtype)
+    run_pairs(&ops, p, transpose, &pairs, m, shape, dtype, None)
 }
