@@ -361,10 +361,11 @@ pub enum Op {
     /// from the first inputs by `prologue` (else it is input 0), followed by b (with
     /// `quantized`, the packed matrix, its scales and, if affine, biases) and, when beta is not
     /// 0, c; `epilogue` (if any) maps the product to the output. Never built by an op:
-    /// evaluation makes it on a GPU stream from producers whose only reader is the product and
-    /// consumers that alone read it (`backend::plan`), so a decode step's matrix-vector product
-    /// normalizes its own input, adds the residual, or applies SwiGLU to its own output,
-    /// instead of a kernel of its own writing a few kilobytes for the next.
+    /// evaluation makes it from producers whose only reader is the product and consumers that
+    /// alone read it (`backend::plan`: on a GPU stream, and for quantized products on the
+    /// CPU), so a decode step's matrix-vector product normalizes its own input, adds the
+    /// residual, or (GPU) applies SwiGLU to its own output, instead of a kernel of its own
+    /// writing a few kilobytes for the next.
     JoinedMatmul {
         /// How `a` is computed, if it is.
         prologue: Option<Prologue>,

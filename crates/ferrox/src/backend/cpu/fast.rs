@@ -270,7 +270,7 @@ fn vector<A: Real + Element>(a: Option<&Array>, n: usize) -> Result<Option<Vec<A
 /// each value rounded to `T`. The op's kernel and the quantized products that take the norm
 /// in ([`rms_norm_f32`]) both compute it here, so they agree bit for bit.
 #[inline(always)]
-fn rms_norm_row<T: Element<Acc = A>, A: Real>(r: &[T], w: &[A], eps: A, o: &mut [T]) {
+fn rms_norm_row<T: Element<Acc = A>, W: Element<Acc = A>, A: Real>(r: &[T], w: &[W], eps: A, o: &mut [T]) {
     let inv_n = A::of(1.0 / r.len().max(1) as f64);
     let ss = fold_slice(
         r,
@@ -284,8 +284,28 @@ fn rms_norm_row<T: Element<Acc = A>, A: Real>(r: &[T], w: &[A], eps: A, o: &mut 
     );
     let scale = Acc::div(A::ONE, Real::sqrt(Acc::add(Acc::mul(ss, inv_n), eps)));
     for ((ov, v), &wv) in o.iter_mut().zip(r).zip(w) {
-        *ov = T::from_acc(Acc::mul(Acc::mul(v.to_acc(), scale), wv));
+        *ov = T::from_acc(Acc::mul(Acc::mul(v.to_acc(), scale), wv.to_acc()));
     }
+}
+
+/// Runs `in_place` over a norm's weight of `n` values when it is a contiguous row of `T` (no
+/// copy: a decode step's norms read theirs every token), else `converted` over it in the
+/// compute type `A` (ones when there is none). Each value widens to `A` exactly either way.
+fn with_norm_weight<T: Element<Acc = A>, A: Real + Element, R>(
+    weight: Option<&Array>,
+    n: usize,
+    in_place: impl FnOnce(&[T]) -> R,
+    converted: impl FnOnce(&[A]) -> R,
+) -> Result<R> {
+    if let Some(w) = weight.filter(|w| w.dtype() == T::DTYPE && w.size() == n) {
+        let d = w.data()?;
+        if d.is_row_contiguous(w.shape()) {
+            // SAFETY: a contiguous row of n elements of T.
+            return Ok(in_place(unsafe { std::slice::from_raw_parts(d.ptr::<T>(), n) }));
+        }
+    }
+    // No weight multiplies by one, which is exact.
+    Ok(converted(&vector::<A>(weight, n)?.unwrap_or_else(|| vec![A::ONE; n])))
 }
 
 /// RMS normalization over the last axis, times an optional weight.
@@ -293,10 +313,13 @@ pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f32, shape: &[usize]) ->
     let n = *shape.last().unwrap_or(&1);
     crate::dispatch_float!(x.dtype(), T => {
         type A = <T as Element>::Acc;
-        // No weight multiplies by one, which is exact.
-        let w = vector::<A>(weight, n)?.unwrap_or_else(|| vec![A::ONE; n]);
         let eps = A::of(eps as f64);
-        for_rows::<T, T>(x, n, shape, #[inline(always)] |r, o, _, _| rms_norm_row(r, &w, eps, o))
+        with_norm_weight::<T, A, _>(
+            weight,
+            n,
+            |w| for_rows::<T, T>(x, n, shape, #[inline(always)] |r, o, _, _| rms_norm_row(r, w, eps, o)),
+            |w| for_rows::<T, T>(x, n, shape, #[inline(always)] |r, o, _, _| rms_norm_row(r, w, eps, o)),
+        )?
     }, unreachable!())
 }
 
@@ -304,33 +327,33 @@ pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f32, shape: &[usize]) ->
 /// thread, as float32 values (of `x`'s dtype: widened after rounding, so exactly the op's
 /// output): what a decode step's product reads when it takes its input's norm in.
 pub(super) fn rms_norm_f32(x: &Array, weight: Option<&Array>, eps: f32) -> Result<Vec<f32>> {
-    let n = *x.shape().last().unwrap_or(&1);
-    let d = row_major(x)?;
-    macro_rules! rows {
-        ($T:ty) => {{
-            let w = vector::<f32>(weight, n)?.unwrap_or_else(|| vec![1.0; n]);
-            // SAFETY: row-major data of x.size() elements.
-            let xs = unsafe { std::slice::from_raw_parts(d.ptr::<$T>(), x.size()) };
-            let mut out = vec![0f32; x.size()];
-            let mut row = vec![<$T>::default(); n];
-            dispatch(
-                #[inline(always)]
-                |_| {
-                    for (r, o) in xs.chunks(n.max(1)).zip(out.chunks_mut(n.max(1))) {
-                        rms_norm_row(r, &w, eps, &mut row);
-                        for (o, v) in o.iter_mut().zip(&row) {
-                            *o = v.to_acc();
-                        }
+    fn rows<T: Element<Acc = f32>>(x: &Array, weight: Option<&Array>, eps: f32) -> Result<Vec<f32>> {
+        let n = *x.shape().last().unwrap_or(&1);
+        let d = row_major(x)?;
+        // SAFETY: row-major data of x.size() elements.
+        let xs = unsafe { std::slice::from_raw_parts(d.ptr::<T>(), x.size()) };
+        with_norm_weight::<T, f32, _>(weight, n, |w| normed(xs, n, w, eps), |w| normed(xs, n, w, eps))
+    }
+    fn normed<T: Element<Acc = f32>, W: Element<Acc = f32>>(xs: &[T], n: usize, w: &[W], eps: f32) -> Vec<f32> {
+        let mut out = vec![0f32; xs.len()];
+        let mut row = vec![T::default(); n];
+        dispatch(
+            #[inline(always)]
+            |_| {
+                for (r, o) in xs.chunks(n.max(1)).zip(out.chunks_mut(n.max(1))) {
+                    rms_norm_row(r, w, eps, &mut row);
+                    for (o, v) in o.iter_mut().zip(&row) {
+                        *o = v.to_acc();
                     }
-                },
-            );
-            Ok(out)
-        }};
+                }
+            },
+        );
+        out
     }
     match x.dtype() {
-        Dtype::F32 => rows!(f32),
-        Dtype::F16 => rows!(f16),
-        Dtype::Bf16 => rows!(bf16),
+        Dtype::F32 => rows::<f32>(x, weight, eps),
+        Dtype::F16 => rows::<f16>(x, weight, eps),
+        Dtype::Bf16 => rows::<bf16>(x, weight, eps),
         dt => Err(crate::Error::invalid("rms_norm", format!("a product's joined norm over {dt}"))),
     }
 }
