@@ -55,12 +55,21 @@ fn join(prev: &Planned, node: &Array) -> Option<Pending> {
     }
     let reads = |i: usize| p.inputs.get(i).is_some_and(|x| Arc::ptr_eq(&x.0, &prev.node.0));
     match p.op {
-        Op::Quantized { op: QuantOp::Matmul { transpose: true }, params }
-            if reads(0) && rows(node.shape()) <= JOIN_ROWS =>
-        {
-            with_norm(prev, p, params)
-        }
         Op::Binary(BinaryOp::Add) if reads(0) || reads(1) => with_addend(prev, node, p),
+        _ if reads(0) => with_norm(prev, p, decode_product(p, node.shape())?),
+        _ => None,
+    }
+}
+
+/// The format of `p` if it is a decode product the kernel joins into: a quantized matrix
+/// `[N, K]` (one, not a stack) times x transposed, at most [`JOIN_ROWS`] rows out.
+fn decode_product(p: &Pending, shape: &[usize]) -> Option<QuantParams> {
+    match p.op {
+        Op::Quantized { op: QuantOp::Matmul { transpose: true }, params }
+            if p.inputs[1].ndim() == 2 && rows(shape) <= JOIN_ROWS =>
+        {
+            Some(params)
+        }
         _ => None,
     }
 }
@@ -96,7 +105,7 @@ fn with_norm(prev: &Planned, p: &Pending, params: QuantParams) -> Option<Pending
 /// dtype, as the product (its norm joined in or not) with the residual as its addend.
 fn with_addend(prev: &Planned, node: &Array, a: &Pending) -> Option<Pending> {
     let same = |x: &Array| x.shape() == node.shape() && x.dtype() == node.dtype();
-    if !a.inputs.iter().all(same) || rows(node.shape()) > JOIN_ROWS {
+    if !a.inputs.iter().all(same) {
         return None;
     }
     let addend = a.inputs.iter().find(|x| !Arc::ptr_eq(&x.0, &prev.node.0))?;
@@ -110,7 +119,7 @@ fn with_addend(prev: &Planned, node: &Array, a: &Pending) -> Option<Pending> {
         None => {
             let ps = prev.node.state();
             let State::Pending(pp) = &*ps else { return None };
-            let Op::Quantized { op: QuantOp::Matmul { transpose: true }, params } = pp.op else { return None };
+            let params = decode_product(pp, prev.node.shape())?;
             if pp.stream != a.stream {
                 return None;
             }
@@ -177,5 +186,20 @@ mod tests {
                 drop((steps, p));
             }
         }
+    }
+
+    /// A product over a stack of quantized matrices (a batched `quantized_matmul`) keeps its
+    /// norm apart: the joined kernel takes one matrix.
+    #[test]
+    fn a_stack_of_matrices_does_not_join() {
+        let x = array(&[2, 1, 128], 5, Dtype::Bf16);
+        let (wq, s, b) = crate::quantize(&array(&[2, 48, 128], 6, Dtype::Bf16), 64, 4, QuantMode::Affine).unwrap();
+        let n = crate::fast::rms_norm(&x, None, 1e-5).unwrap();
+        let p = crate::quantized_matmul(&n, &wq, &s, b.as_ref(), true, 64, 4, QuantMode::Affine).unwrap();
+        drop(n);
+        crate::eval(&[&x, &wq, &s, b.as_ref().unwrap()]).unwrap();
+        let steps = crate::backend::plan(crate::eval::topological_order(&[&p]).unwrap());
+        assert_eq!(steps.len(), 2);
+        assert!(steps.iter().all(|s| s.run_as.is_none()));
     }
 }

@@ -64,7 +64,8 @@ impl Backend for CpuBackend {
             Op::JoinedMatmul { prologue, epilogue: None, alpha, beta, quantized: Some(params) }
                 if *alpha == 1.0
                     && (*beta == 0.0 || *beta == 1.0)
-                    && matches!(inputs[0].dtype(), Dtype::F32 | Dtype::F16 | Dtype::Bf16) =>
+                    && matches!(inputs[0].dtype(), Dtype::F32 | Dtype::F16 | Dtype::Bf16)
+                    && inputs[prologue.as_ref().map_or(1, Prologue::inputs)].ndim() == 2 =>
             {
                 let norm = prologue.as_ref().map(|Prologue::RmsNorm { eps, weight }| (*eps, *weight));
                 quantized::joined_matmul(inputs, norm, *beta == 1.0, *params, shape, dtype)

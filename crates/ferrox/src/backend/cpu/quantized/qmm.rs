@@ -268,8 +268,8 @@ fn run_pairs(
     }
 }
 
-/// `out[i] += c[i]` (`c`: `total` values) in the compute type, rounded to `D` (an `add` of two `D` arrays), in
-/// vectors on the calling thread (a decode step's few thousand values).
+/// `out[i] += c[i]` (`c`: `total` values) in the compute type, rounded to `D` (an `add` of
+/// two `D` arrays), in vectors on the calling thread (a decode step's few thousand values).
 fn add_in_place<D: Element<Acc = f32>>(out: &mut [D], c: &Data, total: usize) {
     // SAFETY: the addend is row-major data of the output's `total` elements and dtype.
     let c = unsafe { std::slice::from_raw_parts(c.ptr::<D>(), total) };
@@ -343,8 +343,8 @@ pub fn quantized_matmul(
 /// A decode product with its input's norm and the residual add after it joined in
 /// ([`Op::JoinedMatmul`](crate::primitives::Op::JoinedMatmul) as `backend::cpu::join` plans
 /// it): `[rms_norm(x, weight, eps)] @ dequantize(w)ᵀ [+ c]`, bit for bit the ops it stands
-/// for. Inputs: x (and the norm's weight if `norm` says it has one), the stored matrix
-/// `[N, K]` (packed, scales, biases if affine), then c if `add`.
+/// for. Inputs: x (and the norm's weight if `norm` says it has one), one stored matrix
+/// `[N, K]` (packed, scales, biases if affine; not a stack), then c if `add`.
 pub fn joined_matmul(
     inputs: &[Array],
     norm: Option<(f32, bool)>,
