@@ -34,10 +34,9 @@ pub trait Backend: Send + Sync {
 /// error leaves every node as it was built.
 pub(crate) fn plan(order: Vec<Array>) -> Vec<Planned> {
     #[cfg(feature = "cuda")]
-    let steps = cuda::join::plan(order);
+    return cpu::join::plan(cuda::join::plan(order).into_iter());
     #[cfg(not(feature = "cuda"))]
-    let steps = order.into_iter().map(|node| Planned { node, run_as: None }).collect();
-    cpu::join::plan(steps)
+    cpu::join::plan(order.into_iter().map(|node| Planned { node, run_as: None }))
 }
 
 /// How a backend evaluates one op over evaluated inputs into an output of a shape and dtype.

@@ -23,11 +23,11 @@ use crate::primitives::{BinaryOp, Op, Prologue, QuantOp, QuantParams};
 
 /// The most rows of a product with joins: a decode step's (one per sequence of a batch),
 /// those of the matrix-vector kernel.
-const JOIN_ROWS: usize = 4;
+const JOIN_ROWS: usize = super::quantized::QMV_MAX_ROWS;
 
 /// Joins CPU steps of `steps` (see the module documentation); steps already planned otherwise
 /// stay as they are.
-pub(crate) fn plan(steps: Vec<Planned>) -> Vec<Planned> {
+pub(crate) fn plan(steps: impl ExactSizeIterator<Item = Planned>) -> Vec<Planned> {
     let mut out: Vec<Planned> = Vec::with_capacity(steps.len());
     for step in steps {
         let joined = match (out.last(), &step.run_as) {

@@ -54,6 +54,7 @@ fn row_major(x: &Array) -> Result<Data> {
 }
 
 pub use qmm::joined_matmul;
+pub(super) use qmv::QMV_MAX_ROWS;
 
 /// Evaluates one quantized op.
 pub fn eval(op: QuantOp, p: QuantParams, inputs: &[Array], shape: &[usize], dtype: Dtype) -> Result<Data> {

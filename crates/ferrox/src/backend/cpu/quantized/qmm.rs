@@ -244,33 +244,29 @@ fn run_pairs(
     match dtype {
         Dtype::F32 => alloc_out::<f32>(shape, |out| {
             compute(out);
-            if let Some(c) = addend {
-                add_in_place(out, c, total);
-            }
+            add_addend(out, addend, total);
             Ok(())
         }),
         Dtype::F16 => alloc_out::<f16>(shape, |out| {
             compute(&mut y);
             convert(&y, out);
-            if let Some(c) = addend {
-                add_in_place(out, c, total);
-            }
+            add_addend(out, addend, total);
             Ok(())
         }),
         _ => alloc_out::<bf16>(shape, |out| {
             compute(&mut y);
             convert(&y, out);
-            if let Some(c) = addend {
-                add_in_place(out, c, total);
-            }
+            add_addend(out, addend, total);
             Ok(())
         }),
     }
 }
 
-/// `out[i] += c[i]` (`c`: `total` values) in the compute type, rounded to `D` (an `add` of
-/// two `D` arrays), in vectors on the calling thread (a decode step's few thousand values).
-fn add_in_place<D: Element<Acc = f32>>(out: &mut [D], c: &Data, total: usize) {
+/// `out[i] += c[i]` for an addend `c` (`total` values) in the compute type, rounded to `D`
+/// (an `add` of two `D` arrays), in vectors on the calling thread (a decode step's few
+/// thousand values); nothing without one.
+fn add_addend<D: Element<Acc = f32>>(out: &mut [D], c: Option<&Data>, total: usize) {
+    let Some(c) = c else { return };
     // SAFETY: the addend is row-major data of the output's `total` elements and dtype.
     let c = unsafe { std::slice::from_raw_parts(c.ptr::<D>(), total) };
     dispatch(
